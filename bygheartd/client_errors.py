@@ -1,0 +1,212 @@
+"""Errors the API client raises, and the rules that turn HTTP replies into them.
+
+One place decides what a status code, an envelope or a transport failure means, so that
+the engine can act on the exception type alone (hold, fail, retry) and no message leaks the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from bygheartd.errors import BygheartdError
+
+_MAX_MESSAGE_CHARS = 300
+
+
+class ApiError(BygheartdError):
+    """Base of every error that comes from talking to the API."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AuthError(ApiError):
+    """401: the key is missing or wrong; nothing was created, every submit would fail too."""
+
+
+class PlanError(AuthError):
+    """403 on a job endpoint: the key's plan may not use the API (Free keys are blocked)."""
+
+
+class RateLimited(ApiError):
+    """429: rate limit, credit cap or a full queue; nothing was created, wait and try again."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = 429,
+        *,
+        retry_after: float | None = None,
+        reason: str = "rate_limited",
+    ) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class TransientError(ApiError):
+    """A gateway error, timeout or dropped connection: the same request may work later.
+
+    `outcome_unknown` is true when a submit was sent but its reply was lost: the server may
+    have created (and charged for) a task, so resubmitting is the caller's decision.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, *, outcome_unknown: bool = False
+    ) -> None:
+        super().__init__(message, status)
+        self.outcome_unknown = outcome_unknown
+
+
+class RejectedError(ApiError):
+    """The server refused this request for good (400, 415, 500, 403/404 on audio)."""
+
+
+class ProtocolError(ApiError):
+    """The reply does not have the shape API.md promises (bad JSON, wrong types, bad audio)."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the key from text that came from outside (a server may echo what it got)."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def server_message(response: httpx.Response) -> tuple[str, Any]:
+    """The human-readable message of an error reply, whatever its shape, and the JSON body."""
+    body: Any = None
+    try:
+        body = json.loads(response.content) if response.content else None
+    except ValueError:
+        body = None
+    text = ""
+    if isinstance(body, dict):
+        parts: list[str] = []
+        for name in ("error", "message", "detail"):
+            value = body.get(name)
+            if value is None or value == "":
+                continue
+            parts.append(value if isinstance(value, str) else json.dumps(value, default=str))
+        text = ": ".join(parts)
+    elif body is not None:
+        text = json.dumps(body, default=str)
+    if not text:
+        text = response.content.decode("utf-8", "replace").strip()
+    if not text:
+        text = response.reason_phrase or "no message"
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 3] + "..."
+    return text, body
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _rate_limit_reason(body: Any, message: str) -> str:
+    if isinstance(body, dict):
+        for name in ("error", "reason", "detail", "message"):
+            value = body.get(name)
+            if isinstance(value, str) and value:
+                return value
+    return message or "rate_limited"
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    what: str,
+    body: Any = None,
+    retry_after: str | None = None,
+    audio: bool = False,
+) -> ApiError:
+    """Classify a failed reply: the exception type tells the engine what to do next."""
+    text = f"{what}: HTTP {status}: {message}"
+    if status == 401:
+        return AuthError(text + " (check the API key)", status)
+    if status == 403 and not audio:
+        return PlanError(
+            text + ": this key's plan cannot use the API; upgrade your plan (Pro or higher)",
+            status,
+        )
+    if status == 429:
+        return RateLimited(
+            text,
+            status,
+            retry_after=parse_retry_after(retry_after),
+            reason=_rate_limit_reason(body, message),
+        )
+    if status in (408, 502, 503, 504):
+        return TransientError(text, status)
+    return RejectedError(text, status)
+
+
+def error_for_response(
+    response: httpx.Response, *, what: str, secret: str | None, audio: bool = False
+) -> ApiError:
+    """The ApiError for a non-2xx reply (any body shape)."""
+    message, body = server_message(response)
+    return error_for_status(
+        response.status_code,
+        redact(message, secret),
+        what=what,
+        body=body,
+        retry_after=response.headers.get("retry-after"),
+        audio=audio,
+    )
+
+
+def error_for_transport(
+    exc: httpx.HTTPError, *, what: str, secret: str | None, submit: bool = False
+) -> TransientError | ProtocolError:
+    """Wrap an httpx failure without its request (whose headers carry the key).
+
+    Connect failures and pool timeouts never sent anything; any later failure of a submit
+    may have created a task, so it is marked `outcome_unknown`.
+    """
+    name = type(exc).__name__
+    detail = redact(str(exc), secret) or name
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return ProtocolError(f"{what}: {name}: {detail}")
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if never_sent:
+        return TransientError(f"{what}: {name}: {detail} (no connection was made)")
+    if submit:
+        return TransientError(
+            f"{what}: {name}: {detail} (the request was sent and its reply lost: "
+            "the task may or may not exist)",
+            outcome_unknown=True,
+        )
+    return TransientError(f"{what}: {name}: {detail}")
