@@ -63,10 +63,16 @@ class TransientError(ApiError):
     """
 
     def __init__(
-        self, message: str, status: int | None = None, *, outcome_unknown: bool = False
+        self,
+        message: str,
+        status: int | None = None,
+        *,
+        outcome_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, status)
         self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after
 
 
 class RejectedError(ApiError):
@@ -169,7 +175,7 @@ def error_for_status(
             reason=_rate_limit_reason(body, message),
         )
     if status in (408, 502, 503, 504):
-        return TransientError(text, status)
+        return TransientError(text, status, retry_after=parse_retry_after(retry_after))
     return RejectedError(text, status)
 
 

@@ -152,15 +152,15 @@ class LogSection(_Section):
 
 
 class Config(_Section):
-    api: ApiSection = Field(default_factory=ApiSection)
-    folders: FoldersSection = Field(default_factory=FoldersSection)
-    defaults: DefaultsSection = Field(default_factory=DefaultsSection)
-    watch: WatchSection = Field(default_factory=WatchSection)
-    queue: QueueSection = Field(default_factory=QueueSection)
-    budget: BudgetSection = Field(default_factory=BudgetSection)
-    mcp: McpSection = Field(default_factory=McpSection)
-    plugins: PluginsSection = Field(default_factory=PluginsSection)
-    log: LogSection = Field(default_factory=LogSection)
+    api: ApiSection = Field(default_factory=lambda: ApiSection())
+    folders: FoldersSection = Field(default_factory=lambda: FoldersSection())
+    defaults: DefaultsSection = Field(default_factory=lambda: DefaultsSection())
+    watch: WatchSection = Field(default_factory=lambda: WatchSection())
+    queue: QueueSection = Field(default_factory=lambda: QueueSection())
+    budget: BudgetSection = Field(default_factory=lambda: BudgetSection())
+    mcp: McpSection = Field(default_factory=lambda: McpSection())
+    plugins: PluginsSection = Field(default_factory=lambda: PluginsSection())
+    log: LogSection = Field(default_factory=lambda: LogSection())
     presets: dict[str, PresetSection] = Field(default_factory=dict)
 
     _source_path: Path | None = PrivateAttr(default=None)

@@ -344,9 +344,10 @@ class Store:
         event: str,
         reason: str | None = None,
         expect: Iterable[JobStatus] | None = None,
+        ledger: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Job:
-        """Move a job to `to` and append history, atomically.
+        """Move a job to `to` and append history (and a ledger line), atomically.
 
         With `expect`, the move happens only from one of those statuses: that is how a
         cancel from the CLI and the engine's progress never overwrite each other.
@@ -361,6 +362,8 @@ class Store:
             fields.setdefault("reason", reason)
             self._update(db, job_id, status=to.value, **fields)
             self._event(db, job_id, event, current, to.value, reason)
+            if ledger is not None:
+                self._ledger(db, **ledger)
         return self.get(job_id)
 
     def update(self, job_id: str, *, event: str | None = None, **fields: Any) -> Job:
@@ -442,11 +445,36 @@ class Store:
         month: str,
     ) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO ledger (job_id, at, day, month, model, credits, kind) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (job_id, iso(utcnow()), day, month, model, credits, kind),
+            self._ledger(
+                db, job_id=job_id, model=model, credits=credits, kind=kind, day=day, month=month
             )
+
+    @staticmethod
+    def _ledger(
+        db: sqlite3.Connection,
+        *,
+        job_id: str | None,
+        model: str | None,
+        credits: int,
+        kind: str,
+        day: str,
+        month: str,
+    ) -> None:
+        db.execute(
+            "INSERT INTO ledger (job_id, at, day, month, model, credits, kind) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (job_id, iso(utcnow()), day, month, model, credits, kind),
+        )
+
+    def reservation_period(self, job_id: str) -> tuple[str, str] | None:
+        """Day and month of a job's latest reservation: refunds go back where they came from."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT day, month FROM ledger WHERE job_id = ? AND kind = 'reserve' "
+                "ORDER BY id DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
 
     def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int:
         column, value = ("day", day) if day is not None else ("month", month)

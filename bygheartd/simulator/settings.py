@@ -161,54 +161,106 @@ class CliOption(NamedTuple):
 
 
 CLI_OPTIONS: tuple[CliOption, ...] = (
-    CliOption("backend", str, "bygheart", "Impersonate the hosted service (bygheart: keys, "
-              "plans, credits) or a self-hosted ACE-Step server (acestep)."),
-    CliOption("api_key", str, None, "acestep backend only: the key the server requires "
-              "(omitted: auth off). Hosted keys follow the bgh_ plan rules."),
+    CliOption(
+        "backend",
+        str,
+        "bygheart",
+        "Impersonate the hosted service (bygheart: keys, "
+        "plans, credits) or a self-hosted ACE-Step server (acestep).",
+    ),
+    CliOption(
+        "api_key",
+        str,
+        None,
+        "acestep backend only: the key the server requires "
+        "(omitted: auth off). Hosted keys follow the bgh_ plan rules.",
+    ),
     CliOption("latency", float, 1.0, "Seconds each task spends generating."),
     CliOption("latency_jitter", float, 0.0, "Extra random seconds (0..N) added per task."),
-    CliOption("workers", int, None, "Tasks generating at once (default: no limit; "
-              "ACE-Step itself runs 1)."),
+    CliOption(
+        "workers",
+        int,
+        None,
+        "Tasks generating at once (default: no limit; ACE-Step itself runs 1).",
+    ),
     CliOption("seed", int, None, "Seed for task ids, random seeds and faults (reproducible runs)."),
-    CliOption("audio_scale", float, 0.02, "Audio length = requested duration (auto: 30 s) "
-              "times this."),
+    CliOption(
+        "audio_scale", float, 0.02, "Audio length = requested duration (auto: 30 s) times this."
+    ),
     CliOption("min_audio_seconds", float, 0.5, "Shortest audio file written."),
     CliOption("sample_rate", int, 48000, "Sample rate of the synthesised audio."),
-    CliOption("audio_dir", str, None, "Folder for generated files (default: a temporary "
-              "folder removed on stop)."),
-    CliOption("file_form", str, "relative", "How result files are named: relative "
-              "(/v1/audio?path=...), absolute_url, raw_path or mixed (rotates)."),
-    CliOption("path_prefix", str, "", "Serve everything under this path, like the hosted "
-              "/bygheartsong/api."),
+    CliOption(
+        "audio_dir",
+        str,
+        None,
+        "Folder for generated files (default: a temporary folder removed on stop).",
+    ),
+    CliOption(
+        "file_form",
+        str,
+        "relative",
+        "How result files are named: relative "
+        "(/v1/audio?path=...), absolute_url, raw_path or mixed (rotates).",
+    ),
+    CliOption(
+        "path_prefix",
+        str,
+        "",
+        "Serve everything under this path, like the hosted /bygheartsong/api.",
+    ),
     CliOption("daily_credits", int, 30, "Pro plan daily credit cap."),
     CliOption("monthly_credits", int, 200, "Pro plan monthly credits."),
     CliOption("queue_maxsize", int, 200, "Waiting tasks before 429 'Server busy: queue is full'."),
-    CliOption("task_timeout_seconds", float, 3600.0, "Unfinished tasks older than this "
-              "report status 2."),
-    CliOption("max_tasks_kept", int, 10000, "Finished tasks remembered (oldest forgotten "
-              "first, with their files)."),
+    CliOption(
+        "task_timeout_seconds", float, 3600.0, "Unfinished tasks older than this report status 2."
+    ),
+    CliOption(
+        "max_tasks_kept",
+        int,
+        10000,
+        "Finished tasks remembered (oldest forgotten first, with their files).",
+    ),
     CliOption("lm_available", bool, True, "Whether thinking:true can succeed (the LM is loaded)."),
     CliOption("failure_rate", float, 0.0, "Probability that a task fails (status 2)."),
-    CliOption("fail_marker", str, "FAIL", "Tasks whose prompt contains this text fail "
-              "('' disables)."),
-    CliOption("forget_rate", float, 0.0, "Probability that the server loses a task: it "
-              "answers '[]' from when it would have finished."),
+    CliOption(
+        "fail_marker", str, "FAIL", "Tasks whose prompt contains this text fail ('' disables)."
+    ),
+    CliOption(
+        "forget_rate",
+        float,
+        0.0,
+        "Probability that the server loses a task: it "
+        "answers '[]' from when it would have finished.",
+    ),
     CliOption("rate_limit_burst", int, 0, "The next N job/download requests answer 429."),
     CliOption("retry_after", float, 1.0, "Retry-After of the burst 429s, in seconds."),
     CliOption("retry_after_http_date", bool, False, "Send Retry-After as an HTTP date."),
     CliOption("error_burst", int, 0, "The next N job/download requests answer error_status."),
     CliOption("error_status", int, 503, "Status of error_burst replies (500, 502, 503, 504)."),
-    CliOption("envelope_error_burst", int, 0, "The next N job requests answer HTTP 200 with "
-              "code 500 and error set inside the envelope."),
-    CliOption("drop_download_burst", int, 0, "The next N downloads close the connection "
-              "mid-body."),
+    CliOption(
+        "envelope_error_burst",
+        int,
+        0,
+        "The next N job requests answer HTTP 200 with code 500 and error set inside the envelope.",
+    ),
+    CliOption("drop_download_burst", int, 0, "The next N downloads close the connection mid-body."),
     CliOption("drop_download_after_bytes", int, 1024, "Bytes a dropped download sends first."),
-    CliOption("slow_reply_seconds", float, 0.0, "Delay before answering each job/download "
-              "request."),
-    CliOption("lose_submit_reply", int, 0, "The next N submits create the task, then drop "
-              "the connection before the reply (outcome unknown)."),
-    CliOption("server_error_on_submit", int, 0, "The next N submits answer 500 text/plain "
-              "'Internal Server Error' and create nothing."),
+    CliOption(
+        "slow_reply_seconds", float, 0.0, "Delay before answering each job/download request."
+    ),
+    CliOption(
+        "lose_submit_reply",
+        int,
+        0,
+        "The next N submits create the task, then drop "
+        "the connection before the reply (outcome unknown).",
+    ),
+    CliOption(
+        "server_error_on_submit",
+        int,
+        0,
+        "The next N submits answer 500 text/plain 'Internal Server Error' and create nothing.",
+    ),
 )
 
 

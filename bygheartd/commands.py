@@ -1,0 +1,240 @@
+"""What the CLI commands do, apart from parsing arguments (cli.py) and drawing (display.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from bygheartd.config import Config
+from bygheartd.display import credits_text, job_detail, jobs_table, print_json
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _service(config: Config) -> Any:
+    from bygheartd.service import SongService
+    from bygheartd.store import Store
+
+    return SongService(config, Store.open(config.state_dir))
+
+
+def parse_statuses(text: str | None) -> list[JobStatus] | None:
+    if not text:
+        return None
+    wanted = []
+    for name in text.split(","):
+        try:
+            wanted.append(JobStatus(name.strip().lower()))
+        except ValueError:
+            valid = ", ".join(s.value for s in JobStatus)
+            raise BygheartdError(f"unknown status {name!r}: use one of {valid}") from None
+    return wanted
+
+
+def list_command(config: Config, status: str | None, limit: int | None, as_json: bool) -> None:
+    from bygheartd.store import Store
+
+    store = Store.open(config.state_dir)
+    jobs = store.list_jobs(parse_statuses(status), limit)
+    if as_json:
+        print_json([j.as_record() for j in jobs])
+    elif not jobs:
+        print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
+    else:
+        _console().print(jobs_table(jobs))
+
+
+def show_command(config: Config, ref: str, as_json: bool) -> None:
+    service = _service(config)
+    job = service.get(ref)
+    history = service.history(job)
+    if as_json:
+        record = job.as_record()
+        record["request"] = job.request
+        record["history"] = [e.as_record() for e in history]
+        print_json(record)
+    else:
+        _console().print(job_detail(job, history))
+
+
+def change_command(config: Config, ref: str, action: str) -> None:
+    service = _service(config)
+    job: Job = service.cancel(ref) if action == "cancel" else service.retry(ref)
+    print(f"{job.id} {job.status.value}: {job.reason or ''}".rstrip(": "))
+
+
+def credits_command(config: Config, as_json: bool) -> None:
+    summary = _service(config).credits()
+    if as_json:
+        print_json(summary)
+    else:
+        print(credits_text(summary))
+
+
+def status_command(config: Config, as_json: bool) -> None:
+    from bygheartd.lock import EngineLock
+
+    service = _service(config)
+    holder = EngineLock(config.state_dir).holder()
+    summary = service.credits()
+    data = {
+        "engine": holder,
+        "counts": service.counts(),
+        "state_dir": str(config.state_dir),
+        "next_daily_release": summary["next_daily_release"],
+    }
+    if as_json:
+        print_json(data)
+        return
+    if holder:
+        print(f"engine: running ({holder.get('owner')}, pid {holder.get('pid')})")
+    else:
+        print("engine: not running (start it with `bygheartd run`)")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items())) or "no jobs"
+    print(f"jobs: {counts}")
+    if summary["next_daily_release"]:
+        print(f"next daily credit release: {summary['next_daily_release']}")
+
+
+def plugins_command(config: Config, as_json: bool) -> None:
+    from bygheartd.plugins import PluginHost
+    from bygheartd.runtime import plugin_settings
+
+    infos = PluginHost.load(plugin_settings(config)).describe()
+    if as_json:
+        print_json([i.as_record() for i in infos])
+        return
+    if not infos:
+        print("no plugins")
+    for info in infos:
+        state = "error" if info.error else ("on" if info.enabled else "off")
+        print(f"{info.name} [{state}] {info.source} {info.version or ''}".rstrip())
+        if info.hooks:
+            print(f"  hooks: {', '.join(info.hooks)}")
+        if info.error:
+            print(f"  error: {info.error}")
+
+
+async def submit_files(
+    config: Config,
+    files: list[Path],
+    *,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+    dry_run: bool,
+    preset: str | None,
+) -> int:
+    from bygheartd.runtime import Runtime
+
+    if preset is not None and preset not in config.presets:
+        near = config.nearest_preset(preset)
+        hint = f": did you mean {near!r}?" if near else ""
+        raise BygheartdError(f"no [presets.{preset}] in the config{hint}")
+    if dry_run:
+        return _dry_run(config, files, preset, as_json)
+    async with Runtime(config, owner="bygheartd submit --wait", engine=wait) as runtime:
+        jobs = [runtime.service.enqueue_file(path, preset=preset) for path in files]
+        runtime.wake()
+        if not wait:
+            if as_json:
+                print_json([j.as_record() for j in jobs])
+            else:
+                for job in jobs:
+                    print(f"queued {job.id} {job.title} ({job.credits} credits)")
+                if runtime.lock.holder() is None:
+                    print(
+                        "no daemon is running: start one with `bygheartd run`, or use "
+                        "`bygheartd submit --wait`",
+                        file=sys.stderr,
+                    )
+            return 0
+        if not runtime.engine_running and runtime.engine_error:
+            print(f"error: {runtime.engine_error}", file=sys.stderr)
+        finished = await _wait_all(runtime, jobs, timeout, show=not as_json)
+    if as_json:
+        print_json([j.as_record() for j in finished])
+    else:
+        _console().print(jobs_table(finished, with_files=True))
+    return 0 if all(j.status is JobStatus.DONE for j in finished) else 1
+
+
+def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
+    from bygheartd.service import SongService
+    from bygheartd.store import Store
+
+    service = SongService(config, Store.open(config.state_dir))
+    rows = []
+    for path in files:
+        request = service.parse_file(path, preset=preset, display=str(path))
+        rows.append(
+            {
+                "file": str(path),
+                "title": request.display_title(path.stem),
+                "model": request.model,
+                "takes": request.takes,
+                "credits": request.credit_cost(config.backend),
+                "request": request.model_dump(mode="json", exclude_none=True),
+            }
+        )
+    if as_json:
+        print_json(rows)
+    else:
+        for row in rows:
+            print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['credits']} credits")
+        total = sum(int(str(r["credits"])) for r in rows)
+        print(f"total: {total} credits (nothing was spent)")
+    return 0
+
+
+async def _wait_all(
+    runtime: Any, jobs: list[Job], timeout: float | None, *, show: bool
+) -> list[Job]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=_err_console(),
+        disable=not show,
+        transient=False,
+    )
+    bars = {j.id: progress.add_task(j.title, total=1.0, status=j.status.value) for j in jobs}
+
+    def update(job: Job) -> None:
+        done = 1.0 if job.status in FINAL_STATUSES else (job.progress or 0.0)
+        progress.update(bars[job.id], completed=done, status=job.status.value)
+
+    with progress:
+        results = await asyncio.gather(
+            *(runtime.service.wait(j.id, timeout=timeout, on_progress=update) for j in jobs)
+        )
+    return list(results)
+
+
+def config_check_command(path: Path | None) -> int:
+    from bygheartd.configcheck import check_config
+
+    return check_config(path)
+
+
+def init_command(path: Path | None, force: bool) -> int:
+    from bygheartd.configcheck import write_starter_config
+
+    return write_starter_config(path, force)

@@ -1,0 +1,212 @@
+"""`bygheartd run`: wires the engine, the drop-folder watcher and MCP over HTTP together,
+speaks sd_notify, drains on SIGTERM/SIGINT and reloads its config on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from bygheartd.config import Config, find_api_key, load_config
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import JobStatus
+from bygheartd.runtime import NoApiKey, Runtime, no_key_message
+from bygheartd.systemd import Notifier, watchdog_interval, watchdog_loop
+
+log = logging.getLogger("bygheartd.daemon")
+
+DRAIN_SECONDS = 20.0
+STATUS_SECONDS = 10.0
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.stop_event = asyncio.Event()
+        self.stop_signal = "request"
+        self.runtime: Runtime | None = None
+        self.watcher: Any = None
+        self.mcp_http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> int:
+        from bygheartd.checks import check_folders
+
+        problems = check_folders(self.config)
+        for problem in problems:
+            log.warning("%s", problem)
+        runtime = Runtime(self.config, owner="bygheartd run")
+        self.runtime = runtime
+        await self._acquire_lock(runtime)
+        async with runtime:
+            if not runtime.engine_running:
+                log.error("%s", runtime.engine_error or "the engine could not start")
+                return 1
+            await self._start_faces(runtime)
+            self._install_signals()
+            interval = watchdog_interval()
+            if interval is not None:
+                self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
+            self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
+            self.notifier.ready(self._status_text(runtime))
+            log.info("bygheartd is running: %s", self._status_text(runtime))
+            await self.stop_event.wait()
+            self.notifier.stopping()
+            log.info("stopping on %s: draining in-flight work", self.stop_signal)
+            for task in self._tasks:
+                task.cancel()
+            await self._stop_faces()
+            engine = runtime.engine
+            counts = await engine.stop(DRAIN_SECONDS) if engine is not None else {}
+            runtime.engine = None
+            runtime.lock.release()
+        log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
+        return 0
+
+    async def _acquire_lock(self, runtime: Runtime) -> None:
+        """Wait for an in-process engine to hand over; refuse a second daemon."""
+        holder = runtime.lock.holder()
+        if holder is None:
+            return
+        if holder.get("owner") == "bygheartd run":
+            raise BygheartdError(
+                f"another `bygheartd run` (pid {holder.get('pid')}) already uses the state "
+                f"folder {self.config.state_dir}: stop it first, or give this one another "
+                "[folders] state"
+            )
+        log.info(
+            "waiting for %s (pid %s) to hand the engine over",
+            holder.get("owner"),
+            holder.get("pid"),
+        )
+        runtime.lock.request_handover()
+        try:
+            while runtime.lock.holder() is not None:
+                await asyncio.sleep(0.2)
+        finally:
+            runtime.lock.clear_handover()
+
+    async def _start_faces(self, runtime: Runtime) -> None:
+        from bygheartd.watcher import InboxWatcher
+
+        if runtime.engine is not None:
+            self.watcher = InboxWatcher(self.config, runtime.service, runtime.engine.ticker)
+            await self.watcher.start()
+        if self.config.mcp.http:
+            from bygheartd.mcp_http import McpHttpServer
+
+            self.mcp_http = McpHttpServer(self.config, runtime)
+            await self.mcp_http.start()
+
+    async def _stop_faces(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.mcp_http is not None:
+            await self.mcp_http.stop()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(self.reload()))
+
+    def _request_stop(self, name: str) -> None:
+        self.stop_signal = name
+        self.stop_event.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config (and the key) again; keep every job."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            key = find_api_key(new)
+            if key.value is None and new.backend == "bygheart":
+                raise NoApiKey(no_key_message(new))
+        except BygheartdError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready("reload refused: " + str(exc).splitlines()[0])
+            return
+        changed = _diff(self.config, new)
+        pinned = {"folders", "api.backend", "mcp"}
+        needs_restart = [c for c in changed if any(c.startswith(p) for p in pinned)]
+        runtime = self.runtime
+        if runtime is not None and runtime.engine is not None:
+            from bygheartd.runtime import make_client
+
+            engine = runtime.engine
+            old_client = engine.client
+            client = make_client(new)
+            engine.client = client
+            engine.delivery.client = client
+            engine.config = new
+            engine.delivery.config = new
+            engine.budget.config = new
+            runtime.service.config = new
+            runtime.service.budget.config = new
+            engine.recheck_auth()
+            await old_client.aclose()
+        self.config = new
+        if needs_restart:
+            log.warning("reloaded; these changes need a restart: %s", ", ".join(needs_restart))
+        log.info("reloaded config: %s", ", ".join(changed) or "no changes (key re-read)")
+        if runtime is not None:
+            self.notifier.ready(self._status_text(runtime))
+
+    async def _status_loop(self, runtime: Runtime) -> None:
+        while True:
+            await asyncio.sleep(STATUS_SECONDS)
+            self.notifier.status(self._status_text(runtime))
+
+    @staticmethod
+    def _status_text(runtime: Runtime) -> str:
+        counts = runtime.store.counts()
+        order = [s.value for s in JobStatus]
+        parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+        return "jobs: " + (", ".join(parts) if parts else "none")
+
+
+def _summary(counts: dict[str, int]) -> str:
+    active = sum(n for s, n in counts.items() if s not in ("done", "failed", "cancelled"))
+    return (
+        f"{counts.get('done', 0)} jobs done ◆ {counts.get('failed', 0)} failed ◆ "
+        f"{active} still queued or running"
+    )
+
+
+def _diff(old: Config, new: Config) -> list[str]:
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    changed = []
+    for section in sorted(set(a) | set(b)):
+        sa, sb = a.get(section), b.get(section)
+        if isinstance(sa, dict) and isinstance(sb, dict):
+            changed += [
+                f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)
+            ]
+        elif sa != sb:
+            changed.append(section)
+    return changed
+
+
+async def run_daemon(config_path: Path | None, log_level: str | None) -> int:
+    from bygheartd.logs import setup_logging
+
+    try:
+        config = load_config(config_path)
+    except BygheartdError as exc:
+        setup_logging(log_level or "info")
+        log.error("%s", exc)
+        return 1
+    setup_logging(log_level or config.log.level)
+    if find_api_key(config).value is None and config.backend == "bygheart":
+        log.error("%s", no_key_message(config))
+        return 1
+    daemon = Daemon(config, config_path)
+    with contextlib.suppress(asyncio.CancelledError):
+        return await daemon.run()
+    return 0

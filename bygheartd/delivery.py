@@ -1,0 +1,301 @@
+"""Delivery: download every take, post-process with plugins, write the sidecar, finish.
+
+Also the one place jobs fail, so refunds, `on_failed` hooks and the failed/ copy of a
+dropped song file happen the same way whatever the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from bygheartd.budget import Budget
+from bygheartd.client import BygheartClient
+from bygheartd.client_errors import ApiError, RejectedError, TransientError
+from bygheartd.config import Config
+from bygheartd.folders import copy_no_clobber, error_note_path, write_new_text
+from bygheartd.jobs import Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.naming import choose_base, take_stem
+from bygheartd.plugins import HookFailure, PluginHost
+from bygheartd.store import StaleTransition, Store
+
+log = logging.getLogger(__name__)
+
+DISK_RETRY_SECONDS = 60.0
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
+
+
+class Delivery:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: BygheartClient,
+        plugins: PluginHost | None,
+        budget: Budget,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.plugins = plugins
+        self.budget = budget
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._naming_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(4)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in self._tasks.values() if not t.done()]
+
+    def start(self, job: Job) -> None:
+        """Deliver a job in the background (at most one delivery per job)."""
+        current = self._tasks.get(job.id)
+        if current is not None and not current.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(job.id))
+        self._tasks[job.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for job_id, running in list(self._tasks.items()):
+            if running is task:
+                del self._tasks[job_id]
+
+    async def _deliver(self, job_id: str) -> None:
+        async with self._slots:
+            job = self.store.get(job_id)
+            try:
+                if job.status is JobStatus.DOWNLOADING:
+                    job = await self._download_all(job)
+                if job.status is JobStatus.PROCESSING:
+                    await self._process(job)
+            except StaleTransition:
+                log.info("job %s changed status during delivery (cancelled?)", job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not lose the job: fail it with the reason
+                log.exception("delivery of job %s failed", job_id)
+                self.fail(self.store.get(job_id), f"internal error while delivering: {exc}")
+
+    # -- download ---------------------------------------------------------------------
+
+    async def _download_all(self, job: Job) -> Job:
+        output = self.config.folders.output
+        base = job.base_name
+        if base is None:
+            async with self._naming_lock:
+                base = choose_base(output, job.title, job.id, self.store.base_names_in_use())
+                job = self.store.update(job.id, base_name=base)
+        outputs: list[dict[str, Any]] = list(job.result.get("outputs", []))
+        done: dict[str, dict[str, Any]] = dict(job.result.get("downloaded", {}))
+        for index, out in enumerate(outputs):
+            if str(index) in done:
+                continue
+            stem = take_stem(output, base, index)
+            try:
+                got = await self.client.download(str(out["file"]), stem)
+                record = {"path": str(got.path), "size": got.size, "sha256": got.sha256}
+            except FileExistsError:
+                adopted = await asyncio.to_thread(_adopt_existing, stem)
+                if adopted is None:
+                    raise
+                record = adopted
+            except RejectedError as exc:
+                self.fail(job, f"the server no longer has the audio: {exc}", refund=False)
+                raise StaleTransition(job.id) from exc
+            except (TransientError, ApiError) as exc:
+                self._download_later(job, f"download interrupted: {exc}")
+                raise StaleTransition(job.id) from exc
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:
+                    self._download_later(job, f"cannot write to {output}: {exc.strerror}")
+                    raise StaleTransition(job.id) from exc
+                raise
+            done[str(index)] = record
+            job = self.store.update(
+                job.id,
+                result={**job.result, "downloaded": done},
+                files=[JobFile(Path(r["path"]), r["size"], r["sha256"]) for r in done.values()],
+            )
+        return self.store.transition(
+            job.id,
+            JobStatus.PROCESSING,
+            event="downloaded",
+            reason=f"{len(done)} file(s) verified",
+            expect={JobStatus.DOWNLOADING},
+        )
+
+    def _download_later(self, job: Job, reason: str) -> None:
+        """Hold the job and resume its download later: a full disk never fails a song."""
+        from datetime import timedelta
+
+        attempts = int(job.result.get("download_attempts", 0)) + 1
+        if attempts > self.config.queue.max_attempts:
+            self.fail(job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False)
+            return
+        until = utcnow() + timedelta(seconds=min(DISK_RETRY_SECONDS, 2.0 * attempts))
+        self.store.transition(
+            job.id,
+            JobStatus.HELD,
+            event="held (download)",
+            reason=reason,
+            expect={JobStatus.DOWNLOADING},
+            resumes_at=until,
+            hold_kind="download",
+            result={**job.result, "download_attempts": attempts, "hold_target": "downloading"},
+        )
+
+    # -- processing -------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        files = [f.path for f in job.files]
+        if self.plugins is not None and "postprocess" not in job.result:
+            outcome = await self.plugins.on_complete(job, files)
+            warnings = [*job.warnings, *(_describe(f) for f in outcome.failures)]
+            added = await asyncio.to_thread(_describe_files, outcome.added_files)
+            job = self.store.update(
+                job.id,
+                event="post-processed",
+                warnings=warnings,
+                files=[*job.files, *added],
+                result={**job.result, "postprocess": outcome.sidecar},
+            )
+            if outcome.failures:
+                self.store.add_event(job.id, "plugin warnings", "; ".join(warnings))
+        elif "postprocess" not in job.result:
+            job = self.store.update(job.id, result={**job.result, "postprocess": {}})
+        sidecar = self._sidecar(job)
+        await asyncio.to_thread(self._write_sidecar, job, sidecar)
+        self.store.transition(
+            job.id,
+            JobStatus.DONE,
+            event="done",
+            reason=f"{len(job.files)} file(s) in {self.config.folders.output}",
+            expect={JobStatus.PROCESSING},
+            completed_at=utcnow(),
+        )
+
+    def _sidecar(self, job: Job) -> dict[str, Any]:
+        output = self.config.folders.output
+        now = utcnow()
+        history = [e.as_record() for e in self.store.history(job.id)]
+        history.append(
+            {"at": iso(now), "event": "done", "from": "processing", "to": "done", "reason": None}
+        )
+        outputs = job.result.get("outputs", [])
+        return {
+            "job_id": job.id,
+            "task_id": job.task_id,
+            "status": "done",
+            "title": job.title,
+            "model": job.model,
+            "request": job.request,
+            "credits": job.credits,
+            "seeds": job.result.get("seeds", []),
+            "metas": [o.get("metas", {}) for o in outputs],
+            "files": [
+                {"path": _relative(f.path, output), "size": f.size, "sha256": f.sha256}
+                for f in job.files
+            ],
+            "source": job.source,
+            "archived_as": job.archived_as,
+            "warnings": list(job.warnings),
+            "plugins": job.result.get("postprocess", {}),
+            "created_at": iso(job.created_at),
+            "completed_at": iso(now),
+            "history": history,
+        }
+
+    def _write_sidecar(self, job: Job, sidecar: dict[str, Any]) -> None:
+        assert job.base_name is not None
+        path = self.config.folders.output / f"{job.base_name}.json"
+        write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+
+    # -- failures ---------------------------------------------------------------------
+
+    def fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
+        """Fail a job: refund when nothing was produced, tell plugins, copy drops to failed/."""
+        try:
+            failed = self.store.transition(
+                job.id,
+                JobStatus.FAILED,
+                event="failed",
+                reason=reason,
+                expect={s for s in JobStatus if not s.is_final},
+            )
+        except StaleTransition:
+            return
+        if refund:
+            refunded = self.budget.refund(job.id, job.model)
+            if refunded:
+                self.store.add_event(job.id, "refunded", f"{refunded} credit(s) back")
+        log.warning("job %s (%s) failed: %s", job.id, job.title, reason)
+        for part in (
+            self.config.folders.output.glob(f"{job.base_name}*.part") if job.base_name else []
+        ):
+            part.unlink(missing_ok=True)
+        if failed.origin == "drop":
+            self._copy_to_failed(failed, reason)
+        if self.plugins is not None:
+            plugins = self.plugins
+            asyncio.get_running_loop().create_task(self._notify_failed(plugins, failed, reason))
+
+    async def _notify_failed(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        self.record_hook_failures(job.id, await plugins.on_failed(job, reason))
+
+    def _copy_to_failed(self, job: Job, reason: str) -> None:
+        if not job.archived_as:
+            return
+        archived = self.config.folders.archive / job.archived_as
+        try:
+            copy = copy_no_clobber(archived, self.config.folders.failed, Path(job.archived_as).name)
+            write_new_text(
+                error_note_path(copy),
+                f"{copy.name}: the song was accepted (job {job.id}) but failed later:\n"
+                f"{reason}\n\nTo try again: `bygheartd retry {job.id}`, or drop the file into "
+                "the inbox again.\n",
+            )
+        except OSError as exc:
+            log.warning("could not copy %s to failed/: %s", archived, exc)
+
+    def record_hook_failures(self, job_id: str, failures: list[HookFailure]) -> None:
+        for failure in failures:
+            self.store.add_event(job_id, f"plugin {failure.plugin} failed", _describe(failure))
+
+
+def _describe(failure: HookFailure) -> str:
+    what = "timed out" if failure.timed_out else f"raised {failure.error}"
+    return f"plugin {failure.plugin} {failure.hook} {what}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _describe_files(paths: list[Path]) -> list[JobFile]:
+    from hashlib import sha256
+
+    described = []
+    for path in paths:
+        digest = sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        described.append(JobFile(path, path.stat().st_size, digest.hexdigest()))
+    return described
+
+
+def _adopt_existing(stem: Path) -> dict[str, Any] | None:
+    """A take already renamed into place before a crash: the base was ours, so is the file."""
+    for candidate in stem.parent.glob(f"{stem.name}.*"):
+        if candidate.suffix in {".part", ".json"}:
+            continue
+        described = _describe_files([candidate])[0]
+        return {"path": str(candidate), "size": described.size, "sha256": described.sha256}
+    return None

@@ -1,0 +1,517 @@
+"""The engine: moves jobs from `queued` to `done` against the API, one per state folder.
+
+It owns the submit and poll stages; downloads and post-processing live in `delivery.py`.
+apscheduler triggers the ticks, but every decision is read back from the store, so a
+restart (or a `kill -9`) resumes exactly where the store says the work stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bygheartd.budget import Budget
+from bygheartd.client import BygheartClient, TaskResult, TaskState
+from bygheartd.client_errors import (
+    ApiError,
+    AuthError,
+    PlanError,
+    ProtocolError,
+    RateLimited,
+    RejectedError,
+    TransientError,
+)
+from bygheartd.config import Config
+from bygheartd.delivery import Delivery
+from bygheartd.errors import BygheartdError, PluginError, RejectJob
+from bygheartd.jobs import Job, JobStatus, utcnow
+from bygheartd.plugins import PluginHost
+from bygheartd.request import SongRequest
+from bygheartd.scheduler import Ticker
+from bygheartd.store import StaleTransition, Store
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_OUTCOME = "submission outcome unknown"
+AUTH_RECHECK_SECONDS = 600.0
+STORE_WATCH_SECONDS = 0.25
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: BygheartClient,
+        plugins: PluginHost | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.plugins = plugins
+        self.budget = Budget(config, store)
+        self.delivery = Delivery(config, store, client, plugins, self.budget)
+        self.ticker = Ticker()
+        self._on_change = on_change
+        self._submit_paused_until: datetime | None = None
+        self._poll_paused_until: datetime | None = None
+        self._poll_interval = config.queue.poll_min_seconds
+        self._data_version = -1
+        self._submitting: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._polled_once: set[str] = set()
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild everything from the store, then start the ticks."""
+        self._recover()
+        q = self.config.queue
+        self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
+        self.ticker.every("poll", q.poll_min_seconds, self.poll_due, start_now=True)
+        self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
+        self.ticker.every("release-held", 30.0, self.release_due)
+        for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+            self.delivery.start(job)
+        self.ticker.start()
+        log.info("engine started: %s", self.describe_counts())
+
+    async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
+        """Stop ticking, let submissions and downloads in flight finish within a bound."""
+        self._stopping = True
+        self.ticker.shutdown()
+        pending = list(self._submitting) + self.delivery.tasks()
+        if pending:
+            log.info("draining %d task(s) for up to %.0f s", len(pending), drain_seconds)
+            _, still = await asyncio.wait(pending, timeout=drain_seconds)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2.0)
+        self.store.checkpoint()
+        return self.store.counts()
+
+    def describe_counts(self) -> str:
+        counts = self.store.counts()
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
+
+    def _recover(self) -> None:
+        """A job left in `submitting` may or may not exist on the server: never guess."""
+        for job in self.store.list_jobs([JobStatus.SUBMITTING]):
+            if self.config.queue.resubmit_uncertain:
+                self.budget.refund(job.id, job.model)
+                self._move(job, JobStatus.QUEUED, "recovered", "resubmitting after a crash")
+            else:
+                self._fail(job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit")
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    async def _watch_store(self) -> None:
+        """Other processes (CLI, MCP) commit jobs; react within a fraction of a second."""
+        version = self.store.data_version()
+        if version != self._data_version:
+            first = self._data_version == -1
+            self._data_version = version
+            if not first:
+                self.ticker.wake("submit")
+
+    # -- submit stage -----------------------------------------------------------------
+
+    async def submit_due(self) -> None:
+        if self._stopping:
+            return
+        now = utcnow()
+        if self._submit_paused_until is not None and now < self._submit_paused_until:
+            return
+        in_flight = len(self.store.list_jobs([JobStatus.SUBMITTING, JobStatus.RUNNING]))
+        slots = self.config.queue.max_in_flight - in_flight - len(self._submitting)
+        if slots <= 0:
+            return
+        for job in self.store.list_oldest(JobStatus.QUEUED, slots):
+            prepared = await self._prepare(job)
+            if prepared is None:
+                continue
+            task = asyncio.create_task(self._submit(*prepared))
+            self._submitting.add(task)
+            task.add_done_callback(self._submitting.discard)
+            if self._submit_paused_until is not None:
+                break
+
+    async def _prepare(self, job: Job) -> tuple[Job, dict[str, Any]] | None:
+        """Plugins, budget and the `submitting` mark: everything decided before the POST."""
+        body = self.store.api_body(job.id)
+        credits = job.credits
+        if self.plugins is not None:
+            try:
+                changes = await self.plugins.before_submit(job, dict(job.request))
+            except RejectJob as exc:
+                self._fail(job, f"rejected by a plugin: {exc}", refund=False)
+                return None
+            except PluginError as exc:
+                self._fail(job, str(exc), refund=False)
+                return None
+            if changes:
+                try:
+                    request = SongRequest.build(
+                        {**job.request, **changes}, backend=self.config.backend
+                    )
+                except BygheartdError as exc:
+                    self._fail(job, f"a plugin made the request invalid: {exc}", refund=False)
+                    return None
+                body = request.to_api_body()
+                credits = request.credit_cost(self.config.backend)
+                self.store.update(
+                    job.id,
+                    event="changed by plugins",
+                    request=request.model_dump(mode="json", exclude_none=True),
+                    api_body=body,
+                    credits=credits,
+                    model=request.model,
+                )
+        too_much = self.budget.too_expensive(credits)
+        if too_much is not None:
+            self._fail(job, too_much, refund=False)
+            return None
+        hold = self.budget.check(credits)
+        if hold is not None:
+            self._hold(job, "budget", hold.reason, hold.resumes_at)
+            return None
+        ledger = (
+            self.budget.ledger_entry(job.id, job.model, credits, "reserve")
+            if self.budget.counts_credits and credits
+            else None
+        )
+        try:
+            job = self.store.transition(
+                job.id,
+                JobStatus.SUBMITTING,
+                event="submitting",
+                expect={JobStatus.QUEUED},
+                ledger=ledger,
+                attempts=job.attempts + 1,
+                credits=credits,
+                resumes_at=None,
+                hold_kind=None,
+            )
+        except StaleTransition:
+            return None  # cancelled meanwhile
+        return job, body
+
+    async def _submit(self, job: Job, body: dict[str, Any]) -> None:
+        source_audio = self._source_audio(job)
+        try:
+            submitted = await self.client.submit(body, src_audio=source_audio)
+        except PlanError as exc:
+            self._auth_problem(job, f"{exc} (upgrade your plan to Pro or Ultimate)")
+        except AuthError as exc:
+            self._auth_problem(job, f"{exc}: check the API key ({self._key_hint()})")
+        except RateLimited as exc:
+            self._rate_limited(job, exc)
+        except TransientError as exc:
+            if exc.outcome_unknown:
+                self._outcome_unknown(job, str(exc))
+            else:
+                self.budget.refund(job.id, job.model)
+                self._retry_later(job, f"the API is unavailable: {exc}")
+        except ProtocolError as exc:
+            self._outcome_unknown(job, f"unreadable reply: {exc}")
+        except (RejectedError, ApiError) as exc:
+            self.budget.refund(job.id, job.model)
+            self._fail(job, f"the API refused the request: {exc}", refund=False)
+        except OSError as exc:
+            self.budget.refund(job.id, job.model)
+            self._fail(job, f"cannot read the source audio: {exc}", refund=False)
+        else:
+            try:
+                job = self.store.transition(
+                    job.id,
+                    JobStatus.RUNNING,
+                    event="submitted",
+                    reason=f"task {submitted.task_id}",
+                    expect={JobStatus.SUBMITTING},
+                    task_id=submitted.task_id,
+                    submitted_at=utcnow(),
+                    progress=0.0,
+                )
+            except StaleTransition:
+                # cancelled while the POST was in flight: keep the task id for the record
+                self.store.update(job.id, task_id=submitted.task_id, event="submitted")
+                return
+            self._poll_soon()
+            if self.plugins is not None:
+                failures = await self.plugins.after_submit(job, submitted.task_id)
+                self.delivery.record_hook_failures(job.id, failures)
+        finally:
+            self._changed()
+
+    def _source_audio(self, job: Job) -> Path | None:
+        relative = job.request.get("source_audio")
+        if not relative:
+            return None
+        origin = self.store.source_path(job.id)
+        base = Path(origin).parent if origin else Path.cwd()
+        return (base / str(relative)).resolve()
+
+    def _key_hint(self) -> str:
+        from bygheartd.config import find_api_key
+
+        try:
+            source = find_api_key(self.config).source
+        except BygheartdError:
+            source = None
+        return f"it came from {source}" if source else "no key source was found"
+
+    def _auth_problem(self, job: Job, reason: str) -> None:
+        """Nothing was created; every other submit would fail the same way: hold them all."""
+        self.budget.refund(job.id, job.model)
+        until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
+        self._submit_paused_until = until
+        self._hold(job, "auth", reason, until, expect={JobStatus.SUBMITTING})
+        for other in self.store.list_jobs([JobStatus.QUEUED]):
+            self._hold(other, "auth", reason, until)
+        log.error("%s; submissions paused until the key or plan changes", reason)
+
+    def _rate_limited(self, job: Job, exc: RateLimited) -> None:
+        self.budget.refund(job.id, job.model)
+        wait = float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
+        until = utcnow() + timedelta(seconds=wait)
+        self._submit_paused_until = until
+        if exc.reason == "credit_limit_reached":
+            self.budget.server_capped_until(until)
+            reason = f"the server's credit limit is reached: {exc}"
+        else:
+            reason = f"rate limited by the API: {exc}"
+        self._hold(job, "rate", reason, until, expect={JobStatus.SUBMITTING})
+
+    def _outcome_unknown(self, job: Job, detail: str) -> None:
+        if self.config.queue.resubmit_uncertain:
+            self.budget.refund(job.id, job.model)
+            self._retry_later(job, f"{UNKNOWN_OUTCOME} ({detail}); resubmitting as configured")
+        else:
+            self._fail(
+                job,
+                f"{UNKNOWN_OUTCOME} ({detail}): it may have been created and charged; check "
+                "your account before `bygheartd retry`",
+                refund=False,
+            )
+
+    def _retry_later(self, job: Job, reason: str) -> None:
+        if job.attempts >= self.config.queue.max_attempts:
+            self._fail(job, f"{reason} (gave up after {job.attempts} attempts)", refund=False)
+            return
+        until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
+        self._hold(job, "retry", reason, until, expect={JobStatus.SUBMITTING})
+
+    def _backoff(self, attempts: int) -> float:
+        q = self.config.queue
+        ceiling = min(q.retry_max_seconds, q.retry_base_seconds * 2.0 ** max(0, attempts - 1))
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    # -- holds ------------------------------------------------------------------------
+
+    def _hold(
+        self,
+        job: Job,
+        kind: str,
+        reason: str,
+        until: datetime,
+        expect: set[JobStatus] | None = None,
+    ) -> None:
+        try:
+            held = self.store.transition(
+                job.id,
+                JobStatus.HELD,
+                event=f"held ({kind})",
+                reason=reason,
+                expect=expect or {JobStatus.QUEUED},
+                resumes_at=until,
+                hold_kind=kind,
+            )
+        except StaleTransition:
+            return
+        self.ticker.at("release-held-once", until, self.release_due)
+        if self.plugins is not None:
+            plugins = self.plugins
+            asyncio.get_running_loop().create_task(self._notify_held(plugins, held, reason))
+
+    async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        failures = await plugins.on_held(job, reason)
+        self.delivery.record_hook_failures(job.id, failures)
+
+    async def release_due(self) -> None:
+        """Held jobs whose time has come go back to the queue (or back to their download)."""
+        now = utcnow()
+        released = 0
+        for job in self.store.list_jobs([JobStatus.HELD]):
+            if job.resumes_at is not None and job.resumes_at > now:
+                continue
+            hold_kind = job.result.get("hold_target")
+            target = JobStatus.DOWNLOADING if hold_kind == "downloading" else JobStatus.QUEUED
+            try:
+                job = self.store.transition(
+                    job.id,
+                    target,
+                    event="resumed",
+                    reason=f"hold over: {job.reason}",
+                    expect={JobStatus.HELD},
+                    resumes_at=None,
+                    hold_kind=None,
+                )
+            except StaleTransition:
+                continue
+            released += 1
+            if target is JobStatus.DOWNLOADING:
+                self.delivery.start(job)
+        if self._submit_paused_until is not None and self._submit_paused_until <= now:
+            self._submit_paused_until = None
+        if released:
+            self.ticker.wake("submit")
+            self._changed()
+
+    def recheck_auth(self) -> None:
+        """After a config reload (a new key): release auth holds at once."""
+        self._submit_paused_until = None
+        for job in self.store.list_jobs([JobStatus.HELD]):
+            if job.reason and ("key" in job.reason or "plan" in job.reason):
+                self.store.update(job.id, resumes_at=utcnow())
+        self.ticker.wake("release-held")
+
+    # -- poll stage -------------------------------------------------------------------
+
+    def _poll_soon(self) -> None:
+        self._poll_interval = self.config.queue.poll_min_seconds
+        self.ticker.reschedule("poll", self._poll_interval)
+
+    async def poll_due(self) -> None:
+        """One batched `query_result` for every in-flight task, then adapt the interval."""
+        if self._stopping:
+            return
+        now = utcnow()
+        if self._poll_paused_until is not None and now < self._poll_paused_until:
+            return
+        running = [j for j in self.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
+        if not running:
+            return
+        ids = [j.task_id for j in running if j.task_id]
+        try:
+            results = await self.client.query(ids, chunk_size=self.config.queue.poll_batch)
+        except RateLimited as exc:
+            wait = exc.retry_after or self._poll_interval * 2
+            self._poll_paused_until = now + timedelta(seconds=wait)
+            log.warning("polling rate limited; next poll in %.0f s", wait)
+            return
+        except (ApiError, OSError) as exc:
+            log.warning("poll failed (%s); trying again later", exc)
+            self._grow_poll_interval()
+            return
+        finished = 0
+        for job in running:
+            result = results.get(job.task_id or "")
+            if result is not None and self._apply(job, result, now):
+                finished += 1
+        if finished:
+            self._changed()
+            self.ticker.wake("submit")
+        self._grow_poll_interval()
+
+    def _grow_poll_interval(self) -> None:
+        q = self.config.queue
+        self._poll_interval = min(
+            q.poll_max_seconds, max(q.poll_min_seconds, self._poll_interval * 1.5)
+        )
+        self.ticker.reschedule("poll", self._poll_interval)
+
+    def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
+        """Act on one task's answer; True when the job left `running`."""
+        if result.state is TaskState.SUCCEEDED:
+            outputs = [
+                {
+                    "file": o.file,
+                    "seed": o.seed,
+                    "metas": o.metas,
+                    "prompt": o.prompt,
+                    "lyrics": o.lyrics,
+                    "dit_model": o.dit_model,
+                    "lm_model": o.lm_model,
+                }
+                for o in result.outputs
+            ]
+            seeds = (result.outputs[0].seed or "").split(",") if result.outputs else []
+            try:
+                job = self.store.transition(
+                    job.id,
+                    JobStatus.DOWNLOADING,
+                    event="generated",
+                    reason=f"{len(outputs)} file(s) ready",
+                    expect={JobStatus.RUNNING},
+                    result={**job.result, "outputs": outputs, "seeds": [s for s in seeds if s]},
+                    progress=1.0,
+                    eta_seconds=None,
+                )
+            except StaleTransition:
+                return True
+            self.delivery.start(job)
+            return True
+        if result.state is TaskState.FAILED:
+            self._fail(job, "the generation failed on the server (it gives no reason)")
+            return True
+        deadline = job.submitted_at or job.created_at
+        elapsed = (now - deadline).total_seconds()
+        if elapsed > self.config.queue.job_deadline_seconds:
+            self._fail(
+                job,
+                f"no result after {elapsed / 60:.0f} minutes (job_deadline_seconds)",
+                refund=False,
+            )
+            return True
+        if result.state is TaskState.UNKNOWN:
+            return self._unknown(job, now)
+        updates: dict[str, Any] = {}
+        if job.result.get("unknown_polls"):
+            updates["unknown_since"] = None
+            updates["result"] = {**job.result, "unknown_polls": 0}
+        if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
+            updates["progress"] = result.progress
+            if result.progress > 0:
+                updates["eta_seconds"] = round(elapsed * (1 - result.progress) / result.progress, 1)
+        if updates:
+            self.store.update(job.id, **updates)
+        return False
+
+    def _unknown(self, job: Job, now: datetime) -> bool:
+        """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
+        polls = int(job.result.get("unknown_polls", 0)) + 1
+        since = job.result.get("unknown_since_ts")
+        since_ts = now.timestamp() if since is None else float(since)
+        if polls >= 3 and now.timestamp() - since_ts >= self.config.queue.unknown_grace_seconds:
+            self._fail(
+                job,
+                "the server no longer knows this task (it answered '[]' for "
+                f"{now.timestamp() - since_ts:.0f} s)",
+                refund=False,
+            )
+            return True
+        self.store.update(
+            job.id,
+            result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
+        )
+        return False
+
+    # -- endings ----------------------------------------------------------------------
+
+    def _move(self, job: Job, to: JobStatus, event: str, reason: str) -> None:
+        with contextlib.suppress(StaleTransition):
+            self.store.transition(job.id, to, event=event, reason=reason)
+
+    def _fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
+        self.delivery.fail(job, reason, refund=refund)

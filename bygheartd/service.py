@@ -1,0 +1,247 @@
+"""The one API every face uses: enqueue, get, list, wait, cancel, retry, credits.
+
+The drop folder, the CLI and MCP all go through here, so they behave the same by
+construction. It only writes the store; the engine (wherever it runs) does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bygheartd.budget import Budget
+from bygheartd.config import Config
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, utcnow
+from bygheartd.request import SongRequest
+from bygheartd.songfile import parse_song_file
+from bygheartd.store import JobNotFound, StaleTransition, Store
+
+ProgressCallback = Callable[[Job], Awaitable[None] | None]
+
+
+class ServiceError(BygheartdError):
+    """A request a face made that cannot be done (unknown job, wrong status)."""
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: Job
+    created: bool  # False: an existing job was returned (idempotency or de-duplication)
+
+
+class SongService:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.budget = Budget(config, store)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def max_job_credits(self) -> int | None:
+        return self.config.budget.daily_credits if self.budget.limited else None
+
+    def build_request(
+        self, data: Mapping[str, Any], *, preset: str | None = None, source: str = "<request>"
+    ) -> SongRequest:
+        return SongRequest.build(
+            data,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            source=source,
+            max_job_credits=self.max_job_credits(),
+        )
+
+    def parse_file(
+        self, path: Path, *, preset: str | None = None, display: str | None = None
+    ) -> SongRequest:
+        return parse_song_file(
+            path,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            max_bytes=self.config.watch.max_file_kib * 1024,
+            display_name=display,
+            max_job_credits=self.max_job_credits(),
+        )
+
+    def enqueue(
+        self,
+        request: SongRequest,
+        *,
+        fallback_title: str | None = None,
+        source: str | None = None,
+        source_path: Path | None = None,
+        origin: str = "cli",
+        idempotency_key: str | None = None,
+        dedupe_seconds: float | None = None,
+        drop_identity: str | None = None,
+        content_sha256: str | None = None,
+        archived_as: str | None = None,
+    ) -> Enqueued:
+        """Queue one request; with a key or a de-dupe window an existing job may come back."""
+        if idempotency_key:
+            for job in self.store.find_by("idempotency_key", idempotency_key):
+                return Enqueued(job, False)
+        dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
+        if dedupe_seconds:
+            horizon = utcnow() - timedelta(seconds=dedupe_seconds)
+            for job in self.store.find_by("dedupe_key", dedupe_key):
+                alive = job.status not in (JobStatus.FAILED, JobStatus.CANCELLED)
+                if alive and job.created_at >= horizon:
+                    return Enqueued(job, False)
+        title = request.display_title(fallback_title or "")
+        job = self.store.insert_job(
+            title=title or "untitled",
+            model=request.model,
+            request=request.model_dump(mode="json", exclude_none=True),
+            api_body=request.to_api_body(),
+            credits=request.credit_cost(self.config.backend),
+            source=source,
+            source_path=str(source_path) if source_path else None,
+            origin=origin,
+            drop_identity=drop_identity,
+            content_sha256=content_sha256,
+            dedupe_key=dedupe_key,
+            idempotency_key=idempotency_key,
+            archived_as=archived_as,
+        )
+        if not title:
+            job = self.store.update(job.id, title=f"song-{job.id[:8]}")
+        return Enqueued(job, True)
+
+    def enqueue_file(self, path: Path, *, preset: str | None = None, origin: str = "cli") -> Job:
+        """A song file given on the command line (the same format as the inbox)."""
+        request = self.parse_file(path, preset=preset, display=str(path))
+        return self.enqueue(
+            request,
+            fallback_title=path.stem,
+            source=str(path),
+            source_path=path.resolve(),
+            origin=origin,
+        ).job
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, ref: str) -> Job:
+        try:
+            return self.store.find(ref)
+        except JobNotFound as exc:
+            raise ServiceError(str(exc)) from None
+
+    def history(self, job: Job) -> list[Event]:
+        return self.store.history(job.id)
+
+    def list(self, statuses: list[JobStatus] | None = None, limit: int | None = None) -> list[Job]:
+        return self.store.list_jobs(statuses, limit)
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def credits(self) -> dict[str, Any]:
+        return self.budget.summary()
+
+    def sidecar(self, job: Job) -> dict[str, Any] | None:
+        """The finished job's sidecar, as written in the output folder."""
+        if job.status is not JobStatus.DONE or not job.base_name:
+            return None
+        path = self.config.folders.output / f"{job.base_name}.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data
+
+    async def wait(
+        self,
+        ref: str,
+        *,
+        timeout: float | None,
+        on_progress: ProgressCallback | None = None,
+        interval: float = 0.2,
+    ) -> Job:
+        """Wait until the job is final or `timeout` passes; never changes the job."""
+        job = self.get(ref)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last: tuple[Any, ...] | None = None
+        while True:
+            marker = (job.status, job.progress, job.reason)
+            if on_progress is not None and marker != last:
+                result = on_progress(job)
+                if result is not None:
+                    await result
+            last = marker
+            if job.status in FINAL_STATUSES:
+                return job
+            if deadline is not None and loop.time() >= deadline:
+                return job
+            await asyncio.sleep(
+                interval if deadline is None else max(0.0, min(interval, deadline - loop.time()))
+            )
+            job = self.store.get(job.id)
+
+    # -- changing ---------------------------------------------------------------------
+
+    def cancel(self, ref: str) -> Job:
+        """Queued and held jobs never get submitted; running ones stop being polled.
+
+        The API has no cancel endpoint: a generation already submitted still runs (and
+        costs) on the server.
+        """
+        job = self.get(ref)
+        if job.status in FINAL_STATUSES:
+            raise ServiceError(f"job {job.id} is already {job.status.value}")
+        spent = job.status not in (JobStatus.QUEUED, JobStatus.HELD)
+        reason = (
+            "cancelled by the user; the server has no cancel call, so the generation may "
+            "still run and be charged"
+            if spent
+            else "cancelled by the user before submission"
+        )
+        try:
+            job = self.store.transition(
+                job.id,
+                JobStatus.CANCELLED,
+                event="cancelled",
+                reason=reason,
+                expect={s for s in JobStatus if not s.is_final},
+            )
+        except StaleTransition as exc:
+            raise ServiceError(str(exc)) from None
+        return job
+
+    def retry(self, ref: str) -> Job:
+        """A failed or cancelled job goes back to the queue: a new submission, new credits."""
+        job = self.get(ref)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise ServiceError(
+                f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried"
+            )
+        try:
+            return self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                event="retry",
+                reason="queued again by the user",
+                expect={JobStatus.FAILED, JobStatus.CANCELLED},
+                task_id=None,
+                attempts=0,
+                progress=None,
+                eta_seconds=None,
+                resumes_at=None,
+                hold_kind=None,
+                base_name=None,
+                files=[],
+                warnings=[],
+                result={},
+                submitted_at=None,
+                completed_at=None,
+            )
+        except StaleTransition as exc:
+            raise ServiceError(str(exc)) from None

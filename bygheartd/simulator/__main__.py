@@ -1,0 +1,62 @@
+"""`python -m bygheartd.simulator`: the simulator without the main CLI, same options as
+`bygheartd simulator` (both built from CLI_OPTIONS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .server import serve
+from .settings import CLI_OPTIONS, settings_from_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bygheartd.simulator",
+        description="Serve the Bygheart Music API simulator. With --port 0 the first line "
+        "on stdout is the base URL; logs go to stderr.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    parser.add_argument("--port", type=int, default=0, help="Port (0: pick a free one).")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level.")
+    for option in CLI_OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        if option.type is bool:
+            parser.add_argument(
+                flag,
+                dest=option.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{option.help} (default: {option.default})",
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=option.name,
+                type=option.type,
+                default=None,
+                help=f"{option.help} (default: {option.default})",
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    host, port, level = args.pop("host"), args.pop("port"), args.pop("log_level")
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(levelname)s %(message)s")
+    try:
+        settings = settings_from_cli(**args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(settings, host, port, log_level=level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

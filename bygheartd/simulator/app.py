@@ -1,0 +1,414 @@
+"""The Starlette app: the API routes of API.md (enveloped replies, both error shapes, the
+quirks of the real server) plus the `/_sim/...` admin routes tests use to steer it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import FormData, UploadFile
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
+
+from .auth import Caller, authenticate
+from .downloads import audio_route
+from .faults import FaultMiddleware
+from .params import StrictFieldError, parse_params
+from .plans import HOSTED_MODEL_PURPOSE, CreditRefusal
+from .results import DIT_MODEL, query_entries
+from .settings import RUNTIME_FIELDS, SimulatorSettings, apply_runtime_changes
+from .state import QueueFull, Simulator
+
+UNSUPPORTED = (
+    "Unsupported Content-Type: {0}; use application/json, "
+    "application/x-www-form-urlencoded, or multipart/form-data"
+)
+
+
+def envelope(data: Any) -> JSONResponse:
+    return JSONResponse(
+        {
+            "data": data,
+            "code": 200,
+            "error": None,
+            "timestamp": int(time.time() * 1000),
+            "extra": None,
+        }
+    )
+
+
+def detail(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def internal_error() -> PlainTextResponse:
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+class LostReply(Response):
+    """Headers of a 200, then the connection closes: the client cannot know the outcome."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(content=b"", media_type="application/json")
+        self.announced = len(body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(self.announced).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # Returning without a body makes uvicorn close the connection.
+
+
+def _form_values(form: FormData) -> dict[str, Any]:
+    return {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+
+
+async def read_body(request: Request) -> tuple[dict[str, Any], int | None] | Response:
+    """Parse a JSON, urlencoded or multipart body; the int is an uploaded `src_audio` size."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("src_audio")
+        size = None
+        if isinstance(upload, UploadFile):
+            size = len(await upload.read())  # counted, never kept
+        values = _form_values(form)
+        await form.close()
+        return values, size
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return _form_values(await request.form()), None
+    raw = await request.body()
+    is_json = content_type.startswith("application/json") or content_type.split(";")[
+        0
+    ].strip().endswith("+json")
+    if not is_json and not raw.lstrip().startswith((b"{", b"[")):
+        return detail(415, UNSUPPORTED.format(content_type or "(missing)"))
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return detail(400, "Malformed JSON payload")
+    if not isinstance(parsed, dict):
+        return detail(400, "JSON payload must be an object")
+    return parsed, None
+
+
+def _token(body: dict[str, Any]) -> str | None:
+    token = body.pop("ai_token", None)
+    return None if token is None or token == "" else str(token)
+
+
+def _sim(request: Request) -> Simulator:
+    sim: Simulator = request.app.state.sim
+    return sim
+
+
+async def release_task(request: Request) -> Response:
+    sim = _sim(request)
+    sim.stats.submit_attempts += 1
+    parsed = await read_body(request)
+    if isinstance(parsed, Response):
+        return parsed
+    body, upload_size = parsed
+    caller = authenticate(sim.settings, request.headers, _token(body))
+    if not isinstance(caller, Caller):
+        return caller
+    src_path = body.get("src_audio_path")
+    if isinstance(src_path, str) and os.path.isabs(src_path):
+        return detail(400, "absolute audio file paths are not allowed")
+    try:
+        params = parse_params(body, has_upload=upload_size is not None)
+    except StrictFieldError:
+        return internal_error()
+    settings = sim.settings
+    if settings.server_error_on_submit > 0:
+        settings.server_error_on_submit -= 1
+        sim.stats.faults_fired["server_error_on_submit"] += 1
+        return internal_error()
+    outcome = sim.submit(params, key=caller.key, plan=caller.plan)
+    if isinstance(outcome, CreditRefusal):
+        return JSONResponse(
+            outcome.body, status_code=429, headers={"Retry-After": str(outcome.retry_after)}
+        )
+    if isinstance(outcome, QueueFull):
+        return detail(429, outcome.detail)
+    if upload_size is not None:
+        sim.stats.uploads += 1
+    reply = envelope(
+        {"task_id": outcome.task_id, "status": "queued", "queue_position": sim.queued_count()}
+    )
+    if settings.lose_submit_reply > 0:
+        settings.lose_submit_reply -= 1
+        sim.stats.faults_fired["lose_submit_reply"] += 1
+        return LostReply(bytes(reply.body))
+    return reply
+
+
+def _task_ids(body: dict[str, Any]) -> list[str] | Response:
+    raw = body.get("task_id_list")
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list):
+        raw = [raw]
+    return [str(item) for item in raw]
+
+
+async def query_result(request: Request) -> Response:
+    sim = _sim(request)
+    parsed = await read_body(request)
+    if isinstance(parsed, Response):
+        return parsed
+    body, _ = parsed
+    caller = authenticate(sim.settings, request.headers, _token(body))
+    if not isinstance(caller, Caller):
+        return caller
+    ids = _task_ids(body)
+    if isinstance(ids, Response):
+        return ids
+    sim.stats.polls += 1
+    sim.stats.ids_per_poll.append(len(ids))
+    origin = f"{request.url.scheme}://{request.url.netloc}"
+    return envelope(query_entries(ids, sim, origin))
+
+
+async def audio(request: Request) -> Response:
+    sim = _sim(request)
+    caller = authenticate(sim.settings, request.headers, header_only=True)
+    if not isinstance(caller, Caller):
+        return caller
+    return await audio_route(request, sim)
+
+
+async def health(request: Request) -> Response:
+    sim = _sim(request)
+    ready = sim.models_initialized
+    return envelope(
+        {
+            "status": "ok",
+            "service": "ACE-Step API",
+            "version": "1.0",
+            "models_initialized": ready,
+            "llm_initialized": ready,
+            "loaded_model": DIT_MODEL,
+            "loaded_lm_model": None,
+        }
+    )
+
+
+async def stats(request: Request) -> Response:
+    sim = _sim(request)
+    caller = authenticate(sim.settings, request.headers, header_only=True)
+    if not isinstance(caller, Caller):
+        return caller
+    return envelope(
+        {
+            "jobs": sim.job_counts(),
+            "queue_size": sim.queued_count(),
+            "queue_maxsize": sim.settings.queue_maxsize,
+            "avg_job_seconds": sim.avg_job_seconds(),
+        }
+    )
+
+
+def _model_card(model_id: str, name: str, description: str, created: int) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "name": name,
+        "created": created,
+        "input_modalities": ["text", "audio"],
+        "output_modalities": ["audio", "text"],
+        "context_length": 4096,
+        "max_output_length": 300,
+        "pricing": {"prompt": "0", "completion": "0", "request": "0", "image": "0"},
+        "description": description,
+        "architecture": None,
+    }
+
+
+async def models(request: Request) -> Response:
+    sim = _sim(request)
+    created = int(sim.started_at)
+    if sim.settings.backend == "acestep":
+        cards = [
+            _model_card(
+                f"acestep/{DIT_MODEL}",
+                f"ACE-Step {DIT_MODEL}",
+                "AI music generation model",
+                created,
+            )
+        ]
+    else:
+        cards = [
+            _model_card(f"bygheart/{name}", name, purpose, created)
+            for name, purpose in HOSTED_MODEL_PURPOSE.items()
+        ]
+    return JSONResponse({"object": "list", "data": cards})
+
+
+async def model_inventory(request: Request) -> Response:
+    sim = _sim(request)
+    caller = authenticate(sim.settings, request.headers, header_only=True)
+    if not isinstance(caller, Caller):
+        return caller
+    return envelope(
+        {
+            "models": [
+                {
+                    "name": DIT_MODEL,
+                    "is_default": True,
+                    "is_loaded": True,
+                    "supported_task_types": [
+                        "text2music",
+                        "repaint",
+                        "cover",
+                        "cover-nofsq",
+                        "extract",
+                        "lego",
+                        "complete",
+                    ],
+                }
+            ],
+            "default_model": DIT_MODEL,
+            "lm_models": [],
+            "loaded_lm_model": None,
+            "llm_initialized": sim.models_initialized,
+        }
+    )
+
+
+# ----- admin: /_sim/... ------------------------------------------------------------------
+async def _admin_json(request: Request) -> dict[str, Any] | Response:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return detail(400, "Malformed JSON payload")
+    if not isinstance(parsed, dict):
+        return detail(400, "JSON payload must be an object")
+    return parsed
+
+
+def _faults_json(sim: Simulator) -> dict[str, Any]:
+    return {name: getattr(sim.settings, name) for name in RUNTIME_FIELDS}
+
+
+async def admin_stats(request: Request) -> Response:
+    return JSONResponse(_sim(request).snapshot())
+
+
+async def admin_faults(request: Request) -> Response:
+    sim = _sim(request)
+    if request.method == "POST":
+        changes = await _admin_json(request)
+        if isinstance(changes, Response):
+            return changes
+        try:
+            apply_runtime_changes(sim.settings, changes)
+        except ValueError as exc:
+            return detail(400, str(exc))
+    return JSONResponse(_faults_json(sim))
+
+
+async def admin_reset(request: Request) -> Response:
+    """Clear counters; `{"ledger": true}` also clears credits, `{"tasks": true}` tasks."""
+    sim = _sim(request)
+    options = await _admin_json(request)
+    if isinstance(options, Response):
+        return options
+    sim.reset_counters()
+    if options.get("ledger"):
+        sim.ledger.reset()
+    if options.get("tasks"):
+        sim.forget(None)
+        sim.stats.forgotten = 0
+    return JSONResponse(sim.snapshot())
+
+
+async def admin_forget(request: Request) -> Response:
+    """`{"task_ids": [...]}` forgets those tasks; an empty body forgets every task."""
+    sim = _sim(request)
+    options = await _admin_json(request)
+    if isinstance(options, Response):
+        return options
+    ids = options.get("task_ids")
+    count = sim.forget(None if ids is None else [str(i) for i in ids])
+    return JSONResponse({"forgotten": count})
+
+
+async def admin_restart(request: Request) -> Response:
+    return JSONResponse(_sim(request).restart())
+
+
+async def admin_tasks(request: Request) -> Response:
+    sim = _sim(request)
+    rows = [
+        {
+            "task_id": t.task_id,
+            "state": t.state,
+            "fate": t.fate,
+            "batch_size": t.params.batch_size,
+            "credits": t.charge.credits if t.charge else 0,
+            "files": [str(f) for f in t.files],
+        }
+        for t in sim.tasks.values()
+    ]
+    return JSONResponse({"tasks": rows})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/release_task", release_task, methods=["POST"]),
+        Route("/query_result", query_result, methods=["POST"]),
+        Route("/v1/audio", audio, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/stats", stats, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/model_inventory", model_inventory, methods=["GET"]),
+        Route("/_sim/stats", admin_stats, methods=["GET"]),
+        Route("/_sim/faults", admin_faults, methods=["GET", "POST"]),
+        Route("/_sim/reset", admin_reset, methods=["POST"]),
+        Route("/_sim/forget", admin_forget, methods=["POST"]),
+        Route("/_sim/restart", admin_restart, methods=["POST"]),
+        Route("/_sim/tasks", admin_tasks, methods=["GET"]),
+    ]
+
+
+def create_app(
+    settings: SimulatorSettings | None = None, *, sim: Simulator | None = None
+) -> Starlette:
+    """A fresh app with its own Simulator (`app.state.sim`); files are removed on shutdown."""
+    simulator = sim or Simulator(settings or SimulatorSettings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await simulator.aclose()
+
+    prefix = simulator.settings.path_prefix
+    table: list[BaseRoute] = [Mount(prefix, routes=routes())] if prefix else routes()
+    app = Starlette(
+        routes=table,
+        middleware=[Middleware(FaultMiddleware, sim=simulator)],
+        lifespan=lifespan,
+    )
+    app.state.sim = simulator
+    return app

@@ -1,0 +1,179 @@
+"""Turns a `/release_task` body (JSON or form values) into generation parameters the way
+ACE-Step does: aliases, batch_size 2 when omitted, seed strings, and a 500 for bad strict fields.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt", "caption"),
+    "audio_duration": (
+        "audio_duration",
+        "duration",
+        "audioDuration",
+        "target_duration",
+        "targetDuration",
+    ),
+    "key_scale": ("key_scale", "keyscale", "keyScale", "key"),
+    "time_signature": ("time_signature", "timesignature", "timeSignature"),
+    "vocal_language": ("vocal_language", "vocalLanguage", "language"),
+    "use_format": ("use_format", "useFormat", "format"),
+    "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
+    "batch_size": ("batch_size", "batchSize"),
+    "audio_format": ("audio_format", "audioFormat"),
+    "task_type": ("task_type", "taskType"),
+    "use_random_seed": ("use_random_seed", "useRandomSeed"),
+    "inference_steps": ("inference_steps", "inferenceSteps"),
+    "guidance_scale": ("guidance_scale", "guidanceScale"),
+}
+REPAINT_MODES = ("conservative", "balanced", "aggressive")
+NEEDS_SOURCE_AUDIO = ("cover", "cover-nofsq", "repaint", "lego", "extract", "complete")
+MAX_BATCH = 8
+
+
+class StrictFieldError(ValueError):
+    """A value the real server's pydantic model rejects: it answers an opaque 500."""
+
+
+@dataclass(frozen=True)
+class GenParams:
+    prompt: str
+    lyrics: str
+    model: str | None
+    batch_size: int
+    audio_format: str
+    duration: float | None
+    bpm: int | None
+    key_scale: str | None
+    time_signature: str | None
+    vocal_language: str
+    task_type: str
+    thinking: bool
+    use_format: bool
+    inference_steps: int | None
+    guidance_scale: float | None
+    fixed_seeds: tuple[int | None, ...]
+    has_source_audio: bool
+    src_audio_path: str | None
+
+    def naming_params(self) -> dict[str, Any]:
+        """What the output names hash over (everything that shapes the audio)."""
+        return {
+            "prompt": self.prompt,
+            "lyrics": self.lyrics,
+            "duration": self.duration,
+            "bpm": self.bpm,
+            "key_scale": self.key_scale,
+            "time_signature": self.time_signature,
+            "vocal_language": self.vocal_language,
+            "task_type": self.task_type,
+            "inference_steps": self.inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "audio_format": self.audio_format,
+        }
+
+    def resolve_seeds(self, rng: random.Random) -> list[int]:
+        """Fixed seeds where given, fresh 32-bit seeds for the rest (one per output)."""
+        return [s if s is not None else rng.randrange(2**32) for s in self.fixed_seeds]
+
+
+def _get(body: dict[str, Any], name: str) -> Any:
+    for alias in ALIASES.get(name, (name,)):
+        if alias in body and body[alias] is not None and body[alias] != "":
+            return body[alias]
+    return None
+
+
+def _as_bool(name: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise StrictFieldError(f"{name}: not a boolean")
+
+
+def _as_float(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise StrictFieldError(f"{name}: not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise StrictFieldError(f"{name}: not a number") from exc
+
+
+def _as_int(name: str, value: Any) -> int | None:
+    number = _as_float(name, value)
+    if number is None:
+        return None
+    if number != int(number):
+        raise StrictFieldError(f"{name}: not an integer")
+    return int(number)
+
+
+def _fixed_seeds(body: dict[str, Any], batch: int) -> tuple[int | None, ...]:
+    slots: list[int | None] = [None] * batch
+    if _as_bool("use_random_seed", _get(body, "use_random_seed"), True):
+        return tuple(slots)
+    raw = body.get("seed")
+    if raw is None:
+        return tuple(slots)
+    parts = [raw] if isinstance(raw, int | float) else str(raw).split(",")
+    seeds: list[int] = []
+    for part in parts:
+        value = _as_int("seed", str(part).strip() if not isinstance(part, int | float) else part)
+        if value is not None and value >= 0:  # -1 entries are dropped; later seeds move up
+            seeds.append(value)
+    for index, seed in enumerate(seeds[:batch]):
+        slots[index] = seed
+    return tuple(slots)
+
+
+def parse_params(body: dict[str, Any], *, has_upload: bool) -> GenParams:
+    """Raise StrictFieldError for what the real server answers with a 500."""
+    repaint_mode = body.get("repaint_mode")
+    if repaint_mode is not None and repaint_mode not in REPAINT_MODES:
+        raise StrictFieldError("repaint_mode: invalid literal")
+    batch = _as_int("batch_size", _get(body, "batch_size"))
+    batch = 2 if batch is None else min(MAX_BATCH, max(1, batch))
+    duration = _as_float("audio_duration", _get(body, "audio_duration"))
+    if duration is not None and duration <= 0:
+        duration = None
+    bpm = _as_int("bpm", _get(body, "bpm"))
+    steps = _as_int("inference_steps", _get(body, "inference_steps"))
+    guidance = _as_float("guidance_scale", _get(body, "guidance_scale"))
+    time_signature = _get(body, "time_signature")
+    key_scale = _get(body, "key_scale")
+    model = _get(body, "model")
+    src_path = body.get("src_audio_path")
+    return GenParams(
+        prompt=str(_get(body, "prompt") or ""),
+        lyrics=str(body.get("lyrics") or ""),
+        model=None if model is None else str(model),
+        batch_size=batch,
+        audio_format=str(_get(body, "audio_format") or "mp3"),
+        duration=duration,
+        bpm=bpm if bpm and bpm > 0 else None,
+        key_scale=None if key_scale is None else str(key_scale),
+        time_signature=None if time_signature is None else str(time_signature),
+        vocal_language=str(_get(body, "vocal_language") or "en"),
+        task_type=str(_get(body, "task_type") or "text2music"),
+        thinking=_as_bool("thinking", body.get("thinking"), False),
+        use_format=_as_bool("use_format", _get(body, "use_format"), False),
+        inference_steps=steps,
+        guidance_scale=guidance,
+        fixed_seeds=_fixed_seeds(body, batch),
+        has_source_audio=has_upload or bool(src_path) or bool(body.get("audio_code_string")),
+        src_audio_path=None if src_path is None else str(src_path),
+    )

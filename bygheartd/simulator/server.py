@@ -1,0 +1,150 @@
+"""Running the simulator for real: in a background thread for tests and benchmarks
+(`run_in_thread`), or in the foreground for `bygheartd simulator` (`serve`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.config import LOGGING_CONFIG
+
+from .app import create_app
+from .settings import SimulatorSettings, apply_runtime_changes
+from .state import Simulator
+
+log = logging.getLogger(__name__)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _base_url(sock: socket.socket, prefix: str) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{prefix}"
+
+
+def _banner(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"INFO:     Uvicorn running on http://{host}:{port} (Press CTRL+C to quit)"
+
+
+def _stderr_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, but access lines on stderr too: stdout carries only the URL."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config["loggers"]["uvicorn"]["level"] = level.upper()
+    return config
+
+
+class RunningSimulator:
+    """A simulator served on a background thread; `stop()` shuts it down and cleans up."""
+
+    def __init__(
+        self, base_url: str, app: Starlette, server: uvicorn.Server, thread: threading.Thread
+    ) -> None:
+        self.base_url = base_url
+        self.app = app
+        self.sim: Simulator = app.state.sim
+        self._server = server
+        self._thread = thread
+
+    def set_faults(self, **changes: Any) -> None:
+        """Change faults at run time, like POST /_sim/faults."""
+        apply_runtime_changes(self.sim.settings, changes)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __repr__(self) -> str:
+        return f"RunningSimulator({self.base_url!r})"
+
+
+@contextlib.contextmanager
+def run_in_thread(
+    settings: SimulatorSettings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    startup_timeout: float = 10.0,
+) -> Iterator[RunningSimulator]:
+    """Serve on a pre-bound socket in a daemon thread; yields once requests are answered."""
+    settings = settings or SimulatorSettings()
+    sock = _bind(host, port)
+    try:
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", access_log=False, loop="asyncio"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="bygheartd-simulator", daemon=True
+        )
+        handle = RunningSimulator(_base_url(sock, settings.path_prefix), app, server, thread)
+        handle.sim.progress_text = _banner(sock)
+        thread.start()
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                thread.join(startup_timeout)
+                handle.sim.cleanup_files()
+                raise RuntimeError("the simulator did not start; see the log above")
+            time.sleep(0.005)
+        try:
+            yield handle
+        finally:
+            handle.stop()
+            handle.sim.cleanup_files()  # also when the thread did not finish in time
+    finally:
+        sock.close()
+
+
+def serve(
+    settings: SimulatorSettings | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Serve in the foreground until Ctrl+C/SIGTERM; stdout gets only the base URL line."""
+    settings = settings or SimulatorSettings()
+    sock = _bind(host, port)
+    app = create_app(settings)
+    sim: Simulator = app.state.sim
+    sim.progress_text = _banner(sock)
+    base_url = _base_url(sock, settings.path_prefix)
+    print(base_url, flush=True)
+    sys.stdout.flush()
+    print(
+        f"bygheartd simulator: backend={settings.backend} latency={settings.latency}s "
+        f"workers={settings.workers or 'unlimited'} audio in {sim.audio_dir}; "
+        f"admin: {base_url}/_sim/stats",
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=_stderr_log_config(log_level), log_level=log_level.lower()
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sim.cleanup_files()
+        sock.close()

@@ -1,0 +1,297 @@
+"""BygheartClient.download against a real HTTP server on 127.0.0.1: the three `file`
+forms, Range resume, audio checks, and the no-overwrite move into place."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from _servers import PREFIX, TRANSCRIPT, Reply, ScriptedApi, ServerThread, scripted_server
+
+from bygheartd.client import (
+    BygheartClient,
+    ProtocolError,
+    RejectedError,
+    RetryPolicy,
+    TransientError,
+)
+from bygheartd.download import resolve_audio_url, sniff_audio_ext
+
+pytestmark = pytest.mark.anyio
+
+KEY = "bgh_download_test_key"
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.005)
+MP3 = b"\xff\xfb\x94\x64" + random.Random(1).randbytes(32640 - 4)  # the transcript's size
+
+
+def tiny_wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x00\x01" * 800)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedApi, ServerThread]]:
+    with scripted_server(tmp_path_factory.mktemp("audio")) as pair:
+        yield pair
+
+
+@pytest.fixture
+def api(server: tuple[ScriptedApi, ServerThread]) -> ScriptedApi:
+    server[0].reset()
+    return server[0]
+
+
+@pytest.fixture
+def origin(server: tuple[ScriptedApi, ServerThread]) -> str:
+    return server[1].origin
+
+
+def make_client(origin: str, **kwargs: Any) -> BygheartClient:
+    kwargs.setdefault("retry", FAST)
+    kwargs.setdefault("timeout", 2.0)
+    return BygheartClient(origin + PREFIX, KEY, **kwargs)
+
+
+def relative_ref(server_path: str) -> str:
+    return "/v1/audio?path=" + quote(server_path, safe="")
+
+
+# -- the three file forms -----------------------------------------------------------
+
+
+async def test_relative_file_form_is_appended_to_the_base_url(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    server_path = api.add_audio("4136e2ad-020f-0170-6577-265d7b9b85ef.mp3", MP3)
+    async with make_client(origin) as client:
+        got = await client.download(relative_ref(server_path), tmp_path / "midnight")
+        assert client.requests_made["download"] == 1
+    assert got.path == tmp_path / "midnight.mp3" and got.path.read_bytes() == MP3
+    assert (got.size, got.ext, got.content_type) == (len(MP3), ".mp3", "audio/mpeg")
+    assert got.sha256 == hashlib.sha256(MP3).hexdigest()
+    assert not (tmp_path / "midnight.part").exists()
+    [call] = api.requests
+    assert call.path == PREFIX + "/v1/audio"
+    assert (
+        call.query == "path=%2Fsrv%2Facestep%2Fapi_audio%2F4136e2ad-020f-0170-6577-265d7b9b85ef.mp3"
+    )
+    assert call.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_raw_server_path_form_is_requested_through_v1_audio(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    flac = b"fLaC\x00\x00\x00\x22" + bytes(200)
+    server_path = api.add_audio("298c9fc1 jazz.flac", flac)
+    async with make_client(origin) as client:
+        got = await client.download(server_path, tmp_path / "jazz")
+    assert (got.path.name, got.content_type) == ("jazz.flac", "audio/flac")
+    assert api.requests[0].query == "path=" + quote(server_path, safe="")
+
+
+async def test_absolute_url_on_the_api_host_is_used_as_is(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    server_path = api.add_audio("abs.wav", tiny_wav())
+    async with make_client(origin) as client:
+        got = await client.download(origin + PREFIX + relative_ref(server_path), tmp_path / "abs")
+    assert got.ext == ".wav" and got.path.read_bytes() == tiny_wav()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:{port}/v1/audio?path=%2Fx.mp3",
+        "http://127.0.0.1:1/v1/audio?path=%2Fx.mp3",
+        "https://127.0.0.1:{port}/v1/audio?path=%2Fx.mp3",
+        "http://evil.example/v1/audio?path=%2Fx.mp3",
+    ],
+    ids=["other-host-name", "other-port", "other-scheme", "elsewhere"],
+)
+async def test_absolute_url_elsewhere_is_refused_before_sending_the_key(
+    api: ScriptedApi, origin: str, tmp_path: Path, url: str
+) -> None:
+    port = origin.rsplit(":", 1)[1]
+    async with make_client(origin) as client:
+        with pytest.raises(ProtocolError, match="refusing to send the API key"):
+            await client.download(url.format(port=port), tmp_path / "x")
+        assert client.requests_made["download"] == 0
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        (
+            "/v1/audio?path=%2Fsrv%2Fapi_audio%2Fab12.mp3",
+            "https://iamvision.tech/bygheartsong/api/v1/audio?path=%2Fsrv%2Fapi_audio%2Fab12.mp3",
+        ),
+        (
+            "/srv/api_audio/a b.mp3",
+            "https://iamvision.tech/bygheartsong/api/v1/audio?path=%2Fsrv%2Fapi_audio%2Fa%20b.mp3",
+        ),
+        (
+            "https://iamvision.tech:443/bygheartsong/api/v1/audio?path=%2Fa.mp3",
+            "https://iamvision.tech/bygheartsong/api/v1/audio?path=%2Fa.mp3",
+        ),
+    ],
+)
+def test_file_forms_resolve_against_the_hosted_base_path(ref: str, expected: str) -> None:
+    assert str(resolve_audio_url("https://iamvision.tech/bygheartsong/api", ref)) == expected
+
+
+@pytest.mark.parametrize("ref", ["", "relative/file.mp3", "ftp://iamvision.tech/a.mp3"])
+def test_unknown_file_forms_are_protocol_errors(ref: str) -> None:
+    with pytest.raises(ProtocolError):
+        resolve_audio_url("https://iamvision.tech/bygheartsong/api", ref)
+
+
+# -- resume -------------------------------------------------------------------------------
+
+
+async def test_dropped_body_is_resumed_with_range(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    server_path = api.add_audio("drop.mp3", MP3)
+    api.expect("GET", "/v1/audio", Reply(200, MP3, media_type="audio/mpeg", truncate_at=10_000))
+    async with make_client(origin) as client:
+        got = await client.download(relative_ref(server_path), tmp_path / "drop")
+        assert client.requests_made["download"] == 2
+    assert got.path.read_bytes() == MP3 and got.sha256 == hashlib.sha256(MP3).hexdigest()
+    assert api.requests[1].headers["range"] == "bytes=10000-"
+
+
+async def test_an_existing_part_file_is_resumed(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    server_path = api.add_audio("resume.mp3", MP3)
+    (tmp_path / "song.part").write_bytes(MP3[:5000])
+    async with make_client(origin) as client:
+        got = await client.download(relative_ref(server_path), tmp_path / "song")
+    assert api.requests[0].headers["range"] == "bytes=5000-"
+    assert got.path.read_bytes() == MP3 and got.sha256 == hashlib.sha256(MP3).hexdigest()
+
+
+async def test_a_full_reply_to_a_range_request_restarts_the_part(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    (tmp_path / "song.part").write_bytes(b"stale bytes of another file")
+    api.expect("GET", "/v1/audio", Reply(200, MP3, media_type="audio/mpeg"))
+    async with make_client(origin) as client:
+        got = await client.download("/srv/acestep/api_audio/x.mp3", tmp_path / "song")
+    assert "range" in api.requests[0].headers
+    assert got.path.read_bytes() == MP3 and got.size == len(MP3)
+
+
+async def test_repeated_drops_give_up_and_keep_the_part_for_later(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    drops = [Reply(200, MP3, media_type="audio/mpeg", truncate_at=1000) for _ in range(3)]
+    api.expect("GET", "/v1/audio", *drops)
+    async with make_client(origin) as client:
+        with pytest.raises(TransientError):
+            await client.download("/srv/acestep/api_audio/x.mp3", tmp_path / "song")
+    assert (tmp_path / "song.part").read_bytes() == MP3[:1000]
+    assert not list(tmp_path.glob("song.mp3"))
+
+
+# -- checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        (Reply(403, TRANSCRIPT["audio_forbidden"]), "outside allowed directory"),
+        (Reply(404, TRANSCRIPT["audio_not_found"]), "Audio file not found"),
+    ],
+)
+async def test_403_and_404_are_rejected_without_retry(
+    api: ScriptedApi, origin: str, tmp_path: Path, reply: Reply, text: str
+) -> None:
+    api.expect("GET", "/v1/audio", reply, reply, reply)
+    async with make_client(origin) as client:
+        with pytest.raises(RejectedError, match=text) as info:
+            await client.download("/srv/acestep/api_audio/x.mp3", tmp_path / "x")
+    assert info.value.status == reply.status and len(api.requests) == 1
+
+
+async def test_server_403_for_paths_outside_its_audio_dir(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    async with make_client(origin) as client:
+        with pytest.raises(RejectedError, match="HTTP 403"):
+            await client.download("/etc/passwd", tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(200, "<html>login</html>", media_type="text/html"),
+        Reply(200, b"", media_type="audio/mpeg"),
+    ],
+    ids=["html", "empty"],
+)
+async def test_bodies_that_are_not_audio_are_refused(
+    api: ScriptedApi, origin: str, tmp_path: Path, reply: Reply
+) -> None:
+    api.expect("GET", "/v1/audio", reply)
+    async with make_client(origin) as client:
+        with pytest.raises(ProtocolError):
+            await client.download("/srv/acestep/api_audio/x.mp3", tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_extension_comes_from_the_bytes_not_the_content_type(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    opus = b"OggS\x00\x02" + bytes(22) + b"OpusHead" + bytes(100)
+    api.expect("GET", "/v1/audio", Reply(200, opus, media_type="audio/mpeg"))
+    async with make_client(origin) as client:
+        got = await client.download("/srv/acestep/api_audio/x.opus", tmp_path / "take")
+    assert (got.path.name, got.content_type) == ("take.opus", "audio/mpeg")
+
+
+async def test_an_existing_target_is_never_overwritten(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    server_path = api.add_audio("x.mp3", MP3)
+    (tmp_path / "song.mp3").write_bytes(b"mine")
+    async with make_client(origin) as client:
+        with pytest.raises(FileExistsError):
+            await client.download(relative_ref(server_path), tmp_path / "song")
+    assert (tmp_path / "song.mp3").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(
+    ("head", "ext"),
+    [
+        (b"ID3\x03\x00\x00\x00\x00\x00\x00", ".mp3"),
+        (b"\xff\xfb\x94\x64", ".mp3"),
+        (b"\xff\xf3\x64\xc4", ".mp3"),
+        (b"\xff\xf1\x50\x80\x02\x1f\xfc", ".aac"),
+        (b"\xff\xf9\x50\x80", ".aac"),
+        (b"RIFF\x24\x08\x00\x00WAVEfmt ", ".wav"),
+        (b"fLaC\x00\x00\x00\x22", ".flac"),
+        (b"OggS\x00\x02" + bytes(22) + b"\x01vorbis", ".ogg"),
+        (b"OggS\x00\x02" + bytes(22) + b"OpusHead", ".opus"),
+        (b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00", ".m4a"),
+        (b"<html>", None),
+        (b"\xff\xe0", None),
+        (b"RIFF\x00\x00\x00\x00AVI ", None),
+        (b"", None),
+    ],
+)
+def test_audio_is_recognised_by_its_magic_bytes(head: bytes, ext: str | None) -> None:
+    assert sniff_audio_ext(head) == ext
