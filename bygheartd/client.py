@@ -322,7 +322,10 @@ class BygheartClient:
         if not isinstance(body, dict):
             raise ProtocolError(f"{what}: reply is a JSON {type(body).__name__}, not an object")
         code = body.get("code")
-        if isinstance(code, int) and not isinstance(code, bool) and code != 200:
+        if not isinstance(code, int) or isinstance(code, bool):
+            # No usable code: an `error` with no `data` is still an error (a wrapper's shape).
+            code = 500 if body.get("error") and body.get("data") is None else 200
+        if code != 200:
             message = body.get("error") or body.get("message") or f"code {code}"
             text = redact(message if isinstance(message, str) else json.dumps(message), secret)
             status = code if 400 <= code <= 599 else 500

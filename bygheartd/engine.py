@@ -283,7 +283,9 @@ class Engine:
 
     def _rate_limited(self, job: Job, exc: RateLimited) -> None:
         self.budget.refund(job.id, job.model)
-        wait = float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
+        wait = (
+            float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
+        )
         until = utcnow() + timedelta(seconds=wait)
         self._submit_paused_until = until
         if exc.reason == "credit_limit_reached":

@@ -11,36 +11,34 @@ import contextlib
 import contextvars
 import copy
 import difflib
-import functools
-import importlib
-import importlib.metadata
-import importlib.util
 import inspect
 import json
 import logging
 import os
-import pkgutil
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pluggy
 
 from bygheartd import hookspecs
-from bygheartd.errors import BygheartdError, PluginError, RejectJob
+from bygheartd.errors import PluginError, RejectJob
 from bygheartd.jobs import Job
+from bygheartd.plugin_discovery import (
+    Candidate,
+    SecretError,
+    entry_point_candidates,
+    first_party_candidates,
+    path_candidates,
+    resolve_secrets,
+)
 
 logger = logging.getLogger(__name__)
 
 hookimpl = pluggy.HookimplMarker("bygheartd")
 
-ENTRY_POINT_GROUP = "bygheartd"
-FIRST_PARTY_PACKAGE = "bygheartd_plugins"
-LOCAL_MODULE_PREFIX = "bygheartd_plugins_local"
 __all__ = [
     "CompleteOutcome",
     "HookFailure",
@@ -115,127 +113,6 @@ class _HookTimeout(Exception):
     """Our own time limit expired (as opposed to a TimeoutError raised by the plugin)."""
 
 
-class SecretError(BygheartdError):
-    """A `{ env = ... }` / `{ file = ... }` indirection could not be resolved."""
-
-
-def resolve_secrets(
-    table: Mapping[str, Any], *, where: str, found: list[str] | None = None
-) -> dict[str, Any]:
-    """Replace `{ env = "VAR" }` and `{ file = "path" }` values, recursively.
-
-    Errors name the key and the variable or file, never a value. Resolved values are
-    appended to `found` so that error texts can be scrubbed of them later.
-    """
-    resolved: dict[str, Any] = {}
-    for key, value in table.items():
-        here = f"{where}.{key}"
-        if isinstance(value, Mapping) and set(value) == {"env"}:
-            var = str(value["env"])
-            if var not in os.environ:
-                raise SecretError(f"{here}: environment variable {var} is not set")
-            resolved[key] = os.environ[var]
-        elif isinstance(value, Mapping) and set(value) == {"file"}:
-            path = Path(str(value["file"])).expanduser()
-            try:
-                resolved[key] = path.read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise SecretError(f"{here}: cannot read secret file {path}: {reason}") from None
-        elif isinstance(value, Mapping):
-            resolved[key] = resolve_secrets(value, where=here, found=found)
-            continue
-        else:
-            resolved[key] = value
-            continue
-        if found is not None and resolved[key]:
-            found.append(resolved[key])
-    return resolved
-
-
-@dataclass
-class _Candidate:
-    name: str
-    source: str
-    version: str | None
-    load: Callable[[], object]
-    first_party: bool = False
-
-
-def _bygheartd_version() -> str | None:
-    try:
-        return importlib.metadata.version("bygheartd")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _first_party_candidates() -> list[_Candidate]:
-    try:
-        package = importlib.import_module(FIRST_PARTY_PACKAGE)
-    except ImportError:  # pragma: no cover - broken install
-        return []
-    version = _bygheartd_version()
-    found = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
-            continue
-        module_name = f"{FIRST_PARTY_PACKAGE}.{info.name}"
-        found.append(
-            _Candidate(
-                info.name,
-                "first-party",
-                version,
-                functools.partial(importlib.import_module, module_name),
-                first_party=True,
-            )
-        )
-    return found
-
-
-def _entry_point_candidates() -> list[_Candidate]:
-    found = []
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.name if dist is not None else "unknown"
-        version = dist.version if dist is not None else None
-        found.append(_Candidate(ep.name, f"entry-point:{dist_name}", version, ep.load))
-    return found
-
-
-def _load_file(path: Path) -> ModuleType:
-    module_name = f"{LOCAL_MODULE_PREFIX}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module
-
-
-def _path_candidates(paths: Iterable[Path]) -> list[_Candidate]:
-    found = []
-    for folder in paths:
-        folder = Path(folder).expanduser()
-        files = [folder] if folder.suffix == ".py" else sorted(folder.glob("*.py"))
-        for file in files:
-            if file.name.startswith(("_", ".")):
-                continue
-            found.append(
-                _Candidate(
-                    file.stem,
-                    f"path:{file}",
-                    None,
-                    functools.partial(_load_file, file),
-                )
-            )
-    return found
-
-
 def _one_line(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """A one-line description of an exception, with any known secret value masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -288,8 +165,8 @@ class PluginHost:
 
     def _load_all(self) -> None:
         s = self.settings
-        candidates = _first_party_candidates() + _entry_point_candidates()
-        candidates += _path_candidates(s.paths)
+        candidates = first_party_candidates() + entry_point_candidates()
+        candidates += path_candidates(s.paths)
         wanted = _names(s.load_env) if s.load_env is not None else list(s.enabled)
         ordered = [c for name in wanted for c in candidates if c.name == name]
         ordered += sorted((c for c in candidates if c.name not in wanted), key=lambda c: c.name)
@@ -323,7 +200,7 @@ class PluginHost:
             seen.add(cand.name)
             self._infos.append(self._register(cand))
 
-    def _register(self, cand: _Candidate) -> PluginInfo:
+    def _register(self, cand: Candidate) -> PluginInfo:
         def failed(error: str) -> PluginInfo:
             logger.warning("plugin %s (%s) disabled: %s", cand.name, cand.source, error)
             return PluginInfo(cand.name, cand.source, cand.version, (), False, error)

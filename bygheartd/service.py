@@ -126,6 +126,23 @@ class SongService:
             origin=origin,
         ).job
 
+    # -- the drop folder's bookkeeping ------------------------------------------------
+
+    def find_drop(self, drop_identity: str) -> Job | None:
+        """The job already made from this exact drop (same path, size, mtime and content)."""
+        found = self.store.find_by("drop_identity", drop_identity)
+        return found[0] if found else None
+
+    def jobs_with_content(self, content_sha256: str) -> list[Job]:
+        """Earlier jobs from files with identical bytes, newest first."""
+        return self.store.find_by("content_sha256", content_sha256)
+
+    def set_archived(self, job_id: str, archived_as: str, source_path: Path | None = None) -> Job:
+        fields: dict[str, Any] = {"archived_as": archived_as}
+        if source_path is not None:
+            fields["source_path"] = str(source_path)
+        return self.store.update(job_id, event="archived", reason=archived_as, **fields)
+
     # -- reading ----------------------------------------------------------------------
 
     def get(self, ref: str) -> Job:

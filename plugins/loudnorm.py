@@ -25,7 +25,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from numpy.typing import NDArray
 
-from bygheartd.plugins import hookimpl
+from bygheartd import hookimpl
 
 try:
     import pyloudnorm

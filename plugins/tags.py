@@ -32,8 +32,8 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
+from bygheartd import hookimpl
 from bygheartd.jobs import Job
-from bygheartd.plugins import hookimpl
 
 DEFAULT_PROVENANCE = "AI-generated with the Bygheart Music API (bygheartd)"
 DEFAULTS: dict[str, Any] = {

@@ -15,8 +15,8 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bygheartd import hookimpl
 from bygheartd.jobs import Job
-from bygheartd.plugins import hookimpl
 
 DEFAULT_TEMPLATE = "{artist}/{album}/{title}{ext}"
 DEFAULTS: dict[str, Any] = {

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bygheartd import hookimpl
 from bygheartd.jobs import Job
-from bygheartd.plugins import hookimpl
 
 DEFAULTS: dict[str, Any] = {
     "url": "",

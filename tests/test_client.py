@@ -451,6 +451,13 @@ async def test_http_200_with_an_error_code_is_classified_by_code(
             await client.query(["t"])
 
 
+async def test_an_error_without_code_or_data_is_rejected(api: ScriptedApi, base_url: str) -> None:
+    api.expect("POST", "/query_result", ok({"error": "wrapper_failure", "message": "try later"}))
+    async with make_client(base_url) as client:
+        with pytest.raises(RejectedError, match="wrapper_failure"):
+            await client.query(["t"])
+
+
 # -- retries ----------------------------------------------------------------------------
 
 

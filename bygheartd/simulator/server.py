@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
+    # every keep-alive reply waits ~40 ms for a delayed ACK (headers and body are 2 writes).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
@@ -98,7 +101,7 @@ def run_in_thread(
             target=server.run, kwargs={"sockets": [sock]}, name="bygheartd-simulator", daemon=True
         )
         handle = RunningSimulator(_base_url(sock, settings.path_prefix), app, server, thread)
-        handle.sim.progress_text = _banner(sock)
+        handle.sim.set_banner(_banner(sock))
         thread.start()
         deadline = time.monotonic() + startup_timeout
         while not server.started:
@@ -129,7 +132,7 @@ def serve(
     sock = _bind(host, port)
     app = create_app(settings)
     sim: Simulator = app.state.sim
-    sim.progress_text = _banner(sock)
+    sim.set_banner(_banner(sock))
     base_url = _base_url(sock, settings.path_prefix)
     print(base_url, flush=True)
     sys.stdout.flush()

@@ -119,6 +119,7 @@ class Simulator:
         self.stats = SimStats()
         self.ledger = Ledger(settings.daily_credits, settings.monthly_credits)
         self.tasks: OrderedDict[str, SimTask] = OrderedDict()
+        self.banner = BANNER
         self.progress_text = BANNER
         self.models_initialized = False
         self.job_seconds: deque[float] = deque(maxlen=1000)
@@ -153,6 +154,10 @@ class Simulator:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
         else:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+    def set_banner(self, text: str) -> None:
+        """The server's start-up line: progress_text until the first task logs."""
+        self.banner = self.progress_text = text
 
     def log_line(self, message: str) -> None:
         """The server's process-wide last log line, shown in every progress_text."""
@@ -311,7 +316,7 @@ class Simulator:
                 frozen += 1
         self._slots = None
         self.models_initialized = False
-        self.progress_text = BANNER
+        self.progress_text = self.banner
         return {"frozen": frozen, "kept": len(self.tasks)}
 
     def _evict_old(self) -> None:
