@@ -27,7 +27,8 @@ class State:
         from bygheartd.config import load_config
 
         config = load_config(self.config_path)
-        self.setup_logging(config.log.level)
+        # Interactive commands stay quiet unless asked; the daemon logs at [log] level.
+        self.setup_logging("warning")
         return config
 
     def setup_logging(self, default: str = "info") -> None:

@@ -29,6 +29,10 @@ DISK_RETRY_SECONDS = 60.0
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
 
 
+class _Interrupted(Exception):
+    """Delivery stopped on purpose (held for later, or failed): nothing more to do now."""
+
+
 class Delivery:
     def __init__(
         self,
@@ -72,6 +76,8 @@ class Delivery:
                     job = await self._download_all(job)
                 if job.status is JobStatus.PROCESSING:
                     await self._process(job)
+            except _Interrupted:
+                pass
             except StaleTransition:
                 log.info("job %s changed status during delivery (cancelled?)", job_id)
             except asyncio.CancelledError:
@@ -84,6 +90,13 @@ class Delivery:
 
     async def _download_all(self, job: Job) -> Job:
         output = self.config.folders.output
+        try:
+            output.mkdir(exist_ok=True)  # only when its parent exists: never invent a share
+        except OSError as exc:
+            self._download_later(
+                job, f"the output folder {output} is unavailable: {exc.strerror}", disk=True
+            )
+            raise _Interrupted from exc
         base = job.base_name
         if base is None:
             async with self._naming_lock:
@@ -105,14 +118,16 @@ class Delivery:
                 record = adopted
             except RejectedError as exc:
                 self.fail(job, f"the server no longer has the audio: {exc}", refund=False)
-                raise StaleTransition(job.id) from exc
+                raise _Interrupted from exc
             except (TransientError, ApiError) as exc:
                 self._download_later(job, f"download interrupted: {exc}")
-                raise StaleTransition(job.id) from exc
+                raise _Interrupted from exc
             except OSError as exc:
                 if exc.errno in _DISK_ERRNOS:
-                    self._download_later(job, f"cannot write to {output}: {exc.strerror}")
-                    raise StaleTransition(job.id) from exc
+                    self._download_later(
+                        job, f"cannot write to {output}: {exc.strerror}", disk=True
+                    )
+                    raise _Interrupted from exc
                 raise
             done[str(index)] = record
             job = self.store.update(
@@ -128,15 +143,25 @@ class Delivery:
             expect={JobStatus.DOWNLOADING},
         )
 
-    def _download_later(self, job: Job, reason: str) -> None:
-        """Hold the job and resume its download later: a full disk never fails a song."""
+    def _download_later(self, job: Job, reason: str, *, disk: bool = False) -> None:
+        """Hold the job and resume its download later.
+
+        Network trouble is retried a bounded number of times; a full disk or a missing
+        output folder is waited out for as long as it takes: it never fails a paid song.
+        """
         from datetime import timedelta
 
-        attempts = int(job.result.get("download_attempts", 0)) + 1
+        attempts = int(job.result.get("download_attempts", 0)) + (0 if disk else 1)
         if attempts > self.config.queue.max_attempts:
             self.fail(job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False)
             return
-        until = utcnow() + timedelta(seconds=min(DISK_RETRY_SECONDS, 2.0 * attempts))
+        q = self.config.queue
+        wait = (
+            DISK_RETRY_SECONDS
+            if disk
+            else min(q.retry_max_seconds, q.retry_base_seconds * 2**attempts)
+        )
+        until = utcnow() + timedelta(seconds=min(DISK_RETRY_SECONDS, wait))
         self.store.transition(
             job.id,
             JobStatus.HELD,

@@ -270,9 +270,10 @@ def _not_a_table(label: str, what: str, name: str, line: int | None) -> SongFile
 def _load_yaml(text: str, name: str, offset: int) -> _Parsed:
     """YAML read node by node so that scalars keep their spelling: `language: no` stays
     "no" (Norwegian, not false), `key: F# minor` and `duration: 3:30` stay text."""
-    loader = yaml.SafeLoader(text)
     parsed = _Parsed()
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader checks characters here already
         node = loader.get_single_node()
         if node is None:
             return parsed
@@ -304,20 +305,32 @@ def _load_yaml(text: str, name: str, offset: int) -> _Parsed:
             hint="put values that contain ': ', ' #' or start with [ { * & ! | > ' \" % @ in"
             ' quotes, e.g. title: "Me: Myself"',
         ) from None
-    except yaml.YAMLError as exc:  # the reader: characters YAML does not allow
-        line = getattr(exc, "position", None)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1 + offset
         raise SongFileError(
-            f"{_label(offset)} is not valid YAML: {exc}".split("\n")[0],
+            f"{_label(offset)} contains a control character (U+{exc.character:04X})"
+            " that YAML does not allow",
             source=name,
-            line=text[:line].count("\n") + 1 + offset if isinstance(line, int) else None,
+            line=line,
+            hint="remove it, or write the value in double quotes with an escape",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SongFileError(
+            f"{_label(offset)} is not valid YAML: {exc}".split("\n")[0], source=name
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return parsed
 
 
+_PLAIN_TAGS: Final = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
+
+
 def _yaml_value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
+    if isinstance(node, yaml.ScalarNode) and node.tag in _PLAIN_TAGS:
         if node.style is None and node.tag == "tag:yaml.org,2002:null":
             return None
         return node.value  # as written; the field decides what it means

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,14 @@ async def test_full_scale_audio_is_measured_without_a_clipping_warning(tmp_path:
     outcome = await host_for(["loudnorm"]).on_complete(make_job(), [song])
     assert outcome.failures == []
     assert measure(song)[1] <= -1.0 + 0.1
+
+
+def test_without_the_extra_the_plugin_is_disabled_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyloudnorm", None)  # makes `import pyloudnorm` fail
+    monkeypatch.delitem(sys.modules, "bygheartd_plugins.loudnorm")
+    host = PluginHost.load(PluginSettings(enabled=["loudnorm"], load_env=None))
+    [entry] = [i for i in host.describe() if i.name == "loudnorm"]
+    assert not entry.enabled
+    assert "pip install 'bygheartd[loudnorm]'" in (entry.error or "")

@@ -36,8 +36,15 @@ def test_unknown_key_names_the_key_and_suggests_the_nearest() -> None:
 
 @pytest.mark.parametrize(
     ("typo", "suggestion"),
-    [("stlye", "style"), ("lyric", "lyrics"), ("tempo", "bpm"), ("genre", "style")]
-    + [("song_title", "title"), ("audio_duraton", "audio_duration"), ("take", "takes")],
+    [
+        ("stlye", "style"),
+        ("lyric", "lyrics"),
+        ("tempo", "bpm"),
+        ("genre", "style"),
+        ("song_title", "title"),
+        ("audio_duraton", "audio_duration"),
+        ("take", "takes"),
+    ],
 )
 def test_unknown_key_suggestions(typo: str, suggestion: str) -> None:
     assert error(**{typo: 1}).hint == f"did you mean {suggestion!r}?"
@@ -111,8 +118,11 @@ def test_request_errors_are_bygheartd_errors() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(180, 180.0), (10, 10.0), (600, 600.0), (95.5, 95.5), ("180", 180.0), ("3:30", 210.0)]
-    + [("210s", 210.0), ("auto", "auto"), ("AUTO", "auto"), (0, "auto"), (-1, "auto")],
+    [
+        *[(180, 180.0), (10, 10.0), (600, 600.0), (95.5, 95.5), ("180", 180.0)],
+        *[("3:30", 210.0), ("210s", 210.0), ("auto", "auto"), ("AUTO", "auto")],
+        *[(0, "auto"), (-1, "auto")],
+    ],
 )
 def test_duration_normalisation(value: Any, expected: Any) -> None:
     assert build(duration=value).duration == expected
@@ -233,9 +243,11 @@ def test_unsupported_time_signature_lists_the_valid_ones(value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("en", "en"), ("EN", "en"), ("English", "en"), ("japanese", "ja"), ("Cantonese", "yue")]
-    + [("Mandarin", "zh"), ("en-US", "en"), ("pt_BR", "pt"), ("unknown", "unknown")]
-    + [("no", "no"), ("Norwegian", "no"), ("español", "es"), ("auto", "unknown")],
+    [
+        *[("en", "en"), ("EN", "en"), ("English", "en"), ("japanese", "ja"), ("Cantonese", "yue")],
+        *[("Mandarin", "zh"), ("en-US", "en"), ("pt_BR", "pt"), ("unknown", "unknown")],
+        *[("no", "no"), ("Norwegian", "no"), ("español", "es"), ("auto", "unknown")],
+    ],
 )
 def test_language_normalisation(value: str, expected: str) -> None:
     assert build(language=value).language == expected
@@ -481,7 +493,8 @@ def test_nul_in_text_is_rejected() -> None:
 def test_job_over_the_daily_cap_is_rejected() -> None:
     err = error(model="bygheart-composer-lab", takes=8)
     assert err.reason == (
-        "this job costs 32 credits (bygheart-composer-lab: 4 × 8 takes), more than the daily cap of 30"
+        "this job costs 32 credits (bygheart-composer-lab: 4 × 8 takes),"
+        " more than the daily cap of 30"
     )
     assert err.hint is not None and "at most 7 takes" in err.hint
     assert err.key == "takes"

@@ -164,9 +164,8 @@ def test_bad_submit_bodies_are_rejected(
 
 def test_absolute_source_path_is_a_400() -> None:
     with simulator() as (_, client):
-        reply = client.post(
-            "/release_task", json={"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/hosts"}
-        )
+        body = {"prompt": "x", "task_type": "cover", "src_audio_path": "/etc/hosts"}
+        reply = client.post("/release_task", json=body)
     assert reply.status_code == 400
     assert reply.json() == {"detail": "absolute audio file paths are not allowed"}
 
@@ -219,12 +218,13 @@ def test_random_seeds_give_distinct_files() -> None:
     assert first["result"][0]["file"] != second["result"][0]["file"]
 
 
-def test_same_seed_setting_reproduces_task_ids() -> None:
+def test_same_seed_setting_reproduces_random_seeds_but_never_task_ids() -> None:
     with simulator(seed=42) as (_, client):
-        first = submit(client)
+        first = wait_final(client, submit(client))
     with simulator(seed=42) as (_, client):
-        second = submit(client)
-    assert first == second
+        second = wait_final(client, submit(client))
+    assert first["result"][0]["seed_value"] == second["result"][0]["seed_value"]
+    assert first["task_id"] != second["task_id"]
 
 
 # ----- keys and plans --------------------------------------------------------------------

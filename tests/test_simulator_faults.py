@@ -155,7 +155,7 @@ def test_faults_endpoint_rejects_unknown_names_and_bad_values() -> None:
 
 
 def test_task_unfinished_after_the_timeout_reports_failed() -> None:
-    with simulator(latency=30, task_timeout_seconds=0.2) as (handle, client):
+    with simulator(latency=30, task_timeout_seconds=0.2) as (_, client):
         task_id = submit(client)
         entry = wait_final(client, task_id)
         ledger = client.get("/_sim/stats").json()["credits"][key_label(PRO_KEY)]

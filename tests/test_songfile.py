@@ -63,7 +63,9 @@ def test_design_example_parses() -> None:
         "language": "en",
         "seed": 42,
         "negative": "acoustic, lo-fi",
-        "lyrics": "[Verse]\nI got a new face in the rearview\n[Chorus]\nI go god mode after midnight",
+        "lyrics": (
+            "[Verse]\nI got a new face in the rearview\n[Chorus]\nI go god mode after midnight"
+        ),
     }
 
 

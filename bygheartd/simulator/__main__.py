@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                 flag,
                 dest=option.name,
                 type=option.type,
+                choices=option.choices,
                 default=None,
                 help=f"{option.help} (default: {option.default})",
             )

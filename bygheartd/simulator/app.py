@@ -19,13 +19,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from .admin import admin_routes
 from .auth import Caller, authenticate
 from .downloads import audio_route
 from .faults import FaultMiddleware
 from .params import StrictFieldError, parse_params
 from .plans import HOSTED_MODEL_PURPOSE, CreditRefusal
 from .results import DIT_MODEL, query_entries
-from .settings import RUNTIME_FIELDS, SimulatorSettings, apply_runtime_changes
+from .settings import SimulatorSettings
 from .state import QueueFull, Simulator
 
 UNSUPPORTED = (
@@ -291,87 +292,6 @@ async def model_inventory(request: Request) -> Response:
     )
 
 
-# ----- admin: /_sim/... ------------------------------------------------------------------
-async def _admin_json(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return detail(400, "Malformed JSON payload")
-    if not isinstance(parsed, dict):
-        return detail(400, "JSON payload must be an object")
-    return parsed
-
-
-def _faults_json(sim: Simulator) -> dict[str, Any]:
-    return {name: getattr(sim.settings, name) for name in RUNTIME_FIELDS}
-
-
-async def admin_stats(request: Request) -> Response:
-    return JSONResponse(_sim(request).snapshot())
-
-
-async def admin_faults(request: Request) -> Response:
-    sim = _sim(request)
-    if request.method == "POST":
-        changes = await _admin_json(request)
-        if isinstance(changes, Response):
-            return changes
-        try:
-            apply_runtime_changes(sim.settings, changes)
-        except ValueError as exc:
-            return detail(400, str(exc))
-    return JSONResponse(_faults_json(sim))
-
-
-async def admin_reset(request: Request) -> Response:
-    """Clear counters; `{"ledger": true}` also clears credits, `{"tasks": true}` tasks."""
-    sim = _sim(request)
-    options = await _admin_json(request)
-    if isinstance(options, Response):
-        return options
-    sim.reset_counters()
-    if options.get("ledger"):
-        sim.ledger.reset()
-    if options.get("tasks"):
-        sim.forget(None)
-        sim.stats.forgotten = 0
-    return JSONResponse(sim.snapshot())
-
-
-async def admin_forget(request: Request) -> Response:
-    """`{"task_ids": [...]}` forgets those tasks; an empty body forgets every task."""
-    sim = _sim(request)
-    options = await _admin_json(request)
-    if isinstance(options, Response):
-        return options
-    ids = options.get("task_ids")
-    count = sim.forget(None if ids is None else [str(i) for i in ids])
-    return JSONResponse({"forgotten": count})
-
-
-async def admin_restart(request: Request) -> Response:
-    return JSONResponse(_sim(request).restart())
-
-
-async def admin_tasks(request: Request) -> Response:
-    sim = _sim(request)
-    rows = [
-        {
-            "task_id": t.task_id,
-            "state": t.state,
-            "fate": t.fate,
-            "batch_size": t.params.batch_size,
-            "credits": t.charge.credits if t.charge else 0,
-            "files": [str(f) for f in t.files],
-        }
-        for t in sim.tasks.values()
-    ]
-    return JSONResponse({"tasks": rows})
-
-
 def routes() -> list[BaseRoute]:
     return [
         Route("/release_task", release_task, methods=["POST"]),
@@ -381,12 +301,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/stats", stats, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/model_inventory", model_inventory, methods=["GET"]),
-        Route("/_sim/stats", admin_stats, methods=["GET"]),
-        Route("/_sim/faults", admin_faults, methods=["GET", "POST"]),
-        Route("/_sim/reset", admin_reset, methods=["POST"]),
-        Route("/_sim/forget", admin_forget, methods=["POST"]),
-        Route("/_sim/restart", admin_restart, methods=["POST"]),
-        Route("/_sim/tasks", admin_tasks, methods=["GET"]),
+        *admin_routes(),
     ]
 
 

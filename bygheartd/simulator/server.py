@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -146,8 +147,24 @@ def serve(
     config = uvicorn.Config(
         app, lifespan="on", log_config=_stderr_log_config(log_level), log_level=log_level.lower()
     )
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it: end with exit code 0.
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         uvicorn.Server(config).run(sockets=[sock])
+    except _Terminated:
+        log.info("simulator stopped on SIGTERM")
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         sim.cleanup_files()
         sock.close()
+
+
+class _Terminated(Exception):
+    """SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated

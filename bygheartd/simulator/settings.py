@@ -158,6 +158,7 @@ class CliOption(NamedTuple):
     type: type
     default: Any
     help: str
+    choices: tuple[str, ...] | None = None
 
 
 CLI_OPTIONS: tuple[CliOption, ...] = (
@@ -167,6 +168,7 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         "bygheart",
         "Impersonate the hosted service (bygheart: keys, "
         "plans, credits) or a self-hosted ACE-Step server (acestep).",
+        BACKENDS,
     ),
     CliOption(
         "api_key",
@@ -201,6 +203,7 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         "relative",
         "How result files are named: relative "
         "(/v1/audio?path=...), absolute_url, raw_path or mixed (rotates).",
+        FILE_FORMS,
     ),
     CliOption(
         "path_prefix",

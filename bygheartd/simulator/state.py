@@ -188,7 +188,9 @@ class Simulator:
             charge = outcome
         self._seq += 1
         task = SimTask(
-            task_id=str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
+            # Never from the seeded RNG: a re-run against the same job store must not
+            # see task ids again (a real server never repeats them).
+            task_id=str(uuid.uuid4()),
             seq=self._seq,
             params=params,
             fate=self._decide_fate(params),
