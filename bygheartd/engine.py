@@ -162,8 +162,14 @@ class Engine:
                 return None
             if changes:
                 try:
-                    request = SongRequest.build(
-                        {**job.request, **changes}, backend=self.config.backend
+                    current = SongRequest.build(
+                        job.request, backend=self.config.backend, max_job_credits=None
+                    )
+                    request = current.with_changes(
+                        changes,
+                        backend=self.config.backend,
+                        source=f"job {job.id} after before_submit",
+                        max_job_credits=None,
                     )
                 except BygheartdError as exc:
                     self._fail(job, f"a plugin made the request invalid: {exc}", refund=False)

@@ -66,7 +66,9 @@ class IgnoreRules:
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         extra = [p.strip() for p in extra if p.strip()]
-        self.component_patterns = tuple(p.lower() for p in (*BUILTIN_IGNORE, *extra) if "/" not in p)
+        self.component_patterns = tuple(
+            p.lower() for p in (*BUILTIN_IGNORE, *extra) if "/" not in p
+        )
         self.path_patterns = tuple(p.lower().strip("/") for p in extra if "/" in p)
 
     def is_ignored(self, relative: PurePosixPath) -> bool:

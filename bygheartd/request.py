@@ -105,6 +105,27 @@ class SongRequest(BaseModel):
             where = ".".join(str(p) for p in first["loc"]) or None
             raise RequestError(f"{where}: {first['msg']}", source=source, key=where) from None
 
+    def with_changes(
+        self,
+        changes: Mapping[str, Any],
+        *,
+        backend: str = "bygheart",
+        source: str = "<request>",
+        max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
+    ) -> SongRequest:
+        """This request with `changes` (any key spelling; None unsets) applied and re-validated.
+
+        For plugins' `before_submit`: `{"prompt": ...}` replaces `style` instead of clashing.
+        """
+        data = self.model_dump(mode="json", exclude_none=True)
+        for _raw, canon, value in _resolve_keys(changes, source):
+            data.pop(canon, None)
+            if value is not None:
+                data[canon] = value
+        return SongRequest.build(
+            data, backend=backend, source=source, max_job_credits=max_job_credits
+        )
+
     def to_api_body(self) -> dict[str, Any]:
         """The JSON body for `POST /release_task`, with the ACE-Step field names of API.md."""
         body: dict[str, Any] = {

@@ -14,12 +14,12 @@ from bygheartd.request import SongRequest, slugify
 LYRICS = "[Verse]\nI got a new face in the rearview\n[Chorus]\nI go god mode after midnight"
 
 
-def build(backend: str = "bygheart", **data: Any) -> SongRequest:
+def build(backend: str = "bygheart", /, **data: Any) -> SongRequest:
     data.setdefault("lyrics", LYRICS)
     return SongRequest.build(data, backend=backend, source="inbox/song.txt")
 
 
-def error(backend: str = "bygheart", **data: Any) -> RequestError:
+def error(backend: str = "bygheart", /, **data: Any) -> RequestError:
     with pytest.raises(RequestError) as info:
         build(backend, **data)
     return info.value
@@ -96,7 +96,7 @@ def test_a_key_in_two_spellings_is_an_error() -> None:
 
 def test_a_non_string_key_is_an_error() -> None:
     with pytest.raises(RequestError, match="key 3 is not a name"):
-        SongRequest.build({3: "x", "lyrics": "la"})
+        SongRequest.build({3: "x", "lyrics": "la"})  # type: ignore[dict-item]
 
 
 def test_a_request_that_is_not_a_mapping_is_an_error() -> None:
@@ -630,6 +630,14 @@ def test_canonical_json_is_stable_across_spellings() -> None:
     b = build(prompt="pop", key_scale="A minor", time_signature=4, vocal_language="en")
     assert a.canonical_json() == b.canonical_json()
     assert json.loads(a.canonical_json())["key"] == "A minor"
+
+
+def test_with_changes_accepts_aliases_and_revalidates() -> None:
+    req = build(style="pop", bpm=100)
+    changed = req.with_changes({"prompt": "jazz", "bpm": None})
+    assert (changed.style, changed.bpm) == ("jazz", None)
+    with pytest.raises(RequestError, match="bpm 500 is above"):
+        req.with_changes({"bpm": 500})
 
 
 def test_request_is_frozen() -> None:

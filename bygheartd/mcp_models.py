@@ -1,0 +1,237 @@
+"""Typed results of the MCP tools (their output schemas) and the one-line summaries beside them.
+
+Plain pydantic, no `mcp` import: the models mirror the pinned job record of DESIGN.md, so an
+assistant sees exactly the names that `bygheartd list --json` prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from bygheartd.jobs import Job, JobStatus
+
+StatusName = Literal[
+    "queued",
+    "submitting",
+    "running",
+    "downloading",
+    "processing",
+    "done",
+    "held",
+    "failed",
+    "cancelled",
+]
+
+# How far along a status is, for progress notifications (which must only increase).
+_STATUS_PROGRESS: dict[JobStatus, float] = {
+    JobStatus.QUEUED: 0.0,
+    JobStatus.HELD: 0.0,
+    JobStatus.SUBMITTING: 0.02,
+    JobStatus.RUNNING: 0.05,
+    JobStatus.DOWNLOADING: 0.9,
+    JobStatus.PROCESSING: 0.95,
+    JobStatus.DONE: 1.0,
+    JobStatus.FAILED: 1.0,
+    JobStatus.CANCELLED: 1.0,
+}
+
+
+class FileRecord(BaseModel):
+    path: str = Field(description="absolute path of the audio file")
+    uri: str = Field(description="the same file as a file:// URI")
+    size: int | None = None
+    sha256: str | None = None
+
+
+class JobRecord(BaseModel):
+    """The pinned job record (DESIGN.md, "Output")."""
+
+    id: str = Field(description="job id; any unique prefix of 6+ characters works too")
+    status: StatusName
+    title: str
+    model: str | None
+    task_id: str | None = Field(description="the server's task id once submitted")
+    reason: str | None = Field(description="why the job is held or failed (or what it did)")
+    resumes_at: str | None = Field(description="held jobs: when they resume (ISO-8601 UTC)")
+    progress: float | None = Field(description="0..1 when known")
+    eta_seconds: float | None
+    files: list[FileRecord]
+    credits: int = Field(description="credits this job costs (0 on a self-hosted server)")
+    source: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        return cls.model_validate(job.as_record())
+
+    def summary(self) -> str:
+        """One line a person can read: what the job is doing and where its audio is."""
+        head = f"{self.title!r} (job {self.id}) is {self.status}"
+        if self.status == "done":
+            where = ", ".join(f.path for f in self.files) or "no files"
+            return f"{head}: {where}"
+        if self.status in ("held", "failed", "cancelled") and self.reason:
+            tail = f"; resumes at {self.resumes_at}" if self.resumes_at else ""
+            return f"{head}: {self.reason}{tail}"
+        if self.progress is not None and self.status == "running":
+            eta = f", about {self.eta_seconds:.0f} s left" if self.eta_seconds else ""
+            return f"{head} ({self.progress:.0%}{eta})"
+        return head
+
+
+class BudgetHold(BaseModel):
+    reason: str
+    resumes_at: str = Field(description="when the credits are there again (ISO-8601 UTC)")
+
+
+class GenerateResult(JobRecord):
+    cost: int = Field(description="credits this song costs")
+    credits_left_today: int | None = Field(description="before this job; null: no daily cap")
+    lyrics_sha256: str = Field(description="SHA-256 of the UTF-8 lyrics actually sent")
+    lyrics_lines: int = Field(description="non-empty lines of the lyrics actually sent")
+    deduplicated: bool = Field(
+        description="true: an existing job for the same request (or key) was returned"
+    )
+    budget_hold: BudgetHold | None = Field(
+        description="set when the job waits for credits instead of starting now"
+    )
+    notes: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.deduplicated:
+            text = f"Not queued again: the same request is already {JobRecord.summary(self)}."
+        elif self.status == "queued":
+            left = (
+                f", {self.credits_left_today} left today"
+                if self.credits_left_today is not None
+                else ""
+            )
+            text = f"Queued {self.title!r} as job {self.id} ({self.cost} credits{left})."
+        else:
+            text = JobRecord.summary(self) + "."
+        if self.budget_hold is not None:
+            text += (
+                f" It waits for credits ({self.budget_hold.reason}) and starts by itself at "
+                f"{self.budget_hold.resumes_at}."
+            )
+        if self.status not in ("done", "failed", "cancelled"):
+            text += " Call get_song with wait_seconds to follow it."
+        return " ".join([text, *self.notes])
+
+
+class SongList(BaseModel):
+    jobs: list[JobRecord]
+    counts: dict[str, int] = Field(description="jobs per status in the whole store")
+
+    def summary(self) -> str:
+        if not self.jobs:
+            return "No songs match."
+        lines = [f"{len(self.jobs)} song(s):"] + [f"- {job.summary()}" for job in self.jobs]
+        return "\n".join(lines)
+
+
+class CancelResult(JobRecord):
+    note: str
+
+    def summary(self) -> str:
+        return f"{JobRecord.summary(self)}. {self.note}"
+
+
+class DayCredits(BaseModel):
+    day: str
+    spent: int
+    cap: int | None
+    left: int | None
+
+
+class MonthCredits(BaseModel):
+    month: str
+    spent: int
+    allowance: int | None
+    rollover: int
+    left: int | None
+
+
+class PlanLimits(BaseModel):
+    daily_credits: int | None
+    monthly_credits: int | None
+    rollover_max: int | None
+
+
+class CreditsResult(BaseModel):
+    plan: Literal["pro", "ultimate", "self-hosted"]
+    timezone: str
+    today: DayCredits
+    month: MonthCredits
+    by_model: dict[str, int] = Field(description="credits spent this month per model")
+    next_daily_release: str | None
+    server_cap_until: str | None = Field(description="the server said its cap is reached")
+    limits: PlanLimits
+
+    @classmethod
+    def of(cls, summary: dict[str, Any], limits: PlanLimits) -> CreditsResult:
+        return cls.model_validate({**summary, "limits": limits})
+
+    def summary(self) -> str:
+        if self.plan == "self-hosted":
+            return "Self-hosted ACE-Step server: songs cost no credits."
+        if self.today.left is None:
+            return f"Plan {self.plan}: no daily cap; {self.month.spent} credits used this month."
+        return (
+            f"Plan {self.plan}: {self.today.left} of {self.today.cap} credits left today "
+            f"(next release {self.next_daily_release}); {self.month.left} left this month."
+        )
+
+
+class ModelEntry(BaseModel):
+    name: str
+    credits: int = Field(description="credits per take")
+    purpose: str
+    default: bool = False
+
+
+class ModelList(BaseModel):
+    backend: Literal["bygheart", "acestep"]
+    models: list[ModelEntry]
+
+    def summary(self) -> str:
+        return "\n".join(
+            f"- {m.name}: {m.credits} credit(s) a take, {m.purpose}"
+            + (" (default)" if m.default else "")
+            for m in self.models
+        )
+
+
+def lyrics_sent(request: dict[str, Any]) -> str:
+    """The lyrics text a stored request sends (instrumental songs send a marker)."""
+    if request.get("instrumental"):
+        return "[Instrumental]"
+    return str(request.get("lyrics") or "")
+
+
+def lyrics_fingerprint(lyrics: str) -> tuple[str, int]:
+    """(sha256, non-empty line count): lets an assistant check nothing was cut."""
+    digest = hashlib.sha256(lyrics.encode("utf-8")).hexdigest()
+    return digest, sum(1 for line in lyrics.splitlines() if line.strip())
+
+
+def progress_value(job: Job) -> float:
+    """0..1 for a progress notification: the status's share, refined by the server's."""
+    base = _STATUS_PROGRESS[job.status]
+    if job.status is JobStatus.RUNNING and job.progress is not None:
+        return base + (0.9 - base) * max(0.0, min(1.0, job.progress))
+    return base
+
+
+def progress_message(job: Job) -> str:
+    if job.status is JobStatus.RUNNING and job.progress is not None:
+        eta = f", about {job.eta_seconds:.0f} s left" if job.eta_seconds else ""
+        return f"generating: {job.progress:.0%}{eta}"
+    if job.status in (JobStatus.HELD, JobStatus.FAILED) and job.reason:
+        return f"{job.status.value}: {job.reason}"
+    return job.status.value

@@ -1,0 +1,298 @@
+"""The engine against the real simulator: every song ends as audio + sidecar, through the
+faults the simulator can inject; the local ledger agrees with the server's own count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile
+
+from bygheartd.jobs import Job, JobStatus
+from bygheartd.runtime import Runtime
+from bygheartd.simulator import RunningSimulator, key_label
+from conftest import TEST_KEY, MakeConfig
+
+pytestmark = pytest.mark.anyio
+
+
+def song(folder: Path, name: str, *, title: str | None = None, **front: Any) -> Path:
+    front.setdefault("style", "dark synth pop, female vocal")
+    front.setdefault("model", "bygheart-melody-fast")
+    front.setdefault("duration", 20)
+    if title is not None:
+        front["title"] = title
+    lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---"]
+    lines += ["[Verse]", "neon lights tonight", "[Chorus]", "we run until the morning"]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def make_songs(runtime: Runtime, tmp_path: Path, n: int, **front: Any) -> list[Job]:
+    jobs = [
+        runtime.service.enqueue_file(song(tmp_path, f"song{i}.txt", title=f"Song {i}", **front))
+        for i in range(n)
+    ]
+    runtime.wake()
+    return jobs
+
+
+async def finish(runtime: Runtime, jobs: list[Job], timeout: float = 30) -> list[Job]:
+    return [await runtime.service.wait(j.id, timeout=timeout) for j in jobs]
+
+
+def server_credits(sim: RunningSimulator, key: str = TEST_KEY) -> dict[str, Any]:
+    row: dict[str, Any] = sim.sim.ledger.snapshot()[key_label(key)]
+    return row
+
+
+async def test_song_file_becomes_verified_audio_and_sidecar(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1, takes=2))
+    assert job.status is JobStatus.DONE, job.reason
+    out = config.folders.output
+    assert sorted(p.name for p in out.iterdir()) == ["song-0-2.mp3", "song-0.json", "song-0.mp3"]
+    for f in job.files:
+        info = soundfile.info(str(f.path))
+        assert info.frames > 0
+    sidecar = json.loads((out / "song-0.json").read_text())
+    assert sidecar["job_id"] == job.id and sidecar["status"] == "done"
+    assert [f["path"] for f in sidecar["files"]] == ["song-0.mp3", "song-0-2.mp3"]
+    assert sidecar["credits"] == 2 and sidecar["request"]["takes"] == 2
+    assert sidecar["history"][-1]["to"] == "done"
+    assert TEST_KEY not in json.dumps(sidecar)
+
+
+async def test_in_flight_tasks_are_polled_in_one_batched_call(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(latency=1.0)
+    config = make_config(simulator, queue={"max_in_flight": 12, "poll_min_seconds": 0.3})
+    async with Runtime(config, owner="test") as runtime:
+        jobs = await finish(runtime, await make_songs(runtime, tmp_path, 12))
+    assert all(j.status is JobStatus.DONE for j in jobs)
+    stats = simulator.sim.stats
+    assert stats.submits == 12 and stats.downloads == 12
+    assert max(stats.ids_per_poll) >= 6  # many ids per query_result call
+    assert stats.polls < 12
+
+
+async def test_rate_limit_holds_the_job_then_it_finishes(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(rate_limit_burst=1, retry_after=0.5)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+        history = runtime.store.history(job.id)
+    assert job.status is JobStatus.DONE
+    assert any(e.to_status == "held" and "rate limited" in (e.reason or "") for e in history)
+    assert server_credits(simulator)["submits"] == 1
+
+
+async def test_gateway_errors_and_dropped_downloads_are_survived(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(error_burst=2, error_status=503, drop_download_burst=2)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        jobs = await finish(runtime, await make_songs(runtime, tmp_path, 2))
+    assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE]
+    assert not list(config.folders.output.glob("*.part"))
+    assert server_credits(simulator)["submits"] == 2
+
+
+async def test_failed_generation_is_refunded_and_ledgers_agree(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        good = await make_songs(runtime, tmp_path, 2, model="bygheart-studio-pro")
+        bad = runtime.service.enqueue_file(
+            song(tmp_path, "bad.txt", title="Bad", style="please FAIL this one")
+        )
+        runtime.wake()
+        jobs = await finish(runtime, [*good, bad])
+        credits = runtime.service.credits()
+        history = runtime.store.history(bad.id)
+    assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE, JobStatus.FAILED]
+    assert "failed on the server" in (jobs[2].reason or "")
+    assert any(e.event == "refunded" for e in history)
+    server = server_credits(simulator)
+    assert credits["today"]["spent"] == server["used_today"] == 4
+    assert server["refunded_total"] == 1
+
+
+async def test_forgotten_task_fails_after_the_grace_period_without_refund(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(forget_rate=1.0, latency=0.1)
+    config = make_config(simulator, queue={"unknown_grace_seconds": 0.5})
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+    assert job.status is JobStatus.FAILED
+    assert "no longer knows this task" in (job.reason or "")
+    assert job.credits == 1
+
+
+async def test_lost_submit_reply_is_never_resubmitted(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(lose_submit_reply=1)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+    assert job.status is JobStatus.FAILED
+    assert "submission outcome unknown" in (job.reason or "")
+    assert simulator.sim.stats.submits == 1
+
+
+async def test_lost_submit_reply_is_resubmitted_when_configured(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(lose_submit_reply=1)
+    config = make_config(simulator, queue={"resubmit_uncertain": True})
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+    assert job.status is JobStatus.DONE
+    assert simulator.sim.stats.submits == 2
+
+
+async def test_server_error_on_submit_fails_with_the_message(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(server_error_on_submit=1)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+        spent = runtime.service.credits()["today"]["spent"]
+    assert job.status is JobStatus.FAILED
+    assert "Internal Server Error" in (job.reason or "")
+    assert spent == 0
+
+
+async def test_free_plan_key_holds_jobs_with_an_upgrade_message(
+    simulator: RunningSimulator,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BYGHEART_API_KEY", "bgh_free_somebody_1234")
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        jobs = await make_songs(runtime, tmp_path, 2)
+        held = [await _until(runtime, j, JobStatus.HELD) for j in jobs]
+    assert all(j.status is JobStatus.HELD for j in held)
+    assert "upgrade your plan" in (held[0].reason or "")
+    assert "bgh_free_somebody_1234" not in (held[0].reason or "")
+
+
+async def _until(runtime: Runtime, job: Job, status: JobStatus, timeout: float = 10) -> Job:
+    import anyio
+
+    with anyio.move_on_after(timeout):
+        while True:
+            job = runtime.store.get(job.id)
+            if job.status is status:
+                return job
+            await anyio.sleep(0.05)
+    return job
+
+
+async def test_daily_cap_holds_the_job_until_the_day_turns(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator, budget={"daily_credits": 3})
+    async with Runtime(config, owner="test") as runtime:
+        first, second = await make_songs(runtime, tmp_path, 2, model="bygheart-studio-pro")
+        first = await runtime.service.wait(first.id, timeout=20)
+        second = await _until(runtime, second, JobStatus.HELD)
+    assert first.status is JobStatus.DONE
+    assert second.status is JobStatus.HELD
+    assert "daily credit cap" in (second.reason or "")
+    assert second.resumes_at is not None and second.resumes_at.hour == 0
+    assert simulator.sim.stats.submits == 1
+
+
+async def test_song_over_the_daily_cap_is_rejected_at_once(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from bygheartd.errors import RequestError
+
+    config = make_config(simulator)
+    async with Runtime(config, owner="test", engine=False) as runtime:
+        path = song(tmp_path, "big.txt", model="bygheart-studio-max", takes=8)
+        with pytest.raises(RequestError, match="daily"):
+            runtime.service.enqueue_file(path)
+
+
+async def test_cancelled_queued_job_is_never_submitted_and_retry_makes_it(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator)
+    async with Runtime(config, owner="cli", engine=False) as cli:
+        [job] = await make_songs(cli, tmp_path, 1)
+        cancelled = cli.service.cancel(job.id[:8])
+    assert cancelled.status is JobStatus.CANCELLED
+    async with Runtime(config, owner="test") as runtime:
+        assert simulator.sim.stats.submits == 0
+        runtime.service.retry(job.id)
+        runtime.wake()
+        [done] = await finish(runtime, [job])
+    assert done.status is JobStatus.DONE
+    assert simulator.sim.stats.submits == 1
+
+
+async def test_existing_output_is_never_overwritten(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator)
+    keep = config.folders.output / "song-0.mp3"
+    keep.write_bytes(b"my own file")
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+    assert keep.read_bytes() == b"my own file"
+    assert [f.path.name for f in job.files] == ["song-0-2.mp3"]
+    assert (config.folders.output / "song-0-2.json").exists()
+
+
+async def test_self_hosted_acestep_backend_spends_no_credits(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from bygheartd.simulator import SimulatorSettings, run_in_thread
+
+    with run_in_thread(SimulatorSettings(backend="acestep", latency=0.2, seed=3)) as sim:
+        config = make_config(sim, api={"backend": "acestep", "base_url": sim.base_url})
+        async with Runtime(config, owner="test") as runtime:
+            [job] = await finish(
+                runtime, await make_songs(runtime, tmp_path, 1, model="acestep-v15-turbo")
+            )
+            credits = runtime.service.credits()
+    assert job.status is JobStatus.DONE
+    assert job.credits == 0
+    assert credits["plan"] == "self-hosted" and credits["today"]["spent"] == 0
+
+
+async def test_api_key_never_reaches_logs_store_or_sidecars(
+    simulator: RunningSimulator,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    simulator.set_faults(error_burst=1, lose_submit_reply=1)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        await finish(runtime, await make_songs(runtime, tmp_path, 2))
+    assert TEST_KEY not in caplog.text
+    for path in [*config.state_dir.iterdir(), *config.folders.output.iterdir()]:
+        if path.is_file():
+            assert TEST_KEY.encode() not in path.read_bytes(), path
