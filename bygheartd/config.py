@@ -331,5 +331,5 @@ def _suggest(loc: list[str]) -> str:
             model = annotation
         else:
             return ""
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
     return f": did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""

@@ -247,7 +247,7 @@ class Intake:
         self, path: Path, relative: PurePosixPath, preset: str | None, data: bytes
     ) -> SongRequest:
         try:
-            return parse_drop_bytes(
+            request = parse_drop_bytes(
                 self.service,
                 data,
                 name=self.display(relative),
@@ -261,6 +261,15 @@ class Intake:
             ) from None
         except BygheartdError as exc:
             raise Rejection(str(exc)) from None
+        audio = request.source_audio
+        if audio and not (path.parent / audio).resolve().is_relative_to(self.inbox.resolve()):
+            raise Rejection(
+                f"source_audio {audio!r} points outside the inbox",
+                key="source_audio",
+                hint="put the audio file in the inbox next to the song file and name it "
+                "relative to it (source_audio: take.wav)",
+            )
+        return request
 
     # -- moving -------------------------------------------------------------------------
 

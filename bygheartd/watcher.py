@@ -82,6 +82,7 @@ class InboxWatcher:
         self._stopping = threading.Event()
         self._errors_logged: set[tuple[Path, str]] = set()
         self._rescanning = False
+        self._side_tasks: set[asyncio.Future[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -227,7 +228,9 @@ class InboxWatcher:
         path = Path(target)
         if is_dir:
             if kind in ("created", "moved"):  # a folder moved in brings its files along
-                asyncio.ensure_future(self._scan_folder(path))
+                task = asyncio.ensure_future(self._scan_folder(path))
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
             return
         if self._wanted(path):
             self.tracker.event(path, now)

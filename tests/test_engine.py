@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import soundfile
+from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.jobs import Job, JobStatus
 from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator, key_label
-from conftest import TEST_KEY, MakeConfig
 
 pytestmark = pytest.mark.anyio
 

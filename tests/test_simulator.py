@@ -327,3 +327,12 @@ def test_stats_and_models_endpoints_have_the_acestep_shapes() -> None:
     assert stats["queue_maxsize"] == 200
     assert models["object"] == "list"
     assert {m["id"] for m in models["data"]} >= {"bygheart/bygheart-studio-pro"}
+
+
+def test_unknown_paths_and_wrong_methods_answer_fastapi_style_json() -> None:
+    with simulator() as (handle, client):
+        missing = client.get("/nope")
+        wrong = client.get("/release_task")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    assert wrong.status_code == 405 and wrong.json() == {"detail": "Method Not Allowed"}
+    assert handle.sim.stats.http_requests["(other)"] == 1

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -292,6 +293,12 @@ async def model_inventory(request: Request) -> Response:
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's shape for unknown paths and wrong methods: {"detail": "Not Found"}."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/release_task", release_task, methods=["POST"]),
@@ -324,6 +331,7 @@ def create_app(
         routes=table,
         middleware=[Middleware(FaultMiddleware, sim=simulator)],
         lifespan=lifespan,
+        exception_handlers={404: _http_error, 405: _http_error},
     )
     app.state.sim = simulator
     return app

@@ -17,6 +17,10 @@ from .state import Simulator
 
 JOB_PATHS = ("/release_task", "/query_result")
 FAULT_PATHS = (*JOB_PATHS, "/v1/audio")
+# Counted by name; anything else is "(other)" so that stray paths cannot grow the counters.
+COUNTED_PATHS = frozenset(
+    (*FAULT_PATHS, "/health", "/v1/stats", "/v1/models", "/v1/model_inventory")
+)
 _GATEWAY_PAGES = {
     502: "502 Bad Gateway",
     503: "503 Service Temporarily Unavailable",
@@ -58,8 +62,9 @@ class FaultMiddleware:
         prefix = sim.settings.path_prefix
         path: str = scope["path"]
         local = path[len(prefix) :] if prefix and path.startswith(prefix) else path
-        sim.stats.http_requests[local] += 1
-        admin = local.startswith("/_sim")
+        admin = local.startswith("/_sim/")
+        known = local in COUNTED_PATHS or admin
+        sim.stats.http_requests[local if known else "(other)"] += 1
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

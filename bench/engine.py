@@ -1,0 +1,383 @@
+"""Engine benchmark: HTTP requests per song, throughput, a 10,000-job queue and CLI start-up.
+
+Runs the simulator on a thread and the engine in this process (a child process for the
+memory figure), prints a table and writes bench/results/engine.json. See bench/README.md.
+Usage: `.venv/bin/python bench/engine.py [--quick] [--out PATH]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "engine.json"
+BENCH_KEY = "bgh_ult_bench_key_0c9e"  # bgh_ult* is the Ultimate plan: no credit cap
+MODEL = "bygheart-melody-fast"
+RPS_GOAL = 2.1
+COLD_START_GOAL = 0.35
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes; `--quick` shrinks every one so a smoke run takes seconds."""
+
+    burst_songs: int
+    burst_latency: float
+    burst_poll_min: float
+    burst_poll_max: float
+    throughput_songs: int
+    queued_jobs: int
+    cold_runs: int
+
+
+FULL = Sizes(40, 2.0, 3.0, 30.0, 1000, 10_000, 10)
+QUICK = Sizes(6, 0.3, 0.2, 1.0, 20, 200, 3)
+
+
+def _setup_env() -> None:
+    os.environ["BYGHEART_API_KEY"] = BENCH_KEY
+    os.environ["BYGHEARTD_LOAD_PLUGINS"] = ""
+    for name in ("BYGHEARTD_CONFIG", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "STATE_DIRECTORY"):
+        os.environ.pop(name, None)
+
+
+def write_config(root: Path, base_url: str, queue: dict[str, float | int]) -> Path:
+    """A real TOML config, as a user writes it; folders live under `root`."""
+    lines = ["[api]", f'base_url = "{base_url}"', "", "[folders]"]
+    for name in ("inbox", "output", "archive", "failed", "drafts", "state"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        lines.append(f'{name} = "{root / name}"')
+    lines += ["", "[queue]", *(f"{k} = {v!r}" for k, v in queue.items())]
+    lines += ["", "[budget]", 'plan = "ultimate"', "", "[plugins]", "enabled = []", ""]
+    path = root / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _request_data(n: int) -> dict[str, Any]:
+    return {
+        "title": f"Bench song {n}",
+        "style": f"synth pop, bench {n}",
+        "model": MODEL,
+        "duration": 10,
+        "lyrics": "[Verse]\nla la la\n[Chorus]\noh oh oh",
+    }
+
+
+def _enqueue(service: Any, count: int, start: int = 0) -> list[str]:
+    ids = []
+    for n in range(start, start + count):
+        request = service.build_request(_request_data(n))
+        ids.append(service.enqueue(request, source=f"bench-{n}.txt").job.id)
+    return ids
+
+
+async def _wait_all_final(store: Any, total: int, timeout: float) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        counts: dict[str, int] = store.counts()
+        final = sum(counts.get(s, 0) for s in ("done", "failed", "cancelled"))
+        if final >= total:
+            return counts
+        if loop.time() > deadline:
+            raise TimeoutError(f"jobs not finished after {timeout:.0f} s: {counts}")
+        await asyncio.sleep(0.05)
+
+
+def _http_counts(stats: dict[str, Any]) -> dict[str, int]:
+    requests = stats["http_requests"]
+    return {
+        "submit": int(requests.get("/release_task", 0)),
+        "poll": int(requests.get("/query_result", 0)),
+        "download": int(requests.get("/v1/audio", 0)),
+    }
+
+
+# -- (a) and (b): songs through the engine ---------------------------------------------
+
+
+async def _run_songs(
+    sim: Any, root: Path, songs: int, queue: dict[str, float | int]
+) -> dict[str, Any]:
+    from bygheartd.config import load_config
+    from bygheartd.runtime import Runtime
+
+    config = load_config(write_config(root, sim.base_url, queue))
+    httpx.post(f"{sim.base_url}/_sim/reset", json={}, timeout=10)
+    async with Runtime(config, owner="bench") as runtime:
+        assert runtime.engine_running, runtime.engine_error
+        started = time.perf_counter()
+        _enqueue(runtime.service, songs)
+        runtime.wake()
+        counts = await _wait_all_final(runtime.store, songs, timeout=600)
+        wall = time.perf_counter() - started
+    stats = httpx.get(f"{sim.base_url}/_sim/stats", timeout=10).json()
+    http = _http_counts(stats)
+    done = counts.get("done", 0)
+    ids = [int(n) for n in stats["ids_per_poll"]]
+    return {
+        "songs": songs,
+        "done": done,
+        "queue": queue,
+        "wall_seconds": round(wall, 2),
+        "requests": http,
+        "requests_per_song": round(sum(http.values()) / max(1, done), 3),
+        "polls": http["poll"],
+        "ids_per_poll_mean": round(statistics.fmean(ids), 1) if ids else 0.0,
+        "ids_per_poll_max": max(ids) if ids else 0,
+        "songs_per_minute": round(done / wall * 60, 1) if wall else 0.0,
+    }
+
+
+async def bench_burst(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(a) N songs at once with a generation latency: requests per finished song."""
+    sim.set_faults(latency=sizes.burst_latency)
+    out: dict[str, Any] = {"generation_seconds": sizes.burst_latency}
+    for in_flight in (40, 8):
+        queue = {
+            "poll_min_seconds": sizes.burst_poll_min,
+            "poll_max_seconds": sizes.burst_poll_max,
+            "max_in_flight": in_flight,
+        }
+        out[f"max_in_flight_{in_flight}"] = await _run_songs(
+            sim, work / f"burst-{in_flight}", sizes.burst_songs, queue
+        )
+    return out
+
+
+async def bench_throughput(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(b) songs with zero generation latency: the engine's own pace."""
+    sim.set_faults(latency=0.0)
+    queue = {"poll_min_seconds": 0.2, "poll_max_seconds": 1.0, "max_in_flight": 50}
+    return await _run_songs(sim, work / "throughput", sizes.throughput_songs, queue)
+
+
+# -- (c): a large queue ------------------------------------------------------------------
+
+
+def _fill_store(config_path: Path, count: int) -> float:
+    from bygheartd.config import load_config
+    from bygheartd.service import SongService
+    from bygheartd.store import Store
+
+    config = load_config(config_path)
+    store = Store.open(config.state_dir)
+    service = SongService(config, store)
+    started = time.perf_counter()
+    _enqueue(service, count)
+    elapsed = time.perf_counter() - started
+    store.close()
+    return elapsed
+
+
+def _resume_child(config_path: Path) -> None:
+    """In a fresh process: RSS and the time Engine.start takes with a full queue."""
+    import psutil
+
+    from bygheartd.config import load_config
+    from bygheartd.runtime import Runtime
+
+    proc = psutil.Process()
+    config = load_config(config_path)
+    result: dict[str, Any] = {"rss_before_mb": proc.memory_info().rss / 2**20}
+
+    async def main() -> None:
+        runtime = Runtime(config, owner="bench-resume")
+        started = time.perf_counter()
+        await runtime.__aenter__()
+        result["runtime_start_seconds"] = time.perf_counter() - started
+        engine = runtime.engine
+        assert engine is not None, runtime.engine_error
+        result["rss_after_start_mb"] = proc.memory_info().rss / 2**20
+        tick = time.perf_counter()
+        await engine.submit_due()
+        await engine.poll_due()
+        result["first_ticks_seconds"] = time.perf_counter() - tick
+        await asyncio.sleep(2.0)
+        result["rss_after_2s_mb"] = proc.memory_info().rss / 2**20
+        await runtime.stop_engine(drain_seconds=5)
+        # Engine.start alone, on the same store (the lock is free again)
+        from bygheartd.engine import Engine
+        from bygheartd.runtime import make_client
+
+        client = make_client(config)
+        engine2 = Engine(config, runtime.store, client, None)
+        started = time.perf_counter()
+        await engine2.start()
+        result["engine_start_seconds"] = time.perf_counter() - started
+        await engine2.stop(drain_seconds=5)
+        await client.aclose()
+        await runtime.__aexit__(None, None, None)
+
+    asyncio.run(main())
+    print(json.dumps(result))
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "bygheartd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bygheartd"]
+
+
+def _time_cli(config_path: Path, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*_cli(), "--config", str(config_path), "list", "--json"],
+            capture_output=True,
+            check=True,
+            env=os.environ.copy(),
+        )
+        times.append(time.perf_counter() - started)
+        json.loads(done.stdout)
+    return times
+
+
+async def bench_large_queue(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(c) N queued jobs: insert rate, engine memory, resume time, `list --json` latency."""
+    sim.set_faults(latency=2.0)
+    root = work / "large"
+    config_path = write_config(root, sim.base_url, {"poll_min_seconds": 3.0})
+    insert_seconds = await asyncio.to_thread(_fill_store, config_path, sizes.queued_jobs)
+    list_times = await asyncio.to_thread(_time_cli, config_path, 3)
+    child = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, __file__, "--resume-child", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"resume child failed:\n{child.stderr}")
+    resume = json.loads(child.stdout.strip().splitlines()[-1])
+    return {
+        "jobs": sizes.queued_jobs,
+        "insert_seconds": round(insert_seconds, 2),
+        "inserts_per_second": round(sizes.queued_jobs / insert_seconds, 1),
+        "list_json_seconds_median": round(statistics.median(list_times), 3),
+        **{k: round(v, 4) for k, v in resume.items()},
+    }
+
+
+# -- (d): CLI cold start -----------------------------------------------------------------
+
+
+async def bench_cold_start(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(d) `bygheartd list --json` on a small store, started cold N times."""
+    root = work / "cold"
+    config_path = write_config(root, sim.base_url, {})
+    await asyncio.to_thread(_fill_store, config_path, 5)
+    await asyncio.to_thread(_time_cli, config_path, 1)  # warm the OS page cache once
+    times = await asyncio.to_thread(_time_cli, config_path, sizes.cold_runs)
+    return {
+        "runs": sizes.cold_runs,
+        "median_seconds": round(statistics.median(times), 3),
+        "min_seconds": round(min(times), 3),
+        "max_seconds": round(max(times), 3),
+        "goal_seconds": COLD_START_GOAL,
+    }
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str]] = []
+    burst = results["burst"]
+    for key in ("max_in_flight_40", "max_in_flight_8"):
+        r = burst[key]
+        label = f"(a) {r['songs']} songs, {burst['generation_seconds']} s gen, {key}"
+        verdict = "ok" if r["requests_per_song"] <= RPS_GOAL else "MISSED"
+        rows += [
+            (label, "requests/song", f"{r['requests_per_song']} (goal <= {RPS_GOAL}: {verdict})"),
+            ("", "submit/poll/download", "{submit}/{poll}/{download}".format(**r["requests"])),
+            ("", "ids per poll (mean/max)", f"{r['ids_per_poll_mean']}/{r['ids_per_poll_max']}"),
+            ("", "wall time", f"{r['wall_seconds']} s"),
+        ]
+    t = results["throughput"]
+    rows += [
+        (f"(b) {t['songs']} songs, 0 s gen", "songs/minute", f"{t['songs_per_minute']}"),
+        ("", "requests/song", f"{t['requests_per_song']}"),
+    ]
+    q = results["large_queue"]
+    rows += [
+        (f"(c) {q['jobs']} queued", "enqueue rate", f"{q['inserts_per_second']} jobs/s"),
+        ("", "engine RSS after start", f"{q['rss_after_start_mb']:.1f} MiB"),
+        ("", "Runtime start (resume)", f"{q['runtime_start_seconds']} s"),
+        ("", "Engine.start alone", f"{q['engine_start_seconds']} s"),
+        ("", "first submit+poll tick", f"{q['first_ticks_seconds']} s"),
+        ("", "list --json (median)", f"{q['list_json_seconds_median']} s"),
+    ]
+    c = results["cold_start"]
+    verdict = "ok" if c["median_seconds"] <= COLD_START_GOAL else "MISSED"
+    rows += [
+        (
+            f"(d) list --json x{c['runs']}",
+            "median / min",
+            f"{c['median_seconds']} / {c['min_seconds']} s (goal <= {COLD_START_GOAL}: {verdict})",
+        )
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)
+
+
+async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
+    from bygheartd.simulator import SimulatorSettings, run_in_thread
+
+    settings = SimulatorSettings(latency=0.0, audio_scale=0.01, seed=7, max_tasks_kept=20_000)
+    with tempfile.TemporaryDirectory(prefix="bygheartd-bench-") as tmp, run_in_thread(
+        settings
+    ) as sim:
+        work = Path(tmp)
+        return {
+            "quick": quick,
+            "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "burst": await bench_burst(sim, work, sizes),
+            "throughput": await bench_throughput(sim, work, sizes),
+            "large_queue": await bench_large_queue(sim, work, sizes),
+            "cold_start": await bench_cold_start(sim, work, sizes),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON output (default {RESULTS})")
+    parser.add_argument("--resume-child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    _setup_env()
+    logging.basicConfig(level=logging.ERROR)
+    if args.resume_child is not None:
+        _resume_child(args.resume_child)
+        return 0
+    sizes = QUICK if args.quick else FULL
+    results = asyncio.run(run_all(sizes, args.quick))
+    print(table(results))
+    out = args.out or (RESULTS.with_name("engine-quick.json") if args.quick else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The command line as users and scripts call it: real `python -m bygheartd` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEST_KEY, MakeConfig
+
+from bygheartd.simulator import RunningSimulator
+
+SONG = """---
+title: Paper Moon
+style: warm indie folk, male vocal
+model: bygheart-melody-fast
+duration: 20
+---
+[Verse]
+paper moon above the harbour
+"""
+
+
+def bgh(
+    *args: str, config: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BYGHEART_API_KEY": TEST_KEY, "BYGHEARTD_LOAD_PLUGINS": ""}
+    cmd = [sys.executable, "-m", "bygheartd", *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def cfg(simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path) -> Path:
+    config = make_config(simulator)
+    assert config.source_path is not None
+    return config.source_path
+
+
+@pytest.fixture
+def song_file(tmp_path: Path) -> Path:
+    path = tmp_path / "paper-moon.txt"
+    path.write_text(SONG, encoding="utf-8")
+    return path
+
+
+def test_submit_wait_makes_the_song_and_prints_json_records(cfg: Path, song_file: Path) -> None:
+    result = bgh("submit", str(song_file), "--wait", "--json", config=cfg)
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["status"] == "done" and record["title"] == "Paper Moon"
+    assert set(record) >= {
+        "id",
+        "status",
+        "title",
+        "model",
+        "task_id",
+        "reason",
+        "resumes_at",
+        "progress",
+        "eta_seconds",
+        "files",
+        "credits",
+        "created_at",
+        "updated_at",
+    }
+    [file] = record["files"]
+    assert Path(file["path"]).is_file() and file["uri"].startswith("file://")
+    assert record["created_at"].endswith("Z")
+    assert TEST_KEY not in result.stdout + result.stderr
+
+
+def test_submit_without_daemon_queues_and_says_how_to_start_one(cfg: Path, song_file: Path) -> None:
+    result = bgh("submit", str(song_file), config=cfg)
+    assert result.returncode == 0
+    assert "queued" in result.stdout
+    assert "bygheartd run" in result.stderr
+    listed = json.loads(bgh("list", "--json", "--status", "queued", config=cfg).stdout)
+    assert [r["title"] for r in listed] == ["Paper Moon"]
+
+
+def test_dry_run_validates_and_shows_the_cost(cfg: Path, song_file: Path) -> None:
+    result = bgh("submit", "--dry-run", str(song_file), config=cfg)
+    assert result.returncode == 0
+    assert "1 credits" in result.stdout and "nothing was spent" in result.stdout
+    assert json.loads(bgh("list", "--json", config=cfg).stdout) == []
+
+
+def test_invalid_song_file_gives_file_key_and_fix(cfg: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("---\ntitle: X\ntempo_bpm: 120\n---\nla la\n")
+    result = bgh("submit", str(bad), config=cfg)
+    assert result.returncode == 1
+    assert "tempo_bpm" in result.stderr and "did you mean 'bpm'" in result.stderr
+
+
+def test_show_cancel_and_retry_accept_an_id_prefix(cfg: Path, song_file: Path) -> None:
+    [record] = json.loads(bgh("submit", str(song_file), "--json", config=cfg).stdout)
+    prefix = record["id"][:8]
+    shown = json.loads(bgh("show", prefix, "--json", config=cfg).stdout)
+    assert shown["id"] == record["id"] and shown["history"][0]["event"] == "created"
+    assert bgh("cancel", prefix, config=cfg).returncode == 0
+    assert json.loads(bgh("show", prefix, "--json", config=cfg).stdout)["status"] == "cancelled"
+    assert bgh("retry", prefix, config=cfg).returncode == 0
+    assert json.loads(bgh("show", prefix, "--json", config=cfg).stdout)["status"] == "queued"
+    missing = bgh("show", "zzzzzzzz", config=cfg)
+    assert missing.returncode == 1 and "no job matches" in missing.stderr
+
+
+def test_options_work_before_and_after_the_subcommand(cfg: Path) -> None:
+    env = {**os.environ, "BYGHEART_API_KEY": TEST_KEY}
+    before = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(cfg), "credits", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    after = bgh("credits", "--json", config=cfg)
+    assert before.returncode == after.returncode == 0
+    assert json.loads(before.stdout)["plan"] == json.loads(after.stdout)["plan"] == "pro"
+
+
+def test_usage_errors_exit_2(cfg: Path) -> None:
+    assert bgh("list", "--bogus", config=cfg).returncode == 2
+    assert bgh("frobnicate").returncode == 2
+
+
+def test_unknown_status_filter_lists_the_valid_ones(cfg: Path) -> None:
+    result = bgh("list", "--status", "finished", config=cfg)
+    assert result.returncode == 1 and "use one of queued" in result.stderr
+
+
+def test_run_without_a_key_refuses_and_suggests_the_demo(cfg: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "BYGHEART_API_KEY" in result.stderr and "bygheartd demo" in result.stderr
+
+
+def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
+    code = (
+        "import sys, runpy; sys.argv=['bygheartd','list','--json','--config',%r];"
+        "import bygheartd.cli as c\n"
+        "try: c.main()\n"
+        "except SystemExit: pass\n"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('mcp','starlette','uvicorn','pydantic_settings','watchdog','apscheduler','httpx')]\n"
+        "print(bad, file=sys.stderr)" % str(cfg)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr

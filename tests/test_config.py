@@ -1,0 +1,122 @@
+"""Configuration: the pinned keys, typo suggestions, key lookup order, config check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TEST_KEY, write_config
+
+from bygheartd.config import Config, find_api_key, load_config, parse_config
+from bygheartd.errors import ConfigError
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    config = load_config(REPO / "config.example.toml")
+    text = (REPO / "config.example.toml").read_text()
+    for section, model in Config.model_fields.items():
+        assert f"[{section}" in text, section
+        annotation = model.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            for key in annotation.model_fields:
+                assert f"{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
+    assert config.plugins.tables()["loudnorm"]["target_lufs"] == -14.0
+
+
+def test_unknown_key_names_the_nearest_valid_one() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'queue.poll_min_seconds'"):
+        parse_config({"queue": {"poll_min_secs": 3}})
+    with pytest.raises(ConfigError, match="did you mean 'watch.settle_seconds'"):
+        parse_config({"watch": {"setle_seconds": 1}})
+
+
+def test_plugin_section_typo_is_refused_but_plugin_tables_are_kept() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'plugins.enabled'"):
+        parse_config({"plugins": {"enable": ["tags"]}})
+    config = parse_config({"plugins": {"tags": {"artist": "Me"}}})
+    assert config.plugins.tables() == {"tags": {"artist": "Me"}}
+
+
+def test_bad_values_say_what_was_given() -> None:
+    with pytest.raises(ConfigError, match=r"budget.timezone.*unknown time zone"):
+        parse_config({"budget": {"timezone": "Mars/Olympus"}})
+    with pytest.raises(ConfigError, match="queue.max_in_flight"):
+        parse_config({"queue": {"max_in_flight": 0}})
+
+
+def test_acestep_backend_implies_self_hosted_and_its_default_url() -> None:
+    config = parse_config({"api": {"backend": "acestep"}})
+    assert config.plan == "self-hosted"
+    assert config.api.effective_base_url() == "http://127.0.0.1:8001"
+
+
+def test_key_lookup_order_and_shadowed_sources(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("bgh_from_file_123\n")
+    key_file.chmod(0o600)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-key").write_text("bgh_from_credential_456")
+    config = parse_config({"api": {"api_key_file": str(key_file)}})
+    env = {"BYGHEART_API_KEY": "bgh_from_env_789", "CREDENTIALS_DIRECTORY": str(creds)}
+    found = find_api_key(config, env)
+    assert found.value == "bgh_from_env_789"
+    assert found.source == "environment variable BYGHEART_API_KEY"
+    assert len(found.shadowed) == 2
+    assert "bgh_from" not in repr(found)
+    found = find_api_key(config, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert found.value == "bgh_from_credential_456"
+    found = find_api_key(config, {})
+    assert found.value == "bgh_from_file_123" and not found.warnings
+
+
+def test_key_file_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("bgh_secret_key_1")
+    key_file.chmod(0o644)
+    found = find_api_key(parse_config({"api": {"api_key_file": str(key_file)}}), {})
+    assert any("chmod 600" in w for w in found.warnings)
+
+
+def test_state_folder_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd-state"))
+    assert parse_config({}).state_dir == tmp_path / "systemd-state"
+    config = parse_config({"folders": {"state": str(tmp_path / "mine")}})
+    assert config.state_dir == tmp_path / "mine"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert "bygheartd" in str(parse_config({}).state_dir)
+
+
+def test_config_check_reports_sources_and_paths_never_the_key(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "c.toml",
+        {"folders": {"inbox": str(tmp_path / "in"), "state": str(tmp_path / "st")}},
+    )
+    env = {**os.environ, "BYGHEART_API_KEY": TEST_KEY}
+    result = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "config", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "environment variable BYGHEART_API_KEY" in result.stdout
+    assert str(tmp_path / "in") in result.stdout
+    assert TEST_KEY not in result.stdout + result.stderr
+
+
+def test_config_check_explains_an_invalid_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[queue]\npoll_batchh = 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(cfg), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "did you mean 'queue.poll_batch'" in result.stdout

@@ -1,0 +1,296 @@
+"""Intake: one stable inbox file becomes exactly one job (archived) or a rejection (failed/)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bygheartd.config import Config
+from bygheartd.intake import Intake, drop_identity
+from bygheartd.jobs import JobStatus
+from bygheartd.service import SongService
+from bygheartd.store import Store
+
+SONG = b"---\ntitle: Night Drive\nstyle: synthwave\n---\n[Verse]\nlights on the highway\n"
+
+
+@dataclass
+class Drop:
+    config: Config
+    service: SongService
+    intake: Intake
+
+    @property
+    def inbox(self) -> Path:
+        return self.config.folders.inbox
+
+    @property
+    def archive(self) -> Path:
+        return self.config.folders.archive
+
+    @property
+    def failed(self) -> Path:
+        return self.config.folders.failed
+
+    def put(self, name: str, data: bytes = SONG) -> Path:
+        path = self.inbox / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def jobs(self) -> list[Any]:
+        return self.service.list()
+
+    def note(self, name: str) -> str:
+        return (self.failed / f"{name}.error.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def drop(make_config: Any) -> Iterator[Drop]:
+    config = make_config(
+        **{"presets.demo": {"model": "bygheart-melody-fast"}, "presets.ballad": {"bpm": 70}}
+    )
+    store = Store.open(config.state_dir)
+    service = SongService(config, store)
+    yield Drop(config, service, Intake(config, service))
+    store.close()
+
+
+def test_valid_file_becomes_a_queued_job_and_moves_to_archive_unchanged(drop: Drop) -> None:
+    path = drop.put("night.txt")
+    outcome = drop.intake.process(path)
+    assert outcome.kind == "accepted"
+    (job,) = drop.jobs()
+    assert job.status is JobStatus.QUEUED
+    assert (job.origin, job.source, job.title) == ("drop", "night.txt", "Night Drive")
+    assert job.archived_as == "night.txt"
+    assert not path.exists()
+    assert (drop.archive / "night.txt").read_bytes() == SONG
+    assert drop.service.store.source_path(job.id) == str(drop.archive / "night.txt")
+
+
+def test_file_without_title_is_named_after_its_stem(drop: Drop) -> None:
+    drop.intake.process(drop.put("rain song.txt", b"just some lyrics\n"))
+    assert drop.jobs()[0].title == "rain song"
+
+
+def test_extension_matches_case_insensitively(drop: Drop) -> None:
+    assert drop.intake.process(drop.put("LOUD.TXT")).kind == "accepted"
+    assert drop.intake.process(drop.put("meta.YAML", b"lyrics: hi\n")).kind == "accepted"
+
+
+def test_preset_subfolder_applies_its_preset_and_mirrors_into_archive(drop: Drop) -> None:
+    drop.intake.process(drop.put("demo/quick.txt"))
+    (job,) = drop.jobs()
+    assert job.model == "bygheart-melody-fast"
+    assert job.source == "demo/quick.txt"
+    assert (drop.archive / "demo" / "quick.txt").exists()
+
+
+def test_unknown_preset_folder_is_rejected_with_the_nearest_preset(drop: Drop) -> None:
+    outcome = drop.intake.process(drop.put("dem/quick.txt"))
+    assert outcome.kind == "rejected"
+    assert drop.jobs() == []
+    note = drop.note("dem/quick.txt")
+    assert "no [presets.dem]" in note and "did you mean 'demo'?" in note
+    assert (drop.failed / "dem" / "quick.txt").read_bytes() == SONG
+
+
+def test_other_extension_is_rejected_listing_the_supported_formats(drop: Drop) -> None:
+    drop.intake.process(drop.put("song.docx", b"PK\x03\x04"))
+    note = drop.note("song.docx")
+    assert "is not a song file (extension '.docx')" in note
+    assert ".txt, .md, .lyrics, .yaml, .yml, .toml, .json" in note
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".hidden.txt",
+        "song.txt~",
+        "song.tmp",
+        "song.txt.part",
+        ".song.txt.swp",
+        "song.txt.crdownload",
+        ".~lock.song.txt#",
+        "._song.txt",
+        ".stfolder",
+        ".stversions/song.txt",
+        "@eaDir/song.txt",
+        "__MACOSX/song.txt",
+        "Thumbs.db",
+        "desktop.ini",
+        "song.sync-conflict-20240101-120000-ABCDEF.txt",
+        "song.txt.error.txt",
+        "take.wav",
+    ],
+)
+def test_ignored_files_are_left_alone(drop: Drop, name: str) -> None:
+    path = drop.put(name)
+    assert drop.intake.process(path).kind == "ignored"
+    assert path.exists() and drop.jobs() == []
+
+
+def test_watch_ignore_patterns_extend_the_builtin_rules(make_config: Any) -> None:
+    config = make_config(watch={"ignore": ["*.bak.txt", "drafts/*"]})
+    store = Store.open(config.state_dir)
+    try:
+        intake = Intake(config, SongService(config, store))
+        assert intake.rules.is_ignored(Path("x.bak.txt"))  # type: ignore[arg-type]
+        for name in ("x.bak.txt", "drafts/y.txt", "song.tmp"):
+            path = config.folders.inbox / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(SONG)
+            assert intake.process(path).kind == "ignored"
+    finally:
+        store.close()
+
+
+def test_a_second_event_for_an_accepted_file_makes_no_second_job(drop: Drop) -> None:
+    path = drop.put("a.txt")
+    assert drop.intake.process(path).kind == "accepted"
+    assert drop.intake.process(path).kind == "gone"
+    assert len(drop.jobs()) == 1
+
+
+def test_crash_between_insert_and_move_only_finishes_the_move(drop: Drop) -> None:
+    path = drop.put("a.txt")
+    info = path.stat()
+    content = hashlib.sha256(SONG).hexdigest()
+    identity = drop_identity("a.txt", info.st_size, info.st_mtime_ns, content)
+    # The state a crash leaves behind: the job is committed, the file is still in the inbox.
+    request = drop.service.build_request({"lyrics": "lights on the highway"})
+    first = drop.service.enqueue(
+        request, origin="drop", source="a.txt", drop_identity=identity, content_sha256=content
+    ).job
+    outcome = drop.intake.process(path)
+    assert outcome.kind == "recovered" and outcome.job_id == first.id
+    (job,) = drop.jobs()
+    assert job.archived_as == "a.txt" and (drop.archive / "a.txt").exists()
+
+
+def test_identical_redrop_is_skipped_to_failed_naming_the_job(drop: Drop) -> None:
+    drop.intake.process(drop.put("a.txt"))
+    (job,) = drop.jobs()
+    outcome = drop.intake.process(drop.put("b.txt"))
+    assert outcome.kind == "rejected"
+    assert len(drop.jobs()) == 1
+    note = drop.note("b.txt")
+    assert f"job {job.id}" in note and 'on_duplicate = "allow"' in note
+
+
+def test_redrop_with_preserved_mtime_is_a_duplicate_not_a_recovery(drop: Drop) -> None:
+    path = drop.put("a.txt")
+    stamp = path.stat().st_mtime_ns
+    drop.intake.process(path)
+    path = drop.put("a.txt")
+    os.utime(path, ns=(stamp, stamp))  # a sync tool re-delivering the very same file
+    assert drop.intake.process(path).kind == "rejected"
+    assert len(drop.jobs()) == 1
+    assert (drop.failed / "a.txt").exists()
+
+
+def test_on_duplicate_allow_makes_a_new_job_even_with_the_same_identity(make_config: Any) -> None:
+    config = make_config(watch={"on_duplicate": "allow"})
+    store = Store.open(config.state_dir)
+    try:
+        service = SongService(config, store)
+        intake = Intake(config, service)
+        path = config.folders.inbox / "a.txt"
+        path.write_bytes(SONG)
+        stamp = path.stat().st_mtime_ns
+        intake.process(path)
+        path.write_bytes(SONG)
+        os.utime(path, ns=(stamp, stamp))
+        assert intake.process(path).kind == "accepted"
+        assert len(service.list()) == 2
+        assert (config.folders.archive / "a-2.txt").exists()
+    finally:
+        store.close()
+
+
+def test_redrop_after_the_first_job_failed_makes_a_new_job(drop: Drop) -> None:
+    drop.intake.process(drop.put("a.txt"))
+    (job,) = drop.jobs()
+    drop.service.cancel(job.id)
+    assert drop.intake.process(drop.put("a.txt")).kind == "accepted"
+    assert len(drop.jobs()) == 2
+
+
+def test_same_bytes_in_another_preset_folder_is_not_a_duplicate(drop: Drop) -> None:
+    drop.intake.process(drop.put("a.txt"))
+    assert drop.intake.process(drop.put("demo/a.txt")).kind == "accepted"
+
+
+def test_fixed_file_dropped_back_is_accepted(drop: Drop) -> None:
+    drop.intake.process(drop.put("fix.txt", b"---\nbpm: 500\n---\nla\n"))
+    assert (drop.failed / "fix.txt").exists()
+    fixed = (drop.failed / "fix.txt").read_bytes().replace(b"500", b"120")
+    assert drop.intake.process(drop.put("fix.txt", fixed)).kind == "accepted"
+    assert drop.jobs()[0].request["bpm"] == 120
+
+
+def test_name_clashes_in_failed_get_a_suffix_and_their_own_note(drop: Drop) -> None:
+    drop.intake.process(drop.put("bad.txt", b""))
+    drop.intake.process(drop.put("bad.txt", b"---\nbpm: 1\n---\nla\n"))
+    assert "is empty" in drop.note("bad.txt")
+    assert "bpm 1 is below" in drop.note("bad-2.txt")
+
+
+def test_symlink_pointing_outside_the_inbox_is_rejected_not_followed(
+    drop: Drop, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret lyrics\n")
+    link = drop.inbox / "link.txt"
+    link.symlink_to(secret)
+    assert drop.intake.process(link).kind == "rejected"
+    assert drop.jobs() == []
+    assert (drop.failed / "link.txt").is_symlink()
+    assert "symbolic link" in drop.note("link.txt") and "outside the inbox" in drop.note("link.txt")
+    assert secret.read_text() == "top secret lyrics\n"
+
+
+def test_huge_file_is_rejected_unread(drop: Drop) -> None:
+    path = drop.inbox / "huge.txt"
+    with open(path, "wb") as fh:
+        fh.truncate(8 * 1024**3)  # sparse: reading or hashing it would take many seconds
+    assert drop.intake.process(path).kind == "rejected"
+    assert "over the limit of 262144 bytes" in drop.note("huge.txt")
+
+
+def test_source_audio_outside_the_inbox_is_rejected(drop: Drop, tmp_path: Path) -> None:
+    (tmp_path / "outside.wav").write_bytes(b"RIFF")
+    text = b"---\ntask_type: cover\nsource_audio: ../../outside.wav\n---\nla\n"
+    drop.intake.process(drop.put("cover.txt", text))
+    assert "source_audio '../../outside.wav' points outside the inbox" in drop.note("cover.txt")
+
+
+def test_source_audio_is_copied_beside_the_archived_song(drop: Drop) -> None:
+    (drop.inbox / "take.wav").write_bytes(b"RIFF....WAVE")
+    drop.intake.process(drop.put("cover.txt", b"---\ntask_type: cover\nsource_audio: take.wav\n---\nla\n"))
+    (job,) = drop.jobs()
+    assert (drop.archive / "take.wav").read_bytes() == b"RIFF....WAVE"
+    assert (drop.inbox / "take.wav").exists()  # audio is never consumed
+    assert drop.service.store.source_path(job.id) == str(drop.archive / "cover.txt")
+
+
+def test_traversal_in_a_title_stays_a_title(drop: Drop) -> None:
+    drop.intake.process(drop.put("t.txt", b"---\ntitle: ../../etc/passwd\n---\nla\n"))
+    (job,) = drop.jobs()
+    assert job.title == "../../etc/passwd"
+    assert (drop.archive / "t.txt").exists()
+    assert not (drop.inbox.parent / "etc").exists()
+
+
+def test_non_ascii_file_names_are_accepted(drop: Drop) -> None:
+    drop.intake.process(drop.put("ночь – 夜.txt"))
+    (job,) = drop.jobs()
+    assert job.source == "ночь – 夜.txt"
+    assert (drop.archive / "ночь – 夜.txt").exists()
