@@ -149,13 +149,18 @@ def test_run_without_a_key_refuses_and_suggests_the_demo(cfg: Path) -> None:
 
 
 def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
-    code = (
-        "import sys, runpy; sys.argv=['bygheartd','list','--json','--config',%r];"
-        "import bygheartd.cli as c\n"
-        "try: c.main()\n"
-        "except SystemExit: pass\n"
-        "bad=[m for m in sys.modules if m.split('.')[0] in ('mcp','starlette','uvicorn','pydantic_settings','watchdog','apscheduler','httpx')]\n"
-        "print(bad, file=sys.stderr)" % str(cfg)
+    heavy = ("mcp", "starlette", "uvicorn", "watchdog", "apscheduler", "httpx")
+    code = "\n".join(
+        [
+            "import sys",
+            f"sys.argv = ['bygheartd', 'list', '--json', '--config', {str(cfg)!r}]",
+            "import bygheartd.cli as c",
+            "try:",
+            "    c.main()",
+            "except SystemExit:",
+            "    pass",
+            f"print([m for m in sys.modules if m.split('.')[0] in {heavy!r}], file=sys.stderr)",
+        ]
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60

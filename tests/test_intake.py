@@ -266,10 +266,19 @@ def test_huge_file_is_rejected_unread(drop: Drop) -> None:
 
 
 def test_source_audio_outside_the_inbox_is_rejected(drop: Drop, tmp_path: Path) -> None:
-    (tmp_path / "outside.wav").write_bytes(b"RIFF")
     text = b"---\ntask_type: cover\nsource_audio: ../../outside.wav\n---\nla\n"
     drop.intake.process(drop.put("cover.txt", text))
-    assert "source_audio '../../outside.wav' points outside the inbox" in drop.note("cover.txt")
+    assert "Where: line 3, key 'source_audio'" in drop.note("cover.txt")
+    assert "inside the song file's folder" in drop.note("cover.txt")
+
+
+def test_source_audio_linked_to_outside_the_inbox_is_rejected(drop: Drop, tmp_path: Path) -> None:
+    (tmp_path / "private.wav").write_bytes(b"RIFF")
+    (drop.inbox / "take.wav").symlink_to(tmp_path / "private.wav")
+    text = b"---\ntask_type: cover\nsource_audio: take.wav\n---\nla\n"
+    drop.intake.process(drop.put("cover.txt", text))
+    assert "source_audio 'take.wav' points outside the inbox" in drop.note("cover.txt")
+    assert drop.jobs() == []
 
 
 def test_source_audio_is_copied_beside_the_archived_song(drop: Drop) -> None:
