@@ -59,13 +59,13 @@ def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Any:
     table.add_column("id")
     table.add_column("status")
     table.add_column("title", overflow="fold")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     table.add_column("credits", justify="right")
     table.add_column("files" if with_files else "created", overflow="fold")
     for job in jobs:
         style = STATUS_STYLE.get(job.status, "")
         last = (
-            "\n".join(str(f.path) for f in job.files) or (job.reason or "")
+            "\n".join(f.path.name for f in job.files) or (job.reason or "")
             if with_files
             else ago(job.created_at)
         )

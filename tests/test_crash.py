@@ -1,0 +1,392 @@
+"""Crash safety with real processes: `kill -9` of `bygheartd run` in every stage, SIGTERM
+drains, and the engine lock between a daemon and other commands (DESIGN.md, "Job lifecycle").
+
+The simulator runs in this process, so the tests read its ledger of submitted tasks directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bygheartd.config import Config
+from bygheartd.simulator import RunningSimulator, SimulatorSettings
+from bygheartd.store import Store
+
+MakeConfig = Callable[..., Config]
+QUEUE = {"poll_min_seconds": 0.1, "poll_max_seconds": 0.3}
+READY_LINE = "bygheartd is running"
+
+
+@pytest.fixture
+def sim_settings() -> SimulatorSettings:
+    return SimulatorSettings(latency=0.6, audio_scale=0.1, seed=3)
+
+
+class Daemon:
+    """`python -m bygheartd run` in a child process, its stderr in a file we can read."""
+
+    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.env = env if env is not None else dict(os.environ)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+
+    def start(self, *, wait_ready: bool = True) -> Daemon:
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bygheartd", "--config", str(self.config_path), "run"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=self.env,
+            )
+        if wait_ready:
+            wait_for(lambda: READY_LINE in self.log(), what="the daemon to be ready", proc=self)
+        return self
+
+    def log(self) -> str:
+        """What this run (not earlier ones) wrote on stderr."""
+        with self.log_path.open("rb") as fh:
+            fh.seek(self._offset)
+            return fh.read().decode("utf-8", "replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Clean-up: SIGTERM, then SIGKILL if it does not go in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    what: str,
+    timeout: float = 15.0,
+    proc: Daemon | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({proc.proc.returncode}) waiting for {what}:\n"
+                                 f"{proc.log()}")
+        if time.monotonic() > deadline:
+            log = proc.log() if proc is not None else ""
+            raise AssertionError(f"timed out waiting for {what}\n{log}")
+        time.sleep(0.02)
+
+
+def cli(config_path: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+def list_json(config_path: Path) -> list[dict[str, Any]]:
+    done = cli(config_path, "list", "--json")
+    assert done.returncode == 0, done.stderr
+    records: list[dict[str, Any]] = json.loads(done.stdout)
+    return records
+
+
+def write_songs(folder: Path, count: int, *, tag: str = "crash") -> list[Path]:
+    """Song files whose style carries a unique marker, to find each one on the server."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"{tag}-{n}.txt"
+        path.write_text(
+            "---\n"
+            f"title: {tag.title()} Song {n}\n"
+            f"style: synth pop, marker-{tag}-{n}\n"
+            "model: bygheart-melody-fast\n"
+            "duration: 10\n"
+            "---\n"
+            "[Verse]\nla la la\n[Chorus]\noh oh oh\n",
+            encoding="utf-8",
+        )
+        paths.append(path)
+    return paths
+
+
+def submit(config_path: Path, files: list[Path]) -> list[dict[str, Any]]:
+    done = cli(config_path, "submit", "--json", *map(str, files))
+    assert done.returncode == 0, done.stderr
+    records: list[dict[str, Any]] = json.loads(done.stdout)
+    return records
+
+
+class Jobs:
+    """Reads job statuses straight from the store: cheap enough to poll every few ms."""
+
+    def __init__(self, config: Config) -> None:
+        self.store = Store.open(config.state_dir)
+
+    def statuses(self, ids: list[str]) -> list[str]:
+        return [self.store.get(i).status.value for i in ids]
+
+    def all_in(self, ids: list[str], wanted: set[str]) -> bool:
+        return all(s in wanted for s in self.statuses(ids))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def setup(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> Iterator[tuple[Config, Path, Daemon, Jobs]]:
+    config = make_config(simulator, queue=QUEUE)
+    config_path = tmp_path / "config.toml"
+    daemon = Daemon(config_path, tmp_path / "daemon.log")
+    jobs = Jobs(config)
+    try:
+        yield config, config_path, daemon, jobs
+    finally:
+        daemon.stop()
+        jobs.close()
+
+
+def server_submissions(sim: RunningSimulator) -> dict[str, int]:
+    """How many tasks the simulator created per song marker (its own ledger)."""
+    counts: dict[str, int] = {}
+    for task in list(sim.sim.tasks.values()):
+        marker = next(w for w in task.params.prompt.split() if w.startswith("marker-"))
+        counts[marker] = counts.get(marker, 0) + 1
+    return counts
+
+
+def assert_delivered(config: Config, records: list[dict[str, Any]], sim: RunningSimulator) -> None:
+    """Each done job: its audio, byte-identical to the server's, and its sidecar."""
+    output = config.folders.output
+    assert not list(output.glob("*.part")), "a .part file was left behind"
+    for record in records:
+        if record["status"] != "done":
+            continue
+        assert record["files"], record
+        server_files = sim.sim.tasks[record["task_id"]].files
+        for got, served in zip(record["files"], server_files, strict=True):
+            data = Path(got["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == got["sha256"]
+            assert data == served.read_bytes()
+        sidecars = [
+            json.loads(p.read_text()) for p in output.glob("*.json")
+        ]
+        mine = [s for s in sidecars if s["job_id"] == record["id"]]
+        assert len(mine) == 1 and mine[0]["status"] == "done"
+        assert {f["sha256"] for f in mine[0]["files"]} == {f["sha256"] for f in record["files"]}
+
+
+def assert_submitted_once(sim: RunningSimulator, records: list[dict[str, Any]]) -> None:
+    per_marker = server_submissions(sim)
+    assert all(n == 1 for n in per_marker.values()), per_marker
+    task_ids = [r["task_id"] for r in records if r["task_id"]]
+    assert len(set(task_ids)) == len(task_ids)
+    assert set(task_ids) <= set(sim.sim.tasks)
+
+
+# -- kill -9 -----------------------------------------------------------------------------
+
+
+def test_kill_during_submit_fails_that_job_as_outcome_unknown_and_never_resubmits_it(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    daemon.start()
+    simulator.set_faults(slow_reply_seconds=1.5)  # the submit hangs before its reply
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 2))]
+    wait_for(lambda: "submitting" in jobs.statuses(ids), what="a submit in flight", proc=daemon)
+    caught = jobs.statuses(ids)
+    daemon.kill9()
+    simulator.set_faults(slow_reply_seconds=0.0)
+
+    daemon.start()
+    wait_for(
+        lambda: jobs.all_in(ids, {"done", "failed"}), what="every job to end", proc=daemon
+    )
+    records = {r["id"]: r for r in list_json(config_path)}
+    for job_id, before in zip(ids, caught, strict=True):
+        record = records[job_id]
+        if before == "submitting":
+            assert record["status"] == "failed"
+            assert "submission outcome unknown" in record["reason"]
+            assert record["task_id"] is None
+            show = json.loads(cli(config_path, "show", "--json", job_id).stdout)
+            tries = [e for e in show["history"] if e["to"] == "submitting"]
+            assert len(tries) == 1, show["history"]  # never sent a second time
+        else:
+            assert record["status"] == "done", record
+    # the simulator may or may not have created the orphan (the client hung up before it
+    # read the body); either way no song reached it twice
+    assert_submitted_once(simulator, list(records.values()))
+    assert_delivered(config, list(records.values()), simulator)
+
+
+def test_kill_while_running_resumes_polling_and_every_job_finishes(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    simulator.set_faults(latency=2.0)
+    daemon.start()
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 3))]
+    wait_for(lambda: jobs.all_in(ids, {"running"}), what="all running", proc=daemon)
+    daemon.kill9()
+
+    daemon.start()
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)
+    records = list_json(config_path)
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert_submitted_once(simulator, records)
+    assert simulator.sim.stats.submits == 3
+    assert_delivered(config, records, simulator)
+
+
+def test_kill_while_downloading_resumes_the_part_file_and_leaves_no_part_behind(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    daemon.start()
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 2))]
+    wait_for(lambda: jobs.all_in(ids, {"running"}), what="all running", proc=daemon)
+    # every download now breaks off after 2 KiB: the jobs stay in `downloading`
+    simulator.set_faults(drop_download_burst=100_000, drop_download_after_bytes=2048)
+    output = config.folders.output
+    wait_for(
+        lambda: jobs.all_in(ids, {"downloading"}) and any(output.glob("*.part")),
+        what="a download in progress",
+        proc=daemon,
+    )
+    daemon.kill9()
+    assert list(output.glob("*.part"))
+    simulator.set_faults(drop_download_burst=0)
+
+    daemon.start()
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)
+    records = list_json(config_path)
+    assert [r["status"] for r in records] == ["done"] * 2
+    assert_submitted_once(simulator, records)
+    assert_delivered(config, records, simulator)
+
+
+# -- SIGTERM -----------------------------------------------------------------------------
+
+
+def test_sigterm_drains_and_exits_zero_with_a_one_line_summary(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    simulator.set_faults(latency=1.5)
+    daemon.start()
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 2))]
+    wait_for(lambda: jobs.all_in(ids, {"running"}), what="all running", proc=daemon)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    summary = [line for line in daemon.log().splitlines() if "shutdown on SIGTERM" in line]
+    assert len(summary) == 1, daemon.log()
+    assert "0 jobs done" in summary[0] and "2 still queued or running" in summary[0]
+
+    daemon.start()  # what was running is picked up again
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)
+    records = list_json(config_path)
+    assert [r["status"] for r in records] == ["done"] * 2
+    assert_submitted_once(simulator, records)
+    assert_delivered(config, records, simulator)
+
+
+def test_sigterm_while_downloading_loses_nothing(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    daemon.start()
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 2))]
+    wait_for(lambda: jobs.all_in(ids, {"running"}), what="all running", proc=daemon)
+    simulator.set_faults(drop_download_burst=100_000, drop_download_after_bytes=2048)
+    output = config.folders.output
+    wait_for(
+        lambda: jobs.all_in(ids, {"downloading"}) and any(output.glob("*.part")),
+        what="a download in progress",
+        proc=daemon,
+    )
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    simulator.set_faults(drop_download_burst=0)
+
+    daemon.start()
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)
+    records = list_json(config_path)
+    assert [r["status"] for r in records] == ["done"] * 2
+    assert_submitted_once(simulator, records)
+    assert_delivered(config, records, simulator)
+
+
+# -- the engine lock ---------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_state_folder_refuses_with_a_clear_message(
+    setup: tuple[Config, Path, Daemon, Jobs],
+) -> None:
+    config, config_path, daemon, _ = setup
+    daemon.start()
+    second = cli(config_path, "run", timeout=20)
+    assert second.returncode == 1
+    assert "another `bygheartd run`" in second.stderr
+    assert f"pid {daemon.pid}" in second.stderr
+    assert str(config.state_dir) in second.stderr
+    assert daemon.proc is not None and daemon.proc.poll() is None  # the first one is unharmed
+
+
+def test_submit_wait_with_a_daemon_running_uses_the_daemons_engine(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, _ = setup
+    daemon.start()
+    song = write_songs(tmp_path / "songs", 1)
+    done = cli(config_path, "--log-level", "info", "submit", "--wait", "--json", str(song[0]))
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(done.stdout)
+    assert record["status"] == "done"
+    assert "engine running in this process" not in done.stderr
+    assert simulator.sim.stats.submits == 1
+    status = json.loads(cli(config_path, "status", "--json").stdout)
+    assert status["engine"]["pid"] == daemon.pid
+    assert_delivered(config, [record], simulator)

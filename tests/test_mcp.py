@@ -1,0 +1,411 @@
+"""The MCP tools, resources and prompt through the official client, in memory, against a
+runtime whose engine talks to the simulator. Both protocol modes: "legacy" (2025-11-25,
+initialize handshake) and the default modern mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent, TextResourceContents
+
+from bygheartd import catalog
+from bygheartd.jobs import JobStatus, utcnow
+from bygheartd.mcp_server import build_server
+from bygheartd.runtime import Runtime
+from bygheartd.simulator import RunningSimulator
+from conftest import TEST_KEY, MakeConfig
+
+pytestmark = pytest.mark.anyio
+
+MODES = ["legacy", "auto"]
+LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n\n[Chorus]\nHold on"
+
+
+@pytest.fixture
+async def runtime(simulator: RunningSimulator, make_config: MakeConfig) -> AsyncIterator[Runtime]:
+    config = make_config(simulator)
+    async with Runtime(config, owner="test", engine=True, release_when_idle=30.0) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def idle_runtime(make_config: MakeConfig) -> AsyncIterator[Runtime]:
+    """No engine: jobs stay queued, so cancel/retry/holds can be looked at calmly."""
+    async with Runtime(make_config(None), owner="test", engine=False) as rt:
+        yield rt
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call(runtime: Runtime, tool: str, args: dict[str, Any] | None = None) -> CallToolResult:
+    async with Client(build_server(runtime)) as client:
+        return await client.call_tool(tool, args or {})
+
+
+async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: Runtime) -> None:
+    async with Client(build_server(idle_runtime)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == {
+        "generate_song",
+        "get_song",
+        "list_songs",
+        "cancel_song",
+        "retry_song",
+        "get_credits",
+        "list_models",
+    }
+    generate = tools["generate_song"].annotations
+    assert generate is not None
+    assert generate.read_only_hint is False and generate.idempotent_hint is True
+    for name in ("get_song", "list_songs", "get_credits", "list_models"):
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.read_only_hint is True, name
+    for name in ("cancel_song", "retry_song"):
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.read_only_hint is False, name
+    assert all(t.output_schema for t in tools.values())
+
+
+async def test_generate_song_declares_ranges_and_enums_for_the_backend(
+    idle_runtime: Runtime,
+) -> None:
+    async with Client(build_server(idle_runtime)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    props = tools["generate_song"].input_schema["properties"]
+
+    def branch(name: str) -> dict[str, Any]:
+        return next(b for b in props[name]["anyOf"] if b.get("type") != "null")
+
+    assert (branch("bpm")["minimum"], branch("bpm")["maximum"]) == (30, 200)
+    assert branch("model")["enum"] == list(catalog.HOSTED_MODELS)
+    assert branch("time_signature")["enum"] == ["2", "3", "4", "6"]
+    assert "A minor" in branch("key")["enum"]
+    assert (branch("takes")["minimum"], branch("takes")["maximum"]) == (1, 8)
+    assert props["wait_seconds"]["maximum"] == 50
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_generate_waits_with_rising_progress_until_the_file_exists(
+    runtime: Runtime, mode: str
+) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        assert total == 1.0 and message
+        progress.append(value)
+
+    async with Client(build_server(runtime), mode=mode) as client:
+        result = await client.call_tool(
+            "generate_song",
+            {"lyrics": LYRICS, "style": "synthwave", "title": "Neon Rivers", "wait_seconds": 30},
+            progress_callback=on_progress,
+        )
+    song = structured(result)
+    assert song["status"] == "done", song
+    assert song["title"] == "Neon Rivers" and song["cost"] == 2 and song["credits"] == 2
+    assert song["deduplicated"] is False and song["budget_hold"] is None
+    assert song["lyrics_sha256"] == hashlib.sha256(LYRICS.encode()).hexdigest()
+    assert song["lyrics_lines"] == 5
+    assert song["credits_left_today"] == 30
+    path = Path(song["files"][0]["path"])
+    assert path.is_absolute() and path.is_file()
+    assert song["files"][0]["uri"] == path.as_uri()
+    assert progress and progress == sorted(set(progress)) and progress[-1] <= 1.0
+    assert "Neon Rivers" in text_of(result) and str(path) in text_of(result)
+
+
+async def test_the_same_request_again_returns_the_existing_job(idle_runtime: Runtime) -> None:
+    args = {"lyrics": LYRICS, "style": "pop", "title": "Twice"}
+    first = structured(await call(idle_runtime, "generate_song", args))
+    second = await call(idle_runtime, "generate_song", args)
+    assert structured(second)["id"] == first["id"]
+    assert structured(second)["deduplicated"] is True
+    assert "Not queued again" in text_of(second)
+    assert len(idle_runtime.service.list()) == 1
+
+
+async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) -> None:
+    first = structured(
+        await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "idempotency_key": "k-1"})
+    )
+    again = structured(
+        await call(
+            idle_runtime, "generate_song", {"lyrics": LYRICS + "\nmore", "idempotency_key": "k-1"}
+        )
+    )
+    assert again["id"] == first["id"] and again["deduplicated"] is True
+
+
+async def test_a_failed_job_is_not_returned_for_the_same_request(runtime: Runtime) -> None:
+    args = {"lyrics": LYRICS, "style": "FAIL please", "wait_seconds": 20}
+    failed = structured(await call(runtime, "generate_song", args))
+    assert failed["status"] == "failed"
+    again = structured(await call(runtime, "generate_song", {**args, "wait_seconds": 0}))
+    assert again["id"] != failed["id"] and again["deduplicated"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"lyrics": LYRICS, "bpm": 500}, "less than or equal to 200"),
+        ({"lyrics": LYRICS, "model": "bygheart-ultra"}, "bygheart-melody-fast"),
+        ({"lyrics": LYRICS, "takes": 9}, "takes"),
+        ({"lyrics": LYRICS, "wait_seconds": 51}, "wait_seconds"),
+        ({"lyrics": LYRICS, "instrumental": True}, "instrumental"),
+        ({"style": "pop"}, "no lyrics"),
+        ({"lyrics": LYRICS, "lyrics_file": "x.md"}, "not both"),
+        ({"lyrics": LYRICS, "model": "bygheart-studio-max", "takes": 8}, "daily cap"),
+    ],
+)
+async def test_bad_input_is_refused_with_a_message_to_act_on(
+    idle_runtime: Runtime, args: dict[str, Any], expected: str
+) -> None:
+    result = await call(idle_runtime, "generate_song", args)
+    assert result.is_error
+    assert expected in text_of(result)
+    assert idle_runtime.service.list() == []
+
+
+async def test_a_lyrics_file_outside_the_allowed_folders_is_refused(
+    idle_runtime: Runtime, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text(LYRICS, encoding="utf-8")
+    link = idle_runtime.config.folders.drafts / "sneaky.txt"
+    link.symlink_to(outside)
+    for ref in (str(outside), "sneaky.txt", "../state/bygheartd.db"):
+        result = await call(idle_runtime, "generate_song", {"lyrics_file": ref})
+        assert result.is_error and "outside the folders MCP may read" in text_of(result), ref
+    assert idle_runtime.service.list() == []
+
+
+async def test_a_lyrics_file_in_the_inbox_is_refused(idle_runtime: Runtime) -> None:
+    dropped = idle_runtime.config.folders.inbox / "song.txt"
+    dropped.write_text(LYRICS, encoding="utf-8")
+    result = await call(idle_runtime, "generate_song", {"lyrics_file": str(dropped)})
+    assert result.is_error and "inbox" in text_of(result)
+
+
+async def test_a_song_file_in_drafts_is_read_and_arguments_override_it(
+    idle_runtime: Runtime,
+) -> None:
+    draft = idle_runtime.config.folders.drafts / "harbour.md"
+    draft.write_text(
+        "---\ntitle: Harbour\nstyle: sea shanty, choir\nbpm: 90\n---\n" + LYRICS, encoding="utf-8"
+    )
+    song = structured(
+        await call(
+            idle_runtime,
+            "generate_song",
+            {"lyrics_file": "harbour.md", "title": "Harbour Lights", "bpm": 100},
+        )
+    )
+    job = idle_runtime.service.get(song["id"])
+    assert job.title == "Harbour Lights"
+    assert job.request["style"] == "sea shanty, choir" and job.request["bpm"] == 100
+    assert job.request["lyrics"] == LYRICS and job.source == "drafts/harbour.md"
+    assert song["lyrics_sha256"] == hashlib.sha256(LYRICS.encode()).hexdigest()
+
+
+async def test_a_plain_lyrics_file_takes_its_title_from_the_file_name(
+    idle_runtime: Runtime,
+) -> None:
+    (idle_runtime.config.folders.archive / "old-tune.txt").write_text(LYRICS, encoding="utf-8")
+    path = idle_runtime.config.folders.archive / "old-tune.txt"
+    song = structured(await call(idle_runtime, "generate_song", {"lyrics_file": str(path)}))
+    assert song["title"] == "old-tune" and song["source"] == "archive/old-tune.txt"
+
+
+async def test_an_invalid_song_file_reports_the_line_and_key(idle_runtime: Runtime) -> None:
+    draft = idle_runtime.config.folders.drafts / "typo.md"
+    draft.write_text("---\ntempo_bpm: 90\n---\n" + LYRICS, encoding="utf-8")
+    result = await call(idle_runtime, "generate_song", {"lyrics_file": "typo.md"})
+    assert result.is_error
+    assert "drafts/typo.md: line 2" in text_of(result) and "bpm" in text_of(result)
+
+
+async def test_an_exhausted_budget_queues_the_song_and_says_when_it_starts(
+    idle_runtime: Runtime,
+) -> None:
+    until = utcnow() + timedelta(hours=3)
+    idle_runtime.service.budget.server_capped_until(until)
+    result = await call(idle_runtime, "generate_song", {"lyrics": LYRICS})
+    song = structured(result)
+    assert song["status"] == "queued" and song["budget_hold"] is not None
+    assert song["budget_hold"]["resumes_at"].endswith("Z")
+    assert "waits for credits" in text_of(result)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_get_song_waits_and_reports_progress(runtime: Runtime, mode: str) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    async with Client(build_server(runtime), mode=mode) as client:
+        queued = structured(await client.call_tool("generate_song", {"lyrics": LYRICS}))
+        result = await client.call_tool(
+            "get_song",
+            {"job_id": queued["id"][:8], "wait_seconds": 30},
+            progress_callback=on_progress,
+        )
+    song = structured(result)
+    assert song["id"] == queued["id"] and song["status"] == "done"
+    assert Path(song["files"][0]["path"]).is_file()
+    assert progress == sorted(set(progress)) and progress[-1] == 1.0
+
+
+async def test_get_song_never_waits_longer_than_asked(idle_runtime: Runtime) -> None:
+    queued = structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS}))
+    with anyio.fail_after(5):
+        result = await call(idle_runtime, "get_song", {"job_id": queued["id"], "wait_seconds": 1})
+    assert structured(result)["status"] == "queued"
+
+
+async def test_an_unknown_job_is_a_tool_error(idle_runtime: Runtime) -> None:
+    result = await call(idle_runtime, "get_song", {"job_id": "zzzzzzzz"})
+    assert result.is_error and "zzzzzzzz" in text_of(result)
+
+
+async def test_list_songs_filters_by_status(idle_runtime: Runtime) -> None:
+    a = structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "title": "A"}))
+    structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "title": "B"}))
+    idle_runtime.service.cancel(a["id"])
+    listed = structured(await call(idle_runtime, "list_songs", {"status": ["cancelled"]}))
+    assert [j["id"] for j in listed["jobs"]] == [a["id"]]
+    everything = structured(await call(idle_runtime, "list_songs", {"limit": 10}))
+    assert [j["title"] for j in everything["jobs"]] == ["B", "A"]
+    assert everything["counts"] == {"cancelled": 1, "queued": 1}
+
+
+async def test_cancel_then_retry_a_song(idle_runtime: Runtime) -> None:
+    queued = structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS}))
+    cancelled = await call(idle_runtime, "cancel_song", {"job_id": queued["id"]})
+    assert structured(cancelled)["status"] == "cancelled"
+    assert "never sent" in structured(cancelled)["note"]
+    again = await call(idle_runtime, "cancel_song", {"job_id": queued["id"]})
+    assert again.is_error and "already cancelled" in text_of(again)
+    retried = structured(await call(idle_runtime, "retry_song", {"job_id": queued["id"]}))
+    assert retried["status"] == "queued"
+    assert idle_runtime.service.get(queued["id"]).status is JobStatus.QUEUED
+
+
+async def test_get_credits_shows_the_ledger_and_the_plan_limits(idle_runtime: Runtime) -> None:
+    credits = structured(await call(idle_runtime, "get_credits"))
+    assert credits["plan"] == "pro"
+    assert credits["today"]["left"] == 30
+    assert credits["limits"] == {"daily_credits": 30, "monthly_credits": 200, "rollover_max": 60}
+
+
+async def test_list_models_gives_hosted_prices(idle_runtime: Runtime) -> None:
+    models = structured(await call(idle_runtime, "list_models"))
+    prices = {m["name"]: m["credits"] for m in models["models"]}
+    assert prices == {name: m.credits for name, m in catalog.HOSTED_MODELS.items()}
+    assert [m["name"] for m in models["models"] if m["default"]] == ["bygheart-studio-pro"]
+
+
+async def test_list_models_on_acestep_costs_nothing(make_config: MakeConfig) -> None:
+    config = make_config(None, api={"backend": "acestep"}, defaults={"model": ""})
+    async with Runtime(config, owner="test", engine=False) as rt:
+        models = structured(await call(rt, "list_models"))
+        async with Client(build_server(rt)) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert models["backend"] == "acestep"
+    assert "acestep-v15-turbo" in [m["name"] for m in models["models"]]
+    assert all(m["credits"] == 0 for m in models["models"])
+    bpm = tools["generate_song"].input_schema["properties"]["bpm"]["anyOf"][0]
+    assert bpm["maximum"] == 300
+
+
+async def test_the_song_resource_is_the_record_then_the_sidecar(runtime: Runtime) -> None:
+    async with Client(build_server(runtime)) as client:
+        queued = structured(await client.call_tool("generate_song", {"lyrics": LYRICS}))
+        uri = f"bygheart://songs/{queued['id']}"
+        before = await client.read_resource(uri)
+        await runtime.service.wait(queued["id"], timeout=20)
+        after = await client.read_resource(uri)
+    first, last = before.contents[0], after.contents[0]
+    assert isinstance(first, TextResourceContents) and isinstance(last, TextResourceContents)
+    assert json.loads(first.text)["id"] == queued["id"]
+    sidecar = json.loads(last.text)
+    assert sidecar["job_id"] == queued["id"] and sidecar["status"] == "done"
+    assert "history" in sidecar
+
+
+async def test_the_guide_and_the_prompt_are_served(idle_runtime: Runtime) -> None:
+    async with Client(build_server(idle_runtime)) as client:
+        guide = (await client.read_resource("bygheart://guide")).contents[0]
+        prompt = await client.get_prompt(
+            "write_song", {"topic": "a lighthouse keeper", "genre": "folk", "mood": "hopeful"}
+        )
+    assert isinstance(guide, TextResourceContents)
+    assert "[Chorus]" in guide.text and "time_signature" in guide.text
+    text = "\n".join(
+        m.content.text for m in prompt.messages if isinstance(m.content, TextContent)
+    )
+    assert "a lighthouse keeper" in text and "generate_song" in text and "---" in text
+
+
+async def test_a_client_that_leaves_mid_wait_does_not_stop_the_song(runtime: Runtime) -> None:
+    started = anyio.Event()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        started.set()
+
+    async def generate() -> None:
+        async with Client(build_server(runtime)) as client:
+            await client.call_tool(
+                "generate_song",
+                {"lyrics": LYRICS, "wait_seconds": 40},
+                progress_callback=on_progress,
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(generate)
+        with anyio.fail_after(10):
+            await started.wait()
+        tg.cancel_scope.cancel()
+    (job,) = runtime.service.list()
+    assert job.status is not JobStatus.CANCELLED
+    done = await runtime.service.wait(job.id, timeout=20)
+    assert done.status is JobStatus.DONE and done.files[0].path.is_file()
+
+
+async def test_the_api_key_never_appears_in_a_reply(runtime: Runtime) -> None:
+    replies: list[str] = []
+    async with Client(build_server(runtime)) as client:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("generate_song", {"lyrics": LYRICS, "wait_seconds": 20}),
+            ("generate_song", {"lyrics": LYRICS, "bpm": 999}),
+            ("generate_song", {"lyrics_file": "/etc/passwd"}),
+            ("list_songs", {}),
+            ("get_credits", {}),
+            ("list_models", {}),
+            ("get_song", {"job_id": "nothere"}),
+        ]
+        for tool, args in calls:
+            result = await client.call_tool(tool, args)
+            replies.append(result.model_dump_json())
+        job_id = runtime.service.list()[0].id
+        for uri in (f"bygheart://songs/{job_id}", "bygheart://guide"):
+            replies.append((await client.read_resource(uri)).model_dump_json())
+    assert all(TEST_KEY not in reply for reply in replies)
+    assert any('"status":"done"' in reply for reply in replies)

@@ -1,0 +1,273 @@
+"""The watcher with real files and real observers: a file is taken once, and only when done."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from bygheartd.config import Config
+from bygheartd.inbox import InboxBusy
+from bygheartd.scheduler import Ticker
+from bygheartd.service import SongService
+from bygheartd.store import Store
+from bygheartd.watcher import InboxWatcher
+
+pytestmark = pytest.mark.anyio
+
+SONG = b"---\ntitle: Night Drive\n---\nlights on the highway\n"
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store.open(config.state_dir)
+        self.service = SongService(config, self.store)
+        self.inbox = config.folders.inbox
+        self.archive = config.folders.archive
+        self.failed = config.folders.failed
+
+    def jobs(self) -> int:
+        return len(self.service.list())
+
+    def archived(self) -> list[str]:
+        return sorted(p.name for p in self.archive.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
+    """`await start(watch={...}, **watcher_kwargs)` -> (Harness, running InboxWatcher)."""
+    started: list[tuple[Harness, InboxWatcher]] = []
+
+    async def start(
+        watch: dict[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[Harness, InboxWatcher]:
+        config = make_config(watch={"settle_seconds": 0.2, **(watch or {})})
+        h = Harness(config)
+        watcher = InboxWatcher(config, h.service, kwargs.pop("ticker", None), **kwargs)
+        await watcher.start()
+        started.append((h, watcher))
+        return h, watcher
+
+    yield start
+    for h, watcher in started:
+        await watcher.stop()
+        h.store.close()
+
+
+OBSERVERS = [pytest.param({}, id="native"), pytest.param({"poll_interval_seconds": 0.1}, id="polling")]
+
+
+@pytest.mark.parametrize("watch", OBSERVERS)
+async def test_file_written_in_place_becomes_one_job(harness: Any, watch: dict[str, Any]) -> None:
+    h, _ = await harness(watch)
+    (h.inbox / "song.txt").write_bytes(SONG)
+    await until(lambda: h.archived() == ["song.txt"], what="archive")
+    assert h.jobs() == 1
+    assert not (h.inbox / "song.txt").exists()
+
+
+@pytest.mark.parametrize("watch", OBSERVERS)
+async def test_slow_writer_is_not_taken_while_the_file_grows(
+    harness: Any, watch: dict[str, Any]
+) -> None:
+    h, _ = await harness({"settle_seconds": 0.3, **watch})
+    path = h.inbox / "slow.txt"
+    written = b""
+    with open(path, "wb") as fh:
+        for n in range(10):
+            chunk = f"line {n} of a song that arrives slowly\n".encode()
+            fh.write(chunk)
+            fh.flush()
+            written += chunk
+            await asyncio.sleep(0.1)
+            assert h.jobs() == 0, "taken while still growing"
+    await until(lambda: h.jobs() == 1, what="the job")
+    assert (h.archive / "slow.txt").read_bytes() == written
+    assert h.service.list()[0].request["lyrics"].count("line") == 10
+
+
+async def test_atomic_rename_from_part_is_taken_once(harness: Any) -> None:
+    h, watcher = await harness()
+    part = h.inbox / "song.txt.part"
+    part.write_bytes(SONG)
+    await asyncio.sleep(0.3)
+    assert part.exists() and h.jobs() == 0  # *.part is someone else's temporary
+    part.rename(h.inbox / "song.txt")
+    await until(lambda: h.jobs() == 1)
+    assert h.archived() == ["song.txt"]
+
+
+async def test_file_moved_in_from_another_folder_is_taken(harness: Any, tmp_path: Path) -> None:
+    h, _ = await harness()
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_bytes(SONG)
+    os.utime(outside, (1_000_000, 1_000_000))  # an old mtime, as `mv` keeps it
+    outside.rename(h.inbox / "moved.txt")
+    await until(lambda: h.archived() == ["moved.txt"])
+
+
+async def test_copied_file_keeping_its_mtime_is_taken(harness: Any, tmp_path: Path) -> None:
+    h, _ = await harness()
+    source = tmp_path / "source.lyrics"
+    source.write_bytes(SONG)
+    shutil.copy2(source, h.inbox / "copy.lyrics")
+    await until(lambda: h.archived() == ["copy.lyrics"])
+    assert h.jobs() == 1
+
+
+async def test_file_touched_repeatedly_is_taken_once_it_rests(harness: Any) -> None:
+    h, _ = await harness({"settle_seconds": 0.3})
+    path = h.inbox / "touched.txt"
+    path.write_bytes(SONG)
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        path.touch()
+        assert h.jobs() == 0
+    await until(lambda: h.jobs() == 1)
+    await asyncio.sleep(0.3)
+    assert h.jobs() == 1
+
+
+async def test_burst_of_500_files_all_become_jobs_without_blocking_the_loop(
+    harness: Any,
+) -> None:
+    h, _ = await harness({"settle_seconds": 0.1})
+    lag = 0.0
+
+    async def probe() -> None:
+        nonlocal lag
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lag = max(lag, loop.time() - before - 0.01)
+
+    task = asyncio.create_task(probe())
+    for n in range(500):
+        (h.inbox / f"song-{n:03d}.txt").write_bytes(SONG + f"take {n}\n".encode())
+    await until(lambda: len(h.archived()) == 500, timeout=30, what="500 archived")
+    task.cancel()
+    assert h.jobs() == 500
+    assert lag < 0.25, f"the event loop was blocked for {lag:.3f}s"
+
+
+async def test_files_present_at_start_are_taken_by_the_startup_scan(
+    make_config: Any,
+) -> None:
+    config = make_config()
+    (config.folders.inbox / "demo").mkdir()
+    (config.folders.inbox / "early.txt").write_bytes(SONG)
+    (config.folders.inbox / "demo" / "early.txt").write_bytes(SONG)
+    h = Harness(config)
+    watcher = InboxWatcher(config, h.service, None)
+    await watcher.start()
+    try:
+        note = h.failed / "demo" / "early.txt.error.txt"  # there is no [presets.demo]
+        await until(lambda: h.archived() == ["early.txt"] and note.exists())
+    finally:
+        await watcher.stop()
+        h.store.close()
+
+
+async def test_periodic_rescan_finds_files_whose_events_were_lost(harness: Any) -> None:
+    ticker = Ticker()
+    ticker.start()
+    try:
+        # A polling observer that never polls in time: only the rescan can see the file.
+        h, _ = await harness(
+            {"poll_interval_seconds": 600, "rescan_seconds": 0.3}, ticker=ticker
+        )
+        (h.inbox / "missed.txt").write_bytes(SONG)
+        await until(lambda: h.jobs() == 1, what="the rescan")
+    finally:
+        ticker.shutdown()
+
+
+async def test_folder_moved_in_brings_its_files(harness: Any, tmp_path: Path) -> None:
+    h, _ = await harness()
+    album = tmp_path / "album"
+    album.mkdir()
+    for n in range(3):
+        (album / f"{n}.txt").write_bytes(SONG + bytes([65 + n]))
+    album.rename(h.inbox / "album")
+    await until(lambda: len(list((h.failed / "album").glob("*.error.txt"))) == 3)
+
+
+async def test_other_extension_goes_to_failed_with_a_note(harness: Any) -> None:
+    h, _ = await harness()
+    (h.inbox / "Song.DOCX").write_bytes(b"PK\x03\x04")
+    await until(lambda: (h.failed / "Song.DOCX.error.txt").exists())
+    assert "song files end in .txt" in (h.failed / "Song.DOCX.error.txt").read_text()
+
+
+async def test_vanished_inbox_pauses_and_resumes_without_losing_files(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    h, watcher = await harness(health_seconds=0.05)
+    away = h.inbox.with_name("inbox-unmounted")
+    h.inbox.rename(away)
+    await until(lambda: watcher.status_text is not None, what="pause")
+    assert "paused" in (watcher.status_text or "")
+    (away / "waiting.txt").write_bytes(SONG)
+    await asyncio.sleep(0.3)
+    assert h.jobs() == 0 and (away / "waiting.txt").exists()
+    away.rename(h.inbox)
+    await until(lambda: h.jobs() == 1, what="resume")
+    assert watcher.status_text is None
+    paused = [r for r in caplog.records if "paused" in r.getMessage()]
+    assert len(paused) == 1, "the pause is logged once, not on every retry"
+
+
+async def test_inotify_running_out_of_watches_falls_back_to_polling(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exhausted(Observer):  # type: ignore[misc,valid-type]
+        def start(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def factory(interval: float) -> BaseObserver:
+        return Exhausted()
+
+    caplog.set_level(logging.ERROR, "bygheartd.watcher")
+    h, watcher = await harness(observer_factory=factory)
+    assert (watcher.observer_kind or "").startswith("polling")
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "fs.inotify.max_user_watches" in message and "poll_interval_seconds" in message
+    (h.inbox / "still-works.txt").write_bytes(SONG)
+    await until(lambda: h.jobs() == 1, timeout=8)
+
+
+async def test_second_watcher_on_the_same_inbox_refuses(harness: Any) -> None:
+    h, _ = await harness()
+    second = InboxWatcher(h.config, h.service, None)
+    with pytest.raises(InboxBusy, match="already watched by another bygheartd"):
+        await second.start()
+    await second.stop()
+
+
+async def test_stop_releases_the_inbox_for_the_next_watcher(harness: Any) -> None:
+    h, watcher = await harness()
+    await watcher.stop()
+    again = InboxWatcher(h.config, h.service, None)
+    await again.start()
+    (h.inbox / "after.txt").write_bytes(SONG)
+    await until(lambda: h.jobs() == 1)
+    await again.stop()
