@@ -133,7 +133,8 @@ class Engine:
         now = utcnow()
         if self._submit_paused_until is not None and now < self._submit_paused_until:
             return
-        in_flight = len(self.store.list_jobs([JobStatus.SUBMITTING, JobStatus.RUNNING]))
+        counts = self.store.counts()
+        in_flight = counts.get("submitting", 0) + counts.get("running", 0)
         slots = self.config.queue.max_in_flight - in_flight - len(self._submitting)
         if slots <= 0:
             return
@@ -347,7 +348,7 @@ class Engine:
             )
         except StaleTransition:
             return
-        self.ticker.at("release-held-once", until, self.release_due)
+        self.ticker.at(f"release-at-{int(until.timestamp())}", until, self.release_due)
         if self.plugins is not None:
             plugins = self.plugins
             asyncio.get_running_loop().create_task(self._notify_held(plugins, held, reason))

@@ -85,6 +85,8 @@ class Runtime:
         self.owner = owner
         self.want_engine = engine
         self.release_when_idle = release_when_idle
+        # Only the daemon keeps the engine when asked for it; every other face hands it over.
+        self.is_daemon = owner == "bygheartd run"
         self.store = Store.open(config.state_dir)
         self.service = SongService(config, self.store)
         self.lock = EngineLock(config.state_dir)
@@ -121,7 +123,7 @@ class Runtime:
     async def _try_start_engine(self) -> bool:
         if self.engine is not None:
             return True
-        if self.lock.handover_requested() and self.release_when_idle is not None:
+        if self.lock.handover_requested() and not self.is_daemon:
             return False  # a daemon is taking over: leave the lock to it
         if not self.lock.try_acquire(self.owner):
             return False
@@ -155,11 +157,13 @@ class Runtime:
             await asyncio.sleep(0.5)
             try:
                 if self.engine is not None:
-                    if self.release_when_idle is None:
+                    if self.is_daemon:
                         continue
                     if self.lock.handover_requested():
                         log.info("a daemon asked for the engine lock: handing over")
                         await self.stop_engine()
+                        continue
+                    if self.release_when_idle is None:
                         continue
                     busy = any(self.store.counts().get(s.value, 0) for s in ACTIVE_STATUSES)
                     if busy:

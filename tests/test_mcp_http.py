@@ -1,0 +1,155 @@
+"""MCP over streamable HTTP as the daemon serves it: a real uvicorn on a free loopback port in
+the test's own loop, a bearer token, Host checks, /health, and progress over SSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from bygheartd.config import Config
+from bygheartd.errors import ConfigError
+from bygheartd.mcp_http import McpHttpServer
+from bygheartd.runtime import Runtime
+from bygheartd.simulator import RunningSimulator
+from conftest import TEST_KEY, MakeConfig
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "test-token-0b7f3e9a51c24d8e"
+LYRICS = "[Verse]\nWires hum across the city\n\n[Chorus]\nWe are the signal"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def http_config(make_config: MakeConfig, sim: RunningSimulator | None, tmp_path: Path) -> Config:
+    token_file = tmp_path / "mcp-token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    return make_config(
+        sim,
+        mcp={
+            "http": True,
+            "port": 0,
+            "token_file": str(token_file),
+            "allowed_hosts": ["studio.local"],
+        },
+    )
+
+
+@pytest.fixture
+async def served(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> AsyncIterator[McpHttpServer]:
+    config = http_config(make_config, simulator, tmp_path)
+    async with Runtime(config, owner="test", engine=True) as runtime:
+        server = McpHttpServer(config, runtime)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop()
+
+
+def origin(server: McpHttpServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+def token_client(server: McpHttpServer, mode: str) -> tuple[httpx2.AsyncClient, Client]:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(30, read=60)
+    )
+    return http, Client(streamable_http_client(server.url, http_client=http), mode=mode)
+
+
+async def test_health_needs_no_token_and_shows_no_secret(served: McpHttpServer) -> None:
+    async with httpx.AsyncClient() as http:
+        reply = await http.get(origin(served) + "/health")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "ok" and reply.json()["engine"] is True
+    assert TOKEN not in reply.text and TEST_KEY not in reply.text
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token-123456789", f"Basic {TOKEN}"])
+async def test_mcp_without_the_right_token_is_401(served: McpHttpServer, auth: str | None) -> None:
+    headers = dict(MCP_HEADERS) | ({"Authorization": auth} if auth else {})
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+    assert TOKEN not in reply.text
+
+
+async def test_a_foreign_host_header_is_refused(served: McpHttpServer) -> None:
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}", "Host": "evil.example"}
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+    assert reply.status_code == 421
+
+
+@pytest.mark.parametrize("host", ["studio.local", "localhost", "127.0.0.1"])
+async def test_loopback_and_configured_hosts_are_accepted(
+    served: McpHttpServer, host: str
+) -> None:
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}", "Host": f"{host}:{served.port}"}
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+    assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_song_is_generated_over_http_with_progress(
+    served: McpHttpServer, mode: str
+) -> None:
+    progress: list[float] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(value)
+
+    http, client = token_client(served, mode)
+    async with http, client:
+        result = await client.call_tool(
+            "generate_song",
+            {"lyrics": LYRICS, "title": "Signal", "wait_seconds": 30},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error
+    song: dict[str, Any] = result.structured_content or {}
+    assert song["status"] == "done" and Path(song["files"][0]["path"]).is_file()
+    assert progress and progress == sorted(set(progress))
+    assert TEST_KEY not in result.model_dump_json() and TOKEN not in result.model_dump_json()
+
+
+async def test_http_refuses_to_start_without_a_token(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(None, mcp={"http": True, "port": 0})
+    async with Runtime(config, owner="test", engine=False) as runtime:
+        server = McpHttpServer(config, runtime)
+        with pytest.raises(ConfigError, match="token_file"):
+            await server.start()
+        await server.stop()
+
+
+async def test_an_empty_token_file_is_refused(make_config: MakeConfig, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n", encoding="utf-8")
+    config = make_config(None, mcp={"http": True, "port": 0, "token_file": str(empty)})
+    async with Runtime(config, owner="test", engine=False) as runtime:
+        with pytest.raises(ConfigError, match="no usable token"):
+            await McpHttpServer(config, runtime).start()
