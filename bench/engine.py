@@ -342,9 +342,10 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
     from bygheartd.simulator import SimulatorSettings, run_in_thread
 
     settings = SimulatorSettings(latency=0.0, audio_scale=0.01, seed=7, max_tasks_kept=20_000)
-    with tempfile.TemporaryDirectory(prefix="bygheartd-bench-") as tmp, run_in_thread(
-        settings
-    ) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="bygheartd-bench-") as tmp,
+        run_in_thread(settings) as sim,
+    ):
         work = Path(tmp)
         return {
             "quick": quick,

@@ -102,8 +102,9 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not condition():
         if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({proc.proc.returncode}) waiting for {what}:\n"
-                                 f"{proc.log()}")
+            raise AssertionError(
+                f"daemon exited ({proc.proc.returncode}) waiting for {what}:\n{proc.log()}"
+            )
         if time.monotonic() > deadline:
             log = proc.log() if proc is not None else ""
             raise AssertionError(f"timed out waiting for {what}\n{log}")
@@ -207,9 +208,7 @@ def assert_delivered(config: Config, records: list[dict[str, Any]], sim: Running
             data = Path(got["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == got["sha256"]
             assert data == served.read_bytes()
-        sidecars = [
-            json.loads(p.read_text()) for p in output.glob("*.json")
-        ]
+        sidecars = [json.loads(p.read_text()) for p in output.glob("*.json")]
         mine = [s for s in sidecars if s["job_id"] == record["id"]]
         assert len(mine) == 1 and mine[0]["status"] == "done"
         assert {f["sha256"] for f in mine[0]["files"]} == {f["sha256"] for f in record["files"]}
@@ -227,21 +226,24 @@ def assert_submitted_once(sim: RunningSimulator, records: list[dict[str, Any]]) 
 
 
 def test_kill_during_submit_fails_that_job_as_outcome_unknown_and_never_resubmits_it(
-    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+    simulator: RunningSimulator,
+    setup: tuple[Config, Path, Daemon, Jobs],
+    make_config: MakeConfig,
+    tmp_path: Path,
 ) -> None:
     config, config_path, daemon, jobs = setup
+    make_config(simulator, queue={**QUEUE, "max_in_flight": 1})  # one submits, one waits
     daemon.start()
     simulator.set_faults(slow_reply_seconds=1.5)  # the submit hangs before its reply
     ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 2))]
     wait_for(lambda: "submitting" in jobs.statuses(ids), what="a submit in flight", proc=daemon)
     caught = jobs.statuses(ids)
+    assert sorted(caught) == ["queued", "submitting"]
     daemon.kill9()
     simulator.set_faults(slow_reply_seconds=0.0)
 
     daemon.start()
-    wait_for(
-        lambda: jobs.all_in(ids, {"done", "failed"}), what="every job to end", proc=daemon
-    )
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job to end", proc=daemon)
     records = {r["id"]: r for r in list_json(config_path)}
     for job_id, before in zip(ids, caught, strict=True):
         record = records[job_id]
@@ -390,3 +392,46 @@ def test_submit_wait_with_a_daemon_running_uses_the_daemons_engine(
     status = json.loads(cli(config_path, "status", "--json").stdout)
     assert status["engine"]["pid"] == daemon.pid
     assert_delivered(config, [record], simulator)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runtime bug: `submit --wait` never hands the engine lock to a `bygheartd run` "
+    "(runtime.py _supervise skips the hand-over check when release_when_idle is None)",
+)
+def test_a_daemon_takes_the_engine_over_from_a_running_submit_wait(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    simulator.set_faults(latency=5.0)
+    song = write_songs(tmp_path / "songs", 1)
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bygheartd",
+            "--config",
+            str(config_path),
+            "submit",
+            "--wait",
+            "--json",
+            str(song[0]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    try:
+        wait_for(lambda: jobs.store.counts().get("running"), what="the job to run")
+        daemon.start(wait_ready=False)
+        # DESIGN.md "Hand-over": the in-process engine gives the lock up when `run` asks,
+        # long before its 5 s generation ends
+        wait_for(lambda: READY_LINE in daemon.log(), what="the hand-over", timeout=3.0)
+        out, err = waiting.communicate(timeout=20)
+        assert waiting.returncode == 0, err
+        assert [r["status"] for r in json.loads(out)] == ["done"]
+        assert simulator.sim.stats.submits == 1
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate(timeout=5)

@@ -4,7 +4,9 @@ nothing but protocol on stdout, an in-process engine, the song in the shared sto
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,3 +52,46 @@ async def test_bygheartd_mcp_makes_a_song_over_stdio(
         assert store.get(song["id"]).status is JobStatus.DONE
     finally:
         store.close()
+
+
+def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
+    simulator: RunningSimulator, make_config: MakeConfig
+) -> None:
+    config = make_config(simulator, log={"level": "info"})
+    env = dict(os.environ, BYGHEARTD_CONFIG=str(config.source_path))
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_credits", "arguments": {}}},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bygheartd", "mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages))
+    proc.stdin.flush()
+    lines = [proc.stdout.readline() for _ in range(3)]  # the replies to 1, 2 and 3
+    proc.stdin.close()  # EOF: the client is gone, the server ends
+    rest, stderr = proc.communicate(timeout=60)
+    stdout = "".join(lines) + rest
+    replies = [json.loads(line) for line in stdout.splitlines()]
+    assert [r.get("id") for r in replies] == [1, 2, 3], stdout
+    assert all(r["jsonrpc"] == "2.0" and "result" in r for r in replies)
+    assert "engine running in this process" in stderr
+    assert TEST_KEY not in stdout + stderr
+    assert proc.returncode == 0, stderr
