@@ -82,6 +82,11 @@ def write_starter_config(explicit: Path | None, force: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(STARTER.format(root=root), encoding="utf-8")
     config = load_config(path)
+    for name, folder in folder_map(config).items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"problem: cannot create the {name} folder {folder}: {exc.strerror}")
     for problem in check_folders(config):
         print(f"problem: {problem}")
     print(f"wrote {path}")

@@ -54,8 +54,11 @@ class Daemon:
             if interval is not None:
                 self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
             self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
-            self.notifier.ready(self._status_text(runtime))
-            log.info("bygheartd is running: %s", self._status_text(runtime))
+            status = self._status_text(runtime)
+            if problems:
+                status += f"; {len(problems)} folder problem(s): {problems[0]}"
+            self.notifier.ready(status)
+            log.info("bygheartd is running: %s", status)
             await self.stop_event.wait()
             self.notifier.stopping()
             log.info("stopping on %s: draining in-flight work", self.stop_signal)

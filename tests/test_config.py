@@ -121,3 +121,16 @@ def test_config_check_explains_an_invalid_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "did you mean 'queue.poll_batch'" in result.stdout
+
+
+def test_init_writes_a_starter_config_and_creates_the_folders(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    env.pop("BYGHEARTD_CONFIG", None)
+    run = [sys.executable, "-m", "bygheartd", "init"]
+    result = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = tmp_path / "cfg" / "bygheartd" / "config.toml"
+    assert written.is_file()
+    assert (tmp_path / "Music" / "Bygheart" / "inbox").is_dir()
+    again = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 1 and "--force" in again.stdout

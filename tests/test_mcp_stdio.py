@@ -86,8 +86,7 @@ def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
     proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages))
     proc.stdin.flush()
     lines = [proc.stdout.readline() for _ in range(3)]  # the replies to 1, 2 and 3
-    proc.stdin.close()  # EOF: the client is gone, the server ends
-    rest, stderr = proc.communicate(timeout=60)
+    rest, stderr = proc.communicate(timeout=60)  # closes stdin: the client is gone
     stdout = "".join(lines) + rest
     replies = [json.loads(line) for line in stdout.splitlines()]
     assert [r.get("id") for r in replies] == [1, 2, 3], stdout
