@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import TEST_KEY, MakeConfig
 from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
@@ -22,7 +23,6 @@ from bygheartd.jobs import JobStatus, utcnow
 from bygheartd.mcp_server import build_server
 from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
-from conftest import TEST_KEY, MakeConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -358,9 +358,7 @@ async def test_the_guide_and_the_prompt_are_served(idle_runtime: Runtime) -> Non
         )
     assert isinstance(guide, TextResourceContents)
     assert "[Chorus]" in guide.text and "time_signature" in guide.text
-    text = "\n".join(
-        m.content.text for m in prompt.messages if isinstance(m.content, TextContent)
-    )
+    text = "\n".join(m.content.text for m in prompt.messages if isinstance(m.content, TextContent))
     assert "a lighthouse keeper" in text and "generate_song" in text and "---" in text
 
 

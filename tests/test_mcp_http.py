@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from conftest import TEST_KEY, MakeConfig
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -19,7 +20,6 @@ from bygheartd.errors import ConfigError
 from bygheartd.mcp_http import McpHttpServer
 from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
-from conftest import TEST_KEY, MakeConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -103,9 +103,7 @@ async def test_a_foreign_host_header_is_refused(served: McpHttpServer) -> None:
 
 
 @pytest.mark.parametrize("host", ["studio.local", "localhost", "127.0.0.1"])
-async def test_loopback_and_configured_hosts_are_accepted(
-    served: McpHttpServer, host: str
-) -> None:
+async def test_loopback_and_configured_hosts_are_accepted(served: McpHttpServer, host: str) -> None:
     headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}", "Host": f"{host}:{served.port}"}
     async with httpx.AsyncClient() as http:
         reply = await http.post(served.url, json=INIT, headers=headers)

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TEST_KEY, MakeConfig
 from mcp import Client, StdioServerParameters
 
 from bygheartd.jobs import JobStatus
-from bygheartd.store import Store
 from bygheartd.simulator import RunningSimulator
-from conftest import TEST_KEY, MakeConfig
+from bygheartd.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,7 @@ async def test_bygheartd_mcp_makes_a_song_over_stdio(
 def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
     simulator: RunningSimulator, make_config: MakeConfig
 ) -> None:
-    config = make_config(simulator, log={"level": "info"})
+    config = make_config(simulator)
     env = dict(os.environ, BYGHEARTD_CONFIG=str(config.source_path))
     messages = [
         {
@@ -72,10 +72,15 @@ def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
         },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_credits", "arguments": {}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "get_credits", "arguments": {}},
+        },
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bygheartd", "mcp"],
+        [sys.executable, "-m", "bygheartd", "mcp", "--log-level", "info"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
