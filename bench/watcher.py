@@ -28,7 +28,9 @@ SONG = "---\ntitle: Bench {n}\n---\nla la la {n}\n"
 
 
 def make_config(root: Path, poll: float) -> Config:
-    folders = {n: str(root / n) for n in ("inbox", "output", "archive", "failed", "drafts", "state")}
+    folders = {
+        n: str(root / n) for n in ("inbox", "output", "archive", "failed", "drafts", "state")
+    }
     for path in folders.values():
         Path(path).mkdir(parents=True, exist_ok=True)
     return Config.model_validate(
@@ -99,14 +101,20 @@ async def bench(observer: str, poll: float) -> dict[str, Any]:
 
 async def main() -> None:
     results = [await bench("native", 0.0), await bench("polling 0.25s", 0.25)]
-    print(f"{'observer':<15} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'1000 files s':>13} {'files/s':>9}")
+    print(
+        f"{'observer':<15} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} "
+        f"{'1000 files s':>13} {'files/s':>9}"
+    )
     for r in results:
         lat = r["latency_past_settle_ms"]
         print(
             f"{r['observer']:<15} {lat['p50']:>8} {lat['p95']:>8} {lat['max']:>8} "
             f"{r['burst_accept_seconds']:>13} {r['burst_files_per_second']:>9}"
         )
-    print(f"(latency = job created - file written - settle {SETTLE}s; burst = first write to all archived)")
+    print(
+        f"(latency = job created - file written - settle {SETTLE}s; "
+        "burst = first write to all archived)"
+    )
     out = Path(__file__).resolve().parent / "results" / "watcher.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"python": sys.version.split()[0], "platform": platform.platform()}

@@ -219,6 +219,7 @@ def mcp() -> None:
 
     state = _state()
     config = state.config()
+    state.setup_logging(config.log.level)  # a long-running server: [log] level, on stderr
     run_stdio(config)
 
 

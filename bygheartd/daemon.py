@@ -166,12 +166,13 @@ class Daemon:
             await asyncio.sleep(STATUS_SECONDS)
             self.notifier.status(self._status_text(runtime))
 
-    @staticmethod
-    def _status_text(runtime: Runtime) -> str:
+    def _status_text(self, runtime: Runtime) -> str:
         counts = runtime.store.counts()
         order = [s.value for s in JobStatus]
         parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
-        return "jobs: " + (", ".join(parts) if parts else "none")
+        text = "jobs: " + (", ".join(parts) if parts else "none")
+        paused = getattr(self.watcher, "status_text", None)
+        return f"{text}; {paused}" if paused else text
 
 
 def _summary(counts: dict[str, int]) -> str:

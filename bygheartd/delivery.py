@@ -10,6 +10,7 @@ import asyncio
 import errno
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,12 @@ class Delivery:
                 continue
             stem = take_stem(output, base, index)
             try:
-                got = await self.client.download(str(out["file"]), stem)
-                record = {"path": str(got.path), "size": got.size, "sha256": got.sha256}
+                placed = await asyncio.to_thread(_placed_before_crash, stem)
+                if placed is not None:
+                    record = placed
+                else:
+                    got = await self.client.download(str(out["file"]), stem)
+                    record = {"path": str(got.path), "size": got.size, "sha256": got.sha256}
             except FileExistsError:
                 adopted = await asyncio.to_thread(_adopt_existing, stem)
                 if adopted is None:
@@ -316,11 +321,30 @@ def _describe_files(paths: list[Path]) -> list[JobFile]:
     return described
 
 
+def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
+    """A take linked into place whose `.part` name was not yet removed (a crash between).
+
+    Both names are one inode: drop the `.part` name and keep the verified file, instead of
+    letting a resumed download write into the finished take.
+    """
+    part = stem.with_name(stem.name + ".part")
+    if not part.exists():
+        return None
+    for candidate in stem.parent.glob(f"{stem.name}.*"):
+        if candidate.suffix not in {".part", ".json"} and os.path.samefile(part, candidate):
+            return _adopt_existing(stem)
+    return None
+
+
 def _adopt_existing(stem: Path) -> dict[str, Any] | None:
     """A take already renamed into place before a crash: the base was ours, so is the file."""
+    part = stem.with_name(stem.name + ".part")
     for candidate in stem.parent.glob(f"{stem.name}.*"):
         if candidate.suffix in {".part", ".json"}:
             continue
+        # A crash between link and unlink leaves the same inode under both names.
+        if part.exists() and os.path.samefile(part, candidate):
+            part.unlink()
         described = _describe_files([candidate])[0]
         return {"path": str(candidate), "size": described.size, "sha256": described.sha256}
     return None

@@ -25,13 +25,11 @@ from bygheartd.ignore import IgnoreRules, PathKind
 from bygheartd.jobs import Job, JobStatus
 from bygheartd.request import SongRequest
 from bygheartd.service import SongService
-from bygheartd.songfile import SUPPORTED_SUFFIXES, parse_song_bytes
+from bygheartd.songfile import SUPPORTED_SUFFIXES
 
 log = logging.getLogger("bygheartd.watcher")
 
-OutcomeKind = Literal[
-    "accepted", "recovered", "rejected", "duplicate", "ignored", "unstable", "gone"
-]
+OutcomeKind = Literal["accepted", "recovered", "rejected", "ignored", "unstable", "gone"]
 
 
 @dataclass(frozen=True)
@@ -78,39 +76,26 @@ def preset_of(relative: PurePosixPath) -> str | None:
     return relative.parts[0] if len(relative.parts) > 1 else None
 
 
-# -- pending a SongService addition -------------------------------------------------------
-# TODO(lead): move into SongService as `parse_bytes(data, *, name, suffix, preset,
-# base_dir)`. The watcher parses the very bytes it hashed and archives (not a second read
-# of the path, which could differ), so `service.parse_file` does not fit.
-def parse_drop_bytes(
-    service: SongService,
-    data: bytes,
-    *,
-    name: str,
-    suffix: str,
-    preset: str | None,
-    base_dir: Path,
-) -> SongRequest:
-    return parse_song_bytes(
-        data,
-        name=name,
-        suffix=suffix,
-        backend=service.config.backend,
-        defaults=service.config.request_defaults(preset),
-        max_job_credits=service.max_job_credits(),
-        base_dir=base_dir,
-    )
-
-
 class Intake:
     """Turns stable files into jobs; one decision at a time (a lock), moves in parallel."""
 
     def __init__(self, config: Config, service: SongService) -> None:
-        self.config = config
         self.service = service
-        self.inbox = config.folders.inbox
-        self.rules = IgnoreRules(config.watch.ignore)
+        self.inbox = config.folders.inbox  # folders change only with a restart
+        self._rules = (tuple(config.watch.ignore), IgnoreRules(config.watch.ignore))
         self._decide = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        """The service's config, so presets and [watch] rules follow a SIGHUP reload."""
+        return self.service.config
+
+    @property
+    def rules(self) -> IgnoreRules:
+        patterns = tuple(self.config.watch.ignore)
+        if patterns != self._rules[0]:
+            self._rules = (patterns, IgnoreRules(patterns))
+        return self._rules[1]
 
     @property
     def max_bytes(self) -> int:
@@ -247,8 +232,7 @@ class Intake:
         self, path: Path, relative: PurePosixPath, preset: str | None, data: bytes
     ) -> SongRequest:
         try:
-            request = parse_drop_bytes(
-                self.service,
+            request = self.service.parse_bytes(
                 data,
                 name=self.display(relative),
                 suffix=relative.suffix.lower(),

@@ -20,7 +20,7 @@ from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, utcnow
 from bygheartd.request import SongRequest
-from bygheartd.songfile import parse_song_file
+from bygheartd.songfile import parse_song_bytes, parse_song_file
 from bygheartd.store import JobNotFound, StaleTransition, Store
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
@@ -68,6 +68,26 @@ class SongService:
             max_bytes=self.config.watch.max_file_kib * 1024,
             display_name=display,
             max_job_credits=self.max_job_credits(),
+        )
+
+    def parse_bytes(
+        self,
+        data: bytes,
+        *,
+        name: str,
+        suffix: str,
+        preset: str | None = None,
+        base_dir: Path | None = None,
+    ) -> SongRequest:
+        """Parse the very bytes a face read (and hashed, and archives): no second read."""
+        return parse_song_bytes(
+            data,
+            name=name,
+            suffix=suffix,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            max_job_credits=self.max_job_credits(),
+            base_dir=base_dir,
         )
 
     def enqueue(

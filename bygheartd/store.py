@@ -20,78 +20,9 @@ from typing import Any
 
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Event, Job, JobFile, JobStatus, iso, parse_iso, utcnow
+from bygheartd.schema import MIGRATIONS, SCHEMA_VERSION, row_to_job
 
-SCHEMA_VERSION = 2
 DB_NAME = "jobs.sqlite3"
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        title TEXT NOT NULL,
-        model TEXT,
-        request_json TEXT NOT NULL,
-        api_body_json TEXT NOT NULL,
-        task_id TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        reason TEXT,
-        resumes_at TEXT,
-        credits INTEGER NOT NULL DEFAULT 0,
-        progress REAL,
-        eta_seconds REAL,
-        source TEXT,
-        source_path TEXT,
-        archived_as TEXT,
-        base_name TEXT,
-        files_json TEXT NOT NULL DEFAULT '[]',
-        warnings_json TEXT NOT NULL DEFAULT '[]',
-        result_json TEXT NOT NULL DEFAULT '{}',
-        origin TEXT NOT NULL DEFAULT 'cli',
-        drop_identity TEXT,
-        content_sha256 TEXT,
-        dedupe_key TEXT,
-        idempotency_key TEXT UNIQUE,
-        hold_kind TEXT,
-        unknown_since TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        submitted_at TEXT,
-        completed_at TEXT
-    );
-    CREATE INDEX jobs_status ON jobs(status);
-    CREATE INDEX jobs_created ON jobs(created_at);
-    CREATE UNIQUE INDEX jobs_drop_identity ON jobs(drop_identity);
-    CREATE INDEX jobs_content ON jobs(content_sha256);
-    CREATE INDEX jobs_dedupe ON jobs(dedupe_key);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id TEXT NOT NULL REFERENCES jobs(id),
-        at TEXT NOT NULL,
-        event TEXT NOT NULL,
-        from_status TEXT,
-        to_status TEXT,
-        reason TEXT
-    );
-    CREATE INDEX events_job ON events(job_id, id);
-    CREATE TABLE ledger (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id TEXT,
-        at TEXT NOT NULL,
-        day TEXT NOT NULL,
-        month TEXT NOT NULL,
-        model TEXT,
-        credits INTEGER NOT NULL,
-        kind TEXT NOT NULL
-    );
-    CREATE INDEX ledger_day ON ledger(day);
-    CREATE INDEX ledger_month ON ledger(month);
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    2: """
-    CREATE INDEX jobs_task ON jobs(task_id);
-    """,
-}
 
 _JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
 _TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at"}
@@ -187,7 +118,7 @@ class Store:
                     f"version knows {SCHEMA_VERSION}): upgrade bygheartd"
                 )
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
+                for statement in MIGRATIONS[target].split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {target}")
@@ -271,7 +202,7 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id!r}")
-        return _row_to_job(row)
+        return row_to_job(row)
 
     def find(self, ref: str) -> Job:
         """A job by id or by a unique prefix of at least 6 characters."""
@@ -279,7 +210,7 @@ class Store:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (ref,)).fetchone()
             if row is not None:
-                return _row_to_job(row)
+                return row_to_job(row)
             if len(ref) < 6:
                 raise JobNotFound(f"no job {ref!r} (a prefix needs at least 6 characters)")
             rows = self._db.execute(
@@ -290,7 +221,7 @@ class Store:
             raise JobNotFound(f"no job matches {ref!r}: `bygheartd list` shows the ids")
         if len(rows) > 1:
             raise JobNotFound(f"{ref!r} matches several jobs: give more characters")
-        return _row_to_job(rows[0])
+        return row_to_job(rows[0])
 
     def find_by(self, column: str, value: str) -> list[Job]:
         if column not in {
@@ -305,7 +236,7 @@ class Store:
             rows = self._db.execute(
                 f"SELECT * FROM jobs WHERE {column} = ? ORDER BY id DESC", (value,)
             ).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     def list_jobs(
         self, statuses: Iterable[JobStatus] | None = None, limit: int | None = None
@@ -322,14 +253,14 @@ class Store:
             args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE status = ? ORDER BY id LIMIT ?", (status.value, limit)
             ).fetchall()
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -559,39 +490,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
-
-
-def _row_to_job(row: sqlite3.Row) -> Job:
-    files = tuple(
-        JobFile(Path(f["path"]), int(f["size"]), str(f["sha256"]))
-        for f in json.loads(row["files_json"])
-    )
-    created = parse_iso(row["created_at"]) or utcnow()
-    return Job(
-        id=row["id"],
-        status=JobStatus(row["status"]),
-        title=row["title"],
-        model=row["model"],
-        request=json.loads(row["request_json"]),
-        created_at=created,
-        updated_at=parse_iso(row["updated_at"]) or created,
-        task_id=row["task_id"],
-        reason=row["reason"],
-        resumes_at=parse_iso(row["resumes_at"]),
-        attempts=int(row["attempts"]),
-        credits=int(row["credits"]),
-        progress=row["progress"],
-        eta_seconds=row["eta_seconds"],
-        source=row["source"],
-        archived_as=row["archived_as"],
-        base_name=row["base_name"],
-        files=files,
-        warnings=tuple(json.loads(row["warnings_json"])),
-        result=json.loads(row["result_json"]),
-        submitted_at=parse_iso(row["submitted_at"]),
-        completed_at=parse_iso(row["completed_at"]),
-        origin=row["origin"],
-    )
 
 
 __all__ = [

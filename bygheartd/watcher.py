@@ -187,7 +187,7 @@ class InboxWatcher:
 
     def _pause(self, reason: str) -> None:
         """Stop taking files; nothing pending is treated as deleted, only forgotten."""
-        if self.paused_reason is None:
+        if reason != self.paused_reason:
             log.warning(
                 "%s: the drop folder is paused and retries every %gs", reason, self.health_seconds
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -308,6 +309,32 @@ def test_kill_while_downloading_resumes_the_part_file_and_leaves_no_part_behind(
     assert_delivered(config, records, simulator)
 
 
+def test_kill_between_placing_a_take_and_removing_its_part_leaves_no_part_behind(
+    simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
+) -> None:
+    config, config_path, daemon, jobs = setup
+    daemon.start()
+    ids = [r["id"] for r in submit(config_path, write_songs(tmp_path / "songs", 1))]
+    wait_for(lambda: jobs.all_in(ids, {"running"}), what="running", proc=daemon)
+    simulator.set_faults(drop_download_burst=100_000, drop_download_after_bytes=2048)
+    output = config.folders.output
+    wait_for(lambda: any(output.glob("*.part")), what="a download in progress", proc=daemon)
+    daemon.kill9()
+    simulator.set_faults(drop_download_burst=0)
+    # the disk as `_place` leaves it when the process dies right after os.link():
+    # the verified take under its final name, and the same inode still named .part
+    [part] = output.glob("*.part")
+    served = simulator.sim.tasks[str(jobs.store.get(ids[0]).task_id)].files[0]
+    part.write_bytes(served.read_bytes())
+    os.link(part, part.with_suffix(served.suffix))
+
+    daemon.start()
+    wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="the job", proc=daemon)
+    records = list_json(config_path)
+    assert [r["status"] for r in records] == ["done"]
+    assert_delivered(config, records, simulator)
+
+
 # -- SIGTERM -----------------------------------------------------------------------------
 
 
@@ -325,7 +352,12 @@ def test_sigterm_drains_and_exits_zero_with_a_one_line_summary(
     assert time.monotonic() - started < 10
     summary = [line for line in daemon.log().splitlines() if "shutdown on SIGTERM" in line]
     assert len(summary) == 1, daemon.log()
-    assert "0 jobs done" in summary[0] and "2 still queued or running" in summary[0]
+    counts = re.search(
+        r"(\d+) jobs done ◆ (\d+) failed ◆ (\d+) still queued or running", summary[0]
+    )
+    assert counts is not None, summary
+    done, failed, still = map(int, counts.groups())
+    assert (done + still, failed) == (2, 0)
 
     daemon.start()  # what was running is picked up again
     wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)

@@ -26,7 +26,6 @@ from test_crash import (
     write_songs,
 )
 
-from bygheartd.config import Config
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 
@@ -101,6 +100,8 @@ def test_sighup_with_a_broken_config_refuses_and_keeps_running(
     simulator: RunningSimulator, make_config: MakeConfig, daemon: Daemon, tmp_path: Path
 ) -> None:
     config = make_config(simulator, queue=QUEUE)
+    good = tmp_path / "good.toml"  # for `submit`, which needs a readable config
+    good.write_text(daemon.config_path.read_text())
     daemon.start()
     daemon.config_path.write_text("[queue\npoll_min_seconds = = 1\n")  # not TOML
     daemon.signal(signal.SIGHUP)
@@ -108,27 +109,11 @@ def test_sighup_with_a_broken_config_refuses_and_keeps_running(
     assert "invalid TOML" in daemon.log()
     jobs = Jobs(config)
     try:  # the daemon still works with the config it had
-        ids = [r["id"] for r in submit_with(config, write_songs(tmp_path / "s", 1))]
+        ids = [r["id"] for r in submit(good, write_songs(tmp_path / "s", 1))]
         wait_for(lambda: jobs.all_in(ids, {"done"}), what="the job", proc=daemon)
     finally:
         jobs.close()
     assert daemon.proc is not None and daemon.proc.poll() is None
-
-
-def submit_with(config: Config, files: list[Path]) -> list[dict[str, str]]:
-    """`submit` needs a readable config; the daemon's file is broken on purpose."""
-    good = config.state_dir.parent / "good.toml"
-    from conftest import write_config
-
-    write_config(
-        good,
-        {
-            "api": {"base_url": config.api.base_url},
-            "folders": {k: str(getattr(config.folders, k)) for k in ("inbox", "output", "state")},
-            "plugins": {"enabled": []},
-        },
-    )
-    return submit(good, files)
 
 
 # -- sd_notify ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from bygheartd import catalog
 from bygheartd.jobs import JobStatus, utcnow
+from bygheartd.lock import EngineLock
 from bygheartd.mcp_server import build_server
 from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
@@ -407,3 +408,20 @@ async def test_the_api_key_never_appears_in_a_reply(runtime: Runtime) -> None:
             replies.append((await client.read_resource(uri)).model_dump_json())
     assert all(TEST_KEY not in reply for reply in replies)
     assert any('"status":"done"' in reply for reply in replies)
+
+
+async def test_with_a_daemon_holding_the_engine_the_song_is_only_queued(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config(None)
+    daemon_lock = EngineLock(config.state_dir)
+    assert daemon_lock.try_acquire("bygheartd run")
+    try:
+        async with Runtime(config, owner="bygheartd mcp", engine=True) as rt:
+            assert not rt.engine_running
+            result = await call(rt, "generate_song", {"lyrics": LYRICS})
+            song = structured(result)
+            assert song["status"] == "queued" and song["notes"] == []
+            assert rt.service.get(song["id"]).status is JobStatus.QUEUED
+    finally:
+        daemon_lock.release()

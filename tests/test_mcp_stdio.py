@@ -99,3 +99,19 @@ def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
     assert "engine running in this process" in stderr
     assert TEST_KEY not in stdout + stderr
     assert proc.returncode == 0, stderr
+
+
+def test_only_the_mcp_modules_import_mcp() -> None:
+    """`import mcp` costs over a second: `bygheartd list` must never pay for it."""
+    code = (
+        "import pkgutil, importlib, sys, bygheartd\n"
+        "for m in pkgutil.walk_packages(bygheartd.__path__, 'bygheartd.'):\n"
+        "    skip = m.name in ('bygheartd.mcp_server', 'bygheartd.mcp_http')\n"
+        "    if not skip and not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n == 'mcp' or n.startswith('mcp.'))[:3])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

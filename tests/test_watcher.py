@@ -72,7 +72,10 @@ async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
         h.store.close()
 
 
-OBSERVERS = [pytest.param({}, id="native"), pytest.param({"poll_interval_seconds": 0.1}, id="polling")]
+OBSERVERS = [
+    pytest.param({}, id="native"),
+    pytest.param({"poll_interval_seconds": 0.1}, id="polling"),
+]
 
 
 @pytest.mark.parametrize("watch", OBSERVERS)
@@ -105,7 +108,7 @@ async def test_slow_writer_is_not_taken_while_the_file_grows(
 
 
 async def test_atomic_rename_from_part_is_taken_once(harness: Any) -> None:
-    h, watcher = await harness()
+    h, _ = await harness()
     part = h.inbox / "song.txt.part"
     part.write_bytes(SONG)
     await asyncio.sleep(0.3)
@@ -192,9 +195,7 @@ async def test_periodic_rescan_finds_files_whose_events_were_lost(harness: Any) 
     ticker.start()
     try:
         # A polling observer that never polls in time: only the rescan can see the file.
-        h, _ = await harness(
-            {"poll_interval_seconds": 600, "rescan_seconds": 0.3}, ticker=ticker
-        )
+        h, _ = await harness({"poll_interval_seconds": 600, "rescan_seconds": 0.3}, ticker=ticker)
         (h.inbox / "missed.txt").write_bytes(SONG)
         await until(lambda: h.jobs() == 1, what="the rescan")
     finally:

@@ -56,7 +56,15 @@ class Daemon:
 
     def jobs(self) -> list[dict[str, Any]]:
         out = subprocess.run(
-            [sys.executable, "-m", "bygheartd", "list", "--json", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "bygheartd",
+                "list",
+                "--json",
+                "--config",
+                str(self.config_path),
+            ],
             env=self.env,
             capture_output=True,
             check=True,
@@ -73,9 +81,7 @@ def _lock_pid(lock: Path) -> int | None:
 
 
 @pytest.fixture
-def daemon(
-    make_config: Any, simulator: RunningSimulator, tmp_path: Path
-) -> Iterator[Daemon]:
+def daemon(make_config: Any, simulator: RunningSimulator, tmp_path: Path) -> Iterator[Daemon]:
     config = make_config(simulator, watch={"settle_seconds": 0.2})
     d = Daemon(config, tmp_path)
     yield d
@@ -92,7 +98,9 @@ def test_run_turns_a_valid_drop_into_audio_and_an_invalid_one_into_a_note(daemon
     data = json.loads(sidecar.read_text())
     assert data["status"] == "done" and data["source"] == "good.txt"
     assert data["archived_as"] == "good.txt"
-    audio = [f for f in folders.output.iterdir() if f.name.startswith("good-song.") and f != sidecar]
+    audio = [
+        f for f in folders.output.iterdir() if f.name.startswith("good-song.") and f != sidecar
+    ]
     assert audio and audio[0].stat().st_size > 0
     note = folders.failed / "bad.txt.error.txt"
     wait_for(note.exists, 10, "the error note")
@@ -129,3 +137,20 @@ def test_sigkill_in_the_middle_of_a_burst_never_makes_a_second_job(daemon: Daemo
     failed = {n for n in os.listdir(folders.failed) if not n.endswith(".error.txt")}
     assert archived | failed == set(names) and not archived & failed
     assert failed == bad
+
+
+def test_a_second_daemon_on_the_same_inbox_refuses_clearly(daemon: Daemon, tmp_path: Path) -> None:
+    daemon.start()
+    other = tmp_path / "other.toml"
+    state = str(daemon.config.state_dir)
+    other.write_text(daemon.config_path.read_text().replace(state, state + "-other"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "run", "--config", str(other)],
+        env=daemon.env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert b"already watched by another bygheartd" in result.stderr
+    assert daemon.proc is not None
+    assert f"pid {daemon.proc.pid}".encode() in result.stderr

@@ -1,0 +1,116 @@
+"""The job store's tables: versioned migrations and how a row becomes a `Job`.
+
+Migrations only ever add; `PRAGMA user_version` records how far a database has come.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from bygheartd.jobs import Job, JobFile, JobStatus, parse_iso, utcnow
+
+SCHEMA_VERSION = 2
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        title TEXT NOT NULL,
+        model TEXT,
+        request_json TEXT NOT NULL,
+        api_body_json TEXT NOT NULL,
+        task_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        resumes_at TEXT,
+        credits INTEGER NOT NULL DEFAULT 0,
+        progress REAL,
+        eta_seconds REAL,
+        source TEXT,
+        source_path TEXT,
+        archived_as TEXT,
+        base_name TEXT,
+        files_json TEXT NOT NULL DEFAULT '[]',
+        warnings_json TEXT NOT NULL DEFAULT '[]',
+        result_json TEXT NOT NULL DEFAULT '{}',
+        origin TEXT NOT NULL DEFAULT 'cli',
+        drop_identity TEXT,
+        content_sha256 TEXT,
+        dedupe_key TEXT,
+        idempotency_key TEXT UNIQUE,
+        hold_kind TEXT,
+        unknown_since TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        submitted_at TEXT,
+        completed_at TEXT
+    );
+    CREATE INDEX jobs_status ON jobs(status);
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE UNIQUE INDEX jobs_drop_identity ON jobs(drop_identity);
+    CREATE INDEX jobs_content ON jobs(content_sha256);
+    CREATE INDEX jobs_dedupe ON jobs(dedupe_key);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT,
+        reason TEXT
+    );
+    CREATE INDEX events_job ON events(job_id, id);
+    CREATE TABLE ledger (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT,
+        at TEXT NOT NULL,
+        day TEXT NOT NULL,
+        month TEXT NOT NULL,
+        model TEXT,
+        credits INTEGER NOT NULL,
+        kind TEXT NOT NULL
+    );
+    CREATE INDEX ledger_day ON ledger(day);
+    CREATE INDEX ledger_month ON ledger(month);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    2: """
+    CREATE INDEX jobs_task ON jobs(task_id);
+    """,
+}
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    files = tuple(
+        JobFile(Path(f["path"]), int(f["size"]), str(f["sha256"]))
+        for f in json.loads(row["files_json"])
+    )
+    created = parse_iso(row["created_at"]) or utcnow()
+    return Job(
+        id=row["id"],
+        status=JobStatus(row["status"]),
+        title=row["title"],
+        model=row["model"],
+        request=json.loads(row["request_json"]),
+        created_at=created,
+        updated_at=parse_iso(row["updated_at"]) or created,
+        task_id=row["task_id"],
+        reason=row["reason"],
+        resumes_at=parse_iso(row["resumes_at"]),
+        attempts=int(row["attempts"]),
+        credits=int(row["credits"]),
+        progress=row["progress"],
+        eta_seconds=row["eta_seconds"],
+        source=row["source"],
+        archived_as=row["archived_as"],
+        base_name=row["base_name"],
+        files=files,
+        warnings=tuple(json.loads(row["warnings_json"])),
+        result=json.loads(row["result_json"]),
+        submitted_at=parse_iso(row["submitted_at"]),
+        completed_at=parse_iso(row["completed_at"]),
+        origin=row["origin"],
+    )
