@@ -43,13 +43,23 @@ class Daemon:
             log.warning("%s", problem)
         runtime = Runtime(self.config, owner="bygheartd run")
         self.runtime = runtime
-        await self._acquire_lock(runtime)
+        self._install_signals()  # a SIGTERM while waiting for the lock still ends cleanly
+        lock_wait = asyncio.create_task(self._acquire_lock(runtime))
+        stop_wait = asyncio.create_task(self.stop_event.wait())
+        await asyncio.wait({lock_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not lock_wait.done():
+            lock_wait.cancel()
+            runtime.lock.clear_handover()
+            runtime.store.close()
+            log.info("shutdown on %s ◆ stopped while waiting for the engine lock", self.stop_signal)
+            return 0
+        lock_wait.result()
         async with runtime:
             if not runtime.engine_running:
                 log.error("%s", runtime.engine_error or "the engine could not start")
                 return 1
             await self._start_faces(runtime)
-            self._install_signals()
             interval = watchdog_interval()
             if interval is not None:
                 self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))

@@ -11,6 +11,8 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,8 @@ class Delivery:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._naming_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(4)
+        # The engine sets this so a held download is released when its time comes.
+        self.schedule_release: Callable[[datetime], None] | None = None
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [t for t in self._tasks.values() if not t.done()]
@@ -177,6 +181,8 @@ class Delivery:
             hold_kind="download",
             result={**job.result, "download_attempts": attempts, "hold_target": "downloading"},
         )
+        if self.schedule_release is not None:
+            self.schedule_release(until)
 
     # -- processing -------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class Engine:
         self.budget = Budget(config, store)
         self.delivery = Delivery(config, store, client, plugins, self.budget)
         self.ticker = Ticker()
+        self.delivery.schedule_release = self._schedule_release
         self._on_change = on_change
         self._submit_paused_until: datetime | None = None
         self._poll_paused_until: datetime | None = None
@@ -135,7 +136,7 @@ class Engine:
             return
         counts = self.store.counts()
         in_flight = counts.get("submitting", 0) + counts.get("running", 0)
-        slots = self.config.queue.max_in_flight - in_flight - len(self._submitting)
+        slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
             return
         for job in self.store.list_oldest(JobStatus.QUEUED, slots):
@@ -348,10 +349,13 @@ class Engine:
             )
         except StaleTransition:
             return
-        self.ticker.at(f"release-at-{int(until.timestamp())}", until, self.release_due)
+        self._schedule_release(until)
         if self.plugins is not None:
             plugins = self.plugins
             asyncio.get_running_loop().create_task(self._notify_held(plugins, held, reason))
+
+    def _schedule_release(self, until: datetime) -> None:
+        self.ticker.at(f"release-at-{until.timestamp():.1f}", until, self.release_due)
 
     async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
         failures = await plugins.on_held(job, reason)
