@@ -210,7 +210,7 @@ def _resume_child(config_path: Path) -> None:
         result["rss_after_start_mb"] = proc.memory_info().rss / 2**20
         tick = time.perf_counter()
         await engine.submit_due()
-        await engine.poll_due()
+        await engine.poller.poll_due()
         result["first_ticks_seconds"] = time.perf_counter() - tick
         await asyncio.sleep(2.0)
         result["rss_after_2s_mb"] = proc.memory_info().rss / 2**20

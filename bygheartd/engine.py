@@ -1,7 +1,7 @@
 """The engine: moves jobs from `queued` to `done` against the API, one per state folder.
 
-It owns the submit and poll stages; downloads and post-processing live in `delivery.py`.
-apscheduler triggers the ticks, but every decision is read back from the store, so a
+It owns the submit stage and the holds; polling lives in `polling.py`, downloads and
+post-processing in `delivery.py`. apscheduler triggers the ticks, but every decision is read back from the store, so a
 restart (or a `kill -9`) resumes exactly where the store says the work stopped.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.budget import Budget
-from bygheartd.client import BygheartClient, TaskResult, TaskState
+from bygheartd.client import BygheartClient
 from bygheartd.client_errors import (
     ApiError,
     AuthError,
@@ -32,6 +32,7 @@ from bygheartd.delivery import Delivery
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.jobs import Job, JobStatus, utcnow
 from bygheartd.plugins import PluginHost
+from bygheartd.polling import Poller
 from bygheartd.request import SongRequest
 from bygheartd.scheduler import Ticker
 from bygheartd.store import StaleTransition, Store
@@ -62,13 +63,11 @@ class Engine:
         self.ticker = Ticker()
         self.delivery.schedule_release = self._schedule_release
         self._on_change = on_change
+        self.poller = Poller(config, store, client, self.ticker, self.delivery, self._finished)
         self._submit_paused_until: datetime | None = None
-        self._poll_paused_until: datetime | None = None
-        self._poll_interval = config.queue.poll_min_seconds
         self._data_version = -1
         self._submitting: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._polled_once: set[str] = set()
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -77,7 +76,7 @@ class Engine:
         self._recover()
         q = self.config.queue
         self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
-        self.ticker.every("poll", q.poll_min_seconds, self.poll_due, start_now=True)
+        self.ticker.every("poll", q.poll_min_seconds, self.poller.poll_due, start_now=True)
         self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
         self.ticker.every("release-held", 30.0, self.release_due)
         for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
@@ -88,6 +87,7 @@ class Engine:
     async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
         """Stop ticking, let submissions and downloads in flight finish within a bound."""
         self._stopping = True
+        self.poller.stopping = True
         self.ticker.shutdown()
         pending = list(self._submitting) + self.delivery.tasks()
         if pending:
@@ -112,6 +112,11 @@ class Engine:
                 self._move(job, JobStatus.QUEUED, "recovered", "resubmitting after a crash")
             else:
                 self._fail(job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit")
+
+    def _finished(self) -> None:
+        """Jobs left the server: their slots are free for the next submissions."""
+        self._changed()
+        self.ticker.wake("submit")
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -255,7 +260,7 @@ class Engine:
                 # cancelled while the POST was in flight: keep the task id for the record
                 self.store.update(job.id, task_id=submitted.task_id, event="submitted")
                 return
-            self._poll_soon()
+            self.poller.poll_soon()
             if self.plugins is not None:
                 failures = await self.plugins.after_submit(job, submitted.task_id)
                 self.delivery.record_hook_failures(job.id, failures)
@@ -398,127 +403,6 @@ class Engine:
             if job.reason and ("key" in job.reason or "plan" in job.reason):
                 self.store.update(job.id, resumes_at=utcnow())
         self.ticker.wake("release-held")
-
-    # -- poll stage -------------------------------------------------------------------
-
-    def _poll_soon(self) -> None:
-        self._poll_interval = self.config.queue.poll_min_seconds
-        self.ticker.reschedule("poll", self._poll_interval)
-
-    async def poll_due(self) -> None:
-        """One batched `query_result` for every in-flight task, then adapt the interval."""
-        if self._stopping:
-            return
-        now = utcnow()
-        if self._poll_paused_until is not None and now < self._poll_paused_until:
-            return
-        running = [j for j in self.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
-        if not running:
-            return
-        ids = [j.task_id for j in running if j.task_id]
-        try:
-            results = await self.client.query(ids, chunk_size=self.config.queue.poll_batch)
-        except RateLimited as exc:
-            wait = exc.retry_after or self._poll_interval * 2
-            self._poll_paused_until = now + timedelta(seconds=wait)
-            log.warning("polling rate limited; next poll in %.0f s", wait)
-            return
-        except (ApiError, OSError) as exc:
-            log.warning("poll failed (%s); trying again later", exc)
-            self._grow_poll_interval()
-            return
-        finished = 0
-        for job in running:
-            result = results.get(job.task_id or "")
-            if result is not None and self._apply(job, result, now):
-                finished += 1
-        if finished:
-            self._changed()
-            self.ticker.wake("submit")
-        self._grow_poll_interval()
-
-    def _grow_poll_interval(self) -> None:
-        q = self.config.queue
-        self._poll_interval = min(
-            q.poll_max_seconds, max(q.poll_min_seconds, self._poll_interval * 1.5)
-        )
-        self.ticker.reschedule("poll", self._poll_interval)
-
-    def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
-        """Act on one task's answer; True when the job left `running`."""
-        if result.state is TaskState.SUCCEEDED:
-            outputs = [
-                {
-                    "file": o.file,
-                    "seed": o.seed,
-                    "metas": o.metas,
-                    "prompt": o.prompt,
-                    "lyrics": o.lyrics,
-                    "dit_model": o.dit_model,
-                    "lm_model": o.lm_model,
-                }
-                for o in result.outputs
-            ]
-            seeds = (result.outputs[0].seed or "").split(",") if result.outputs else []
-            try:
-                job = self.store.transition(
-                    job.id,
-                    JobStatus.DOWNLOADING,
-                    event="generated",
-                    reason=f"{len(outputs)} file(s) ready",
-                    expect={JobStatus.RUNNING},
-                    result={**job.result, "outputs": outputs, "seeds": [s for s in seeds if s]},
-                    progress=1.0,
-                    eta_seconds=None,
-                )
-            except StaleTransition:
-                return True
-            self.delivery.start(job)
-            return True
-        if result.state is TaskState.FAILED:
-            self._fail(job, "the generation failed on the server (it gives no reason)")
-            return True
-        deadline = job.submitted_at or job.created_at
-        elapsed = (now - deadline).total_seconds()
-        if elapsed > self.config.queue.job_deadline_seconds:
-            self._fail(
-                job,
-                f"no result after {elapsed / 60:.0f} minutes (job_deadline_seconds)",
-                refund=False,
-            )
-            return True
-        if result.state is TaskState.UNKNOWN:
-            return self._unknown(job, now)
-        updates: dict[str, Any] = {}
-        if job.result.get("unknown_polls"):
-            updates["unknown_since"] = None
-            updates["result"] = {**job.result, "unknown_polls": 0}
-        if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
-            updates["progress"] = result.progress
-            if result.progress > 0:
-                updates["eta_seconds"] = round(elapsed * (1 - result.progress) / result.progress, 1)
-        if updates:
-            self.store.update(job.id, **updates)
-        return False
-
-    def _unknown(self, job: Job, now: datetime) -> bool:
-        """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
-        polls = int(job.result.get("unknown_polls", 0)) + 1
-        since = job.result.get("unknown_since_ts")
-        since_ts = now.timestamp() if since is None else float(since)
-        if polls >= 3 and now.timestamp() - since_ts >= self.config.queue.unknown_grace_seconds:
-            self._fail(
-                job,
-                "the server no longer knows this task (it answered '[]' for "
-                f"{now.timestamp() - since_ts:.0f} s)",
-                refund=False,
-            )
-            return True
-        self.store.update(
-            job.id,
-            result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
-        )
-        return False
 
     # -- endings ----------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""The poll stage: one batched `query_result` for every in-flight task, at an interval
+that starts short after a submit and grows while tasks run; and the client-side limits
+(`"[]"` answers, the job deadline) that end tasks the server forgot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bygheartd.client import BygheartClient, TaskResult, TaskState
+from bygheartd.client_errors import ApiError, RateLimited
+from bygheartd.config import Config
+from bygheartd.delivery import Delivery
+from bygheartd.jobs import Job, JobStatus, utcnow
+from bygheartd.scheduler import Ticker
+from bygheartd.store import StaleTransition, Store
+
+log = logging.getLogger("bygheartd.engine")
+
+
+class Poller:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        client: BygheartClient,
+        ticker: Ticker,
+        delivery: Delivery,
+        on_finished: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.ticker = ticker
+        self.delivery = delivery
+        self._on_finished = on_finished
+        self._poll_interval = config.queue.poll_min_seconds
+        self._poll_paused_until: datetime | None = None
+        self.stopping = False
+
+    def _fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
+        self.delivery.fail(job, reason, refund=refund)
+
+    def poll_soon(self) -> None:
+        self._poll_interval = self.config.queue.poll_min_seconds
+        self.ticker.reschedule("poll", self._poll_interval)
+
+    async def poll_due(self) -> None:
+        """One batched `query_result` for every in-flight task, then adapt the interval."""
+        if self.stopping:
+            return
+        now = utcnow()
+        if self._poll_paused_until is not None and now < self._poll_paused_until:
+            return
+        running = [j for j in self.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
+        if not running:
+            return
+        ids = [j.task_id for j in running if j.task_id]
+        try:
+            results = await self.client.query(ids, chunk_size=self.config.queue.poll_batch)
+        except RateLimited as exc:
+            wait = exc.retry_after or self._poll_interval * 2
+            self._poll_paused_until = now + timedelta(seconds=wait)
+            log.warning("polling rate limited; next poll in %.0f s", wait)
+            return
+        except (ApiError, OSError) as exc:
+            log.warning("poll failed (%s); trying again later", exc)
+            self._grow_poll_interval()
+            return
+        finished = 0
+        for job in running:
+            result = results.get(job.task_id or "")
+            if result is not None and self._apply(job, result, now):
+                finished += 1
+        if finished:
+            self._on_finished()
+        self._grow_poll_interval()
+
+    def _grow_poll_interval(self) -> None:
+        q = self.config.queue
+        self._poll_interval = min(
+            q.poll_max_seconds, max(q.poll_min_seconds, self._poll_interval * 1.5)
+        )
+        self.ticker.reschedule("poll", self._poll_interval)
+
+    def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
+        """Act on one task's answer; True when the job left `running`."""
+        if result.state is TaskState.SUCCEEDED:
+            outputs = [
+                {
+                    "file": o.file,
+                    "seed": o.seed,
+                    "metas": o.metas,
+                    "prompt": o.prompt,
+                    "lyrics": o.lyrics,
+                    "dit_model": o.dit_model,
+                    "lm_model": o.lm_model,
+                }
+                for o in result.outputs
+            ]
+            seeds = (result.outputs[0].seed or "").split(",") if result.outputs else []
+            try:
+                job = self.store.transition(
+                    job.id,
+                    JobStatus.DOWNLOADING,
+                    event="generated",
+                    reason=f"{len(outputs)} file(s) ready",
+                    expect={JobStatus.RUNNING},
+                    result={**job.result, "outputs": outputs, "seeds": [s for s in seeds if s]},
+                    progress=1.0,
+                    eta_seconds=None,
+                )
+            except StaleTransition:
+                return True
+            self.delivery.start(job)
+            return True
+        if result.state is TaskState.FAILED:
+            self._fail(job, "the generation failed on the server (it gives no reason)")
+            return True
+        deadline = job.submitted_at or job.created_at
+        elapsed = (now - deadline).total_seconds()
+        if elapsed > self.config.queue.job_deadline_seconds:
+            self._fail(
+                job,
+                f"no result after {elapsed / 60:.0f} minutes (job_deadline_seconds)",
+                refund=False,
+            )
+            return True
+        if result.state is TaskState.UNKNOWN:
+            return self._unknown(job, now)
+        updates: dict[str, Any] = {}
+        if job.result.get("unknown_polls"):
+            updates["unknown_since"] = None
+            updates["result"] = {**job.result, "unknown_polls": 0}
+        if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
+            updates["progress"] = result.progress
+            if result.progress > 0:
+                updates["eta_seconds"] = round(elapsed * (1 - result.progress) / result.progress, 1)
+        if updates:
+            self.store.update(job.id, **updates)
+        return False
+
+    def _unknown(self, job: Job, now: datetime) -> bool:
+        """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
+        polls = int(job.result.get("unknown_polls", 0)) + 1
+        since = job.result.get("unknown_since_ts")
+        since_ts = now.timestamp() if since is None else float(since)
+        if polls >= 3 and now.timestamp() - since_ts >= self.config.queue.unknown_grace_seconds:
+            self._fail(
+                job,
+                "the server no longer knows this task (it answered '[]' for "
+                f"{now.timestamp() - since_ts:.0f} s)",
+                refund=False,
+            )
+            return True
+        self.store.update(
+            job.id,
+            result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
+        )
+        return False
