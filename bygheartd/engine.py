@@ -1,8 +1,9 @@
 """The engine: moves jobs from `queued` to `done` against the API, one per state folder.
 
 It owns the submit stage and the holds; polling lives in `polling.py`, downloads and
-post-processing in `delivery.py`. apscheduler triggers the ticks, but every decision is read back from the store, so a
-restart (or a `kill -9`) resumes exactly where the store says the work stopped.
+post-processing in `delivery.py`. apscheduler triggers the ticks, but every decision is
+read back from the store, so a restart (or a `kill -9`) resumes exactly where the store
+says the work stopped.
 """
 
 from __future__ import annotations
