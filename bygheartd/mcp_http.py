@@ -185,7 +185,9 @@ class McpHttpServer:
         register_secret(token)
         host = self.config.mcp.host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms
+        # delayed-ACK stall per streamed reply).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, self.config.mcp.port))

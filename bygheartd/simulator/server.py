@@ -34,6 +34,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    # Listen now: the base URL is printed before uvicorn starts, and a client that connects
+    # at once must wait in the backlog, not be refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
