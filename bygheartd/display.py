@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
@@ -43,6 +44,14 @@ def ago(ts: datetime | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
+def short_path(path: Path) -> str:
+    """Relative to the current folder when inside it (what people can paste), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def status_text(job: Job) -> str:
     text = job.status.value
     if job.status is JobStatus.RUNNING and job.progress:
@@ -65,7 +74,7 @@ def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Any:
     for job in jobs:
         style = STATUS_STYLE.get(job.status, "")
         last = (
-            "\n".join(f.path.name for f in job.files) or (job.reason or "")
+            "\n".join(short_path(f.path) for f in job.files) or (job.reason or "")
             if with_files
             else ago(job.created_at)
         )

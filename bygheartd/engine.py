@@ -84,6 +84,26 @@ class Engine:
             self.delivery.start(job)
         self.ticker.start()
         log.info("engine started: %s", self.describe_counts())
+        if self.config.backend == "acestep":
+            await self._log_server_health()
+
+    async def _log_server_health(self) -> None:
+        """A self-hosted server says whether its models are loaded: worth a line at start."""
+        try:
+            health = await self.client.health()
+        except (ApiError, OSError) as exc:
+            log.warning("ACE-Step server at %s: %s", self.client.base_url, exc)
+            return
+        if health is None:
+            log.info("ACE-Step server at %s has no /health endpoint", self.client.base_url)
+        else:
+            log.info(
+                "ACE-Step server at %s: %s, model %s, models initialized: %s",
+                self.client.base_url,
+                health.get("status"),
+                health.get("loaded_model"),
+                health.get("models_initialized"),
+            )
 
     async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
         """Stop ticking, let submissions and downloads in flight finish within a bound."""

@@ -40,6 +40,9 @@ class Poller:
         self._poll_interval = config.queue.poll_min_seconds
         self._poll_paused_until: datetime | None = None
         self.stopping = False
+        # How long a generation typically takes: observed here, or ACE-Step's own average.
+        self.typical_seconds: float | None = None
+        self._stats_checked = 0.0
 
     def _fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
         self.delivery.fail(job, reason, refund=refund)
@@ -70,6 +73,7 @@ class Poller:
             log.warning("poll failed (%s); trying again later", exc)
             self._grow_poll_interval()
             return
+        await self._refresh_server_average(now)
         finished = 0
         for job in running:
             result = results.get(job.task_id or "")
@@ -78,6 +82,26 @@ class Poller:
         if finished:
             self._on_finished()
         self._grow_poll_interval()
+
+    async def _refresh_server_average(self, now: datetime) -> None:
+        """A self-hosted ACE-Step server reports its average job time in /v1/stats."""
+        if self.config.backend != "acestep" or now.timestamp() - self._stats_checked < 60:
+            return
+        self._stats_checked = now.timestamp()
+        try:
+            stats = await self.client.stats()
+        except (ApiError, OSError):
+            return
+        average = (stats or {}).get("avg_job_seconds")
+        if isinstance(average, int | float) and average > 0:
+            self.typical_seconds = float(average)
+
+    def _observe_generation(self, job: Job, now: datetime) -> None:
+        if job.submitted_at is None:
+            return
+        took = (now - job.submitted_at).total_seconds()
+        previous = self.typical_seconds
+        self.typical_seconds = took if previous is None else 0.8 * previous + 0.2 * took
 
     def _grow_poll_interval(self) -> None:
         q = self.config.queue
@@ -89,6 +113,7 @@ class Poller:
     def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
         """Act on one task's answer; True when the job left `running`."""
         if result.state is TaskState.SUCCEEDED:
+            self._observe_generation(job, now)
             outputs = [
                 {
                     "file": o.file,
@@ -137,11 +162,20 @@ class Poller:
             updates["result"] = {**job.result, "unknown_polls": 0}
         if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
             updates["progress"] = result.progress
-            if result.progress > 0:
-                updates["eta_seconds"] = round(elapsed * (1 - result.progress) / result.progress, 1)
+        eta = self._eta(elapsed, result.progress)
+        if eta is not None and (job.eta_seconds is None or abs(job.eta_seconds - eta) >= 1.0):
+            updates["eta_seconds"] = eta
         if updates:
             self.store.update(job.id, **updates)
         return False
+
+    def _eta(self, elapsed: float, progress: float | None) -> float | None:
+        """Seconds left: from the server's progress when it gives one, else from history."""
+        if progress is not None and progress > 0.05:
+            return round(elapsed * (1 - progress) / progress, 1)
+        if self.typical_seconds is not None:
+            return round(max(0.0, self.typical_seconds - elapsed), 1)
+        return None
 
     def _unknown(self, job: Job, now: datetime) -> bool:
         """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""

@@ -166,3 +166,28 @@ def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_plugins_command_lists_sources_hooks_and_load_errors(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    folder = tmp_path / "my-plugins"
+    folder.mkdir()
+    (folder / "shout.py").write_text(
+        "from bygheartd import hookimpl\n\n@hookimpl\ndef on_failed(reason):\n    print(reason)\n"
+    )
+    (folder / "broken.py").write_text("import no_such_module_here\n")
+    config = make_config(simulator, plugins={"enabled": ["tags", "tagz"], "paths": [str(folder)]})
+    env = {k: v for k, v in os.environ.items() if k != "BYGHEARTD_LOAD_PLUGINS"}
+    run = [sys.executable, "-m", "bygheartd", "plugins", "--config", str(config.source_path)]
+    result = subprocess.run([*run, "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["tags"]["enabled"] and "on_complete" in plugins["tags"]["hooks"]
+    assert plugins["shout"]["source"].startswith("path:") and plugins["shout"]["hooks"] == [
+        "on_failed"
+    ]
+    assert "no_such_module_here" in plugins["broken"]["error"]
+    assert "did you mean 'tags'" in plugins["tagz"]["error"]
+    human = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+    assert "broken [error]" in human.stdout and "tags [on]" in human.stdout

@@ -276,7 +276,10 @@ async def test_self_hosted_acestep_backend_spends_no_credits(
                 runtime, await make_songs(runtime, tmp_path, 1, model="acestep-v15-turbo")
             )
             credits = runtime.service.credits()
+            assert runtime.engine is not None
+            typical = runtime.engine.poller.typical_seconds
     assert job.status is JobStatus.DONE
+    assert typical is not None and typical > 0  # from /v1/stats or observed
     assert job.credits == 0
     assert credits["plan"] == "self-hosted" and credits["today"]["spent"] == 0
 
@@ -296,3 +299,25 @@ async def test_api_key_never_reaches_logs_store_or_sidecars(
     for path in [*config.state_dir.iterdir(), *config.folders.output.iterdir()]:
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+async def test_running_jobs_report_progress_and_an_eta(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    import anyio
+
+    simulator.set_faults(latency=2.0)
+    config = make_config(simulator)
+    seen: list[Job] = []
+    async with Runtime(config, owner="test") as runtime:
+        [job] = await make_songs(runtime, tmp_path, 1)
+        with anyio.move_on_after(10):
+            while not seen:
+                current = runtime.store.get(job.id)
+                if current.status is JobStatus.RUNNING and current.eta_seconds is not None:
+                    seen.append(current)
+                await anyio.sleep(0.05)
+        await runtime.service.wait(job.id, timeout=20)
+    [running] = seen
+    assert running.progress is not None and 0 < running.progress < 1
+    assert running.eta_seconds is not None and 0 <= running.eta_seconds <= 10
