@@ -62,31 +62,31 @@ def status_text(job: Job) -> str:
 
 
 def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Any:
+    """`list` shows what a job is; `--wait` and `demo` show where its files went."""
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    table.add_column("id")
-    table.add_column("status")
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     table.add_column("title", overflow="fold")
-    table.add_column("model", no_wrap=True)
-    table.add_column("credits", justify="right")
-    table.add_column("files" if with_files else "created", overflow="fold")
+    if with_files:
+        table.add_column("files (or reason)", overflow="fold", ratio=2)
+    else:
+        table.add_column("model", overflow="fold")
+        table.add_column("credits", justify="right")
+        table.add_column("created", no_wrap=True)
     for job in jobs:
-        style = STATUS_STYLE.get(job.status, "")
-        last = (
-            "\n".join(short_path(f.path) for f in job.files) or (job.reason or "")
-            if with_files
-            else ago(job.created_at)
-        )
-        table.add_row(
-            job.id,
-            f"[{style}]{status_text(job)}[/]",
-            job.title,
-            job.model or "(default)",
-            str(job.credits),
-            last,
-        )
+        cells = [job.id, _status_cell(job), job.title]
+        if with_files:
+            cells.append("\n".join(short_path(f.path) for f in job.files) or (job.reason or ""))
+        else:
+            cells += [job.model or "(default)", str(job.credits), ago(job.created_at)]
+        table.add_row(*cells)
     return table
+
+
+def _status_cell(job: Job) -> str:
+    return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"
 
 
 def job_detail(job: Job, history: list[Event]) -> Any:
