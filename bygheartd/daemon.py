@@ -154,14 +154,8 @@ class Daemon:
 
             engine = runtime.engine
             old_client = engine.client
-            client = make_client(new)
-            engine.client = client
-            engine.delivery.client = client
-            engine.config = new
-            engine.delivery.config = new
-            engine.budget.config = new
-            runtime.service.config = new
-            runtime.service.budget.config = new
+            engine.reconfigure(new, make_client(new))
+            runtime.reconfigure(new)
             engine.recheck_auth()
             await old_client.aclose()
         self.config = new

@@ -121,6 +121,16 @@ class Engine:
         self.store.checkpoint()
         return self.store.counts()
 
+    def reconfigure(self, config: Config, client: BygheartClient) -> None:
+        """A reloaded config and key (SIGHUP): every stage uses them from the next tick."""
+        self.config = config
+        self.client = client
+        self.budget.config = config
+        for stage in (self.delivery, self.poller):
+            stage.config = config
+            stage.client = client
+        self.delivery.budget.config = config
+
     def describe_counts(self) -> str:
         counts = self.store.counts()
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"

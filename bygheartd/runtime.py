@@ -116,6 +116,11 @@ class Runtime:
         await self.stop_engine()
         self.store.close()
 
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.service.config = config
+        self.service.budget.config = config
+
     @property
     def engine_running(self) -> bool:
         return self.engine is not None
