@@ -24,6 +24,7 @@ from bygheartd.client_errors import (
     error_for_response,
     error_for_transport,
 )
+from bygheartd.folders import fsync_dir
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
@@ -199,19 +200,6 @@ async def fetch_attempt(
         raise TransientError(f"{what}: got {state.size} bytes of {total}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the data itself is synced
-    finally:
-        os.close(fd)
-
-
 def _place(part: Path, target: Path) -> None:
     """Move part to target without ever overwriting target (FileExistsError if it exists)."""
     with part.open("rb+") as fh:
@@ -235,7 +223,7 @@ def _place(part: Path, target: Path) -> None:
             target.unlink(missing_ok=True)
             raise
     part.unlink()
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 async def finish(state: PartState, *, what: str) -> DownloadedFile:
