@@ -20,7 +20,7 @@ DEMO_KEY = "bgh_demo_offline_key"
 
 def find_examples() -> list[Path]:
     here = Path(__file__).resolve().parent
-    for folder in (here.parent / "examples", here / "data" / "examples"):
+    for folder in (here.parent / "examples", here / "examples"):
         if folder.is_dir():
             found = sorted(
                 p
