@@ -49,7 +49,7 @@ def list_command(config: Config, status: str | None, limit: int | None, as_json:
     from bygheartd.store import Store
 
     store = Store.open(config.state_dir)
-    jobs = store.list_jobs(parse_statuses(status), limit)
+    jobs = store.list_jobs(parse_statuses(status), limit, summary=True)
     if as_json:
         print_json([j.as_record() for j in jobs])
     elif not jobs:

@@ -83,7 +83,17 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+# Everything a job record shows; `list` reads only these (no request or result bodies).
+SUMMARY_COLUMNS = (
+    "id, status, title, model, task_id, attempts, reason, resumes_at, credits, progress, "
+    "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
+    "created_at, updated_at, submitted_at, completed_at"
+)
+
+
 def row_to_job(row: sqlite3.Row) -> Job:
+    """A row of `SELECT *`, or of `SUMMARY_COLUMNS` (then request and result are empty)."""
+    full = "request_json" in row.keys()  # noqa: SIM118 (`in row` would search the values)
     files = tuple(
         JobFile(Path(f["path"]), int(f["size"]), str(f["sha256"]))
         for f in json.loads(row["files_json"])
@@ -94,7 +104,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         status=JobStatus(row["status"]),
         title=row["title"],
         model=row["model"],
-        request=json.loads(row["request_json"]),
+        request=json.loads(row["request_json"]) if full else {},
         created_at=created,
         updated_at=parse_iso(row["updated_at"]) or created,
         task_id=row["task_id"],
@@ -109,7 +119,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         base_name=row["base_name"],
         files=files,
         warnings=tuple(json.loads(row["warnings_json"])),
-        result=json.loads(row["result_json"]),
+        result=json.loads(row["result_json"]) if full else {},
         submitted_at=parse_iso(row["submitted_at"]),
         completed_at=parse_iso(row["completed_at"]),
         origin=row["origin"],

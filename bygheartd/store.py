@@ -20,7 +20,7 @@ from typing import Any
 
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Event, Job, JobFile, JobStatus, iso, parse_iso, utcnow
-from bygheartd.schema import MIGRATIONS, SCHEMA_VERSION, row_to_job
+from bygheartd.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"
 
@@ -239,9 +239,14 @@ class Store:
         return [row_to_job(r) for r in rows]
 
     def list_jobs(
-        self, statuses: Iterable[JobStatus] | None = None, limit: int | None = None
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        limit: int | None = None,
+        *,
+        summary: bool = False,
     ) -> list[Job]:
-        sql = "SELECT * FROM jobs"
+        """Newest first; `summary=True` skips the request and result bodies (for listings)."""
+        sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
         args: list[Any] = []
         wanted = [s.value for s in statuses] if statuses is not None else None
         if wanted is not None:
