@@ -102,7 +102,8 @@ async def test_slow_writer_is_not_taken_while_the_file_grows(
             written += chunk
             await asyncio.sleep(0.1)
             assert h.jobs() == 0, "taken while still growing"
-    await until(lambda: h.jobs() == 1, what="the job")
+    await until(lambda: h.archived() == ["slow.txt"], what="archive")
+    assert h.jobs() == 1
     assert (h.archive / "slow.txt").read_bytes() == written
     assert h.service.list()[0].request["lyrics"].count("line") == 10
 
@@ -114,8 +115,9 @@ async def test_atomic_rename_from_part_is_taken_once(harness: Any) -> None:
     await asyncio.sleep(0.3)
     assert part.exists() and h.jobs() == 0  # *.part is someone else's temporary
     part.rename(h.inbox / "song.txt")
-    await until(lambda: h.jobs() == 1)
-    assert h.archived() == ["song.txt"]
+    # the job is committed before the file moves: wait for the move, then count
+    await until(lambda: h.archived() == ["song.txt"], what="archive")
+    assert h.jobs() == 1
 
 
 async def test_file_moved_in_from_another_folder_is_taken(harness: Any, tmp_path: Path) -> None:
