@@ -126,7 +126,7 @@ class Poller:
                 }
                 for o in result.outputs
             ]
-            seeds = (result.outputs[0].seed or "").split(",") if result.outputs else []
+            seeds = [o.seed for o in result.outputs if o.seed]  # one per take, in order
             try:
                 job = self.store.transition(
                     job.id,
@@ -134,7 +134,7 @@ class Poller:
                     event="generated",
                     reason=f"{len(outputs)} file(s) ready",
                     expect={JobStatus.RUNNING},
-                    result={**job.result, "outputs": outputs, "seeds": [s for s in seeds if s]},
+                    result={**job.result, "outputs": outputs, "seeds": seeds},
                     progress=1.0,
                     eta_seconds=None,
                 )

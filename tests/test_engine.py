@@ -56,7 +56,9 @@ async def test_song_file_becomes_verified_audio_and_sidecar(
 ) -> None:
     config = make_config(simulator)
     async with Runtime(config, owner="test") as runtime:
-        [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1, takes=2))
+        [job] = await finish(
+            runtime, await make_songs(runtime, tmp_path, 1, takes=2, seed=[11, 22])
+        )
     assert job.status is JobStatus.DONE, job.reason
     out = config.folders.output
     assert sorted(p.name for p in out.iterdir()) == ["song-0-2.mp3", "song-0.json", "song-0.mp3"]
@@ -67,6 +69,7 @@ async def test_song_file_becomes_verified_audio_and_sidecar(
     assert sidecar["job_id"] == job.id and sidecar["status"] == "done"
     assert [f["path"] for f in sidecar["files"]] == ["song-0.mp3", "song-0-2.mp3"]
     assert sidecar["credits"] == 2 and sidecar["request"]["takes"] == 2
+    assert sidecar["seeds"] == ["11", "22"]  # one per take, as the server reported
     assert sidecar["history"][-1]["to"] == "done"
     assert TEST_KEY not in json.dumps(sidecar)
 
