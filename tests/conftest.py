@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Property tests explore the same examples on every run: CI must be deterministic.
+settings.register_profile("bygheartd", derandomize=True, deadline=None)
+settings.load_profile("bygheartd")
 
 from bygheartd.config import Config, load_config
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread

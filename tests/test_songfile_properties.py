@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bygheartd import catalog
@@ -137,6 +137,9 @@ def test_valid_requests_round_trip_through_model_dump(data: dict[str, Any]) -> N
 @FAST
 @given(data=GOOD)
 def test_text_file_and_yaml_file_give_the_same_request(data: dict[str, Any]) -> None:
+    # YAML itself folds its extra line breaks (NEL, LS, PS) inside quoted scalars, so a value
+    # holding one is not the same text in both forms: that is YAML, not our parser.
+    assume(not any(ch in str(v) for v in data.values() for ch in "\x85\u2028\u2029"))
     lyrics = data.pop("lyrics")
     front = yaml.safe_dump(data, allow_unicode=True) if data else ""
     try:
