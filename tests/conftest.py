@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-# Property tests explore the same examples on every run: CI must be deterministic.
-settings.register_profile("bygheartd", derandomize=True, deadline=None)
-settings.load_profile("bygheartd")
 
 from bygheartd.config import Config, load_config
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
+
+# Property tests explore the same examples on every run: CI must be deterministic.
+settings.register_profile("bygheartd", derandomize=True, deadline=None)
+settings.load_profile("bygheartd")
 
 TEST_KEY = "bgh_pro_test_key_5f3a9c1e"
 REPO = Path(__file__).resolve().parent.parent
