@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-
 from bygheartd.config import Config, load_config
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
 
