@@ -170,6 +170,14 @@ async def submit_files(
         print_json([j.as_record() for j in finished])
     else:
         _console().print(jobs_table(finished, with_files=True))
+        unfinished = [j for j in finished if j.status not in FINAL_STATUSES]
+        if unfinished:
+            states = ", ".join(sorted({j.status.value for j in unfinished}))
+            print(
+                f"{len(unfinished)} job(s) still {states} after the timeout; they keep going: "
+                "`bygheartd show ID` follows one",
+                file=sys.stderr,
+            )
     return 0 if all(j.status is JobStatus.DONE for j in finished) else 1
 
 

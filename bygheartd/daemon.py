@@ -64,6 +64,7 @@ class Daemon:
             if interval is not None:
                 self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
             self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
+            self._log_setup(runtime)
             status = self._status_text(runtime)
             if problems:
                 status += f"; {len(problems)} folder problem(s): {problems[0]}"
@@ -81,6 +82,21 @@ class Daemon:
             runtime.lock.release()
         log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
         return 0
+
+    def _log_setup(self, runtime: Runtime) -> None:
+        """One line a user can check at a glance: where songs come from and go, what it costs."""
+        c = self.config
+        plugins = runtime.plugins.active if runtime.plugins is not None else []
+        log.info(
+            "%s backend at %s (plan %s); inbox %s -> output %s; plugins: %s; config %s",
+            c.backend,
+            c.api.effective_base_url(),
+            c.plan,
+            c.folders.inbox,
+            c.folders.output,
+            ", ".join(plugins) or "none",
+            c.source_path or "built-in defaults",
+        )
 
     async def _acquire_lock(self, runtime: Runtime) -> None:
         """Wait for an in-process engine to hand over; refuse a second daemon."""

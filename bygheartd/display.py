@@ -44,6 +44,10 @@ def ago(ts: datetime | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
+# Statuses whose reason a listing shows: what is wrong, or what a job waits for.
+NOTED = frozenset({JobStatus.HELD, JobStatus.FAILED})
+
+
 def short_path(path: Path) -> str:
     """Relative to the current folder when inside it (what people can paste), else absolute."""
     try:
@@ -75,12 +79,16 @@ def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Any:
         table.add_column("model", overflow="fold")
         table.add_column("credits", justify="right")
         table.add_column("created", no_wrap=True)
+        if any(j.reason and j.status in NOTED for j in jobs):
+            table.add_column("why", overflow="fold", ratio=2)
     for job in jobs:
         cells = [job.id, _status_cell(job), job.title]
         if with_files:
             cells.append("\n".join(short_path(f.path) for f in job.files) or (job.reason or ""))
         else:
             cells += [job.model or "(default)", str(job.credits), ago(job.created_at)]
+            if len(table.columns) > len(cells):
+                cells.append((job.reason or "") if job.status in NOTED else "")
         table.add_row(*cells)
     return table
 

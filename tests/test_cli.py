@@ -27,7 +27,12 @@ paper moon above the harbour
 def bgh(
     *args: str, config: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BYGHEART_API_KEY": TEST_KEY, "BYGHEARTD_LOAD_PLUGINS": ""}
+    env = {
+        **os.environ,
+        "BYGHEART_API_KEY": TEST_KEY,
+        "BYGHEARTD_LOAD_PLUGINS": "",
+        "COLUMNS": "250",  # wide tables: no folded cells to match across
+    }
     cmd = [sys.executable, "-m", "bygheartd", *args]
     if config is not None:
         cmd += ["--config", str(config)]
@@ -191,3 +196,24 @@ def test_plugins_command_lists_sources_hooks_and_load_errors(
     assert "did you mean 'tags'" in plugins["tagz"]["error"]
     human = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
     assert "broken [error]" in human.stdout and "tags [on]" in human.stdout
+
+
+def test_wait_timeout_says_the_jobs_keep_going(
+    simulator: RunningSimulator, cfg: Path, song_file: Path
+) -> None:
+    simulator.set_faults(latency=5.0)
+    result = bgh("submit", str(song_file), "--wait", "--timeout", "0.5", config=cfg)
+    assert result.returncode == 1
+    assert "after the timeout; they keep going" in result.stderr
+
+
+def test_list_shows_why_a_job_failed(
+    simulator: RunningSimulator, cfg: Path, tmp_path: Path
+) -> None:
+    failing = tmp_path / "fails.txt"
+    failing.write_text(SONG.replace("warm indie folk", "FAIL indie folk"), encoding="utf-8")
+    assert bgh("submit", str(failing), "--wait", config=cfg).returncode == 1
+    listed = bgh("list", config=cfg)
+    assert "why" in listed.stdout and "failed on the server" in listed.stdout
+    [record] = json.loads(bgh("list", "--json", config=cfg).stdout)
+    assert record["status"] == "failed" and "failed on the server" in record["reason"]
