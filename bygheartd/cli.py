@@ -65,6 +65,25 @@ def common(func: F) -> F:
     return func
 
 
+def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Tab completion of job ids: the 50 newest, with their titles as help."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from bygheartd.store import Store
+
+        state = ctx.find_object(State) or State()
+        store = Store.open(state.config().state_dir)
+        jobs = store.list_jobs(limit=50, summary=True)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [
+        CompletionItem(j.id, help=f"{j.status.value}: {j.title}")
+        for j in jobs
+        if j.id.startswith(incomplete.lower())
+    ]
+
+
 def run_async(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -162,7 +181,7 @@ def list_jobs(status: str | None, limit: int | None, as_json: bool) -> None:
 
 @main.command()
 @common
-@click.argument("job")
+@click.argument("job", shell_complete=_complete_job)
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
 def show(job: str, as_json: bool) -> None:
     """One job in full, with its history."""
@@ -173,7 +192,7 @@ def show(job: str, as_json: bool) -> None:
 
 @main.command()
 @common
-@click.argument("job")
+@click.argument("job", shell_complete=_complete_job)
 def cancel(job: str) -> None:
     """Cancel a job (a submitted generation still runs on the server)."""
     from bygheartd.commands import change_command
@@ -183,7 +202,7 @@ def cancel(job: str) -> None:
 
 @main.command()
 @common
-@click.argument("job")
+@click.argument("job", shell_complete=_complete_job)
 def retry(job: str) -> None:
     """Queue a failed or cancelled job again (a new submission, new credits)."""
     from bygheartd.commands import change_command

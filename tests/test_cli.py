@@ -217,3 +217,17 @@ def test_list_shows_why_a_job_failed(
     assert "why" in listed.stdout and "failed on the server" in listed.stdout
     [record] = json.loads(bgh("list", "--json", config=cfg).stdout)
     assert record["status"] == "failed" and "failed on the server" in record["reason"]
+
+
+def test_tab_completion_offers_job_ids(cfg: Path, song_file: Path) -> None:
+    [record] = json.loads(bgh("submit", str(song_file), "--json", config=cfg).stdout)
+    env = {
+        **os.environ,
+        "BYGHEARTD_CONFIG": str(cfg),
+        "COMP_WORDS": f"bygheartd show {record['id'][:3]}",
+        "COMP_CWORD": "2",
+        "_BYGHEARTD_COMPLETE": "bash_complete",
+    }
+    script = Path(sys.executable).parent / "bygheartd"  # completion keys on the program name
+    result = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert f"plain,{record['id']}" in result.stdout.splitlines()
