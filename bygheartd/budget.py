@@ -119,22 +119,29 @@ class Budget:
         }
 
     def refund(self, job_id: str, model: str | None) -> int:
-        """Give back what a job still holds; returns the amount refunded."""
+        """Give back what the job's latest reservation still holds; returns the amount."""
+        entry = self.refund_entry(job_id, model)
+        if entry is None:
+            return 0
+        self.store.record_credits(**entry)
+        return -int(entry["credits"])
+
+    def refund_entry(self, job_id: str, model: str | None) -> dict[str, Any] | None:
+        """The ledger line of a refund, to commit with the status change it belongs to."""
         if not self.counts_credits:
-            return 0
-        held = self.store.job_credit_balance(job_id)
-        if held <= 0:
-            return 0
-        period = self.store.reservation_period(job_id) or self.period()
-        self.store.record_credits(
-            job_id=job_id,
-            model=model,
-            credits=-held,
-            kind="refund",
-            day=period[0],
-            month=period[1],
-        )
-        return held
+            return None
+        reservation = self.store.open_reservation(job_id)
+        if reservation is None or reservation[0] <= 0:
+            return None
+        held, day, month = reservation
+        return {
+            "job_id": job_id,
+            "model": model,
+            "credits": -held,
+            "kind": "refund",
+            "day": day,
+            "month": month,
+        }
 
     def server_capped_until(self, until: datetime) -> None:
         self.store.set_meta(SERVER_CAP_KEY, iso(until))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import glob
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DISK_RETRY_SECONDS = 60.0
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".opus", ".ogg", ".m4a", ".aac"})
 
 
 class _Interrupted(Exception):
@@ -89,7 +92,12 @@ class Delivery:
                 raise
             except Exception as exc:  # a bug must not lose the job: fail it with the reason
                 log.exception("delivery of job %s failed", job_id)
-                self.fail(self.store.get(job_id), f"internal error while delivering: {exc}")
+                # The generation succeeded, so the server charged it: no local refund.
+                self.fail(
+                    self.store.get(job_id),
+                    f"internal error while delivering: {exc}",
+                    refund=False,
+                )
 
     # -- download ---------------------------------------------------------------------
 
@@ -105,8 +113,13 @@ class Delivery:
         base = job.base_name
         if base is None:
             async with self._naming_lock:
-                base = choose_base(output, job.title, job.id, self.store.base_names_in_use())
-                job = self.store.update(job.id, base_name=base)
+                reserved = self.store.reserved_take_stems()
+                takes = len(job.result.get("outputs", []))
+                # A big output folder is listed once per candidate: off the event loop.
+                base = await asyncio.to_thread(
+                    choose_base, output, job.title, job.id, reserved, takes
+                )
+                job = self.store.update(job.id, base_name=base, expect={JobStatus.DOWNLOADING})
         outputs: list[dict[str, Any]] = list(job.result.get("outputs", []))
         done: dict[str, dict[str, Any]] = dict(job.result.get("downloaded", {}))
         for index, out in enumerate(outputs):
@@ -141,6 +154,7 @@ class Delivery:
             done[str(index)] = record
             job = self.store.update(
                 job.id,
+                expect={JobStatus.DOWNLOADING},
                 result={**job.result, "downloaded": done},
                 files=[JobFile(Path(r["path"]), r["size"], r["sha256"]) for r in done.values()],
             )
@@ -194,6 +208,7 @@ class Delivery:
             added = await asyncio.to_thread(_describe_files, outcome.added_files)
             job = self.store.update(
                 job.id,
+                expect={JobStatus.PROCESSING},
                 event="post-processed",
                 warnings=warnings,
                 files=[*job.files, *added],
@@ -202,7 +217,9 @@ class Delivery:
             if outcome.failures:
                 self.store.add_event(job.id, "plugin warnings", "; ".join(warnings))
         elif "postprocess" not in job.result:
-            job = self.store.update(job.id, result={**job.result, "postprocess": {}})
+            job = self.store.update(
+                job.id, expect={JobStatus.PROCESSING}, result={**job.result, "postprocess": {}}
+            )
         sidecar = self._sidecar(job)
         await asyncio.to_thread(self._write_sidecar, job, sidecar)
         self.store.transition(
@@ -254,6 +271,8 @@ class Delivery:
 
     def fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
         """Fail a job: refund when nothing was produced, tell plugins, copy drops to failed/."""
+        # The refund commits with the failure: a crash between them must not keep it.
+        refund_line = self.budget.refund_entry(job.id, job.model) if refund else None
         try:
             failed = self.store.transition(
                 job.id,
@@ -261,18 +280,15 @@ class Delivery:
                 event="failed",
                 reason=reason,
                 expect={s for s in JobStatus if not s.is_final},
+                ledger=refund_line,
             )
         except StaleTransition:
             return
-        if refund:
-            refunded = self.budget.refund(job.id, job.model)
-            if refunded:
-                self.store.add_event(job.id, "refunded", f"{refunded} credit(s) back")
+        if refund_line is not None:
+            self.store.add_event(job.id, "refunded", f"{-refund_line['credits']} credit(s) back")
         log.warning("job %s (%s) failed: %s", job.id, job.title, reason)
-        for part in (
-            self.config.folders.output.glob(f"{job.base_name}*.part") if job.base_name else []
-        ):
-            part.unlink(missing_ok=True)
+        if job.base_name:
+            _remove_parts(self.config.folders.output, job.base_name)
         if failed.origin == "drop":
             self._copy_to_failed(failed, reason)
         if self.plugins is not None:
@@ -327,17 +343,38 @@ def _describe_files(paths: list[Path]) -> list[JobFile]:
     return described
 
 
-def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
-    """A take linked into place whose `.part` name was not yet removed (a crash between).
+_PART_OF_TAKE = re.compile(r"(-\d+)?\.part")
 
-    Both names are one inode: drop the `.part` name and keep the verified file, instead of
-    letting a resumed download write into the finished take.
+
+def _remove_parts(output: Path, base: str) -> None:
+    """The `.part` files of this base's takes (`base.part`, `base-N.part`), no others."""
+    for part in output.glob(f"{glob.escape(base)}*.part"):
+        if _PART_OF_TAKE.fullmatch(part.name[len(base) :]):
+            part.unlink(missing_ok=True)
+
+
+def _takes_at(stem: Path) -> list[Path]:
+    """Audio files already named as this take (`stem.mp3`, ...)."""
+    return [
+        p
+        for p in stem.parent.glob(f"{glob.escape(stem.name)}.*")
+        if p.suffix.lower() in AUDIO_SUFFIXES
+    ]
+
+
+def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
+    """A take placed before a crash that the store did not record yet.
+
+    Linked into place with its `.part` name not yet removed (both names are one inode), or
+    placed completely (no `.part` left): keep the verified file instead of downloading it
+    again, which would leave an orphan `.part` behind the finished take. The base was
+    reserved for this job, so a take under its name is this job's.
     """
     part = stem.with_name(stem.name + ".part")
     if not part.exists():
-        return None
-    for candidate in stem.parent.glob(f"{stem.name}.*"):
-        if candidate.suffix not in {".part", ".json"} and os.path.samefile(part, candidate):
+        return _adopt_existing(stem) if _takes_at(stem) else None
+    for candidate in _takes_at(stem):
+        if os.path.samefile(part, candidate):
             return _adopt_existing(stem)
     return None
 
@@ -345,9 +382,7 @@ def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
 def _adopt_existing(stem: Path) -> dict[str, Any] | None:
     """A take already renamed into place before a crash: the base was ours, so is the file."""
     part = stem.with_name(stem.name + ".part")
-    for candidate in stem.parent.glob(f"{stem.name}.*"):
-        if candidate.suffix in {".part", ".json"}:
-            continue
+    for candidate in _takes_at(stem):
         # A crash between link and unlink leaves the same inode under both names.
         if part.exists() and os.path.samefile(part, candidate):
             part.unlink()

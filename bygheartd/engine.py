@@ -141,8 +141,10 @@ class Engine:
             if self.config.queue.resubmit_uncertain:
                 self.budget.refund(job.id, job.model)
                 self._move(job, JobStatus.QUEUED, "recovered", "resubmitting after a crash")
-            else:
-                self._fail(job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit")
+            else:  # the server may have created and charged it: keep the reservation
+                self._fail(
+                    job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit", refund=False
+                )
 
     def _finished(self) -> None:
         """Jobs left the server: their slots are free for the next submissions."""
@@ -214,7 +216,7 @@ class Engine:
                     return None
                 body = request.to_api_body()
                 credits = request.credit_cost(self.config.backend)
-                self.store.update(
+                job = self.store.update(
                     job.id,
                     event="changed by plugins",
                     request=request.model_dump(mode="json", exclude_none=True),

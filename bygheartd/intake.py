@@ -20,7 +20,14 @@ from typing import Literal
 
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
-from bygheartd.folders import copy_no_clobber, error_note_path, move_no_clobber, write_new_text
+from bygheartd.folders import (
+    copy_no_clobber,
+    error_note_path,
+    fsync_dir,
+    move_no_clobber,
+    unique_path,
+    write_new_text,
+)
 from bygheartd.ignore import IgnoreRules, PathKind
 from bygheartd.jobs import Job, JobStatus
 from bygheartd.request import SongRequest
@@ -133,6 +140,12 @@ class Intake:
             raise self._symlink(path)
         if not stat.S_ISREG(info.st_mode):
             return Outcome("ignored", path, message="not a regular file")
+        if not _is_utf8(relative.as_posix()):  # SQLite, notes and logs need text
+            raise Rejection(
+                "has a name that is not valid UTF-8 text (written by a program or share that "
+                "uses another character set)",
+                hint="rename it (letters, digits, spaces and - are always safe)",
+            )
         if kind is PathKind.OTHER:
             what = f"extension {relative.suffix!r}" if relative.suffix else "no extension"
             raise Rejection(
@@ -298,10 +311,16 @@ class Intake:
     def reject(self, path: Path, relative: PurePosixPath, rejection: Rejection) -> Outcome:
         """Move the file to failed/ (mirroring subfolders) and write NAME.error.txt beside it."""
         failed = self.config.folders.failed
-        target = move_no_clobber(path, failed / relative.parent)
+        if os.path.islink(path):  # moved as a link: a copy across devices would follow it
+            target = _move_link(path, failed / relative.parent)
+        else:
+            target = move_no_clobber(path, failed / relative.parent)
         note = error_note_path(target)
-        write_new_text(note, self._note(relative, target, rejection))
-        log.warning("rejected %s -> %s: %s", relative, target, rejection.full or rejection.reason)
+        write_new_text(note, _printable(self._note(relative, target, rejection)))
+        log.warning(
+            "%s",
+            _printable(f"rejected {relative} -> {target}: {rejection.full or rejection.reason}"),
+        )
         return Outcome("rejected", path, moved_to=target, message=rejection.reason)
 
     def _note(self, relative: PurePosixPath, target: Path, rejection: Rejection) -> str:
@@ -331,8 +350,8 @@ class Intake:
 
     def _symlink(self, path: Path) -> Rejection:
         target = os.readlink(path)
-        resolved = path.parent / target
-        inside = resolved.resolve().is_relative_to(self.inbox.resolve())
+        resolved = Path(os.path.realpath(path.parent / target))  # no raise on a link loop
+        inside = resolved.is_relative_to(os.path.realpath(self.inbox))
         where = "inside" if inside else "outside"
         return Rejection(
             f"is a symbolic link (to {target}, {where} the inbox); links are not followed, "
@@ -368,3 +387,33 @@ def _same_bytes(a: Path, b: Path) -> bool:
             return hashlib.file_digest(fh, "sha256").hexdigest()
 
     return a.stat().st_size == b.stat().st_size and digest(a) == digest(b)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for names with undecodable bytes (`os.fsdecode` keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """Undecodable bytes of a file name shown as escapes, so the note can be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _move_link(link: Path, directory: Path) -> Path:
+    """Move a symbolic link as a link, never its target's content, under a free name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target_text = os.readlink(link)
+    while True:
+        target = unique_path(directory, link.name)
+        try:
+            os.symlink(target_text, target)
+        except FileExistsError:
+            continue
+        link.unlink()
+        fsync_dir(directory)
+        fsync_dir(link.parent)
+        return target

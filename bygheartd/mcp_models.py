@@ -276,10 +276,16 @@ def resolve_song_file(config: Config, raw: str) -> tuple[Path, str]:
     so a link cannot lead outside.
     """
     folders = config.folders
-    candidate = Path(raw.strip()).expanduser()
-    if not candidate.is_absolute():
-        candidate = folders.drafts.expanduser() / candidate
-    real = Path(os.path.realpath(candidate))
+    try:
+        candidate = Path(raw.strip()).expanduser()
+        if not candidate.is_absolute():
+            candidate = folders.drafts.expanduser() / candidate
+        real = Path(os.path.realpath(candidate))
+    except (ValueError, RuntimeError) as exc:  # a NUL byte; `~user` of an unknown user
+        raise LyricsFileRefused(
+            f"lyrics_file {raw!r} is not a usable path ({exc}): give a file name in the "
+            f"drafts folder {folders.drafts}"
+        ) from None
     if _inside(real, Path(os.path.realpath(folders.inbox.expanduser()))):
         raise LyricsFileRefused(
             f"lyrics_file {raw!r} is in the inbox, which the drop-folder watcher owns: save "

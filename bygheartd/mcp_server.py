@@ -274,7 +274,8 @@ def build_server(runtime: Runtime, *, lifespan: Lifespan | None = None) -> MCPSe
                 request,
                 origin="mcp",
                 idempotency_key=idempotency_key or None,
-                dedupe_seconds=config.mcp.dedupe_seconds or None,
+                # An explicit key names one job: another key's job is never the answer.
+                dedupe_seconds=None if idempotency_key else config.mcp.dedupe_seconds or None,
                 **origin,
             )
         except BygheartdError as exc:

@@ -24,14 +24,26 @@ def _taken(output: Path, base: str) -> bool:
     return any(pattern.match(name) for name in names)
 
 
-def choose_base(output: Path, title: str, job_id: str, reserved: Iterable[str]) -> str:
+def take_names(base: str, takes: int) -> list[str]:
+    """The stems of a base's takes: `base`, `base-2`, ... (`take_stem` without the folder)."""
+    return [base if i == 0 else f"{base}-{i + 1}" for i in range(max(1, takes))]
+
+
+def choose_base(
+    output: Path, title: str, job_id: str, reserved: Iterable[str], takes: int = 1
+) -> str:
+    """The first free base for a job of `takes` takes.
+
+    `reserved` holds the take stems of deliveries not finished yet (their files may not
+    exist yet): `song`'s second take `song-2` is also the first take of a base `song-2`.
+    """
     slug = slugify(title) or f"song-{job_id[:8]}"
     slug = slug[:80].rstrip("-") or f"song-{job_id[:8]}"
     reserved = set(reserved)
     n = 1
     while True:
         base = slug if n == 1 else f"{slug}-{n}"
-        if base not in reserved and not _taken(output, base):
+        if reserved.isdisjoint(take_names(base, takes)) and not _taken(output, base):
             return base
         n += 1
 

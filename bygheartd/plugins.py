@@ -26,6 +26,7 @@ import pluggy
 from bygheartd import hookspecs
 from bygheartd.errors import PluginError, RejectJob
 from bygheartd.jobs import Job
+from bygheartd.logs import register_secret
 from bygheartd.plugin_discovery import (
     Candidate,
     SecretError,
@@ -236,6 +237,9 @@ class PluginHost:
         self._order.append(cand.name)
         self._configs[cand.name] = config
         self._secrets.extend(found)
+        for secret in found:  # libraries log URLs and headers at debug: redact them there too
+            if isinstance(secret, str):
+                register_secret(secret)
         return PluginInfo(cand.name, cand.source, version, tuple(sorted(hooks)), True, None)
 
     # -- calling ----------------------------------------------------------------------------
@@ -290,6 +294,12 @@ class PluginHost:
             if hook == "before_submit":
                 exc.plugin = name
                 raise
+            failure = HookFailure(name, hook, _one_line(exc, self._secrets))
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled (shutdown): not the plugin's doing
+            # The plugin's own cancelled task leaked out: a failure like any other.
             failure = HookFailure(name, hook, _one_line(exc, self._secrets))
         except (Exception, SystemExit) as exc:
             failure = HookFailure(name, hook, _one_line(exc, self._secrets))
@@ -404,6 +414,8 @@ def _run_in_thread(function: Callable[..., Any], kwargs: dict[str, Any], name: s
     def run() -> None:
         try:
             result = context.run(function, **kwargs)
+        except StopIteration as exc:  # a future refuses it: it would never settle
+            _notify(loop, settle, None, RuntimeError(f"StopIteration: {exc}"))
         except BaseException as exc:
             _notify(loop, settle, None, exc)
         else:

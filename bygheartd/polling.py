@@ -5,6 +5,7 @@ that starts short after a submit and grows while tasks run; and the client-side 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -157,16 +158,19 @@ class Poller:
         if result.state is TaskState.UNKNOWN:
             return self._unknown(job, now)
         updates: dict[str, Any] = {}
-        if job.result.get("unknown_polls"):
+        if job.result.get("unknown_polls") or "unknown_since_ts" in job.result:
+            # Known again: a later stretch of "[]" starts its own grace period.
+            kept = {k: v for k, v in job.result.items() if k != "unknown_since_ts"}
             updates["unknown_since"] = None
-            updates["result"] = {**job.result, "unknown_polls": 0}
+            updates["result"] = {**kept, "unknown_polls": 0}
         if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
             updates["progress"] = result.progress
         eta = self._eta(elapsed, result.progress)
         if eta is not None and (job.eta_seconds is None or abs(job.eta_seconds - eta) >= 1.0):
             updates["eta_seconds"] = eta
         if updates:
-            self.store.update(job.id, **updates)
+            with contextlib.suppress(StaleTransition):  # cancelled meanwhile
+                self.store.update(job.id, expect={JobStatus.RUNNING}, **updates)
         return False
 
     def _eta(self, elapsed: float, progress: float | None) -> float | None:
@@ -190,8 +194,10 @@ class Poller:
                 refund=False,
             )
             return True
-        self.store.update(
-            job.id,
-            result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
-        )
+        with contextlib.suppress(StaleTransition):  # cancelled meanwhile
+            self.store.update(
+                job.id,
+                expect={JobStatus.RUNNING},
+                result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
+            )
         return False

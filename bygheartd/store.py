@@ -302,9 +302,26 @@ class Store:
                 self._ledger(db, **ledger)
         return self.get(job_id)
 
-    def update(self, job_id: str, *, event: str | None = None, **fields: Any) -> Job:
-        """Change fields without a status change (progress, results, warnings)."""
+    def update(
+        self,
+        job_id: str,
+        *,
+        event: str | None = None,
+        expect: Iterable[JobStatus] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Change fields without a status change (progress, results, warnings).
+
+        With `expect`, only while the job is in one of those statuses: a stage that was
+        overtaken (a cancel and a retry from the CLI) must not write into the new attempt.
+        """
         with self._tx() as db:
+            if expect is not None:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job {job_id!r}")
+                if str(row[0]) not in {s.value for s in expect}:
+                    raise StaleTransition(f"job {job_id} is {row[0]} now")
             self._update(db, job_id, **fields)
             if event is not None:
                 self._event(db, job_id, event, None, None, fields.get("reason"))
@@ -326,11 +343,25 @@ class Store:
             for r in rows
         ]
 
-    def base_names_in_use(self) -> set[str]:
+    def reserved_take_stems(self) -> set[str]:
+        """Every take name (`base`, `base-2`, ...) an unfinished delivery will write."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT base_name FROM jobs WHERE base_name IS NOT NULL AND status IN "
-                "('downloading', 'processing')"
+                "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
+                "status NOT IN ('done', 'failed', 'cancelled')"
+            ).fetchall()
+        stems: set[str] = set()
+        for base, result in rows:
+            takes = max(1, len(json.loads(result).get("outputs") or []))
+            stems.update([str(base), *(f"{base}-{n}" for n in range(2, takes + 1))])
+        return stems
+
+    def base_names_in_use(self) -> set[str]:
+        """Bases of unfinished deliveries, held ones included (they resume into them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT base_name FROM jobs WHERE base_name IS NOT NULL AND status NOT IN "
+                "('done', 'failed', 'cancelled')"
             ).fetchall()
         return {str(r[0]) for r in rows}
 
@@ -401,6 +432,26 @@ class Store:
             "VALUES (?,?,?,?,?,?,?)",
             (job_id, iso(utcnow()), day, month, model, credits, kind),
         )
+
+    def open_reservation(self, job_id: str) -> tuple[int, str, str] | None:
+        """What a job's latest reservation still holds, and its day and month.
+
+        Only the latest: an earlier attempt that was never refunded (its outcome unknown,
+        a deadline) may have been charged by the server, and a retry must not undo that.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, day, month FROM ledger WHERE job_id = ? AND kind = 'reserve' "
+                "ORDER BY id DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            held = self._db.execute(
+                "SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE job_id = ? AND id >= ?",
+                (job_id, int(row[0])),
+            ).fetchone()
+        return int(held[0]), str(row[1]), str(row[2])
 
     def reservation_period(self, job_id: str) -> tuple[str, str] | None:
         """Day and month of a job's latest reservation: refunds go back where they came from."""

@@ -83,6 +83,7 @@ class InboxWatcher:
         self._errors_logged: set[tuple[Path, str]] = set()
         self._rescanning = False
         self._side_tasks: set[asyncio.Future[None]] = set()
+        self._inbox_id: tuple[int, int] | None = None  # (st_dev, st_ino) being watched
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class InboxWatcher:
             self._pause(f"cannot lock the inbox: {exc.strerror or exc}")
             return False
         await self._stop_observer()
+        self._inbox_id = await asyncio.to_thread(_identity, self.inbox)
         assert self._loop is not None
         try:
             self._observer, self.observer_kind = await asyncio.to_thread(
@@ -212,6 +214,13 @@ class InboxWatcher:
                 await self._resume()
             elif self._observer is not None and not self._observer.is_alive():
                 log.warning("the inbox observer stopped: starting it again")
+                await self._resume()
+            elif await asyncio.to_thread(_identity, self.inbox) != self._inbox_id:
+                # Replaced between two checks (a remount, a re-created folder): the
+                # observer and the lock still hold the old folder.
+                log.warning("the inbox %s was replaced: watching the new folder", self.inbox)
+                self.tracker.clear()
+                self.lock.release()
                 await self._resume()
 
     # -- events and scans ---------------------------------------------------------------
@@ -348,3 +357,12 @@ class InboxWatcher:
             log.error(
                 "%s: %s; it stays in the inbox and is retried at the next rescan", path, message
             )
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder a path names now: (st_dev, st_ino), or None when it cannot be seen."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

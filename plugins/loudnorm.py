@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -150,6 +151,7 @@ def normalise_file(path: Path, target: float, ceiling: float) -> dict[str, Any]:
             written, _ = sf.read(str(tmp), dtype="float64", always_2d=True)
             peak_after = true_peak_dbtp(written)
         _write_tags(tmp, path.suffix.lower(), tags)
+        shutil.copymode(path, tmp)  # mkstemp made it 0600: keep the original's mode
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

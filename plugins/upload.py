@@ -102,6 +102,7 @@ def copy_into_library(source: Path, library: Path, relative: PurePosixPath) -> P
             shutil.copyfileobj(src, out)
             out.flush()
             os.fsync(out.fileno())
+        shutil.copymode(source, tmp)  # mkstemp made it 0600: the library's players need more
         for n in range(1, 10_000):
             target = library.joinpath(*_numbered(relative, n).parts)
             try:

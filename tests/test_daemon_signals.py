@@ -14,17 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_crash import (
-    QUEUE,
-    READY_LINE,
-    Daemon,
-    Jobs,
-    MakeConfig,
-    list_json,
-    submit,
-    wait_for,
-    write_songs,
-)
+from _daemon import READY_LINE, Daemon, Jobs, list_json, submit, wait_for, write_songs
+from test_crash import QUEUE, MakeConfig
 
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
