@@ -35,6 +35,22 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EAC
 AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".opus", ".ogg", ".m4a", ".aac"})
 
 
+def disk_wait_seconds(config: Config) -> float:
+    """How often an unavailable output folder is looked at again: a cheap check, so often."""
+    return min(DISK_RETRY_SECONDS, config.queue.retry_base_seconds * 4)
+
+
+def output_problem(config: Config) -> str | None:
+    """Why songs cannot be written now (an unmounted share, no permission), or None."""
+    output = config.folders.output
+    folder = output if output.exists() else output.parent
+    if not folder.is_dir():
+        return f"the output folder {output} is unavailable (no parent folder: an unmounted share?)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the output folder {output} is not writable by this user"
+    return None
+
+
 class _Interrupted(Exception):
     """Delivery stopped on purpose (held for later, or failed): nothing more to do now."""
 
@@ -180,7 +196,7 @@ class Delivery:
             return
         q = self.config.queue
         wait = (
-            DISK_RETRY_SECONDS
+            disk_wait_seconds(self.config)
             if disk
             else min(q.retry_max_seconds, q.retry_base_seconds * 2**attempts)
         )

@@ -29,7 +29,7 @@ from bygheartd.client_errors import (
     TransientError,
 )
 from bygheartd.config import Config
-from bygheartd.delivery import Delivery
+from bygheartd.delivery import Delivery, disk_wait_seconds, output_problem
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.jobs import Job, JobStatus, utcnow
 from bygheartd.plugins import PluginHost
@@ -227,6 +227,11 @@ class Engine:
         too_much = self.budget.too_expensive(credits)
         if too_much is not None:
             self._fail(job, too_much, refund=False)
+            return None
+        unwritable = output_problem(self.config)
+        if unwritable is not None:  # never pay for a song that has nowhere to go
+            until = utcnow() + timedelta(seconds=disk_wait_seconds(self.config))
+            self._hold(job, "disk", f"{unwritable}: waiting before spending credits", until)
             return None
         hold = self.budget.check(credits)
         if hold is not None:

@@ -299,13 +299,6 @@ def test_a_missing_output_share_still_starts_and_holds_the_job_naming_the_folder
     assert not output.parent.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a download held for a missing output folder is retried only after the fixed "
-    "DISK_RETRY_SECONDS = 60 s in bygheartd/delivery.py (no [queue] setting shortens it and "
-    "nothing notices the folder appearing), so the song arrives up to a minute after the "
-    "share is back",
-)
 def test_a_held_job_completes_without_a_restart_once_the_output_share_appears(
     simulator: RunningSimulator,
     installs: list[Setup],
