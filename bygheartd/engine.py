@@ -41,6 +41,7 @@ from bygheartd.store import StaleTransition, Store
 log = logging.getLogger(__name__)
 
 UNKNOWN_OUTCOME = "submission outcome unknown"
+ORIGINAL_REQUEST = "request_before_plugins"
 AUTH_RECHECK_SECONDS = 600.0
 STORE_WATCH_SECONDS = 0.25
 
@@ -192,18 +193,21 @@ class Engine:
         body = self.store.api_body(job.id)
         credits = job.credits
         if self.plugins is not None:
+            # Plugins always start from the request as queued: a job held and resumed (or
+            # retried) must not get a non-idempotent change applied twice.
+            original = job.result.get(ORIGINAL_REQUEST) or job.request
             try:
-                changes = await self.plugins.before_submit(job, dict(job.request))
+                changes = await self.plugins.before_submit(job, dict(original))
             except RejectJob as exc:
                 self._fail(job, f"rejected by a plugin: {exc}", refund=False)
                 return None
             except PluginError as exc:
                 self._fail(job, str(exc), refund=False)
                 return None
-            if changes:
+            if changes or original != job.request:
                 try:
                     current = SongRequest.build(
-                        job.request, backend=self.config.backend, max_job_credits=None
+                        original, backend=self.config.backend, max_job_credits=None
                     )
                     request = current.with_changes(
                         changes,
@@ -223,6 +227,7 @@ class Engine:
                     api_body=body,
                     credits=credits,
                     model=request.model,
+                    result={**job.result, ORIGINAL_REQUEST: original},
                 )
         too_much = self.budget.too_expensive(credits)
         if too_much is not None:
@@ -438,7 +443,7 @@ class Engine:
         """After a config reload (a new key): release auth holds at once."""
         self._submit_paused_until = None
         for job in self.store.list_jobs([JobStatus.HELD]):
-            if job.reason and ("key" in job.reason or "plan" in job.reason):
+            if job.hold_kind == "auth":
                 self.store.update(job.id, resumes_at=utcnow())
         self.ticker.wake("release-held")
 

@@ -64,6 +64,14 @@ def move_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path
 
 def _copy_then_remove(src: Path, target: Path) -> Path:
     tmp = target.with_name(f".{target.name}.moving")
+    if src.is_symlink():  # a link moves as a link: never copy what it points at
+        os.symlink(os.readlink(src), tmp)
+        try:
+            os.link(tmp, target, follow_symlinks=False)  # refuses to replace anything
+        finally:
+            tmp.unlink()
+        src.unlink()
+        return target
     shutil.copy2(src, tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

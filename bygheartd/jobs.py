@@ -116,6 +116,7 @@ class Job:
     task_id: str | None = None
     reason: str | None = None
     resumes_at: datetime | None = None
+    hold_kind: str | None = None  # budget, rate, auth, retry, disk, download
     attempts: int = 0
     credits: int = 0
     progress: float | None = None

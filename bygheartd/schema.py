@@ -85,7 +85,8 @@ MIGRATIONS: dict[int, str] = {
 
 # Everything a job record shows; `list` reads only these (no request or result bodies).
 SUMMARY_COLUMNS = (
-    "id, status, title, model, task_id, attempts, reason, resumes_at, credits, progress, "
+    "id, status, title, model, task_id, attempts, reason, resumes_at, hold_kind, credits, "
+    "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
     "created_at, updated_at, submitted_at, completed_at"
 )
@@ -110,6 +111,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         task_id=row["task_id"],
         reason=row["reason"],
         resumes_at=parse_iso(row["resumes_at"]),
+        hold_kind=row["hold_kind"],
         attempts=int(row["attempts"]),
         credits=int(row["credits"]),
         progress=row["progress"],

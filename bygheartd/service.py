@@ -276,7 +276,8 @@ class SongService:
                 base_name=None,
                 files=[],
                 warnings=[],
-                result={},
+                # keep only what was queued before plugins changed it: they run again
+                result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
                 submitted_at=None,
                 completed_at=None,
             )

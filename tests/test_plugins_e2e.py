@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from conftest import MakeConfig
 
-from bygheartd.jobs import JobStatus
+from bygheartd.jobs import Job, JobStatus
 from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
@@ -99,3 +99,51 @@ async def test_song_arrives_in_the_library_tagged_and_normalised_despite_broken_
     sidecar = json.loads((config.folders.output / "library-song.json").read_text())
     assert "loudnorm" in sidecar["plugins"]
     assert any("raising" in w for w in sidecar["warnings"])
+
+
+APPENDING = """
+from bygheartd import hookimpl
+
+@hookimpl
+def before_submit(request):
+    return {"style": request["style"] + ", stadium reverb"}
+"""
+
+
+async def test_before_submit_changes_apply_once_across_holds_and_retries(
+    simulator: RunningSimulator,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BYGHEARTD_LOAD_PLUGINS", "appending")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "appending.py").write_text(APPENDING)
+    # first submit: 429 (held, then resumed); second: 500 (failed); after `retry`: done
+    simulator.set_faults(rate_limit_burst=1, retry_after=1.0)
+    config = make_config(simulator, plugins={"enabled": [], "paths": [str(folder)]})
+    song = tmp_path / "song.txt"
+    song.write_text(SONG)
+    async with Runtime(config, owner="test") as runtime:
+        job = runtime.service.enqueue_file(song)
+        runtime.wake()
+        held = await _until_status(runtime, job.id, JobStatus.HELD)
+        simulator.set_faults(server_error_on_submit=1)
+        failed = await runtime.service.wait(job.id, timeout=30)
+        runtime.service.retry(job.id)
+        runtime.wake()
+        done = await runtime.service.wait(job.id, timeout=30)
+    assert held.hold_kind == "rate"
+    assert failed.status is JobStatus.FAILED and "Internal Server Error" in (failed.reason or "")
+    assert done.status is JobStatus.DONE, done.reason
+    assert done.request["style"] == "bright synth pop, female vocal, stadium reverb"
+
+
+async def _until_status(runtime: Runtime, job_id: str, status: JobStatus) -> Job:
+    import anyio
+
+    with anyio.fail_after(15):
+        while (job := runtime.store.get(job_id)).status is not status:
+            await anyio.sleep(0.02)
+    return job
