@@ -206,7 +206,7 @@ class Intake:
             job = self.service.find_drop(identity)
             if job is None:
                 break
-            if job.archived_as is None:
+            if not self._archived(job):
                 # A crash after the insert and before the move: only finish the move.
                 log.info("%s already has job %s: finishing its move", relative, job.id)
                 return self._archive(path, relative, job, recovered=True)
@@ -215,6 +215,9 @@ class Intake:
         if duplicate is not None and self.config.watch.on_duplicate == "skip":
             raise self._duplicate(relative, duplicate)
         request = self._parse(path, relative, preset, data)
+        # The archive name is recorded with the job, before the move: a crash between the
+        # two can then only leave the file in the inbox, where the next scan finishes it.
+        planned = unique_path(self.config.folders.archive / relative.parent, relative.name)
         try:
             job = self.service.enqueue(
                 request,
@@ -224,11 +227,18 @@ class Intake:
                 origin="drop",
                 drop_identity=identity,
                 content_sha256=content,
+                archived_as=planned.relative_to(self.config.folders.archive).as_posix(),
             ).job
         except sqlite3.IntegrityError:  # another process took this exact drop just now
             raise Unstable from None
         log.info("accepted %s as job %s (%s)", relative, job.id, job.title)
         return self._archive(path, relative, job, recovered=False, request=request)
+
+    def _archived(self, job: Job) -> bool:
+        """Whether this drop already reached the archive (else a crash stopped its move)."""
+        if job.archived_as is None:
+            return False
+        return (self.config.folders.archive / job.archived_as).exists()
 
     def _live_duplicate(self, content: str, preset: str | None, earlier: Job | None) -> Job | None:
         """An earlier drop of identical bytes (same preset) that did not fail or get cancelled."""
@@ -281,7 +291,10 @@ class Intake:
     ) -> Outcome:
         """Move the file (exactly what was submitted) to archive/, mirroring subfolders."""
         archive = self.config.folders.archive
-        target = move_no_clobber(path, archive / relative.parent)
+        planned = archive / job.archived_as if job.archived_as else None
+        target = move_no_clobber(
+            path, archive / relative.parent, planned.name if planned is not None else None
+        )
         source_path = target
         audio = (request.source_audio if request else None) or job.request.get("source_audio")
         if audio and not self._copy_source_audio(path.parent, target.parent, str(audio)):

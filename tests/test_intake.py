@@ -174,6 +174,37 @@ def test_crash_between_insert_and_move_only_finishes_the_move(drop: Drop) -> Non
     assert job.archived_as == "a.txt" and (drop.archive / "a.txt").exists()
 
 
+def test_archive_name_is_recorded_before_the_move_and_a_crash_finishes_it(drop: Drop) -> None:
+    (drop.archive / "a.txt").write_text("an older song of the same name")
+    path = drop.put("a.txt")
+    info = path.stat()
+    content = hashlib.sha256(SONG).hexdigest()
+    identity = drop_identity("a.txt", info.st_size, info.st_mtime_ns, content)
+    # A crash right after the insert: the planned name is on the job, the file in the inbox.
+    request = drop.service.build_request({"lyrics": "lights on the highway"})
+    first = drop.service.enqueue(
+        request,
+        origin="drop",
+        source="a.txt",
+        drop_identity=identity,
+        content_sha256=content,
+        archived_as="a-2.txt",
+    ).job
+    outcome = drop.intake.process(path)
+    assert outcome.kind == "recovered" and outcome.job_id == first.id
+    (job,) = drop.jobs()
+    assert job.archived_as == "a-2.txt"
+    assert (drop.archive / "a-2.txt").read_bytes() == SONG
+    assert (drop.archive / "a.txt").read_text() == "an older song of the same name"
+
+
+def test_accepted_drop_names_its_archive_copy_even_after_a_clash(drop: Drop) -> None:
+    (drop.archive / "a.txt").write_text("an older song of the same name")
+    assert drop.intake.process(drop.put("a.txt")).kind == "accepted"
+    (job,) = drop.jobs()
+    assert job.archived_as == "a-2.txt" and (drop.archive / "a-2.txt").read_bytes() == SONG
+
+
 def test_identical_redrop_is_skipped_to_failed_naming_the_job(drop: Drop) -> None:
     drop.intake.process(drop.put("a.txt"))
     (job,) = drop.jobs()
