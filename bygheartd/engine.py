@@ -111,7 +111,14 @@ class Engine:
         self._stopping = True
         self.poller.stopping = True
         self.ticker.shutdown()
-        pending = list(self._submitting) + self.delivery.tasks()
+        submits = list(self._submitting)
+        if submits:
+            # A POST cut off mid-flight has an unknown outcome (the job would fail as such):
+            # give submissions up to one request timeout, however short the drain.
+            bound = max(drain_seconds, self.config.api.timeout_seconds + 2)
+            log.info("waiting up to %.0f s for %d submission(s) in flight", bound, len(submits))
+            await asyncio.wait(submits, timeout=bound)
+        pending = [t for t in submits if not t.done()] + self.delivery.tasks()
         if pending:
             log.info("draining %d task(s) for up to %.0f s", len(pending), drain_seconds)
             _, still = await asyncio.wait(pending, timeout=drain_seconds)
