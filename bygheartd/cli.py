@@ -70,11 +70,10 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
     from click.shell_completion import CompletionItem
 
     try:
-        from bygheartd.store import Store
+        from bygheartd.commands import open_service
 
         state = ctx.find_object(State) or State()
-        store = Store.open(state.config().state_dir)
-        jobs = store.list_jobs(limit=50, summary=True)
+        jobs = open_service(state.config()).list(limit=50, summary=True)
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [

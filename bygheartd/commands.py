@@ -25,11 +25,10 @@ def _err_console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
-def _service(config: Config) -> Any:
+def open_service(config: Config) -> Any:
     from bygheartd.service import SongService
-    from bygheartd.store import Store
 
-    return SongService(config, Store.open(config.state_dir))
+    return SongService.open(config)
 
 
 def parse_statuses(text: str | None) -> list[JobStatus] | None:
@@ -46,10 +45,7 @@ def parse_statuses(text: str | None) -> list[JobStatus] | None:
 
 
 def list_command(config: Config, status: str | None, limit: int | None, as_json: bool) -> None:
-    from bygheartd.store import Store
-
-    store = Store.open(config.state_dir)
-    jobs = store.list_jobs(parse_statuses(status), limit, summary=True)
+    jobs = open_service(config).list(parse_statuses(status), limit, summary=True)
     if as_json:
         print_json([j.as_record() for j in jobs])
     elif not jobs:
@@ -59,7 +55,7 @@ def list_command(config: Config, status: str | None, limit: int | None, as_json:
 
 
 def show_command(config: Config, ref: str, as_json: bool) -> None:
-    service = _service(config)
+    service = open_service(config)
     job = service.get(ref)
     history = service.history(job)
     if as_json:
@@ -72,13 +68,13 @@ def show_command(config: Config, ref: str, as_json: bool) -> None:
 
 
 def change_command(config: Config, ref: str, action: str) -> None:
-    service = _service(config)
+    service = open_service(config)
     job: Job = service.cancel(ref) if action == "cancel" else service.retry(ref)
     print(f"{job.id} {job.status.value}: {job.reason or ''}".rstrip(": "))
 
 
 def credits_command(config: Config, as_json: bool) -> None:
-    summary = _service(config).credits()
+    summary = open_service(config).credits()
     if as_json:
         print_json(summary)
     else:
@@ -86,10 +82,8 @@ def credits_command(config: Config, as_json: bool) -> None:
 
 
 def status_command(config: Config, as_json: bool) -> None:
-    from bygheartd.lock import EngineLock
-
-    service = _service(config)
-    holder = EngineLock(config.state_dir).holder()
+    service = open_service(config)
+    holder = service.engine_holder()
     summary = service.credits()
     data = {
         "engine": holder,
@@ -182,10 +176,7 @@ async def submit_files(
 
 
 def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
-    from bygheartd.service import SongService
-    from bygheartd.store import Store
-
-    service = SongService(config, Store.open(config.state_dir))
+    service = open_service(config)
     rows = []
     for path in files:
         request = service.parse_file(path, preset=preset, display=str(path))

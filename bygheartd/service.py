@@ -13,15 +13,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bygheartd.budget import Budget
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, utcnow
-from bygheartd.request import SongRequest
-from bygheartd.songfile import parse_song_bytes, parse_song_file
+from bygheartd.lock import EngineLock
 from bygheartd.store import JobNotFound, StaleTransition, Store
+
+if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
+    from bygheartd.request import SongRequest
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
 
@@ -42,6 +44,11 @@ class SongService:
         self.store = store
         self.budget = Budget(config, store)
 
+    @classmethod
+    def open(cls, config: Config) -> SongService:
+        """The service over the store of `config`'s state folder."""
+        return cls(config, Store.open(config.state_dir))
+
     # -- requests ---------------------------------------------------------------------
 
     def max_job_credits(self) -> int | None:
@@ -50,6 +57,8 @@ class SongService:
     def build_request(
         self, data: Mapping[str, Any], *, preset: str | None = None, source: str = "<request>"
     ) -> SongRequest:
+        from bygheartd.request import SongRequest
+
         return SongRequest.build(
             data,
             backend=self.config.backend,
@@ -61,6 +70,8 @@ class SongService:
     def parse_file(
         self, path: Path, *, preset: str | None = None, display: str | None = None
     ) -> SongRequest:
+        from bygheartd.songfile import parse_song_file
+
         return parse_song_file(
             path,
             backend=self.config.backend,
@@ -80,6 +91,8 @@ class SongService:
         base_dir: Path | None = None,
     ) -> SongRequest:
         """Parse the very bytes a face read (and hashed, and archives): no second read."""
+        from bygheartd.songfile import parse_song_bytes
+
         return parse_song_bytes(
             data,
             name=name,
@@ -174,8 +187,19 @@ class SongService:
     def history(self, job: Job) -> list[Event]:
         return self.store.history(job.id)
 
-    def list(self, statuses: list[JobStatus] | None = None, limit: int | None = None) -> list[Job]:
-        return self.store.list_jobs(statuses, limit)
+    def list(
+        self,
+        statuses: list[JobStatus] | None = None,
+        limit: int | None = None,
+        *,
+        summary: bool = False,
+    ) -> list[Job]:
+        """Newest first; `summary` leaves out request and result bodies (fast listings)."""
+        return self.store.list_jobs(statuses, limit, summary=summary)
+
+    def engine_holder(self) -> dict[str, Any] | None:
+        """Who runs the engine for this state folder (pid, owner), or None."""
+        return EngineLock(self.config.state_dir).holder()
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
