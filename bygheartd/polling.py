@@ -49,8 +49,34 @@ class Poller:
         self.delivery.fail(job, reason, refund=refund)
 
     def poll_soon(self) -> None:
-        self._poll_interval = self.config.queue.poll_min_seconds
+        """After a submit: poll soon, or when the first task is expected to be done."""
+        running = self.store.list_jobs([JobStatus.RUNNING], summary=True)
+        self._plan_next_poll(running, after_submit=True)
+
+    def _plan_next_poll(self, running: list[Job], *, after_submit: bool = False) -> None:
+        """Poll when the first in-flight task should be done, once we know how long they take;
+        until then (and for tasks running late), short right after a submit and growing."""
+        q = self.config.queue
+        expected = self._seconds_until_first_expected(running)
+        if expected is not None and expected > 0:
+            interval = expected
+        elif after_submit:
+            interval = q.poll_min_seconds
+        else:
+            interval = self._poll_interval * 1.5
+        self._poll_interval = min(q.poll_max_seconds, max(q.poll_min_seconds, interval))
         self.ticker.reschedule("poll", self._poll_interval)
+
+    def _seconds_until_first_expected(self, running: list[Job]) -> float | None:
+        if self.typical_seconds is None:
+            return None
+        now = utcnow()
+        waits = [
+            (j.submitted_at - now).total_seconds() + self.typical_seconds
+            for j in running
+            if j.submitted_at is not None
+        ]
+        return min(waits) if waits else None
 
     async def poll_due(self) -> None:
         """One batched `query_result` for every in-flight task, then adapt the interval."""
@@ -72,7 +98,7 @@ class Poller:
             return
         except (ApiError, OSError) as exc:
             log.warning("poll failed (%s); trying again later", exc)
-            self._grow_poll_interval()
+            self._plan_next_poll([])
             return
         await self._refresh_server_average(now)
         finished = 0
@@ -82,7 +108,8 @@ class Poller:
                 finished += 1
         if finished:
             self._on_finished()
-        self._grow_poll_interval()
+        still = [j for j in self.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id]
+        self._plan_next_poll(still)
 
     async def _refresh_server_average(self, now: datetime) -> None:
         """A self-hosted ACE-Step server reports its average job time in /v1/stats."""
@@ -103,13 +130,6 @@ class Poller:
         took = (now - job.submitted_at).total_seconds()
         previous = self.typical_seconds
         self.typical_seconds = took if previous is None else 0.8 * previous + 0.2 * took
-
-    def _grow_poll_interval(self) -> None:
-        q = self.config.queue
-        self._poll_interval = min(
-            q.poll_max_seconds, max(q.poll_min_seconds, self._poll_interval * 1.5)
-        )
-        self.ticker.reschedule("poll", self._poll_interval)
 
     def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
         """Act on one task's answer; True when the job left `running`."""

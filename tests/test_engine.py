@@ -324,3 +324,22 @@ async def test_running_jobs_report_progress_and_an_eta(
     [running] = seen
     assert running.progress is not None and 0 < running.progress < 1
     assert running.eta_seconds is not None and 0 <= running.eta_seconds <= 10
+
+
+async def test_once_generation_time_is_known_polls_wait_for_it(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(latency=1.5)
+    config = make_config(simulator, queue={"poll_min_seconds": 0.1, "poll_max_seconds": 5})
+    async with Runtime(config, owner="test") as runtime:
+        [first] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
+        polls_for_first = simulator.sim.stats.polls
+        second = runtime.service.enqueue_file(song(tmp_path, "later.txt", title="Later"))
+        runtime.wake()
+        [second] = await finish(runtime, [second])
+    polls_for_second = simulator.sim.stats.polls - polls_for_first
+    assert first.status is JobStatus.DONE and second.status is JobStatus.DONE
+    # blind growth from 0.1 s takes about 8 polls to reach a 1.5 s result; knowing the
+    # typical generation time, the engine waits for it and needs one or two
+    assert polls_for_first >= 5
+    assert polls_for_second <= 3
