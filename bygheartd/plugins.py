@@ -118,10 +118,14 @@ def _one_line(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """A one-line description of an exception, with any known secret value masked."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return _masked(text, secrets)[:500]
+
+
+def _masked(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if isinstance(secret, str) and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return text[:500]
+    return text
 
 
 def _unknown_hooks(names: list[str]) -> str:
@@ -292,6 +296,12 @@ class PluginHost:
             failure = HookFailure(name, hook, f"timed out after {limit:g} s", True)
         except RejectJob as exc:
             if hook == "before_submit":
+                # the reason lands in the store and failed/ notes: mask the plugin's secrets
+                masked = _masked(exc.reason, self._secrets)
+                if masked != exc.reason:
+                    rejected = RejectJob(masked)
+                    rejected.plugin = name
+                    raise rejected from None
                 exc.plugin = name
                 raise
             failure = HookFailure(name, hook, _one_line(exc, self._secrets))

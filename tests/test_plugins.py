@@ -377,3 +377,23 @@ async def test_hook_errors_never_show_a_resolved_secret(
     [failure] = await host.on_failed(make_job(), "x")
     assert "s3cr3t-value" not in str(failure)
     assert failure.error == "ValueError: bad token ***"
+
+
+async def test_a_rejection_reason_never_shows_a_resolved_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugin_folder(
+        tmp_path / "plugins",
+        gate="""
+            from bygheartd.plugins import RejectJob, hookimpl
+            @hookimpl
+            def before_submit(config):
+                raise RejectJob(f"quota service refused token {config['token']}")
+        """,
+    )
+    monkeypatch.setenv("GATE_TOKEN", "s3cr3t-gate")
+    host = PluginHost.load(settings(tmp_path, tables={"gate": {"token": {"env": "GATE_TOKEN"}}}))
+    with pytest.raises(RejectJob) as caught:
+        await host.before_submit(make_job(), {"title": "x"})
+    assert caught.value.reason == "quota service refused token ***"
+    assert caught.value.plugin == "gate"
