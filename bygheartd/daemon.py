@@ -20,13 +20,25 @@ from bygheartd.systemd import Notifier, watchdog_interval, watchdog_loop
 log = logging.getLogger("bygheartd.daemon")
 
 DRAIN_SECONDS = 20.0
+# Settings a reload cannot change in a running daemon (it says so in the log).
+RESTART_ONLY = (
+    "folders",
+    "api.backend",
+    "mcp",
+    "watch.settle_seconds",
+    "watch.poll_interval_seconds",
+    "watch.rescan_seconds",
+)
 STATUS_SECONDS = 10.0
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None) -> None:
+    def __init__(
+        self, config: Config, config_path: Path | None, log_override: str | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
+        self.log_override = log_override  # --log-level wins over [log] level, even on reload
         self.notifier = Notifier()
         self.stop_event = asyncio.Event()
         self.stop_signal = "request"
@@ -162,8 +174,7 @@ class Daemon:
             self.notifier.ready("reload refused: " + str(exc).splitlines()[0])
             return
         changed = _diff(self.config, new)
-        pinned = {"folders", "api.backend", "mcp"}
-        needs_restart = [c for c in changed if any(c.startswith(p) for p in pinned)]
+        needs_restart = [c for c in changed if c.startswith(RESTART_ONLY)]
         runtime = self.runtime
         if runtime is not None and runtime.engine is not None:
             from bygheartd.runtime import make_client
@@ -172,14 +183,36 @@ class Daemon:
             old_client = engine.client
             engine.reconfigure(new, make_client(new))
             runtime.reconfigure(new)
+            if any(c.startswith("plugins") for c in changed):
+                await self._reload_plugins(runtime, new)
             engine.recheck_auth()
             await old_client.aclose()
+        if "log.level" in changed and self.log_override is None:
+            from bygheartd.logs import setup_logging
+
+            setup_logging(new.log.level)
         self.config = new
         if needs_restart:
             log.warning("reloaded; these changes need a restart: %s", ", ".join(needs_restart))
         log.info("reloaded config: %s", ", ".join(changed) or "no changes (key re-read)")
         if runtime is not None:
             self.notifier.ready(self._status_text(runtime))
+
+    @staticmethod
+    async def _reload_plugins(runtime: Runtime, config: Config) -> None:
+        """New `[plugins]` settings: load the plugins again; jobs in flight keep going."""
+        from bygheartd.plugins import PluginHost
+        from bygheartd.runtime import plugin_settings
+
+        host = await asyncio.to_thread(PluginHost.load, plugin_settings(config))
+        runtime.plugins = host
+        if runtime.engine is not None:
+            runtime.engine.plugins = host
+            runtime.engine.delivery.plugins = host
+        errors = [f"{i.name}: {i.error}" for i in host.describe() if i.error]
+        log.info("plugins reloaded: %s", ", ".join(host.active) or "none")
+        for error in errors:
+            log.warning("plugin not loaded: %s", error)
 
     async def _status_loop(self, runtime: Runtime) -> None:
         while True:
@@ -230,7 +263,7 @@ async def run_daemon(config_path: Path | None, log_level: str | None) -> int:
     if find_api_key(config).value is None and config.backend == "bygheart":
         log.error("%s", no_key_message(config))
         return 1
-    daemon = Daemon(config, config_path)
+    daemon = Daemon(config, config_path, log_level)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run()
     return 0

@@ -22,7 +22,6 @@ from bygheartd.client import BygheartClient
 from bygheartd.client_errors import (
     ApiError,
     AuthError,
-    PlanError,
     ProtocolError,
     RateLimited,
     RejectedError,
@@ -274,10 +273,8 @@ class Engine:
         source_audio = self._source_audio(job)
         try:
             submitted = await self.client.submit(body, src_audio=source_audio)
-        except PlanError as exc:
-            self._auth_problem(job, f"{exc} (upgrade your plan to Pro or Ultimate)")
-        except AuthError as exc:
-            self._auth_problem(job, f"{exc}: check the API key ({self._key_hint()})")
+        except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
+            self._auth_problem(job, f"{exc} ({self._key_hint()})")
         except RateLimited as exc:
             self._rate_limited(job, exc)
         except TransientError as exc:
@@ -332,7 +329,7 @@ class Engine:
             source = find_api_key(self.config).source
         except BygheartdError:
             source = None
-        return f"it came from {source}" if source else "no key source was found"
+        return f"the key came from {source}" if source else "no key source was found"
 
     def _auth_problem(self, job: Job, reason: str) -> None:
         """Nothing was created; every other submit would fail the same way: hold them all."""

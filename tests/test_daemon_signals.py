@@ -87,6 +87,31 @@ def test_sighup_rereads_the_key_file_and_releases_jobs_held_for_a_bad_key(
     assert simulator.sim.stats.submits == 1  # the 403 created nothing; one real submit
 
 
+def test_sighup_reloads_plugins_and_the_next_song_uses_them(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BYGHEARTD_LOAD_PLUGINS"}
+    config = make_config(simulator, queue=QUEUE, plugins={"enabled": []})
+    daemon = Daemon(tmp_path / "config.toml", tmp_path / "plugins.log", env=env)
+    try:
+        daemon.start()
+        make_config(simulator, queue=QUEUE, plugins={"enabled": ["tags"]})
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "plugins reloaded: tags" in daemon.log(), what="reload", proc=daemon)
+        [record] = submit(daemon.config_path, write_songs(tmp_path / "s", 1))
+        jobs = Jobs(config)
+        try:
+            wait_for(lambda: jobs.all_in([record["id"]], {"done"}), what="the song", proc=daemon)
+        finally:
+            jobs.close()
+    finally:
+        daemon.stop()
+    from mutagen.id3 import ID3
+
+    [song] = list(config.folders.output.glob("*.mp3"))
+    assert str(ID3(str(song))["TIT2"])  # tagged by the plugin loaded on reload
+
+
 def test_sighup_with_a_broken_config_refuses_and_keeps_running(
     simulator: RunningSimulator, make_config: MakeConfig, daemon: Daemon, tmp_path: Path
 ) -> None:

@@ -185,7 +185,12 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         None,
         "Tasks generating at once (default: no limit; ACE-Step itself runs 1).",
     ),
-    CliOption("seed", int, None, "Seed for task ids, random seeds and faults (reproducible runs)."),
+    CliOption(
+        "seed",
+        int,
+        None,
+        "Seed for the generated seeds, latency jitter and random faults (reproducible runs).",
+    ),
     CliOption(
         "audio_scale", float, 0.02, "Audio length = requested duration (auto: 30 s) times this."
     ),
