@@ -18,6 +18,21 @@ from bygheartd.jobs import JobStatus
 DEMO_KEY = "bgh_demo_offline_key"
 
 
+def _command_name() -> str:
+    """`bygheartd` when it is on PATH, else the path that ran us (e.g. `.venv/bin/bygheartd`)."""
+    import shutil
+
+    if shutil.which("bygheartd"):
+        return "bygheartd"
+    script = Path(sys.argv[0])
+    if script.name == "bygheartd":
+        try:
+            return str(script.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{sys.executable} -m bygheartd"
+
+
 def find_examples() -> list[Path]:
     here = Path(__file__).resolve().parent
     for folder in (here.parent / "examples", here / "examples"):
@@ -102,7 +117,7 @@ async def run_demo(directory: Path) -> int:
     console.print(
         f"{sum(j.status is JobStatus.DONE for j in finished)}/{len(finished)} songs done in "
         f"{elapsed:.1f} s. Output: {root / 'output'}\n"
-        f"Look around: bygheartd --config {config_file} list"
+        f"Look around: {_command_name()} --config {config_file} list"
     )
     sys.stdout.flush()
     return 0 if ok else 1
