@@ -31,6 +31,10 @@ class JobStatus(enum.StrEnum):
         return self in FINAL_STATUSES
 
 
+# `hold_kind` of a cancelled job whose task still runs on the server: watched until it ends,
+# so a failure there (refunded by the server) is refunded locally too.
+SETTLING = "settling"
+
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset(
     {

@@ -15,7 +15,7 @@ from bygheartd.client import BygheartClient, TaskResult, TaskState
 from bygheartd.client_errors import ApiError, RateLimited
 from bygheartd.config import Config
 from bygheartd.delivery import Delivery
-from bygheartd.jobs import Job, JobStatus, utcnow
+from bygheartd.jobs import SETTLING, Job, JobStatus, utcnow
 from bygheartd.scheduler import Ticker
 from bygheartd.store import StaleTransition, Store
 
@@ -86,9 +86,14 @@ class Poller:
         if self._poll_paused_until is not None and now < self._poll_paused_until:
             return
         running = [j for j in self.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
-        if not running:
+        settling = [
+            j
+            for j in self.store.find_by("hold_kind", SETTLING)
+            if j.status is JobStatus.CANCELLED and j.task_id
+        ]
+        if not running and not settling:
             return
-        ids = [j.task_id for j in running if j.task_id]
+        ids = [j.task_id for j in running + settling if j.task_id]
         try:
             results = await self.client.query(ids, chunk_size=self.config.queue.poll_batch)
         except RateLimited as exc:
@@ -106,10 +111,33 @@ class Poller:
             result = results.get(job.task_id or "")
             if result is not None and self._apply(job, result, now):
                 finished += 1
+        for job in settling:
+            result = results.get(job.task_id or "")
+            if result is not None:
+                self._settle(job, result, now)
         if finished:
             self._on_finished()
         still = [j for j in self.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id]
         self._plan_next_poll(still)
+
+    def _settle(self, job: Job, result: TaskResult, now: datetime) -> None:
+        """A cancelled job's task ended on the server: bring the ledger in line with it."""
+        started = job.submitted_at or job.created_at
+        overdue = (now - started).total_seconds() > self.config.queue.job_deadline_seconds
+        if result.state is TaskState.FAILED:
+            refunded = self.delivery.budget.refund(job.id, job.model)
+            outcome = f"failed on the server after the cancel: {refunded} credit(s) back"
+        elif result.state is TaskState.SUCCEEDED:
+            outcome = "the server finished it after the cancel (charged, not downloaded)"
+        elif result.state is TaskState.UNKNOWN or overdue:
+            outcome = "the server no longer reports it; its credits stay counted"
+        else:
+            return
+        try:
+            self.store.update(job.id, expect={JobStatus.CANCELLED}, hold_kind=None)
+        except StaleTransition:
+            return  # retried meanwhile: a new submission, nothing to settle
+        self.store.add_event(job.id, "settled", outcome)
 
     async def _refresh_server_average(self, now: datetime) -> None:
         """A self-hosted ACE-Step server reports its average job time in /v1/stats."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bygheartd.budget import Budget
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
-from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, utcnow
+from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
 from bygheartd.lock import EngineLock
 from bygheartd.store import JobNotFound, StaleTransition, Store
 
@@ -265,6 +265,9 @@ class SongService:
             if spent
             else "cancelled by the user before submission"
         )
+        # A task still generating is watched until the server ends it, so that a failure
+        # there (which the server refunds) is refunded in the local ledger too.
+        settling = job.status is JobStatus.RUNNING and job.task_id is not None
         try:
             job = self.store.transition(
                 job.id,
@@ -272,6 +275,7 @@ class SongService:
                 event="cancelled",
                 reason=reason,
                 expect={s for s in JobStatus if not s.is_final},
+                hold_kind=SETTLING if settling else None,
             )
         except StaleTransition as exc:
             raise ServiceError(str(exc)) from None

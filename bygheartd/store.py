@@ -230,6 +230,7 @@ class Store:
             "dedupe_key",
             "idempotency_key",
             "task_id",
+            "hold_kind",
         }:
             raise ValueError(column)
         with self._lock:

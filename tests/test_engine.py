@@ -343,3 +343,36 @@ async def test_once_generation_time_is_known_polls_wait_for_it(
     # typical generation time, the engine waits for it and needs one or two
     assert polls_for_first >= 5
     assert polls_for_second <= 3
+
+
+async def test_cancelled_running_job_is_settled_with_the_servers_outcome(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(latency=1.0)
+    config = make_config(simulator)
+    async with Runtime(config, owner="test") as runtime:
+        doomed = runtime.service.enqueue_file(
+            song(tmp_path, "doomed.txt", title="Doomed", style="FAIL on purpose")
+        )
+        fine = runtime.service.enqueue_file(song(tmp_path, "fine.txt", title="Fine"))
+        runtime.wake()
+        for job in (doomed, fine):
+            await _until(runtime, job, JobStatus.RUNNING)
+            runtime.service.cancel(job.id)
+        for job in (doomed, fine):
+            await _until_settled(runtime, job)
+        doomed_events = [(e.event, e.reason) for e in runtime.store.history(doomed.id)]
+        fine_events = [(e.event, e.reason) for e in runtime.store.history(fine.id)]
+        spent = runtime.service.credits()["today"]["spent"]
+    assert ("settled", "failed on the server after the cancel: 1 credit(s) back") in doomed_events
+    assert any(e == "settled" and "charged, not downloaded" in (r or "") for e, r in fine_events)
+    assert spent == 1 == server_credits(simulator)["used_today"]  # the ledgers agree
+    assert not list(config.folders.output.iterdir())  # a cancelled song is not downloaded
+
+
+async def _until_settled(runtime: Runtime, job: Job, timeout: float = 15) -> None:
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while runtime.store.get(job.id).hold_kind is not None:
+            await anyio.sleep(0.05)
