@@ -53,11 +53,6 @@ USE_RANDOM_SEED: Final = "use_random_seed"
 CANONICAL: Final[dict[str, str]] = {
     name: canon for canon, names in ALIASES.items() for name in (canon, *names)
 } | {USE_RANDOM_SEED: USE_RANDOM_SEED}
-# Fields whose YAML value is taken as written: `language: no` is Norwegian, not false.
-TEXT_FIELDS: Final = frozenset(
-    {"title", "style", "lyrics", "model", "key", "time_signature", "language", "negative"}
-    | {"audio_format", "lm_model_path", "task_type", "source_audio"}
-)
 
 
 def boolean(name: str, value: Any, backend: str) -> bool:

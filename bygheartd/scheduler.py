@@ -56,9 +56,6 @@ class Ticker:
             replace_existing=True,
         )
 
-    def interval_of(self, name: str) -> float | None:
-        return self._intervals.get(name)
-
     def reschedule(self, name: str, seconds: float) -> None:
         """Change an interval; the next run comes `seconds` from now."""
         if self._intervals.get(name) == seconds or self._sched.get_job(name) is None:

@@ -357,15 +357,6 @@ class Store:
             stems.update([str(base), *(f"{base}-{n}" for n in range(2, takes + 1))])
         return stems
 
-    def base_names_in_use(self) -> set[str]:
-        """Bases of unfinished deliveries, held ones included (they resume into them)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT base_name FROM jobs WHERE base_name IS NOT NULL AND status NOT IN "
-                "('done', 'failed', 'cancelled')"
-            ).fetchall()
-        return {str(r[0]) for r in rows}
-
     def _update(self, db: sqlite3.Connection, job_id: str, **fields: Any) -> None:
         sets = ["updated_at = ?"]
         args: list[Any] = [iso(utcnow())]
@@ -453,16 +444,6 @@ class Store:
                 (job_id, int(row[0])),
             ).fetchone()
         return int(held[0]), str(row[1]), str(row[2])
-
-    def reservation_period(self, job_id: str) -> tuple[str, str] | None:
-        """Day and month of a job's latest reservation: refunds go back where they came from."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT day, month FROM ledger WHERE job_id = ? AND kind = 'reserve' "
-                "ORDER BY id DESC LIMIT 1",
-                (job_id,),
-            ).fetchone()
-        return None if row is None else (str(row[0]), str(row[1]))
 
     def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int:
         column, value = ("day", day) if day is not None else ("month", month)

@@ -63,7 +63,7 @@ def test_a_transition_and_its_ledger_line_commit_together(tmp_path: Path) -> Non
     }
     store.transition(job_id, JobStatus.SUBMITTING, event="submitting", ledger=entry)
     assert store.job_credit_balance(job_id) == 2
-    assert store.reservation_period(job_id) == ("2026-11-24", "2026-11")
+    assert store.open_reservation(job_id) == (2, "2026-11-24", "2026-11")
 
 
 def test_jobs_are_found_by_unique_prefix_of_six_or_more(tmp_path: Path) -> None:
