@@ -110,7 +110,7 @@ class InboxWatcher:
         if reason is None:
             await self._resume(raise_busy=True)
         else:
-            self._pause(reason)
+            await self._pause(reason)
         self._tasks = [
             asyncio.create_task(self._check_loop(), name="inbox-checker"),
             asyncio.create_task(self._intake_loop(), name="inbox-intake"),
@@ -139,7 +139,7 @@ class InboxWatcher:
                 await task
         self._tasks = []
         await self._stop_observer()
-        self.lock.release()
+        await asyncio.to_thread(self.lock.release)
 
     def _folder_problems(self) -> list[str]:
         problems = []
@@ -159,10 +159,10 @@ class InboxWatcher:
         except InboxBusy as exc:
             if raise_busy:
                 raise
-            self._pause(str(exc))
+            await self._pause(str(exc))
             return False
         except OSError as exc:
-            self._pause(f"cannot lock the inbox: {exc.strerror or exc}")
+            await self._pause(f"cannot lock the inbox: {exc.strerror or exc}")
             return False
         await self._stop_observer()
         self._inbox_id = await asyncio.to_thread(_identity, self.inbox)
@@ -178,7 +178,7 @@ class InboxWatcher:
                 self._observer_factory,
             )
         except OSError as exc:
-            self._pause(f"cannot watch the inbox: {exc.strerror or exc}")
+            await self._pause(f"cannot watch the inbox: {exc.strerror or exc}")
             return False
         if self.paused_reason is not None:
             log.warning("the inbox %s is back: watching again", self.inbox)
@@ -187,7 +187,7 @@ class InboxWatcher:
         await self.rescan()
         return True
 
-    def _pause(self, reason: str) -> None:
+    async def _pause(self, reason: str) -> None:
         """Stop taking files; nothing pending is treated as deleted, only forgotten."""
         if reason != self.paused_reason:
             log.warning(
@@ -195,7 +195,7 @@ class InboxWatcher:
             )
         self.paused_reason = reason
         self.tracker.clear()
-        self.lock.release()
+        await asyncio.to_thread(self.lock.release)  # a hung share must not block the loop
 
     async def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
@@ -209,7 +209,7 @@ class InboxWatcher:
             if reason is not None:
                 if self.paused_reason is None:
                     await self._stop_observer()
-                self._pause(reason)
+                await self._pause(reason)
             elif self.paused_reason is not None:
                 await self._resume()
             elif self._observer is not None and not self._observer.is_alive():
@@ -220,7 +220,7 @@ class InboxWatcher:
                 # observer and the lock still hold the old folder.
                 log.warning("the inbox %s was replaced: watching the new folder", self.inbox)
                 self.tracker.clear()
-                self.lock.release()
+                await asyncio.to_thread(self.lock.release)
                 await self._resume()
 
     # -- events and scans ---------------------------------------------------------------
@@ -272,7 +272,7 @@ class InboxWatcher:
             found = await asyncio.to_thread(scan_inbox, self.inbox, self.intake.rules)
         except OSError as exc:
             await self._stop_observer()
-            self._pause(f"the inbox {self.inbox} cannot be listed: {exc.strerror or exc}")
+            await self._pause(f"the inbox {self.inbox} cannot be listed: {exc.strerror or exc}")
             return
         finally:
             self._rescanning = False
