@@ -146,8 +146,14 @@ class Engine:
         """A job left in `submitting` may or may not exist on the server: never guess."""
         for job in self.store.list_jobs([JobStatus.SUBMITTING]):
             if self.config.queue.resubmit_uncertain:
-                self.budget.refund(job.id, job.model)
-                self._move(job, JobStatus.QUEUED, "recovered", "resubmitting after a crash")
+                with contextlib.suppress(StaleTransition):
+                    self.store.transition(
+                        job.id,
+                        JobStatus.QUEUED,
+                        event="recovered",
+                        reason="resubmitting after a crash",
+                        ledger=self.budget.refund_entry(job.id, job.model),
+                    )
             else:  # the server may have created and charged it: keep the reservation
                 self._fail(
                     job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit", refund=False
@@ -281,16 +287,13 @@ class Engine:
             if exc.outcome_unknown:
                 self._outcome_unknown(job, str(exc))
             else:
-                self.budget.refund(job.id, job.model)
-                self._retry_later(job, f"the API is unavailable: {exc}")
+                self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
         except ProtocolError as exc:
             self._outcome_unknown(job, f"unreadable reply: {exc}")
-        except (RejectedError, ApiError) as exc:
-            self.budget.refund(job.id, job.model)
-            self._fail(job, f"the API refused the request: {exc}", refund=False)
+        except (RejectedError, ApiError) as exc:  # nothing was created: refund with the failure
+            self._fail(job, f"the API refused the request: {exc}")
         except OSError as exc:
-            self.budget.refund(job.id, job.model)
-            self._fail(job, f"cannot read the source audio: {exc}", refund=False)
+            self._fail(job, f"cannot read the source audio: {exc}")
         else:
             try:
                 job = self.store.transition(
@@ -333,16 +336,14 @@ class Engine:
 
     def _auth_problem(self, job: Job, reason: str) -> None:
         """Nothing was created; every other submit would fail the same way: hold them all."""
-        self.budget.refund(job.id, job.model)
         until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
         self._submit_paused_until = until
-        self._hold(job, "auth", reason, until, expect={JobStatus.SUBMITTING})
+        self._hold(job, "auth", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
         for other in self.store.list_jobs([JobStatus.QUEUED]):
             self._hold(other, "auth", reason, until)
         log.error("%s; submissions paused until the key or plan changes", reason)
 
     def _rate_limited(self, job: Job, exc: RateLimited) -> None:
-        self.budget.refund(job.id, job.model)
         wait = (
             float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
         )
@@ -353,12 +354,13 @@ class Engine:
             reason = f"the server's credit limit is reached: {exc}"
         else:
             reason = f"rate limited by the API: {exc}"
-        self._hold(job, "rate", reason, until, expect={JobStatus.SUBMITTING})
+        self._hold(job, "rate", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
 
     def _outcome_unknown(self, job: Job, detail: str) -> None:
         if self.config.queue.resubmit_uncertain:
-            self.budget.refund(job.id, job.model)
-            self._retry_later(job, f"{UNKNOWN_OUTCOME} ({detail}); resubmitting as configured")
+            self._retry_later(
+                job, f"{UNKNOWN_OUTCOME} ({detail}); resubmitting as configured", refund=True
+            )
         else:
             self._fail(
                 job,
@@ -367,12 +369,12 @@ class Engine:
                 refund=False,
             )
 
-    def _retry_later(self, job: Job, reason: str) -> None:
+    def _retry_later(self, job: Job, reason: str, *, refund: bool) -> None:
         if job.attempts >= self.config.queue.max_attempts:
-            self._fail(job, f"{reason} (gave up after {job.attempts} attempts)", refund=False)
+            self._fail(job, f"{reason} (gave up after {job.attempts} attempts)", refund=refund)
             return
         until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
-        self._hold(job, "retry", reason, until, expect={JobStatus.SUBMITTING})
+        self._hold(job, "retry", reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
 
     def _backoff(self, attempts: int) -> float:
         q = self.config.queue
@@ -388,7 +390,11 @@ class Engine:
         reason: str,
         until: datetime,
         expect: set[JobStatus] | None = None,
+        *,
+        refund: bool = False,
     ) -> None:
+        """Hold a job; `refund` gives back its reservation in the same transaction (a submit
+        that provably created nothing), so a crash cannot separate the two."""
         try:
             held = self.store.transition(
                 job.id,
@@ -396,6 +402,7 @@ class Engine:
                 event=f"held ({kind})",
                 reason=reason,
                 expect=expect or {JobStatus.QUEUED},
+                ledger=self.budget.refund_entry(job.id, job.model) if refund else None,
                 resumes_at=until,
                 hold_kind=kind,
             )
@@ -452,10 +459,6 @@ class Engine:
         self.ticker.wake("release-held")
 
     # -- endings ----------------------------------------------------------------------
-
-    def _move(self, job: Job, to: JobStatus, event: str, reason: str) -> None:
-        with contextlib.suppress(StaleTransition):
-            self.store.transition(job.id, to, event=event, reason=reason)
 
     def _fail(self, job: Job, reason: str, *, refund: bool = True) -> None:
         self.delivery.fail(job, reason, refund=refund)
