@@ -117,7 +117,7 @@ async def _run_songs(
     sim: Any, root: Path, songs: int, queue: dict[str, float | int]
 ) -> dict[str, Any]:
     from bygheartd.config import load_config
-    from bygheartd.runtime import Runtime
+    from bygheartd.service.runtime import Runtime
 
     config = load_config(write_config(root, sim.base_url, queue))
     httpx.post(f"{sim.base_url}/_sim/reset", json={}, timeout=10)
@@ -176,8 +176,8 @@ async def bench_throughput(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]
 
 def _fill_store(config_path: Path, count: int) -> float:
     from bygheartd.config import load_config
-    from bygheartd.service import SongService
-    from bygheartd.store import Store
+    from bygheartd.service.service import SongService
+    from bygheartd.store.store import Store
 
     config = load_config(config_path)
     store = Store.open(config.state_dir)
@@ -194,7 +194,7 @@ def _resume_child(config_path: Path) -> None:
     import psutil  # type: ignore[import-untyped]
 
     from bygheartd.config import load_config
-    from bygheartd.runtime import Runtime
+    from bygheartd.service.runtime import Runtime
 
     proc = psutil.Process()
     config = load_config(config_path)
@@ -216,8 +216,8 @@ def _resume_child(config_path: Path) -> None:
         result["rss_after_2s_mb"] = proc.memory_info().rss / 2**20
         await runtime.stop_engine(drain_seconds=5)
         # Engine.start alone, on the same store (the lock is free again)
-        from bygheartd.engine import Engine
-        from bygheartd.runtime import make_client
+        from bygheartd.engine.engine import Engine
+        from bygheartd.service.runtime import make_client
 
         client = make_client(config)
         engine2 = Engine(config, runtime.store, client, None)

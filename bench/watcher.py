@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.config import Config
-from bygheartd.service import SongService
-from bygheartd.store import Store
-from bygheartd.watcher import InboxWatcher
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.watch.watcher import InboxWatcher
 
 SETTLE = 0.5
 SAMPLES = 25
@@ -59,7 +59,7 @@ async def bench(observer: str, poll: float) -> dict[str, Any]:
         config = make_config(Path(tmp), poll)
         store = Store.open(config.state_dir)
         service = SongService(config, store)
-        watcher = InboxWatcher(config, service, None)
+        watcher = InboxWatcher(config, service)
         await watcher.start()
         inbox, archive = config.folders.inbox, config.folders.archive
         try:

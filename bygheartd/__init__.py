@@ -13,13 +13,13 @@ __all__ = ["RejectJob", "__version__", "hookimpl"]
 
 if TYPE_CHECKING:
     from bygheartd.errors import RejectJob
-    from bygheartd.plugins import hookimpl
+    from bygheartd.hooks.specs import hookimpl
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: the CLI's cold start must not pay for pluggy when it lists jobs.
     if name == "hookimpl":
-        from bygheartd.plugins import hookimpl
+        from bygheartd.hooks.specs import hookimpl
 
         return hookimpl
     if name == "RejectJob":

@@ -1,5 +1,5 @@
 """`python -m bygheartd` is the same as the `bygheartd` command."""
 
-from bygheartd.cli import main
+from bygheartd.cli.main import main
 
 main()

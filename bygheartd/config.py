@@ -333,3 +333,27 @@ def _suggest(loc: list[str]) -> str:
             return ""
     close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
     return f": did you mean '{'.'.join([*loc[:-1], close[0]])}'?" if close else ""
+
+
+class LiveConfig:
+    """The one holder of the running config. Components keep this holder, never a copy of
+    the config, and read `current` when they need a setting, so a reload (SIGHUP) that
+    replaces it here reaches every one of them at once.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._current = config
+
+    @property
+    def current(self) -> Config:
+        return self._current
+
+    def replace(self, config: Config) -> Config:
+        """Install a reloaded config; returns the one it replaced."""
+        old, self._current = self._current, config
+        return old
+
+    @classmethod
+    def of(cls, config: Config | LiveConfig) -> LiveConfig:
+        """The holder itself, or a holder of its own for a one-off use (a command, a test)."""
+        return config if isinstance(config, LiveConfig) else cls(config)

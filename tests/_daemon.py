@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.config import Config
-from bygheartd.store import Store
+from bygheartd.store.store import Store
 
 READY_LINE = "bygheartd is running"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bygheartd.budget import Budget
 from bygheartd.config import parse_config
-from bygheartd.store import Store
+from bygheartd.engine.budget import Budget
+from bygheartd.store.store import Store
 
 
 def budget(tmp_path: Path, **section: object) -> Budget:

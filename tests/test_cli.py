@@ -159,7 +159,7 @@ def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
         [
             "import sys",
             f"sys.argv = ['bygheartd', 'list', '--json', '--config', {str(cfg)!r}]",
-            "import bygheartd.cli as c",
+            "import bygheartd.cli.main as c",
             "try:",
             "    c.main()",
             "except SystemExit:",

@@ -30,7 +30,7 @@ from _servers import (
     scripted_server,
 )
 
-from bygheartd.client import (
+from bygheartd.api.client import (
     ApiError,
     AuthError,
     BygheartClient,
@@ -43,7 +43,7 @@ from bygheartd.client import (
     TaskState,
     TransientError,
 )
-from bygheartd.client_errors import parse_retry_after
+from bygheartd.api.errors import parse_retry_after
 from bygheartd.errors import BygheartdError
 
 pytestmark = pytest.mark.anyio

@@ -15,14 +15,14 @@ from urllib.parse import quote
 import pytest
 from _servers import PREFIX, TRANSCRIPT, Reply, ScriptedApi, ServerThread, scripted_server
 
-from bygheartd.client import (
+from bygheartd.api.client import (
     BygheartClient,
     ProtocolError,
     RejectedError,
     RetryPolicy,
     TransientError,
 )
-from bygheartd.download import resolve_audio_url, sniff_audio_ext
+from bygheartd.api.download import resolve_audio_url, sniff_audio_ext
 
 pytestmark = pytest.mark.anyio
 

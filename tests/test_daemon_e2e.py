@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -32,8 +33,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mutagen.id3 import ID3
 
 from bygheartd.config import Config, load_config
+from bygheartd.engine.lock import EngineLock
 from bygheartd.jobs import parse_iso
-from bygheartd.lock import EngineLock
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 LYRICS = "[Verse]\nneon on the water\n[Chorus]\nwe light the harbour up"
@@ -207,6 +208,62 @@ async def test_a_dropped_file_a_cli_submit_and_an_mcp_call_all_become_tagged_son
         chorus = "we light the harbour up" if title == "Asked Song" else f"{title} sings it again"
         assert chorus in lyrics.text
     assert notes[records["Dropped Song"]["id"]]["archived_as"] == "dropped.txt"
+
+
+async def _call(url: str, token: str, tool: str, args: dict[str, Any]) -> Any:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=60)
+    )
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        return await client.call_tool(tool, args)
+
+
+@pytest.mark.anyio
+async def test_a_budget_reload_reaches_every_face_of_the_running_daemon(
+    simulator: RunningSimulator, installs: list[Setup], tmp_path: Path
+) -> None:
+    token, mcp = with_mcp_http(tmp_path)
+    setup = install(installs, tmp_path, simulator, mcp=mcp)
+    setup.daemon.start()
+    before = (await _call(mcp_url(setup), token, "get_credits", {})).structured_content
+    assert before["limits"] == {"daily_credits": 30, "monthly_credits": 200, "rollover_max": 60}
+
+    text = setup.config_path.read_text(encoding="utf-8")
+    setup.config_path.write_text(
+        text.replace(
+            '[budget]\nplan = "pro"\n',
+            '[budget]\nplan = "pro"\ndaily_credits = 3\nmonthly_credits = 150\nrollover_max = 5\n',
+        ),
+        encoding="utf-8",
+    )
+    setup.daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded config" in setup.daemon.log(), what="the reload", proc=setup.daemon)
+    assert "budget.daily_credits" in setup.daemon.log()
+
+    # MCP over HTTP: the plan limits and the credit figures beside them are both new.
+    after = (await _call(mcp_url(setup), token, "get_credits", {})).structured_content
+    assert after["limits"] == {"daily_credits": 3, "monthly_credits": 150, "rollover_max": 5}
+    assert after["today"]["cap"] == 3 and after["today"]["left"] == 3
+    assert after["month"]["allowance"] == 150
+    # The CLI reads the same file.
+    assert json.loads(cli(setup.config_path, "credits", "--json").stdout)["today"]["cap"] == 3
+    # The request rules: a job above the new daily cap can never run, so it is refused.
+    refused = await _call(
+        mcp_url(setup),
+        token,
+        "generate_song",
+        {"lyrics": LYRICS, "style": "pop", "model": "bygheart-studio-max"},
+    )
+    assert refused.is_error and "3" in refused.content[0].text, refused.content
+    # The engine's budget: 2 credits fit in 3; a second job of 2 waits for tomorrow.
+    args = {"lyrics": LYRICS, "style": "pop", "model": "bygheart-studio-pro", "wait_seconds": 20}
+    first = await _call(mcp_url(setup), token, "generate_song", {**args, "title": "One"})
+    assert first.structured_content["status"] == "done", first.content
+    second = await _call(
+        mcp_url(setup), token, "generate_song", {**args, "title": "Two", "wait_seconds": 3}
+    )
+    assert second.structured_content["status"] == "held", second.content
+    assert simulator.sim.stats.submits == 1
 
 
 def test_health_answers_without_a_token_and_mcp_without_one_is_401(

@@ -14,7 +14,7 @@ import soundfile
 from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.jobs import Job, JobStatus
-from bygheartd.runtime import Runtime
+from bygheartd.service.runtime import Runtime
 from bygheartd.simulator import RunningSimulator, key_label
 
 pytestmark = pytest.mark.anyio

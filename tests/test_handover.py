@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import TEST_KEY, MakeConfig
 
-from bygheartd.lock import EngineLock
+from bygheartd.engine.lock import EngineLock
 from bygheartd.simulator import RunningSimulator
 
 SONG = "---\ntitle: Hand Over\nstyle: calm piano\nmodel: bygheart-melody-fast\n---\n[Verse]\nla\n"

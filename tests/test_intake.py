@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from bygheartd.config import Config
-from bygheartd.intake import Intake, drop_identity
 from bygheartd.jobs import JobStatus
-from bygheartd.service import SongService
-from bygheartd.store import Store
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.watch.intake import Intake, drop_identity
 
 SONG = b"---\ntitle: Night Drive\nstyle: synthwave\n---\n[Verse]\nlights on the highway\n"
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bygheartd.intake import Intake
-from bygheartd.service import SongService
-from bygheartd.store import Store
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.watch.intake import Intake
 
 
 def fm(body: str, lyrics: str = "la la la\n") -> bytes:

@@ -19,10 +19,11 @@ from mcp import Client
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from bygheartd import catalog
+from bygheartd.engine.budget import Budget
+from bygheartd.engine.lock import EngineLock
 from bygheartd.jobs import JobStatus, utcnow
-from bygheartd.lock import EngineLock
-from bygheartd.mcp_server import build_server
-from bygheartd.runtime import Runtime
+from bygheartd.mcp.server import build_server
+from bygheartd.service.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -56,12 +57,12 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 
 async def call(runtime: Runtime, tool: str, args: dict[str, Any] | None = None) -> CallToolResult:
-    async with Client(build_server(runtime)) as client:
+    async with Client(build_server(runtime.service)) as client:
         return await client.call_tool(tool, args or {})
 
 
 async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: Runtime) -> None:
-    async with Client(build_server(idle_runtime)) as client:
+    async with Client(build_server(idle_runtime.service)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {
         "generate_song",
@@ -87,7 +88,7 @@ async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: 
 async def test_generate_song_declares_ranges_and_enums_for_the_backend(
     idle_runtime: Runtime,
 ) -> None:
-    async with Client(build_server(idle_runtime)) as client:
+    async with Client(build_server(idle_runtime.service)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     props = tools["generate_song"].input_schema["properties"]
 
@@ -112,7 +113,7 @@ async def test_generate_waits_with_rising_progress_until_the_file_exists(
         assert total == 1.0 and message
         progress.append(value)
 
-    async with Client(build_server(runtime), mode=mode) as client:
+    async with Client(build_server(runtime.service), mode=mode) as client:
         result = await client.call_tool(
             "generate_song",
             {"lyrics": LYRICS, "style": "synthwave", "title": "Neon Rivers", "wait_seconds": 30},
@@ -246,7 +247,8 @@ async def test_an_exhausted_budget_queues_the_song_and_says_when_it_starts(
     idle_runtime: Runtime,
 ) -> None:
     until = utcnow() + timedelta(hours=3)
-    idle_runtime.service.budget.server_capped_until(until)
+    # what the engine records when the server answers 429 credit_limit_reached
+    Budget(idle_runtime.config, idle_runtime.store).server_capped_until(until)
     result = await call(idle_runtime, "generate_song", {"lyrics": LYRICS})
     song = structured(result)
     assert song["status"] == "queued" and song["budget_hold"] is not None
@@ -261,7 +263,7 @@ async def test_get_song_waits_and_reports_progress(runtime: Runtime, mode: str) 
     async def on_progress(value: float, total: float | None, message: str | None) -> None:
         progress.append(value)
 
-    async with Client(build_server(runtime), mode=mode) as client:
+    async with Client(build_server(runtime.service), mode=mode) as client:
         queued = structured(await client.call_tool("generate_song", {"lyrics": LYRICS}))
         result = await client.call_tool(
             "get_song",
@@ -327,7 +329,7 @@ async def test_list_models_on_acestep_costs_nothing(make_config: MakeConfig) -> 
     config = make_config(None, api={"backend": "acestep"}, defaults={"model": ""})
     async with Runtime(config, owner="test", engine=False) as rt:
         models = structured(await call(rt, "list_models"))
-        async with Client(build_server(rt)) as client:
+        async with Client(build_server(rt.service)) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
     assert models["backend"] == "acestep"
     assert "acestep-v15-turbo" in [m["name"] for m in models["models"]]
@@ -337,7 +339,7 @@ async def test_list_models_on_acestep_costs_nothing(make_config: MakeConfig) -> 
 
 
 async def test_the_song_resource_is_the_record_then_the_sidecar(runtime: Runtime) -> None:
-    async with Client(build_server(runtime)) as client:
+    async with Client(build_server(runtime.service)) as client:
         queued = structured(await client.call_tool("generate_song", {"lyrics": LYRICS}))
         uri = f"bygheart://songs/{queued['id']}"
         before = await client.read_resource(uri)
@@ -352,7 +354,7 @@ async def test_the_song_resource_is_the_record_then_the_sidecar(runtime: Runtime
 
 
 async def test_the_guide_and_the_prompt_are_served(idle_runtime: Runtime) -> None:
-    async with Client(build_server(idle_runtime)) as client:
+    async with Client(build_server(idle_runtime.service)) as client:
         guide = (await client.read_resource("bygheart://guide")).contents[0]
         prompt = await client.get_prompt(
             "write_song", {"topic": "a lighthouse keeper", "genre": "folk", "mood": "hopeful"}
@@ -370,7 +372,7 @@ async def test_a_client_that_leaves_mid_wait_does_not_stop_the_song(runtime: Run
         started.set()
 
     async def generate() -> None:
-        async with Client(build_server(runtime)) as client:
+        async with Client(build_server(runtime.service)) as client:
             await client.call_tool(
                 "generate_song",
                 {"lyrics": LYRICS, "wait_seconds": 40},
@@ -390,7 +392,7 @@ async def test_a_client_that_leaves_mid_wait_does_not_stop_the_song(runtime: Run
 
 async def test_the_api_key_never_appears_in_a_reply(runtime: Runtime) -> None:
     replies: list[str] = []
-    async with Client(build_server(runtime)) as client:
+    async with Client(build_server(runtime.service)) as client:
         calls: list[tuple[str, dict[str, Any]]] = [
             ("generate_song", {"lyrics": LYRICS, "wait_seconds": 20}),
             ("generate_song", {"lyrics": LYRICS, "bpm": 999}),

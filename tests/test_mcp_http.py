@@ -17,8 +17,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bygheartd.config import Config
 from bygheartd.errors import ConfigError
-from bygheartd.mcp_http import McpHttpServer
-from bygheartd.runtime import Runtime
+from bygheartd.mcp.http import McpHttpServer
+from bygheartd.service.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +58,7 @@ async def served(
 ) -> AsyncIterator[McpHttpServer]:
     config = http_config(make_config, simulator, tmp_path)
     async with Runtime(config, owner="test", engine=True) as runtime:
-        server = McpHttpServer(config, runtime)
+        server = McpHttpServer(runtime.service)
         await server.start()
         try:
             yield server
@@ -138,7 +138,7 @@ async def test_http_refuses_to_start_without_a_token(
 ) -> None:
     config = make_config(None, mcp={"http": True, "port": 0})
     async with Runtime(config, owner="test", engine=False) as runtime:
-        server = McpHttpServer(config, runtime)
+        server = McpHttpServer(runtime.service)
         with pytest.raises(ConfigError, match="token_file"):
             await server.start()
         await server.stop()
@@ -150,4 +150,4 @@ async def test_an_empty_token_file_is_refused(make_config: MakeConfig, tmp_path:
     config = make_config(None, mcp={"http": True, "port": 0, "token_file": str(empty)})
     async with Runtime(config, owner="test", engine=False) as runtime:
         with pytest.raises(ConfigError, match="no usable token"):
-            await McpHttpServer(config, runtime).start()
+            await McpHttpServer(runtime.service).start()

@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 
 from bygheartd.jobs import JobStatus
 from bygheartd.simulator import RunningSimulator
-from bygheartd.store import Store
+from bygheartd.store.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +106,7 @@ def test_only_the_mcp_modules_import_mcp() -> None:
     code = (
         "import pkgutil, importlib, sys, bygheartd\n"
         "for m in pkgutil.walk_packages(bygheartd.__path__, 'bygheartd.'):\n"
-        "    skip = m.name in ('bygheartd.mcp_server', 'bygheartd.mcp_http')\n"
+        "    skip = m.name in ('bygheartd.mcp.server', 'bygheartd.mcp.http')\n"
         "    if not skip and not m.name.endswith('__main__'):\n"
         "        importlib.import_module(m.name)\n"
         "print(sorted(n for n in sys.modules if n == 'mcp' or n.startswith('mcp.'))[:3])\n"

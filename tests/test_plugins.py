@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from plugin_fixtures.factories import FIXTURES, make_job, plugin_folder
 
-from bygheartd.plugins import (
+from bygheartd.hooks.host import (
     PluginError,
     PluginHost,
     PluginSettings,
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 
 RECORDER = """
     import threading
-    from bygheartd.plugins import hookimpl
+    from bygheartd.hooks.host import hookimpl
 
     calls = []
 
@@ -128,13 +128,13 @@ async def test_a_raising_hook_is_recorded_and_later_plugins_still_run(tmp_path: 
     plugin_folder(
         tmp_path / "plugins",
         a_raises="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_failed(reason):
                 raise RuntimeError("smtp down\\nsecond line")
         """,
         b_records="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             calls = []
             @hookimpl
             def on_failed(reason):
@@ -158,9 +158,9 @@ async def test_a_hanging_hook_times_out_and_the_rest_still_run(tmp_path: Path, k
     )
     plugin_folder(
         tmp_path / "plugins",
-        a_hangs="from bygheartd.plugins import hookimpl\n" + hang,
+        a_hangs="from bygheartd.hooks.host import hookimpl\n" + hang,
         b_records=(
-            "from bygheartd.plugins import hookimpl\ncalls = []\n"
+            "from bygheartd.hooks.host import hookimpl\ncalls = []\n"
             "@hookimpl\ndef after_submit(task_id):\n    calls.append(task_id)\n"
         ),
     )
@@ -179,13 +179,13 @@ async def test_hook_before_submit_merges_changes_in_order(tmp_path: Path) -> Non
     plugin_folder(
         tmp_path / "plugins",
         first="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def before_submit(request):
                 return {"bpm": 120, "negative": None}
         """,
         second="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             seen = []
             @hookimpl
             async def before_submit(request):
@@ -205,7 +205,7 @@ async def test_before_submit_reject_propagates_with_the_plugin_name(tmp_path: Pa
     plugin_folder(
         tmp_path / "plugins",
         gate="""
-            from bygheartd.plugins import RejectJob, hookimpl
+            from bygheartd.hooks.host import RejectJob, hookimpl
             @hookimpl
             def before_submit(request):
                 if "explicit" in request.get("style", ""):
@@ -232,7 +232,7 @@ async def test_before_submit_failure_raises_plugin_error_fail_safe(
 ) -> None:
     plugin_folder(
         tmp_path / "plugins",
-        bad="from bygheartd.plugins import hookimpl\n"
+        bad="from bygheartd.hooks.host import hookimpl\n"
         f"@hookimpl\ndef before_submit():\n    {body}\n",
     )
     host = PluginHost.load(settings(tmp_path))
@@ -246,7 +246,7 @@ async def test_before_submit_timeout_raises_plugin_error(tmp_path: Path) -> None
         tmp_path / "plugins",
         slow="""
             import asyncio
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             async def before_submit():
                 await asyncio.sleep(60)
@@ -366,7 +366,7 @@ async def test_hook_errors_never_show_a_resolved_secret(
     plugin_folder(
         tmp_path / "plugins",
         leaky="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_failed(config):
                 raise ValueError(f"bad token {config['token']}")
@@ -385,7 +385,7 @@ async def test_a_rejection_reason_never_shows_a_resolved_secret(
     plugin_folder(
         tmp_path / "plugins",
         gate="""
-            from bygheartd.plugins import RejectJob, hookimpl
+            from bygheartd.hooks.host import RejectJob, hookimpl
             @hookimpl
             def before_submit(config):
                 raise RejectJob(f"quota service refused token {config['token']}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from plugin_fixtures.factories import make_job, plugin_folder
 
-from bygheartd.plugins import PluginHost, PluginSettings
+from bygheartd.hooks.host import PluginHost, PluginSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,7 @@ async def test_hook_on_complete_collects_added_files_and_sidecar_data(
         tmp_path,
         ["stems", "notes", "lister"],
         stems="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_complete(files):
                 stem = files[0].with_name("midnight-god-mode.vocals.wav")
@@ -54,14 +54,14 @@ async def test_hook_on_complete_collects_added_files_and_sidecar_data(
                 return [stem]
         """,
         notes="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             async def on_complete(files):
                 (files[0].parent / "notes.txt").write_text("hi")
                 return {"files": ["notes.txt"], "sidecar": {"count": len(files)}}
         """,
         lister="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             seen = []
             @hookimpl
             def on_complete(job, files):
@@ -86,19 +86,19 @@ async def test_on_complete_failure_is_recorded_and_the_files_are_kept(
         tmp_path,
         ["broken", "ghost", "after"],
         broken="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_complete(files):
                 raise OSError(28, "No space left on device")
         """,
         ghost="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_complete():
                 return ["/nonexistent/file.wav"]
         """,
         after="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_complete():
                 return {"sidecar": {"ran": True}}
@@ -121,7 +121,7 @@ async def test_on_complete_sidecar_data_must_be_json(tmp_path: Path, song: Path)
         tmp_path,
         [],
         odd="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_complete():
                 return {"sidecar": {"when": object()}}

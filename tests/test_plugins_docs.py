@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bygheartd import hookspecs
-from bygheartd.plugins import HOOK_NAMES
+from bygheartd.hooks import specs as hookspecs
+from bygheartd.hooks.host import HOOK_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = [

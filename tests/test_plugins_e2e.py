@@ -15,7 +15,7 @@ import soundfile
 from conftest import MakeConfig
 
 from bygheartd.jobs import Job, JobStatus
-from bygheartd.runtime import Runtime
+from bygheartd.service.runtime import Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 pytestmark = pytest.mark.anyio

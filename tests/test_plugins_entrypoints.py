@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from plugin_fixtures.factories import FIXTURES, build_wheel, make_job
 
-from bygheartd.plugins import PluginHost, PluginSettings
+from bygheartd.hooks.host import PluginHost, PluginSettings
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from mutagen.flac import FLAC
 from mutagen.id3 import ID3
 from plugin_fixtures.factories import make_job, write_audio
 
-from bygheartd.plugins import PluginHost, PluginSettings
+from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd_plugins.loudnorm import integrated_loudness, true_peak_dbtp
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from plugin_fixtures.factories import make_job, write_audio
 
-from bygheartd.plugins import PluginHost, PluginSettings
+from bygheartd.hooks.host import PluginHost, PluginSettings
 
 pytestmark = pytest.mark.anyio
 

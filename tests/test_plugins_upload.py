@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from plugin_fixtures.factories import make_job, write_audio
 
-from bygheartd.plugins import PluginHost, PluginSettings
+from bygheartd.hooks.host import PluginHost, PluginSettings
 
 pytestmark = pytest.mark.anyio
 

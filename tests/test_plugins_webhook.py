@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from plugin_fixtures.factories import make_job, write_audio
 
+from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd.jobs import JobStatus
-from bygheartd.plugins import PluginHost, PluginSettings
 
 pytestmark = pytest.mark.anyio
 

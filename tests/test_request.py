@@ -9,7 +9,7 @@ import pytest
 
 from bygheartd import catalog
 from bygheartd.errors import BygheartdError, RequestError
-from bygheartd.request import SongRequest, slugify
+from bygheartd.songs.request import SongRequest, slugify
 
 LYRICS = "[Verse]\nI got a new face in the rearview\n[Chorus]\nI go god mode after midnight"
 

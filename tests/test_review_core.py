@@ -15,13 +15,13 @@ import anyio
 import pytest
 from conftest import TEST_KEY, MakeConfig
 
-from bygheartd.budget import Budget
+from bygheartd.engine.budget import Budget
+from bygheartd.engine.naming import choose_base
 from bygheartd.jobs import Job, JobStatus, utcnow
-from bygheartd.naming import choose_base
-from bygheartd.runtime import Runtime
-from bygheartd.service import SongService
+from bygheartd.service.runtime import Runtime
+from bygheartd.service.service import SongService
 from bygheartd.simulator import RunningSimulator, key_label
-from bygheartd.store import Store
+from bygheartd.store.store import Store
 
 pytestmark = pytest.mark.anyio
 

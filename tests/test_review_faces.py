@@ -24,13 +24,13 @@ from plugin_fixtures.factories import make_job, plugin_folder, write_audio
 from test_plugins_webhook import Receiver
 
 from bygheartd.config import Config
-from bygheartd.intake import Intake
+from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd.logs import clear_secrets, setup_logging
-from bygheartd.mcp_server import build_server
-from bygheartd.plugins import PluginHost, PluginSettings
-from bygheartd.runtime import Runtime
-from bygheartd.service import SongService
-from bygheartd.store import Store
+from bygheartd.mcp.server import build_server
+from bygheartd.service.runtime import Runtime
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.watch.intake import Intake
 
 pytestmark = pytest.mark.anyio
 
@@ -125,7 +125,7 @@ async def generate(client: Client, **args: Any) -> dict[str, Any]:
 async def test_a_new_idempotency_key_is_never_answered_with_another_keys_job(
     idle_runtime: Runtime,
 ) -> None:
-    async with Client(build_server(idle_runtime)) as client:
+    async with Client(build_server(idle_runtime.service)) as client:
         first = await generate(client, lyrics=LYRICS, idempotency_key="call-1")
         second = await generate(client, lyrics=LYRICS, idempotency_key="call-2")
         await client.call_tool("cancel_song", {"job_id": first["id"]})
@@ -139,7 +139,7 @@ async def test_a_new_idempotency_key_is_never_answered_with_another_keys_job(
 async def test_an_unusable_lyrics_file_name_is_refused_with_a_message(
     idle_runtime: Runtime, ref: str
 ) -> None:
-    async with Client(build_server(idle_runtime)) as client:
+    async with Client(build_server(idle_runtime.service)) as client:
         result = await client.call_tool("generate_song", {"lyrics_file": ref})
     assert result.is_error
     assert "lyrics_file" in text_of(result)
@@ -215,7 +215,7 @@ async def test_a_plugin_raising_cancelled_error_is_a_hook_failure_not_a_cancel(
         tmp_path / "plugins",
         canceller="""
             import asyncio
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             async def on_failed(job):
                 task = asyncio.create_task(asyncio.sleep(10))
@@ -244,12 +244,12 @@ async def until(cond: Any, timeout: float = 5.0, what: str = "") -> None:
 
 @pytest.fixture
 async def watched(make_config: MakeConfig) -> AsyncIterator[tuple[Config, SongService, Any]]:
-    from bygheartd.watcher import InboxWatcher
+    from bygheartd.watch.watcher import InboxWatcher
 
     config = make_config(watch={"settle_seconds": 0.1, "rescan_seconds": 600})
     store = Store.open(config.state_dir)
     service = SongService(config, store)
-    watcher = InboxWatcher(config, service, None, health_seconds=0.05)
+    watcher = InboxWatcher(config, service, health_seconds=0.05)
     await watcher.start()
     try:
         yield config, service, watcher
@@ -261,7 +261,7 @@ async def watched(make_config: MakeConfig) -> AsyncIterator[tuple[Config, SongSe
 async def test_an_inbox_replaced_between_health_checks_is_watched_and_locked_again(
     watched: tuple[Config, SongService, Any],
 ) -> None:
-    from bygheartd.inbox import InboxBusy, InboxLock
+    from bygheartd.watch.inbox import InboxBusy, InboxLock
 
     config, service, _watcher = watched
     inbox = config.folders.inbox
@@ -279,7 +279,7 @@ async def test_a_sync_hook_raising_stop_iteration_fails_at_once_not_at_the_time_
     plugin_folder(
         tmp_path / "plugins",
         exhausted="""
-            from bygheartd.plugins import hookimpl
+            from bygheartd.hooks.host import hookimpl
             @hookimpl
             def on_failed(job):
                 next(iter([]))  # a plugin bug: StopIteration escapes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bygheartd.systemd import (
+from bygheartd.daemon.systemd import (
     Notifier,
     credentials_dir,
     read_credential,

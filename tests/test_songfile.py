@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bygheartd.errors import RequestError, SongFileError
-from bygheartd.songfile import (
+from bygheartd.songs.songfile import (
     SUPPORTED_SUFFIXES,
     parse_song_bytes,
     parse_song_file,

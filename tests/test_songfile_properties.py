@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bygheartd import catalog
-from bygheartd import request_fields as fields
 from bygheartd.errors import RequestError, SongFileError
-from bygheartd.request import SongRequest, slugify
-from bygheartd.songfile import SUPPORTED_SUFFIXES, parse_song_bytes, parse_song_text
+from bygheartd.songs import fields
+from bygheartd.songs.request import SongRequest, slugify
+from bygheartd.songs.songfile import SUPPORTED_SUFFIXES, parse_song_bytes, parse_song_text
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

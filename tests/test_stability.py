@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bygheartd.stability import FileStabilityTracker, Signature
+from bygheartd.watch.stability import FileStabilityTracker, Signature
 
 P = Path("/inbox/song.txt")
 A = Signature(10, 1000)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bygheartd.jobs import JobStatus
-from bygheartd.store import SCHEMA_VERSION, JobNotFound, StaleTransition, Store, StoreError
+from bygheartd.store.store import SCHEMA_VERSION, JobNotFound, StaleTransition, Store, StoreError
 
 
 def new_job(store: Store, title: str = "Song") -> str:

@@ -16,11 +16,11 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from bygheartd.config import Config
-from bygheartd.inbox import InboxBusy
-from bygheartd.scheduler import Ticker
-from bygheartd.service import SongService
-from bygheartd.store import Store
-from bygheartd.watcher import InboxWatcher
+from bygheartd.engine.ticker import Ticker
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.watch.inbox import InboxBusy
+from bygheartd.watch.watcher import InboxWatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +51,26 @@ class Harness:
         return sorted(p.name for p in self.archive.rglob("*") if p.is_file())
 
 
+class SchedulerOnly:
+    """The part of an engine the watcher uses: its apscheduler ticker, and no generation."""
+
+    engine_running = True
+    engine_error = None
+
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
+
+    def wake(self) -> None:
+        pass
+
+    def every(self, name: str, seconds: float, func: Any) -> bool:
+        self.ticker.every(name, seconds, func, start_now=False)
+        return True
+
+    def cancel(self, name: str) -> None:
+        self.ticker.cancel(name)
+
+
 @pytest.fixture
 async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
     """`await start(watch={...}, **watcher_kwargs)` -> (Harness, running InboxWatcher)."""
@@ -61,7 +81,10 @@ async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
     ) -> tuple[Harness, InboxWatcher]:
         config = make_config(watch={"settle_seconds": 0.2, **(watch or {})})
         h = Harness(config)
-        watcher = InboxWatcher(config, h.service, kwargs.pop("ticker", None), **kwargs)
+        ticker = kwargs.pop("ticker", None)
+        if ticker is not None:  # the engine's scheduler, which runs the periodic rescan
+            h.service = SongService(config, h.store, engine=SchedulerOnly(ticker))
+        watcher = InboxWatcher(config, h.service, **kwargs)
         await watcher.start()
         started.append((h, watcher))
         return h, watcher
@@ -182,7 +205,7 @@ async def test_files_present_at_start_are_taken_by_the_startup_scan(
     (config.folders.inbox / "early.txt").write_bytes(SONG)
     (config.folders.inbox / "demo" / "early.txt").write_bytes(SONG)
     h = Harness(config)
-    watcher = InboxWatcher(config, h.service, None)
+    watcher = InboxWatcher(config, h.service)
     await watcher.start()
     try:
         note = h.failed / "demo" / "early.txt.error.txt"  # there is no [presets.demo]
@@ -249,7 +272,7 @@ async def test_inotify_running_out_of_watches_falls_back_to_polling(
     def factory(interval: float) -> BaseObserver:
         return Exhausted()
 
-    caplog.set_level(logging.ERROR, "bygheartd.watcher")
+    caplog.set_level(logging.ERROR, "bygheartd.watch")
     h, watcher = await harness(observer_factory=factory)
     assert (watcher.observer_kind or "").startswith("polling")
     message = " ".join(r.getMessage() for r in caplog.records)
@@ -260,7 +283,7 @@ async def test_inotify_running_out_of_watches_falls_back_to_polling(
 
 async def test_second_watcher_on_the_same_inbox_refuses(harness: Any) -> None:
     h, _ = await harness()
-    second = InboxWatcher(h.config, h.service, None)
+    second = InboxWatcher(h.config, h.service)
     with pytest.raises(InboxBusy, match="already watched by another bygheartd"):
         await second.start()
     await second.stop()
@@ -269,7 +292,7 @@ async def test_second_watcher_on_the_same_inbox_refuses(harness: Any) -> None:
 async def test_stop_releases_the_inbox_for_the_next_watcher(harness: Any) -> None:
     h, watcher = await harness()
     await watcher.stop()
-    again = InboxWatcher(h.config, h.service, None)
+    again = InboxWatcher(h.config, h.service)
     await again.start()
     (h.inbox / "after.txt").write_bytes(SONG)
     await until(lambda: h.jobs() == 1)

@@ -1,6 +1,6 @@
 """A plugin with a misspelled hook name: check_pending must catch it."""
 
-from bygheartd.plugins import hookimpl
+from bygheartd import hookimpl
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """A plugin whose hook asks for an argument the hook does not have."""
 
-from bygheartd.plugins import hookimpl
+from bygheartd import hookimpl
 
 
 @hookimpl

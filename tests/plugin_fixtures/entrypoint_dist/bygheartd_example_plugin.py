@@ -1,6 +1,6 @@
 """A third-party plugin, published with an entry point in the `bygheartd` group."""
 
-from bygheartd.plugins import hookimpl
+from bygheartd import hookimpl
 
 seen = []
 

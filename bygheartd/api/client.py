@@ -1,0 +1,372 @@
+"""The async client for the Bygheart Music API and self-hosted ACE-Step 1.5 servers.
+
+It speaks API.md (envelopes, double-encoded results, the three `file` forms), retries only
+what is safe to retry, and keeps the API key out of every repr, message and log line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import mimetypes
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import anyio
+import httpx
+
+from bygheartd.api.download import (
+    DownloadedFile,
+    PartState,
+    fetch_attempt,
+    finish,
+    resolve_audio_url,
+)
+from bygheartd.api.errors import (
+    ApiError,
+    AuthError,
+    PlanError,
+    ProtocolError,
+    RateLimited,
+    RejectedError,
+    TransientError,
+    error_for_response,
+    error_for_status,
+    error_for_transport,
+    redact,
+)
+from bygheartd.api.results import (
+    Submitted,
+    TaskOutput,
+    TaskResult,
+    TaskState,
+    parse_task_entry,
+)
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "BygheartClient",
+    "DownloadedFile",
+    "PlanError",
+    "ProtocolError",
+    "RateLimited",
+    "RejectedError",
+    "RetryPolicy",
+    "Submitted",
+    "TaskOutput",
+    "TaskResult",
+    "TaskState",
+    "TransientError",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Backend = Literal["bygheart", "acestep"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter, for transient failures only.
+
+    `attempts` counts every try, the first included; tests pass tiny delays.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    jitter: bool = True
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry` (0-based); a server hint is a floor."""
+        ceiling = min(self.max_delay, self.base_delay * (2**retry))
+        wait = random.uniform(0, ceiling) if self.jitter else ceiling
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay))
+        return wait
+
+
+class _Secret:
+    """Holds the key; every way of printing it shows a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value or None
+
+    def reveal(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'" if self._value else "None"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the API key holder cannot be pickled")
+
+
+def _form_fields(body: Mapping[str, Any]) -> dict[str, str]:
+    """The JSON body as multipart form fields (for uploads of source audio)."""
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            fields[name] = "true" if value else "false"
+        elif isinstance(value, str):
+            fields[name] = value
+        elif isinstance(value, int | float):
+            fields[name] = str(value)
+        else:
+            fields[name] = json.dumps(value)
+    return fields
+
+
+class BygheartClient:
+    """One connection pool to one API; safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        backend: Backend = "bygheart",
+        timeout: float = 30,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if backend not in ("bygheart", "acestep"):
+            raise ValueError(f"unknown backend {backend!r}: use 'bygheart' or 'acestep'")
+        if backend == "bygheart" and not api_key:
+            raise AuthError("the hosted Bygheart API needs an API key (bgh_...)")
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base URL {base_url!r} must be an http(s) URL")
+        self.base_url = base_url.rstrip("/")
+        self.backend: Backend = backend
+        self.retry = retry or RetryPolicy()
+        self.requests_made: Counter[str] = Counter()
+        self._key = _Secret(api_key)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"BygheartClient(base_url={self.base_url!r}, backend={self.backend!r}, "
+            f"api_key={self._key!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        key = self._key.reveal()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.base_url + path)
+
+    async def _send(
+        self, method: str, path: str, *, what: str, submit: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method, self._url(path), headers=self._auth_headers(), **kwargs
+            )
+        except httpx.HTTPError as exc:
+            # Built here, raised outside the handler: no chained httpx error (with its
+            # request and headers) rides along with ours.
+            failure = error_for_transport(exc, what=what, secret=self._key.reveal(), submit=submit)
+        raise failure
+
+    def _envelope(self, response: httpx.Response, what: str, *, wrapped: bool = True) -> Any:
+        """The `data` of a successful reply; both error shapes of API.md become ApiErrors."""
+        secret = self._key.reveal()
+        if not response.is_success:
+            raise error_for_response(response, what=what, secret=secret)
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            snippet = redact(response.content[:80].decode("utf-8", "replace"), secret)
+            raise ProtocolError(
+                f"{what}: HTTP {response.status_code}: reply is not JSON: {snippet!r}",
+                response.status_code,
+            ) from None
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{what}: reply is a JSON {type(body).__name__}, not an object")
+        code = body.get("code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            # No usable code: an `error` with no `data` is still an error (a wrapper's shape).
+            code = 500 if body.get("error") and body.get("data") is None else 200
+        if code != 200:
+            message = body.get("error") or body.get("message") or f"code {code}"
+            text = redact(message if isinstance(message, str) else json.dumps(message), secret)
+            status = code if 400 <= code <= 599 else 500
+            raise error_for_status(
+                status,
+                text,
+                what=what,
+                body=body,
+                retry_after=response.headers.get("retry-after"),
+            )
+        if "data" not in body:
+            if wrapped:
+                raise ProtocolError(f"{what}: reply has no `data`")
+            return body
+        return body["data"]
+
+    async def _retrying(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retry_if: Callable[[TransientError], bool] = lambda _err: True,
+    ) -> T:
+        attempts = max(1, self.retry.attempts)
+        for number in range(attempts):
+            try:
+                return await attempt()
+            except TransientError as err:
+                if number + 1 >= attempts or not retry_if(err):
+                    raise
+                wait = self.retry.delay(number, err.retry_after)
+                log.warning("%s; retry %d of %d in %.2fs", err, number + 1, attempts - 1, wait)
+            await anyio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the API ----------------------------------------------------------------------
+
+    async def submit(self, body: Mapping[str, Any], *, src_audio: Path | None = None) -> Submitted:
+        """POST /release_task. Retried only when the request provably created nothing.
+
+        A reply lost after sending raises TransientError(outcome_unknown=True), unretried:
+        the API has no idempotency key and a second task costs credits twice.
+        """
+        what = "POST /release_task"
+        upload: tuple[str, bytes, str] | None = None
+        if src_audio is not None:
+            data = await anyio.to_thread.run_sync(Path(src_audio).read_bytes)
+            ctype = mimetypes.guess_type(src_audio.name)[0] or "application/octet-stream"
+            upload = (src_audio.name, data, ctype)
+
+        async def attempt() -> Submitted:
+            self.requests_made["submit"] += 1
+            payload: dict[str, Any] = {"json": dict(body)}
+            if upload is not None:
+                payload = {"data": _form_fields(body), "files": {"src_audio": upload}}
+            response = await self._send("POST", "/release_task", what=what, submit=True, **payload)
+            try:
+                data = self._envelope(response, what)
+                task_id = data.get("task_id") if isinstance(data, dict) else None
+                if not isinstance(task_id, str) or not task_id:
+                    raise ProtocolError(f"{what}: reply has no task_id")
+            except ProtocolError as exc:
+                # A 2xx we cannot read may still have created a task.
+                message = exc.message
+            else:
+                position = data.get("queue_position")
+                if isinstance(position, bool) or not isinstance(position, int):
+                    position = None
+                return Submitted(task_id=task_id, queue_position=position)
+            raise TransientError(
+                message + " (the task may or may not exist)",
+                response.status_code,
+                outcome_unknown=True,
+            )
+
+        return await self._retrying(attempt, retry_if=lambda err: not err.outcome_unknown)
+
+    async def query(
+        self, task_ids: Sequence[str], *, chunk_size: int = 50
+    ) -> dict[str, TaskResult]:
+        """POST /query_result in chunks; every requested id gets a result (UNKNOWN if absent)."""
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        ids = list(dict.fromkeys(task_ids))
+        results: dict[str, TaskResult] = {}
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
+            found = await self._retrying(functools.partial(self._query, chunk))
+            for task_id in chunk:
+                results[task_id] = found.get(task_id) or TaskResult(task_id, TaskState.UNKNOWN)
+        return results
+
+    async def _query(self, chunk: list[str]) -> dict[str, TaskResult]:
+        what = "POST /query_result"
+        self.requests_made["query"] += 1
+        response = await self._send(
+            "POST", "/query_result", what=what, json={"task_id_list": chunk}
+        )
+        data = self._envelope(response, what)
+        if data is None:
+            data = []
+        if not isinstance(data, list):
+            raise ProtocolError(f"{what}: `data` is a {type(data).__name__}, not a list")
+        wanted = set(chunk)
+        found: dict[str, TaskResult] = {}
+        for entry in data:
+            if isinstance(entry, dict) and entry.get("task_id") in wanted:
+                found[entry["task_id"]] = parse_task_entry(entry)
+        return found
+
+    async def download(self, file_ref: str, stem: Path) -> DownloadedFile:
+        """Fetch one result file to stem + ext (ext from the bytes), resuming a .part.
+
+        Raises FileExistsError rather than overwrite; RejectedError on 403/404 (unretried).
+        """
+        url = resolve_audio_url(self.base_url, file_ref)
+        what = f"GET {url.raw_path.decode('ascii', 'replace')[:200]}"
+        state = PartState(Path(stem))
+
+        async def attempt() -> None:
+            self.requests_made["download"] += 1
+            await fetch_attempt(
+                self._http, url, self._auth_headers(), state, what=what, secret=self._key.reveal()
+            )
+
+        await self._retrying(attempt)
+        return await finish(state, what=what)
+
+    async def health(self) -> dict[str, Any] | None:
+        """GET /health (`data` of the envelope); None when the server has no such endpoint."""
+        return await self._optional_get("/health")
+
+    async def stats(self) -> dict[str, Any] | None:
+        """GET /v1/stats (ACE-Step queue counters); None when unavailable."""
+        return await self._optional_get("/v1/stats")
+
+    async def _optional_get(self, path: str) -> dict[str, Any] | None:
+        what = f"GET {path}"
+        try:
+            response = await self._send("GET", path, what=what)
+        except TransientError as err:
+            if err.status is None:
+                log.info("%s: %s", what, err)
+                return None
+            raise
+        if response.status_code in (404, 405):
+            return None
+        data = self._envelope(response, what, wrapped=False)
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{what}: `data` is not an object")
+        return data

@@ -1,0 +1,244 @@
+"""What the CLI commands do, apart from parsing arguments (main.py) and drawing (display.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bygheartd.cli.display import credits_text, job_detail, jobs_table, print_json
+from bygheartd.config import Config
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+
+if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
+    from rich.console import Console
+
+    from bygheartd.service.service import SongService
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def _err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def open_service(config: Config) -> SongService:
+    from bygheartd.service.service import SongService
+
+    return SongService.open(config)
+
+
+def parse_statuses(text: str | None) -> list[JobStatus] | None:
+    if not text:
+        return None
+    wanted = []
+    for name in text.split(","):
+        try:
+            wanted.append(JobStatus(name.strip().lower()))
+        except ValueError:
+            valid = ", ".join(s.value for s in JobStatus)
+            raise BygheartdError(f"unknown status {name!r}: use one of {valid}") from None
+    return wanted
+
+
+def list_command(config: Config, status: str | None, limit: int | None, as_json: bool) -> None:
+    jobs = open_service(config).list(parse_statuses(status), limit, summary=True)
+    if as_json:
+        print_json([j.as_record() for j in jobs])
+    elif not jobs:
+        print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
+    else:
+        _console().print(jobs_table(jobs))
+
+
+def show_command(config: Config, ref: str, as_json: bool) -> None:
+    service = open_service(config)
+    job = service.get(ref)
+    history = service.history(job)
+    if as_json:
+        record = job.as_record()
+        record["request"] = job.request
+        record["history"] = [e.as_record() for e in history]
+        print_json(record)
+    else:
+        _console().print(job_detail(job, history))
+
+
+def change_command(config: Config, ref: str, action: str) -> None:
+    service = open_service(config)
+    job: Job = service.cancel(ref) if action == "cancel" else service.retry(ref)
+    print(f"{job.id} {job.status.value}: {job.reason or ''}".rstrip(": "))
+
+
+def credits_command(config: Config, as_json: bool) -> None:
+    summary = open_service(config).credits()
+    if as_json:
+        print_json(summary)
+    else:
+        print(credits_text(summary))
+
+
+def status_command(config: Config, as_json: bool) -> None:
+    service = open_service(config)
+    holder = service.engine_holder()
+    summary = service.credits()
+    data = {
+        "engine": holder,
+        "counts": service.counts(),
+        "state_dir": str(config.state_dir),
+        "next_daily_release": summary["next_daily_release"],
+    }
+    if as_json:
+        print_json(data)
+        return
+    if holder:
+        print(f"engine: running ({holder.get('owner')}, pid {holder.get('pid')})")
+    else:
+        print("engine: not running (start it with `bygheartd run`)")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items())) or "no jobs"
+    print(f"jobs: {counts}")
+    if summary["next_daily_release"]:
+        print(f"next daily credit release: {summary['next_daily_release']}")
+
+
+def plugins_command(config: Config, as_json: bool) -> None:
+    from bygheartd.service.runtime import describe_plugins
+
+    infos = describe_plugins(config)
+    if as_json:
+        print_json([i.as_record() for i in infos])
+        return
+    if not infos:
+        print("no plugins")
+    for info in infos:
+        state = "error" if info.error else ("on" if info.enabled else "off")
+        print(f"{info.name} [{state}] {info.source} {info.version or ''}".rstrip())
+        if info.hooks:
+            print(f"  hooks: {', '.join(info.hooks)}")
+        if info.error:
+            print(f"  error: {info.error}")
+
+
+async def submit_files(
+    config: Config,
+    files: list[Path],
+    *,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+    dry_run: bool,
+    preset: str | None,
+) -> int:
+    from bygheartd.service.runtime import Runtime
+
+    if preset is not None and preset not in config.presets:
+        near = config.nearest_preset(preset)
+        hint = f": did you mean {near!r}?" if near else ""
+        raise BygheartdError(f"no [presets.{preset}] in the config{hint}")
+    if dry_run:
+        return _dry_run(config, files, preset, as_json)
+    async with Runtime(config, owner="bygheartd submit --wait", engine=wait) as runtime:
+        jobs = [runtime.service.enqueue_file(path, preset=preset) for path in files]
+        runtime.service.wake()
+        if not wait:
+            if as_json:
+                print_json([j.as_record() for j in jobs])
+            else:
+                for job in jobs:
+                    print(f"queued {job.id} {job.title} ({job.credits} credits)")
+                if runtime.service.engine_holder() is None:
+                    print(
+                        "no daemon is running: start one with `bygheartd run`, or use "
+                        "`bygheartd submit --wait`",
+                        file=sys.stderr,
+                    )
+            return 0
+        problem = runtime.service.generation_blocked()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+        finished = await _wait_all(runtime.service, jobs, timeout, show=not as_json)
+    if as_json:
+        print_json([j.as_record() for j in finished])
+    else:
+        _console().print(jobs_table(finished, with_files=True))
+        unfinished = [j for j in finished if j.status not in FINAL_STATUSES]
+        if unfinished:
+            states = ", ".join(sorted({j.status.value for j in unfinished}))
+            print(
+                f"{len(unfinished)} job(s) still {states} after the timeout; they keep going: "
+                "`bygheartd show ID` follows one",
+                file=sys.stderr,
+            )
+    return 0 if all(j.status is JobStatus.DONE for j in finished) else 1
+
+
+def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
+    service = open_service(config)
+    rows = []
+    for path in files:
+        request = service.parse_file(path, preset=preset, display=str(path))
+        rows.append(
+            {
+                "file": str(path),
+                "title": request.display_title(path.stem),
+                "model": request.model,
+                "takes": request.takes,
+                "credits": request.credit_cost(config.backend),
+                "request": request.model_dump(mode="json", exclude_none=True),
+            }
+        )
+    if as_json:
+        print_json(rows)
+    else:
+        for row in rows:
+            print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['credits']} credits")
+        total = sum(int(str(r["credits"])) for r in rows)
+        print(f"total: {total} credits (nothing was spent)")
+    return 0
+
+
+async def _wait_all(
+    service: SongService, jobs: list[Job], timeout: float | None, *, show: bool
+) -> list[Job]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=_err_console(),
+        disable=not show,
+        transient=False,
+    )
+    bars = {j.id: progress.add_task(j.title, total=1.0, status=j.status.value) for j in jobs}
+
+    def update(job: Job) -> None:
+        done = 1.0 if job.status in FINAL_STATUSES else (job.progress or 0.0)
+        progress.update(bars[job.id], completed=done, status=job.status.value)
+
+    with progress:
+        results = await asyncio.gather(
+            *(service.wait(j.id, timeout=timeout, on_progress=update) for j in jobs)
+        )
+    return list(results)
+
+
+def config_check_command(path: Path | None) -> int:
+    from bygheartd.cli.config_commands import check_config
+
+    return check_config(path)
+
+
+def init_command(path: Path | None, force: bool) -> int:
+    from bygheartd.cli.config_commands import write_starter_config
+
+    return write_starter_config(path, force)

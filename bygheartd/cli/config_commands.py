@@ -1,0 +1,96 @@
+"""`bygheartd config check` and `bygheartd init`: what the config says, never the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bygheartd.config import config_path, find_api_key, load_config
+from bygheartd.errors import BygheartdError
+from bygheartd.folders.checks import check_folders, folder_map
+
+STARTER = """\
+# bygheartd configuration: every key with its default is in config.example.toml.
+[api]
+backend = "bygheart"
+# The key: set BYGHEART_API_KEY, or put it alone in a file (chmod 600) and name it here.
+api_key_file = ""
+
+[folders]
+inbox = "{root}/inbox"
+output = "{root}/output"
+archive = "{root}/archive"
+failed = "{root}/failed"
+drafts = "{root}/drafts"
+
+[defaults]
+model = "bygheart-studio-pro"
+style = ""
+
+[plugins]
+enabled = ["tags"]
+"""
+
+
+def check_config(explicit: Path | None) -> int:
+    path, _ = config_path(explicit)
+    try:
+        config = load_config(explicit)
+    except BygheartdError as exc:
+        print(f"config: {path}\nINVALID:\n{exc}")
+        return 1
+    print(f"config: {config.source_path or f'{path} (not found: built-in defaults)'}")
+    print(f"backend: {config.backend} at {config.api.effective_base_url()}")
+    print(f"plan: {config.plan}")
+    ok = True
+    try:
+        key = find_api_key(config)
+    except BygheartdError as exc:
+        print(f"api key: ERROR {exc}")
+        return 1
+    if key.source:
+        print(f"api key: found in {key.source}")
+    elif config.backend == "acestep":
+        print("api key: none (fine for a self-hosted ACE-Step server without auth)")
+    else:
+        ok = False
+        print("api key: MISSING: set BYGHEART_API_KEY or [api] api_key_file")
+    for shadowed in key.shadowed:
+        print(f"  also found in {shadowed} (not used: shadowed)")
+    for warning in key.warnings:
+        print(f"  warning: {warning}")
+    print("folders:")
+    for name, folder in folder_map(config).items():
+        print(f"  {name:8} {folder}")
+    try:
+        problems = check_folders(config, create=False)
+    except BygheartdError as exc:
+        problems, ok = [str(exc)], False
+    for problem in problems:
+        print(f"  problem: {problem}")
+    print("presets: " + (", ".join(sorted(config.presets)) or "none"))
+    print("plugins enabled: " + (", ".join(config.plugins.enabled) or "none"))
+    print("OK" if ok else "NOT READY")
+    return 0 if ok else 1
+
+
+def write_starter_config(explicit: Path | None, force: bool) -> int:
+    path, _ = config_path(explicit)
+    if path.exists() and not force:
+        print(f"{path} already exists: edit it, or use --force to replace it")
+        return 1
+    root = Path("~/Music/Bygheart")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER.format(root=root), encoding="utf-8")
+    config = load_config(path)
+    for name, folder in folder_map(config).items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"problem: cannot create the {name} folder {folder}: {exc.strerror}")
+    for problem in check_folders(config):
+        print(f"problem: {problem}")
+    print(f"wrote {path}")
+    for name, folder in folder_map(config).items():
+        print(f"  {name:8} {folder}")
+    print("next: set BYGHEART_API_KEY (or api_key_file), then `bygheartd config check`")
+    return 0

@@ -1,0 +1,299 @@
+"""The command line (pinned commands of DESIGN.md). Heavy imports stay inside commands,
+so that `bygheartd list --json` starts fast and nothing but MCP imports `mcp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bygheartd.errors import BygheartdError
+
+F = TypeVar("F", bound=Callable[..., Any])
+LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+class State:
+    def __init__(self) -> None:
+        self.config_path: Path | None = None
+        self.log_level: str | None = None
+
+    def config(self) -> Any:
+        from bygheartd.config import load_config
+
+        config = load_config(self.config_path)
+        # Interactive commands stay quiet unless asked; the daemon logs at [log] level.
+        self.setup_logging("warning")
+        return config
+
+    def setup_logging(self, default: str = "info") -> None:
+        from bygheartd.logs import setup_logging
+
+        setup_logging(self.log_level or default)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    state = ctx.ensure_object(State)
+    if value is not None:
+        setattr(state, "config_path" if param.name == "config" else "log_level", value)
+    return value
+
+
+def common(func: F) -> F:
+    """`--config` and `--log-level` work before or after the subcommand."""
+    func = click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        callback=_remember,
+        expose_value=False,
+        is_eager=True,
+        help="Config file (default: $BYGHEARTD_CONFIG, then ~/.config/bygheartd/config.toml).",
+    )(func)
+    func = click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        callback=_remember,
+        expose_value=False,
+        is_eager=True,
+        help="Log detail on stderr (default: [log] level).",
+    )(func)
+    return func
+
+
+def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Tab completion of job ids: the 50 newest, with their titles as help."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from bygheartd.cli.commands import open_service
+
+        state = ctx.find_object(State) or State()
+        jobs = open_service(state.config()).list(limit=50, summary=True)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [
+        CompletionItem(j.id, help=f"{j.status.value}: {j.title}")
+        for j in jobs
+        if j.id.startswith(incomplete.lower())
+    ]
+
+
+def run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+class Group(click.Group):
+    """Turns our errors into one line on stderr; loads `simulator` only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "simulator"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "simulator":
+            from bygheartd.simulator.cli import simulator_command
+
+            command: click.Command = simulator_command
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BygheartdError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(1) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@common
+@click.version_option(package_name="bygheartd")
+def main() -> None:
+    """bygheartd: make songs with the Bygheart Music API from a drop folder, the command
+    line or an AI assistant."""
+
+
+@main.command()
+@common
+def run() -> None:
+    """Run the daemon: drop-folder watcher, engine, scheduler (and MCP over HTTP)."""
+    from bygheartd.daemon.daemon import run_daemon
+
+    state = click.get_current_context().find_object(State)
+    assert state is not None
+    raise SystemExit(run_async(run_daemon(state.config_path, state.log_level)))
+
+
+@main.command()
+@common
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="Show progress until every job is finished.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job records as JSON.")
+@click.option("--dry-run", is_flag=True, help="Validate and show the cost; spend nothing.")
+@click.option("--preset", default=None, help="Apply the defaults of [presets.NAME].")
+def submit(
+    files: tuple[Path, ...],
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+    dry_run: bool,
+    preset: str | None,
+) -> None:
+    """Queue song files (the same format as the inbox)."""
+    from bygheartd.cli.commands import submit_files
+
+    state = click.get_current_context().find_object(State)
+    assert state is not None
+    code = run_async(
+        submit_files(
+            state.config(),
+            list(files),
+            wait=wait,
+            timeout=timeout,
+            as_json=as_json,
+            dry_run=dry_run,
+            preset=preset,
+        )
+    )
+    raise SystemExit(code)
+
+
+@main.command(name="list")
+@common
+@click.option("--status", default=None, help="Only these statuses, comma-separated.")
+@click.option("--limit", type=int, default=None, help="At most N jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print job records as JSON.")
+def list_jobs(status: str | None, limit: int | None, as_json: bool) -> None:
+    """Jobs, newest first."""
+    from bygheartd.cli.commands import list_command
+
+    list_command(_state().config(), status, limit, as_json)
+
+
+@main.command()
+@common
+@click.argument("job", shell_complete=_complete_job)
+@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+def show(job: str, as_json: bool) -> None:
+    """One job in full, with its history."""
+    from bygheartd.cli.commands import show_command
+
+    show_command(_state().config(), job, as_json)
+
+
+@main.command()
+@common
+@click.argument("job", shell_complete=_complete_job)
+def cancel(job: str) -> None:
+    """Cancel a job (a submitted generation still runs on the server)."""
+    from bygheartd.cli.commands import change_command
+
+    change_command(_state().config(), job, "cancel")
+
+
+@main.command()
+@common
+@click.argument("job", shell_complete=_complete_job)
+def retry(job: str) -> None:
+    """Queue a failed or cancelled job again (a new submission, new credits)."""
+    from bygheartd.cli.commands import change_command
+
+    change_command(_state().config(), job, "retry")
+
+
+@main.command()
+@common
+@click.option("--json", "as_json", is_flag=True)
+def credits(as_json: bool) -> None:
+    """The local credit ledger: today, this month, per model."""
+    from bygheartd.cli.commands import credits_command
+
+    credits_command(_state().config(), as_json)
+
+
+@main.command()
+@common
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Who holds the engine lock, queue counts, next budget release."""
+    from bygheartd.cli.commands import status_command
+
+    status_command(_state().config(), as_json)
+
+
+@main.command()
+@common
+def mcp() -> None:
+    """MCP server over stdio (for Claude Desktop, Claude Code, Cursor)."""
+    from bygheartd.mcp.server import run_stdio
+
+    state = _state()
+    config = state.config()
+    state.setup_logging(config.log.level)  # a long-running server: [log] level, on stderr
+    run_stdio(config)
+
+
+@main.command()
+@common
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """Plugins: where they came from, their hooks, load errors."""
+    from bygheartd.cli.commands import plugins_command
+
+    plugins_command(_state().config(), as_json)
+
+
+@main.group()
+def config() -> None:
+    """Configuration commands."""
+
+
+@config.command(name="check")
+@common
+def config_check() -> None:
+    """Validate the config; show effective paths and where the key comes from."""
+    from bygheartd.cli.commands import config_check_command
+
+    state = _state()
+    state.setup_logging()
+    raise SystemExit(config_check_command(state.config_path))
+
+
+@main.command()
+@common
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(force: bool) -> None:
+    """Write a starter config and create the folders."""
+    from bygheartd.cli.commands import init_command
+
+    raise SystemExit(init_command(_state().config_path, force))
+
+
+@main.command()
+@common
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("bygheartd-demo"))
+def demo(directory: Path) -> None:
+    """Offline end-to-end run: the simulator and an engine over the example songs."""
+    from bygheartd.cli.demo import run_demo
+
+    state = _state()
+    state.setup_logging("warning")
+    raise SystemExit(run_async(run_demo(directory)))
+
+
+def _state() -> State:
+    state = click.get_current_context().find_object(State)
+    assert state is not None
+    return state
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""`bygheartd run`: wires the engine, the drop-folder watcher and MCP over HTTP together,
+speaks sd_notify, drains on SIGTERM/SIGINT and reloads its config on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from bygheartd.config import Config, LiveConfig, find_api_key, load_config
+from bygheartd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import JobStatus
+from bygheartd.service.runtime import NoApiKey, Runtime, no_key_message
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 20.0
+# Settings a reload cannot change in a running daemon (it says so in the log).
+RESTART_ONLY = (
+    "folders",
+    "api.backend",
+    "mcp",
+    "watch.settle_seconds",
+    "watch.poll_interval_seconds",
+    "watch.rescan_seconds",
+)
+STATUS_SECONDS = 10.0
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, config_path: Path | None, log_override: str | None = None
+    ) -> None:
+        self.live = LiveConfig(config)
+        self.config_path = config_path
+        self.log_override = log_override  # --log-level wins over [log] level, even on reload
+        self.notifier = Notifier()
+        self.stop_event = asyncio.Event()
+        self.stop_signal = "request"
+        self.runtime: Runtime | None = None
+        self.watcher: Any = None
+        self.mcp_http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def config(self) -> Config:
+        return self.live.current
+
+    async def run(self) -> int:
+        from bygheartd.folders.checks import check_folders
+
+        problems = check_folders(self.config)
+        for problem in problems:
+            log.warning("%s", problem)
+        runtime = Runtime(self.live, owner="bygheartd run")
+        self.runtime = runtime
+        self._install_signals()  # a SIGTERM while waiting for the lock still ends cleanly
+        lock_wait = asyncio.create_task(runtime.wait_for_engine_lock())
+        stop_wait = asyncio.create_task(self.stop_event.wait())
+        await asyncio.wait({lock_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not lock_wait.done():
+            lock_wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lock_wait  # its cleanup withdraws the hand-over request
+            runtime.close()
+            log.info("shutdown on %s ◆ stopped while waiting for the engine lock", self.stop_signal)
+            return 0
+        lock_wait.result()
+        async with runtime:
+            if not runtime.service.engine_running:
+                log.error("%s", runtime.engine_error or "the engine could not start")
+                return 1
+            await self._start_faces(runtime)
+            interval = watchdog_interval()
+            if interval is not None:
+                self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
+            self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
+            self._log_setup(runtime)
+            status = self._status_text(runtime)
+            if problems:
+                status += f"; {len(problems)} folder problem(s): {problems[0]}"
+            self.notifier.ready(status)
+            log.info("bygheartd is running: %s", status)
+            await self.stop_event.wait()
+            self.notifier.stopping()
+            log.info("stopping on %s: draining in-flight work", self.stop_signal)
+            for task in self._tasks:
+                task.cancel()
+            await self._stop_faces()
+            counts = await runtime.stop_engine(DRAIN_SECONDS)
+        log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
+        return 0
+
+    def _log_setup(self, runtime: Runtime) -> None:
+        """One line a user can check at a glance: where songs come from and go, what it costs."""
+        c = self.config
+        plugins = runtime.plugin_names()
+        log.info(
+            "%s backend at %s (plan %s); inbox %s -> output %s; plugins: %s; config %s",
+            c.backend,
+            c.api.effective_base_url(),
+            c.plan,
+            c.folders.inbox,
+            c.folders.output,
+            ", ".join(plugins) or "none",
+            c.source_path or "built-in defaults",
+        )
+
+    async def _start_faces(self, runtime: Runtime) -> None:
+        from bygheartd.watch.watcher import InboxWatcher
+
+        if runtime.service.engine_running:
+            self.watcher = InboxWatcher(self.live, runtime.service)
+            await self.watcher.start()
+        if self.config.mcp.http:
+            from bygheartd.mcp.http import McpHttpServer
+
+            self.mcp_http = McpHttpServer(runtime.service)
+            await self.mcp_http.start()
+
+    async def _stop_faces(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.mcp_http is not None:
+            await self.mcp_http.stop()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(self.reload()))
+
+    def _request_stop(self, name: str) -> None:
+        self.stop_signal = name
+        self.stop_event.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config (and the key) again; keep every job."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            key = find_api_key(new)
+            if key.value is None and new.backend == "bygheart":
+                raise NoApiKey(no_key_message(new))
+        except BygheartdError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready("reload refused: " + str(exc).splitlines()[0])
+            return
+        changed = _diff(self.config, new)
+        needs_restart = [c for c in changed if c.startswith(RESTART_ONLY)]
+        new = _keep_restart_only(self.config, new)
+        if self.runtime is not None:
+            await self.runtime.reload(
+                new, plugins_changed=any(c.startswith("plugins") for c in changed)
+            )
+        else:
+            self.live.replace(new)
+        if "log.level" in changed and self.log_override is None:
+            from bygheartd.logs import setup_logging
+
+            setup_logging(new.log.level)
+        if needs_restart:
+            log.warning("reloaded; these changes need a restart: %s", ", ".join(needs_restart))
+        log.info("reloaded config: %s", ", ".join(changed) or "no changes (key re-read)")
+        if self.runtime is not None:
+            self.notifier.ready(self._status_text(self.runtime))
+
+    async def _status_loop(self, runtime: Runtime) -> None:
+        while True:
+            await asyncio.sleep(STATUS_SECONDS)
+            self.notifier.status(self._status_text(runtime))
+
+    def _status_text(self, runtime: Runtime) -> str:
+        counts = runtime.service.counts()
+        order = [s.value for s in JobStatus]
+        parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+        text = "jobs: " + (", ".join(parts) if parts else "none")
+        paused = getattr(self.watcher, "status_text", None)
+        return f"{text}; {paused}" if paused else text
+
+
+def _summary(counts: dict[str, int]) -> str:
+    active = sum(n for s, n in counts.items() if s not in ("done", "failed", "cancelled"))
+    return (
+        f"{counts.get('done', 0)} jobs done ◆ {counts.get('failed', 0)} failed ◆ "
+        f"{active} still queued or running"
+    )
+
+
+def _keep_restart_only(old: Config, new: Config) -> Config:
+    """The reloaded config with the settings that need a restart kept as they run now, so
+    that no component picks up half of such a change from the shared holder."""
+    return new.model_copy(
+        update={
+            "folders": old.folders,
+            "mcp": old.mcp,
+            "api": new.api.model_copy(update={"backend": old.api.backend}),
+            "watch": new.watch.model_copy(
+                update={
+                    "settle_seconds": old.watch.settle_seconds,
+                    "poll_interval_seconds": old.watch.poll_interval_seconds,
+                    "rescan_seconds": old.watch.rescan_seconds,
+                }
+            ),
+        }
+    )
+
+
+def _diff(old: Config, new: Config) -> list[str]:
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    changed = []
+    for section in sorted(set(a) | set(b)):
+        sa, sb = a.get(section), b.get(section)
+        if isinstance(sa, dict) and isinstance(sb, dict):
+            changed += [
+                f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)
+            ]
+        elif sa != sb:
+            changed.append(section)
+    return changed
+
+
+async def run_daemon(config_path: Path | None, log_level: str | None) -> int:
+    from bygheartd.logs import setup_logging
+
+    try:
+        config = load_config(config_path)
+    except BygheartdError as exc:
+        setup_logging(log_level or "info")
+        log.error("%s", exc)
+        return 1
+    setup_logging(log_level or config.log.level)
+    if find_api_key(config).value is None and config.backend == "bygheart":
+        log.error("%s", no_key_message(config))
+        return 1
+    daemon = Daemon(config, config_path, log_level)
+    with contextlib.suppress(asyncio.CancelledError):
+        return await daemon.run()
+    return 0

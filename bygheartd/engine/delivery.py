@@ -1,0 +1,343 @@
+"""Delivery: download every take, post-process with plugins, write the sidecar, finish.
+
+Also the one place jobs fail, so refunds, `on_failed` hooks and the failed/ copy of a
+dropped song file happen the same way whatever the cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import glob
+import json
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bygheartd.api.errors import ApiError, RejectedError, TransientError
+from bygheartd.config import Config
+from bygheartd.engine.endings import Endings, describe_failure
+from bygheartd.engine.naming import choose_base, take_stem
+from bygheartd.engine.parts import EngineParts
+from bygheartd.folders.moves import write_new_text
+from bygheartd.jobs import Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.store.store import StaleTransition
+
+log = logging.getLogger(__name__)
+
+DISK_RETRY_SECONDS = 60.0
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".opus", ".ogg", ".m4a", ".aac"})
+
+
+def disk_wait_seconds(config: Config) -> float:
+    """How often an unavailable output folder is looked at again: a cheap check, so often."""
+    return min(DISK_RETRY_SECONDS, config.queue.retry_base_seconds * 4)
+
+
+def output_problem(config: Config) -> str | None:
+    """Why songs cannot be written now (an unmounted share, no permission), or None."""
+    output = config.folders.output
+    folder = output if output.exists() else output.parent
+    if not folder.is_dir():
+        return f"the output folder {output} is unavailable (no parent folder: an unmounted share?)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the output folder {output} is not writable by this user"
+    return None
+
+
+class _Interrupted(Exception):
+    """Delivery stopped on purpose (held for later, or failed): nothing more to do now."""
+
+
+class Delivery:
+    """Downloads, post-processing (plugins) and the sidecar: `downloading` to `done`."""
+
+    def __init__(
+        self,
+        parts: EngineParts,
+        endings: Endings,
+        schedule_release: Callable[[datetime], None],
+    ) -> None:
+        self.parts = parts
+        self.endings = endings
+        # A held download is released when its time comes, by the engine's release tick.
+        self._schedule_release = schedule_release
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._naming_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(4)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in self._tasks.values() if not t.done()]
+
+    def start(self, job: Job) -> None:
+        """Deliver a job in the background (at most one delivery per job)."""
+        current = self._tasks.get(job.id)
+        if self.parts.stopping or (current is not None and not current.done()):
+            return  # when stopping, the next start resumes it from the store
+        task = asyncio.get_running_loop().create_task(self._deliver(job.id))
+        self._tasks[job.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for job_id, running in list(self._tasks.items()):
+            if running is task:
+                del self._tasks[job_id]
+
+    async def _deliver(self, job_id: str) -> None:
+        async with self._slots:
+            job = self.parts.store.get(job_id)
+            try:
+                if job.status is JobStatus.DOWNLOADING:
+                    job = await self._download_all(job)
+                if job.status is JobStatus.PROCESSING:
+                    await self._process(job)
+            except _Interrupted:
+                pass
+            except StaleTransition:
+                log.info("job %s changed status during delivery (cancelled?)", job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not lose the job: fail it with the reason
+                if self.parts.stopping:  # cut off by the drain: the next start resumes it
+                    log.info("delivery of job %s stopped by the shutdown: %s", job_id, exc)
+                    return
+                log.exception("delivery of job %s failed", job_id)
+                # The generation succeeded, so the server charged it: no local refund.
+                self.endings.fail(
+                    self.parts.store.get(job_id),
+                    f"internal error while delivering: {exc}",
+                    refund=False,
+                )
+
+    # -- download ---------------------------------------------------------------------
+
+    async def _download_all(self, job: Job) -> Job:
+        output = self.parts.config.folders.output
+        try:
+            output.mkdir(exist_ok=True)  # only when its parent exists: never invent a share
+        except OSError as exc:
+            self._download_later(
+                job, f"the output folder {output} is unavailable: {exc.strerror}", disk=True
+            )
+            raise _Interrupted from exc
+        base = job.base_name
+        if base is None:
+            async with self._naming_lock:
+                reserved = self.parts.store.reserved_take_stems()
+                takes = len(job.result.get("outputs", []))
+                # A big output folder is listed once per candidate: off the event loop.
+                base = await asyncio.to_thread(
+                    choose_base, output, job.title, job.id, reserved, takes
+                )
+                job = self.parts.store.update(
+                    job.id, base_name=base, expect={JobStatus.DOWNLOADING}
+                )
+        outputs: list[dict[str, Any]] = list(job.result.get("outputs", []))
+        done: dict[str, dict[str, Any]] = dict(job.result.get("downloaded", {}))
+        for index, out in enumerate(outputs):
+            if str(index) in done:
+                continue
+            stem = take_stem(output, base, index)
+            try:
+                placed = await asyncio.to_thread(_placed_before_crash, stem)
+                if placed is not None:
+                    record = placed
+                else:
+                    got = await self.parts.client.download(str(out["file"]), stem)
+                    record = {"path": str(got.path), "size": got.size, "sha256": got.sha256}
+            except FileExistsError:
+                adopted = await asyncio.to_thread(_adopt_existing, stem)
+                if adopted is None:
+                    raise
+                record = adopted
+            except RejectedError as exc:
+                self.endings.fail(job, f"the server no longer has the audio: {exc}", refund=False)
+                raise _Interrupted from exc
+            except (TransientError, ApiError) as exc:
+                self._download_later(job, f"download interrupted: {exc}")
+                raise _Interrupted from exc
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:
+                    self._download_later(
+                        job, f"cannot write to {output}: {exc.strerror}", disk=True
+                    )
+                    raise _Interrupted from exc
+                raise
+            done[str(index)] = record
+            job = self.parts.store.update(
+                job.id,
+                expect={JobStatus.DOWNLOADING},
+                result={**job.result, "downloaded": done},
+                files=[JobFile(Path(r["path"]), r["size"], r["sha256"]) for r in done.values()],
+            )
+        return self.parts.store.transition(
+            job.id,
+            JobStatus.PROCESSING,
+            event="downloaded",
+            reason=f"{len(done)} file(s) verified",
+            expect={JobStatus.DOWNLOADING},
+        )
+
+    def _download_later(self, job: Job, reason: str, *, disk: bool = False) -> None:
+        """Hold the job and resume its download later.
+
+        Network trouble is retried a bounded number of times; a full disk or a missing
+        output folder is waited out for as long as it takes: it never fails a paid song.
+        """
+        from datetime import timedelta
+
+        attempts = int(job.result.get("download_attempts", 0)) + (0 if disk else 1)
+        if attempts > self.parts.config.queue.max_attempts:
+            self.endings.fail(
+                job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False
+            )
+            return
+        q = self.parts.config.queue
+        wait = (
+            disk_wait_seconds(self.parts.config)
+            if disk
+            else min(q.retry_max_seconds, q.retry_base_seconds * 2**attempts)
+        )
+        until = utcnow() + timedelta(seconds=min(DISK_RETRY_SECONDS, wait))
+        self.parts.store.transition(
+            job.id,
+            JobStatus.HELD,
+            event="held (download)",
+            reason=reason,
+            expect={JobStatus.DOWNLOADING},
+            resumes_at=until,
+            hold_kind="download",
+            result={**job.result, "download_attempts": attempts, "hold_target": "downloading"},
+        )
+        self._schedule_release(until)
+
+    # -- processing -------------------------------------------------------------------
+
+    async def _process(self, job: Job) -> None:
+        files = [f.path for f in job.files]
+        if self.parts.plugins is not None and "postprocess" not in job.result:
+            outcome = await self.parts.plugins.on_complete(job, files)
+            warnings = [*job.warnings, *(describe_failure(f) for f in outcome.failures)]
+            added = await asyncio.to_thread(_describe_files, outcome.added_files)
+            job = self.parts.store.update(
+                job.id,
+                expect={JobStatus.PROCESSING},
+                event="post-processed",
+                warnings=warnings,
+                files=[*job.files, *added],
+                result={**job.result, "postprocess": outcome.sidecar},
+            )
+            if outcome.failures:
+                self.parts.store.add_event(job.id, "plugin warnings", "; ".join(warnings))
+        elif "postprocess" not in job.result:
+            job = self.parts.store.update(
+                job.id, expect={JobStatus.PROCESSING}, result={**job.result, "postprocess": {}}
+            )
+        sidecar = self._sidecar(job)
+        await asyncio.to_thread(self._write_sidecar, job, sidecar)
+        self.parts.store.transition(
+            job.id,
+            JobStatus.DONE,
+            event="done",
+            reason=f"{len(job.files)} file(s) in {self.parts.config.folders.output}",
+            expect={JobStatus.PROCESSING},
+            completed_at=utcnow(),
+        )
+
+    def _sidecar(self, job: Job) -> dict[str, Any]:
+        output = self.parts.config.folders.output
+        now = utcnow()
+        history = [e.as_record() for e in self.parts.store.history(job.id)]
+        history.append(
+            {"at": iso(now), "event": "done", "from": "processing", "to": "done", "reason": None}
+        )
+        outputs = job.result.get("outputs", [])
+        return {
+            "job_id": job.id,
+            "task_id": job.task_id,
+            "status": "done",
+            "title": job.title,
+            "model": job.model,
+            "request": job.request,
+            "credits": job.credits,
+            "seeds": job.result.get("seeds", []),
+            "metas": [o.get("metas", {}) for o in outputs],
+            "files": [
+                {"path": _relative(f.path, output), "size": f.size, "sha256": f.sha256}
+                for f in job.files
+            ],
+            "source": job.source,
+            "archived_as": job.archived_as,
+            "warnings": list(job.warnings),
+            "plugins": job.result.get("postprocess", {}),
+            "created_at": iso(job.created_at),
+            "completed_at": iso(now),
+            "history": history,
+        }
+
+    def _write_sidecar(self, job: Job, sidecar: dict[str, Any]) -> None:
+        assert job.base_name is not None
+        path = self.parts.config.folders.output / f"{job.base_name}.json"
+        write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _describe_files(paths: list[Path]) -> list[JobFile]:
+    from hashlib import sha256
+
+    described = []
+    for path in paths:
+        digest = sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        described.append(JobFile(path, path.stat().st_size, digest.hexdigest()))
+    return described
+
+
+def _takes_at(stem: Path) -> list[Path]:
+    """Audio files already named as this take (`stem.mp3`, ...)."""
+    return [
+        p
+        for p in stem.parent.glob(f"{glob.escape(stem.name)}.*")
+        if p.suffix.lower() in AUDIO_SUFFIXES
+    ]
+
+
+def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
+    """A take placed before a crash that the store did not record yet.
+
+    Linked into place with its `.part` name not yet removed (both names are one inode), or
+    placed completely (no `.part` left): keep the verified file instead of downloading it
+    again, which would leave an orphan `.part` behind the finished take. The base was
+    reserved for this job, so a take under its name is this job's.
+    """
+    part = stem.with_name(stem.name + ".part")
+    if not part.exists():
+        return _adopt_existing(stem) if _takes_at(stem) else None
+    for candidate in _takes_at(stem):
+        if os.path.samefile(part, candidate):
+            return _adopt_existing(stem)
+    return None
+
+
+def _adopt_existing(stem: Path) -> dict[str, Any] | None:
+    """A take already renamed into place before a crash: the base was ours, so is the file."""
+    part = stem.with_name(stem.name + ".part")
+    for candidate in _takes_at(stem):
+        # A crash between link and unlink leaves the same inode under both names.
+        if part.exists() and os.path.samefile(part, candidate):
+            part.unlink()
+        described = _describe_files([candidate])[0]
+        return {"path": str(candidate), "size": described.size, "sha256": described.sha256}
+    return None

@@ -1,0 +1,484 @@
+"""The engine: moves jobs from `queued` to `done` against the API, one per state folder.
+
+It owns the submit stage and the holds; polling lives in `polling.py`, downloads and
+post-processing in `delivery.py`. apscheduler triggers the ticks, but every decision is
+read back from the store, so a restart (or a `kill -9`) resumes exactly where the store
+says the work stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bygheartd.api.client import BygheartClient
+from bygheartd.api.errors import (
+    ApiError,
+    AuthError,
+    ProtocolError,
+    RateLimited,
+    RejectedError,
+    TransientError,
+)
+from bygheartd.config import Config, LiveConfig
+from bygheartd.engine.budget import Budget
+from bygheartd.engine.delivery import Delivery, disk_wait_seconds, output_problem
+from bygheartd.engine.endings import Endings
+from bygheartd.engine.parts import EngineParts
+from bygheartd.engine.polling import Poller
+from bygheartd.engine.ticker import Ticker
+from bygheartd.errors import BygheartdError, PluginError, RejectJob
+from bygheartd.hooks.host import PluginHost
+from bygheartd.jobs import Job, JobStatus, utcnow
+from bygheartd.songs.request import SongRequest
+from bygheartd.store.store import StaleTransition, Store
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_OUTCOME = "submission outcome unknown"
+ORIGINAL_REQUEST = "request_before_plugins"
+AUTH_RECHECK_SECONDS = 600.0
+STORE_WATCH_SECONDS = 0.25
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config | LiveConfig,
+        store: Store,
+        client: BygheartClient,
+        plugins: PluginHost | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        live = LiveConfig.of(config)
+        self.parts = EngineParts(
+            live=live,
+            store=store,
+            client=client,
+            plugins=plugins,
+            budget=Budget(live, store),
+            ticker=Ticker(),
+        )
+        self.store = store
+        self.endings = Endings(self.parts)
+        self.delivery = Delivery(self.parts, self.endings, self._schedule_release)
+        self._on_change = on_change
+        self.poller = Poller(self.parts, self.delivery, self.endings, self._finished)
+        self._submit_paused_until: datetime | None = None
+        self._data_version = -1
+        self._submitting: set[asyncio.Task[None]] = set()
+
+    @property
+    def config(self) -> Config:
+        return self.parts.config
+
+    @property
+    def client(self) -> BygheartClient:
+        return self.parts.client
+
+    @property
+    def plugins(self) -> PluginHost | None:
+        return self.parts.plugins
+
+    @property
+    def budget(self) -> Budget:
+        return self.parts.budget
+
+    @property
+    def ticker(self) -> Ticker:
+        return self.parts.ticker
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild everything from the store, then start the ticks."""
+        self._recover()
+        q = self.config.queue
+        self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
+        self.ticker.every("poll", q.poll_min_seconds, self.poller.poll_due, start_now=True)
+        self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
+        self.ticker.every("release-held", 30.0, self.release_due)
+        for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+            self.delivery.start(job)
+        self.ticker.start()
+        log.info("engine started: %s", self.describe_counts())
+        if self.config.backend == "acestep":
+            await self._log_server_health()
+
+    async def _log_server_health(self) -> None:
+        """A self-hosted server says whether its models are loaded: worth a line at start."""
+        try:
+            health = await self.client.health()
+        except (ApiError, OSError) as exc:
+            log.warning("ACE-Step server at %s: %s", self.client.base_url, exc)
+            return
+        if health is None:
+            log.info("ACE-Step server at %s has no /health endpoint", self.client.base_url)
+        else:
+            log.info(
+                "ACE-Step server at %s: %s, model %s, models initialized: %s",
+                self.client.base_url,
+                health.get("status"),
+                health.get("loaded_model"),
+                health.get("models_initialized"),
+            )
+
+    async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
+        """Stop ticking, let submissions and downloads in flight finish within a bound."""
+        self.parts.stopping = True
+        self.ticker.shutdown()
+        submits = list(self._submitting)
+        if submits:
+            # A POST cut off mid-flight has an unknown outcome (the job would fail as such):
+            # give submissions up to one request timeout, however short the drain.
+            bound = max(drain_seconds, self.config.api.timeout_seconds + 2)
+            log.info("waiting up to %.0f s for %d submission(s) in flight", bound, len(submits))
+            await asyncio.wait(submits, timeout=bound)
+        pending = [t for t in submits if not t.done()] + self.delivery.tasks()
+        if pending:
+            log.info("draining %d task(s) for up to %.0f s", len(pending), drain_seconds)
+            _, still = await asyncio.wait(pending, timeout=drain_seconds)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2.0)
+        self.store.checkpoint()
+        return self.store.counts()
+
+    def use(self, client: BygheartClient, plugins: PluginHost | None = None) -> None:
+        """After a reload: the next request goes out with the new key (and the next hook
+        call reaches the reloaded plugins); the config itself is read from its holder."""
+        self.parts.client = client
+        if plugins is not None:
+            self.parts.plugins = plugins
+
+    def describe_counts(self) -> str:
+        counts = self.store.counts()
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
+
+    def _recover(self) -> None:
+        """A job left in `submitting` may or may not exist on the server: never guess."""
+        for job in self.store.list_jobs([JobStatus.SUBMITTING]):
+            if self.config.queue.resubmit_uncertain:
+                with contextlib.suppress(StaleTransition):
+                    self.store.transition(
+                        job.id,
+                        JobStatus.QUEUED,
+                        event="recovered",
+                        reason="resubmitting after a crash",
+                        ledger=self.budget.refund_entry(job.id, job.model),
+                    )
+            else:  # the server may have created and charged it: keep the reservation
+                self.endings.fail(
+                    job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit", refund=False
+                )
+
+    def _finished(self) -> None:
+        """Jobs left the server: their slots are free for the next submissions."""
+        self._changed()
+        self.ticker.wake("submit")
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    async def _watch_store(self) -> None:
+        """Other processes (CLI, MCP) commit jobs; react within a fraction of a second."""
+        version = self.store.data_version()
+        if version != self._data_version:
+            first = self._data_version == -1
+            self._data_version = version
+            if not first:
+                self.ticker.wake("submit")
+
+    # -- submit stage -----------------------------------------------------------------
+
+    async def submit_due(self) -> None:
+        if self.parts.stopping:
+            return
+        now = utcnow()
+        if self._submit_paused_until is not None and now < self._submit_paused_until:
+            return
+        counts = self.store.counts()
+        in_flight = counts.get("submitting", 0) + counts.get("running", 0)
+        slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
+        if slots <= 0:
+            return
+        for job in self.store.list_oldest(JobStatus.QUEUED, slots):
+            prepared = await self._prepare(job)
+            if prepared is None:
+                continue
+            task = asyncio.create_task(self._submit(*prepared))
+            self._submitting.add(task)
+            task.add_done_callback(self._submitting.discard)
+            if self._submit_paused_until is not None:
+                break
+
+    async def _prepare(self, job: Job) -> tuple[Job, dict[str, Any]] | None:
+        """Plugins, budget and the `submitting` mark: everything decided before the POST."""
+        body = self.store.api_body(job.id)
+        credits = job.credits
+        if self.plugins is not None:
+            # Plugins always start from the request as queued: a job held and resumed (or
+            # retried) must not get a non-idempotent change applied twice.
+            original = job.result.get(ORIGINAL_REQUEST) or job.request
+            try:
+                changes = await self.plugins.before_submit(job, dict(original))
+            except RejectJob as exc:
+                self.endings.fail(job, f"rejected by a plugin: {exc}", refund=False)
+                return None
+            except PluginError as exc:
+                self.endings.fail(job, str(exc), refund=False)
+                return None
+            if changes or original != job.request:
+                try:
+                    current = SongRequest.build(
+                        original, backend=self.config.backend, max_job_credits=None
+                    )
+                    request = current.with_changes(
+                        changes,
+                        backend=self.config.backend,
+                        source=f"job {job.id} after before_submit",
+                        max_job_credits=None,
+                    )
+                except BygheartdError as exc:
+                    self.endings.fail(
+                        job, f"a plugin made the request invalid: {exc}", refund=False
+                    )
+                    return None
+                body = request.to_api_body()
+                credits = request.credit_cost(self.config.backend)
+                job = self.store.update(
+                    job.id,
+                    event="changed by plugins",
+                    request=request.model_dump(mode="json", exclude_none=True),
+                    api_body=body,
+                    credits=credits,
+                    model=request.model,
+                    result={**job.result, ORIGINAL_REQUEST: original},
+                )
+        too_much = self.budget.too_expensive(credits)
+        if too_much is not None:
+            self.endings.fail(job, too_much, refund=False)
+            return None
+        unwritable = output_problem(self.config)
+        if unwritable is not None:  # never pay for a song that has nowhere to go
+            until = utcnow() + timedelta(seconds=disk_wait_seconds(self.config))
+            self._hold(job, "disk", f"{unwritable}: waiting before spending credits", until)
+            return None
+        hold = self.budget.check(credits)
+        if hold is not None:
+            self._hold(job, "budget", hold.reason, hold.resumes_at)
+            return None
+        ledger = (
+            self.budget.ledger_entry(job.id, job.model, credits, "reserve")
+            if self.budget.counts_credits and credits
+            else None
+        )
+        try:
+            job = self.store.transition(
+                job.id,
+                JobStatus.SUBMITTING,
+                event="submitting",
+                expect={JobStatus.QUEUED},
+                ledger=ledger,
+                attempts=job.attempts + 1,
+                credits=credits,
+                resumes_at=None,
+                hold_kind=None,
+            )
+        except StaleTransition:
+            return None  # cancelled meanwhile
+        return job, body
+
+    async def _submit(self, job: Job, body: dict[str, Any]) -> None:
+        source_audio = self._source_audio(job)
+        try:
+            submitted = await self.client.submit(body, src_audio=source_audio)
+        except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
+            self._auth_problem(job, f"{exc} ({self._key_hint()})")
+        except RateLimited as exc:
+            self._rate_limited(job, exc)
+        except TransientError as exc:
+            if exc.outcome_unknown:
+                self._outcome_unknown(job, str(exc))
+            else:
+                self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
+        except ProtocolError as exc:
+            self._outcome_unknown(job, f"unreadable reply: {exc}")
+        except (RejectedError, ApiError) as exc:  # nothing was created: refund with the failure
+            self.endings.fail(job, f"the API refused the request: {exc}")
+        except OSError as exc:
+            self.endings.fail(job, f"cannot read the source audio: {exc}")
+        else:
+            try:
+                job = self.store.transition(
+                    job.id,
+                    JobStatus.RUNNING,
+                    event="submitted",
+                    reason=f"task {submitted.task_id}",
+                    expect={JobStatus.SUBMITTING},
+                    task_id=submitted.task_id,
+                    submitted_at=utcnow(),
+                    progress=0.0,
+                )
+            except StaleTransition:
+                # cancelled while the POST was in flight: keep the task id for the record
+                self.store.update(job.id, task_id=submitted.task_id, event="submitted")
+                return
+            self.poller.poll_soon()
+            if self.plugins is not None:
+                failures = await self.plugins.after_submit(job, submitted.task_id)
+                self.endings.record_hook_failures(job.id, failures)
+        finally:
+            self._changed()
+
+    def _source_audio(self, job: Job) -> Path | None:
+        relative = job.request.get("source_audio")
+        if not relative:
+            return None
+        origin = self.store.source_path(job.id)
+        base = Path(origin).parent if origin else Path.cwd()
+        return (base / str(relative)).resolve()
+
+    def _key_hint(self) -> str:
+        from bygheartd.config import find_api_key
+
+        try:
+            source = find_api_key(self.config).source
+        except BygheartdError:
+            source = None
+        return f"the key came from {source}" if source else "no key source was found"
+
+    def _auth_problem(self, job: Job, reason: str) -> None:
+        """Nothing was created; every other submit would fail the same way: hold them all."""
+        until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
+        self._submit_paused_until = until
+        self._hold(job, "auth", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        for other in self.store.list_jobs([JobStatus.QUEUED]):
+            self._hold(other, "auth", reason, until)
+        log.error("%s; submissions paused until the key or plan changes", reason)
+
+    def _rate_limited(self, job: Job, exc: RateLimited) -> None:
+        wait = (
+            float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
+        )
+        until = utcnow() + timedelta(seconds=wait)
+        self._submit_paused_until = until
+        if exc.reason == "credit_limit_reached":
+            self.budget.server_capped_until(until)
+            reason = f"the server's credit limit is reached: {exc}"
+        else:
+            reason = f"rate limited by the API: {exc}"
+        self._hold(job, "rate", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+
+    def _outcome_unknown(self, job: Job, detail: str) -> None:
+        if self.config.queue.resubmit_uncertain:
+            self._retry_later(
+                job, f"{UNKNOWN_OUTCOME} ({detail}); resubmitting as configured", refund=True
+            )
+        else:
+            self.endings.fail(
+                job,
+                f"{UNKNOWN_OUTCOME} ({detail}): it may have been created and charged; check "
+                "your account before `bygheartd retry`",
+                refund=False,
+            )
+
+    def _retry_later(self, job: Job, reason: str, *, refund: bool) -> None:
+        if job.attempts >= self.config.queue.max_attempts:
+            self.endings.fail(
+                job, f"{reason} (gave up after {job.attempts} attempts)", refund=refund
+            )
+            return
+        until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
+        self._hold(job, "retry", reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
+
+    def _backoff(self, attempts: int) -> float:
+        q = self.config.queue
+        ceiling = min(q.retry_max_seconds, q.retry_base_seconds * 2.0 ** max(0, attempts - 1))
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+    # -- holds ------------------------------------------------------------------------
+
+    def _hold(
+        self,
+        job: Job,
+        kind: str,
+        reason: str,
+        until: datetime,
+        expect: set[JobStatus] | None = None,
+        *,
+        refund: bool = False,
+    ) -> None:
+        """Hold a job; `refund` gives back its reservation in the same transaction (a submit
+        that provably created nothing), so a crash cannot separate the two."""
+        try:
+            held = self.store.transition(
+                job.id,
+                JobStatus.HELD,
+                event=f"held ({kind})",
+                reason=reason,
+                expect=expect or {JobStatus.QUEUED},
+                ledger=self.budget.refund_entry(job.id, job.model) if refund else None,
+                resumes_at=until,
+                hold_kind=kind,
+            )
+        except StaleTransition:
+            return
+        self._schedule_release(until)
+        if self.plugins is not None:
+            plugins = self.plugins
+            asyncio.get_running_loop().create_task(self._notify_held(plugins, held, reason))
+
+    def _schedule_release(self, until: datetime) -> None:
+        self.ticker.at(f"release-at-{until.timestamp():.1f}", until, self.release_due)
+
+    async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        failures = await plugins.on_held(job, reason)
+        self.endings.record_hook_failures(job.id, failures)
+
+    async def release_due(self) -> None:
+        """Held jobs whose time has come go back to the queue (or back to their download)."""
+        now = utcnow()
+        released = 0
+        for job in self.store.list_jobs([JobStatus.HELD]):
+            if job.resumes_at is not None and job.resumes_at > now:
+                continue
+            hold_kind = job.result.get("hold_target")
+            target = JobStatus.DOWNLOADING if hold_kind == "downloading" else JobStatus.QUEUED
+            try:
+                job = self.store.transition(
+                    job.id,
+                    target,
+                    event="resumed",
+                    reason=f"hold over: {job.reason}",
+                    expect={JobStatus.HELD},
+                    resumes_at=None,
+                    hold_kind=None,
+                )
+            except StaleTransition:
+                continue
+            released += 1
+            if target is JobStatus.DOWNLOADING:
+                self.delivery.start(job)
+        if self._submit_paused_until is not None and self._submit_paused_until <= now:
+            self._submit_paused_until = None
+        if released:
+            self.ticker.wake("submit")
+            self._changed()
+
+    def recheck_auth(self) -> None:
+        """After a config reload (a new key): release auth holds at once."""
+        self._submit_paused_until = None
+        for job in self.store.list_jobs([JobStatus.HELD]):
+            if job.hold_kind == "auth":
+                self.store.update(job.id, resumes_at=utcnow())
+        self.ticker.wake("release-held")

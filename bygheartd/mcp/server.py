@@ -1,0 +1,425 @@
+"""The MCP face: the pinned tools, the song and guide resources and the `write_song` prompt,
+served over stdio by `bygheartd mcp` and mounted over HTTP by `mcp_http.py`. Everything goes
+through the service, so a song made here behaves like one dropped in the inbox.
+"""
+
+# No `from __future__ import annotations`: the tools are closures whose schemas (model names,
+# the bpm range) depend on the backend, and the SDK reads their annotations as objects.
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from bygheartd import catalog
+from bygheartd.config import Config
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import Job, JobStatus, iso
+from bygheartd.mcp.records import (
+    BudgetHold,
+    CancelResult,
+    CreditsResult,
+    GenerateResult,
+    JobRecord,
+    ModelList,
+    PlanLimits,
+    SongList,
+    StatusName,
+    lyrics_fingerprint,
+    lyrics_sent,
+    progress_message,
+    progress_value,
+    resolve_song_file,
+    write_song_prompt,
+)
+from bygheartd.service.runtime import Runtime
+from bygheartd.service.service import SongService
+from bygheartd.songs.request import SongRequest
+
+__all__ = ["GUIDE_URI", "MAX_WAIT_SECONDS", "build_server", "run_stdio"]
+
+log = logging.getLogger(__name__)
+
+GUIDE_URI = "bygheart://guide"
+SONG_URI = "bygheart://songs/{job_id}"
+MAX_WAIT_SECONDS = 50.0  # below the ~60 s after which some clients cut a tool call
+GUIDE_PATH = Path(__file__).parent.parent / "data" / "guide.md"
+
+INSTRUCTIONS = f"""bygheartd makes songs with the Bygheart Music API (or a self-hosted ACE-Step
+server). Read {GUIDE_URI} before writing a song. Write the complete lyrics with section tags
+([Verse], [Chorus], ...) and a style caption, then call generate_song; never shorten lyrics.
+Generation takes a minute or more: pass wait_seconds (up to 50) or call get_song with
+wait_seconds until the status is done; files come back as absolute paths and file:// URIs.
+Songs spend credits: check get_credits and list_models when in doubt."""
+
+Lifespan: TypeAlias = Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any]]
+WaitSeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="wait up to this many seconds for the song to finish, with progress "
+        "notifications (0 = return at once); the job keeps running either way",
+    ),
+]
+JobId = Annotated[
+    str, Field(min_length=6, max_length=64, description="a job id or a unique prefix of 6+")
+]
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def _result(model: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=model.model_dump(mode="json"),
+    )
+
+
+class _Progress:
+    """Forwards job changes as progress notifications that only ever increase."""
+
+    def __init__(self, ctx: Context[Any, Any]) -> None:
+        self.ctx = ctx
+        self.last = -1.0
+        self.broken = False
+
+    async def __call__(self, job: Job) -> None:
+        value = progress_value(job)
+        if self.broken or value <= self.last:
+            return
+        self.last = value
+        try:
+            await self.ctx.report_progress(value, 1.0, progress_message(job))
+        except Exception as exc:  # a client that went away: the job goes on regardless
+            log.debug("progress notification failed: %r", exc)
+            self.broken = True
+
+
+class _Songs:
+    """The tools' logic; the closures in `build_server` only declare the schemas."""
+
+    def __init__(self, service: SongService) -> None:
+        self.service = service
+
+    @property
+    def config(self) -> Config:
+        """Read at each call: a reload (SIGHUP) changes what the tools report and accept."""
+        return self.service.config
+
+    def job(self, ref: str) -> Job:
+        try:
+            return self.service.get(ref.strip())
+        except BygheartdError as exc:
+            raise ToolError(f"{exc}: list_songs shows the known jobs") from None
+
+    async def wait(self, ctx: Context[Any, Any], job: Job, seconds: float) -> Job:
+        """Follow a job for at most `seconds`; cancelling this never touches the job."""
+        if seconds <= 0 or job.status.is_final:
+            return job
+        report = _Progress(ctx)
+        with anyio.move_on_after(seconds):
+            return await self.service.wait(job.id, timeout=seconds, on_progress=report)
+        return self.service.get(job.id)
+
+    def build(
+        self, args: dict[str, Any], lyrics_file: str | None
+    ) -> tuple[SongRequest, dict[str, Any]]:
+        """The validated request and the enqueue keywords for where it came from."""
+        explicit = {k: v for k, v in args.items() if v is not None}
+        try:
+            if lyrics_file is None:
+                return self.service.build_request(explicit, source="generate_song"), {}
+            path, display = resolve_song_file(self.config, lyrics_file)
+            from_file = self.service.parse_file(path, display=display)
+            merged = from_file.model_dump(mode="json", exclude_none=True) | explicit
+            request = self.service.build_request(merged, source=display)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        return request, {"fallback_title": path.stem, "source": display, "source_path": path}
+
+    def notes(self) -> list[str]:
+        """Say so when no engine anywhere can run the job (no API key, say)."""
+        problem = self.service.generation_blocked()
+        if problem is None:
+            return []
+        return [f"Nothing can generate songs right now ({problem}); the job stays queued."]
+
+
+def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> MCPServer[Any]:
+    """The MCP server over one service (its store, and maybe an engine in this process)."""
+    from bygheartd import __version__
+
+    songs = _Songs(service)
+    backend = service.config.backend  # a backend change needs a restart
+    server: MCPServer[Any] = MCPServer(
+        "bygheartd", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan
+    )
+    bpm_low, bpm_high = catalog.bpm_range(backend)
+    dur_low, dur_high = catalog.duration_range()
+    names = catalog.acestep_models() if backend == "acestep" else list(catalog.HOSTED_MODELS)
+    if TYPE_CHECKING:
+        ModelName: TypeAlias = str
+        KeyName: TypeAlias = str
+        LanguageCode: TypeAlias = str
+    else:
+        ModelName = Literal[tuple(names)]
+        KeyName = Literal[tuple(catalog.key_scales())]
+        LanguageCode = Literal[tuple(catalog.languages())]
+
+    @server.tool(
+        annotations=ToolAnnotations(
+            title="Generate a song",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
+        )
+    )
+    async def generate_song(
+        ctx: Context[Any, Any],
+        lyrics: Annotated[
+            str | None,
+            Field(
+                max_length=catalog.LYRICS_MAX_CHARS,
+                description="the complete lyrics with section tags ([Verse], [Chorus], ...); "
+                "never shortened. Leave out for instrumental=true or lyrics_file",
+            ),
+        ] = None,
+        lyrics_file: Annotated[
+            str | None,
+            Field(
+                description="a song file (front matter + lyrics, or plain lyrics) in the drafts "
+                "folder (relative names are taken from there), or in archive or output; never "
+                "the inbox. The other arguments override its keys",
+            ),
+        ] = None,
+        style: Annotated[
+            str | None,
+            Field(
+                max_length=catalog.STYLE_MAX_CHARS,
+                description="the style caption: genre, mood, instruments, vocals, production",
+            ),
+        ] = None,
+        title: Annotated[str | None, Field(max_length=200, description="names the files")] = None,
+        model: Annotated[
+            ModelName | None, Field(description="see list_models; default from the config")
+        ] = None,
+        duration: Annotated[
+            Annotated[float, Field(ge=dur_low, le=dur_high)] | Literal["auto"] | None,
+            Field(description=f"seconds ({dur_low:g}-{dur_high:g}) or 'auto'"),
+        ] = None,
+        bpm: Annotated[int | None, Field(ge=bpm_low, le=bpm_high, description="tempo")] = None,
+        key: Annotated[KeyName | None, Field(description="e.g. 'A minor', 'F# major'")] = None,
+        time_signature: Annotated[
+            Literal["2", "3", "4", "6"] | None,
+            Field(description="beats per bar: 2 = 2/4, 3 = 3/4, 4 = 4/4, 6 = 6/8"),
+        ] = None,
+        language: Annotated[
+            LanguageCode | None, Field(description="language of the lyrics (code)")
+        ] = None,
+        instrumental: Annotated[bool | None, Field(description="no vocals, no lyrics")] = None,
+        takes: Annotated[
+            int | None,
+            Field(ge=catalog.MIN_TAKES, le=catalog.MAX_TAKES, description="versions; each costs"),
+        ] = None,
+        seed: Annotated[
+            int | list[int] | None,
+            Field(description="fixed seed (0-4294967295), or one per take; omit for random"),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Field(
+                max_length=200,
+                description="any string: calls with the same key return the same job",
+            ),
+        ] = None,
+        wait_seconds: WaitSeconds = 0,
+    ) -> Annotated[CallToolResult, GenerateResult]:
+        """Queue a song (it spends credits) and return its job record, the cost, the credits
+        left today and a fingerprint of the lyrics sent. The same request again within the
+        de-duplication window returns the existing job instead of paying twice."""
+        if lyrics is not None and lyrics_file is not None:
+            raise ToolError("give lyrics or lyrics_file, not both")
+        if lyrics_file is None and not (lyrics or "").strip() and not instrumental:
+            raise ToolError(
+                "no lyrics: pass the complete lyrics (or lyrics_file), or instrumental=true"
+            )
+        args = {
+            "lyrics": lyrics,
+            "style": style,
+            "title": title,
+            "model": model,
+            "duration": duration,
+            "bpm": bpm,
+            "key": key,
+            "time_signature": time_signature,
+            "language": language,
+            "instrumental": instrumental,
+            "takes": takes,
+            "seed": seed,
+        }
+        request, origin = songs.build(args, lyrics_file)
+        cost = request.credit_cost(backend)
+        left = songs.service.credits_left_today()
+        try:
+            enqueued = songs.service.enqueue(
+                request,
+                origin="mcp",
+                idempotency_key=idempotency_key or None,
+                # An explicit key names one job: another key's job is never the answer.
+                dedupe_seconds=(
+                    None if idempotency_key else songs.config.mcp.dedupe_seconds or None
+                ),
+                **origin,
+            )
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        hold = songs.service.budget_hold(cost) if enqueued.created else None
+        songs.service.wake()
+        job = await songs.wait(ctx, enqueued.job, wait_seconds)
+        digest, lines = lyrics_fingerprint(lyrics_sent(job.request))
+        result = GenerateResult(
+            **JobRecord.of(job).model_dump(),
+            cost=job.credits,
+            credits_left_today=left,
+            lyrics_sha256=digest,
+            lyrics_lines=lines,
+            deduplicated=not enqueued.created,
+            budget_hold=None
+            if hold is None or job.status.is_final
+            else BudgetHold(reason=hold.reason, resumes_at=iso(hold.resumes_at) or ""),
+            notes=songs.notes(),
+        )
+        return _result(result, result.summary())
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_song(
+        ctx: Context[Any, Any], job_id: JobId, wait_seconds: WaitSeconds = 0
+    ) -> Annotated[CallToolResult, JobRecord]:
+        """One song's job record: status, progress, ETA, and when done its files (absolute
+        paths and file:// URIs). With wait_seconds it waits, reporting progress."""
+        job = await songs.wait(ctx, songs.job(job_id), wait_seconds)
+        record = JobRecord.of(job)
+        return _result(record, record.summary())
+
+    @server.tool(annotations=READ_ONLY)
+    async def list_songs(
+        status: Annotated[
+            list[StatusName] | None,
+            Field(description="only these statuses (default: all)"),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=200, description="newest first")] = 20,
+    ) -> Annotated[CallToolResult, SongList]:
+        """Recent songs, newest first, optionally only some statuses."""
+        statuses = [JobStatus(s) for s in status] if status else None
+        jobs = songs.service.list(statuses, limit)
+        result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=songs.service.counts())
+        return _result(result, result.summary())
+
+    @server.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True
+        )
+    )
+    async def cancel_song(job_id: JobId) -> Annotated[CallToolResult, CancelResult]:
+        """Cancel a song. A queued or held one is never sent. The API has no cancel call, so
+        a song already generating still runs (and costs) on the server; it is not fetched."""
+        before = songs.job(job_id)
+        try:
+            job = songs.service.cancel(before.id)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        sent = before.status not in (JobStatus.QUEUED, JobStatus.HELD)
+        note = (
+            "It was already sent: the server may still generate and charge it."
+            if sent
+            else "It was never sent, so it costs nothing."
+        )
+        result = CancelResult(**JobRecord.of(job).model_dump(), note=note)
+        return _result(result, result.summary())
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+    async def retry_song(job_id: JobId) -> Annotated[CallToolResult, JobRecord]:
+        """Queue a failed or cancelled song again: a new generation that costs credits again."""
+        try:
+            job = songs.service.retry(songs.job(job_id).id)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        songs.service.wake()
+        record = JobRecord.of(job)
+        return _result(record, f"Queued again: {record.summary()}")
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_credits() -> Annotated[CallToolResult, CreditsResult]:
+        """The local credit ledger (today, this month, per model) and the plan's limits."""
+        result = CreditsResult.of(songs.service.credits(), PlanLimits.of(songs.config))
+        return _result(result, result.summary())
+
+    @server.tool(annotations=READ_ONLY)
+    async def list_models() -> Annotated[CallToolResult, ModelList]:
+        """The models this backend offers, with their credit cost per take and purpose."""
+        result = ModelList.of(songs.config)
+        return _result(result, result.summary())
+
+    @server.resource(GUIDE_URI, name="guide", mime_type="text/markdown")
+    def guide() -> str:
+        """The songwriting guide: styles, section tags, every option, with examples."""
+        return GUIDE_PATH.read_text(encoding="utf-8")
+
+    @server.resource(SONG_URI, name="song", mime_type="application/json")
+    def song(job_id: str) -> str:
+        """A song's sidecar once it is done; its job record before."""
+        try:
+            job = songs.service.get(job_id)
+        except BygheartdError as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        data = songs.service.sidecar(job) or job.as_record()
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+    @server.prompt(name="write_song", title="Write a song")
+    def write_song(topic: str, genre: str = "", mood: str = "") -> str:
+        """Write a complete song file (front matter + tagged lyrics), then generate it."""
+        return write_song_prompt(topic, genre, mood, guide_uri=GUIDE_URI)
+
+    return server
+
+
+@contextlib.asynccontextmanager
+async def _stdout_to_stderr(_: MCPServer[Any]) -> AsyncIterator[None]:
+    """While serving stdio, a stray print() must never reach the protocol stream."""
+    sys.stdout.flush()
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def run_stdio(config: Config) -> None:
+    """`bygheartd mcp`: protocol on stdout, logs on stderr, the shared store, and an
+    in-process engine only while no daemon holds the engine lock."""
+    if not logging.getLogger().handlers:  # the CLI normally did this already
+        from bygheartd.logs import setup_logging
+
+        setup_logging(config.log.level)
+
+    async def serve() -> None:
+        with contextlib.redirect_stdout(sys.stderr):
+            runtime = Runtime(config, owner="bygheartd mcp", engine=True, release_when_idle=30.0)
+            await runtime.__aenter__()
+        try:
+            server = build_server(runtime.service, lifespan=_stdout_to_stderr)
+            await server.run_stdio_async()
+        finally:
+            with contextlib.redirect_stdout(sys.stderr):
+                await runtime.__aexit__(None, None, None)
+
+    anyio.run(serve)

@@ -1,0 +1,258 @@
+"""Wiring: config -> store -> lock -> client -> plugins -> engine, for every face.
+
+`bygheartd run` always runs the engine (waiting for the lock); `submit --wait`, `mcp` and
+`demo` run an in-process engine only while no other process holds the lock, and hand it
+over as soon as a daemon asks for it (DESIGN.md, "Hand-over").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from bygheartd.api.client import BygheartClient
+from bygheartd.config import Config, LiveConfig, find_api_key
+from bygheartd.engine.engine import Engine
+from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.ticker import Tick
+from bygheartd.errors import BygheartdError
+from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
+from bygheartd.jobs import ACTIVE_STATUSES
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class NoApiKey(BygheartdError):
+    pass
+
+
+def no_key_message(config: Config) -> str:
+    where = (
+        f"[api] api_key_file in {config.source_path}"
+        if config.source_path
+        else "[api] api_key_file"
+    )
+    return (
+        "no API key: set BYGHEART_API_KEY, give systemd the credential 'api-key', or set "
+        f"{where}. To try bygheartd without a key, run `bygheartd demo`."
+    )
+
+
+def plugin_settings(config: Config) -> PluginSettings:
+    return PluginSettings(
+        enabled=list(config.plugins.enabled),
+        disabled=list(config.plugins.disabled),
+        paths=[Path(p).expanduser() for p in config.plugins.paths],
+        hook_timeout_seconds=config.plugins.hook_timeout_seconds,
+        tables=config.plugins.tables(),
+    )
+
+
+def describe_plugins(config: Config) -> list[PluginInfo]:
+    """Every plugin found for this config, loaded or not, with its hooks and load error."""
+    return PluginHost.load(plugin_settings(config)).describe()
+
+
+def make_client(config: Config) -> BygheartClient:
+    key = find_api_key(config).value
+    if key is None and config.backend == "bygheart":
+        raise NoApiKey(no_key_message(config))
+    from bygheartd.logs import register_secret
+
+    if key:
+        register_secret(key)
+    return BygheartClient(
+        config.api.effective_base_url(),
+        key,
+        backend="acestep" if config.backend == "acestep" else "bygheart",
+        timeout=config.api.timeout_seconds,
+    )
+
+
+class Runtime:
+    """The store and service for a face, plus an engine whenever this process may run one."""
+
+    def __init__(
+        self,
+        config: Config | LiveConfig,
+        *,
+        owner: str,
+        engine: bool = True,
+        release_when_idle: float | None = None,
+        plugins: PluginHost | None = None,
+    ) -> None:
+        self.live = LiveConfig.of(config)
+        self.owner = owner
+        self.want_engine = engine
+        self.release_when_idle = release_when_idle
+        # Only the daemon keeps the engine when asked for it; every other face hands it over.
+        self.is_daemon = owner == "bygheartd run"
+        self.store = Store.open(self.config.state_dir)
+        self.service = SongService(self.live, self.store, engine=self)
+        self.lock = EngineLock(self.config.state_dir)
+        self.engine: Engine | None = None
+        self.plugins = plugins
+        self._client: BygheartClient | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._idle_since: float | None = None
+        self.engine_error: str | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.live.current
+
+    async def __aenter__(self) -> Self:
+        if self.want_engine:
+            await self._try_start_engine()
+            self._supervisor = asyncio.create_task(self._supervise())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await self.stop_engine()
+        self.store.close()
+
+    async def reload(self, config: Config, *, plugins_changed: bool) -> None:
+        """A reloaded config (SIGHUP): replace it in its one holder, give the engine a
+        client with the key read again, reload plugins when their settings changed."""
+        self.live.replace(config)
+        if self.engine is None:
+            return
+        old_client = self._client
+        self._client = make_client(config)
+        if plugins_changed:
+            self.plugins = await asyncio.to_thread(PluginHost.load, plugin_settings(config))
+            log.info("plugins reloaded: %s", ", ".join(self.plugins.active) or "none")
+            for info in self.plugins.describe():
+                if info.error:
+                    log.warning("plugin not loaded: %s: %s", info.name, info.error)
+        self.engine.use(self._client, self.plugins)
+        self.engine.recheck_auth()
+        if old_client is not None:
+            await old_client.aclose()
+
+    def plugin_names(self) -> list[str]:
+        return list(self.plugins.active) if self.plugins is not None else []
+
+    async def wait_for_engine_lock(self) -> None:
+        """The daemon's way in: wait for an in-process engine to hand over; refuse when
+        another daemon already runs on this state folder."""
+        holder = self.lock.holder()
+        if holder is None:
+            return
+        if holder.get("owner") == "bygheartd run":
+            raise BygheartdError(
+                f"another `bygheartd run` (pid {holder.get('pid')}) already uses the state "
+                f"folder {self.config.state_dir}: stop it first, or give this one another "
+                "[folders] state"
+            )
+        log.info(
+            "waiting for %s (pid %s) to hand the engine over",
+            holder.get("owner"),
+            holder.get("pid"),
+        )
+        self.lock.request_handover()
+        try:
+            while self.lock.holder() is not None:
+                await asyncio.sleep(0.2)
+        finally:
+            self.lock.clear_handover()
+
+    def close(self) -> None:
+        """Close the store of a runtime that never started (stopped while waiting)."""
+        self.store.close()
+
+    def every(self, name: str, seconds: float, func: Tick) -> bool:
+        if self.engine is None:
+            return False
+        self.engine.ticker.every(name, seconds, func, start_now=False)
+        return True
+
+    def cancel(self, name: str) -> None:
+        if self.engine is not None:
+            self.engine.ticker.cancel(name)
+
+    @property
+    def engine_running(self) -> bool:
+        return self.engine is not None
+
+    async def _try_start_engine(self) -> bool:
+        if self.engine is not None:
+            return True
+        if self.lock.handover_requested() and not self.is_daemon:
+            return False  # a daemon is taking over: leave the lock to it
+        if not self.lock.try_acquire(self.owner):
+            return False
+        try:
+            self._client = make_client(self.config)
+        except BygheartdError as exc:
+            self.engine_error = str(exc)
+            self.lock.release()
+            return False
+        if self.plugins is None:
+            self.plugins = await asyncio.to_thread(PluginHost.load, plugin_settings(self.config))
+        self.engine = Engine(self.live, self.store, self._client, self.plugins)
+        await self.engine.start()
+        log.info("engine running in this process (%s)", self.owner)
+        return True
+
+    async def stop_engine(self, drain_seconds: float = 10.0) -> dict[str, int]:
+        """Drain and stop the engine here, release the lock; the job counts at the end."""
+        if self.engine is None:
+            return self.store.counts()
+        engine, self.engine = self.engine, None
+        counts = await engine.stop(drain_seconds)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self.lock.release()
+        return counts
+
+    async def _supervise(self) -> None:
+        """Hand the lock over when asked or idle; take it when work waits and it is free."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                if self.engine is not None:
+                    if self.is_daemon:
+                        continue
+                    if self.lock.handover_requested():
+                        log.info("a daemon asked for the engine lock: handing over")
+                        await self.stop_engine()
+                        continue
+                    if self.release_when_idle is None:
+                        continue
+                    busy = any(self.store.counts().get(s.value, 0) for s in ACTIVE_STATUSES)
+                    if busy:
+                        self._idle_since = None
+                    elif self._idle_since is None:
+                        self._idle_since = loop.time()
+                    elif loop.time() - self._idle_since >= self.release_when_idle:
+                        await self.stop_engine()
+                elif self.has_work():
+                    await self._try_start_engine()
+            except BygheartdError as exc:
+                log.warning("engine supervisor: %s", exc)
+
+    def has_work(self) -> bool:
+        counts = self.store.counts()
+        return any(counts.get(s.value, 0) for s in ACTIVE_STATUSES)
+
+    def wake(self) -> None:
+        if self.engine is not None:
+            self.engine.ticker.wake("submit")

@@ -1,0 +1,376 @@
+"""The one API every face uses: enqueue, get, list, wait, cancel, retry, credits.
+
+The drop folder, the CLI and MCP all go through here, so they behave the same by
+construction. It only writes the store; the engine (wherever it runs) does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bygheartd.config import Config, LiveConfig
+from bygheartd.engine.budget import Budget, Hold
+from bygheartd.engine.lock import EngineLock
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
+from bygheartd.store.store import JobNotFound, StaleTransition, Store
+
+if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
+    from bygheartd.songs.request import SongRequest
+
+ProgressCallback = Callable[[Job], Awaitable[None] | None]
+Tick = Callable[[], Awaitable[None]]
+
+
+class EngineControl(Protocol):
+    """What the service may ask of the engine in this process (the runtime answers)."""
+
+    @property
+    def engine_running(self) -> bool: ...
+
+    @property
+    def engine_error(self) -> str | None: ...
+
+    def wake(self) -> None: ...
+
+    def every(self, name: str, seconds: float, func: Tick) -> bool: ...
+
+    def cancel(self, name: str) -> None: ...
+
+
+class ServiceError(BygheartdError):
+    """A request a face made that cannot be done (unknown job, wrong status)."""
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    job: Job
+    created: bool  # False: an existing job was returned (idempotency or de-duplication)
+
+
+class SongService:
+    def __init__(
+        self, config: Config | LiveConfig, store: Store, engine: EngineControl | None = None
+    ) -> None:
+        self._live = LiveConfig.of(config)
+        self.store = store
+        self._budget = Budget(self._live, store)
+        self._engine = engine
+
+    @property
+    def config(self) -> Config:
+        return self._live.current
+
+    @classmethod
+    def open(cls, config: Config) -> SongService:
+        """The service over the store of `config`'s state folder."""
+        return cls(config, Store.open(config.state_dir))
+
+    # -- the engine -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New work was queued: let an engine in this process submit it now, not next tick."""
+        if self._engine is not None:
+            self._engine.wake()
+
+    @property
+    def engine_running(self) -> bool:
+        """True when this process runs the engine (the daemon, or an in-process one)."""
+        return self._engine is not None and self._engine.engine_running
+
+    def generation_blocked(self) -> str | None:
+        """Why no engine anywhere can generate songs now (no API key, say), or None."""
+        if self._engine is None:
+            return None
+        problem = self._engine.engine_error
+        if not problem or self._engine.engine_running or self.engine_holder() is not None:
+            return None
+        return problem
+
+    def every(self, name: str, seconds: float, func: Tick) -> bool:
+        """Run `func` every `seconds` on the engine's scheduler; False when no engine runs
+        in this process (then nothing is scheduled)."""
+        return self._engine is not None and self._engine.every(name, seconds, func)
+
+    def cancel_every(self, name: str) -> None:
+        if self._engine is not None:
+            self._engine.cancel(name)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def max_job_credits(self) -> int | None:
+        return self.config.budget.daily_credits if self._budget.limited else None
+
+    def build_request(
+        self, data: Mapping[str, Any], *, preset: str | None = None, source: str = "<request>"
+    ) -> SongRequest:
+        from bygheartd.songs.request import SongRequest
+
+        return SongRequest.build(
+            data,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            source=source,
+            max_job_credits=self.max_job_credits(),
+        )
+
+    def parse_file(
+        self, path: Path, *, preset: str | None = None, display: str | None = None
+    ) -> SongRequest:
+        from bygheartd.songs.songfile import parse_song_file
+
+        return parse_song_file(
+            path,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            max_bytes=self.config.watch.max_file_kib * 1024,
+            display_name=display,
+            max_job_credits=self.max_job_credits(),
+        )
+
+    def parse_bytes(
+        self,
+        data: bytes,
+        *,
+        name: str,
+        suffix: str,
+        preset: str | None = None,
+        base_dir: Path | None = None,
+    ) -> SongRequest:
+        """Parse the very bytes a face read (and hashed, and archives): no second read."""
+        from bygheartd.songs.songfile import parse_song_bytes
+
+        return parse_song_bytes(
+            data,
+            name=name,
+            suffix=suffix,
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            max_job_credits=self.max_job_credits(),
+            base_dir=base_dir,
+        )
+
+    def enqueue(
+        self,
+        request: SongRequest,
+        *,
+        fallback_title: str | None = None,
+        source: str | None = None,
+        source_path: Path | None = None,
+        origin: str = "cli",
+        idempotency_key: str | None = None,
+        dedupe_seconds: float | None = None,
+        drop_identity: str | None = None,
+        content_sha256: str | None = None,
+        archived_as: str | None = None,
+    ) -> Enqueued:
+        """Queue one request; with a key or a de-dupe window an existing job may come back."""
+        if idempotency_key:
+            for job in self.store.find_by("idempotency_key", idempotency_key):
+                return Enqueued(job, False)
+        dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
+        if dedupe_seconds:
+            horizon = utcnow() - timedelta(seconds=dedupe_seconds)
+            for job in self.store.find_by("dedupe_key", dedupe_key):
+                alive = job.status not in (JobStatus.FAILED, JobStatus.CANCELLED)
+                if alive and job.created_at >= horizon:
+                    return Enqueued(job, False)
+        title = request.display_title(fallback_title or "")
+        job = self.store.insert_job(
+            title=title or "untitled",
+            model=request.model,
+            request=request.model_dump(mode="json", exclude_none=True),
+            api_body=request.to_api_body(),
+            credits=request.credit_cost(self.config.backend),
+            source=source,
+            source_path=str(source_path) if source_path else None,
+            origin=origin,
+            drop_identity=drop_identity,
+            content_sha256=content_sha256,
+            dedupe_key=dedupe_key,
+            idempotency_key=idempotency_key,
+            archived_as=archived_as,
+        )
+        if not title:
+            job = self.store.update(job.id, title=f"song-{job.id[:8]}")
+        return Enqueued(job, True)
+
+    def enqueue_file(self, path: Path, *, preset: str | None = None, origin: str = "cli") -> Job:
+        """A song file given on the command line (the same format as the inbox)."""
+        request = self.parse_file(path, preset=preset, display=str(path))
+        return self.enqueue(
+            request,
+            fallback_title=path.stem,
+            source=str(path),
+            source_path=path.resolve(),
+            origin=origin,
+        ).job
+
+    # -- the drop folder's bookkeeping ------------------------------------------------
+
+    def find_drop(self, drop_identity: str) -> Job | None:
+        """The job already made from this exact drop (same path, size, mtime and content)."""
+        found = self.store.find_by("drop_identity", drop_identity)
+        return found[0] if found else None
+
+    def jobs_with_content(self, content_sha256: str) -> list[Job]:
+        """Earlier jobs from files with identical bytes, newest first."""
+        return self.store.find_by("content_sha256", content_sha256)
+
+    def set_archived(self, job_id: str, archived_as: str, source_path: Path | None = None) -> Job:
+        fields: dict[str, Any] = {"archived_as": archived_as}
+        if source_path is not None:
+            fields["source_path"] = str(source_path)
+        return self.store.update(job_id, event="archived", reason=archived_as, **fields)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, ref: str) -> Job:
+        try:
+            return self.store.find(ref)
+        except JobNotFound as exc:
+            raise ServiceError(str(exc)) from None
+
+    def history(self, job: Job) -> list[Event]:
+        return self.store.history(job.id)
+
+    def list(
+        self,
+        statuses: list[JobStatus] | None = None,
+        limit: int | None = None,
+        *,
+        summary: bool = False,
+    ) -> list[Job]:
+        """Newest first; `summary` leaves out request and result bodies (fast listings)."""
+        return self.store.list_jobs(statuses, limit, summary=summary)
+
+    def engine_holder(self) -> dict[str, Any] | None:
+        """Who runs the engine for this state folder (pid, owner), or None."""
+        return EngineLock(self.config.state_dir).holder()
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    def credits(self) -> dict[str, Any]:
+        """The local ledger: today, this month, per model, the next release."""
+        return self._budget.summary()
+
+    def credits_left_today(self) -> int | None:
+        """None when the plan has no daily cap."""
+        return self._budget.left_today()
+
+    def budget_hold(self, cost: int) -> Hold | None:
+        """Why a job of `cost` credits would wait for credits now, and until when."""
+        return self._budget.check(cost)
+
+    def sidecar(self, job: Job) -> dict[str, Any] | None:
+        """The finished job's sidecar, as written in the output folder."""
+        if job.status is not JobStatus.DONE or not job.base_name:
+            return None
+        path = self.config.folders.output / f"{job.base_name}.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data
+
+    async def wait(
+        self,
+        ref: str,
+        *,
+        timeout: float | None,
+        on_progress: ProgressCallback | None = None,
+        interval: float = 0.2,
+    ) -> Job:
+        """Wait until the job is final or `timeout` passes; never changes the job."""
+        job = self.get(ref)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last: tuple[Any, ...] | None = None
+        while True:
+            marker = (job.status, job.progress, job.reason)
+            if on_progress is not None and marker != last:
+                result = on_progress(job)
+                if result is not None:
+                    await result
+            last = marker
+            if job.status in FINAL_STATUSES:
+                return job
+            if deadline is not None and loop.time() >= deadline:
+                return job
+            await asyncio.sleep(
+                interval if deadline is None else max(0.0, min(interval, deadline - loop.time()))
+            )
+            job = self.store.get(job.id)
+
+    # -- changing ---------------------------------------------------------------------
+
+    def cancel(self, ref: str) -> Job:
+        """Queued and held jobs never get submitted; running ones stop being polled.
+
+        The API has no cancel endpoint: a generation already submitted still runs (and
+        costs) on the server.
+        """
+        job = self.get(ref)
+        if job.status in FINAL_STATUSES:
+            raise ServiceError(f"job {job.id} is already {job.status.value}")
+        spent = job.status not in (JobStatus.QUEUED, JobStatus.HELD)
+        reason = (
+            "cancelled by the user; the server has no cancel call, so the generation may "
+            "still run and be charged"
+            if spent
+            else "cancelled by the user before submission"
+        )
+        # A task still generating is watched until the server ends it, so that a failure
+        # there (which the server refunds) is refunded in the local ledger too.
+        settling = job.status is JobStatus.RUNNING and job.task_id is not None
+        try:
+            job = self.store.transition(
+                job.id,
+                JobStatus.CANCELLED,
+                event="cancelled",
+                reason=reason,
+                expect={s for s in JobStatus if not s.is_final},
+                hold_kind=SETTLING if settling else None,
+            )
+        except StaleTransition as exc:
+            raise ServiceError(str(exc)) from None
+        return job
+
+    def retry(self, ref: str) -> Job:
+        """A failed or cancelled job goes back to the queue: a new submission, new credits."""
+        job = self.get(ref)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise ServiceError(
+                f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried"
+            )
+        try:
+            return self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                event="retry",
+                reason="queued again by the user",
+                expect={JobStatus.FAILED, JobStatus.CANCELLED},
+                task_id=None,
+                attempts=0,
+                progress=None,
+                eta_seconds=None,
+                resumes_at=None,
+                hold_kind=None,
+                base_name=None,
+                files=[],
+                warnings=[],
+                # keep only what was queued before plugins changed it: they run again
+                result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
+                submitted_at=None,
+                completed_at=None,
+            )
+        except StaleTransition as exc:
+            raise ServiceError(str(exc)) from None

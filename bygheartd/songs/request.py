@@ -1,0 +1,418 @@
+"""The validated song request (`SongRequest`): friendly keys in, the API's body out.
+
+It owns key names and aliases, the rules between fields (instrumental vs lyrics, seeds per take,
+source audio per task, the daily credit cap) and the output slug; per-field rules live in
+`request_fields.py`. It knows nothing of files, stores or HTTP.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+
+from bygheartd import catalog
+from bygheartd.errors import RequestError
+from bygheartd.songs import fields
+
+__all__ = ["SongRequest", "normalise_request", "slugify"]
+
+_MARKERS = ("[inst]", "[instrumental]")
+_REPAINT_TASKS = ("repaint", "lego")
+
+
+class SongRequest(BaseModel):
+    """One song to make: what the user asked for, normalised and checked for its backend.
+
+    Build it with `SongRequest.build(...)` (or `model_validate(data, context={"backend": ...})`):
+    every spelling people write is normalised there, and every problem is a `RequestError`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str | None = None
+    style: str = ""
+    lyrics: str = ""
+    model: str | None = None
+    duration: float | Literal["auto"] | None = None
+    bpm: int | None = None
+    key: str | None = None
+    time_signature: Literal["2", "3", "4", "6"] | None = None
+    language: str | None = None
+    instrumental: bool = False
+    takes: int = 1
+    seed: int | list[int] | None = None
+    negative: str | None = None
+    audio_format: str = "mp3"
+    thinking: bool = False
+    use_format: bool = False
+    inference_steps: int | None = None
+    guidance_scale: float | None = None
+    lm_model_path: str | None = None
+    lm_temperature: float | None = None
+    lm_cfg_scale: float | None = None
+    lm_top_k: int | None = None
+    lm_top_p: float | None = None
+    task_type: str = "text2music"
+    repainting_start: float | None = None
+    repainting_end: float | None = None
+    source_audio: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any, info: ValidationInfo) -> Any:
+        context: Mapping[str, Any] = info.context or {}
+        if isinstance(data, SongRequest):
+            data = data.model_dump(exclude_none=True)
+        return normalise_request(
+            data,
+            backend=context.get("backend", "bygheart"),
+            defaults=context.get("defaults"),
+            source=context.get("source", "<request>"),
+            max_job_credits=context.get("max_job_credits", catalog.DAILY_CREDIT_CAP),
+        )
+
+    @classmethod
+    def build(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        backend: str = "bygheart",
+        defaults: Mapping[str, Any] | None = None,
+        source: str = "<request>",
+        max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
+    ) -> SongRequest:
+        """Validate `data` for `backend`, filling unset keys from `defaults` (config/preset).
+
+        `max_job_credits` is the most one job may cost on the hosted service (None: no cap).
+        Raises `RequestError` naming `source`, the key as written, and the fix.
+        """
+        context = {
+            "backend": backend,
+            "defaults": defaults,
+            "source": source,
+            "max_job_credits": max_job_credits,
+        }
+        try:
+            return cls.model_validate(data, context=context)
+        except ValidationError as exc:  # a normaliser let a bad value through: still ours
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or None
+            raise RequestError(f"{where}: {first['msg']}", source=source, key=where) from None
+
+    def with_changes(
+        self,
+        changes: Mapping[str, Any],
+        *,
+        backend: str = "bygheart",
+        source: str = "<request>",
+        max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
+    ) -> SongRequest:
+        """This request with `changes` (any key spelling; None unsets) applied and re-validated.
+
+        For plugins' `before_submit`: `{"prompt": ...}` replaces `style` instead of clashing.
+        """
+        data = self.model_dump(mode="json", exclude_none=True)
+        for _raw, canon, value in _resolve_keys(changes, source):
+            data.pop(canon, None)
+            if value is not None:
+                data[canon] = value
+        return SongRequest.build(
+            data, backend=backend, source=source, max_job_credits=max_job_credits
+        )
+
+    def to_api_body(self) -> dict[str, Any]:
+        """The JSON body for `POST /release_task`, with the ACE-Step field names of API.md."""
+        body: dict[str, Any] = {
+            "prompt": self.style,
+            "lyrics": "[Instrumental]" if self.instrumental else self.lyrics,
+            "batch_size": self.takes,  # the server's default is 2: always say it
+            "audio_format": self.audio_format,
+            "thinking": self.thinking,
+            "use_format": self.use_format,
+            "task_type": self.task_type,
+        }
+        if self.model is not None:
+            body["model"] = self.model
+        if isinstance(self.duration, float):
+            body["audio_duration"] = (
+                int(self.duration) if self.duration.is_integer() else (self.duration)
+            )
+        optional = {
+            "bpm": self.bpm,
+            "key_scale": self.key,
+            "time_signature": self.time_signature,
+            "vocal_language": self.language,
+            "lm_negative_prompt": self.negative,
+            "inference_steps": self.inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "lm_model_path": self.lm_model_path,
+            "lm_temperature": self.lm_temperature,
+            "lm_cfg_scale": self.lm_cfg_scale,
+            "lm_top_k": self.lm_top_k,
+            "lm_top_p": self.lm_top_p,
+            "repainting_start": self.repainting_start,
+            "repainting_end": self.repainting_end,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if self.seed is None:
+            body["seed"], body["use_random_seed"] = -1, True
+        elif isinstance(self.seed, list):
+            body["seed"], body["use_random_seed"] = ",".join(map(str, self.seed)), False
+        else:
+            body["seed"], body["use_random_seed"] = self.seed, False
+        return body
+
+    def credit_cost(self, backend: str) -> int:
+        """Credits this request costs on `backend` (every take is charged)."""
+        return catalog.credit_cost(self.model, self.takes, backend)
+
+    def canonical_json(self) -> str:
+        """A stable text of the whole request (title included), for de-duplication."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def display_title(self, fallback: str) -> str:
+        return self.title or fallback
+
+
+def normalise_request(
+    data: Any,
+    *,
+    backend: str = "bygheart",
+    defaults: Mapping[str, Any] | None = None,
+    source: str = "<request>",
+    max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
+) -> dict[str, Any]:
+    """Canonical field names and values, defaults applied and every rule checked."""
+    if backend not in catalog.BACKENDS:
+        raise RequestError(
+            f"unknown backend {backend!r}", source=source, hint="use bygheart or acestep"
+        )
+    if not isinstance(data, Mapping):
+        raise RequestError(
+            f"a song request must be a table of keys, not {fields.show(data)}", source=source
+        )
+    clean: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # canonical name -> the key as the user wrote it
+    for raw, canon, value in _resolve_keys(data, source):
+        if value is None or (value == "" and canon != "lyrics"):
+            continue  # an unset key: the defaults may fill it
+        _normalise_into(clean, canon, value, backend, source=source, key=raw)
+        origin.setdefault(canon, raw)
+    for raw, canon, value in _resolve_keys(defaults or {}, source):
+        if canon in clean or value is None or value == "":
+            continue
+        _normalise_into(clean, canon, value, backend, source=source, key=raw, from_defaults=True)
+        origin.setdefault(canon, raw)
+    _check_rules(clean, origin, backend, source, max_job_credits)
+    return clean
+
+
+def _resolve_keys(data: Mapping[Any, Any], source: str) -> list[tuple[str, str, Any]]:
+    """(key as written, canonical name, value); unknown and doubled keys are errors."""
+    seen: dict[str, str] = {}
+    out: list[tuple[str, str, Any]] = []
+    for raw, value in data.items():
+        if not isinstance(raw, str):
+            raise RequestError(f"key {fields.show(raw)} is not a name", source=source)
+        canon = fields.CANONICAL.get(fields.key_name(raw))
+        if canon is None:
+            raise RequestError(f"unknown key {raw!r}", source=source, key=raw, hint=_near_key(raw))
+        if canon in seen:
+            raise RequestError(
+                f"{seen[canon]!r} and {raw!r} both set {canon}",
+                source=source,
+                key=raw,
+                hint="keep one of them",
+            )
+        seen[canon] = raw
+        out.append((raw, canon, value))
+    return out
+
+
+# Words people use for a field that are not keys: named in the hint, never accepted silently.
+_SYNONYMS = {
+    "tempo": "bpm",
+    "genre": "style",
+    "genres": "style",
+    "tags": "style",
+    "length": "duration",
+    "scale": "key",
+    "meter": "time_signature",
+    "lang": "language",
+    "vocals": "language",
+    "batch": "takes",
+    "count": "takes",
+    "variations": "takes",
+    "instrumental_only": "instrumental",
+    "negative_styles": "negative",
+    "steps": "inference_steps",
+    "audio": "source_audio",
+}
+
+
+def _near_key(raw: str) -> str:
+    name = fields.key_name(raw)
+    near = difflib.get_close_matches(name, [*fields.CANONICAL, *_SYNONYMS], n=1, cutoff=0.6)
+    tokens = name.split("_")
+    if not near:  # `tempo_bpm`, `song_title`: a valid name inside the key
+        near = [t for t in tokens if t in fields.CANONICAL or t in _SYNONYMS][-1:]
+    if near:
+        valid = near[0] if near[0] in fields.CANONICAL else _SYNONYMS[near[0]]
+        return f"did you mean {valid!r}?"
+    return "the valid keys are " + ", ".join(fields.ALIASES) + " (see docs/song-files.md)"
+
+
+def _normalise_into(
+    clean: dict[str, Any],
+    canon: str,
+    value: Any,
+    backend: str,
+    *,
+    source: str,
+    key: str,
+    from_defaults: bool = False,
+) -> None:
+    try:
+        result = fields.NORMALISERS[canon](value, backend)
+    except RequestError as exc:
+        reason = exc.reason + (" (from the configuration defaults)" if from_defaults else "")
+        raise RequestError(reason, source=source, key=key, hint=exc.hint) from None
+    except RecursionError:
+        raise RequestError(f"{key} is nested too deeply", source=source, key=key) from None
+    if result is not None:
+        clean[canon] = result
+
+
+def _check_rules(
+    clean: dict[str, Any],
+    origin: dict[str, str],
+    backend: str,
+    source: str,
+    max_job_credits: int | None,
+) -> None:
+    def fail(reason: str, canon: str | None, hint: str | None = None) -> RequestError:
+        return RequestError(reason, source=source, key=origin.get(canon or ""), hint=hint)
+
+    random_seed = clean.pop(fields.USE_RANDOM_SEED, None)
+    if random_seed and "seed" in clean:
+        raise fail(
+            f"seed {fields.show(clean['seed'])} and use_random_seed: true contradict each other",
+            "seed",
+            "remove use_random_seed to keep the seed, or remove seed for random takes",
+        )
+    _check_lyrics(clean, fail)
+    _check_task(clean, backend, fail)
+    takes = clean.get("takes", 1)
+    seeds = clean.get("seed")
+    if isinstance(seeds, list):
+        if len(seeds) != takes:
+            raise fail(
+                f"seed lists {len(seeds)} seeds, but takes is {takes}",
+                "seed",
+                "give one seed per take, or a single seed",
+            )
+        if len(seeds) == 1:
+            clean["seed"] = seeds[0]
+    if backend != "acestep" and max_job_credits is not None:
+        model = clean.get("model") or catalog.DEFAULT_HOSTED_MODEL
+        per_take = catalog.HOSTED_MODELS[model].credits
+        if per_take * takes > max_job_credits:
+            raise fail(
+                f"this job costs {per_take * takes} credits ({model}: {per_take} × {takes} takes),"
+                f" more than the daily cap of {max_job_credits}",
+                "takes" if "takes" in origin else "model",
+                f"use at most {max_job_credits // per_take} takes, or a cheaper model"
+                " (bygheart-melody-fast costs 1 credit a take)",
+            )
+
+
+def _check_lyrics(clean: dict[str, Any], fail: Any) -> None:
+    lyrics: str = clean.get("lyrics", "")
+    instrumental = clean.get("instrumental")
+    if lyrics.strip().lower() in _MARKERS:
+        if instrumental is False:
+            raise fail(
+                f"instrumental: false, but the lyrics are only {lyrics.strip()!r}",
+                "instrumental",
+                "write lyrics, or set instrumental: true",
+            )
+        clean["instrumental"], clean["lyrics"] = True, ""
+    elif instrumental and lyrics.strip():
+        raise fail(
+            "instrumental: true, but there are lyrics",
+            "instrumental",
+            "remove the lyrics, or set instrumental: false to sing them",
+        )
+    elif instrumental:
+        clean["lyrics"] = ""
+    elif not lyrics.strip() and clean.get("task_type", "text2music") == "text2music":
+        raise fail(
+            "there are no lyrics",
+            "lyrics",
+            "write lyrics (after the front matter, or in a `lyrics` key),"
+            " or set instrumental: true for a song without vocals",
+        )
+
+
+def _check_task(clean: dict[str, Any], backend: str, fail: Any) -> None:
+    task = clean.get("task_type", "text2music")
+    needs_source = catalog.tasks_needing_source_audio()
+    if task in needs_source and "source_audio" not in clean:
+        raise fail(
+            f"task_type {task} needs source_audio",
+            "task_type",
+            "name the audio to edit: source_audio: take.wav (relative to the song file)",
+        )
+    if task not in needs_source and "source_audio" in clean:
+        raise fail(
+            f"source_audio is only used by task_type {', '.join(needs_source)}",
+            "source_audio",
+            "add task_type: cover (or repaint, ...), or remove source_audio",
+        )
+    base = catalog.acestep_base_models()
+    needs_base = backend == "acestep" and task in catalog.tasks_needing_base_model()
+    if needs_base and clean.get("model") not in base:
+        raise fail(
+            f"task_type {task} needs a base model",
+            "model" if "model" in clean else "task_type",
+            f"set model: {base[0]} (or {', '.join(base[1:])})",
+        )
+    for name in ("repainting_start", "repainting_end"):
+        if name in clean and task not in _REPAINT_TASKS:
+            raise fail(
+                f"{name} is only used by task_type repaint or lego",
+                name,
+                "add task_type: repaint, or remove it",
+            )
+    start, end = clean.get("repainting_start", 0.0), clean.get("repainting_end", -1.0)
+    if end > 0 and end <= start:
+        raise fail(
+            f"repainting_end {fields.show(end)} is not after repainting_start {fields.show(start)}",
+            "repainting_end",
+            "set an end after the start, or -1 for the end of the source",
+        )
+
+
+_FOLD = str.maketrans(
+    {"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE", "đ": "d"}
+    | {"Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D", "ı": "i"}
+    | {"&": " and ", "'": "", "’": ""}
+)
+
+
+def slugify(title: str) -> str:
+    """Title -> ASCII `[a-z0-9-]`, at most 80 characters; "" when nothing is left.
+
+    Path separators and dots vanish, so a title can never name a path ("../x" -> "x").
+    """
+    text = unicodedata.normalize("NFKD", title.translate(_FOLD))
+    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    return slug[:80].rstrip("-")

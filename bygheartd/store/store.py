@@ -1,0 +1,540 @@
+"""The job store: SQLite (WAL) in the state folder, the single source of truth.
+
+Every status change and its history line are one transaction, committed before the
+side effect that depends on it. Front-ends in other processes write to the same file;
+the engine notices their commits through `PRAGMA data_version`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import Event, Job, JobFile, JobStatus, iso, parse_iso, utcnow
+from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
+
+DB_NAME = "jobs.sqlite3"
+
+_JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
+_TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at"}
+_WRITABLE = {
+    "title",
+    "model",
+    "task_id",
+    "attempts",
+    "reason",
+    "resumes_at",
+    "credits",
+    "progress",
+    "eta_seconds",
+    "archived_as",
+    "base_name",
+    "files",
+    "warnings",
+    "result",
+    "request",
+    "api_body",
+    "hold_kind",
+    "unknown_since",
+    "submitted_at",
+    "completed_at",
+    "source",
+    "source_path",
+}
+
+
+class StoreError(BygheartdError):
+    """The store cannot be used (schema too new, database unreadable)."""
+
+
+class StaleTransition(BygheartdError):
+    """A job was no longer in the expected status (another process moved it first)."""
+
+
+class JobNotFound(BygheartdError):
+    pass
+
+
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_job_id() -> str:
+    """Short, time-sortable, URL-safe: 9 chars of milliseconds + 5 random chars."""
+    ms = int(time.time() * 1000)
+    head = ""
+    for _ in range(9):
+        head = _ID_ALPHABET[ms & 31] + head
+        ms >>= 5
+    tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(5))
+    return head + tail
+
+
+class Store:
+    """One connection per process (guarded by a lock: sqlite objects are not async-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the job store {path}: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a `submitting` mark must survive a power cut, or a restart could pay twice.
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        return cls(state_dir / DB_NAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer bygheartd (schema {version}, this "
+                    f"version knows {SCHEMA_VERSION}): upgrade bygheartd"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {target}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: the cheap cross-process wake-up."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def insert_job(
+        self,
+        *,
+        title: str,
+        model: str | None,
+        request: dict[str, Any],
+        api_body: dict[str, Any],
+        credits: int,
+        source: str | None = None,
+        source_path: str | None = None,
+        origin: str = "cli",
+        status: JobStatus = JobStatus.QUEUED,
+        reason: str | None = None,
+        drop_identity: str | None = None,
+        content_sha256: str | None = None,
+        dedupe_key: str | None = None,
+        idempotency_key: str | None = None,
+        archived_as: str | None = None,
+    ) -> Job:
+        now = iso(utcnow())
+        job_id = new_job_id()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO jobs (id, status, title, model, request_json, api_body_json,
+                   credits, source, source_path, origin, reason, drop_identity, content_sha256,
+                   dedupe_key, idempotency_key, archived_as, created_at, updated_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (
+                    job_id,
+                    status.value,
+                    title,
+                    model,
+                    _dumps(request),
+                    _dumps(api_body),
+                    credits,
+                    source,
+                    source_path,
+                    origin,
+                    reason,
+                    drop_identity,
+                    content_sha256,
+                    dedupe_key,
+                    idempotency_key,
+                    archived_as,
+                    now,
+                    now,
+                ),
+            )
+            self._event(db, job_id, "created", None, status.value, reason or f"from {origin}")
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return row_to_job(row)
+
+    def find(self, ref: str) -> Job:
+        """A job by id or by a unique prefix of at least 6 characters."""
+        ref = ref.strip().lower()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (ref,)).fetchone()
+            if row is not None:
+                return row_to_job(row)
+            if len(ref) < 6:
+                raise JobNotFound(f"no job {ref!r} (a prefix needs at least 6 characters)")
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                (ref.replace("%", "\\%").replace("_", "\\_") + "%",),
+            ).fetchall()
+        if not rows:
+            raise JobNotFound(f"no job matches {ref!r}: `bygheartd list` shows the ids")
+        if len(rows) > 1:
+            raise JobNotFound(f"{ref!r} matches several jobs: give more characters")
+        return row_to_job(rows[0])
+
+    def find_by(self, column: str, value: str) -> list[Job]:
+        if column not in {
+            "drop_identity",
+            "content_sha256",
+            "dedupe_key",
+            "idempotency_key",
+            "task_id",
+            "hold_kind",
+        }:
+            raise ValueError(column)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE {column} = ? ORDER BY id DESC", (value,)
+            ).fetchall()
+        return [row_to_job(r) for r in rows]
+
+    def list_jobs(
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        limit: int | None = None,
+        *,
+        summary: bool = False,
+    ) -> list[Job]:
+        """Newest first; `summary=True` skips the request and result bodies (for listings)."""
+        sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
+        args: list[Any] = []
+        wanted = [s.value for s in statuses] if statuses is not None else None
+        if wanted is not None:
+            sql += f" WHERE status IN ({','.join('?' * len(wanted))})"
+            args.extend(wanted)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [row_to_job(r) for r in rows]
+
+    def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE status = ? ORDER BY id LIMIT ?", (status.value, limit)
+            ).fetchall()
+        return [row_to_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        event: str,
+        reason: str | None = None,
+        expect: Iterable[JobStatus] | None = None,
+        ledger: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Move a job to `to` and append history (and a ledger line), atomically.
+
+        With `expect`, the move happens only from one of those statuses: that is how a
+        cancel from the CLI and the engine's progress never overwrite each other.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            current = str(row[0])
+            if expect is not None and current not in {s.value for s in expect}:
+                raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
+            fields.setdefault("reason", reason)
+            self._update(db, job_id, status=to.value, **fields)
+            self._event(db, job_id, event, current, to.value, reason)
+            if ledger is not None:
+                self._ledger(db, **ledger)
+        return self.get(job_id)
+
+    def update(
+        self,
+        job_id: str,
+        *,
+        event: str | None = None,
+        expect: Iterable[JobStatus] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Change fields without a status change (progress, results, warnings).
+
+        With `expect`, only while the job is in one of those statuses: a stage that was
+        overtaken (a cancel and a retry from the CLI) must not write into the new attempt.
+        """
+        with self._tx() as db:
+            if expect is not None:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job {job_id!r}")
+                if str(row[0]) not in {s.value for s in expect}:
+                    raise StaleTransition(f"job {job_id} is {row[0]} now")
+            self._update(db, job_id, **fields)
+            if event is not None:
+                self._event(db, job_id, event, None, None, fields.get("reason"))
+        return self.get(job_id)
+
+    def add_event(self, job_id: str, event: str, reason: str | None = None) -> None:
+        with self._tx() as db:
+            self._event(db, job_id, event, None, None, reason)
+
+    def history(self, job_id: str) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, event, from_status, to_status, reason FROM events "
+                "WHERE job_id = ? ORDER BY id",
+                (job_id,),
+            ).fetchall()
+        return [
+            Event(parse_iso(r[0]) or utcnow(), r[1], r[2], r[3], r[4])  # at is never null
+            for r in rows
+        ]
+
+    def reserved_take_stems(self) -> set[str]:
+        """Every take name (`base`, `base-2`, ...) an unfinished delivery will write."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
+                "status NOT IN ('done', 'failed', 'cancelled')"
+            ).fetchall()
+        stems: set[str] = set()
+        for base, result in rows:
+            takes = max(1, len(json.loads(result).get("outputs") or []))
+            stems.update([str(base), *(f"{base}-{n}" for n in range(2, takes + 1))])
+        return stems
+
+    def _update(self, db: sqlite3.Connection, job_id: str, **fields: Any) -> None:
+        sets = ["updated_at = ?"]
+        args: list[Any] = [iso(utcnow())]
+        for key, value in fields.items():
+            if key == "status":
+                column = key
+            elif key in _WRITABLE:
+                column = f"{key}_json" if f"{key}_json" in _JSON_COLUMNS else key
+            else:
+                raise ValueError(f"not a writable job field: {key}")
+            if column in _JSON_COLUMNS:
+                value = _dumps(_jsonable(value))
+            elif column in _TIME_COLUMNS and isinstance(value, datetime):
+                value = iso(value)
+            sets.append(f"{column} = ?")
+            args.append(value)
+        args.append(job_id)
+        db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", args)
+
+    @staticmethod
+    def _event(
+        db: sqlite3.Connection,
+        job_id: str,
+        event: str,
+        from_status: str | None,
+        to_status: str | None,
+        reason: str | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (job_id, at, event, from_status, to_status, reason) "
+            "VALUES (?,?,?,?,?,?)",
+            (job_id, iso(utcnow()), event, from_status, to_status, reason),
+        )
+
+    # -- credit ledger ----------------------------------------------------------------
+
+    def record_credits(
+        self,
+        *,
+        job_id: str | None,
+        model: str | None,
+        credits: int,
+        kind: str,
+        day: str,
+        month: str,
+    ) -> None:
+        with self._tx() as db:
+            self._ledger(
+                db, job_id=job_id, model=model, credits=credits, kind=kind, day=day, month=month
+            )
+
+    @staticmethod
+    def _ledger(
+        db: sqlite3.Connection,
+        *,
+        job_id: str | None,
+        model: str | None,
+        credits: int,
+        kind: str,
+        day: str,
+        month: str,
+    ) -> None:
+        db.execute(
+            "INSERT INTO ledger (job_id, at, day, month, model, credits, kind) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (job_id, iso(utcnow()), day, month, model, credits, kind),
+        )
+
+    def open_reservation(self, job_id: str) -> tuple[int, str, str] | None:
+        """What a job's latest reservation still holds, and its day and month.
+
+        Only the latest: an earlier attempt that was never refunded (its outcome unknown,
+        a deadline) may have been charged by the server, and a retry must not undo that.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, day, month FROM ledger WHERE job_id = ? AND kind = 'reserve' "
+                "ORDER BY id DESC LIMIT 1",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            held = self._db.execute(
+                "SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE job_id = ? AND id >= ?",
+                (job_id, int(row[0])),
+            ).fetchone()
+        return int(held[0]), str(row[1]), str(row[2])
+
+    def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int:
+        column, value = ("day", day) if day is not None else ("month", month)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE {column} = ?", (value,)
+            ).fetchone()
+        return int(row[0])
+
+    def credits_by_model(self, month: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT COALESCE(model, ''), SUM(credits) FROM ledger WHERE month = ? "
+                "GROUP BY model",
+                (month,),
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def first_ledger_month(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(month) FROM ledger").fetchone()
+        return None if row[0] is None else str(row[0])
+
+    def job_credit_balance(self, job_id: str) -> int:
+        """What a job has cost so far (reservations minus refunds)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def api_body(self, job_id: str) -> dict[str, Any]:
+        """The body to POST (kept out of `Job` so faces never see it by accident)."""
+        return dict(json.loads(self._column(job_id, "api_body_json") or "{}"))
+
+    def source_path(self, job_id: str) -> str | None:
+        """The absolute path of the song file a job came from (for failed/ copies)."""
+        return self._column(job_id, "source_path")
+
+    def _column(self, job_id: str, column: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {column} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return None if row[0] is None else str(row[0])
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file (on clean shutdown)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- meta -------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, JobFile):
+        return {"path": str(value.path), "size": value.size, "sha256": value.sha256}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+__all__ = [
+    "DB_NAME",
+    "JobNotFound",
+    "StaleTransition",
+    "Store",
+    "StoreError",
+    "new_job_id",
+]

@@ -1,0 +1,433 @@
+"""One stable inbox file -> one job (moved to archive/) or a rejection (moved to failed/).
+
+The order makes acceptance exactly-once: the job is committed with the drop's identity
+before the file leaves the inbox, and a file whose identity already has a job is only
+moved. A crash between the two, a restart, a rescan or a duplicate event cannot make a
+second job. Everything here blocks (disk, SQLite): the watcher runs it off the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from bygheartd.config import Config, LiveConfig
+from bygheartd.errors import BygheartdError, RequestError
+from bygheartd.folders.moves import (
+    copy_no_clobber,
+    error_note_path,
+    fsync_dir,
+    move_no_clobber,
+    unique_path,
+    write_new_text,
+)
+from bygheartd.jobs import Job, JobStatus
+from bygheartd.service.service import SongService
+from bygheartd.songs.request import SongRequest
+from bygheartd.songs.songfile import SUPPORTED_SUFFIXES
+from bygheartd.watch.ignore import IgnoreRules, PathKind
+
+log = logging.getLogger(__name__)
+
+OutcomeKind = Literal["accepted", "recovered", "rejected", "ignored", "unstable", "gone"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    path: Path
+    job_id: str | None = None
+    moved_to: Path | None = None
+    message: str = ""
+
+
+class Rejection(Exception):
+    """Why a dropped file cannot become a request, in the words of its error note."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        hint: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        full: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+        self.line = line
+        self.key = key
+        self.full = full
+
+
+class Unstable(Exception):
+    """The file changed while it was read: it goes back to the stability tracker."""
+
+
+def drop_identity(relative: str, size: int, mtime_ns: int, content_sha256: str, n: int = 0) -> str:
+    """The identity of one drop; `n` > 0 numbers deliberate re-drops of the same file."""
+    raw = f"{relative}\0{size}\0{mtime_ns}\0{content_sha256}" + (f"\0{n}" if n else "")
+    return hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def preset_of(relative: PurePosixPath) -> str | None:
+    """`inbox/<preset>/...` names a preset; files at the top level use `[defaults]`."""
+    return relative.parts[0] if len(relative.parts) > 1 else None
+
+
+class Intake:
+    """Turns stable files into jobs; one decision at a time (a lock), moves in parallel."""
+
+    def __init__(self, config: Config | LiveConfig, service: SongService) -> None:
+        self.service = service
+        start = LiveConfig.of(config).current
+        self.inbox = start.folders.inbox  # folders change only with a restart
+        self._rules = (tuple(start.watch.ignore), IgnoreRules(start.watch.ignore))
+        self._decide = threading.Lock()
+
+    @property
+    def config(self) -> Config:
+        """The service's config, so presets and [watch] rules follow a SIGHUP reload."""
+        return self.service.config
+
+    @property
+    def rules(self) -> IgnoreRules:
+        patterns = tuple(self.config.watch.ignore)
+        if patterns != self._rules[0]:
+            self._rules = (patterns, IgnoreRules(patterns))
+        return self._rules[1]
+
+    @property
+    def max_bytes(self) -> int:
+        return self.config.watch.max_file_kib * 1024
+
+    def display(self, relative: PurePosixPath) -> str:
+        return f"{self.inbox.name}/{relative.as_posix()}"
+
+    def process(self, path: Path) -> Outcome:
+        """Take one file that the tracker found stable. Never raises for a bad file."""
+        try:
+            relative = PurePosixPath(path.relative_to(self.inbox).as_posix())
+        except ValueError:
+            return Outcome("ignored", path, message="outside the inbox")
+        kind = self.rules.classify(relative)
+        if kind in (PathKind.IGNORED, PathKind.AUDIO):
+            return Outcome("ignored", path)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return Outcome("gone", path)
+        try:
+            return self._process(path, relative, kind, info)
+        except Rejection as rejection:
+            return self.reject(path, relative, rejection)
+        except Unstable:
+            return Outcome("unstable", path)
+        except FileNotFoundError:
+            return Outcome("gone", path)
+
+    def _process(
+        self, path: Path, relative: PurePosixPath, kind: PathKind, info: os.stat_result
+    ) -> Outcome:
+        if stat.S_ISLNK(info.st_mode):
+            raise self._symlink(path)
+        if not stat.S_ISREG(info.st_mode):
+            return Outcome("ignored", path, message="not a regular file")
+        if not _is_utf8(relative.as_posix()):  # SQLite, notes and logs need text
+            raise Rejection(
+                "has a name that is not valid UTF-8 text (written by a program or share that "
+                "uses another character set)",
+                hint="rename it (letters, digits, spaces and - are always safe)",
+            )
+        if kind is PathKind.OTHER:
+            what = f"extension {relative.suffix!r}" if relative.suffix else "no extension"
+            raise Rejection(
+                f"is not a song file ({what})",
+                hint=f"song files end in {', '.join(SUPPORTED_SUFFIXES)} (any case); "
+                "rename or convert it, then drop it into the inbox again",
+            )
+        preset = preset_of(relative)
+        if preset is not None and preset not in self.config.presets:
+            raise self._unknown_preset(preset)
+        if info.st_size > self.max_bytes:  # rejected unread: never hash a huge file
+            raise Rejection(
+                f"is {info.st_size} bytes, over the limit of {self.max_bytes} bytes "
+                f"([watch] max_file_kib = {self.config.watch.max_file_kib})",
+                hint="song files are small text files; raise [watch] max_file_kib if this "
+                "one is right",
+            )
+        data = self._read(path, info)
+        content = hashlib.sha256(data).hexdigest()
+        base = (relative.as_posix(), info.st_size, info.st_mtime_ns, content)
+        with self._decide:
+            return self._decide_and_accept(path, relative, preset, data, content, base)
+
+    def _read(self, path: Path, info: os.stat_result) -> bytes:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except PermissionError:
+            raise Rejection(
+                "cannot be read (permission denied)",
+                hint="make it readable by the user bygheartd runs as (chmod a+r), then drop "
+                "it into the inbox again",
+            ) from None
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(self.max_bytes + 1)
+                after = os.fstat(handle.fileno())
+        except IsADirectoryError:
+            raise Unstable from None
+        if (after.st_size, after.st_mtime_ns) != (info.st_size, info.st_mtime_ns) or len(
+            data
+        ) != info.st_size:
+            raise Unstable
+        return data
+
+    def _decide_and_accept(
+        self,
+        path: Path,
+        relative: PurePosixPath,
+        preset: str | None,
+        data: bytes,
+        content: str,
+        base: tuple[str, int, int, str],
+    ) -> Outcome:
+        n = 0
+        earlier: Job | None = None
+        while True:
+            identity = drop_identity(*base, n=n)
+            job = self.service.find_drop(identity)
+            if job is None:
+                break
+            if not self._archived(job):
+                # A crash after the insert and before the move: only finish the move.
+                log.info("%s already has job %s: finishing its move", relative, job.id)
+                return self._archive(path, relative, job, recovered=True)
+            earlier, n = job, n + 1
+        duplicate = self._live_duplicate(content, preset, earlier)
+        if duplicate is not None and self.config.watch.on_duplicate == "skip":
+            raise self._duplicate(relative, duplicate)
+        request = self._parse(path, relative, preset, data)
+        # The archive name is recorded with the job, before the move: a crash between the
+        # two can then only leave the file in the inbox, where the next scan finishes it.
+        planned = unique_path(self.config.folders.archive / relative.parent, relative.name)
+        try:
+            job = self.service.enqueue(
+                request,
+                fallback_title=relative.stem,
+                source=relative.as_posix(),
+                source_path=path,
+                origin="drop",
+                drop_identity=identity,
+                content_sha256=content,
+                archived_as=planned.relative_to(self.config.folders.archive).as_posix(),
+            ).job
+        except sqlite3.IntegrityError:  # another process took this exact drop just now
+            raise Unstable from None
+        log.info("accepted %s as job %s (%s)", relative, job.id, job.title)
+        return self._archive(path, relative, job, recovered=False, request=request)
+
+    def _archived(self, job: Job) -> bool:
+        """Whether this drop already reached the archive (else a crash stopped its move)."""
+        if job.archived_as is None:
+            return False
+        return (self.config.folders.archive / job.archived_as).exists()
+
+    def _live_duplicate(self, content: str, preset: str | None, earlier: Job | None) -> Job | None:
+        """An earlier drop of identical bytes (same preset) that did not fail or get cancelled."""
+        candidates = [earlier] if earlier is not None else []
+        candidates += self.service.jobs_with_content(content)
+        for job in candidates:
+            if job.origin != "drop" or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                continue
+            if preset_of(PurePosixPath(job.source or "")) == preset:
+                return job
+        return None
+
+    def _parse(
+        self, path: Path, relative: PurePosixPath, preset: str | None, data: bytes
+    ) -> SongRequest:
+        try:
+            request = self.service.parse_bytes(
+                data,
+                name=self.display(relative),
+                suffix=relative.suffix.lower(),
+                preset=preset,
+                base_dir=path.parent,
+            )
+        except RequestError as exc:
+            raise Rejection(
+                exc.reason, hint=exc.hint, line=exc.line, key=exc.key, full=str(exc)
+            ) from None
+        except BygheartdError as exc:
+            raise Rejection(str(exc)) from None
+        audio = request.source_audio
+        if audio and not (path.parent / audio).resolve().is_relative_to(self.inbox.resolve()):
+            raise Rejection(
+                f"source_audio {audio!r} points outside the inbox",
+                key="source_audio",
+                hint="put the audio file in the inbox next to the song file and name it "
+                "relative to it (source_audio: take.wav)",
+            )
+        return request
+
+    # -- moving -------------------------------------------------------------------------
+
+    def _archive(
+        self,
+        path: Path,
+        relative: PurePosixPath,
+        job: Job,
+        *,
+        recovered: bool,
+        request: SongRequest | None = None,
+    ) -> Outcome:
+        """Move the file (exactly what was submitted) to archive/, mirroring subfolders."""
+        archive = self.config.folders.archive
+        planned = archive / job.archived_as if job.archived_as else None
+        target = move_no_clobber(
+            path, archive / relative.parent, planned.name if planned is not None else None
+        )
+        source_path = target
+        audio = (request.source_audio if request else None) or job.request.get("source_audio")
+        if audio and not self._copy_source_audio(path.parent, target.parent, str(audio)):
+            source_path = path  # the audio stays beside the inbox path, which the engine uses
+        self.service.set_archived(
+            job.id, target.relative_to(archive).as_posix(), source_path=source_path
+        )
+        kind: OutcomeKind = "recovered" if recovered else "accepted"
+        return Outcome(kind, path, job_id=job.id, moved_to=target)
+
+    def _copy_source_audio(self, inbox_dir: Path, archive_dir: Path, relative: str) -> bool:
+        """Copy `source_audio` next to the archived song, so its relative name still works."""
+        src, dest = inbox_dir / relative, archive_dir / relative
+        try:
+            if not src.resolve().is_relative_to(self.inbox.resolve()):
+                return False
+            if not dest.resolve().is_relative_to(self.config.folders.archive.resolve()):
+                return False
+            if dest.exists():
+                return _same_bytes(src, dest)
+            copied = copy_no_clobber(src, dest.parent, dest.name)
+            return copied == dest
+        except OSError as exc:
+            log.warning("could not copy source audio %s to the archive: %s", src, exc)
+            return False
+
+    def reject(self, path: Path, relative: PurePosixPath, rejection: Rejection) -> Outcome:
+        """Move the file to failed/ (mirroring subfolders) and write NAME.error.txt beside it."""
+        failed = self.config.folders.failed
+        if os.path.islink(path):  # moved as a link: a copy across devices would follow it
+            target = _move_link(path, failed / relative.parent)
+        else:
+            target = move_no_clobber(path, failed / relative.parent)
+        note = error_note_path(target)
+        write_new_text(note, _printable(self._note(relative, target, rejection)))
+        log.warning(
+            "%s",
+            _printable(f"rejected {relative} -> {target}: {rejection.full or rejection.reason}"),
+        )
+        return Outcome("rejected", path, moved_to=target, message=rejection.reason)
+
+    def _note(self, relative: PurePosixPath, target: Path, rejection: Rejection) -> str:
+        where = [f"line {rejection.line}" if rejection.line else "", ""]
+        if rejection.key:
+            where[1] = f"key {rejection.key!r}"
+        where_text = ", ".join(w for w in where if w)
+        lines = [
+            f"{self.display(relative)} was not accepted (moved to {target}).",
+            "",
+            f"What is wrong: {rejection.reason}",
+        ]
+        if where_text:
+            lines.append(f"Where: {where_text}")
+        if rejection.hint:
+            lines.append(f"How to fix: {rejection.hint}")
+        folder = (self.inbox / relative.parent).as_posix()
+        lines += [
+            "",
+            f"Then drop the file into the inbox again ({folder}/). Nothing was spent.",
+        ]
+        if rejection.full and rejection.full != rejection.reason:
+            lines += ["", f"Full message: {rejection.full}"]
+        return "\n".join(lines) + "\n"
+
+    # -- rejection texts ----------------------------------------------------------------
+
+    def _symlink(self, path: Path) -> Rejection:
+        target = os.readlink(path)
+        resolved = Path(os.path.realpath(path.parent / target))  # no raise on a link loop
+        inside = resolved.is_relative_to(os.path.realpath(self.inbox))
+        where = "inside" if inside else "outside"
+        return Rejection(
+            f"is a symbolic link (to {target}, {where} the inbox); links are not followed, "
+            "so that the inbox cannot be used to read other files",
+            hint="copy or move the song file itself into the inbox",
+        )
+
+    def _unknown_preset(self, preset: str) -> Rejection:
+        nearest = self.config.nearest_preset(preset)
+        known = ", ".join(sorted(self.config.presets)) or "none are configured"
+        hint = f"did you mean '{nearest}'? " if nearest else ""
+        return Rejection(
+            f"is in the subfolder {preset}/, but there is no [presets.{preset}] (presets: {known})",
+            hint=hint + f"move the file to the right preset folder or the inbox top level, "
+            f"or add [presets.{preset}] to the config",
+        )
+
+    def _duplicate(self, relative: PurePosixPath, job: Job) -> Rejection:
+        when = job.created_at.strftime("%Y-%m-%d %H:%M UTC")
+        return Rejection(
+            f"has exactly the same content as the file that made job {job.id} "
+            f"({job.title!r}, {job.status.value}, created {when}); it was not queued again, "
+            "so that a sync tool re-delivering a file never spends credits twice "
+            '([watch] on_duplicate = "skip")',
+            hint="to make it again, change the file (a new title or a seed) or set "
+            '[watch] on_duplicate = "allow"',
+        )
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    def digest(p: Path) -> str:
+        with open(p, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    return a.stat().st_size == b.stat().st_size and digest(a) == digest(b)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for names with undecodable bytes (`os.fsdecode` keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """Undecodable bytes of a file name shown as escapes, so the note can be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _move_link(link: Path, directory: Path) -> Path:
+    """Move a symbolic link as a link, never its target's content, under a free name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target_text = os.readlink(link)
+    while True:
+        target = unique_path(directory, link.name)
+        try:
+            os.symlink(target_text, target)
+        except FileExistsError:
+            continue
+        link.unlink()
+        fsync_dir(directory)
+        fsync_dir(link.parent)
+        return target
