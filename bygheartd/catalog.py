@@ -33,6 +33,8 @@ HOSTED_MODELS: Final[dict[str, ModelInfo]] = {
 }
 DEFAULT_HOSTED_MODEL: Final = "bygheart-studio-pro"
 BACKENDS: Final = ("bygheart", "acestep")
+# Audio a server may hand back, or a song may name as its source audio (cover, repaint).
+AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".aac", ".m4a")
 # The Pro plan's daily cap: a single job above it could never run, so it is rejected.
 DAILY_CREDIT_CAP: Final = 30
 TIME_SIGNATURES: Final = ("2", "3", "4", "6")

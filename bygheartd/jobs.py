@@ -31,9 +31,22 @@ class JobStatus(enum.StrEnum):
         return self in FINAL_STATUSES
 
 
-# `hold_kind` of a cancelled job whose task still runs on the server: watched until it ends,
-# so a failure there (refunded by the server) is refunded locally too.
-SETTLING = "settling"
+class HoldKind(enum.StrEnum):
+    """Why a job waits (`held`), which decides what releases it; or, for a cancelled job,
+    that its task still runs on the server."""
+
+    BUDGET = "budget"  # no credits left today or this month
+    RATE = "rate"  # a 429: a rate limit, a full queue or the server's credit cap
+    AUTH = "auth"  # a bad key or plan: released at once by a reload
+    RETRY = "retry"  # the API was unavailable: resubmitted after a backoff
+    DISK = "disk"  # the output folder cannot be written: nothing is spent until it can
+    DOWNLOAD = "download"  # a download was interrupted: resumed, never resubmitted
+    # A cancelled job whose task still runs on the server: watched until it ends, so a
+    # failure there (refunded by the server) is refunded locally too.
+    SETTLING = "settling"
+
+
+SETTLING = HoldKind.SETTLING
 
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset(
@@ -120,7 +133,7 @@ class Job:
     task_id: str | None = None
     reason: str | None = None
     resumes_at: datetime | None = None
-    hold_kind: str | None = None  # budget, rate, auth, retry, disk, download
+    hold_kind: HoldKind | None = None
     attempts: int = 0
     credits: int = 0
     progress: float | None = None
@@ -134,6 +147,8 @@ class Job:
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     origin: str = "cli"
+    # When a running task began answering "[]" (unknown) without a break: its grace period.
+    unknown_since: datetime | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The pinned job record of every `--json` output and MCP result."""

@@ -9,14 +9,14 @@ import pytest
 
 from bygheartd import catalog
 from bygheartd.errors import BygheartdError, RequestError
-from bygheartd.songs.request import SongRequest, slugify
+from bygheartd.songs.request import RequestRules, SongRequest, slugify
 
 LYRICS = "[Verse]\nI got a new face in the rearview\n[Chorus]\nI go god mode after midnight"
 
 
 def build(backend: str = "bygheart", /, **data: Any) -> SongRequest:
     data.setdefault("lyrics", LYRICS)
-    return SongRequest.build(data, backend=backend, source="inbox/song.txt")
+    return SongRequest.build(data, RequestRules(backend=backend), source="inbox/song.txt")
 
 
 def error(backend: str = "bygheart", /, **data: Any) -> RequestError:
@@ -106,7 +106,7 @@ def test_a_request_that_is_not_a_mapping_is_an_error() -> None:
 
 def test_unknown_backend_is_an_error() -> None:
     with pytest.raises(RequestError, match="unknown backend 'suno'"):
-        SongRequest.build({"lyrics": "la"}, backend="suno")
+        SongRequest.build({"lyrics": "la"}, RequestRules(backend="suno"))
 
 
 def test_request_errors_are_bygheartd_errors() -> None:
@@ -510,7 +510,7 @@ def test_cap_does_not_apply_to_acestep() -> None:
 
 def test_cap_can_be_lifted() -> None:
     data = {"lyrics": "la", "model": "bygheart-studio-max", "takes": 8}
-    assert SongRequest.build(data, max_job_credits=None).credit_cost("bygheart") == 32
+    assert SongRequest.build(data, RequestRules(max_job_credits=None)).credit_cost("bygheart") == 32
 
 
 def test_credit_cost_of_the_default_model() -> None:
@@ -522,7 +522,7 @@ def test_credit_cost_of_the_default_model() -> None:
 
 def test_defaults_fill_unset_keys() -> None:
     defaults = {"model": "bygheart-melody-fast", "style": "lo-fi", "language": "en", "takes": 2}
-    req = SongRequest.build({"lyrics": "la"}, defaults=defaults)
+    req = SongRequest.build({"lyrics": "la"}, RequestRules(defaults=defaults))
     assert (req.model, req.style, req.language, req.takes) == (
         "bygheart-melody-fast",
         "lo-fi",
@@ -532,24 +532,28 @@ def test_defaults_fill_unset_keys() -> None:
 
 
 def test_file_values_win_over_defaults() -> None:
-    req = SongRequest.build({"lyrics": "la", "prompt": "jazz"}, defaults={"style": "lo-fi"})
+    req = SongRequest.build(
+        {"lyrics": "la", "prompt": "jazz"}, RequestRules(defaults={"style": "lo-fi"})
+    )
     assert req.style == "jazz"
 
 
 def test_empty_string_default_means_not_set() -> None:
-    req = SongRequest.build({"lyrics": "la"}, defaults={"model": "", "style": ""})
+    req = SongRequest.build({"lyrics": "la"}, RequestRules(defaults={"model": "", "style": ""}))
     assert req.model is None and req.style == ""
     assert "model" not in req.to_api_body()
 
 
 def test_null_in_the_data_lets_the_default_apply() -> None:
-    req = SongRequest.build({"lyrics": "la", "model": None}, defaults={"model": "melody-fast"})
+    req = SongRequest.build(
+        {"lyrics": "la", "model": None}, RequestRules(defaults={"model": "melody-fast"})
+    )
     assert req.model == "bygheart-melody-fast"
 
 
 def test_invalid_default_says_it_comes_from_the_configuration() -> None:
     with pytest.raises(RequestError) as info:
-        SongRequest.build({"lyrics": "la"}, defaults={"model": "studio-prp"})
+        SongRequest.build({"lyrics": "la"}, RequestRules(defaults={"model": "studio-prp"}))
     assert "(from the configuration defaults)" in info.value.reason
 
 

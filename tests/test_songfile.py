@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bygheartd.errors import RequestError, SongFileError
+from bygheartd.songs.request import RequestRules
 from bygheartd.songs.songfile import (
     SUPPORTED_SUFFIXES,
     parse_song_bytes,
@@ -74,7 +75,7 @@ def test_text_without_front_matter_is_all_lyrics() -> None:
 
 
 def test_text_without_front_matter_takes_the_style_from_defaults() -> None:
-    req = parse_song_text("la la", name="a.txt", defaults={"style": "lo-fi"})
+    req = parse_song_text("la la", RequestRules(defaults={"style": "lo-fi"}), name="a.txt")
     assert req.style == "lo-fi"
 
 
@@ -417,7 +418,9 @@ def test_source_audio_must_exist_beside_the_song_file(tmp_path: Path) -> None:
 def test_backend_and_defaults_pass_through(tmp_path: Path) -> None:
     path = tmp_path / "song.txt"
     path.write_text("---\nbpm: 280\n---\nla", encoding="utf-8")
-    req = parse_song_file(path, backend="acestep", defaults={"model": "acestep-v15-sft"})
+    req = parse_song_file(
+        path, RequestRules(backend="acestep", defaults={"model": "acestep-v15-sft"})
+    )
     assert (req.bpm, req.model) == (280, "acestep-v15-sft")
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from bygheartd import catalog
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.songs import fields
-from bygheartd.songs.request import SongRequest, slugify
+from bygheartd.songs.request import RequestRules, SongRequest, slugify
 from bygheartd.songs.songfile import SUPPORTED_SUFFIXES, parse_song_bytes, parse_song_text
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,7 +100,7 @@ def test_build_returns_a_request_or_raises_request_error(
     mapping: dict[str, Any], backend: str
 ) -> None:
     with contextlib.suppress(RequestError):
-        SongRequest.build(mapping, backend=backend)
+        SongRequest.build(mapping, RequestRules(backend=backend))
 
 
 GOOD = st.fixed_dictionaries(

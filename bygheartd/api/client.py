@@ -48,6 +48,7 @@ from bygheartd.api.results import (
     TaskState,
     parse_task_entry,
 )
+from bygheartd.errors import ConfigError
 
 __all__ = [
     "ApiError",
@@ -143,12 +144,12 @@ class BygheartClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if backend not in ("bygheart", "acestep"):
-            raise ValueError(f"unknown backend {backend!r}: use 'bygheart' or 'acestep'")
+            raise ConfigError(f"unknown backend {backend!r}: use 'bygheart' or 'acestep'")
         if backend == "bygheart" and not api_key:
             raise AuthError("the hosted Bygheart API needs an API key (bgh_...)")
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base URL {base_url!r} must be an http(s) URL")
+            raise ConfigError(f"[api] base_url {base_url!r} must be an http(s) URL")
         self.base_url = base_url.rstrip("/")
         self.backend: Backend = backend
         self.retry = retry or RetryPolicy()

@@ -17,20 +17,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bygheartd import catalog
 from bygheartd.api.errors import ApiError, RejectedError, TransientError
 from bygheartd.config import Config
 from bygheartd.engine.endings import Endings, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import write_new_text
-from bygheartd.jobs import Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.jobs import HoldKind, Job, JobFile, JobStatus, iso, utcnow
 from bygheartd.store.store import StaleTransition
 
 log = logging.getLogger(__name__)
 
 DISK_RETRY_SECONDS = 60.0
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
-AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".opus", ".ogg", ".m4a", ".aac"})
 
 
 def disk_wait_seconds(config: Config) -> float:
@@ -210,8 +210,8 @@ class Delivery:
             reason=reason,
             expect={JobStatus.DOWNLOADING},
             resumes_at=until,
-            hold_kind="download",
-            result={**job.result, "download_attempts": attempts, "hold_target": "downloading"},
+            hold_kind=HoldKind.DOWNLOAD,
+            result={**job.result, "download_attempts": attempts},
         )
         self._schedule_release(until)
 
@@ -310,7 +310,7 @@ def _takes_at(stem: Path) -> list[Path]:
     return [
         p
         for p in stem.parent.glob(f"{glob.escape(stem.name)}.*")
-        if p.suffix.lower() in AUDIO_SUFFIXES
+        if p.suffix.lower() in catalog.AUDIO_SUFFIXES
     ]
 
 

@@ -35,8 +35,8 @@ from bygheartd.engine.polling import Poller
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
-from bygheartd.jobs import Job, JobStatus, utcnow
-from bygheartd.songs.request import SongRequest
+from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
+from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.store import StaleTransition, Store
 
 log = logging.getLogger(__name__)
@@ -239,14 +239,11 @@ class Engine:
                 return None
             if changes or original != job.request:
                 try:
-                    current = SongRequest.build(
-                        original, backend=self.config.backend, max_job_credits=None
-                    )
+                    # Re-validated for the backend; the budget decides on the cost below.
+                    rules = RequestRules(backend=self.config.backend, max_job_credits=None)
+                    current = SongRequest.build(original, rules)
                     request = current.with_changes(
-                        changes,
-                        backend=self.config.backend,
-                        source=f"job {job.id} after before_submit",
-                        max_job_credits=None,
+                        changes, rules, source=f"job {job.id} after before_submit"
                     )
                 except BygheartdError as exc:
                     self.endings.fail(
@@ -271,11 +268,11 @@ class Engine:
         unwritable = output_problem(self.config)
         if unwritable is not None:  # never pay for a song that has nowhere to go
             until = utcnow() + timedelta(seconds=disk_wait_seconds(self.config))
-            self._hold(job, "disk", f"{unwritable}: waiting before spending credits", until)
+            self._hold(job, HoldKind.DISK, f"{unwritable}: waiting before spending credits", until)
             return None
         hold = self.budget.check(credits)
         if hold is not None:
-            self._hold(job, "budget", hold.reason, hold.resumes_at)
+            self._hold(job, HoldKind.BUDGET, hold.reason, hold.resumes_at)
             return None
         ledger = (
             self.budget.ledger_entry(job.id, job.model, credits, "reserve")
@@ -361,9 +358,9 @@ class Engine:
         """Nothing was created; every other submit would fail the same way: hold them all."""
         until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
         self._submit_paused_until = until
-        self._hold(job, "auth", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        self._hold(job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
         for other in self.store.list_jobs([JobStatus.QUEUED]):
-            self._hold(other, "auth", reason, until)
+            self._hold(other, HoldKind.AUTH, reason, until)
         log.error("%s; submissions paused until the key or plan changes", reason)
 
     def _rate_limited(self, job: Job, exc: RateLimited) -> None:
@@ -377,7 +374,7 @@ class Engine:
             reason = f"the server's credit limit is reached: {exc}"
         else:
             reason = f"rate limited by the API: {exc}"
-        self._hold(job, "rate", reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        self._hold(job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
 
     def _outcome_unknown(self, job: Job, detail: str) -> None:
         if self.config.queue.resubmit_uncertain:
@@ -399,7 +396,7 @@ class Engine:
             )
             return
         until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
-        self._hold(job, "retry", reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
+        self._hold(job, HoldKind.RETRY, reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
 
     def _backoff(self, attempts: int) -> float:
         q = self.config.queue
@@ -411,7 +408,7 @@ class Engine:
     def _hold(
         self,
         job: Job,
-        kind: str,
+        kind: HoldKind,
         reason: str,
         until: datetime,
         expect: set[JobStatus] | None = None,
@@ -452,8 +449,10 @@ class Engine:
         for job in self.store.list_jobs([JobStatus.HELD]):
             if job.resumes_at is not None and job.resumes_at > now:
                 continue
-            hold_kind = job.result.get("hold_target")
-            target = JobStatus.DOWNLOADING if hold_kind == "downloading" else JobStatus.QUEUED
+            # A held download resumes its download; every other hold goes back to the queue.
+            target = (
+                JobStatus.DOWNLOADING if job.hold_kind is HoldKind.DOWNLOAD else JobStatus.QUEUED
+            )
             try:
                 job = self.store.transition(
                     job.id,
@@ -479,6 +478,6 @@ class Engine:
         """After a config reload (a new key): release auth holds at once."""
         self._submit_paused_until = None
         for job in self.store.list_jobs([JobStatus.HELD]):
-            if job.hold_kind == "auth":
+            if job.hold_kind is HoldKind.AUTH:
                 self.store.update(job.id, resumes_at=utcnow())
         self.ticker.wake("release-held")

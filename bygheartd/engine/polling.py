@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bygheartd.api.client import TaskResult, TaskState
@@ -20,6 +20,9 @@ from bygheartd.jobs import SETTLING, Job, JobStatus, utcnow
 from bygheartd.store.store import StaleTransition
 
 log = logging.getLogger(__name__)
+
+# Where stores of the first release kept the start of a "[]" stretch (now a column).
+LEGACY_UNKNOWN_SINCE = "unknown_since_ts"
 
 
 class Poller:
@@ -204,9 +207,9 @@ class Poller:
         if result.state is TaskState.UNKNOWN:
             return self._unknown(job, now)
         updates: dict[str, Any] = {}
-        if job.result.get("unknown_polls") or "unknown_since_ts" in job.result:
+        if job.result.get("unknown_polls") or job.unknown_since is not None:
             # Known again: a later stretch of "[]" starts its own grace period.
-            kept = {k: v for k, v in job.result.items() if k != "unknown_since_ts"}
+            kept = {k: v for k, v in job.result.items() if k != LEGACY_UNKNOWN_SINCE}
             updates["unknown_since"] = None
             updates["result"] = {**kept, "unknown_polls": 0}
         if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
@@ -230,8 +233,10 @@ class Poller:
     def _unknown(self, job: Job, now: datetime) -> bool:
         """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
         polls = int(job.result.get("unknown_polls", 0)) + 1
-        since = job.result.get("unknown_since_ts")
-        since_ts = now.timestamp() if since is None else float(since)
+        since = job.unknown_since
+        if since is None and LEGACY_UNKNOWN_SINCE in job.result:  # written by 0.1 releases
+            since = datetime.fromtimestamp(float(job.result[LEGACY_UNKNOWN_SINCE]), UTC)
+        since_ts = (since or now).timestamp()
         if (
             polls >= 3
             and now.timestamp() - since_ts >= self.parts.config.queue.unknown_grace_seconds
@@ -247,6 +252,7 @@ class Poller:
             self.parts.store.update(
                 job.id,
                 expect={JobStatus.RUNNING},
-                result={**job.result, "unknown_polls": polls, "unknown_since_ts": since_ts},
+                unknown_since=datetime.fromtimestamp(since_ts, UTC),
+                result={**job.result, "unknown_polls": polls},
             )
         return False

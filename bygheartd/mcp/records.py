@@ -1,20 +1,17 @@
-"""Typed results of the MCP tools (their output schemas), their one-line summaries and the
-`write_song` prompt text. Plain pydantic, no `mcp` import: the records carry the pinned names
-that `bygheartd list --json` prints too.
+"""Typed results of the MCP tools (their output schemas) and their one-line summaries.
+Plain pydantic, no `mcp` import: the records carry the pinned names that
+`bygheartd list --json` prints too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from bygheartd import catalog
 from bygheartd.config import Config
-from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Job, JobStatus
 
 StatusName = Literal[
@@ -260,50 +257,6 @@ class ModelList(BaseModel):
         )
 
 
-class LyricsFileRefused(BygheartdError):
-    """A `lyrics_file` outside the folders MCP may read, or missing."""
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def resolve_song_file(config: Config, raw: str) -> tuple[Path, str]:
-    """The real path of a `lyrics_file` and its display name (`drafts/song.md`).
-
-    Only the drafts, archive and output folders may be read; the inbox never (the watcher
-    owns it). Relative names are taken from the drafts folder. Symlinks are resolved first,
-    so a link cannot lead outside.
-    """
-    folders = config.folders
-    try:
-        candidate = Path(raw.strip()).expanduser()
-        if not candidate.is_absolute():
-            candidate = folders.drafts.expanduser() / candidate
-        real = Path(os.path.realpath(candidate))
-    except (ValueError, RuntimeError) as exc:  # a NUL byte; `~user` of an unknown user
-        raise LyricsFileRefused(
-            f"lyrics_file {raw!r} is not a usable path ({exc}): give a file name in the "
-            f"drafts folder {folders.drafts}"
-        ) from None
-    if _inside(real, Path(os.path.realpath(folders.inbox.expanduser()))):
-        raise LyricsFileRefused(
-            f"lyrics_file {raw!r} is in the inbox, which the drop-folder watcher owns: save "
-            f"the song in the drafts folder {folders.drafts} and pass that path instead"
-        )
-    roots = {"drafts": folders.drafts, "archive": folders.archive, "output": folders.output}
-    for name, root in roots.items():
-        real_root = Path(os.path.realpath(root.expanduser()))
-        if _inside(real, real_root):
-            if not real.is_file():
-                raise LyricsFileRefused(f"lyrics_file {raw!r} does not exist (looked for {real})")
-            return real, f"{name}/{real.relative_to(real_root).as_posix()}"
-    raise LyricsFileRefused(
-        f"lyrics_file {raw!r} is outside the folders MCP may read: save it in the drafts "
-        f"folder {folders.drafts} (the archive and output folders are allowed too)"
-    )
-
-
 def lyrics_sent(request: dict[str, Any]) -> str:
     """The lyrics text a stored request sends (instrumental songs send a marker)."""
     if request.get("instrumental"):
@@ -332,51 +285,3 @@ def progress_message(job: Job) -> str:
     if job.status in (JobStatus.HELD, JobStatus.FAILED) and job.reason:
         return f"{job.status.value}: {job.reason}"
     return job.status.value
-
-
-def write_song_prompt(topic: str, genre: str, mood: str, *, guide_uri: str) -> str:
-    """The `write_song` prompt: a complete song file first, then one generate_song call."""
-    genre_line = f"Genre: {genre}." if genre.strip() else "Pick a genre that suits the topic."
-    mood_line = f"Mood: {mood}." if mood.strip() else "Pick a mood that suits the topic."
-    return f"""Write a complete, original song about: {topic}
-{genre_line} {mood_line}
-
-First read the songwriting guide ({guide_uri}) and call list_models and get_credits.
-
-1. Write the whole song file, front matter and lyrics, like this:
-
----
-title: <a short title>
-style: <genre, mood, instruments, vocal character, production; no tempo or key here>
-duration: <seconds: about 4 s per sung line plus intro and outro, or "auto">
-language: <the lyrics' language code, e.g. en>
----
-[Intro]
-
-[Verse 1]
-<4-8 lines of 6-10 syllables; matching lines have similar length>
-
-[Chorus]
-<the hook: short, singable, repeated word for word each time>
-
-[Verse 2]
-...
-
-[Bridge]
-...
-
-[Final Chorus]
-...
-
-[Outro]
-
-2. Keep one central image, concrete details, natural rhymes. Keep tags simple (at most one
-   modifier, as in [Chorus - anthemic]); style words go in the style line, not in the lyrics.
-   Make the style line and the tags agree (same instruments, same energy).
-3. Show the song file to the user.
-4. Call generate_song with lyrics (everything after the front matter, complete and unshortened),
-   style, title and duration from the front matter, plus wait_seconds=45. Do not invent bpm,
-   key or time_signature unless the song needs them.
-5. If it is not done yet, call get_song with wait_seconds=45 until it is. Then give the user the
-   file paths, and check that lyrics_lines in the result matches the lines you wrote.
-"""

@@ -26,6 +26,8 @@ from bygheartd import catalog
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Job, JobStatus, iso
+from bygheartd.mcp.lyrics_file import resolve_song_file
+from bygheartd.mcp.prompts import write_song_prompt
 from bygheartd.mcp.records import (
     BudgetHold,
     CancelResult,
@@ -40,8 +42,6 @@ from bygheartd.mcp.records import (
     lyrics_sent,
     progress_message,
     progress_value,
-    resolve_song_file,
-    write_song_prompt,
 )
 from bygheartd.service.runtime import Runtime
 from bygheartd.service.service import SongService
@@ -141,9 +141,7 @@ class _Songs:
             if lyrics_file is None:
                 return self.service.build_request(explicit, source="generate_song"), {}
             path, display = resolve_song_file(self.config, lyrics_file)
-            from_file = self.service.parse_file(path, display=display)
-            merged = from_file.model_dump(mode="json", exclude_none=True) | explicit
-            request = self.service.build_request(merged, source=display)
+            request = self.service.parse_file(path, display=display, overrides=explicit)
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
         return request, {"fallback_title": path.stem, "source": display, "source_path": path}

@@ -23,7 +23,7 @@ from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcn
 from bygheartd.store.store import JobNotFound, StaleTransition, Store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
-    from bygheartd.songs.request import SongRequest
+    from bygheartd.songs.request import RequestRules, SongRequest
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
 Tick = Callable[[], Awaitable[None]]
@@ -108,31 +108,40 @@ class SongService:
     def max_job_credits(self) -> int | None:
         return self.config.budget.daily_credits if self._budget.limited else None
 
+    def rules(self, preset: str | None = None) -> RequestRules:
+        """The request rules of the running config (and `preset`), decided here once."""
+        from bygheartd.songs.request import RequestRules
+
+        return RequestRules(
+            backend=self.config.backend,
+            defaults=self.config.request_defaults(preset),
+            max_job_credits=self.max_job_credits(),
+        )
+
     def build_request(
         self, data: Mapping[str, Any], *, preset: str | None = None, source: str = "<request>"
     ) -> SongRequest:
         from bygheartd.songs.request import SongRequest
 
-        return SongRequest.build(
-            data,
-            backend=self.config.backend,
-            defaults=self.config.request_defaults(preset),
-            source=source,
-            max_job_credits=self.max_job_credits(),
-        )
+        return SongRequest.build(data, self.rules(preset), source=source)
 
     def parse_file(
-        self, path: Path, *, preset: str | None = None, display: str | None = None
+        self,
+        path: Path,
+        *,
+        preset: str | None = None,
+        display: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> SongRequest:
+        """A song file as a request; `overrides` win over its keys (validated once)."""
         from bygheartd.songs.songfile import parse_song_file
 
         return parse_song_file(
             path,
-            backend=self.config.backend,
-            defaults=self.config.request_defaults(preset),
+            self.rules(preset),
             max_bytes=self.config.watch.max_file_kib * 1024,
             display_name=display,
-            max_job_credits=self.max_job_credits(),
+            overrides=overrides,
         )
 
     def parse_bytes(
@@ -148,13 +157,7 @@ class SongService:
         from bygheartd.songs.songfile import parse_song_bytes
 
         return parse_song_bytes(
-            data,
-            name=name,
-            suffix=suffix,
-            backend=self.config.backend,
-            defaults=self.config.request_defaults(preset),
-            max_job_credits=self.max_job_credits(),
-            base_dir=base_dir,
+            data, self.rules(preset), name=name, suffix=suffix, base_dir=base_dir
         )
 
     def enqueue(

@@ -187,7 +187,7 @@ def lm_model_path(value: Any, backend: str) -> str | None:
     raise values.problem(f"unknown lm_model_path {show(value)}", suggest(word, known))
 
 
-AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".aac", ".m4a")
+AUDIO_SUFFIXES: Final = catalog.AUDIO_SUFFIXES
 
 
 def source_audio(value: Any, backend: str) -> str | None:

@@ -12,6 +12,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
@@ -20,10 +21,24 @@ from bygheartd import catalog
 from bygheartd.errors import RequestError
 from bygheartd.songs import fields
 
-__all__ = ["SongRequest", "normalise_request", "slugify"]
+__all__ = ["RequestRules", "SongRequest", "normalise_request", "slugify"]
 
 _MARKERS = ("[inst]", "[instrumental]")
 _REPAINT_TASKS = ("repaint", "lego")
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """What a request is checked against, decided once from the config (by the service)
+    and handed down whole: the backend's models and ranges, the defaults that fill unset
+    keys, and the most one job may cost (None: no cap)."""
+
+    backend: str = "bygheart"
+    defaults: Mapping[str, Any] | None = None
+    max_job_credits: int | None = catalog.DAILY_CREDIT_CAP
+
+
+DEFAULT_RULES = RequestRules()
 
 
 class SongRequest(BaseModel):
@@ -69,35 +84,32 @@ class SongRequest(BaseModel):
         context: Mapping[str, Any] = info.context or {}
         if isinstance(data, SongRequest):
             data = data.model_dump(exclude_none=True)
-        return normalise_request(
-            data,
+        rules = context.get("rules") or RequestRules(
             backend=context.get("backend", "bygheart"),
             defaults=context.get("defaults"),
-            source=context.get("source", "<request>"),
             max_job_credits=context.get("max_job_credits", catalog.DAILY_CREDIT_CAP),
+        )
+        return normalise_request(
+            data,
+            backend=rules.backend,
+            defaults=rules.defaults,
+            source=context.get("source", "<request>"),
+            max_job_credits=rules.max_job_credits,
         )
 
     @classmethod
     def build(
         cls,
         data: Mapping[str, Any],
+        rules: RequestRules = DEFAULT_RULES,
         *,
-        backend: str = "bygheart",
-        defaults: Mapping[str, Any] | None = None,
         source: str = "<request>",
-        max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
     ) -> SongRequest:
-        """Validate `data` for `backend`, filling unset keys from `defaults` (config/preset).
+        """Validate `data` against `rules`, filling unset keys from its defaults.
 
-        `max_job_credits` is the most one job may cost on the hosted service (None: no cap).
         Raises `RequestError` naming `source`, the key as written, and the fix.
         """
-        context = {
-            "backend": backend,
-            "defaults": defaults,
-            "source": source,
-            "max_job_credits": max_job_credits,
-        }
+        context = {"rules": rules, "source": source}
         try:
             return cls.model_validate(data, context=context)
         except ValidationError as exc:  # a normaliser let a bad value through: still ours
@@ -108,10 +120,9 @@ class SongRequest(BaseModel):
     def with_changes(
         self,
         changes: Mapping[str, Any],
+        rules: RequestRules = DEFAULT_RULES,
         *,
-        backend: str = "bygheart",
         source: str = "<request>",
-        max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
     ) -> SongRequest:
         """This request with `changes` (any key spelling; None unsets) applied and re-validated.
 
@@ -122,9 +133,7 @@ class SongRequest(BaseModel):
             data.pop(canon, None)
             if value is not None:
                 data[canon] = value
-        return SongRequest.build(
-            data, backend=backend, source=source, max_job_credits=max_job_credits
-        )
+        return SongRequest.build(data, rules, source=source)
 
     def to_api_body(self) -> dict[str, Any]:
         """The JSON body for `POST /release_task`, with the ACE-Step field names of API.md."""

@@ -16,10 +16,9 @@ from typing import Any, Final
 
 import yaml
 
-from bygheartd import catalog
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.songs import fields
-from bygheartd.songs.request import SongRequest
+from bygheartd.songs.request import DEFAULT_RULES, RequestRules, SongRequest
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -54,17 +53,17 @@ class _Parsed:
 
 def parse_song_file(
     path: Path,
+    rules: RequestRules = DEFAULT_RULES,
     *,
-    backend: str = "bygheart",
-    defaults: Mapping[str, Any] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     display_name: str | None = None,
-    max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SongRequest:
     """Read and validate one song file. The size is checked before a byte is read.
 
     `display_name` (e.g. `inbox/song.txt`) is what errors call the file; `source_audio`
-    must exist beside it.
+    must exist beside it. `overrides` (keys given beside the file, as MCP does) win over
+    the file's own keys, and the merged request is validated once.
     """
     name = display_name or str(path)
     suffix = path.suffix.lower()
@@ -89,24 +88,22 @@ def parse_song_file(
         raise _too_big(name, len(data), max_bytes)
     return parse_song_bytes(
         data,
+        rules,
         name=name,
         suffix=suffix,
-        backend=backend,
-        defaults=defaults,
-        max_job_credits=max_job_credits,
         base_dir=path.parent,
+        overrides=overrides,
     )
 
 
 def parse_song_bytes(
     data: bytes,
+    rules: RequestRules = DEFAULT_RULES,
     *,
     name: str,
     suffix: str | None = None,
-    backend: str = "bygheart",
-    defaults: Mapping[str, Any] | None = None,
-    max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
     base_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SongRequest:
     """Decode UTF-8 (with or without BOM) and parse; binary and other encodings are errors."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -131,24 +128,22 @@ def parse_song_bytes(
         ) from None
     return parse_song_text(
         text,
+        rules,
         name=name,
         suffix=suffix,
-        backend=backend,
-        defaults=defaults,
-        max_job_credits=max_job_credits,
         base_dir=base_dir,
+        overrides=overrides,
     )
 
 
 def parse_song_text(
     text: str,
+    rules: RequestRules = DEFAULT_RULES,
     *,
     name: str,
     suffix: str | None = None,
-    backend: str = "bygheart",
-    defaults: Mapping[str, Any] | None = None,
-    max_job_credits: int | None = catalog.DAILY_CREDIT_CAP,
     base_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SongRequest:
     """Parse a song file's text. The format follows `suffix`, else `name`'s extension, else
     a text file (front matter optional)."""
@@ -167,14 +162,9 @@ def parse_song_text(
         )
     fmt = _STRUCTURED.get(suffix)
     parsed = _load(fmt, text, name, 0) if fmt else _split_text_file(text, name)
+    data = _merged(parsed.data, overrides) if overrides else parsed.data
     try:
-        request = SongRequest.build(
-            parsed.data,
-            backend=backend,
-            defaults=defaults,
-            source=name,
-            max_job_credits=max_job_credits,
-        )
+        request = SongRequest.build(data, rules, source=name)
     except RequestError as exc:
         raise SongFileError(
             exc.reason, source=name, key=exc.key, line=parsed.line_of(exc.key), hint=exc.hint
@@ -190,6 +180,14 @@ def parse_song_text(
             hint="put the audio file in the same folder, or fix the name",
         )
     return request
+
+
+def _merged(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's keys with `overrides` on top; a key given in any spelling (`prompt` for
+    `style`) replaces the file's key of the same meaning instead of clashing with it."""
+    given = {fields.CANONICAL.get(k, k) for k in overrides}
+    kept = {k: v for k, v in data.items() if fields.CANONICAL.get(k, k) not in given}
+    return {**kept, **overrides}
 
 
 def _check_suffix(suffix: str, name: str) -> None:

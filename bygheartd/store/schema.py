@@ -9,7 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from bygheartd.jobs import Job, JobFile, JobStatus, parse_iso, utcnow
+from bygheartd.jobs import HoldKind, Job, JobFile, JobStatus, parse_iso, utcnow
 
 SCHEMA_VERSION = 2
 
@@ -111,7 +111,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         task_id=row["task_id"],
         reason=row["reason"],
         resumes_at=parse_iso(row["resumes_at"]),
-        hold_kind=row["hold_kind"],
+        hold_kind=HoldKind(row["hold_kind"]) if row["hold_kind"] else None,
         attempts=int(row["attempts"]),
         credits=int(row["credits"]),
         progress=row["progress"],
@@ -125,4 +125,5 @@ def row_to_job(row: sqlite3.Row) -> Job:
         submitted_at=parse_iso(row["submitted_at"]),
         completed_at=parse_iso(row["completed_at"]),
         origin=row["origin"],
+        unknown_since=parse_iso(row["unknown_since"]) if full else None,
     )

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Final
 
+from bygheartd import catalog
 from bygheartd.songs.songfile import SUPPORTED_SUFFIXES
 
 # Matched case-insensitively against every component of the path relative to the inbox,
@@ -37,17 +38,7 @@ BUILTIN_IGNORE: Final = (
 
 # Audio beside a song file is its `source_audio` (cover, repaint): left in the inbox,
 # never consumed and never rejected, so the song file that names it can still find it.
-AUDIO_SUFFIXES: Final = (
-    ".mp3",
-    ".wav",
-    ".flac",
-    ".ogg",
-    ".opus",
-    ".m4a",
-    ".aac",
-    ".aif",
-    ".aiff",
-)
+AUDIO_SUFFIXES: Final = (*catalog.AUDIO_SUFFIXES, ".aif", ".aiff")
 
 
 class PathKind(enum.Enum):

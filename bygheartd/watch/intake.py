@@ -49,23 +49,26 @@ class Outcome:
 
 
 class Rejection(Exception):
-    """Why a dropped file cannot become a request, in the words of its error note."""
+    """Why a dropped file cannot become a job: the `RequestError` its error note explains
+    (what is wrong, where, how to fix it)."""
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        hint: str | None = None,
-        line: int | None = None,
-        key: str | None = None,
-        full: str | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
-        self.line = line
-        self.key = key
-        self.full = full
+    def __init__(self, error: RequestError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+    @classmethod
+    def because(cls, reason: str, *, hint: str | None = None, key: str | None = None) -> Rejection:
+        """A rejection of the drop folder's own (a link, a preset, a duplicate)."""
+        return cls(RequestError(reason, hint=hint, key=key))
+
+    @property
+    def reason(self) -> str:
+        return self.error.reason
+
+    @property
+    def full(self) -> str | None:
+        """The parser's whole message (file, line, reason, hint), when it came from one."""
+        return str(self.error) if self.error.source else None
 
 
 class Unstable(Exception):
@@ -142,14 +145,14 @@ class Intake:
         if not stat.S_ISREG(info.st_mode):
             return Outcome("ignored", path, message="not a regular file")
         if not _is_utf8(relative.as_posix()):  # SQLite, notes and logs need text
-            raise Rejection(
+            raise Rejection.because(
                 "has a name that is not valid UTF-8 text (written by a program or share that "
                 "uses another character set)",
                 hint="rename it (letters, digits, spaces and - are always safe)",
             )
         if kind is PathKind.OTHER:
             what = f"extension {relative.suffix!r}" if relative.suffix else "no extension"
-            raise Rejection(
+            raise Rejection.because(
                 f"is not a song file ({what})",
                 hint=f"song files end in {', '.join(SUPPORTED_SUFFIXES)} (any case); "
                 "rename or convert it, then drop it into the inbox again",
@@ -158,7 +161,7 @@ class Intake:
         if preset is not None and preset not in self.config.presets:
             raise self._unknown_preset(preset)
         if info.st_size > self.max_bytes:  # rejected unread: never hash a huge file
-            raise Rejection(
+            raise Rejection.because(
                 f"is {info.st_size} bytes, over the limit of {self.max_bytes} bytes "
                 f"([watch] max_file_kib = {self.config.watch.max_file_kib})",
                 hint="song files are small text files; raise [watch] max_file_kib if this "
@@ -174,7 +177,7 @@ class Intake:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except PermissionError:
-            raise Rejection(
+            raise Rejection.because(
                 "cannot be read (permission denied)",
                 hint="make it readable by the user bygheartd runs as (chmod a+r), then drop "
                 "it into the inbox again",
@@ -264,14 +267,12 @@ class Intake:
                 base_dir=path.parent,
             )
         except RequestError as exc:
-            raise Rejection(
-                exc.reason, hint=exc.hint, line=exc.line, key=exc.key, full=str(exc)
-            ) from None
+            raise Rejection(exc) from None
         except BygheartdError as exc:
-            raise Rejection(str(exc)) from None
+            raise Rejection.because(str(exc)) from None
         audio = request.source_audio
         if audio and not (path.parent / audio).resolve().is_relative_to(self.inbox.resolve()):
-            raise Rejection(
+            raise Rejection.because(
                 f"source_audio {audio!r} points outside the inbox",
                 key="source_audio",
                 hint="put the audio file in the inbox next to the song file and name it "
@@ -338,9 +339,9 @@ class Intake:
         return Outcome("rejected", path, moved_to=target, message=rejection.reason)
 
     def _note(self, relative: PurePosixPath, target: Path, rejection: Rejection) -> str:
-        where = [f"line {rejection.line}" if rejection.line else "", ""]
-        if rejection.key:
-            where[1] = f"key {rejection.key!r}"
+        where = [f"line {rejection.error.line}" if rejection.error.line else "", ""]
+        if rejection.error.key:
+            where[1] = f"key {rejection.error.key!r}"
         where_text = ", ".join(w for w in where if w)
         lines = [
             f"{self.display(relative)} was not accepted (moved to {target}).",
@@ -349,8 +350,8 @@ class Intake:
         ]
         if where_text:
             lines.append(f"Where: {where_text}")
-        if rejection.hint:
-            lines.append(f"How to fix: {rejection.hint}")
+        if rejection.error.hint:
+            lines.append(f"How to fix: {rejection.error.hint}")
         folder = (self.inbox / relative.parent).as_posix()
         lines += [
             "",
@@ -367,7 +368,7 @@ class Intake:
         resolved = Path(os.path.realpath(path.parent / target))  # no raise on a link loop
         inside = resolved.is_relative_to(os.path.realpath(self.inbox))
         where = "inside" if inside else "outside"
-        return Rejection(
+        return Rejection.because(
             f"is a symbolic link (to {target}, {where} the inbox); links are not followed, "
             "so that the inbox cannot be used to read other files",
             hint="copy or move the song file itself into the inbox",
@@ -377,7 +378,7 @@ class Intake:
         nearest = self.config.nearest_preset(preset)
         known = ", ".join(sorted(self.config.presets)) or "none are configured"
         hint = f"did you mean '{nearest}'? " if nearest else ""
-        return Rejection(
+        return Rejection.because(
             f"is in the subfolder {preset}/, but there is no [presets.{preset}] (presets: {known})",
             hint=hint + f"move the file to the right preset folder or the inbox top level, "
             f"or add [presets.{preset}] to the config",
@@ -385,7 +386,7 @@ class Intake:
 
     def _duplicate(self, relative: PurePosixPath, job: Job) -> Rejection:
         when = job.created_at.strftime("%Y-%m-%d %H:%M UTC")
-        return Rejection(
+        return Rejection.because(
             f"has exactly the same content as the file that made job {job.id} "
             f"({job.title!r}, {job.status.value}, created {when}); it was not queued again, "
             "so that a sync tool re-delivering a file never spends credits twice "
