@@ -4,33 +4,25 @@ faults the simulator can inject; the local ledger agrees with the server's own c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import soundfile
+from _jobs import song, until
 from conftest import TEST_KEY, MakeConfig
 
-from bygheartd.jobs import Job, JobStatus
+from bygheartd.jobs import Job, JobStatus, utcnow
 from bygheartd.service.runtime import Runtime
+from bygheartd.service.service import SongService
 from bygheartd.simulator import RunningSimulator, key_label
+from bygheartd.store.store import Store
 
 pytestmark = pytest.mark.anyio
-
-
-def song(folder: Path, name: str, *, title: str | None = None, **front: Any) -> Path:
-    front.setdefault("style", "dark synth pop, female vocal")
-    front.setdefault("model", "bygheart-melody-fast")
-    front.setdefault("duration", 20)
-    if title is not None:
-        front["title"] = title
-    lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---"]
-    lines += ["[Verse]", "neon lights tonight", "[Chorus]", "we run until the morning"]
-    path = folder / name
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 async def make_songs(runtime: Runtime, tmp_path: Path, n: int, **front: Any) -> list[Job]:
@@ -144,6 +136,33 @@ async def test_forgotten_task_fails_after_the_grace_period_without_refund(
     assert job.status is JobStatus.FAILED
     assert "no longer knows this task" in (job.reason or "")
     assert job.credits == 1
+
+
+async def test_a_task_answering_unknown_again_gets_the_full_grace_period(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """An earlier stretch of `"[]"` (then normal answers) must not shorten the next one."""
+    simulator.set_faults(latency=60.0)
+    config = make_config(simulator, queue={"unknown_grace_seconds": 2.0})
+    async with Runtime(config, owner="test") as runtime:
+        store = runtime.store
+        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Flicker"))
+        runtime.wake()
+        job = await until(store, job.id, {JobStatus.RUNNING})
+        earlier = utcnow().timestamp() - 600  # "[]" for a while, ten minutes ago
+        store.update(job.id, result={**job.result, "unknown_polls": 2, "unknown_since_ts": earlier})
+        with anyio.move_on_after(5):  # the task answers normally again
+            while store.get(job.id).result.get("unknown_polls"):
+                await anyio.sleep(0.02)
+        simulator.sim.forget([str(job.task_id)])  # and then "[]" again
+        polls = simulator.sim.stats.polls
+        with anyio.move_on_after(5):
+            while simulator.sim.stats.polls < polls + 4:
+                await anyio.sleep(0.02)
+        still = store.get(job.id)
+        ended = await until(store, job.id, {JobStatus.FAILED})
+    assert still.status is JobStatus.RUNNING, still.reason
+    assert ended.status is JobStatus.FAILED and "no longer knows" in (ended.reason or "")
 
 
 async def test_lost_submit_reply_is_never_resubmitted(
@@ -376,3 +395,65 @@ async def _until_settled(runtime: Runtime, job: Job, timeout: float = 15) -> Non
     with anyio.fail_after(timeout):
         while runtime.store.get(job.id).hold_kind is not None:
             await anyio.sleep(0.05)
+
+
+# -- crash windows and other processes --------------------------------------------------
+
+
+async def test_a_take_placed_just_before_a_crash_is_adopted_without_a_part_left(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """`kill -9` after the take was renamed into place, before the store recorded it."""
+    config = make_config(simulator)
+    output = config.folders.output
+    async with Runtime(config, owner="test") as runtime:
+        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Placed"))
+        runtime.wake()
+        job = await runtime.service.wait(job.id, timeout=20)
+    assert job.status is JobStatus.DONE
+    # the store and the disk as they were at the crash: take placed, nothing recorded
+    (output / "placed.json").unlink()
+    store = Store.open(config.state_dir)
+    result = dict(store.get(job.id).result)
+    result.pop("downloaded")
+    result.pop("postprocess", None)
+    store.transition(job.id, JobStatus.DOWNLOADING, event="crash", files=[], result=result)
+    store.close()
+    async with Runtime(config, owner="test") as runtime:
+        job = await until(runtime.store, job.id, {JobStatus.DONE, JobStatus.FAILED})
+    assert job.status is JobStatus.DONE, job.reason
+    assert sorted(p.name for p in output.iterdir()) == ["placed.json", "placed.mp3"]
+    sidecar = json.loads((output / "placed.json").read_text())
+    assert [f["path"] for f in sidecar["files"]] == ["placed.mp3"]
+
+
+async def test_cancel_and_retry_during_a_download_never_gives_the_new_job_old_files(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(latency=0.5)
+    config = make_config(simulator)
+    cli = Store.open(config.state_dir)  # the CLI in another process
+    cli_service = SongService(config, cli)
+    async with Runtime(config, owner="test") as runtime:
+        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Twice"))
+        runtime.wake()
+        await until(cli, job.id, {JobStatus.RUNNING})
+        simulator.set_faults(slow_reply_seconds=1.0)  # the download will take a second
+        await until(cli, job.id, {JobStatus.DOWNLOADING})
+        first_task = cli.get(job.id).task_id
+        cli_service.cancel(job.id)
+        cli_service.retry(job.id)
+        assert runtime.engine is not None
+        delivery = runtime.engine.delivery
+        with anyio.move_on_after(10):  # the old download completes meanwhile
+            while delivery.tasks():
+                await anyio.sleep(0.02)
+        simulator.set_faults(slow_reply_seconds=0.0)
+        runtime.wake()
+        job = await runtime.service.wait(job.id, timeout=20)
+    cli.close()
+    assert job.status is JobStatus.DONE, job.reason
+    assert job.task_id != first_task
+    served = simulator.sim.tasks[str(job.task_id)].files
+    got = [hashlib.sha256(f.path.read_bytes()).hexdigest() for f in job.files]
+    assert got == [hashlib.sha256(p.read_bytes()).hexdigest() for p in served]

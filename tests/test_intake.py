@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MakeConfig
 
 from bygheartd.config import Config
 from bygheartd.jobs import JobStatus
@@ -60,6 +63,32 @@ def drop(make_config: Any) -> Iterator[Drop]:
     service = SongService(config, store)
     yield Drop(config, service, Intake(config, service))
     store.close()
+
+
+def _intake(config: Config) -> Iterator[tuple[Intake, SongService]]:
+    store = Store.open(config.state_dir)
+    service = SongService(config, store)
+    try:
+        yield Intake(config, service), service
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def intake(make_config: MakeConfig) -> Iterator[tuple[Intake, SongService]]:
+    yield from _intake(make_config())
+
+
+@pytest.fixture
+def other_fs() -> Iterator[Path]:
+    """A folder on another file system than tmp_path (tmpfs), for cross-device moves."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev:
+        pytest.skip("needs /dev/shm on another file system than /tmp")
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="bygheartd-intake-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_valid_file_becomes_a_queued_job_and_moves_to_archive_unchanged(drop: Drop) -> None:
@@ -287,6 +316,36 @@ def test_symlink_pointing_outside_the_inbox_is_rejected_not_followed(
     assert secret.read_text() == "top secret lyrics\n"
 
 
+def test_a_symlink_rejected_across_file_systems_stays_a_link_and_copies_nothing(
+    make_config: MakeConfig, other_fs: Path, tmp_path: Path
+) -> None:
+    config = make_config(folders={"failed": str(other_fs / "failed")})
+    secret = tmp_path / "api-key"
+    secret.write_text("bgh_live_do_not_copy_me\n")
+    for take, service in _intake(config):
+        link = take.inbox / "song.txt"
+        link.symlink_to(secret)
+        assert take.process(link).kind == "rejected"
+        assert service.list() == []
+    moved = other_fs / "failed" / "song.txt"
+    assert moved.is_symlink() and os.readlink(moved) == str(secret)
+    assert not link.exists() and not link.is_symlink()
+    texts = [p.read_bytes() for p in (other_fs / "failed").iterdir() if not p.is_symlink()]
+    assert all(b"do_not_copy_me" not in text for text in texts)
+    assert "symbolic link" in (other_fs / "failed" / "song.txt.error.txt").read_text()
+
+
+def test_a_symlink_loop_in_the_inbox_is_rejected_not_stuck(
+    intake: tuple[Intake, SongService],
+) -> None:
+    take, _service = intake
+    (take.inbox / "b.txt").symlink_to("a.txt")
+    (take.inbox / "a.txt").symlink_to("b.txt")
+    assert take.process(take.inbox / "a.txt").kind == "rejected"
+    assert "symbolic link" in (take.config.folders.failed / "a.txt.error.txt").read_text()
+    assert (take.config.folders.failed / "a.txt").is_symlink()
+
+
 def test_huge_file_is_rejected_unread(drop: Drop) -> None:
     path = drop.inbox / "huge.txt"
     with open(path, "wb") as fh:
@@ -309,6 +368,19 @@ def test_source_audio_linked_to_outside_the_inbox_is_rejected(drop: Drop, tmp_pa
     drop.intake.process(drop.put("cover.txt", text))
     assert "source_audio 'take.wav' points outside the inbox" in drop.note("cover.txt")
     assert drop.jobs() == []
+
+
+def test_source_audio_that_is_a_symlink_loop_is_rejected_not_stuck(
+    intake: tuple[Intake, SongService],
+) -> None:
+    take, _service = intake
+    (take.inbox / "x.wav").symlink_to("y.wav")
+    (take.inbox / "y.wav").symlink_to("x.wav")
+    song = take.inbox / "cover.txt"
+    song.write_bytes(b"---\ntask_type: cover\nsource_audio: x.wav\n---\nla\n")
+    outcome = take.process(song)
+    assert outcome.kind in ("rejected", "accepted")
+    assert not song.exists()
 
 
 def test_source_audio_is_copied_beside_the_archived_song(drop: Drop) -> None:
@@ -335,3 +407,19 @@ def test_non_ascii_file_names_are_accepted(drop: Drop) -> None:
     (job,) = drop.jobs()
     assert job.source == "ночь – 夜.txt"
     assert (drop.archive / "ночь – 夜.txt").exists()
+
+
+def test_a_file_whose_name_is_not_utf8_goes_to_failed_with_a_note(
+    intake: tuple[Intake, SongService],
+) -> None:
+    take, service = intake
+    inbox, failed = take.inbox, take.config.folders.failed
+    raw = b"caf\xe9.txt"  # Latin-1 from an old Samba client: not UTF-8
+    (inbox / os.fsdecode(raw)).write_bytes(SONG)
+    outcome = take.process(inbox / os.fsdecode(raw))
+    assert outcome.kind == "rejected"
+    assert service.list() == []
+    assert os.listdir(os.fsencode(inbox)) == []
+    assert sorted(os.listdir(os.fsencode(failed))) == [raw, raw + b".error.txt"]
+    note = (failed / os.fsdecode(raw + b".error.txt")).read_text(encoding="utf-8")
+    assert "UTF-8" in note and "rename" in note

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.anyio
 
 MODES = ["legacy", "auto"]
 LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n\n[Chorus]\nHold on"
+VERSE_LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n"
 
 
 @pytest.fixture
@@ -59,6 +60,13 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 async def call(runtime: Runtime, tool: str, args: dict[str, Any] | None = None) -> CallToolResult:
     async with Client(build_server(runtime.service)) as client:
         return await client.call_tool(tool, args or {})
+
+
+async def generate(client: Client, **args: Any) -> dict[str, Any]:
+    result = await client.call_tool("generate_song", args)
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return result.structured_content
 
 
 async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: Runtime) -> None:
@@ -155,6 +163,19 @@ async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) 
     assert again["id"] == first["id"] and again["deduplicated"] is True
 
 
+async def test_a_new_idempotency_key_is_never_answered_with_another_keys_job(
+    idle_runtime: Runtime,
+) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        first = await generate(client, lyrics=VERSE_LYRICS, idempotency_key="call-1")
+        second = await generate(client, lyrics=VERSE_LYRICS, idempotency_key="call-2")
+        await client.call_tool("cancel_song", {"job_id": first["id"]})
+        again = await generate(client, lyrics=VERSE_LYRICS, idempotency_key="call-2")
+    # "call-2" must name one job, whatever happened to the job of "call-1".
+    assert again["id"] == second["id"]
+    assert second["id"] != first["id"] and second["deduplicated"] is False
+
+
 async def test_a_failed_job_is_not_returned_for_the_same_request(runtime: Runtime) -> None:
     args = {"lyrics": LYRICS, "style": "FAIL please", "wait_seconds": 20}
     failed = structured(await call(runtime, "generate_song", args))
@@ -205,6 +226,17 @@ async def test_a_lyrics_file_in_the_inbox_is_refused(idle_runtime: Runtime) -> N
     assert result.is_error and "inbox" in text_of(result)
 
 
+@pytest.mark.parametrize("ref", ["bad\x00name.md", "~no-such-user-here/song.md"])
+async def test_an_unusable_lyrics_file_name_is_refused_with_a_message(
+    idle_runtime: Runtime, ref: str
+) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool("generate_song", {"lyrics_file": ref})
+    assert result.is_error
+    assert "lyrics_file" in text_of(result)
+    assert idle_runtime.service.list() == []
+
+
 async def test_a_song_file_in_drafts_is_read_and_arguments_override_it(
     idle_runtime: Runtime,
 ) -> None:
@@ -224,6 +256,24 @@ async def test_a_song_file_in_drafts_is_read_and_arguments_override_it(
     assert job.request["style"] == "sea shanty, choir" and job.request["bpm"] == 100
     assert job.request["lyrics"] == LYRICS and job.source == "drafts/harbour.md"
     assert song["lyrics_sha256"] == hashlib.sha256(LYRICS.encode()).hexdigest()
+
+
+async def test_an_argument_replaces_a_bad_value_in_the_song_file_it_overrides(
+    idle_runtime: Runtime,
+) -> None:
+    """The file and the arguments are merged first and validated once: a value the
+    arguments replace is never judged on its own (the file spells it as the API does)."""
+    draft = idle_runtime.config.folders.drafts / "fast.md"
+    draft.write_text("---\nprompt: drum and bass\nbpm: 500\n---\n" + LYRICS, encoding="utf-8")
+    song = structured(
+        await call(
+            idle_runtime,
+            "generate_song",
+            {"lyrics_file": "fast.md", "bpm": 174, "style": "liquid drum and bass"},
+        )
+    )
+    job = idle_runtime.service.get(song["id"])
+    assert job.request["bpm"] == 174 and job.request["style"] == "liquid drum and bass"
 
 
 async def test_a_plain_lyrics_file_takes_its_title_from_the_file_name(

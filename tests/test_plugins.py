@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import sys
@@ -148,6 +149,28 @@ async def test_a_raising_hook_is_recorded_and_later_plugins_still_run(tmp_path: 
     assert local("b_records").calls == ["boom"]
 
 
+async def test_a_plugin_raising_cancelled_error_is_a_hook_failure_not_a_cancel(
+    tmp_path: Path,
+) -> None:
+    plugin_folder(
+        tmp_path / "plugins",
+        canceller="""
+            import asyncio
+            from bygheartd.hooks.host import hookimpl
+            @hookimpl
+            async def on_failed(job):
+                task = asyncio.create_task(asyncio.sleep(10))
+                await asyncio.sleep(0)
+                task.cancel()
+                await task  # raises CancelledError: the plugin's own task, not ours
+        """,
+    )
+    host = PluginHost.load(PluginSettings(paths=[tmp_path / "plugins"], load_env=None))
+    failures = await asyncio.wait_for(host.on_failed(make_job(), "x"), 5)
+    assert [f.plugin for f in failures] == ["canceller"]
+    assert "CancelledError" in failures[0].error
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_hanging_hook_times_out_and_the_rest_still_run(tmp_path: Path, kind: str) -> None:
     hang = (
@@ -173,6 +196,26 @@ async def test_a_hanging_hook_times_out_and_the_rest_still_run(tmp_path: Path, k
     assert failure.timed_out and failure.plugin == "a_hangs"
     assert failure.error == "timed out after 0.05 s"
     assert local("b_records").calls == ["t-1"]
+
+
+async def test_a_sync_hook_raising_stop_iteration_fails_at_once_not_at_the_time_limit(
+    tmp_path: Path,
+) -> None:
+    plugin_folder(
+        tmp_path / "plugins",
+        exhausted="""
+            from bygheartd.hooks.host import hookimpl
+            @hookimpl
+            def on_failed(job):
+                next(iter([]))  # a plugin bug: StopIteration escapes
+        """,
+    )
+    settings = PluginSettings(paths=[tmp_path / "plugins"], load_env=None)
+    settings.hook_timeout_seconds = 30
+    host = PluginHost.load(settings)
+    failures = await asyncio.wait_for(host.on_failed(make_job(), "x"), 5)
+    assert [(f.plugin, f.timed_out) for f in failures] == [("exhausted", False)]
+    assert "StopIteration" in failures[0].error
 
 
 async def test_hook_before_submit_merges_changes_in_order(tmp_path: Path) -> None:

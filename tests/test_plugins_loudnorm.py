@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import soundfile as sf
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3
-from plugin_fixtures.factories import make_job, write_audio
+from plugin_fixtures.factories import first_party, make_job, write_audio
 
 from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd_plugins.loudnorm import integrated_loudness, true_peak_dbtp
@@ -100,6 +101,16 @@ async def test_full_scale_audio_is_measured_without_a_clipping_warning(tmp_path:
     outcome = await host_for(["loudnorm"]).on_complete(make_job(), [song])
     assert outcome.failures == []
     assert measure(song)[1] <= -1.0 + 0.1
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".flac"])
+async def test_loudnorm_keeps_the_files_permissions(tmp_path: Path, suffix: str) -> None:
+    song = write_audio(tmp_path / f"song{suffix}", amplitude=0.02)
+    song.chmod(0o644)  # readable by the music server that runs as another user
+    outcome = await first_party(["loudnorm"]).on_complete(make_job(), [song])
+    assert outcome.failures == []
+    assert "input_lufs" in outcome.sidecar["loudnorm"][song.name]  # it was rewritten
+    assert stat.S_IMODE(song.stat().st_mode) == 0o644
 
 
 def test_without_the_extra_the_plugin_is_disabled_with_the_install_hint(

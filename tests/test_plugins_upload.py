@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from plugin_fixtures.factories import make_job, write_audio
+from plugin_fixtures.factories import first_party, make_job, write_audio
 
 from bygheartd.hooks.host import PluginHost, PluginSettings
 
@@ -77,6 +78,18 @@ async def test_an_unknown_template_field_is_a_clear_failure(tmp_path: Path, song
     host = upload_host(library=str(tmp_path / "lib"), template="{artsit}/{title}{ext}")
     [failure] = (await host.on_complete(make_job(), [song])).failures
     assert "template uses unknown field(s) ['artsit']" in failure.error
+
+
+async def test_upload_gives_library_copies_the_permissions_of_the_song(tmp_path: Path) -> None:
+    song = write_audio(tmp_path / "song.mp3", seconds=0.5)
+    song.chmod(0o644)
+    library = tmp_path / "library"
+    outcome = await first_party(["upload"], upload={"library": str(library)}).on_complete(
+        make_job(), [song]
+    )
+    assert outcome.failures == []
+    [copy] = outcome.sidecar["upload"]["library"]
+    assert stat.S_IMODE(Path(copy).stat().st_mode) == 0o644
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plugin_fixtures.factories import make_job, write_audio
+from plugin_fixtures.factories import first_party, make_job, write_audio
 
 from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd.jobs import JobStatus
+from bygheartd.logs import clear_secrets, setup_logging
 
 pytestmark = pytest.mark.anyio
 
@@ -118,6 +120,25 @@ async def test_giving_up_is_a_failure_that_hides_the_url_path(receiver: Receiver
         f"RuntimeError: webhook http://127.0.0.1:{port} failed after 2 attempt(s): HTTP 502"
     )
     assert "token-abc" not in failure.error
+
+
+async def test_a_plugin_secret_never_reaches_the_log_even_at_debug(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_url = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/T0-secret-path-4711"
+    monkeypatch.setenv("REVIEW_HOOK_URL", token_url)
+    stream = io.StringIO()
+    clear_secrets()
+    setup_logging("debug", stream=stream)
+    try:
+        host = first_party(["webhook"], webhook={"url": {"env": "REVIEW_HOOK_URL"}})
+        failures = await host.on_failed(make_job(), "the server said no")
+    finally:
+        setup_logging("info", stream=io.StringIO())
+        clear_secrets()
+    assert failures == [] and len(receiver.requests) == 1
+    assert "HTTP Request" in stream.getvalue()  # httpx logs each request at debug
+    assert "T0-secret-path-4711" not in stream.getvalue()
 
 
 async def test_a_client_error_is_not_retried(receiver: Receiver) -> None:

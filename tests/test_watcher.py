@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MakeConfig
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -25,6 +26,7 @@ from bygheartd.watch.watcher import InboxWatcher
 pytestmark = pytest.mark.anyio
 
 SONG = b"---\ntitle: Night Drive\n---\nlights on the highway\n"
+STYLED_SONG = b"---\ntitle: Night Drive\nstyle: synthwave\n---\n[Verse]\nlights on the highway\n"
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
@@ -93,6 +95,20 @@ async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
     for h, watcher in started:
         await watcher.stop()
         h.store.close()
+
+
+@pytest.fixture
+async def watched(make_config: MakeConfig) -> AsyncIterator[tuple[Config, SongService, Any]]:
+    config = make_config(watch={"settle_seconds": 0.1, "rescan_seconds": 600})
+    store = Store.open(config.state_dir)
+    service = SongService(config, store)
+    watcher = InboxWatcher(config, service, health_seconds=0.05)
+    await watcher.start()
+    try:
+        yield config, service, watcher
+    finally:
+        await watcher.stop()
+        store.close()
 
 
 OBSERVERS = [
@@ -260,6 +276,21 @@ async def test_vanished_inbox_pauses_and_resumes_without_losing_files(
     assert watcher.status_text is None
     paused = [r for r in caplog.records if "paused" in r.getMessage()]
     assert len(paused) == 1, "the pause is logged once, not on every retry"
+
+
+async def test_an_inbox_replaced_between_health_checks_is_watched_and_locked_again(
+    watched: tuple[Config, SongService, Any],
+) -> None:
+    from bygheartd.watch.inbox import InboxBusy, InboxLock
+
+    config, service, _watcher = watched
+    inbox = config.folders.inbox
+    inbox.rename(inbox.with_name("inbox-old"))  # a share remounted, a folder re-created
+    inbox.mkdir()
+    (inbox / "after.txt").write_bytes(STYLED_SONG)  # written in place: native events only
+    await until(lambda: len(service.list()) == 1, what="the file in the new inbox")
+    with pytest.raises(InboxBusy):  # and no second daemon may take the new inbox
+        InboxLock(inbox).acquire()
 
 
 async def test_inotify_running_out_of_watches_falls_back_to_polling(

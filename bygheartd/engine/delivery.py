@@ -1,7 +1,7 @@
 """Delivery: download every take, post-process with plugins, write the sidecar, finish.
 
-Also the one place jobs fail, so refunds, `on_failed` hooks and the failed/ copy of a
-dropped song file happen the same way whatever the cause.
+Failures go through `endings.py`, like every other stage's, so refunds, `on_failed` hooks
+and the failed/ copy of a dropped song file happen the same way whatever the cause.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The MCP face: the pinned tools, the song and guide resources and the `write_song` prompt,
-served over stdio by `bygheartd mcp` and mounted over HTTP by `mcp_http.py`. Everything goes
+served over stdio by `bygheartd mcp` and mounted over HTTP by `http.py`. Everything goes
 through the service, so a song made here behaves like one dropped in the inbox.
 """
 

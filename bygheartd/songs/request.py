@@ -2,7 +2,7 @@
 
 It owns key names and aliases, the rules between fields (instrumental vs lyrics, seeds per take,
 source audio per task, the daily credit cap) and the output slug; per-field rules live in
-`request_fields.py`. It knows nothing of files, stores or HTTP.
+`fields.py` and `values.py`. It knows nothing of files, stores or HTTP.
 """
 
 from __future__ import annotations

@@ -339,6 +339,8 @@ class InboxWatcher:
                 if outcome.kind == "unstable":
                     self.tracker.event(outcome.path, now)
                     self._wake.set()
+            if any(o.kind == "accepted" for o in outcomes):
+                self.service.wake()  # submit now, not at the next tick
             self.outcomes = (self.outcomes + outcomes)[-2000:]
 
     def _process_batch(self, batch: list[Path]) -> list[Outcome]:

@@ -1,4 +1,5 @@
-"""Builders for the plugin tests: job snapshots, real audio files, plugin folders."""
+"""Builders for the plugin tests: job snapshots, real audio files, plugin folders, hosts of
+first-party plugins."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from bygheartd.hooks.host import PluginHost, PluginSettings
 from bygheartd.jobs import Job, JobStatus
 
 FIXTURES = Path(__file__).parent
@@ -82,6 +84,12 @@ def plugin_folder(root: Path, **sources: str) -> Path:
     for name, source in sources.items():
         (root / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
     return root
+
+
+def first_party(enabled: list[str], **tables: dict[str, Any]) -> PluginHost:
+    host = PluginHost.load(PluginSettings(enabled=enabled, tables=tables, load_env=None))
+    assert host.active == enabled
+    return host
 
 
 def build_wheel(source: Path, out: Path) -> Path:
