@@ -6,9 +6,13 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn, not for `--json`
+    from rich.console import Group
+    from rich.table import Table
 
 STATUS_STYLE = {
     JobStatus.DONE: "green",
@@ -65,7 +69,7 @@ def status_text(job: Job) -> str:
     return text
 
 
-def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Any:
+def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Table:
     """`list` shows what a job is; `--wait` and `demo` show where its files went."""
     from rich.table import Table
 
@@ -97,7 +101,7 @@ def _status_cell(job: Job) -> str:
     return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"
 
 
-def job_detail(job: Job, history: list[Event]) -> Any:
+def job_detail(job: Job, history: list[Event]) -> Group:
     from rich.console import Group
     from rich.table import Table
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bygheartd.errors import BygheartdError
 
+if TYPE_CHECKING:  # the config is loaded when a command needs it: `--help` stays fast
+    from bygheartd.config import Config
+
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
@@ -23,7 +27,7 @@ class State:
         self.config_path: Path | None = None
         self.log_level: str | None = None
 
-    def config(self) -> Any:
+    def config(self) -> Config:
         from bygheartd.config import load_config
 
         config = load_config(self.config_path)
@@ -83,7 +87,7 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
     ]
 
 
-def run_async(coro: Any) -> Any:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
