@@ -210,13 +210,20 @@ class Runtime:
         log.info("engine running in this process (%s)", self.owner)
         return True
 
-    async def stop_engine(self, drain_seconds: float = 10.0) -> dict[str, int]:
-        """Drain and stop the engine here, release the lock; the job counts at the end."""
+    async def stop_engine(
+        self, drain_seconds: float = 10.0, *, close_client: bool = True
+    ) -> dict[str, int]:
+        """Drain and stop the engine here, release the lock; the job counts at the end.
+
+        The daemon passes `close_client=False` as it exits: a download that outlived the
+        drain keeps a working client until the process ends instead of having its
+        connection closed under it (the next start resumes it from the store).
+        """
         if self.engine is None:
             return self.store.counts()
         engine, self.engine = self.engine, None
         counts = await engine.stop(drain_seconds)
-        if self._client is not None:
+        if close_client and self._client is not None:
             await self._client.aclose()
             self._client = None
         self.lock.release()
