@@ -7,10 +7,11 @@ The store persists jobs; everything above it (engine, plugins, CLI, MCP) receive
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 class JobStatus(enum.StrEnum):
@@ -80,19 +81,159 @@ def parse_iso(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class JobFile:
-    """One finished output file; `path` is absolute."""
+    """One file on disk as recorded: the one shape from the download to the sidecar.
+
+    `path` is absolute; `stored()` is how the store, a resumed download and the sidecar
+    (with its path made relative to the output folder) write it down.
+    """
 
     path: Path
     size: int
     sha256: str
 
+    def stored(self, relative_to: Path | None = None) -> dict[str, Any]:
+        path = self.path
+        if relative_to is not None and path.is_relative_to(relative_to):
+            path = path.relative_to(relative_to)
+        return {"path": str(path), "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Self:
+        return cls(Path(str(data["path"])), int(data["size"]), str(data["sha256"]))
+
     def as_record(self) -> dict[str, Any]:
+        """The file entry of the pinned job record (`--json`, MCP): the stored shape plus a URI."""
+        return {**self.stored(), "uri": self.path.resolve().as_uri()}
+
+
+@dataclass(frozen=True)
+class Take:
+    """One take as the server reported it in its `query_result` success entry.
+
+    `file` is the server's reference to fetch (never a local path); the rest is what the
+    model really used, which can differ from the request (a seed, the lyrics it wrote).
+    """
+
+    file: str
+    seed: str | None = None
+    metas: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    lyrics: str | None = None
+    dit_model: str | None = None
+    lm_model: str | None = None
+
+    def stored(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
-            "uri": self.path.resolve().as_uri(),
-            "size": self.size,
-            "sha256": self.sha256,
+            "file": self.file,
+            "seed": self.seed,
+            "metas": self.metas,
+            "prompt": self.prompt,
+            "lyrics": self.lyrics,
+            "dit_model": self.dit_model,
+            "lm_model": self.lm_model,
         }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Self:
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None else str(value)
+
+        metas = data.get("metas")
+        return cls(
+            file=str(data.get("file") or ""),
+            seed=text("seed"),
+            metas=dict(metas) if isinstance(metas, Mapping) else {},
+            prompt=text("prompt"),
+            lyrics=text("lyrics"),
+            dit_model=text("dit_model"),
+            lm_model=text("lm_model"),
+        )
+
+
+@dataclass(frozen=True)
+class JobResult(Mapping[str, Any]):
+    """What the engine learned while a job ran, typed; stored as JSON in `result_json`.
+
+    It is also a read-only mapping of its stored form (`job.result.get("seeds")`), the way
+    plugins written for 0.1 read it, so their code keeps working.
+    """
+
+    takes: tuple[Take, ...] = ()
+    # Downloaded takes by index, so a resumed delivery fetches only the missing ones.
+    downloaded: Mapping[int, JobFile] = field(default_factory=dict)
+    download_attempts: int = 0
+    # Consecutive polls that answered "[]"; its grace start is the job's `unknown_since`.
+    unknown_polls: int = 0
+    # What `on_complete` plugins returned for the sidecar; None until they have run.
+    postprocess: Mapping[str, Any] | None = None
+    # The request as validated, before `before_submit` plugins changed it: a retry starts
+    # from it, so a plugin's change is applied once, not once per attempt.
+    request_before_plugins: Mapping[str, Any] | None = None
+    # A 0.1 store kept the "[]" grace start here; read once, never written.
+    legacy_unknown_since: datetime | None = None
+
+    @property
+    def seeds(self) -> list[str]:
+        """One per take, in order (a take the server gave no seed is left out)."""
+        return [take.seed for take in self.takes if take.seed]
+
+    def but(self, **changes: Any) -> JobResult:
+        return replace(self, **changes)
+
+    def stored(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.takes:
+            data["outputs"] = [take.stored() for take in self.takes]
+            data["seeds"] = self.seeds
+        if self.downloaded:
+            data["downloaded"] = {str(i): f.stored() for i, f in sorted(self.downloaded.items())}
+        if self.download_attempts:
+            data["download_attempts"] = self.download_attempts
+        if self.unknown_polls:
+            data["unknown_polls"] = self.unknown_polls
+        if self.postprocess is not None:
+            data["postprocess"] = dict(self.postprocess)
+        if self.request_before_plugins is not None:
+            data["request_before_plugins"] = dict(self.request_before_plugins)
+        return data
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> JobResult:
+        """Read what any release wrote; keys it does not know are ignored."""
+        downloaded = data.get("downloaded")
+        legacy = data.get("unknown_since_ts")
+        postprocess = data.get("postprocess")
+        before = data.get("request_before_plugins")
+        return cls(
+            takes=tuple(
+                Take.from_stored(t) for t in data.get("outputs") or () if isinstance(t, Mapping)
+            ),
+            downloaded={
+                int(i): JobFile.from_stored(f)
+                for i, f in (downloaded.items() if isinstance(downloaded, Mapping) else ())
+            },
+            download_attempts=int(data.get("download_attempts") or 0),
+            unknown_polls=int(data.get("unknown_polls") or 0),
+            postprocess=dict(postprocess) if isinstance(postprocess, Mapping) else None,
+            request_before_plugins=dict(before) if isinstance(before, Mapping) else None,
+            legacy_unknown_since=(
+                datetime.fromtimestamp(float(legacy), UTC)
+                if isinstance(legacy, int | float)
+                else None
+            ),
+        )
+
+    # -- the read-only mapping view ------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.stored()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored())
+
+    def __len__(self) -> int:
+        return len(self.stored())
 
 
 @dataclass(frozen=True)
@@ -143,7 +284,7 @@ class Job:
     base_name: str | None = None
     files: tuple[JobFile, ...] = ()
     warnings: tuple[str, ...] = ()
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JobResult = field(default_factory=JobResult)
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     origin: str = "cli"

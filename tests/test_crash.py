@@ -242,6 +242,9 @@ def test_sigterm_while_downloading_loses_nothing(
     )
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0
+    # No second engine started while the first drained: two would append the same takes
+    # to one .part file, and the resumed take would differ from the server's.
+    assert daemon.log().count("engine started") == 1, daemon.log()
     simulator.set_faults(drop_download_burst=0)
 
     daemon.start()

@@ -43,7 +43,6 @@ from bygheartd.api.errors import (
 )
 from bygheartd.api.results import (
     Submitted,
-    TaskOutput,
     TaskResult,
     TaskState,
     parse_task_entry,
@@ -61,7 +60,6 @@ __all__ = [
     "RejectedError",
     "RetryPolicy",
     "Submitted",
-    "TaskOutput",
     "TaskResult",
     "TaskState",
     "TransientError",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bygheartd.api.errors import ProtocolError
+from bygheartd.jobs import Take
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,10 @@ class TaskState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class TaskOutput:
-    """One produced file of a task; `raw` is the element as the server sent it."""
-
-    file: str
-    seed: str | None = None
-    metas: dict[str, Any] = field(default_factory=dict)
-    prompt: str | None = None
-    lyrics: str | None = None
-    dit_model: str | None = None
-    lm_model: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class TaskResult:
     task_id: str
     state: TaskState
-    outputs: list[TaskOutput] = field(default_factory=list)
+    outputs: list[Take] = field(default_factory=list)
     progress: float | None = None
     stage: str | None = None
     progress_text: str | None = None
@@ -78,8 +65,8 @@ def _decode_result(task_id: str, raw: Any) -> list[dict[str, Any]]:
     return [element for element in raw if isinstance(element, dict)]
 
 
-def _outputs(elements: list[dict[str, Any]]) -> list[TaskOutput]:
-    outputs: list[TaskOutput] = []
+def _outputs(elements: list[dict[str, Any]]) -> list[Take]:
+    outputs: list[Take] = []
     for index, element in enumerate(elements):
         file = element.get("file")
         if not isinstance(file, str) or not file.strip():
@@ -91,7 +78,7 @@ def _outputs(elements: list[dict[str, Any]]) -> list[TaskOutput]:
             seed = seeds[0]
         metas = element.get("metas")
         outputs.append(
-            TaskOutput(
+            Take(
                 file=file.strip(),
                 seed=seed,
                 metas=dict(metas) if isinstance(metas, dict) else {},
@@ -99,7 +86,6 @@ def _outputs(elements: list[dict[str, Any]]) -> list[TaskOutput]:
                 lyrics=_opt_str(element.get("lyrics")),
                 dit_model=_opt_str(element.get("dit_model")),
                 lm_model=_opt_str(element.get("lm_model")),
-                raw=element,
             )
         )
     return outputs

@@ -93,7 +93,7 @@ class Daemon:
             for task in self._tasks:
                 task.cancel()
             await self._stop_faces()
-            counts = await runtime.stop_engine(DRAIN_SECONDS, close_client=False)
+            counts = await runtime.shut_down(DRAIN_SECONDS)
         log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
         return 0
 

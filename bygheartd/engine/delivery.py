@@ -128,7 +128,7 @@ class Delivery:
         if base is None:
             async with self._naming_lock:
                 reserved = self.parts.store.reserved_take_stems()
-                takes = len(job.result.get("outputs", []))
+                takes = len(job.result.takes)
                 # A big output folder is listed once per candidate: off the event loop.
                 base = await asyncio.to_thread(
                     choose_base, output, job.title, job.id, reserved, takes
@@ -136,10 +136,9 @@ class Delivery:
                 job = self.parts.store.update(
                     job.id, base_name=base, expect={JobStatus.DOWNLOADING}
                 )
-        outputs: list[dict[str, Any]] = list(job.result.get("outputs", []))
-        done: dict[str, dict[str, Any]] = dict(job.result.get("downloaded", {}))
-        for index, out in enumerate(outputs):
-            if str(index) in done:
+        done: dict[int, JobFile] = dict(job.result.downloaded)
+        for index, take in enumerate(job.result.takes):
+            if index in done:
                 continue
             stem = take_stem(output, base, index)
             try:
@@ -147,8 +146,8 @@ class Delivery:
                 if placed is not None:
                     record = placed
                 else:
-                    got = await self.parts.client.download(str(out["file"]), stem)
-                    record = {"path": str(got.path), "size": got.size, "sha256": got.sha256}
+                    got = await self.parts.client.download(take.file, stem)
+                    record = JobFile(got.path, got.size, got.sha256)
             except FileExistsError:
                 adopted = await asyncio.to_thread(_adopt_existing, stem)
                 if adopted is None:
@@ -167,12 +166,12 @@ class Delivery:
                     )
                     raise _Interrupted from exc
                 raise
-            done[str(index)] = record
+            done[index] = record
             job = self.parts.store.update(
                 job.id,
                 expect={JobStatus.DOWNLOADING},
-                result={**job.result, "downloaded": done},
-                files=[JobFile(Path(r["path"]), r["size"], r["sha256"]) for r in done.values()],
+                result=job.result.but(downloaded=dict(done)),
+                files=[done[i] for i in sorted(done)],
             )
         return self.parts.store.transition(
             job.id,
@@ -190,7 +189,7 @@ class Delivery:
         """
         from datetime import timedelta
 
-        attempts = int(job.result.get("download_attempts", 0)) + (0 if disk else 1)
+        attempts = job.result.download_attempts + (0 if disk else 1)
         if attempts > self.parts.config.queue.max_attempts:
             self.endings.fail(
                 job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False
@@ -211,7 +210,7 @@ class Delivery:
             expect={JobStatus.DOWNLOADING},
             resumes_at=until,
             hold_kind=HoldKind.DOWNLOAD,
-            result={**job.result, "download_attempts": attempts},
+            result=job.result.but(download_attempts=attempts),
         )
         self._schedule_release(until)
 
@@ -219,7 +218,7 @@ class Delivery:
 
     async def _process(self, job: Job) -> None:
         files = [f.path for f in job.files]
-        if self.parts.plugins is not None and "postprocess" not in job.result:
+        if self.parts.plugins is not None and job.result.postprocess is None:
             outcome = await self.parts.plugins.on_complete(job, files)
             warnings = [*job.warnings, *(describe_failure(f) for f in outcome.failures)]
             added = await asyncio.to_thread(_describe_files, outcome.added_files)
@@ -229,13 +228,13 @@ class Delivery:
                 event="post-processed",
                 warnings=warnings,
                 files=[*job.files, *added],
-                result={**job.result, "postprocess": outcome.sidecar},
+                result=job.result.but(postprocess=outcome.sidecar),
             )
             if outcome.failures:
                 self.parts.store.add_event(job.id, "plugin warnings", "; ".join(warnings))
-        elif "postprocess" not in job.result:
+        elif job.result.postprocess is None:
             job = self.parts.store.update(
-                job.id, expect={JobStatus.PROCESSING}, result={**job.result, "postprocess": {}}
+                job.id, expect={JobStatus.PROCESSING}, result=job.result.but(postprocess={})
             )
         sidecar = self._sidecar(job)
         await asyncio.to_thread(self._write_sidecar, job, sidecar)
@@ -255,7 +254,6 @@ class Delivery:
         history.append(
             {"at": iso(now), "event": "done", "from": "processing", "to": "done", "reason": None}
         )
-        outputs = job.result.get("outputs", [])
         return {
             "job_id": job.id,
             "task_id": job.task_id,
@@ -264,16 +262,13 @@ class Delivery:
             "model": job.model,
             "request": job.request,
             "credits": job.credits,
-            "seeds": job.result.get("seeds", []),
-            "metas": [o.get("metas", {}) for o in outputs],
-            "files": [
-                {"path": _relative(f.path, output), "size": f.size, "sha256": f.sha256}
-                for f in job.files
-            ],
+            "seeds": job.result.seeds,
+            "metas": [take.metas for take in job.result.takes],
+            "files": [f.stored(relative_to=output) for f in job.files],
             "source": job.source,
             "archived_as": job.archived_as,
             "warnings": list(job.warnings),
-            "plugins": job.result.get("postprocess", {}),
+            "plugins": dict(job.result.postprocess or {}),
             "created_at": iso(job.created_at),
             "completed_at": iso(now),
             "history": history,
@@ -283,13 +278,6 @@ class Delivery:
         assert job.base_name is not None
         path = self.parts.config.folders.output / f"{job.base_name}.json"
         write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def _describe_files(paths: list[Path]) -> list[JobFile]:
@@ -314,7 +302,7 @@ def _takes_at(stem: Path) -> list[Path]:
     ]
 
 
-def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
+def _placed_before_crash(stem: Path) -> JobFile | None:
     """A take placed before a crash that the store did not record yet.
 
     Linked into place with its `.part` name not yet removed (both names are one inode), or
@@ -331,13 +319,12 @@ def _placed_before_crash(stem: Path) -> dict[str, Any] | None:
     return None
 
 
-def _adopt_existing(stem: Path) -> dict[str, Any] | None:
+def _adopt_existing(stem: Path) -> JobFile | None:
     """A take already renamed into place before a crash: the base was ours, so is the file."""
     part = stem.with_name(stem.name + ".part")
     for candidate in _takes_at(stem):
         # A crash between link and unlink leaves the same inode under both names.
         if part.exists() and os.path.samefile(part, candidate):
             part.unlink()
-        described = _describe_files([candidate])[0]
-        return {"path": str(candidate), "size": described.size, "sha256": described.sha256}
+        return _describe_files([candidate])[0]
     return None

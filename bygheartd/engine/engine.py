@@ -42,7 +42,6 @@ from bygheartd.store.store import StaleTransition, Store
 log = logging.getLogger(__name__)
 
 UNKNOWN_OUTCOME = "submission outcome unknown"
-ORIGINAL_REQUEST = "request_before_plugins"
 AUTH_RECHECK_SECONDS = 600.0
 STORE_WATCH_SECONDS = 0.25
 
@@ -228,7 +227,7 @@ class Engine:
         if self.plugins is not None:
             # Plugins always start from the request as queued: a job held and resumed (or
             # retried) must not get a non-idempotent change applied twice.
-            original = job.result.get(ORIGINAL_REQUEST) or job.request
+            original = job.result.request_before_plugins or job.request
             try:
                 changes = await self.plugins.before_submit(job, dict(original))
             except RejectJob as exc:
@@ -259,7 +258,7 @@ class Engine:
                     api_body=body,
                     credits=credits,
                     model=request.model,
-                    result={**job.result, ORIGINAL_REQUEST: original},
+                    result=job.result.but(request_before_plugins=original),
                 )
         too_much = self.budget.too_expensive(credits)
         if too_much is not None:

@@ -21,9 +21,6 @@ from bygheartd.store.store import StaleTransition
 
 log = logging.getLogger(__name__)
 
-# Where stores of the first release kept the start of a "[]" stretch (now a column).
-LEGACY_UNKNOWN_SINCE = "unknown_since_ts"
-
 
 class Poller:
     """Batched polls of every task in flight, timed to when they should be done."""
@@ -164,27 +161,15 @@ class Poller:
         """Act on one task's answer; True when the job left `running`."""
         if result.state is TaskState.SUCCEEDED:
             self._observe_generation(job, now)
-            outputs = [
-                {
-                    "file": o.file,
-                    "seed": o.seed,
-                    "metas": o.metas,
-                    "prompt": o.prompt,
-                    "lyrics": o.lyrics,
-                    "dit_model": o.dit_model,
-                    "lm_model": o.lm_model,
-                }
-                for o in result.outputs
-            ]
-            seeds = [o.seed for o in result.outputs if o.seed]  # one per take, in order
+            takes = tuple(result.outputs)
             try:
                 job = self.parts.store.transition(
                     job.id,
                     JobStatus.DOWNLOADING,
                     event="generated",
-                    reason=f"{len(outputs)} file(s) ready",
+                    reason=f"{len(takes)} file(s) ready",
                     expect={JobStatus.RUNNING},
-                    result={**job.result, "outputs": outputs, "seeds": seeds},
+                    result=job.result.but(takes=takes),
                     progress=1.0,
                     eta_seconds=None,
                 )
@@ -207,11 +192,10 @@ class Poller:
         if result.state is TaskState.UNKNOWN:
             return self._unknown(job, now)
         updates: dict[str, Any] = {}
-        if job.result.get("unknown_polls") or job.unknown_since is not None:
+        if job.result.unknown_polls or job.unknown_since is not None:
             # Known again: a later stretch of "[]" starts its own grace period.
-            kept = {k: v for k, v in job.result.items() if k != LEGACY_UNKNOWN_SINCE}
             updates["unknown_since"] = None
-            updates["result"] = {**kept, "unknown_polls": 0}
+            updates["result"] = job.result.but(unknown_polls=0)
         if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
             updates["progress"] = result.progress
         eta = self._eta(elapsed, result.progress)
@@ -232,10 +216,8 @@ class Poller:
 
     def _unknown(self, job: Job, now: datetime) -> bool:
         """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
-        polls = int(job.result.get("unknown_polls", 0)) + 1
+        polls = job.result.unknown_polls + 1
         since = job.unknown_since
-        if since is None and LEGACY_UNKNOWN_SINCE in job.result:  # written by 0.1 releases
-            since = datetime.fromtimestamp(float(job.result[LEGACY_UNKNOWN_SINCE]), UTC)
         since_ts = (since or now).timestamp()
         if (
             polls >= 3
@@ -253,6 +235,6 @@ class Poller:
                 job.id,
                 expect={JobStatus.RUNNING},
                 unknown_since=datetime.fromtimestamp(since_ts, UTC),
-                result={**job.result, "unknown_polls": polls},
+                result=job.result.but(unknown_polls=polls),
             )
         return False

@@ -102,6 +102,9 @@ class Runtime:
         self._supervisor: asyncio.Task[None] | None = None
         self._idle_since: float | None = None
         self.engine_error: str | None = None
+        # Set while an engine drains (and for good once the process is exiting): the
+        # supervisor must not start a second engine that downloads the same takes.
+        self._no_restart = False
 
     @property
     def config(self) -> Config:
@@ -119,12 +122,24 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._stop_supervisor()
+        await self.stop_engine()
+        self.store.close()
+
+    async def _stop_supervisor(self) -> None:
+        self._no_restart = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        await self.stop_engine()
-        self.store.close()
+            self._supervisor = None
+
+    async def shut_down(self, drain_seconds: float) -> dict[str, int]:
+        """Stop for good as the process exits: no engine starts again, and a download that
+        outlived the drain keeps a working client until the process ends instead of having
+        its connection closed under it (the next start resumes it from the store)."""
+        await self._stop_supervisor()
+        return await self.stop_engine(drain_seconds, close_client=False)
 
     async def reload(self, config: Config, *, plugins_changed: bool) -> None:
         """A reloaded config (SIGHUP): replace it in its one holder, give the engine a
@@ -193,6 +208,8 @@ class Runtime:
     async def _try_start_engine(self) -> bool:
         if self.engine is not None:
             return True
+        if self._no_restart:
+            return False
         if self.lock.handover_requested() and not self.is_daemon:
             return False  # a daemon is taking over: leave the lock to it
         if not self.lock.try_acquire(self.owner):
@@ -213,20 +230,19 @@ class Runtime:
     async def stop_engine(
         self, drain_seconds: float = 10.0, *, close_client: bool = True
     ) -> dict[str, int]:
-        """Drain and stop the engine here, release the lock; the job counts at the end.
-
-        The daemon passes `close_client=False` as it exits: a download that outlived the
-        drain keeps a working client until the process ends instead of having its
-        connection closed under it (the next start resumes it from the store).
-        """
+        """Drain and stop the engine here, release the lock; the job counts at the end."""
         if self.engine is None:
             return self.store.counts()
         engine, self.engine = self.engine, None
-        counts = await engine.stop(drain_seconds)
-        if close_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-        self.lock.release()
+        restart_was_blocked, self._no_restart = self._no_restart, True
+        try:
+            counts = await engine.stop(drain_seconds)
+            if close_client and self._client is not None:
+                await self._client.aclose()
+                self._client = None
+            self.lock.release()
+        finally:
+            self._no_restart = restart_was_blocked
         return counts
 
     async def _supervise(self) -> None:

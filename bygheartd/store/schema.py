@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
-from bygheartd.jobs import HoldKind, Job, JobFile, JobStatus, parse_iso, utcnow
+from bygheartd.jobs import HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
 
 SCHEMA_VERSION = 2
 
@@ -95,10 +94,8 @@ SUMMARY_COLUMNS = (
 def row_to_job(row: sqlite3.Row) -> Job:
     """A row of `SELECT *`, or of `SUMMARY_COLUMNS` (then request and result are empty)."""
     full = "request_json" in row.keys()  # noqa: SIM118 (`in row` would search the values)
-    files = tuple(
-        JobFile(Path(f["path"]), int(f["size"]), str(f["sha256"]))
-        for f in json.loads(row["files_json"])
-    )
+    files = tuple(JobFile.from_stored(f) for f in json.loads(row["files_json"]))
+    result = JobResult.from_stored(json.loads(row["result_json"])) if full else JobResult()
     created = parse_iso(row["created_at"]) or utcnow()
     return Job(
         id=row["id"],
@@ -121,9 +118,11 @@ def row_to_job(row: sqlite3.Row) -> Job:
         base_name=row["base_name"],
         files=files,
         warnings=tuple(json.loads(row["warnings_json"])),
-        result=json.loads(row["result_json"]) if full else {},
+        result=result,
         submitted_at=parse_iso(row["submitted_at"]),
         completed_at=parse_iso(row["completed_at"]),
         origin=row["origin"],
-        unknown_since=parse_iso(row["unknown_since"]) if full else None,
+        unknown_since=(
+            (parse_iso(row["unknown_since"]) or result.legacy_unknown_since) if full else None
+        ),
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.errors import BygheartdError
-from bygheartd.jobs import Event, Job, JobFile, JobStatus, iso, parse_iso, utcnow
+from bygheartd.jobs import Event, Job, JobFile, JobResult, JobStatus, iso, parse_iso, utcnow
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"
@@ -521,8 +521,8 @@ def _dumps(value: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
-    if isinstance(value, JobFile):
-        return {"path": str(value.path), "size": value.size, "sha256": value.sha256}
+    if isinstance(value, JobFile | JobResult):
+        return value.stored()
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from bygheartd.hooks.host import PluginHost, PluginSettings
-from bygheartd.jobs import Job, JobStatus
+from bygheartd.jobs import Job, JobResult, JobStatus
 
 FIXTURES = Path(__file__).parent
 
@@ -47,9 +47,10 @@ def make_job(**changes: Any) -> Job:
         "task_id": "task-123",
         "credits": 4,
         "base_name": "midnight-god-mode",
-        "result": {"seeds": ["42", "43"]},
+        "result": {"outputs": [{"file": "/a.mp3", "seed": "42"}, {"file": "/b.mp3", "seed": "43"}]},
     }
     values.update(changes)
+    values["result"] = JobResult.from_stored(values["result"])  # as the store reads it
     return Job(**values)
 
 
