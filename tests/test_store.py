@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bygheartd.jobs import JobStatus
-from bygheartd.store.store import SCHEMA_VERSION, JobNotFound, StaleTransition, Store, StoreError
+from bygheartd.store.errors import JobNotFound, StaleTransition, StoreError
+from bygheartd.store.store import SCHEMA_VERSION, Store
 
 
 def new_job(store: Store, title: str = "Song") -> str:

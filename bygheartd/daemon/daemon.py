@@ -15,7 +15,8 @@ from bygheartd.config import Config, LiveConfig, find_api_key, load_config
 from bygheartd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import JobStatus
-from bygheartd.service.runtime import NoApiKey, Runtime, no_key_message
+from bygheartd.service.errors import NoApiKey
+from bygheartd.service.runtime import Runtime, no_key_message
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import write_new_text
 from bygheartd.jobs import HoldKind, Job, JobFile, JobStatus, iso, utcnow
-from bygheartd.store.store import StaleTransition
+from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
 

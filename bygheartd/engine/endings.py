@@ -17,7 +17,7 @@ from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import copy_no_clobber, error_note_path, write_new_text
 from bygheartd.hooks.host import HookFailure, PluginHost
 from bygheartd.jobs import Job, JobStatus
-from bygheartd.store.store import StaleTransition
+from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
 from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
-from bygheartd.store.store import StaleTransition, Store
+from bygheartd.store.errors import StaleTransition
+from bygheartd.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from bygheartd.engine.delivery import Delivery
 from bygheartd.engine.endings import Endings
 from bygheartd.engine.parts import EngineParts
 from bygheartd.jobs import SETTLING, Job, JobStatus, utcnow
-from bygheartd.store.store import StaleTransition
+from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bygheartd.errors import BygheartdError
+from bygheartd.hooks.errors import SecretError
 
 ENTRY_POINT_GROUP = "bygheartd"
 FIRST_PARTY_PACKAGE = "bygheartd_plugins"
 LOCAL_MODULE_PREFIX = "bygheartd_plugins_local"
-
-
-class SecretError(BygheartdError):
-    """A `{ env = ... }` / `{ file = ... }` indirection could not be resolved."""
 
 
 def resolve_secrets(

@@ -27,12 +27,12 @@ from bygheartd.errors import PluginError, RejectJob
 from bygheartd.hooks import specs as hookspecs
 from bygheartd.hooks.discovery import (
     Candidate,
-    SecretError,
     entry_point_candidates,
     first_party_candidates,
     path_candidates,
     resolve_secrets,
 )
+from bygheartd.hooks.errors import SecretError
 from bygheartd.hooks.specs import hookimpl
 from bygheartd.jobs import Job
 from bygheartd.logs import register_secret

@@ -8,11 +8,7 @@ import os
 from pathlib import Path
 
 from bygheartd.config import Config
-from bygheartd.errors import BygheartdError
-
-
-class LyricsFileRefused(BygheartdError):
-    """A `lyrics_file` outside the folders MCP may read, or missing."""
+from bygheartd.mcp.errors import LyricsFileRefused
 
 
 def _inside(path: Path, root: Path) -> bool:

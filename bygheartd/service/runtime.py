@@ -22,14 +22,11 @@ from bygheartd.engine.ticker import Tick
 from bygheartd.errors import BygheartdError
 from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
 from bygheartd.jobs import ACTIVE_STATUSES
+from bygheartd.service.errors import NoApiKey
 from bygheartd.service.service import SongService
 from bygheartd.store.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class NoApiKey(BygheartdError):
-    pass
 
 
 def no_key_message(config: Config) -> str:

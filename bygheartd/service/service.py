@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lock import EngineLock
-from bygheartd.errors import BygheartdError
 from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
-from bygheartd.store.store import JobNotFound, StaleTransition, Store
+from bygheartd.service.errors import ServiceError
+from bygheartd.store.errors import JobNotFound, StaleTransition
+from bygheartd.store.store import Store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
     from bygheartd.songs.request import RequestRules, SongRequest
@@ -43,10 +44,6 @@ class EngineControl(Protocol):
     def every(self, name: str, seconds: float, func: Tick) -> bool: ...
 
     def cancel(self, name: str) -> None: ...
-
-
-class ServiceError(BygheartdError):
-    """A request a face made that cannot be done (unknown job, wrong status)."""
 
 
 @dataclass(frozen=True)

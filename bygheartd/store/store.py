@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Event, Job, JobFile, JobResult, JobStatus, iso, parse_iso, utcnow
+from bygheartd.store.errors import JobNotFound, StaleTransition, StoreError
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"
@@ -50,18 +50,6 @@ _WRITABLE = {
     "source",
     "source_path",
 }
-
-
-class StoreError(BygheartdError):
-    """The store cannot be used (schema too new, database unreadable)."""
-
-
-class StaleTransition(BygheartdError):
-    """A job was no longer in the expected status (another process moved it first)."""
-
-
-class JobNotFound(BygheartdError):
-    pass
 
 
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

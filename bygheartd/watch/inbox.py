@@ -22,7 +22,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from bygheartd.errors import BygheartdError
+from bygheartd.watch.errors import InboxBusy
 from bygheartd.watch.ignore import IgnoreRules
 from bygheartd.watch.stability import Signature
 
@@ -34,10 +34,6 @@ INOTIFY_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)  # 28: watches, 24: instance
 # (event type, path, destination of a move or None, is a directory)
 RawEvent = tuple[str, str, str | None, bool]
 ObserverFactory = Callable[[float], BaseObserver]
-
-
-class InboxBusy(BygheartdError):
-    """Another bygheartd already consumes this inbox."""
 
 
 class InboxLock:

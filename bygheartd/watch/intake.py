@@ -32,6 +32,7 @@ from bygheartd.jobs import Job, JobStatus
 from bygheartd.service.service import SongService
 from bygheartd.songs.request import SongRequest
 from bygheartd.songs.songfile import SUPPORTED_SUFFIXES
+from bygheartd.watch.errors import Rejection, Unstable
 from bygheartd.watch.ignore import IgnoreRules, PathKind
 
 log = logging.getLogger(__name__)
@@ -46,33 +47,6 @@ class Outcome:
     job_id: str | None = None
     moved_to: Path | None = None
     message: str = ""
-
-
-class Rejection(Exception):
-    """Why a dropped file cannot become a job: the `RequestError` its error note explains
-    (what is wrong, where, how to fix it)."""
-
-    def __init__(self, error: RequestError) -> None:
-        super().__init__(error.reason)
-        self.error = error
-
-    @classmethod
-    def because(cls, reason: str, *, hint: str | None = None, key: str | None = None) -> Rejection:
-        """A rejection of the drop folder's own (a link, a preset, a duplicate)."""
-        return cls(RequestError(reason, hint=hint, key=key))
-
-    @property
-    def reason(self) -> str:
-        return self.error.reason
-
-    @property
-    def full(self) -> str | None:
-        """The parser's whole message (file, line, reason, hint), when it came from one."""
-        return str(self.error) if self.error.source else None
-
-
-class Unstable(Exception):
-    """The file changed while it was read: it goes back to the stability tracker."""
 
 
 def drop_identity(relative: str, size: int, mtime_ns: int, content_sha256: str, n: int = 0) -> str:

@@ -19,8 +19,8 @@ from watchdog.observers.api import BaseObserver
 
 from bygheartd.config import Config, LiveConfig
 from bygheartd.service.service import SongService
+from bygheartd.watch.errors import InboxBusy
 from bygheartd.watch.inbox import (
-    InboxBusy,
     InboxLock,
     ObserverFactory,
     RawEvent,
