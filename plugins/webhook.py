@@ -112,7 +112,9 @@ async def _send(event: str, job: Job, files: list[Path], reason: str | None, con
 
 
 @hookimpl
-async def on_complete(job: Job, files: list[Path], config: dict[str, Any]) -> None:
+async def on_done(job: Job, files: list[Path], config: dict[str, Any]) -> None:
+    # Not on_complete: that runs before the sidecar, while the job is still `processing`
+    # and other plugins may still change, move or add files.
     await _send("complete", job, files, None, config)
 
 

@@ -21,6 +21,7 @@ from bygheartd.hooks.host import (
     RejectJob,
     hookimpl,
 )
+from bygheartd.jobs import JobStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -123,6 +124,33 @@ async def test_hook_on_held_runs_sync_implementations_off_the_event_loop(tmp_pat
     [(hook, reason, thread_id)] = local("recorder").calls
     assert (hook, reason) == ("on_held", "credit limit reached")
     assert thread_id != threading.get_ident()
+
+
+async def test_hook_on_done_gets_the_finished_job_and_a_baseexception_is_only_a_failure(
+    tmp_path: Path,
+) -> None:
+    plugin_folder(
+        tmp_path / "plugins",
+        a_interrupts="""
+            from bygheartd.hooks.host import hookimpl
+            @hookimpl
+            def on_done(job):
+                raise KeyboardInterrupt("not the daemon's Ctrl-C")
+        """,
+        b_records="""
+            from bygheartd.hooks.host import hookimpl
+            calls = []
+            @hookimpl
+            async def on_done(job, files):
+                calls.append((job.status.value, [f.name for f in files]))
+        """,
+    )
+    host = PluginHost.load(settings(tmp_path))
+    song = tmp_path / "song.mp3"
+    [failure] = await host.on_done(make_job(status=JobStatus.DONE), [song])
+    assert (failure.plugin, failure.hook) == ("a_interrupts", "on_done")
+    assert "KeyboardInterrupt" in failure.error
+    assert local("b_records").calls == [("done", ["song.mp3"])]
 
 
 async def test_a_raising_hook_is_recorded_and_later_plugins_still_run(tmp_path: Path) -> None:

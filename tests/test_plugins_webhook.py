@@ -72,8 +72,7 @@ def webhook_host(**table: Any) -> PluginHost:
 async def test_completion_is_posted_as_signed_json(tmp_path: Path, receiver: Receiver) -> None:
     song = write_audio(tmp_path / "song.mp3", seconds=0.5)
     host = webhook_host(url=receiver.url, secret="whsec-test")
-    outcome = await host.on_complete(make_job(status=JobStatus.PROCESSING), [song])
-    assert outcome.failures == []
+    assert await host.on_done(make_job(status=JobStatus.DONE), [song]) == []
     [(headers, body)] = receiver.requests
     assert headers["x-bygheartd-event"] == "complete"
     assert headers["content-type"] == "application/json"

@@ -67,11 +67,14 @@ class Delivery:
         # A held download is released when its time comes, by the engine's release tick.
         self._schedule_release = schedule_release
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # `on_done` notifications (webhooks) outlive their delivery slot; a drain waits.
+        self._notifying: set[asyncio.Task[None]] = set()
         self._naming_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(4)
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [t for t in self._tasks.values() if not t.done()]
+        running = [*self._tasks.values(), *self._notifying]
+        return [t for t in running if not t.done()]
 
     def start(self, job: Job) -> None:
         """Deliver a job in the background (at most one delivery per job)."""
@@ -220,25 +223,30 @@ class Delivery:
         files = [f.path for f in job.files]
         if self.parts.plugins is not None and job.result.postprocess is None:
             outcome = await self.parts.plugins.on_complete(job, files)
-            warnings = [*job.warnings, *(describe_failure(f) for f in outcome.failures)]
-            added = await asyncio.to_thread(_describe_files, outcome.added_files)
+            problems = [describe_failure(f) for f in outcome.failures]
+            # Plugins rewrite files in place (tags, loudness) and may remove or add some:
+            # record each file as it is now, so every record agrees with the disk.
+            now, gone = await asyncio.to_thread(_describe_present, [*files, *outcome.added_files])
+            for path in gone:
+                log.warning("job %s: %s was removed during post-processing", job.id, path)
+                problems.append(f"{path.name} was removed by a plugin during post-processing")
             job = self.parts.store.update(
                 job.id,
                 expect={JobStatus.PROCESSING},
                 event="post-processed",
-                warnings=warnings,
-                files=[*job.files, *added],
+                warnings=[*job.warnings, *problems],
+                files=now,
                 result=job.result.but(postprocess=outcome.sidecar),
             )
-            if outcome.failures:
-                self.parts.store.add_event(job.id, "plugin warnings", "; ".join(warnings))
+            if problems:
+                self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
         elif job.result.postprocess is None:
             job = self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=job.result.but(postprocess={})
             )
         sidecar = self._sidecar(job)
         await asyncio.to_thread(self._write_sidecar, job, sidecar)
-        self.parts.store.transition(
+        done = self.parts.store.transition(
             job.id,
             JobStatus.DONE,
             event="done",
@@ -246,6 +254,17 @@ class Delivery:
             expect={JobStatus.PROCESSING},
             completed_at=utcnow(),
         )
+        if self.parts.plugins is not None:
+            task = asyncio.get_running_loop().create_task(self._notify_done(done))
+            self._notifying.add(task)
+            task.add_done_callback(self._notifying.discard)
+
+    async def _notify_done(self, job: Job) -> None:
+        """`on_done` after the sidecar and the `done` status: a webhook tells the truth."""
+        plugins = self.parts.plugins
+        if plugins is not None:
+            failures = await plugins.on_done(job, [f.path for f in job.files])
+            self.endings.record_hook_failures(job.id, failures)
 
     def _sidecar(self, job: Job) -> dict[str, Any]:
         output = self.parts.config.folders.output
@@ -291,6 +310,17 @@ def _describe_files(paths: list[Path]) -> list[JobFile]:
                 digest.update(block)
         described.append(JobFile(path, path.stat().st_size, digest.hexdigest()))
     return described
+
+
+def _describe_present(paths: list[Path]) -> tuple[list[JobFile], list[Path]]:
+    """The files that exist, described as they are now, and those that no longer exist."""
+    present, gone = [], []
+    for path in dict.fromkeys(paths):  # a plugin may return a path twice
+        if path.is_file():
+            present.append(path)
+        else:
+            gone.append(path)
+    return _describe_files(present), gone
 
 
 def _takes_at(stem: Path) -> list[Path]:

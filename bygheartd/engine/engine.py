@@ -108,6 +108,9 @@ class Engine:
         for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
             self.delivery.start(job)
         self.ticker.start()
+        # A key fixed while we were stopped (the usual way: edit the file, restart the
+        # service) is tried at once, not when the old key's hold would have ended.
+        self.recheck_auth()
         log.info("engine started: %s", self.describe_counts())
         if self.config.backend == "acestep":
             await self._log_server_health()
@@ -475,9 +478,11 @@ class Engine:
             self._changed()
 
     def recheck_auth(self) -> None:
-        """After a config reload (a new key): release auth holds at once."""
+        """At start and after a new key (reload, key file changed): release auth holds now."""
         self._submit_paused_until = None
-        for job in self.store.list_jobs([JobStatus.HELD]):
-            if job.hold_kind is HoldKind.AUTH:
-                self.store.update(job.id, resumes_at=utcnow())
-        self.ticker.wake("release-held")
+        held = [j for j in self.store.list_jobs([JobStatus.HELD]) if j.hold_kind is HoldKind.AUTH]
+        for job in held:
+            with contextlib.suppress(StaleTransition):
+                self.store.update(job.id, resumes_at=utcnow(), expect={JobStatus.HELD})
+        if held:
+            self.ticker.wake("release-held")

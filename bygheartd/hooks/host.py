@@ -51,7 +51,7 @@ __all__ = [
     "hookimpl",
 ]
 
-HOOK_NAMES = ("before_submit", "after_submit", "on_complete", "on_failed", "on_held")
+HOOK_NAMES = ("before_submit", "after_submit", "on_complete", "on_done", "on_failed", "on_held")
 
 
 @dataclass
@@ -311,7 +311,10 @@ class PluginHost:
                 raise  # we are being cancelled (shutdown): not the plugin's doing
             # The plugin's own cancelled task leaked out: a failure like any other.
             failure = HookFailure(name, hook, _one_line(exc, self._secrets))
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit or a BaseException of the plugin's own: the
+            # daemon's shutdown comes from its signal handlers, never from inside a hook, so
+            # this is the plugin failing like any other (and must not stop the daemon).
             failure = HookFailure(name, hook, _one_line(exc, self._secrets))
         logger.warning("%s", failure)
         return name, None, failure
@@ -340,6 +343,9 @@ class PluginHost:
 
     async def after_submit(self, job: Job, task_id: str) -> list[HookFailure]:
         return self._failures(await self._each("after_submit", {"job": job, "task_id": task_id}))
+
+    async def on_done(self, job: Job, files: list[Path]) -> list[HookFailure]:
+        return self._failures(await self._each("on_done", {"job": job, "files": list(files)}))
 
     async def on_failed(self, job: Job, reason: str) -> list[HookFailure]:
         return self._failures(await self._each("on_failed", {"job": job, "reason": reason}))

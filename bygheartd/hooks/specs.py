@@ -52,6 +52,16 @@ def on_complete(job: Job, files: list[Path], config: dict[str, Any]) -> Any:
 
 
 @hookspec
+def on_done(job: Job, files: list[Path], config: dict[str, Any]) -> Any:
+    """Called once a job is `done`, after its sidecar is written: observe (notify).
+
+    `job` is the finished record (status `done`) and `files` are its files as they are now,
+    after every `on_complete` plugin (copies made elsewhere included). The return value is
+    ignored; an exception is recorded in the job's history and changes nothing.
+    """
+
+
+@hookspec
 def on_failed(job: Job, reason: str, config: dict[str, Any]) -> Any:
     """Called when a job fails, with the human-readable reason: observe (notify).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +73,12 @@ def make_client(config: Config) -> BygheartClient:
     )
 
 
+def _key_fingerprint(config: Config) -> str | None:
+    """Which key is in use, without keeping it: a digest to notice a change by."""
+    key = find_api_key(config).value
+    return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
 class Runtime:
     """The store and service for a face, plus an engine whenever this process may run one."""
 
@@ -102,6 +109,9 @@ class Runtime:
         # Set while an engine drains (and for good once the process is exiting): the
         # supervisor must not start a second engine that downloads the same takes.
         self._no_restart = False
+        # A fingerprint of the key the engine's client uses: a changed key file or
+        # credential is picked up without a reload, and jobs held for a bad key retried.
+        self._key_print: str | None = None
 
     @property
     def config(self) -> Config:
@@ -152,6 +162,7 @@ class Runtime:
             for info in self.plugins.describe():
                 if info.error:
                     log.warning("plugin not loaded: %s: %s", info.name, info.error)
+        self._key_print = _key_fingerprint(config)
         self.engine.use(self._client, self.plugins)
         self.engine.recheck_auth()
         if old_client is not None:
@@ -219,6 +230,7 @@ class Runtime:
             return False
         if self.plugins is None:
             self.plugins = await asyncio.to_thread(PluginHost.load, plugin_settings(self.config))
+        self._key_print = _key_fingerprint(self.config)
         self.engine = Engine(self.live, self.store, self._client, self.plugins)
         await self.engine.start()
         log.info("engine running in this process (%s)", self.owner)
@@ -249,6 +261,7 @@ class Runtime:
             await asyncio.sleep(0.5)
             try:
                 if self.engine is not None:
+                    await self._follow_key()
                     if self.is_daemon:
                         continue
                     if self.lock.handover_requested():
@@ -268,6 +281,22 @@ class Runtime:
                     await self._try_start_engine()
             except BygheartdError as exc:
                 log.warning("engine supervisor: %s", exc)
+
+    async def _follow_key(self) -> None:
+        """A key file or systemd credential rewritten while we run: use the new key now."""
+        try:
+            current = await asyncio.to_thread(_key_fingerprint, self.config)
+        except BygheartdError:
+            return  # a key file that vanished: the next submit says so with the fix
+        if current == self._key_print or self.engine is None:
+            return
+        self._key_print = current
+        old_client, self._client = self._client, make_client(self.config)
+        log.info("the API key changed: using the new one, retrying jobs held for the key")
+        self.engine.use(self._client)
+        self.engine.recheck_auth()
+        if old_client is not None:
+            await old_client.aclose()
 
     def has_work(self) -> bool:
         counts = self.store.counts()
