@@ -62,6 +62,15 @@ ACTIVE_STATUSES = frozenset(
 )
 
 
+def take_stems(base: str, takes: int) -> list[str]:
+    """Where a job's takes go (DESIGN.md "Naming"): `base`, `base.take2`, `base.take3`, ...
+
+    In the vocabulary because the store reserves these names for deliveries not finished
+    yet and the engine writes them: both must agree.
+    """
+    return [base if i == 0 else f"{base}.take{i + 1}" for i in range(max(1, takes))]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -53,13 +53,13 @@ async def test_song_file_becomes_verified_audio_and_sidecar(
         )
     assert job.status is JobStatus.DONE, job.reason
     out = config.folders.output
-    assert sorted(p.name for p in out.iterdir()) == ["song-0-2.mp3", "song-0.json", "song-0.mp3"]
+    assert sorted(p.name for p in out.iterdir()) == ["song-0.json", "song-0.mp3", "song-0.take2.mp3"]
     for f in job.files:
         info = soundfile.info(str(f.path))
         assert info.frames > 0
     sidecar = json.loads((out / "song-0.json").read_text())
     assert sidecar["job_id"] == job.id and sidecar["status"] == "done"
-    assert [f["path"] for f in sidecar["files"]] == ["song-0.mp3", "song-0-2.mp3"]
+    assert [f["path"] for f in sidecar["files"]] == ["song-0.mp3", "song-0.take2.mp3"]
     assert sidecar["credits"] == 2 and sidecar["request"]["takes"] == 2
     assert sidecar["seeds"] == ["11", "22"]  # one per take, as the server reported
     assert sidecar["history"][-1]["to"] == "done"

@@ -41,14 +41,27 @@ def test_a_download_held_for_later_keeps_its_output_base(make_config: MakeConfig
 
 @pytest.mark.parametrize(
     ("title", "takes", "reserved", "expected"),
-    [("Song", 2, {"song-2"}, "song-3"), ("Song 2", 1, {"song", "song-2"}, "song-2-2")],
-    ids=["a-second-take-on-a-reserved-base", "a-first-take-on-a-reserved-second-take"],
+    [("Song", 2, {"song.take2"}, "song-2"), ("Song 2", 1, {"song", "song-2"}, "song-2-2")],
+    ids=["a-second-take-reserved", "a-first-take-reserved"],
 )
 def test_a_base_whose_take_names_overlap_a_reserved_take_is_not_free(
     tmp_path: Path, title: str, takes: int, reserved: set[str], expected: str
 ) -> None:
-    """`song`'s second take `song-2.mp3` is also the first take of a base `song-2`."""
     assert choose_base(tmp_path, title, "x" * 14, reserved, takes) == expected
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [("song.take3.flac", "song-2"), ("song.json", "song-2"), ("song-2.mp3", "song-3")],
+    ids=["take", "sidecar", "legacy"],
+)
+def test_a_base_with_any_file_of_its_own_on_disk_is_not_free(
+    tmp_path: Path, existing: str, expected: str
+) -> None:
+    """Takes are `song.mp3`, `song.take2.mp3`, ...; `song-2.mp3` may be a second take written
+    by earlier versions, so it keeps the base `song` taken (and is `song-2`'s own take)."""
+    (tmp_path / existing).write_bytes(b"x")
+    assert choose_base(tmp_path, "Song", "x" * 14, set(), 2) == expected
 
 
 async def test_a_failing_job_removes_only_its_own_part_files(

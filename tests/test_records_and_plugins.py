@@ -145,7 +145,7 @@ async def test_every_record_describes_the_files_as_plugins_left_them(
     assert job.status is JobStatus.DONE, job.reason
 
     # The tags plugin rewrote both takes: the store describes them as they are now.
-    assert [f.path.name for f in job.files] == ["record-song.mp3", "record-song-2.mp3"]
+    assert [f.path.name for f in job.files] == ["record-song.mp3", "record-song.take2.mp3"]
     for f in job.files:
         assert (f.size, f.sha256) == (f.path.stat().st_size, digest(f.path))
     # ... and so does the sidecar.

@@ -324,11 +324,12 @@ def _describe_present(paths: list[Path]) -> tuple[list[JobFile], list[Path]]:
 
 
 def _takes_at(stem: Path) -> list[Path]:
-    """Audio files already named as this take (`stem.mp3`, ...)."""
+    """Audio files already named as this take (`stem.mp3`, ...): exactly the stem and one
+    suffix, so the first take `song` never adopts the second take `song.take2.mp3`."""
     return [
         p
         for p in stem.parent.glob(f"{glob.escape(stem.name)}.*")
-        if p.suffix.lower() in catalog.AUDIO_SUFFIXES
+        if p.suffix.lower() in catalog.AUDIO_SUFFIXES and p.name == stem.name + p.suffix
     ]
 
 

@@ -21,7 +21,8 @@ from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
 
-_PART_OF_TAKE = re.compile(r"(-\d+)?\.part")
+# `base.part`, `base.takeN.part`, and `base-N.part` left by versions that named takes so.
+_PART_OF_TAKE = re.compile(r"(\.take\d+|-\d+)?\.part")
 
 
 class Endings:
@@ -87,7 +88,7 @@ def describe_failure(failure: HookFailure) -> str:
 
 
 def remove_parts(output: Path, base: str) -> None:
-    """The `.part` files of this base's takes (`base.part`, `base-N.part`), no others."""
+    """The `.part` files of this base's takes (`base.part`, `base.takeN.part`), no others."""
     for part in output.glob(f"{glob.escape(base)}*.part"):
         if _PART_OF_TAKE.fullmatch(part.name[len(base) :]):
             part.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
-"""Output naming (DESIGN.md "Output"): a free base per job, takes as base-N.ext.
+"""Output naming (DESIGN.md "Naming"): a free base per job, takes as base.takeN.ext.
 
-A base is free when no `base.json` and no `base.*` / `base-N.*` file exists and no other
-active job has reserved it; the engine decides under one lock, so two jobs never share.
+A base is free when no `base.json`, no `base.*` (takes `base.takeN.*` included) and, from
+earlier versions that named takes `base-N.*`, no such file exists, and no other active job
+has reserved it; the engine decides under one lock, so two jobs never share.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from bygheartd.jobs import take_stems
 from bygheartd.songs.request import slugify
 
 
@@ -24,18 +26,13 @@ def _taken(output: Path, base: str) -> bool:
     return any(pattern.match(name) for name in names)
 
 
-def take_names(base: str, takes: int) -> list[str]:
-    """The stems of a base's takes: `base`, `base-2`, ... (`take_stem` without the folder)."""
-    return [base if i == 0 else f"{base}-{i + 1}" for i in range(max(1, takes))]
-
-
 def choose_base(
     output: Path, title: str, job_id: str, reserved: Iterable[str], takes: int = 1
 ) -> str:
     """The first free base for a job of `takes` takes.
 
     `reserved` holds the take stems of deliveries not finished yet (their files may not
-    exist yet): `song`'s second take `song-2` is also the first take of a base `song-2`.
+    exist yet), as `Store.reserved_take_stems` lists them.
     """
     slug = slugify(title) or f"song-{job_id[:8]}"
     slug = slug[:80].rstrip("-") or f"song-{job_id[:8]}"
@@ -43,11 +40,11 @@ def choose_base(
     n = 1
     while True:
         base = slug if n == 1 else f"{slug}-{n}"
-        if reserved.isdisjoint(take_names(base, takes)) and not _taken(output, base):
+        if reserved.isdisjoint(take_stems(base, takes)) and not _taken(output, base):
             return base
         n += 1
 
 
 def take_stem(output: Path, base: str, index: int) -> Path:
-    """`base` for the first take, `base-2`, `base-3`, ... for the others."""
-    return output / (base if index == 0 else f"{base}-{index + 1}")
+    """`base` for the first take, `base.take2`, `base.take3`, ... for the others."""
+    return output / take_stems(base, index + 1)[index]

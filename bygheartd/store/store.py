@@ -18,7 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bygheartd.jobs import Event, Job, JobFile, JobResult, JobStatus, iso, parse_iso, utcnow
+from bygheartd.jobs import (
+    Event,
+    Job,
+    JobFile,
+    JobResult,
+    JobStatus,
+    iso,
+    parse_iso,
+    take_stems,
+    utcnow,
+)
 from bygheartd.store.errors import JobNotFound, StaleTransition, StoreError
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
@@ -333,7 +343,7 @@ class Store:
         ]
 
     def reserved_take_stems(self) -> set[str]:
-        """Every take name (`base`, `base-2`, ...) an unfinished delivery will write."""
+        """Every take name (`base`, `base.take2`, ...) an unfinished delivery will write."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
@@ -342,7 +352,7 @@ class Store:
         stems: set[str] = set()
         for base, result in rows:
             takes = max(1, len(json.loads(result).get("outputs") or []))
-            stems.update([str(base), *(f"{base}-{n}" for n in range(2, takes + 1))])
+            stems.update(take_stems(str(base), takes))
         return stems
 
     def _update(self, db: sqlite3.Connection, job_id: str, **fields: Any) -> None:
