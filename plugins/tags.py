@@ -70,6 +70,108 @@ def _seeds(job: Job) -> list[str]:
     return [str(seed)] if seed is not None else []
 
 
+# Names that end a genre ("dark dance pop", "psychedelic rock"); a first style item that
+# ends otherwise ("female lead vocal", "120 bpm") is a description, not a genre.
+GENRE_WORDS = frozenset(
+    [
+        "pop",
+        "rock",
+        "jazz",
+        "blues",
+        "funk",
+        "soul",
+        "disco",
+        "house",
+        "techno",
+        "trance",
+        "ambient",
+        "metal",
+        "punk",
+        "folk",
+        "country",
+        "reggae",
+        "ska",
+        "rap",
+        "trap",
+        "drill",
+        "r&b",
+        "rnb",
+        "edm",
+        "dubstep",
+        "dnb",
+        "garage",
+        "grime",
+        "gospel",
+        "classical",
+        "opera",
+        "orchestral",
+        "soundtrack",
+        "lo-fi",
+        "lofi",
+        "synthwave",
+        "vaporwave",
+        "electro",
+        "electronic",
+        "electronica",
+        "idm",
+        "chillwave",
+        "chillout",
+        "downtempo",
+        "breakbeat",
+        "jungle",
+        "hardstyle",
+        "samba",
+        "salsa",
+        "tango",
+        "flamenco",
+        "afrobeat",
+        "afrobeats",
+        "amapiano",
+        "reggaeton",
+        "dancehall",
+        "k-pop",
+        "j-pop",
+        "grunge",
+        "emo",
+        "shoegaze",
+        "indie",
+        "bluegrass",
+        "americana",
+        "swing",
+        "bebop",
+        "fusion",
+        "ballad",
+        "lullaby",
+        "chanson",
+        "bolero",
+        "cumbia",
+        "bachata",
+        "merengue",
+        "polka",
+        "waltz",
+        "dance",
+        "hyperpop",
+        "phonk",
+        "bossa-nova",
+        "hip-hop",
+        "post-punk",
+        "new-wave",
+        "trip-hop",
+        "drum-and-bass",
+    ]
+)
+
+
+def genre_of(style: str) -> str:
+    """The style's first item when it names a genre, else "" (then no genre is written)."""
+    first = style.split(",")[0].strip()
+    words = first.lower().split()
+    if not words:
+        return ""
+    endings = {words[-1], "-".join(words[-2:]), "-".join(words[-3:])}
+    return first if endings & GENRE_WORDS else ""
+
+
 def song_fields(job: Job, settings: dict[str, Any], take: int) -> dict[str, str]:
     """The text fields every format gets; `take` counts from 0."""
     style = str(job.request.get("style") or "")
@@ -80,7 +182,7 @@ def song_fields(job: Job, settings: dict[str, Any], take: int) -> dict[str, str]
         "title": job.title,
         "artist": str(settings["artist"]),
         "album": str(settings["album"]),
-        "genre": style.split(",")[0].strip(),
+        "genre": genre_of(style),
         "lyrics": lyrics,
         "comment": style,
         "date": f"{when.year:04d}",

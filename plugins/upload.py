@@ -22,8 +22,8 @@ DEFAULT_TEMPLATE = "{artist}/{album}/{title}{ext}"
 DEFAULTS: dict[str, Any] = {
     "library": "",
     "template": DEFAULT_TEMPLATE,
-    "artist": "Bygheart",
-    "album": "bygheartd",
+    "artist": "",  # "": the file's own artist tag (what `tags` wrote), else FALLBACK
+    "album": "",
     "bucket": "",
     "prefix": "",
     "endpoint_url": "",
@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "access_key": "",
     "secret_key": "",
 }
+FALLBACK = {"artist": "Bygheart", "album": "bygheartd"}  # the tags plugin's defaults too
 FIELDS = ("title", "slug", "artist", "album", "model", "job_id", "date", "year", "ext", "take")
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]+')
 
@@ -70,8 +71,8 @@ def relative_path(job: Job, path: Path, take: int, settings: dict[str, Any]) -> 
     values = {
         "title": job.title,
         "slug": job.base_name or slugify(job.title),
-        "artist": str(settings["artist"]),
-        "album": str(settings["album"]),
+        "artist": str(settings["artist"]) or _tag(path, "artist"),
+        "album": str(settings["album"]) or _tag(path, "album"),
         "model": job.model or "default",
         "job_id": job.id,
         "date": when.strftime("%Y-%m-%d"),
@@ -85,6 +86,18 @@ def relative_path(job: Job, path: Path, take: int, settings: dict[str, Any]) -> 
     if not parts:
         raise ValueError(f"template {settings['template']!r} gives an empty path")
     return PurePosixPath(*parts)
+
+
+def _tag(path: Path, name: str) -> str:
+    """The file's own tag, so the library agrees with what `tags` wrote into the file."""
+    import mutagen
+
+    try:
+        audio = mutagen.File(str(path), easy=True)
+        values = audio.get(name) if audio is not None and audio.tags is not None else None
+    except Exception:  # an unreadable or untagged file: the default names
+        values = None
+    return str(values[0]) if values else FALLBACK[name]
 
 
 def _numbered(relative: PurePosixPath, n: int) -> PurePosixPath:

@@ -61,6 +61,8 @@ def _where(url: str) -> str:
 
 def summary(event: str, job: Job, files: list[Path], reason: str | None) -> dict[str, Any]:
     record = job.as_record()
+    if event == "complete":  # where plugins put copies (library paths, S3 keys), as recorded
+        record["plugins"] = dict(job.result.get("postprocess") or {})
     if files:
         record["files"] = [
             {"path": str(f), "name": f.name, "size": f.stat().st_size if f.exists() else None}

@@ -39,6 +39,23 @@ def tiny_png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    ("style", "genre"),
+    [
+        ("dark dance pop, female lead vocal", "dark dance pop"),
+        ("female lead vocal, synth pop", ""),
+        ("Hip Hop, boom bap", "Hip Hop"),
+        ("drum and bass, rolling", "drum and bass"),
+        ("120 bpm, ambient", ""),
+        ("", ""),
+    ],
+)
+def test_a_genre_is_written_only_when_the_first_style_item_is_one(style: str, genre: str) -> None:
+    from bygheartd_plugins.tags import genre_of
+
+    assert genre_of(style) == genre
+
+
 async def test_mp3_gets_id3_v23_with_lyrics_provenance_and_seeds(tmp_path: Path) -> None:
     take1 = write_audio(tmp_path / "midnight-god-mode.mp3")
     take2 = write_audio(tmp_path / "midnight-god-mode-2.mp3")

@@ -37,6 +37,23 @@ def song(tmp_path: Path) -> Path:
     return write_audio(tmp_path / "output" / "midnight-god-mode.mp3", seconds=0.5)
 
 
+async def test_the_library_path_uses_the_artist_and_album_the_tags_plugin_wrote(
+    tmp_path: Path, song: Path
+) -> None:
+    from plugin_fixtures.factories import first_party
+
+    library = tmp_path / "library"
+    host = first_party(
+        ["tags", "upload"],
+        tags={"artist": "Night Choir", "album": "Harbour Lights"},
+        upload={"library": str(library)},
+    )
+    outcome = await host.on_complete(make_job(), [song])
+    assert outcome.failures == []
+    [copied] = list(library.rglob("*.mp3"))
+    assert copied.relative_to(library).parts[:2] == ("Night Choir", "Harbour Lights")
+
+
 async def test_files_are_copied_by_the_default_template(tmp_path: Path, song: Path) -> None:
     library = tmp_path / "library"
     outcome = await upload_host(library=str(library)).on_complete(make_job(), [song])

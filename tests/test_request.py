@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -667,12 +668,29 @@ def test_display_title_falls_back() -> None:
         ("Ça va — Straße", "ca-va-strasse"),
         ("Rock & Roll", "rock-and-roll"),
         ("  --hi--  ", "hi"),
-        ("夜", ""),
+        ("夜", "ye"),
+        ("東京の夜", "dong-jing-no-ye"),
+        ("Ünïcode — 東京", "unicode-dong-jing"),
+        ("Привет мир", "privet-mir"),
+        ("!!!", ""),
         ("", ""),
     ],
 )
 def test_slugify(title: str, slug: str) -> None:
     assert slugify(title) == slug
+
+
+@pytest.mark.parametrize(
+    ("title", "source", "base"),
+    [("東京の夜", "tokyo.txt", "dong-jing-no-ye"), ("!!!", "night/tokyo.txt", "tokyo")],
+)
+def test_a_title_that_folds_to_nothing_falls_back_to_the_file_name(
+    tmp_path: Path, title: str, source: str, base: str
+) -> None:
+    from bygheartd.engine.naming import choose_base
+
+    assert choose_base(tmp_path, title, "1m8sd1f4abcde", set(), source=source) == base
+    assert choose_base(tmp_path, "!!!", "1m8sd1f4abcde", set()) == "song-1m8sd1f4"
 
 
 def test_slug_is_at_most_80_characters_without_a_trailing_dash() -> None:

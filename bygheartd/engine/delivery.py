@@ -134,7 +134,7 @@ class Delivery:
                 takes = len(job.result.takes)
                 # A big output folder is listed once per candidate: off the event loop.
                 base = await asyncio.to_thread(
-                    choose_base, output, job.title, job.id, reserved, takes
+                    choose_base, output, job.title, job.id, reserved, takes, source=job.source
                 )
                 job = self.parts.store.update(
                     job.id, base_name=base, expect={JobStatus.DOWNLOADING}

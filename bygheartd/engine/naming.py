@@ -27,15 +27,22 @@ def _taken(output: Path, base: str) -> bool:
 
 
 def choose_base(
-    output: Path, title: str, job_id: str, reserved: Iterable[str], takes: int = 1
+    output: Path,
+    title: str,
+    job_id: str,
+    reserved: Iterable[str],
+    takes: int = 1,
+    *,
+    source: str | None = None,
 ) -> str:
     """The first free base for a job of `takes` takes.
 
     `reserved` holds the take stems of deliveries not finished yet (their files may not
     exist yet), as `Store.reserved_take_stems` lists them.
     """
-    slug = slugify(title) or f"song-{job_id[:8]}"
-    slug = slug[:80].rstrip("-") or f"song-{job_id[:8]}"
+    # The title, else the song file's name (a title of only symbols), else the job id.
+    stem = Path(source).stem if source else ""
+    slug = slugify(title) or slugify(stem) or f"song-{job_id[:8]}"
     reserved = set(reserved)
     n = 1
     while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lock import EngineLock
 from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
-from bygheartd.service.errors import ServiceError
+from bygheartd.service.errors import IdempotencyConflict, ServiceError
 from bygheartd.store.errors import JobNotFound, StaleTransition
 from bygheartd.store.store import Store
 
@@ -171,11 +172,18 @@ class SongService:
         content_sha256: str | None = None,
         archived_as: str | None = None,
     ) -> Enqueued:
-        """Queue one request; with a key or a de-dupe window an existing job may come back."""
+        """Queue one request; with a key or a de-dupe window an existing job may come back.
+
+        A key names one request: the same key with another request raises
+        `IdempotencyConflict` rather than answer with a job that is not what was asked for.
+        """
+        canonical = request.canonical_json()
         if idempotency_key:
             for job in self.store.find_by("idempotency_key", idempotency_key):
+                if _queued_request(job) != canonical:
+                    raise IdempotencyConflict(idempotency_key, job.id)
                 return Enqueued(job, False)
-        dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
+        dedupe_key = hashlib.sha256(canonical.encode()).hexdigest()
         if dedupe_seconds:
             horizon = utcnow() - timedelta(seconds=dedupe_seconds)
             for job in self.store.find_by("dedupe_key", dedupe_key):
@@ -208,7 +216,8 @@ class SongService:
         return self.enqueue(
             request,
             fallback_title=path.stem,
-            source=str(path),
+            # Absolute: a path relative to wherever the CLI ran means nothing in a sidecar.
+            source=os.path.abspath(path),
             source_path=path.resolve(),
             origin=origin,
         ).job

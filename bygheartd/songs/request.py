@@ -421,7 +421,20 @@ def slugify(title: str) -> str:
 
     Path separators and dots vanish, so a title can never name a path ("../x" -> "x").
     """
-    text = unicodedata.normalize("NFKD", title.translate(_FOLD))
-    text = text.encode("ascii", "ignore").decode("ascii").lower()
+    from anyascii import anyascii  # a real transliteration: 東京 keeps its words
+
+    text = unicodedata.normalize("NFKC", title.translate(_FOLD))
+    text = anyascii("".join(_spaced(ch) for ch in text)).lower()
     slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
     return slug[:80].rstrip("-")
+
+
+_SYLLABIC = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")
+
+
+def _spaced(ch: str) -> str:
+    """A CJK or kana character is a word (or syllable) of its own: keep them apart, so
+    `東京の夜` folds to `dong-jing-no-ye`, not `dongjingnoye`."""
+    if ch.isascii():
+        return ch
+    return f" {ch} " if unicodedata.name(ch, "").startswith(_SYLLABIC) else ch
