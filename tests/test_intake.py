@@ -15,6 +15,13 @@ import pytest
 from conftest import MakeConfig
 
 from bygheartd.config import Config
+from bygheartd.folders.moves import (
+    copy_no_clobber,
+    error_note_path,
+    fit_name,
+    unique_path,
+    write_new_text,
+)
 from bygheartd.jobs import JobStatus
 from bygheartd.service.service import SongService
 from bygheartd.store.store import Store
@@ -120,6 +127,59 @@ def test_preset_subfolder_applies_its_preset_and_mirrors_into_archive(drop: Drop
     assert job.model == "bygheart-melody-fast"
     assert job.source == "demo/quick.txt"
     assert (drop.archive / "demo" / "quick.txt").exists()
+
+
+def test_a_second_255_byte_name_and_its_note_never_replace_the_first(drop: Drop) -> None:
+    name = "ж" * 125 + ".docx"  # 255 bytes
+    assert drop.intake.process(drop.put(name, b"first")).kind == "rejected"
+    (first_note,) = drop.failed.glob("*.error.txt")
+    # A user's file already sits where the second note would go first.
+    second_move = unique_path(drop.failed, name)
+    taken = error_note_path(second_move)
+    taken.write_text("mine", encoding="utf-8")
+    second = drop.intake.process(drop.put(name, b"second"))
+    assert second.kind == "rejected" and second.moved_to == second_move
+    assert (drop.failed / name).read_bytes() == b"first"
+    assert second_move.read_bytes() == b"second"
+    assert taken.read_text(encoding="utf-8") == "mine"
+    notes = sorted(drop.failed.glob("*.error*.txt"))
+    assert len(notes) == 3 and all(len(os.fsencode(n.name)) <= 255 for n in notes)
+    assert str(drop.failed / name) in first_note.read_text(encoding="utf-8")
+    (second_note,) = [n for n in notes if n not in (first_note, taken)]
+    # Its own note names the second file ("…-2"), and is numbered past the user's file.
+    assert second_note.name.endswith("…-2.docx.error-2.txt")
+    assert str(second_move) in second_note.read_text(encoding="utf-8")
+    assert not list(drop.failed.glob(".*"))  # no temporary left behind
+
+
+def test_a_failed_copy_of_a_255_byte_drop_and_its_note_fit(tmp_path: Path) -> None:
+    """What the engine does when a drop fails later: copy the archived file to failed/ (its
+    temporary too must fit) and write a note beside each copy."""
+    archived = tmp_path / "archive" / ("é" * 125 + ".txt")  # 254 bytes
+    archived.parent.mkdir()
+    archived.write_text("lyrics", encoding="utf-8")
+    failed = tmp_path / "failed"
+    copies = [copy_no_clobber(archived, failed) for _ in range(2)]
+    notes = [write_new_text(error_note_path(c), f"note of {c.name}") for c in copies]
+    assert copies[0].name == archived.name and copies[1].name.endswith("…-2.txt")
+    assert len({*copies, *notes}) == 4
+    assert all(len(os.fsencode(p.name)) <= 255 for p in (*copies, *notes))
+    assert [n.read_text(encoding="utf-8") for n in notes] == [f"note of {c.name}" for c in copies]
+    assert sorted(os.listdir(failed)) == sorted(p.name for p in (*copies, *notes))
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "kept"),
+    [
+        ("東京の夜", 7, "東京"),  # 3 bytes a character: never half of one
+        ("東京の夜", 5, "東"),
+        ("cafe\u0301s", 5, "caf"),  # not an "e" without its accent
+        ("cafe\u0301s", 6, "cafe\u0301"),
+        ("plain", 10, "plain"),
+    ],
+)
+def test_names_are_cut_between_characters(text: str, limit: int, kept: str) -> None:
+    assert fit_name(text, limit) == kept
 
 
 def test_unknown_preset_folder_is_rejected_with_the_nearest_preset(drop: Drop) -> None:

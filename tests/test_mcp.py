@@ -133,7 +133,7 @@ async def test_generate_waits_with_rising_progress_until_the_file_exists(
     assert song["deduplicated"] is False and song["budget_hold"] is None
     assert song["lyrics_sha256"] == hashlib.sha256(LYRICS.encode()).hexdigest()
     assert song["lyrics_lines"] == 5
-    assert song["credits_left_today"] == 30
+    assert song["credits_left_today"] == 28  # counts the job just queued (2 credits)
     path = Path(song["files"][0]["path"])
     assert path.is_absolute() and path.is_file()
     assert song["files"][0]["uri"] == path.as_uri()
@@ -152,15 +152,32 @@ async def test_the_same_request_again_returns_the_existing_job(idle_runtime: Run
 
 
 async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) -> None:
-    first = structured(
-        await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "idempotency_key": "k-1"})
-    )
-    again = structured(
-        await call(
-            idle_runtime, "generate_song", {"lyrics": LYRICS + "\nmore", "idempotency_key": "k-1"}
-        )
-    )
+    args = {"lyrics": LYRICS, "key": "A minor", "idempotency_key": "k-1"}
+    async with Client(build_server(idle_runtime.service)) as client:
+        first = await generate(client, **args)
+        # The same request (the same normalised values, in another order) gets the job back.
+        again = await generate(client, idempotency_key="k-1", key="A minor", lyrics=LYRICS)
     assert again["id"] == first["id"] and again["deduplicated"] is True
+    assert len(idle_runtime.service.list()) == 1
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_an_error(
+    idle_runtime: Runtime,
+) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        first = await generate(client, lyrics=LYRICS, idempotency_key="k-1")
+        other = await client.call_tool(
+            "generate_song", {"lyrics": LYRICS + "\nmore", "idempotency_key": "k-1"}
+        )
+        same = await generate(client, lyrics=LYRICS, idempotency_key="k-1")
+    assert other.is_error
+    message = text_of(other)
+    assert "idempotency key 'k-1' was used for job " + first["id"] in message
+    assert "different request" in message and "use a new key" in message
+    assert "Not queued again" not in message
+    # Nothing was queued for the refused call, and the key still answers with its job.
+    assert same["id"] == first["id"] and same["deduplicated"] is True
+    assert [job.id for job in idle_runtime.service.list()] == [first["id"]]
 
 
 async def test_a_new_idempotency_key_is_never_answered_with_another_keys_job(

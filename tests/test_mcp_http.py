@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bygheartd.config import Config
 from bygheartd.errors import ConfigError
-from bygheartd.mcp.http import McpHttpServer
+from bygheartd.mcp.http import HostRules, McpHttpServer
 from bygheartd.service.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
 
@@ -108,6 +108,133 @@ async def test_loopback_and_configured_hosts_are_accepted(served: McpHttpServer,
     async with httpx.AsyncClient() as http:
         reply = await http.post(served.url, json=INIT, headers=headers)
     assert reply.status_code == 200, reply.text
+
+
+# Each starts with an accepted name, which the SDK's prefix match (`localhost:*`) let through.
+LOOKALIKE_HOSTS = [
+    "localhost:80@evil.example",
+    "localhost:{port}.evil.example",
+    "127.0.0.1:{port}.evil.example",
+    "[::1]:{port}.evil.example",
+    "[::1]:{port}@evil.example",
+    "[::1]evil.example",
+    "[::1:{port}",
+    "::1",
+    "studio.local:{port}:1",
+    "localhost:",
+    "localhost:99999",
+    "localhost:+80",
+    "localhost.evil.example:{port}",
+    "evil.example",
+]
+
+
+@pytest.mark.parametrize("host", LOOKALIKE_HOSTS)
+async def test_a_host_that_only_starts_like_an_accepted_one_is_refused(
+    served: McpHttpServer, host: str
+) -> None:
+    headers = MCP_HEADERS | {
+        "Authorization": f"Bearer {TOKEN}",
+        "Host": host.format(port=served.port),
+    }
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+        health = await http.get(origin(served) + "/health", headers={"Host": headers["Host"]})
+    assert reply.status_code == 421, reply.text
+    assert reply.text.startswith("Invalid Host header")
+    # /health obeys the same rule: no job counts for a page on a rebound name.
+    assert health.status_code == 421 and "jobs" not in health.text
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}", "localhost", "[::1]"]
+)
+async def test_loopback_names_with_or_without_a_numeric_port_are_accepted(
+    served: McpHttpServer, host: str
+) -> None:
+    headers = MCP_HEADERS | {
+        "Authorization": f"Bearer {TOKEN}",
+        "Host": host.format(port=served.port),
+    }
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+        health = await http.get(origin(served) + "/health", headers={"Host": headers["Host"]})
+    assert reply.status_code == 200, reply.text
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://evil.example",
+        "http://localhost:80@evil.example",
+        "http://localhost:{port}.evil.example",
+        "https://[::1]:{port}.evil.example",
+        "http://localhost:{port}/",
+        "ftp://localhost:{port}",
+        "null",
+    ],
+)
+async def test_a_foreign_origin_is_refused_on_every_route(
+    served: McpHttpServer, value: str
+) -> None:
+    bad = {"Origin": value.format(port=served.port)}
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}"} | bad
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+        health = await http.get(origin(served) + "/health", headers=bad)
+    assert reply.status_code == 403 and reply.text == "Invalid Origin header"
+    assert health.status_code == 403 and "jobs" not in health.text
+
+
+@pytest.mark.parametrize(
+    "value", ["http://localhost:{port}", "https://127.0.0.1:{port}", "http://studio.local"]
+)
+async def test_an_origin_on_an_accepted_host_is_let_through(
+    served: McpHttpServer, value: str
+) -> None:
+    good = {"Origin": value.format(port=served.port)}
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}"} | good
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(served.url, json=INIT, headers=headers)
+        health = await http.get(origin(served) + "/health", headers=good)
+    assert reply.status_code == 200, reply.text
+    assert health.status_code == 200
+
+
+def test_a_configured_port_is_the_only_one_accepted_for_that_name(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(
+        None, mcp={"allowed_hosts": ["Music.Example.org:443", "fe80::1", "studio.local:*"]}
+    )
+    rules = HostRules.of(config)
+    assert rules.host_ok("music.example.org:443") and rules.host_ok("music.example.org")
+    assert not rules.host_ok("music.example.org:8443")
+    assert rules.host_ok("[fe80::1]:8765") and rules.host_ok("studio.local:1")
+    assert rules.origin_ok("https://music.example.org")
+    assert not rules.origin_ok("https://music.example.org:8443")
+    # The SDK's own check behind ours is given the same names.
+    sdk = rules.transport_security()
+    assert "music.example.org:443" in sdk.allowed_hosts
+    assert "music.example.org:*" not in sdk.allowed_hosts
+    assert "[fe80::1]:*" in sdk.allowed_hosts
+
+
+@pytest.mark.parametrize("entry", ["http://studio.local", "studio.local/mcp", "a b", "x:port"])
+async def test_an_allowed_hosts_entry_that_is_no_host_refuses_to_start(
+    make_config: MakeConfig, tmp_path: Path, entry: str
+) -> None:
+    token_file = tmp_path / "mcp-token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    config = make_config(
+        None, mcp={"http": True, "port": 0, "token_file": str(token_file), "allowed_hosts": [entry]}
+    )
+    async with Runtime(config, owner="test", engine=False) as runtime:
+        server = McpHttpServer(runtime.service)
+        with pytest.raises(ConfigError, match="allowed_hosts"):
+            await server.start()
+        await server.stop()
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

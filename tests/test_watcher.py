@@ -262,6 +262,37 @@ async def test_other_extension_goes_to_failed_with_a_note(harness: Any) -> None:
     assert "song files end in .txt" in (h.failed / "Song.DOCX.error.txt").read_text()
 
 
+LONG_NAMES = [  # 255 bytes each: the longest name the file system takes
+    pytest.param("s" * 250 + ".docx", id="ascii"),
+    pytest.param("東" * 83 + "é" + ".txt", id="multibyte"),
+]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+async def test_a_rejected_255_byte_name_gets_a_shortened_note_and_a_true_log_line(
+    harness: Any, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    assert len(name.encode()) == 255
+    caplog.set_level(logging.INFO, "bygheartd.watch")
+    h, _ = await harness()
+    (h.inbox / name).write_bytes(b"---\ntitl: Night Drive\n---\nlights on the highway\n")
+    await until(lambda: any(h.failed.glob("*.error.txt")), what="the error note")
+    (note,) = h.failed.glob("*.error.txt")
+    assert (h.failed / name).exists() and not (h.inbox / name).exists()
+    # It fits, it is valid UTF-8 (no character cut in half), and it still says which file.
+    raw = os.fsencode(note.name)
+    assert len(raw) <= 255 and raw.decode("utf-8") == note.name
+    suffix = os.path.splitext(name)[1]
+    start, _, end = note.name.partition("…")
+    assert end == suffix + ".error.txt" and name.startswith(start) and len(start) > 70
+    assert name in note.read_text(encoding="utf-8")
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"rejected {name} -> {h.failed / name}, note shortened to {note.name}: " in "\n".join(
+        logged
+    )
+    assert not any("stays in the inbox" in m for m in logged)
+
+
 async def test_vanished_inbox_pauses_and_resumes_without_losing_files(
     harness: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

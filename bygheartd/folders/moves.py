@@ -7,23 +7,97 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
+import unicodedata
 from pathlib import Path
+
+NAME_MAX = 255  # bytes in one file name on Linux file systems, when the folder cannot say
+NOTE_SUFFIX = ".error.txt"
+SHORTENED = "\u2026"  # marks a name cut to fit: "…"
+_KEPT_SUFFIX_BYTES = 32  # a longer "extension" is part of the name when a name is cut
+
+
+def name_max(directory: Path) -> int:
+    """The longest file name, in bytes, that `directory` (or the nearest existing parent, for
+    a folder still to be made) accepts: 255 almost everywhere, less on a few (eCryptfs)."""
+    for folder in (directory, *directory.parents):
+        try:
+            return int(os.pathconf(folder, "PC_NAME_MAX"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            break
+    return NAME_MAX
+
+
+def name_bytes(text: str) -> int:
+    """How many bytes `text` takes as a file name (undecodable bytes count as one each)."""
+    return len(os.fsencode(text))
+
+
+def fit_name(text: str, limit: int) -> str:
+    """The longest start of `text` that takes at most `limit` bytes as a file name, cut
+    between characters: never inside a UTF-8 sequence, never between a letter and its
+    combining accent."""
+    size = 0
+    for i, char in enumerate(text):
+        size += name_bytes(char)
+        if size > limit:
+            while i > 0 and unicodedata.combining(text[i]):
+                i -= 1
+            return text[:i]
+    return text
+
+
+def _fitted(name: str, tail: str, limit: int) -> str:
+    """`name` with `tail` put before its extension (`tail` after the whole name when the
+    extension is unusually long), the stem cut and marked with "…" when that would not fit
+    `limit` bytes."""
+    suffix = Path(name).suffix
+    whole = f"{name[: len(name) - len(suffix)]}{tail}{suffix}"
+    if name_bytes(whole) <= limit:
+        return whole
+    if name_bytes(suffix) > _KEPT_SUFFIX_BYTES:
+        suffix = ""
+    stem = name[: len(name) - len(suffix)]
+    # A name cut before (`…-2`) keeps what follows its mark: the note of `start…-2.txt` must
+    # not come out as the note name of `start….txt`.
+    head, marked, kept = stem.rpartition(SHORTENED)
+    if not marked or name_bytes(kept) > _KEPT_SUFFIX_BYTES:
+        head, kept = stem, ""
+    end = f"{SHORTENED}{kept}{tail}{suffix}"
+    return fit_name(head, limit - name_bytes(end)) + end
 
 
 def unique_path(directory: Path, name: str) -> Path:
-    """`name` in `directory`, or `stem-2.ext`, `stem-3.ext`, ... when taken."""
+    """`name` in `directory`, or `stem-2.ext`, `stem-3.ext`, ... when taken. A name already
+    at the file system's limit has its stem cut for the number, so that a second file of a
+    255-byte name still finds a free name instead of failing with "File name too long"."""
     candidate = directory / name
     if not _exists(candidate):
         return candidate
-    stem, suffix = Path(name).stem, Path(name).suffix
+    limit = name_max(directory)
     n = 2
     while True:
-        candidate = directory / f"{stem}-{n}{suffix}"
+        candidate = directory / _fitted(name, f"-{n}", limit)
         if not _exists(candidate):
             return candidate
         n += 1
+
+
+def _temp_path(path: Path, tag: str) -> Path:
+    """The hidden sibling `.NAME.tag` written before the final link or rename. For a name
+    near the limit it is cut, and a digest of the whole name keeps the temporaries of two
+    long names that start alike apart."""
+    name = f".{path.name}.{tag}"
+    limit = name_max(path.parent)
+    if name_bytes(name) <= limit:
+        return path.with_name(name)
+    digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+    tail = f"~{digest}.{tag}"
+    return path.with_name(f".{fit_name(path.name, limit - 1 - name_bytes(tail))}{tail}")
 
 
 def _exists(path: Path) -> bool:
@@ -63,7 +137,7 @@ def move_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path
 
 
 def _copy_then_remove(src: Path, target: Path) -> Path:
-    tmp = target.with_name(f".{target.name}.moving")
+    tmp = _temp_path(target, "moving")
     if src.is_symlink():  # a link moves as a link: never copy what it points at
         os.symlink(os.readlink(src), tmp)
         try:
@@ -86,7 +160,7 @@ def copy_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     while True:
         target = unique_path(directory, name or src.name)
-        tmp = target.with_name(f".{target.name}.copying")
+        tmp = _temp_path(target, "copying")
         shutil.copy2(src, tmp)
         try:
             os.link(tmp, target)
@@ -100,16 +174,61 @@ def copy_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path
 
 def write_new_text(path: Path, text: str) -> Path:
     """Write a new file atomically (temp + fsync + rename); the caller chose a free name."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp = _temp_path(path, "tmp")
+    _write_synced(tmp, text)
     os.replace(tmp, path)
     fsync_dir(path.parent)
     return path
 
 
+def _write_synced(path: Path, text: str, mode: str = "w") -> None:
+    with open(path, mode, encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def error_note_path(moved: Path) -> Path:
-    """`NAME.error.txt` beside a file in failed/."""
-    return moved.with_name(moved.name + ".error.txt")
+    """A free name for the note beside a file in failed/: `NAME.error.txt`, then
+    `NAME.error-2.txt`, ... when taken (a note never replaces a file).
+
+    `NAME.error.txt` of a name near the file system's limit (255 bytes) cannot exist, so
+    then the name's stem is cut (between characters) and marked "…", keeping its extension:
+    `<start of the name>….txt.error.txt`. The note itself names the whole file.
+    """
+    limit = name_max(moved.parent)
+    n = 1
+    while True:
+        mark = NOTE_SUFFIX if n == 1 else f".error-{n}.txt"
+        name = moved.name + mark
+        if name_bytes(name) > limit:
+            name = _fitted(moved.name, "", limit - name_bytes(mark)) + mark
+        candidate = moved.with_name(name)
+        if not _exists(candidate):
+            return candidate
+        n += 1
+
+
+def write_note(moved: Path, text: str) -> Path:
+    """Write the note of `moved` (see `error_note_path`) and return where it went. The name
+    is taken with a hard link, so a note appearing at the same moment is never replaced;
+    where links are not supported it is created exclusively instead."""
+    while True:
+        note = error_note_path(moved)
+        tmp = _temp_path(note, "tmp")
+        try:
+            _write_synced(tmp, text)
+            os.link(tmp, note)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                raise
+            try:
+                _write_synced(note, text, mode="x")
+            except FileExistsError:
+                continue
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(note.parent)
+        return note

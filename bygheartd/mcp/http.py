@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,7 +31,14 @@ from bygheartd.errors import ConfigError
 from bygheartd.mcp.server import build_server
 from bygheartd.service.service import SongService
 
-__all__ = ["LOOPBACK_HOSTS", "McpHttpServer", "allowed_hosts", "read_token"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "HostCheck",
+    "HostRules",
+    "McpHttpServer",
+    "allowed_hosts",
+    "read_token",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +82,162 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+_DEFAULT_PORTS = frozenset({"80", "443"})
+# What a Host header can name: a DNS name or IPv4 address, or a bracketed IPv6 literal.
+_NAME = re.compile(r"[a-z0-9_.-]+|\[[0-9a-f:.]+\]")
+
+
+def split_host(value: str) -> tuple[str, str | None] | None:
+    """A Host value (`name`, `name:port`, `[v6]`, `[v6]:port`) as (name, port), or None when
+    it is anything else. The port is digits only: `localhost:80@evil.example` and
+    `localhost:8765.evil.example` are not "localhost with a port", which is what the SDK's
+    prefix match (`host.startswith("localhost:")`) takes them for."""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[: end + 1], value[end + 1 :]
+    else:
+        name, colon, port = value.partition(":")
+        rest = colon + port
+    if not name:
+        return None
+    if not rest:
+        return name, None
+    port = rest[1:]
+    if rest[0] != ":" or not _PORT.fullmatch(port) or int(port) > 65535:
+        return None
+    return name, port
+
+
+@dataclass(frozen=True)
+class HostRules:
+    """The Host and Origin values the HTTP listener answers, compared exactly.
+
+    `ports` maps each accepted name to the ports it may carry: None for any numeric port (or
+    none), else the set written in `[mcp] allowed_hosts` ("music.example.org:443"). Names are
+    kept in lower case, as browsers and HTTP clients send them; a header is compared as sent,
+    like the SDK does, so that the SDK's own check behind this one never disagrees.
+    """
+
+    ports: Mapping[str, frozenset[str] | None]
+
+    @classmethod
+    def of(cls, config: Config) -> HostRules:
+        """The loopback names, the bound host when it is a specific address, and
+        `[mcp] allowed_hosts` (each with any port unless it names one)."""
+        entries: list[tuple[str, str | None]] = [(name, None) for name in LOOPBACK_HOSTS]
+        if config.mcp.host not in _WILDCARDS:
+            entries.append((_bracketed(config.mcp.host).lower(), None))
+        for raw in config.mcp.allowed_hosts:
+            entry = raw.strip().lower()
+            if entry:
+                entries.append(_configured(entry))
+        ports: dict[str, frozenset[str] | None] = {}
+        for name, port in entries:
+            if name in ports and ports[name] is None:
+                continue
+            if port is None:
+                ports[name] = None
+            else:
+                ports[name] = (ports.get(name) or frozenset()) | {port}
+        return cls(ports)
+
+    def host_ok(self, value: str) -> bool:
+        parsed = split_host(value)
+        if parsed is None or parsed[0] not in self.ports:
+            return False
+        allowed = self.ports[parsed[0]]
+        if allowed is None or parsed[1] in allowed:
+            return True
+        # No port is the scheme's default one: `name:443` also names what a browser (or a
+        # TLS proxy passing its Host on) sends for https://name/.
+        return parsed[1] is None and not allowed.isdisjoint(_DEFAULT_PORTS)
+
+    def origin_ok(self, value: str) -> bool:
+        """`http(s)://<accepted host>[:port]`, nothing more (no path, no user, not "null")."""
+        scheme, sep, rest = value.partition("://")
+        return bool(sep) and scheme in ("http", "https") and self.host_ok(rest)
+
+    def refusal(self, headers: Headers) -> Response | None:
+        """The answer to a request with a foreign Host or Origin, or None to let it through.
+
+        The status codes and texts are the SDK's (421 Misdirected Request for the Host, 403 for
+        the Origin), so /health, /mcp and whatever else shares the listener answer alike."""
+        hosts = headers.getlist("host")
+        if len(hosts) != 1 or not self.host_ok(hosts[0]):
+            log.info("refused an HTTP request for Host %r", ", ".join(hosts)[:200])
+            return PlainTextResponse(
+                "Invalid Host header: use a loopback name or one in [mcp] allowed_hosts",
+                status_code=421,
+            )
+        origins = headers.getlist("origin")
+        if origins and (len(origins) != 1 or not self.origin_ok(origins[0])):
+            log.info("refused an HTTP request from Origin %r", ", ".join(origins)[:200])
+            return PlainTextResponse("Invalid Origin header", status_code=403)
+        return None
+
+    def transport_security(self) -> TransportSecuritySettings:
+        """The same rules in the SDK's terms, for its own check behind ours. The SDK can only
+        say "any port" as a prefix (`name:*`), which accepts more than `host_ok`: ours runs
+        first, so the SDK's never sees a request ours refused, and never refuses one ours
+        accepted."""
+        hosts: list[str] = []
+        for name, ports in self.ports.items():
+            if ports is None:
+                hosts += [name, f"{name}:*"]
+                continue
+            if not ports.isdisjoint(_DEFAULT_PORTS):
+                hosts.append(name)
+            hosts += [f"{name}:{port}" for port in sorted(ports)]
+        origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+        )
+
+
+def _configured(entry: str) -> tuple[str, str | None]:
+    """One `[mcp] allowed_hosts` entry as (name, port or None for any): `studio.local`,
+    `music.example.org:443`, `name:*`, `[fe80::1]:8765`, or a bare IPv6 address."""
+    name = entry[:-2] if entry.endswith(":*") else entry
+    if name.count(":") > 1 and not name.startswith("["):
+        name = f"[{name}]"  # a bare IPv6 address: its colons are not a port
+    parsed = split_host(name)
+    if parsed is None or not _NAME.fullmatch(parsed[0]):
+        raise ConfigError(
+            f"[mcp] allowed_hosts entry {entry!r} is not a host name with an optional port",
+            key="mcp.allowed_hosts",
+            hint='write names as a browser shows them: "studio.local" or '
+            '"music.example.org:443" (no scheme, no path)',
+        )
+    return parsed
+
+
 def allowed_hosts(config: Config) -> TransportSecuritySettings:
-    """Host and Origin values accepted: the loopback names, the bound host when it is a
-    specific address, and `[mcp] allowed_hosts` (each with any port unless it names one)."""
-    names = list(LOOPBACK_HOSTS)
-    if config.mcp.host not in _WILDCARDS:
-        names.append(_bracketed(config.mcp.host))
-    names += [_bracketed(h.strip()) for h in config.mcp.allowed_hosts if h.strip()]
-    hosts: list[str] = []
-    origins: list[str] = []
-    for name in dict.fromkeys(names):
-        has_port = name.rsplit("]", 1)[-1].count(":") == 1
-        forms = [name] if has_port else [name, f"{name}:*"]
-        hosts += forms
-        origins += [f"{scheme}://{form}" for scheme in ("http", "https") for form in forms]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
+    """The SDK's DNS-rebinding settings for `config` (see `HostRules.transport_security`)."""
+    return HostRules.of(config).transport_security()
+
+
+class HostCheck:
+    """ASGI middleware in front of every route of the listener (/health and /mcp included):
+    a request whose Host or Origin is not in `HostRules` is answered before any route runs,
+    so a DNS-rebinding page can neither call MCP nor read /health's job counts."""
+
+    def __init__(self, app: ASGIApp, rules: HostRules) -> None:
+        self.app = app
+        self.rules = rules
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refused = self.rules.refusal(Headers(scope=scope))
+            if refused is not None:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BearerToken:
@@ -146,11 +295,12 @@ class McpHttpServer:
 
     def app(self, token: str) -> Starlette:
         server = build_server(self.service)
+        rules = HostRules.of(self.config)
         mcp_app = server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
             json_response=False,  # SSE: the only mode that carries progress notifications
-            transport_security=allowed_hosts(self.config),
+            transport_security=rules.transport_security(),
             host=self.config.mcp.host,
         )
 
@@ -164,6 +314,7 @@ class McpHttpServer:
                 Route("/health", self._health, methods=["GET"]),
                 Mount("/", app=BearerToken(mcp_app, token)),
             ],
+            middleware=[Middleware(HostCheck, rules=rules)],
             lifespan=lifespan,
         )
 
@@ -183,6 +334,7 @@ class McpHttpServer:
     async def start(self) -> None:
         """Bind, serve, and return once uvicorn accepts connections; errors are raised."""
         token = read_token(self.config)
+        HostRules.of(self.config)  # a bad [mcp] allowed_hosts entry refuses before the bind
         from bygheartd.logs import register_secret
 
         register_secret(token)

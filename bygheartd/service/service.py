@@ -10,18 +10,20 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lock import EngineLock
 from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
 from bygheartd.store.errors import JobNotFound, StaleTransition
+from bygheartd.store.store import JobEvent as JobEvent  # re-exported: faces see events
 from bygheartd.store.store import Store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
@@ -45,6 +47,48 @@ class EngineControl(Protocol):
     def every(self, name: str, seconds: float, func: Tick) -> bool: ...
 
     def cancel(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class BudgetOutlook:
+    """What a job costs and what it leaves, said the same way by every face.
+
+    `left_today` is what the daily cap leaves once this job (and the queued jobs ahead of
+    it) are paid; None when the plan has no daily cap. `hold` is set when the job will wait
+    for credits instead of starting now.
+    """
+
+    cost: int
+    left_today: int | None
+    hold: Hold | None
+    counts_credits: bool
+    available_today: int | None = None  # before this job, after the jobs ahead of it
+    daily: bool = False  # the hold is the daily cap (it lifts at the next day turn)
+
+    def text(self) -> str:
+        """`2 credits, 26 left today after this job`, or, when it will wait,
+        `needs 16 credits, 13 left today: it will wait until 00:00 UTC`."""
+        cost = credits_phrase(self.cost)
+        if not self.counts_credits:
+            return "free (a self-hosted server)"
+        if self.hold is not None:
+            until = _when(self.hold.resumes_at)
+            if self.available_today is not None and self.daily:
+                return (
+                    f"needs {cost}, {self.available_today} left today: it will wait until {until}"
+                )
+            return f"needs {cost}: it will wait until {until} ({self.hold.reason})"
+        if self.left_today is None:
+            return f"{cost} (no daily cap)"
+        return f"{cost}, {self.left_today} left today after this job"
+
+
+def _when(at: datetime) -> str:
+    """`00:00 UTC` for the next day turn (within a day), with the date when further off."""
+    zone = at.tzname() or "UTC"
+    if at - utcnow().astimezone(at.tzinfo) <= timedelta(days=1):
+        return f"{at:%H:%M} {zone}"
+    return f"{at:%Y-%m-%d %H:%M} {zone}"
 
 
 @dataclass(frozen=True)
@@ -177,13 +221,14 @@ class SongService:
         A key names one request: the same key with another request raises
         `IdempotencyConflict` rather than answer with a job that is not what was asked for.
         """
-        canonical = request.canonical_json()
+        dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
         if idempotency_key:
             for job in self.store.find_by("idempotency_key", idempotency_key):
-                if _queued_request(job) != canonical:
+                # The normalised request as it was queued (before any plugin changed it),
+                # kept as `dedupe_key`: spelling and argument order do not matter, content does.
+                if all(same.id != job.id for same in self.store.find_by("dedupe_key", dedupe_key)):
                     raise IdempotencyConflict(idempotency_key, job.id)
                 return Enqueued(job, False)
-        dedupe_key = hashlib.sha256(canonical.encode()).hexdigest()
         if dedupe_seconds:
             horizon = utcnow() - timedelta(seconds=dedupe_seconds)
             for job in self.store.find_by("dedupe_key", dedupe_key):
@@ -247,6 +292,21 @@ class SongService:
         except JobNotFound as exc:
             raise ServiceError(str(exc)) from None
 
+    def events_after(
+        self, seq: int, job_ids: list[str] | None = None, *, limit: int = 500
+    ) -> list[JobEvent]:
+        """Every job's history lines after `seq` (a `JobEvent.seq`), oldest first: the feed
+        of `bygheartd follow`. `job_ids` narrows it to those jobs."""
+        return self.store.events_after(seq, job_ids, limit=limit)
+
+    def event_seq(self, back: int = 0) -> int:
+        """Where a feed starts that shows the last `back` events first."""
+        return self.store.event_seq(back)
+
+    def data_version(self) -> int:
+        """Changes whenever another process commits: poll this, then read, to follow cheaply."""
+        return self.store.data_version()
+
     def history(self, job: Job) -> list[Event]:
         return self.store.history(job.id)
 
@@ -278,6 +338,40 @@ class SongService:
     def budget_hold(self, cost: int) -> Hold | None:
         """Why a job of `cost` credits would wait for credits now, and until when."""
         return self._budget.check(cost)
+
+    def budget_outlook(self, cost: int, *, job: Job | None = None, ahead: int = 0) -> BudgetOutlook:
+        """What `cost` leaves today, and whether the job will wait for credits.
+
+        Queued jobs are paid in order, so the queued jobs ahead of `job` (all queued jobs
+        when `job` is None, as for a dry run) count as spent, and so does `ahead` (earlier
+        files of the same dry run).
+        """
+        queued = [
+            j
+            for j in self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
+            if job is None or (j.id != job.id and j.created_at <= job.created_at)
+        ]
+        ahead += sum(j.credits for j in queued)
+        left = self._budget.left_today()
+        available = None if left is None else max(0, left - ahead)
+        # A daemon may already have submitted (and so reserved) the job: count it once.
+        paid = self.store.job_credit_balance(job.id) if job is not None else 0
+        due = max(0, cost - paid)
+        hold = self._budget.check(ahead + due) if due > 0 else None
+        return BudgetOutlook(
+            cost=cost,
+            left_today=None if available is None else max(0, available - (0 if hold else due)),
+            hold=hold,
+            counts_credits=self._budget.counts_credits,
+            available_today=available,
+            daily=hold is not None and hold.resumes_at == self._budget.next_day(),
+        )
+
+    def charged(self, jobs: Sequence[Job]) -> dict[str, int]:
+        """What each job was charged in the local ledger: reservations minus refunds (0
+        for a job cancelled before submission, or one not submitted yet)."""
+        balances = self.store.credit_balances([j.id for j in jobs])
+        return {j.id: balances.get(j.id, 0) for j in jobs}
 
     def sidecar(self, job: Job) -> dict[str, Any] | None:
         """The finished job's sidecar, as written in the output folder."""

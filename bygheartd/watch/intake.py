@@ -22,11 +22,10 @@ from bygheartd.config import Config, LiveConfig
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.folders.moves import (
     copy_no_clobber,
-    error_note_path,
     fsync_dir,
     move_no_clobber,
     unique_path,
-    write_new_text,
+    write_note,
 )
 from bygheartd.jobs import Job, JobStatus
 from bygheartd.service.service import SongService
@@ -298,17 +297,33 @@ class Intake:
             return False
 
     def reject(self, path: Path, relative: PurePosixPath, rejection: Rejection) -> Outcome:
-        """Move the file to failed/ (mirroring subfolders) and write NAME.error.txt beside it."""
+        """Move the file to failed/ (mirroring subfolders) and write NAME.error.txt beside it.
+
+        The note's name is shortened when `NAME.error.txt` would be too long for the file
+        system (a 255-byte song name). Once the file has moved, a note that still cannot be
+        written is logged as that: the file is in failed/, not in the inbox.
+        """
         failed = self.config.folders.failed
         if os.path.islink(path):  # moved as a link: a copy across devices would follow it
             target = _move_link(path, failed / relative.parent)
         else:
             target = move_no_clobber(path, failed / relative.parent)
-        note = error_note_path(target)
-        write_new_text(note, _printable(self._note(relative, target, rejection)))
+        why = rejection.full or rejection.reason
+        try:
+            note = write_note(target, _printable(self._note(relative, target, rejection)))
+        except OSError as exc:
+            log.error(
+                "%s",
+                _printable(
+                    f"rejected {relative}: moved to {target}, but its note could not be "
+                    f"written there ({exc.strerror or exc}): {why}"
+                ),
+            )
+            return Outcome("rejected", path, moved_to=target, message=rejection.reason)
+        # A numbered note (NAME.error-2.txt) still starts with the name; a shortened one not.
+        shortened = "shortened to " if not note.name.startswith(target.name) else ""
         log.warning(
-            "%s",
-            _printable(f"rejected {relative} -> {target}: {rejection.full or rejection.reason}"),
+            "%s", _printable(f"rejected {relative} -> {target}, note {shortened}{note.name}: {why}")
         )
         return Outcome("rejected", path, moved_to=target, message=rejection.reason)
 

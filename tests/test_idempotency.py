@@ -1,0 +1,99 @@
+"""One idempotency key is one request: at the service, the same key with the same request
+returns the key's job, and with another request it is an error naming the key and the job
+(so that no face tells its caller a new request was queued when it was not)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import MakeConfig
+
+from bygheartd.service.errors import IdempotencyConflict, ServiceError
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+
+LYRICS = "[Verse]\nStreetlights hum a slow refrain\n\n[Chorus]\nCall my name"
+
+
+@pytest.fixture
+def service(make_config: MakeConfig) -> Iterator[SongService]:
+    config = make_config(None)
+    store = Store.open(config.state_dir)
+    try:
+        yield SongService(config, store)
+    finally:
+        store.close()
+
+
+def test_the_same_key_with_the_same_normalised_request_returns_the_job(
+    service: SongService,
+) -> None:
+    first = service.enqueue(
+        service.build_request({"lyrics": LYRICS, "key": "Am", "time_signature": "4/4"}),
+        origin="mcp",
+        idempotency_key="key-1",
+    )
+    # Spelled differently, normalised the same: the same request.
+    again = service.enqueue(
+        service.build_request({"time_signature": "4", "key": "A minor", "lyrics": LYRICS}),
+        origin="mcp",
+        idempotency_key="key-1",
+    )
+    assert first.created and not again.created
+    assert again.job.id == first.job.id
+    assert len(service.list()) == 1
+
+
+def test_the_same_key_with_another_request_is_an_error_naming_the_key_and_the_job(
+    service: SongService,
+) -> None:
+    first = service.enqueue(
+        service.build_request({"lyrics": LYRICS}), origin="mcp", idempotency_key="key-1"
+    ).job
+    with pytest.raises(IdempotencyConflict) as raised:
+        service.enqueue(
+            service.build_request({"lyrics": LYRICS, "bpm": 90}),
+            origin="mcp",
+            idempotency_key="key-1",
+        )
+    assert isinstance(raised.value, ServiceError)
+    assert raised.value.key == "key-1" and raised.value.job_id == first.id
+    assert str(raised.value) == (
+        f"idempotency key 'key-1' was used for job {first.id} with a different request: "
+        "use a new key, or send the same request to get that job back"
+    )
+    assert [job.id for job in service.list()] == [first.id]
+
+
+def test_a_title_is_part_of_the_request_a_key_names(service: SongService) -> None:
+    service.enqueue(
+        service.build_request({"lyrics": LYRICS, "title": "One"}),
+        origin="mcp",
+        idempotency_key="key-1",
+    )
+    with pytest.raises(IdempotencyConflict):
+        service.enqueue(
+            service.build_request({"lyrics": LYRICS, "title": "Two"}),
+            origin="mcp",
+            idempotency_key="key-1",
+        )
+
+
+def test_a_plugin_changing_the_queued_job_does_not_make_its_own_request_a_conflict(
+    service: SongService,
+) -> None:
+    """The comparison is with the request as it was queued, not as plugins rewrote it."""
+    request = service.build_request({"lyrics": LYRICS})
+    first = service.enqueue(request, origin="mcp", idempotency_key="key-1").job
+    changed = service.build_request({"lyrics": LYRICS, "bpm": 120})
+    service.store.update(
+        first.id,
+        event="changed by plugins",
+        request=changed.model_dump(mode="json", exclude_none=True),
+        result=first.result.but(request_before_plugins=first.request),
+    )
+    again = service.enqueue(
+        service.build_request({"lyrics": LYRICS}), origin="mcp", idempotency_key="key-1"
+    )
+    assert again.job.id == first.id and not again.created
