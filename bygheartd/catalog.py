@@ -52,12 +52,47 @@ def constants() -> dict[str, Any]:
     return data
 
 
+def data_text(name: str) -> str:
+    """A text the package ships in `data/`: the songwriting guide (`guide.md`, read by
+    `bygheartd guide` and the MCP guide resource alike) or `config.example.toml` (a link to
+    the repository's own copy, so the two can never drift apart)."""
+    return (Path(__file__).parent / "data" / name).read_text("utf-8")
+
+
 def acestep_models() -> list[str]:
     """DiT model names a self-hosted ACE-Step server may know (downloadable + other known)."""
     dit = constants()["models"]["dit"]
     names: list[str] = list(dit["downloadable_may"])
     names += [n for n in dit["other_names_known_to_may_code"] if n not in names]
     return names
+
+
+# What each ACE-Step DiT family is for (the constants file names the families' members).
+ACESTEP_PURPOSES: Final[dict[str, str]] = {
+    "turbo": "fast (8 steps), the usual choice",
+    "sft": "more steps, more detail",
+    "base": "base model: also extract, lego and complete",
+}
+
+
+def backend_models(backend: str) -> list[ModelInfo]:
+    """The models of a backend with cost and purpose, in one place for every face.
+
+    Hosted: the price list; ACE-Step: the known DiT models, free (a self-hosted server).
+    """
+    if backend != "acestep":
+        return list(HOSTED_MODELS.values())
+    families: dict[str, list[str]] = constants()["models"]["dit"]["families"]
+    purpose = {n: ACESTEP_PURPOSES[f] for f, names in families.items() for n in names}
+    return [
+        ModelInfo(name, 0, purpose.get(name, "known to newer ACE-Step servers"))
+        for name in acestep_models()
+    ]
+
+
+def credits_phrase(count: int) -> str:
+    """`1 credit`, `2 credits`: the one way every face says an amount of credits."""
+    return f"{count} credit" if count in (1, -1) else f"{count} credits"
 
 
 def acestep_base_models() -> list[str]:

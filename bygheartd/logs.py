@@ -41,6 +41,9 @@ NOISY_LOGGERS = (
     "uvicorn.access",
     "apscheduler",
     "mcp.server.lowlevel.server",
+    # "Terminating session: None" several times per stateless MCP-over-HTTP call.
+    "mcp.server.streamable_http",
+    "mcp.server.streamable_http_manager",
 )
 
 REDACTED = "***"

@@ -109,7 +109,7 @@ def cli(config_path: Path, *args: str, timeout: float = 30.0) -> subprocess.Comp
 
 
 def list_json(config_path: Path) -> list[dict[str, Any]]:
-    done = cli(config_path, "list", "--json")
+    done = cli(config_path, "list", "--json", "--all")
     assert done.returncode == 0, done.stderr
     records: list[dict[str, Any]] = json.loads(done.stdout)
     return records

@@ -91,7 +91,8 @@ def test_submit_without_daemon_queues_and_says_how_to_start_one(cfg: Path, song_
 def test_dry_run_validates_and_shows_the_cost(cfg: Path, song_file: Path) -> None:
     result = bgh("submit", "--dry-run", str(song_file), config=cfg)
     assert result.returncode == 0
-    assert "1 credits" in result.stdout and "nothing was spent" in result.stdout
+    assert "1 credit," in result.stdout and "1 credits" not in result.stdout
+    assert "29 left today after this job" in result.stdout and "nothing was spent" in result.stdout
     assert json.loads(bgh("list", "--json", config=cfg).stdout) == []
 
 

@@ -53,7 +53,11 @@ async def test_song_file_becomes_verified_audio_and_sidecar(
         )
     assert job.status is JobStatus.DONE, job.reason
     out = config.folders.output
-    assert sorted(p.name for p in out.iterdir()) == ["song-0.json", "song-0.mp3", "song-0.take2.mp3"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "song-0.json",
+        "song-0.mp3",
+        "song-0.take2.mp3",
+    ]
     for f in job.files:
         info = soundfile.info(str(f.path))
         assert info.frames > 0
@@ -383,7 +387,7 @@ async def test_cancelled_running_job_is_settled_with_the_servers_outcome(
         doomed_events = [(e.event, e.reason) for e in runtime.store.history(doomed.id)]
         fine_events = [(e.event, e.reason) for e in runtime.store.history(fine.id)]
         spent = runtime.service.credits()["today"]["spent"]
-    assert ("settled", "failed on the server after the cancel: 1 credit(s) back") in doomed_events
+    assert ("settled", "failed on the server after the cancel: 1 credit back") in doomed_events
     assert any(e == "settled" and "charged, not downloaded" in (r or "") for e, r in fine_events)
     assert spent == 1 == server_credits(simulator)["used_today"]  # the ledgers agree
     assert not list(config.folders.output.iterdir())  # a cancelled song is not downloaded

@@ -62,6 +62,7 @@ class Daemon:
                 "bygheartd",
                 "list",
                 "--json",
+                "--all",
                 "--config",
                 str(self.config_path),
             ],

@@ -7,10 +7,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bygheartd.cli.display import credits_text, job_detail, jobs_table, print_json
+from bygheartd.catalog import credits_phrase
+from bygheartd.cli.display import (
+    credits_text,
+    job_detail,
+    jobs_table,
+    print_jobs_table,
+    print_json,
+)
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
-from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, iso
 
 if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
     from rich.console import Console
@@ -49,14 +56,23 @@ def parse_statuses(text: str | None) -> list[JobStatus] | None:
     return wanted
 
 
-def list_command(config: Config, status: str | None, limit: int | None, as_json: bool) -> None:
-    jobs = open_service(config).list(parse_statuses(status), limit, summary=True)
+def list_command(
+    config: Config, status: str | None, limit: int | None, as_json: bool, *, wide: bool = False
+) -> None:
+    service = open_service(config)
+    statuses = parse_statuses(status)
+    jobs = service.list(statuses, limit, summary=True)
     if as_json:
         print_json([j.as_record() for j in jobs])
     elif not jobs:
         print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
     else:
-        _console().print(jobs_table(jobs))
+        print_jobs_table(_console(), jobs, charged=service.charged(jobs), wide=wide)
+    if limit is not None and len(jobs) == limit:
+        wanted = None if statuses is None else {s.value for s in statuses}
+        total = sum(n for s, n in service.counts().items() if wanted is None or s in wanted)
+        if total > limit:  # on stderr: `--json` stays one valid document
+            print(f"{limit} of {total} jobs shown: --limit N or --all", file=sys.stderr)
 
 
 def show_command(config: Config, ref: str, as_json: bool) -> None:
@@ -69,7 +85,7 @@ def show_command(config: Config, ref: str, as_json: bool) -> None:
         record["history"] = [e.as_record() for e in history]
         print_json(record)
     else:
-        _console().print(job_detail(job, history))
+        _console().print(job_detail(job, history, charged=service.charged([job])[job.id]))
 
 
 def change_command(config: Config, ref: str, action: str) -> None:
@@ -90,6 +106,11 @@ def status_command(config: Config, as_json: bool) -> None:
     service = open_service(config)
     holder = service.engine_holder()
     summary = service.credits()
+    if holder and isinstance(holder.get("since"), int | float):
+        # The lock file keeps epoch seconds; every JSON output speaks ISO-8601 UTC.
+        from datetime import UTC, datetime
+
+        holder = {**holder, "since": iso(datetime.fromtimestamp(holder["since"], UTC))}
     data = {
         "engine": holder,
         "counts": service.counts(),
@@ -153,7 +174,8 @@ async def submit_files(
                 print_json([j.as_record() for j in jobs])
             else:
                 for job in jobs:
-                    print(f"queued {job.id} {job.title} ({job.credits} credits)")
+                    outlook = runtime.service.budget_outlook(job.credits, job=job)
+                    print(f"queued {job.id} {job.title}: {outlook.text()}")
                 if runtime.service.engine_holder() is None:
                     print(
                         "no daemon is running: start one with `bygheartd run`, or use "
@@ -183,15 +205,22 @@ async def submit_files(
 def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
     service = open_service(config)
     rows = []
+    ahead = 0  # the files before this one would be paid first
     for path in files:
         request = service.parse_file(path, preset=preset, display=str(path))
+        cost = request.credit_cost(config.backend)
+        outlook = service.budget_outlook(cost, ahead=ahead)
+        ahead += cost
         rows.append(
             {
                 "file": str(path),
                 "title": request.display_title(path.stem),
                 "model": request.model,
                 "takes": request.takes,
-                "credits": request.credit_cost(config.backend),
+                "credits": cost,
+                "credits_left_today": outlook.left_today,
+                "will_wait_until": iso(outlook.hold.resumes_at) if outlook.hold else None,
+                "budget": outlook.text(),
                 "request": request.model_dump(mode="json", exclude_none=True),
             }
         )
@@ -199,9 +228,9 @@ def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: boo
         print_json(rows)
     else:
         for row in rows:
-            print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['credits']} credits")
+            print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['budget']}")
         total = sum(int(str(r["credits"])) for r in rows)
-        print(f"total: {total} credits (nothing was spent)")
+        print(f"total: {credits_phrase(total)} (nothing was spent)")
     return 0
 
 

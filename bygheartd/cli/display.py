@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for `--json`
-    from rich.console import Group
+    from rich.console import Console, ConsoleOptions, Group, RenderResult
     from rich.table import Table
 
 STATUS_STYLE = {
@@ -69,28 +71,41 @@ def status_text(job: Job) -> str:
     return text
 
 
-def jobs_table(jobs: list[Job], *, with_files: bool = False) -> Table:
+def credits_cell(job: Job, charged: int | None) -> str:
+    """What the job was charged (the ledger: refunds subtracted, 0 when it never reached
+    the server), with its cost beside it when the two differ; the cost alone when the
+    caller has no ledger at hand."""
+    if charged is None or charged == job.credits:
+        return str(job.credits)
+    return f"{charged} (cost {job.credits})"
+
+
+def jobs_table(
+    jobs: list[Job], *, with_files: bool = False, charged: Mapping[str, int] | None = None
+) -> Table:
     """`list` shows what a job is; `--wait` and `demo` show where its files went."""
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
     table.add_column("id", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("title", overflow="fold")
+    # `list` cuts titles to fit (print_jobs_table); `--wait` and `demo` keep them whole.
+    table.add_column("title", overflow="fold" if with_files else "ellipsis", no_wrap=not with_files)
     if with_files:
         table.add_column("files (or reason)", overflow="fold", ratio=2)
     else:
-        table.add_column("model", overflow="fold")
+        table.add_column("model", overflow="ellipsis", no_wrap=True)
         table.add_column("credits", justify="right")
         table.add_column("created", no_wrap=True)
         if any(j.reason and j.status in NOTED for j in jobs):
-            table.add_column("why", overflow="fold", ratio=2)
+            table.add_column("why", overflow="ellipsis", no_wrap=True)
     for job in jobs:
         cells = [job.id, _status_cell(job), job.title]
         if with_files:
             cells.append("\n".join(short_path(f.path) for f in job.files) or (job.reason or ""))
         else:
-            cells += [job.model or "(default)", str(job.credits), ago(job.created_at)]
+            paid = None if charged is None else charged.get(job.id, 0)
+            cells += [job.model or "(default)", credits_cell(job, paid), ago(job.created_at)]
             if len(table.columns) > len(cells):
                 cells.append((job.reason or "") if job.status in NOTED else "")
         table.add_row(*cells)
@@ -101,19 +116,19 @@ def _status_cell(job: Job) -> str:
     return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"
 
 
-def job_detail(job: Job, history: list[Event]) -> Group:
+def job_detail(job: Job, history: list[Event], *, charged: int | None = None) -> Group:
     from rich.console import Group
     from rich.table import Table
 
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
-    facts.add_column(overflow="fold")
+    facts.add_column(overflow="ellipsis")  # long values wrap at words, never mid-word
     rows: list[tuple[str, str]] = [
         ("id", job.id),
         ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"),
         ("title", job.title),
         ("model", job.model or "(backend default)"),
-        ("credits", str(job.credits)),
+        ("credits", credits_cell(job, charged)),
         ("task", job.task_id or "-"),
         ("source", job.source or "-"),
     ]
@@ -129,11 +144,137 @@ def job_detail(job: Job, history: list[Event]) -> Group:
         facts.add_row(name, value)
     events = Table(box=None, header_style="bold", title="history", title_justify="left")
     for column in ("at", "event", "from → to", "reason"):
-        events.add_column(column, overflow="fold")
+        events.add_column(column, overflow="ellipsis", no_wrap=True)
     for e in history:
         move = f"{e.from_status or ''} → {e.to_status}" if e.to_status else ""
         events.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.event, move, e.reason or "")
-    return Group(facts, "", events)
+    return Group(facts, "", Fitted(events, flexible={"event": 1, "reason": 2}))
+
+
+# The hosted API's model names all start so; tables drop it (`--wide` and JSON keep it).
+MODEL_PREFIX = "bygheart-"
+
+
+def short_model(model: str | None) -> str | None:
+    """`bygheart-studio-pro` → `studio-pro`: the prefix says nothing in a column of them."""
+    if model and model.startswith(MODEL_PREFIX) and len(model) > len(MODEL_PREFIX):
+        return model[len(MODEL_PREFIX) :]
+    return model
+
+
+def print_jobs_table(
+    console: Console,
+    jobs: list[Job],
+    *,
+    charged: Mapping[str, int] | None = None,
+    wide: bool = False,
+) -> None:
+    """`list`: one line per job that fits the terminal (long cells end in "…"), or with
+    `wide` every cell whole, the lines as long as they need to be."""
+    if wide:
+        table = jobs_table(jobs, charged=charged)
+        console.width = max(console.width, natural_width(table))
+        console.print(table)
+        return
+    shown = [replace(job, model=short_model(job.model)) for job in jobs]
+    console.print(
+        Fitted(jobs_table(shown, charged=charged), flexible={"title": 2, "model": 1, "why": 1})
+    )
+
+
+def _column_widths(table: Table) -> list[int]:
+    """Each column's widest cell (header included), in terminal cells, markup removed."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    widths = []
+    for column in table.columns:
+        texts = [column.header, *column.cells]
+        widths.append(
+            max(
+                (
+                    max(
+                        (cell_len(line) for line in Text.from_markup(t).plain.split("\n")),
+                        default=0,
+                    )
+                    for t in texts
+                    if isinstance(t, str)
+                ),
+                default=0,
+            )
+        )
+    return widths
+
+
+def _padding(table: Table) -> int:
+    """What a table adds around its cells: `box=None` tables pad each side of a cell."""
+    left, right = table.padding[3], table.padding[1]
+    return len(table.columns) * (left + right) + (
+        0 if table.box is None else len(table.columns) + 1
+    )
+
+
+def natural_width(table: Table) -> int:
+    """The width at which nothing in `table` is cut or wrapped."""
+    return sum(_column_widths(table)) + _padding(table)
+
+
+# Cells up to this wide are never cut: "studio-pro" says more whole than "stu…".
+NEVER_CUT = 12
+
+
+class Fitted:
+    """A table whose `flexible` columns (header → weight) shrink, ending in "…", so that it
+    fits the width it is drawn at, while the other columns (ids, statuses, times) stay whole.
+
+    rich's own shrinking cuts every no-wrap column alike, ids included, and a ratio column
+    starves the others; deciding the widths here, at render time, keeps ids pasteable at
+    any terminal width.
+    """
+
+    def __init__(self, table: Table, *, flexible: Mapping[str, int]) -> None:
+        self.table = table
+        self.flexible = flexible
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table
+        widths = _column_widths(table)
+        # A column that is narrow anyway (a short model name) is not worth a cut.
+        flex = [
+            i
+            for i, c in enumerate(table.columns)
+            if str(c.header) in self.flexible and widths[i] > NEVER_CUT
+        ]
+        fixed = sum(w for i, w in enumerate(widths) if i not in flex)
+        room = options.max_width - fixed - _padding(table)
+        if flex and room >= 4 * len(flex):
+            weights = [self.flexible[str(table.columns[i].header)] for i in flex]
+            shares = _share(room, [widths[i] for i in flex], weights)
+            for i, width in zip(flex, shares, strict=True):
+                widths[i] = width
+            for column, width in zip(table.columns, widths, strict=True):
+                column.width = max(1, width)
+        yield table
+
+
+def _share(room: int, wants: list[int], weights: list[int]) -> list[int]:
+    """Split `room` among columns that want `wants`: the modest ones get all they want, the
+    greedy ones split what is left by `weights` (a title matters more than a reason)."""
+    given = [0] * len(wants)
+    left = list(range(len(wants)))
+    while left:
+        total = sum(weights[i] for i in left)
+        modest = [i for i in left if wants[i] * total <= room * weights[i]]
+        if not modest:
+            for i in left:
+                given[i] = room * weights[i] // total
+            given[left[0]] += room - sum(given[i] for i in left)
+            break
+        for i in modest:
+            given[i] = wants[i]
+            room -= wants[i]
+            left.remove(i)
+    return given
 
 
 def credits_text(summary: dict[str, Any]) -> str:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the config is loaded when a command needs it: `--help` stay
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 LEVELS = ["debug", "info", "warning", "error", "critical"]
+# A listing fits a screen or two; a state folder of years holds thousands of jobs.
+DEFAULT_LIST_LIMIT = 50
 
 
 class State:
@@ -94,8 +96,25 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise SystemExit(130) from None
 
 
-class Group(click.Group):
+class FullHelpGroup(click.Group):
+    """Command lists show each command's whole summary, wrapped, never cut off with "...":
+    click's default cuts at the terminal width, which hid half of most descriptions."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class Group(FullHelpGroup):
     """Turns our errors into one line on stderr; loads `simulator` only when asked for."""
+
+    group_class = FullHelpGroup  # `config` and other sub-groups list in full too
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), "simulator"])
@@ -173,13 +192,25 @@ def submit(
 @main.command(name="list")
 @common
 @click.option("--status", default=None, help="Only these statuses, comma-separated.")
-@click.option("--limit", type=int, default=None, help="At most N jobs.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"At most N jobs (default {DEFAULT_LIST_LIMIT}, also with --json).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Every job, however many.")
+@click.option("--wide", is_flag=True, help="Whole cells and model names, however wide.")
 @click.option("--json", "as_json", is_flag=True, help="Print job records as JSON.")
-def list_jobs(status: str | None, limit: int | None, as_json: bool) -> None:
+def list_jobs(
+    status: str | None, limit: int | None, show_all: bool, wide: bool, as_json: bool
+) -> None:
     """Jobs, newest first."""
     from bygheartd.cli.commands import list_command
 
-    list_command(_state().config(), status, limit, as_json)
+    if show_all and limit is not None:
+        raise click.UsageError("--limit and --all exclude each other")
+    limit = None if show_all else (limit or DEFAULT_LIST_LIMIT)
+    list_command(_state().config(), status, limit, as_json, wide=wide)
 
 
 @main.command()
@@ -191,6 +222,18 @@ def show(job: str, as_json: bool) -> None:
     from bygheartd.cli.commands import show_command
 
     show_command(_state().config(), job, as_json)
+
+
+@main.command()
+@common
+@click.argument("jobs", nargs=-1, shell_complete=_complete_job)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
+def follow(jobs: tuple[str, ...], as_json: bool) -> None:
+    """Job events as they happen. With JOBs: until they are all finished (exit 0 when all
+    are done, 1 when any failed or was cancelled); without: every job, until Ctrl-C."""
+    from bygheartd.cli.follow import follow_command
+
+    raise SystemExit(follow_command(_state().config(), list(jobs), as_json=as_json))
 
 
 @main.command()
@@ -215,7 +258,7 @@ def retry(job: str) -> None:
 
 @main.command()
 @common
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def credits(as_json: bool) -> None:
     """The local credit ledger: today, this month, per model."""
     from bygheartd.cli.commands import credits_command
@@ -225,7 +268,7 @@ def credits(as_json: bool) -> None:
 
 @main.command()
 @common
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(as_json: bool) -> None:
     """Who holds the engine lock, queue counts, next budget release."""
     from bygheartd.cli.commands import status_command
@@ -247,7 +290,7 @@ def mcp() -> None:
 
 @main.command()
 @common
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plugins as JSON.")
 def plugins(as_json: bool) -> None:
     """Plugins: where they came from, their hooks, load errors."""
     from bygheartd.cli.commands import plugins_command
@@ -271,6 +314,46 @@ def config_check() -> None:
     raise SystemExit(config_check_command(state.config_path))
 
 
+@config.command(name="example")
+def config_example() -> None:
+    """Print the full documented configuration (config.example.toml)."""
+    from bygheartd.cli.extras import config_example_command
+
+    config_example_command()
+
+
+@main.command()
+@common
+def guide() -> None:
+    """The songwriting guide: styles, section tags, every option (plain text when piped)."""
+    from bygheartd.cli.extras import guide_command
+
+    guide_command()
+
+
+@main.command()
+@common
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+def models(as_json: bool) -> None:
+    """Models of the configured backend with their credit cost and purpose."""
+    from bygheartd.cli.extras import models_command
+
+    models_command(_state().config(), as_json)
+
+
+@main.command(name="open")
+@common
+@click.argument("job", shell_complete=_complete_job)
+@click.option(
+    "--take", type=click.IntRange(min=1), default=1, show_default=True, help="Which take."
+)
+def open_take(job: str, take: int) -> None:
+    """Open a take with the desktop's default player, or print its path when there is none."""
+    from bygheartd.cli.extras import open_command
+
+    raise SystemExit(open_command(_state().config(), job, take))
+
+
 @main.command()
 @common
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
@@ -283,7 +366,14 @@ def init(force: bool) -> None:
 
 @main.command()
 @common
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("bygheartd-demo"))
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("bygheartd-demo"),
+    show_default=True,
+    help="Folder for the demo's inbox, output and state (created; reused on a second run).",
+)
 def demo(directory: Path) -> None:
     """Offline end-to-end run: the simulator and an engine over the example songs."""
     from bygheartd.cli.demo import run_demo

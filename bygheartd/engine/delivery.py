@@ -33,6 +33,21 @@ DISK_RETRY_SECONDS = 60.0
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
 
 
+def done_line(job: Job) -> str:
+    """The daemon's one log line per finished song: what, which job, where, how long.
+
+    Timed from submission (else creation) so that the journal answers "how long does a
+    song take" without reading the sidecar.
+    """
+    start = job.submitted_at or job.created_at
+    end = job.completed_at or utcnow()
+    names = ", ".join(f.path.name for f in job.files) or "no files"
+    return (
+        f"job {job.id} done: {job.title!r}, {len(job.files)} file(s) ({names}), "
+        f"{(end - start).total_seconds():.1f} s from submit to done"
+    )
+
+
 def disk_wait_seconds(config: Config) -> float:
     """How often an unavailable output folder is looked at again: a cheap check, so often."""
     return min(DISK_RETRY_SECONDS, config.queue.retry_base_seconds * 4)
@@ -215,6 +230,7 @@ class Delivery:
             hold_kind=HoldKind.DOWNLOAD,
             result=job.result.but(download_attempts=attempts),
         )
+        log.info("job %s (%s) held (download) until %s: %s", job.id, job.title, iso(until), reason)
         self._schedule_release(until)
 
     # -- processing -------------------------------------------------------------------
@@ -254,6 +270,7 @@ class Delivery:
             expect={JobStatus.PROCESSING},
             completed_at=utcnow(),
         )
+        log.info("%s", done_line(done))
         if self.parts.plugins is not None:
             task = asyncio.get_running_loop().create_task(self._notify_done(done))
             self._notifying.add(task)

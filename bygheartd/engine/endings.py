@@ -13,6 +13,7 @@ import logging
 import re
 from pathlib import Path
 
+from bygheartd.catalog import credits_phrase
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import copy_no_clobber, error_note_path, write_new_text
 from bygheartd.hooks.host import HookFailure, PluginHost
@@ -46,7 +47,9 @@ class Endings:
         except StaleTransition:
             return
         if refund_line is not None:
-            parts.store.add_event(job.id, "refunded", f"{-refund_line['credits']} credit(s) back")
+            parts.store.add_event(
+                job.id, "refunded", f"{credits_phrase(-refund_line['credits'])} back"
+            )
         log.warning("job %s (%s) failed: %s", job.id, job.title, reason)
         if job.base_name:
             remove_parts(parts.config.folders.output, job.base_name)

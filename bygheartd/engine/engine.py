@@ -35,7 +35,7 @@ from bygheartd.engine.polling import Poller
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
-from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
+from bygheartd.jobs import HoldKind, Job, JobStatus, iso, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.errors import StaleTransition
 from bygheartd.store.store import Store
@@ -433,6 +433,9 @@ class Engine:
             )
         except StaleTransition:
             return
+        # One line per hold, so the journal says why a song waits and when it goes on.
+        what = "retried at" if kind is HoldKind.RETRY else f"held ({kind}) until"
+        log.info("job %s (%s) %s %s: %s", job.id, job.title, what, iso(until), reason)
         self._schedule_release(until)
         if self.plugins is not None:
             plugins = self.plugins

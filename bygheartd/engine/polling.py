@@ -13,6 +13,7 @@ from typing import Any
 
 from bygheartd.api.client import TaskResult, TaskState
 from bygheartd.api.errors import ApiError, RateLimited
+from bygheartd.catalog import credits_phrase
 from bygheartd.engine.delivery import Delivery
 from bygheartd.engine.endings import Endings
 from bygheartd.engine.parts import EngineParts
@@ -124,7 +125,7 @@ class Poller:
         overdue = (now - started).total_seconds() > self.parts.config.queue.job_deadline_seconds
         if result.state is TaskState.FAILED:
             refunded = self.parts.budget.refund(job.id, job.model)
-            outcome = f"failed on the server after the cancel: {refunded} credit(s) back"
+            outcome = f"failed on the server after the cancel: {credits_phrase(refunded)} back"
         elif result.state is TaskState.SUCCEEDED:
             outcome = "the server finished it after the cancel (charged, not downloaded)"
         elif result.state is TaskState.UNKNOWN or overdue:

@@ -70,9 +70,18 @@ class JobRecord(BaseModel):
     def of(cls, job: Job) -> JobRecord:
         return cls.model_validate(job.as_record())
 
+    def state(self) -> str:
+        """`running, 40%`, `queued`: the status with its progress, for short mentions."""
+        if self.status == "running":
+            return f"running, {self.progress or 0:.0%}"
+        return self.status
+
     def summary(self) -> str:
         """One line a person can read: what the job is doing and where its audio is."""
-        head = f"{self.title!r} (job {self.id}) is {self.status}"
+        verb = {"failed": "has failed", "cancelled": "was cancelled"}.get(
+            self.status, f"is {self.status}"
+        )
+        head = f"{self.title!r} (job {self.id}) {verb}"
         if self.status == "done":
             where = ", ".join(f.path for f in self.files) or "no files"
             return f"{head}: {where}"
@@ -92,7 +101,14 @@ class BudgetHold(BaseModel):
 
 class GenerateResult(JobRecord):
     cost: int = Field(description="credits this song costs")
-    credits_left_today: int | None = Field(description="before this job; null: no daily cap")
+    credits_left_today: int | None = Field(
+        description="left today once this job (and the queued jobs ahead of it) is paid; "
+        "null: no daily cap"
+    )
+    budget: str | None = Field(
+        default=None,
+        description="the cost and what it leaves, in words (says so when the job will wait)",
+    )
     lyrics_sha256: str = Field(description="SHA-256 of the UTF-8 lyrics actually sent")
     lyrics_lines: int = Field(description="non-empty lines of the lyrics actually sent")
     deduplicated: bool = Field(
@@ -104,17 +120,16 @@ class GenerateResult(JobRecord):
     notes: list[str] = Field(default_factory=list)
 
     def summary(self) -> str:
+        cost = self.budget or catalog.credits_phrase(self.cost)
         if self.deduplicated:
-            text = f"Not queued again: the same request is already {JobRecord.summary(self)}."
-        elif self.status == "queued":
-            left = (
-                f", {self.credits_left_today} left today"
-                if self.credits_left_today is not None
-                else ""
+            text = (
+                f"Not queued again: the same request is already job {self.id} "
+                f"({self.state()}), {self.title!r}."
             )
-            text = f"Queued {self.title!r} as job {self.id} ({self.cost} credits{left})."
+        elif self.status == "queued":
+            text = f"Queued {self.title!r} as job {self.id}: {cost}."
         else:
-            text = JobRecord.summary(self) + "."
+            text = f"{JobRecord.summary(self)} ({cost})."
         if self.budget_hold is not None:
             text += (
                 f" It waits for credits ({self.budget_hold.reason}) and starts by itself at "
@@ -208,13 +223,6 @@ class ModelEntry(BaseModel):
     default: bool = False
 
 
-_ACESTEP_PURPOSES = {
-    "turbo": "fast (8 steps), the usual choice",
-    "sft": "more steps, more detail",
-    "base": "base model: also extract, lego and complete",
-}
-
-
 class ModelList(BaseModel):
     backend: Literal["bygheart", "acestep"]
     models: list[ModelEntry]
@@ -223,35 +231,21 @@ class ModelList(BaseModel):
     def of(cls, config: Config) -> ModelList:
         """The backend's models: hosted ones with their price, ACE-Step ones for free."""
         default = config.defaults.model
-        if config.backend == "acestep":
-            families: dict[str, list[str]] = catalog.constants()["models"]["dit"]["families"]
-            purpose = {n: _ACESTEP_PURPOSES[f] for f, names in families.items() for n in names}
-            return cls(
-                backend="acestep",
-                models=[
-                    ModelEntry(
-                        name=name,
-                        credits=0,
-                        purpose=purpose.get(name, "known to newer ACE-Step servers"),
-                        default=name == default,
-                    )
-                    for name in catalog.acestep_models()
-                ],
-            )
-        default = default or catalog.DEFAULT_HOSTED_MODEL
+        if config.backend != "acestep":
+            default = default or catalog.DEFAULT_HOSTED_MODEL
         return cls(
-            backend="bygheart",
+            backend="acestep" if config.backend == "acestep" else "bygheart",
             models=[
                 ModelEntry(
                     name=m.name, credits=m.credits, purpose=m.purpose, default=m.name == default
                 )
-                for m in catalog.HOSTED_MODELS.values()
+                for m in catalog.backend_models(config.backend)
             ],
         )
 
     def summary(self) -> str:
         return "\n".join(
-            f"- {m.name}: {m.credits} credit(s) a take, {m.purpose}"
+            f"- {m.name}: {catalog.credits_phrase(m.credits)} a take, {m.purpose}"
             + (" (default)" if m.default else "")
             for m in self.models
         )

@@ -12,7 +12,6 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import anyio
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 GUIDE_URI = "bygheart://guide"
 SONG_URI = "bygheart://songs/{job_id}"
 MAX_WAIT_SECONDS = 50.0  # below the ~60 s after which some clients cut a tool call
-GUIDE_PATH = Path(__file__).parent.parent / "data" / "guide.md"
 
 INSTRUCTIONS = f"""bygheartd makes songs with the Bygheart Music API (or a self-hosted ACE-Step
 server). Read {GUIDE_URI} before writing a song. Write the complete lyrics with section tags
@@ -239,7 +237,8 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             str | None,
             Field(
                 max_length=200,
-                description="any string: calls with the same key return the same job",
+                description="any string: a call with the same key and the same request "
+                "returns the same job; the same key with a different request is an error",
             ),
         ] = None,
         wait_seconds: WaitSeconds = 0,
@@ -268,8 +267,6 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             "seed": seed,
         }
         request, origin = songs.build(args, lyrics_file)
-        cost = request.credit_cost(backend)
-        left = songs.service.credits_left_today()
         try:
             enqueued = songs.service.enqueue(
                 request,
@@ -283,14 +280,20 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             )
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
-        hold = songs.service.budget_hold(cost) if enqueued.created else None
+        # Counted with the job just queued (and the queued ones ahead of it); for a job that
+        # already existed, what is left now.
+        outlook = songs.service.budget_outlook(
+            enqueued.job.credits if enqueued.created else 0, job=enqueued.job
+        )
+        hold = outlook.hold
         songs.service.wake()
         job = await songs.wait(ctx, enqueued.job, wait_seconds)
         digest, lines = lyrics_fingerprint(lyrics_sent(job.request))
         result = GenerateResult(
             **JobRecord.of(job).model_dump(),
             cost=job.credits,
-            credits_left_today=left,
+            credits_left_today=outlook.left_today,
+            budget=outlook.text() if enqueued.created else None,
             lyrics_sha256=digest,
             lyrics_lines=lines,
             deduplicated=not enqueued.created,
@@ -373,7 +376,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     @server.resource(GUIDE_URI, name="guide", mime_type="text/markdown")
     def guide() -> str:
         """The songwriting guide: styles, section tags, every option, with examples."""
-        return GUIDE_PATH.read_text(encoding="utf-8")
+        return catalog.data_text("guide.md")  # the same text as `bygheartd guide`
 
     @server.resource(SONG_URI, name="song", mime_type="application/json")
     def song(job_id: str) -> str:

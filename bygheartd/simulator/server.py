@@ -158,6 +158,10 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     except _Terminated:
         log.info("simulator stopped on SIGTERM")
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it already handled gracefully; without this, click
+        # prints "Aborted!" and exits 1 for what is the normal way to stop a foreground server.
+        print("bygheartd simulator: stopped", file=sys.stderr, flush=True)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

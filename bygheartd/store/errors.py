@@ -15,3 +15,15 @@ class StaleTransition(BygheartdError):
 
 class JobNotFound(BygheartdError):
     pass
+
+
+class StoreDamaged(StoreError):
+    """The job store file is not a database, or some of its pages are damaged.
+
+    Its own type, so that a face can say "restore a backup" instead of showing SQLite's
+    message, and so that nothing mistakes a damaged file for an empty store.
+    """
+
+    def __init__(self, message: str, *, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail

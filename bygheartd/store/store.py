@@ -12,8 +12,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,22 @@ def new_job_id() -> str:
         ms >>= 5
     tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(5))
     return head + tail
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One history line of any job, with its place in the store's event order (`seq`) and
+    the job's title, so a live feed (`bygheartd follow`) needs no second query per line."""
+
+    seq: int
+    job_id: str
+    title: str
+    event: Event
+
+    def as_record(self) -> dict[str, Any]:
+        return {"seq": self.seq, "job_id": self.job_id, "title": self.title} | (
+            self.event.as_record()
+        )
 
 
 class Store:
@@ -342,6 +359,41 @@ class Store:
             for r in rows
         ]
 
+    def events_after(
+        self, seq: int, job_ids: Collection[str] | None = None, *, limit: int = 500
+    ) -> list[JobEvent]:
+        """History lines of every job (or of `job_ids`) committed after `seq`, oldest first.
+
+        A range scan of the events' primary key (or of `events_job` for named jobs), so a
+        follower that polls it after each commit reads only what is new.
+        """
+        sql = (
+            "SELECT e.id, e.job_id, j.title, e.at, e.event, e.from_status, e.to_status, "
+            "e.reason FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.id > ?"
+        )
+        args: list[Any] = [seq]
+        if job_ids is not None:
+            sql += f" AND e.job_id IN ({','.join('?' * len(job_ids))})"
+            args.extend(job_ids)
+        sql += " ORDER BY e.id LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [
+            JobEvent(
+                int(r[0]), r[1], r[2], Event(parse_iso(r[3]) or utcnow(), r[4], r[5], r[6], r[7])
+            )
+            for r in rows
+        ]
+
+    def event_seq(self, back: int = 0) -> int:
+        """The `seq` after which the last `back` events follow (0: after the newest one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (back,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def reserved_take_stems(self) -> set[str]:
         """Every take name (`base`, `base.take2`, ...) an unfinished delivery will write."""
         with self._lock:
@@ -473,6 +525,20 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def credit_balances(self, job_ids: list[str]) -> dict[str, int]:
+        """`job_credit_balance` for many jobs in one query (a listing's `credits` column);
+        jobs with no ledger lines are left out (they were charged nothing)."""
+        if not job_ids:
+            return {}
+        marks = ",".join("?" * len(job_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT job_id, SUM(credits) FROM ledger WHERE job_id IN ({marks}) "
+                "GROUP BY job_id",
+                job_ids,
+            ).fetchall()
+        return {str(job_id): int(total) for job_id, total in rows}
+
     def api_body(self, job_id: str) -> dict[str, Any]:
         """The body to POST (kept out of `Job` so faces never see it by accident)."""
         return dict(json.loads(self._column(job_id, "api_body_json") or "{}"))
@@ -530,6 +596,7 @@ def _jsonable(value: Any) -> Any:
 
 __all__ = [
     "DB_NAME",
+    "JobEvent",
     "JobNotFound",
     "StaleTransition",
     "Store",

@@ -1,0 +1,106 @@
+"""`bygheartd follow`: job history as it happens, one line per event (like `journalctl -f`).
+
+It only reads the store, so it works beside any engine (the daemon, a `submit --wait`, an
+MCP server) or none. It polls `PRAGMA data_version`, which changes only when another
+process commits, and reads the events table only then: a follower costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from bygheartd.config import Config
+from bygheartd.jobs import FINAL_STATUSES, JobStatus
+
+if TYPE_CHECKING:
+    from bygheartd.service.service import JobEvent, SongService
+
+# Without job arguments the feed starts with this many recent events, like `journalctl -f`.
+RECENT = 10
+POLL_SECONDS = 0.2
+TITLE_WIDTH = 24
+
+
+def follow_command(
+    config: Config, refs: list[str], *, as_json: bool, poll_seconds: float = POLL_SECONDS
+) -> int:
+    """Print events until every named job is final (0: all done, 1: any failed or
+    cancelled), or, with no jobs named, until Ctrl-C (130, quietly)."""
+    from bygheartd.cli.commands import open_service
+
+    service = open_service(config)
+    job_ids = [service.get(ref).id for ref in refs] or None
+    seq = 0 if job_ids else service.event_seq(RECENT)
+    width = _line_width()
+    seen_version: int | None = None
+    try:
+        while True:
+            version = service.data_version()
+            if version != seen_version:
+                seen_version = version
+                # Statuses before events: a job's last transition commits with its event,
+                # so a final status read here guarantees its last line is read below.
+                finished = _statuses(service, job_ids) if job_ids else None
+                seq = _print_new(service, seq, job_ids, as_json=as_json, width=width)
+                if finished is not None and all(s in FINAL_STATUSES for s in finished):
+                    return 0 if all(s is JobStatus.DONE for s in finished) else 1
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `bygheartd follow | head`: the reader has seen enough
+        # Point stdout at /dev/null so that the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _statuses(service: SongService, job_ids: list[str]) -> list[JobStatus]:
+    return [service.get(job_id).status for job_id in job_ids]
+
+
+def _print_new(
+    service: SongService, seq: int, job_ids: list[str] | None, *, as_json: bool, width: int | None
+) -> int:
+    """Print everything after `seq` (in batches); the new position."""
+    while True:
+        batch = service.events_after(seq, job_ids)
+        if not batch:
+            return seq
+        for item in batch:
+            if as_json:
+                text = json.dumps(item.as_record(), ensure_ascii=False)
+            else:
+                text = event_line(item, width)
+            sys.stdout.write(text + "\n")
+            seq = item.seq
+        sys.stdout.flush()
+
+
+def event_line(item: JobEvent, width: int | None = None) -> str:
+    """`14:02:11 0hk3a4bx Midnight God Mode        held (rate) queued → held: 429 ...`:
+    local time (a live view, like journalctl), the id prefix `show` accepts, the title cut
+    to a column, then what happened; cut to `width` with an ellipsis on a terminal."""
+    e = item.event
+    title = item.title if len(item.title) <= TITLE_WIDTH else item.title[: TITLE_WIDTH - 1] + "…"
+    text = f"{e.at.astimezone().strftime('%H:%M:%S')} {item.job_id[:8]} {title:<{TITLE_WIDTH}} "
+    text += e.event
+    if e.to_status:
+        text += f" {e.from_status} → {e.to_status}" if e.from_status else f" → {e.to_status}"
+    if e.reason:
+        text += f": {e.reason}"
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def _line_width() -> int | None:
+    """The terminal's width, or None when the output goes to a file or a pipe (then lines
+    stay whole, for grep); $COLUMNS counts as a terminal, as for every other command."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().columns
