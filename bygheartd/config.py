@@ -42,7 +42,14 @@ class ApiSection(_Section):
     backend: Literal["bygheart", "acestep"] = "bygheart"
     base_url: str = ""
     api_key_file: str = ""
+    # The whole exchange (connect, send, the complete reply): a reply that drips is cut off
+    # like one that never comes. For a download: until its reply begins, and the grace
+    # before download_min_bytes_per_second counts.
     timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # A download that receives no byte this long is cut off and retried (resuming).
+    download_stall_seconds: float = Field(30.0, gt=0, le=600)
+    # A download may take timeout_seconds + its size / this, then it is cut off and retried.
+    download_min_bytes_per_second: int = Field(16384, ge=1)
 
     def effective_base_url(self) -> str:
         if self.base_url:
@@ -151,6 +158,14 @@ class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
+class StoreSection(_Section):
+    """`[store]`: the job store's online backups in `<state>/backups`."""
+
+    # One at daemon start when the newest is older than a day (or there is none), then
+    # daily; 0 takes none (and leaves backups already there alone).
+    backups: int = Field(7, ge=0, le=1000)
+
+
 class Config(_Section):
     api: ApiSection = Field(default_factory=lambda: ApiSection())
     folders: FoldersSection = Field(default_factory=lambda: FoldersSection())
@@ -161,6 +176,7 @@ class Config(_Section):
     mcp: McpSection = Field(default_factory=lambda: McpSection())
     plugins: PluginsSection = Field(default_factory=lambda: PluginsSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
+    store: StoreSection = Field(default_factory=lambda: StoreSection())
     presets: dict[str, PresetSection] = Field(default_factory=dict)
 
     _source_path: Path | None = PrivateAttr(default=None)
@@ -286,8 +302,8 @@ def load_config(explicit: Path | None = None) -> Config:
     if not path.exists():
         if required:
             raise ConfigError(
-                f"config file {path} does not exist: create it from config.example.toml "
-                "or run `bygheartd init`"
+                f"config file {path} does not exist: run `bygheartd init` to write one "
+                "(`bygheartd config example` prints every key)"
             )
         return Config()
     try:

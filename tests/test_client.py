@@ -503,7 +503,8 @@ async def test_submit_read_timeout_is_outcome_unknown_and_not_retried(
         with pytest.raises(TransientError) as info:
             await client.submit(SUBMIT_BODY)
         assert client.requests_made["submit"] == 1
-    assert info.value.outcome_unknown is True and "ReadTimeout" in str(info.value)
+    assert info.value.outcome_unknown is True and "[api] timeout_seconds" in str(info.value)
+    assert "may or may not exist" in str(info.value)
 
 
 @pytest.mark.parametrize("mode", ["close", "reset"])

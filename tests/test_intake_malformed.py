@@ -24,7 +24,7 @@ CORPUS: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("utf16.txt", "hello".encode("utf-16"), ("is UTF-16 text", "save it as UTF-8")),
     ("empty.txt", b"", ("is empty",)),
     ("blank.lyrics", b"   \n\n\t\n", ("is empty",)),
-    ("broken.yaml", b"title: [unclosed\n", ("not valid YAML", "Where: line 2")),
+    ("broken.yaml", b"title: [unclosed\n", ("not valid YAML", "Where: line 1")),
     ("broken.toml", b"title = \n", ("not valid TOML", "Where: line 1")),
     ("broken.json", b'{"title": }', ("not valid JSON", "Where: line 1")),
     ("list.json", b"[1, 2]", ("not a list",)),

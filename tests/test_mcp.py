@@ -104,11 +104,45 @@ async def test_generate_song_declares_ranges_and_enums_for_the_backend(
         return next(b for b in props[name]["anyOf"] if b.get("type") != "null")
 
     assert (branch("bpm")["minimum"], branch("bpm")["maximum"]) == (30, 200)
-    assert branch("model")["enum"] == list(catalog.HOSTED_MODELS)
-    assert branch("time_signature")["enum"] == ["2", "3", "4", "6"]
-    assert "A minor" in branch("key")["enum"]
-    assert (branch("takes")["minimum"], branch("takes")["maximum"]) == (1, 8)
-    assert props["wait_seconds"]["maximum"] == 50
+    assert props["model"]["examples"] == list(catalog.HOSTED_MODELS)[:3]
+    assert "4" in props["time_signature"]["examples"]
+    assert "A minor" in props["key"]["examples"]
+    assert (props["takes"]["minimum"], props["takes"]["maximum"]) == (1, 8)
+    assert "50" in props["wait_seconds"]["description"]
+
+
+async def test_the_schema_does_not_forbid_what_song_files_accept(idle_runtime: Runtime) -> None:
+    """No enum for key or time signature: `Am` and `6/8` are valid, as in song files."""
+    async with Client(build_server(idle_runtime.service)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    props = tools["generate_song"].input_schema["properties"]
+    for name in ("key", "time_signature", "language", "model"):
+        assert "enum" not in json.dumps(props[name]), name
+    assert "maximum" not in json.dumps(props["wait_seconds"])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "sent"),
+    [
+        ({"key": "Am"}, {"key": "A minor"}),
+        ({"key": "F♯ minor"}, {"key": "F# minor"}),
+        ({"time_signature": "6/8"}, {"time_signature": "6"}),
+        ({"bpm": "124 bpm"}, {"bpm": 124}),
+        ({"language": "English"}, {"language": "en"}),
+        ({"model": "studio-pro"}, {"model": "bygheart-studio-pro"}),
+        ({"duration": "3:30"}, {"duration": 210.0}),
+        ({"instrumental": "yes", "lyrics": None}, {"instrumental": True}),
+    ],
+)
+async def test_tool_arguments_accept_the_spellings_song_files_accept(
+    idle_runtime: Runtime, spelling: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    args = {"lyrics": LYRICS, **spelling}
+    song = structured(
+        await call(idle_runtime, "generate_song", {k: v for k, v in args.items() if v})
+    )
+    body = idle_runtime.service.get(song["id"]).request
+    assert {k: body.get(k) for k in sent} == sent
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -204,10 +238,17 @@ async def test_a_failed_job_is_not_returned_for_the_same_request(runtime: Runtim
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ({"lyrics": LYRICS, "bpm": 500}, "less than or equal to 200"),
-        ({"lyrics": LYRICS, "model": "bygheart-ultra"}, "bygheart-melody-fast"),
-        ({"lyrics": LYRICS, "takes": 9}, "takes"),
-        ({"lyrics": LYRICS, "wait_seconds": 51}, "wait_seconds"),
+        ({"lyrics": LYRICS, "bpm": 500}, "bpm 500 is above the maximum of 200"),
+        ({"lyrics": LYRICS, "bpm": "fast"}, "bpm must be a number, not 'fast'"),
+        ({"lyrics": LYRICS, "key": "H minor"}, "key 'H minor' is not a key"),
+        ({"lyrics": LYRICS, "time_signature": "5/4"}, "use 2, 3, 4 or 6"),
+        ({"lyrics": LYRICS, "language": "englsh"}, "did you mean 'english'?"),
+        ({"lyrics": LYRICS, "model": "bygheart-ultra"}, "unknown model 'bygheart-ultra'"),
+        ({"lyrics": LYRICS, "takes": 9}, "takes 9 is above the maximum of 8"),
+        ({"lyrics": LYRICS, "wait_seconds": -1}, "wait_seconds -1 is below the minimum of 0"),
+        ({"lyrics": LYRICS, "wait_seconds": "soon"}, "wait_seconds must be a number"),
+        ({"lyrics": LYRICS, "idempotency_key": "k" * 201}, "over the limit of 200"),
+        ({"lyrics": LYRICS, "title": ["a", "b"]}, "title must be text, not a list"),
         ({"lyrics": LYRICS, "instrumental": True}, "instrumental"),
         ({"style": "pop"}, "no lyrics"),
         ({"lyrics": LYRICS, "lyrics_file": "x.md"}, "not both"),
@@ -220,7 +261,44 @@ async def test_bad_input_is_refused_with_a_message_to_act_on(
     result = await call(idle_runtime, "generate_song", args)
     assert result.is_error
     assert expected in text_of(result)
+    assert "pydantic" not in text_of(result)
     assert idle_runtime.service.list() == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("generate_song", {"lyrics": LYRICS, "bpm": 500}),
+        ("generate_song", {"lyrics": 12, "instrumental": {"a": 1}}),
+        ("get_song", {"job_id": 5}),
+        ("get_song", {"job_id": "abc"}),
+        ("list_songs", {"status": "faild"}),
+        ("list_songs", {"limit": "many"}),
+        ("list_songs", {"limit": 0}),
+    ],
+)
+async def test_no_bad_argument_is_answered_with_pydantic_text(
+    idle_runtime: Runtime, tool: str, args: dict[str, Any]
+) -> None:
+    result = await call(idle_runtime, tool, args)
+    assert result.is_error
+    assert "pydantic" not in text_of(result).lower(), text_of(result)
+
+
+async def test_an_unknown_status_suggests_the_nearest(idle_runtime: Runtime) -> None:
+    result = await call(idle_runtime, "list_songs", {"status": "faild"})
+    assert result.is_error and "did you mean 'failed'?" in text_of(result)
+
+
+async def test_a_wait_above_the_limit_is_cut_to_it_with_a_note(runtime: Runtime) -> None:
+    """Not refused: the song is made and the reply says the wait was shortened."""
+    args = {"lyrics": LYRICS, "wait_seconds": 51}
+    song = structured(await call(runtime, "generate_song", args))
+    assert song["status"] == "done"
+    assert any("above the limit of 50" in note for note in song["notes"])
+    result = await call(runtime, "get_song", {"job_id": song["id"], "wait_seconds": "90"})
+    assert structured(result)["status"] == "done"
+    assert "above the limit of 50" in text_of(result)
 
 
 async def test_a_lyrics_file_outside_the_allowed_folders_is_refused(
@@ -361,6 +439,9 @@ async def test_list_songs_filters_by_status(idle_runtime: Runtime) -> None:
     idle_runtime.service.cancel(a["id"])
     listed = structured(await call(idle_runtime, "list_songs", {"status": ["cancelled"]}))
     assert [j["id"] for j in listed["jobs"]] == [a["id"]]
+    for spelling in ("cancelled", "Cancelled, failed", ["cancelled,held"]):
+        listed = structured(await call(idle_runtime, "list_songs", {"status": spelling}))
+        assert [j["id"] for j in listed["jobs"]] == [a["id"]], spelling
     everything = structured(await call(idle_runtime, "list_songs", {"limit": 10}))
     assert [j["title"] for j in everything["jobs"]] == ["B", "A"]
     assert everything["counts"] == {"cancelled": 1, "queued": 1}

@@ -1,7 +1,8 @@
 """The async client for the Bygheart Music API and self-hosted ACE-Step 1.5 servers.
 
 It speaks API.md (envelopes, double-encoded results, the three `file` forms), retries only
-what is safe to retry, and keeps the API key out of every repr, message and log line.
+what is safe to retry, bounds every exchange as a whole (a reply that drips is cut off like
+one that never comes), and keeps the API key out of every repr, message and log line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 
 from bygheartd.api.download import (
     DownloadedFile,
+    DownloadLimits,
     PartState,
     fetch_attempt,
     finish,
@@ -34,7 +36,9 @@ from bygheartd.api.errors import (
     PlanError,
     ProtocolError,
     RateLimited,
+    RefusedAudioUrl,
     RejectedError,
+    TimedOut,
     TransientError,
     error_for_response,
     error_for_status,
@@ -53,15 +57,18 @@ __all__ = [
     "ApiError",
     "AuthError",
     "BygheartClient",
+    "DownloadLimits",
     "DownloadedFile",
     "PlanError",
     "ProtocolError",
     "RateLimited",
+    "RefusedAudioUrl",
     "RejectedError",
     "RetryPolicy",
     "Submitted",
     "TaskResult",
     "TaskState",
+    "TimedOut",
     "TransientError",
 ]
 
@@ -128,8 +135,36 @@ def _form_fields(body: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
+class _Phase:
+    """How far one exchange got, from httpcore's trace events, so that a timed-out submit
+    can tell "nothing was sent" (safe to retry) from "sent, reply lost" (outcome unknown)."""
+
+    _EVENTS = (
+        ("connection.connect_tcp.started", "connecting"),
+        (".send_request_headers.started", "sending the request"),
+        (".receive_response_headers.started", "waiting for the reply"),
+        (".receive_response_body.started", "reading the reply"),
+    )
+
+    def __init__(self, traced: bool) -> None:
+        # Without httpcore's trace events (a custom transport) nothing can be proven unsent.
+        self.name = "starting" if traced else "in flight"
+        self.sent = not traced
+
+    async def event(self, name: str, info: dict[str, Any]) -> None:
+        for suffix, phase in self._EVENTS:
+            if name.endswith(suffix):
+                self.name = phase
+                if phase != "connecting":
+                    self.sent = True
+
+
 class BygheartClient:
-    """One connection pool to one API; safe to share between tasks of one event loop."""
+    """One connection pool to one API; safe to share between tasks of one event loop.
+
+    `timeout` bounds each exchange as a whole (connecting, sending and the complete reply),
+    and, for downloads, the wait for the reply to begin; `download_limits` bound the body.
+    """
 
     def __init__(
         self,
@@ -138,6 +173,7 @@ class BygheartClient:
         *,
         backend: Backend = "bygheart",
         timeout: float = 30,
+        download_limits: DownloadLimits | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -152,9 +188,18 @@ class BygheartClient:
         self.backend: Backend = backend
         self.retry = retry or RetryPolicy()
         self.requests_made: Counter[str] = Counter()
+        self.timeout = float(timeout)
+        self.download_limits = download_limits or DownloadLimits()
         self._key = _Secret(api_key)
+        self._traced = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            # No pool limit: our own limits bound concurrency (max_in_flight submits, the
+            # delivery slots, one poll), so a slow download never makes a poll or a submit
+            # wait for a connection.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
         )
 
     def __repr__(self) -> str:
@@ -189,15 +234,52 @@ class BygheartClient:
     async def _send(
         self, method: str, path: str, *, what: str, submit: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        try:
-            return await self._http.request(
-                method, self._url(path), headers=self._auth_headers(), **kwargs
-            )
-        except httpx.HTTPError as exc:
-            # Built here, raised outside the handler: no chained httpx error (with its
-            # request and headers) rides along with ours.
-            failure = error_for_transport(exc, what=what, secret=self._key.reveal(), submit=submit)
+        """One whole exchange, reply body included, within `timeout` seconds.
+
+        httpx's timeouts bound each read, so a reply that drips a byte a second would hold
+        the caller (and every job waiting on it) forever; the cancel scope bounds the total.
+        """
+        phase = _Phase(self._traced)
+        failure: ApiError | None = None
+        with anyio.CancelScope(deadline=anyio.current_time() + self.timeout) as scope:
+            try:
+                return await self._http.request(
+                    method,
+                    self._url(path),
+                    headers=self._auth_headers(),
+                    extensions={"trace": phase.event} if self._traced else None,
+                    **kwargs,
+                )
+            except httpx.HTTPError as exc:
+                # Built here, raised outside the handler: no chained httpx error (with its
+                # request and headers) rides along with ours.
+                failure = error_for_transport(
+                    exc, what=what, secret=self._key.reveal(), submit=submit
+                )
+        if scope.cancelled_caught:
+            failure = self._timed_out(what, phase, submit=submit)
+        assert failure is not None
         raise failure
+
+    def _timed_out(self, what: str, phase: _Phase, *, submit: bool) -> TimedOut:
+        limit = f"no complete reply within {self.timeout:g} s ([api] timeout_seconds"
+        if not phase.sent:
+            return TimedOut(
+                f"{what}: no connection within {self.timeout:g} s ([api] timeout_seconds); "
+                "nothing was sent",
+                limit="api.timeout_seconds",
+            )
+        if submit:
+            return TimedOut(
+                f"{what}: {limit}, still {phase.name}): the request was sent and its reply "
+                "lost: the task may or may not exist",
+                limit="api.timeout_seconds",
+                outcome_unknown=True,
+            )
+        return TimedOut(
+            f"{what}: {limit}, the limit of the whole exchange; still {phase.name})",
+            limit="api.timeout_seconds",
+        )
 
     def _envelope(self, response: httpx.Response, what: str, *, wrapped: bool = True) -> Any:
         """The `data` of a successful reply; both error shapes of API.md become ApiErrors."""
@@ -331,7 +413,9 @@ class BygheartClient:
     async def download(self, file_ref: str, stem: Path) -> DownloadedFile:
         """Fetch one result file to stem + ext (ext from the bytes), resuming a .part.
 
-        Raises FileExistsError rather than overwrite; RejectedError on 403/404 (unretried).
+        Raises FileExistsError rather than overwrite; RejectedError on 403/404 (unretried);
+        RefusedAudioUrl (a RejectedError) for a URL or redirect to another host; TimedOut
+        when every attempt ran past the limits (each retry resumes the part).
         """
         url = resolve_audio_url(self.base_url, file_ref)
         what = f"GET {url.raw_path.decode('ascii', 'replace')[:200]}"
@@ -340,7 +424,14 @@ class BygheartClient:
         async def attempt() -> None:
             self.requests_made["download"] += 1
             await fetch_attempt(
-                self._http, url, self._auth_headers(), state, what=what, secret=self._key.reveal()
+                self._http,
+                url,
+                self._auth_headers(),
+                state,
+                what=what,
+                secret=self._key.reveal(),
+                limits=self.download_limits,
+                reply_seconds=self.timeout,
             )
 
         await self._retrying(attempt)
@@ -354,12 +445,30 @@ class BygheartClient:
         """GET /v1/stats (ACE-Step queue counters); None when unavailable."""
         return await self._optional_get("/v1/stats")
 
+    async def models(self) -> list[str] | None:
+        """GET /v1/models (an OpenAI-style list, not an envelope): the ids of the models the
+        server offers, for `config check --online`; None when it has no such endpoint.
+        Unlike `health`, a server that cannot be reached is raised, never None."""
+        what = "GET /v1/models"
+        response = await self._send("GET", "/v1/models", what=what)
+        if response.status_code in (404, 405):
+            return None
+        data = self._envelope(response, what, wrapped=False)
+        if isinstance(data, dict):
+            data = data.get("data", data.get("models"))
+        if not isinstance(data, list):
+            raise ProtocolError(f"{what}: no list of models in the reply")
+        names = [m.get("id") or m.get("name") for m in data if isinstance(m, dict)]
+        return [str(n) for n in names if n]
+
     async def _optional_get(self, path: str) -> dict[str, Any] | None:
         what = f"GET {path}"
         try:
             response = await self._send("GET", path, what=what)
         except TransientError as err:
-            if err.status is None:
+            # No connection: no such server here. A probe that timed out is raised, so
+            # that nobody reads "no /health endpoint" into a server that hangs.
+            if err.status is None and not isinstance(err, TimedOut):
                 log.info("%s: %s", what, err)
                 return None
             raise

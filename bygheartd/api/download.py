@@ -1,5 +1,6 @@
 """Audio downloads: where a result's `file` points, resumable streaming to NAME.part,
-the checks a finished file must pass, and the no-overwrite move into place.
+the time limits of one attempt, the checks a finished file must pass, and the
+no-overwrite move into place.
 
 The client owns the retry loop; this module owns one attempt and the state between attempts.
 """
@@ -20,9 +21,13 @@ import httpx
 
 from bygheartd.api.errors import (
     ProtocolError,
+    RefusedAudioUrl,
+    TimedOut,
     TransientError,
     error_for_response,
     error_for_transport,
+    host_label,
+    redirect_target,
 )
 from bygheartd.folders.moves import fsync_dir
 
@@ -30,6 +35,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _HEAD_BYTES = 64
 _HASH_BLOCK = 1 << 20
+# Redirects on the API's own origin are followed (the key stays there), a few at most.
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,92 @@ class DownloadedFile:
     ext: str
 
 
+@dataclass(frozen=True)
+class DownloadLimits:
+    """How long one download attempt may take once its reply has begun.
+
+    A per-read timeout never ends a server that drips a byte a second, and a delivery slot
+    held forever stops other songs; so an attempt ends when no byte came for
+    `stall_seconds`, or when it runs past `[api] timeout_seconds + size /
+    min_bytes_per_second` (the whole exchange limit is the grace before the rate counts).
+    The client retries a cut attempt, resuming the `.part` with Range.
+    """
+
+    stall_seconds: float = 30.0
+    min_bytes_per_second: float = 16384.0
+
+    def __post_init__(self) -> None:
+        if self.stall_seconds <= 0 or self.min_bytes_per_second <= 0:
+            raise ValueError("download limits must be positive")
+
+
+class _AttemptClock:
+    """When the current attempt must end, and which limit says so (for the message)."""
+
+    def __init__(self, limits: DownloadLimits, reply_seconds: float, now: float) -> None:
+        self.limits = limits
+        self.reply_seconds = reply_seconds
+        self.started = now
+        self.replied_at: float | None = None
+        self.last_byte = now
+        self.expected: int | None = None  # bytes this reply promises (Content-Length)
+        self.got = 0
+        self.already = 0  # bytes of the file on disk before this reply (a resumed part)
+
+    def replied(self, expected: int | None, already: int, now: float) -> None:
+        self.replied_at, self.last_byte, self.expected = now, now, expected
+        self.already = already
+
+    def received(self, count: int, now: float) -> None:
+        self.got += count
+        self.last_byte = now
+
+    def deadline(self) -> tuple[float, str]:
+        """(loop time, which limit): the earliest limit that ends this attempt."""
+        if self.replied_at is None:
+            return self.started + self.reply_seconds, "reply"
+        stall = (self.last_byte + self.limits.stall_seconds, "stall")
+        rate = self.limits.min_bytes_per_second
+        if self.expected is not None:  # a known size: one total limit from the start
+            total = (self.started + self.reply_seconds + self.expected / rate, "total")
+        else:  # unknown size: keep up with the minimum rate, after the same grace
+            total = (self.replied_at + self.reply_seconds + self.got / rate, "rate")
+        return min(stall, total)
+
+    def timed_out(self, what: str, now: float) -> TimedOut:
+        _, which = self.deadline()
+        limits, took = self.limits, now - self.started
+        have = self.already + self.got
+        of = f" of {self.already + self.expected}" if self.expected is not None else ""
+        if which == "reply":
+            return TimedOut(
+                f"{what}: no reply within {self.reply_seconds:g} s ([api] timeout_seconds)",
+                limit="api.timeout_seconds",
+            )
+        if which == "stall":
+            return TimedOut(
+                f"{what}: no bytes for {limits.stall_seconds:g} s, after {have}{of} bytes "
+                "([api] download_stall_seconds); the part is kept and resumed",
+                limit="api.download_stall_seconds",
+            )
+        allowed = self.deadline()[0] - self.started
+        return TimedOut(
+            f"{what}: too slow: {self.got} bytes in {took:.1f} s ({have}{of} in all), under "
+            f"{limits.min_bytes_per_second:g} bytes/s (the limit for this reply is "
+            f"{allowed:.0f} s: [api] timeout_seconds + size / download_min_bytes_per_second); "
+            "the part is kept and resumed",
+            limit="api.download_min_bytes_per_second",
+        )
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _where(url: httpx.URL, base: httpx.URL) -> str:
+    """The host a reason names; with its scheme when only the scheme differs from base's."""
+    label = host_label(url)
+    return f"{url.scheme}://{label}" if url.scheme != base.scheme else label
 
 
 def resolve_audio_url(base_url: str, file_ref: str) -> httpx.URL:
@@ -59,11 +150,12 @@ def resolve_audio_url(base_url: str, file_ref: str) -> httpx.URL:
         try:
             url = httpx.URL(ref)
         except httpx.InvalidURL as exc:
-            raise ProtocolError(f"audio URL {ref!r} is not a valid URL: {exc}") from None
+            raise RefusedAudioUrl(f"audio URL {ref!r} is not a valid URL: {exc}") from None
         if _origin(url) != _origin(base):
-            raise ProtocolError(
-                f"audio URL {ref!r} is not on the API host {base.host}:{_origin(base)[2]}; "
-                "refusing to send the API key there"
+            raise RefusedAudioUrl(
+                f"the result's audio URL points to another host ({_where(url, base)}), not the "
+                f"API's {base.scheme}://{base.host}:{_origin(base)[2]}: refusing to send the "
+                "API key there (the key is never sent elsewhere)"
             )
         return url
     root = base_url.rstrip("/")
@@ -72,7 +164,7 @@ def resolve_audio_url(base_url: str, file_ref: str) -> httpx.URL:
         return httpx.URL(root + "/" + ref.lstrip("/"))
     if ref.startswith("/") and not has_query:
         return httpx.URL(root + "/v1/audio?path=" + quote(ref, safe=""))
-    raise ProtocolError(f"result file {ref!r} is none of the known forms (API.md section 3)")
+    raise RefusedAudioUrl(f"result file {ref!r} is none of the known forms (API.md section 3)")
 
 
 def sniff_audio_ext(head: bytes) -> str | None:
@@ -158,46 +250,106 @@ async def fetch_attempt(
     *,
     what: str,
     secret: str | None,
+    limits: DownloadLimits | None = None,
+    reply_seconds: float = 30.0,
 ) -> None:
-    """One GET that appends to NAME.part; returns when the part holds the whole file."""
+    """One GET that appends to NAME.part; returns when the part holds the whole file.
+
+    The attempt is bounded as a whole, not per read: a reply must begin within
+    `reply_seconds` (`[api] timeout_seconds`), then `limits` apply while the body streams.
+    A cut attempt raises TimedOut and keeps what arrived, so the retry resumes it.
+    """
     await state.sync_with_disk()
     offset = state.size
     if offset:
         headers = {**headers, "Range": f"bytes={offset}-"}
         if state.etag:
             headers["If-Range"] = state.etag
+    clock = _AttemptClock(limits or DownloadLimits(), reply_seconds, anyio.current_time())
     failure: TransientError | ProtocolError | None = None
     total: int | None = None
-    try:
-        async with http.stream("GET", url, headers=headers) as response:
-            if response.status_code == 416 and offset:
-                state.restart()
-                raise TransientError(f"{what}: HTTP 416: the partial file no longer fits")
-            if response.status_code not in (200, 206):
-                await response.aread()
-                if 200 < response.status_code < 300:
-                    raise ProtocolError(f"{what}: HTTP {response.status_code} without a body")
-                raise error_for_response(response, what=what, secret=secret, audio=True)
-            total, continues = _expected_total(response, offset)
-            if response.status_code == 200 or not continues:
-                state.restart()
-                if not continues:
-                    raise TransientError(f"{what}: HTTP 206 for another range; restarting")
-            state.etag = response.headers.get("etag")
-            state.content_type = response.headers.get("content-type")
-            with state.part.open("ab") as fh:
-                async for chunk in response.aiter_bytes():
-                    fh.write(chunk)
-                    state.hasher.update(chunk)
-                    state.size += len(chunk)
-    except httpx.HTTPError as exc:
-        failure = error_for_transport(exc, what=what, secret=secret)
+    with anyio.CancelScope(deadline=clock.deadline()[0]) as scope:
+        try:
+            total = await _stream(http, url, headers, state, offset, clock, scope, what, secret)
+        except httpx.HTTPError as exc:
+            failure = error_for_transport(exc, what=what, secret=secret)
+    if scope.cancelled_caught:
+        failure = clock.timed_out(what, anyio.current_time())
     if failure is not None:
         raise failure
     if total is not None and state.size != total:
         if state.size > total:
             state.restart()
         raise TransientError(f"{what}: got {state.size} bytes of {total}")
+
+
+def _reply_length(response: httpx.Response) -> int | None:
+    """The bytes this reply's body promises (a 206 promises its range), when it says so."""
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        return None
+    length = response.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None
+
+
+async def _stream(
+    http: httpx.AsyncClient,
+    url: httpx.URL,
+    headers: dict[str, str],
+    state: PartState,
+    offset: int,
+    clock: _AttemptClock,
+    scope: anyio.CancelScope,
+    what: str,
+    secret: str | None,
+) -> int | None:
+    """The GET itself, following redirects only on the API's own origin; the file's total
+    size when the reply says it. Moves `scope`'s deadline on as the limits allow."""
+    origin = url
+    # The per-read timeout is off: the clock's stall limit is the one that ends a quiet body.
+    timeout = httpx.Timeout(clock.reply_seconds, read=None)
+    for _hop in range(MAX_REDIRECTS + 1):
+        async with http.stream("GET", url, headers=headers, timeout=timeout) as response:
+            status = response.status_code
+            if 300 <= status < 400:
+                target = redirect_target(response)
+                if target is None:
+                    raise RefusedAudioUrl(f"{what}: HTTP {status}: a redirect without a Location")
+                if _origin(target) != _origin(origin):
+                    raise RefusedAudioUrl(
+                        f"{what}: HTTP {status}: the server redirected the download to another "
+                        f"host ({_where(target, origin)}): refused; the key is never sent "
+                        "elsewhere",
+                        status,
+                    )
+                url = target
+                continue
+            if status == 416 and offset:
+                state.restart()
+                raise TransientError(f"{what}: HTTP 416: the partial file no longer fits")
+            if status not in (200, 206):
+                await response.aread()
+                if 200 < status < 300:
+                    raise ProtocolError(f"{what}: HTTP {status} without a body")
+                raise error_for_response(response, what=what, secret=secret, audio=True)
+            total, continues = _expected_total(response, offset)
+            if status == 200 or not continues:
+                state.restart()
+                if not continues:
+                    raise TransientError(f"{what}: HTTP 206 for another range; restarting")
+            state.etag = response.headers.get("etag")
+            state.content_type = response.headers.get("content-type")
+            already = offset if status == 206 else 0
+            clock.replied(_reply_length(response), already, anyio.current_time())
+            scope.deadline = clock.deadline()[0]
+            with state.part.open("ab") as fh:
+                async for chunk in response.aiter_bytes():
+                    fh.write(chunk)
+                    state.hasher.update(chunk)
+                    state.size += len(chunk)
+                    clock.received(len(chunk), anyio.current_time())
+                    scope.deadline = clock.deadline()[0]
+            return total
+    raise RefusedAudioUrl(f"{what}: redirected more than {MAX_REDIRECTS} times")
 
 
 def _place(part: Path, target: Path) -> None:

@@ -75,12 +75,36 @@ class TransientError(ApiError):
         self.retry_after = retry_after
 
 
+class TimedOut(TransientError):
+    """An exchange ran past one of its time limits, so it was cut off.
+
+    A reply that drips a byte at a time never trips a per-read timeout; these limits bound
+    the exchange as a whole. `limit` names the config key that set the limit, so that the
+    log and the job's reason say which one was hit and which one to raise.
+    """
+
+    def __init__(self, message: str, *, limit: str, outcome_unknown: bool = False) -> None:
+        super().__init__(message, None, outcome_unknown=outcome_unknown)
+        self.limit = limit
+
+
 class RejectedError(ApiError):
     """The server refused this request for good (400, 415, 500, 403/404 on audio)."""
 
 
 class ProtocolError(ApiError):
     """The reply does not have the shape API.md promises (bad JSON, wrong types, bad audio)."""
+
+
+class RefusedAudioUrl(ProtocolError, RejectedError):
+    """An audio location bygheartd will not fetch, now or on any retry: a `file` URL or a
+    redirect to another host (the request carries the key, which never goes elsewhere), or
+    a `file` in none of API.md's forms.
+
+    Both a protocol error (the reply breaks API.md section 3) and a rejection (final): the
+    stored result gives the same location every time, so retrying could never succeed and
+    the job fails once instead of being held again and again.
+    """
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -179,10 +203,36 @@ def error_for_status(
     return RejectedError(text, status)
 
 
+def redirect_target(response: httpx.Response) -> httpx.URL | None:
+    """Where a 3xx reply points (resolved against the request), or None without a Location."""
+    location = response.headers.get("location", "").strip()
+    if not location:
+        return None
+    try:
+        return response.url.join(location)
+    except httpx.InvalidURL:
+        return None
+
+
+def host_label(url: httpx.URL) -> str:
+    """`host` or `host:port`, as a reason names a host (never the path or query)."""
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
 def error_for_response(
     response: httpx.Response, *, what: str, secret: str | None, audio: bool = False
 ) -> ApiError:
     """The ApiError for a non-2xx reply (any body shape)."""
+    if 300 <= response.status_code < 400:
+        # Never followed on API calls (httpx does not by default, and the key would go
+        # along): say where it pointed instead of echoing an empty or HTML body.
+        target = redirect_target(response)
+        where = f"to {host_label(target)}" if target is not None else "without a Location"
+        return RejectedError(
+            f"{what}: HTTP {response.status_code}: the server redirected the request {where}; "
+            "API requests are never redirected (check [api] base_url, e.g. http vs https)",
+            response.status_code,
+        )
     message, body = server_message(response)
     return error_for_status(
         response.status_code,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bygheartd.catalog import credits_phrase
 from bygheartd.cli.display import (
@@ -16,7 +16,7 @@ from bygheartd.cli.display import (
     print_json,
 )
 from bygheartd.config import Config
-from bygheartd.errors import BygheartdError
+from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, iso
 
 if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
@@ -167,30 +167,50 @@ async def submit_files(
     if dry_run:
         return _dry_run(config, files, preset, as_json)
     async with Runtime(config, owner="bygheartd submit --wait", engine=wait) as runtime:
-        jobs = [runtime.service.enqueue_file(path, preset=preset) for path in files]
+        # One bad file refuses that file only: the good ones are queued, every bad one is
+        # reported (with all its problems), and the exit status says something was refused.
+        jobs: list[Job] = []
+        refused: list[dict[str, Any]] = []
+        for path in files:
+            try:
+                job = runtime.service.enqueue_file(path, preset=preset)
+            except BygheartdError as exc:
+                refused.append(refusal(path, exc))
+                if not as_json:
+                    print(f"error: {exc}", file=sys.stderr)
+                continue
+            jobs.append(job)
+            if not as_json:
+                for warning in job.warnings:
+                    print(f"warning: {path}: {warning}", file=sys.stderr)
+        failed = 1 if refused else 0
         runtime.service.wake()
-        if not wait:
+        if not wait or not jobs:
             if as_json:
-                print_json([j.as_record() for j in jobs])
+                print_json([*(j.as_record() for j in jobs), *refused])
             else:
                 for job in jobs:
                     outlook = runtime.service.budget_outlook(job.credits, job=job)
                     print(f"queued {job.id} {job.title}: {outlook.text()}")
-                if runtime.service.engine_holder() is None:
+                if jobs and runtime.service.engine_holder() is None and not wait:
                     print(
                         "no daemon is running: start one with `bygheartd run`, or use "
                         "`bygheartd submit --wait`",
                         file=sys.stderr,
                     )
-            return 0
+                if refused:
+                    print(_refused_line(len(refused), len(files)), file=sys.stderr)
+            return failed
         problem = runtime.service.generation_blocked()
         if problem:
             print(f"error: {problem}", file=sys.stderr)
         finished = await _wait_all(runtime.service, jobs, timeout, show=not as_json)
     if as_json:
-        print_json([j.as_record() for j in finished])
+        print_json([*(j.as_record() for j in finished), *refused])
     else:
         _console().print(jobs_table(finished, with_files=True))
+        if refused:
+            print(_refused_line(len(refused), len(files)), file=sys.stderr)
         unfinished = [j for j in finished if j.status not in FINAL_STATUSES]
         if unfinished:
             states = ", ".join(sorted({j.status.value for j in unfinished}))
@@ -199,15 +219,41 @@ async def submit_files(
                 "`bygheartd show ID` follows one",
                 file=sys.stderr,
             )
-    return 0 if all(j.status is JobStatus.DONE for j in finished) else 1
+    return 0 if not failed and all(j.status is JobStatus.DONE for j in finished) else 1
+
+
+def refusal(path: Path, exc: BygheartdError) -> dict[str, Any]:
+    """A refused file as a `--json` entry beside the job records: `file` and `error` (the
+    whole message), and `problems` (line, key, message, hint of each) for scripts."""
+    entry: dict[str, Any] = {"file": str(path), "error": str(exc)}
+    if isinstance(exc, RequestError):
+        entry["problems"] = [
+            {"line": p.line, "key": p.key, "message": p.reason, "hint": p.hint}
+            for p in (exc.problems or (exc,))
+        ]
+    return entry
+
+
+def _refused_line(refused: int, total: int) -> str:
+    return f"{refused} of {total} file(s) refused: fix them and submit those again"
 
 
 def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
     service = open_service(config)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     ahead = 0  # the files before this one would be paid first
     for path in files:
-        request = service.parse_file(path, preset=preset, display=str(path))
+        try:
+            request = service.parse_file(path, preset=preset, display=str(path))
+        except BygheartdError as exc:  # checked like submit: every file, every problem
+            refused.append(refusal(path, exc))
+            if not as_json:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        if not as_json:
+            for warning in request.warnings():
+                print(f"warning: {path}: {warning}", file=sys.stderr)
         cost = request.credit_cost(config.backend)
         outlook = service.budget_outlook(cost, ahead=ahead)
         ahead += cost
@@ -225,13 +271,15 @@ def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: boo
             }
         )
     if as_json:
-        print_json(rows)
+        print_json([*rows, *refused])
     else:
         for row in rows:
             print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['budget']}")
         total = sum(int(str(r["credits"])) for r in rows)
         print(f"total: {credits_phrase(total)} (nothing was spent)")
-    return 0
+        if refused:
+            print(_refused_line(len(refused), len(files)), file=sys.stderr)
+    return 1 if refused else 0
 
 
 async def _wait_all(
@@ -261,10 +309,10 @@ async def _wait_all(
     return list(results)
 
 
-def config_check_command(path: Path | None) -> int:
+def config_check_command(path: Path | None, *, online: bool = False) -> int:
     from bygheartd.cli.config_commands import check_config
 
-    return check_config(path)
+    return check_config(path, online=online)
 
 
 def init_command(path: Path | None, force: bool) -> int:

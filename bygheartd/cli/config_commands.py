@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bygheartd.config import config_path, find_api_key, load_config
+from bygheartd.config import Config, config_path, find_api_key, load_config
 from bygheartd.errors import BygheartdError
 from bygheartd.folders.checks import check_folders, folder_map
 
 STARTER = """\
-# bygheartd configuration: every key with its default is in config.example.toml.
+# bygheartd configuration: `bygheartd config example` prints every key with its default.
 [api]
 backend = "bygheart"
 # The key: set BYGHEART_API_KEY, or put it alone in a file (chmod 600) and name it here.
@@ -31,7 +31,10 @@ enabled = ["tags"]
 """
 
 
-def check_config(explicit: Path | None) -> int:
+def check_config(explicit: Path | None, *, online: bool = False) -> int:
+    """Print what the config amounts to; 1 when something would stop songs being made.
+    `online` also asks the backend (reachable, key accepted, models), which the offline
+    check cannot know: a wrong port or a revoked key otherwise shows up only as held jobs."""
     path, _ = config_path(explicit)
     try:
         config = load_config(explicit)
@@ -69,8 +72,28 @@ def check_config(explicit: Path | None) -> int:
         print(f"  problem: {problem}")
     print("presets: " + (", ".join(sorted(config.presets)) or "none"))
     print("plugins enabled: " + (", ".join(config.plugins.enabled) or "none"))
+    from bygheartd.service.runtime import plugin_name_problems
+
+    for problem in plugin_name_problems(config):
+        ok = False
+        print(f"  problem: {problem}")
+    if online and not _check_online(config):
+        ok = False
     print("OK" if ok else "NOT READY")
     return 0 if ok else 1
+
+
+def _check_online(config: Config) -> bool:
+    """Print what the backend says, a line per finding; False when any is an error."""
+    import asyncio
+
+    from bygheartd.service.online import check_backend
+
+    print(f"online ({config.api.effective_base_url()}):")
+    findings = asyncio.run(check_backend(config))
+    for finding in findings:
+        print(f"  {finding.line()}")
+    return all(f.level != "error" for f in findings)
 
 
 def write_starter_config(explicit: Path | None, force: bool) -> int:

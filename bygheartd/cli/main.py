@@ -304,14 +304,19 @@ def config() -> None:
 
 
 @config.command(name="check")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also ask the backend: is it reachable, does it take the key, what models it has.",
+)
 @common
-def config_check() -> None:
+def config_check(online: bool) -> None:
     """Validate the config; show effective paths and where the key comes from."""
     from bygheartd.cli.commands import config_check_command
 
     state = _state()
     state.setup_logging()
-    raise SystemExit(config_check_command(state.config_path))
+    raise SystemExit(config_check_command(state.config_path, online=online))
 
 
 @config.command(name="example")
@@ -320,6 +325,35 @@ def config_example() -> None:
     from bygheartd.cli.extras import config_example_command
 
     config_example_command()
+
+
+@main.group()
+def store() -> None:
+    """The job store: integrity check, and going back to a backup."""
+
+
+@store.command(name="check")
+@common
+def store_check() -> None:
+    """Check the job store's integrity; show its job count and the newest backup (exit 1
+    when it is damaged)."""
+    from bygheartd.cli.store_commands import check_command
+
+    raise SystemExit(check_command(_state().config()))
+
+
+@store.command(name="restore")
+@common
+@click.argument("backup", required=False)
+@click.option(
+    "--force", is_flag=True, help="Restore even though the current store passes its check."
+)
+def store_restore(backup: str | None, force: bool) -> None:
+    """Go back to BACKUP (a name in <state>/backups or a path; default: the newest that
+    passes its check), setting the current store aside, never deleting it."""
+    from bygheartd.cli.store_commands import restore_command
+
+    raise SystemExit(restore_command(_state().config(), backup, force=force))
 
 
 @main.command()

@@ -31,6 +31,9 @@ RESTART_ONLY = (
     "watch.rescan_seconds",
 )
 STATUS_SECONDS = 10.0
+# How often the daemon asks whether the daily store backup is due: hourly, so that backups
+# stay daily however often the daemon is restarted (a daily timer would restart with it).
+BACKUP_CHECK_SECONDS = 3600.0
 
 
 class Daemon:
@@ -77,6 +80,7 @@ class Daemon:
             if not runtime.service.engine_running:
                 log.error("%s", runtime.engine_error or "the engine could not start")
                 return 1
+            await self._start_backups(runtime)
             await self._start_faces(runtime)
             interval = watchdog_interval()
             if interval is not None:
@@ -112,6 +116,28 @@ class Daemon:
             ", ".join(plugins) or "none",
             c.source_path or "built-in defaults",
         )
+
+    async def _start_backups(self, runtime: Runtime) -> None:
+        """A backup now when the newest is a day old (or there is none), before anything
+        else writes; then the hourly check on the engine's ticker."""
+        await self._backup_if_due()
+        runtime.service.every("store-backup", BACKUP_CHECK_SECONDS, self._backup_if_due)
+
+    async def _backup_if_due(self) -> None:
+        """Off the event loop: a backup copies and checks the whole store file."""
+        from bygheartd.service.store_care import backup_store_if_due
+
+        try:
+            backup = await asyncio.to_thread(backup_store_if_due, self.config)
+        except BygheartdError as exc:  # a full disk, a damaged store: say so, keep running
+            log.error("no backup of the job store: %s", exc)
+            return
+        if backup is not None:
+            log.info(
+                "job store backed up to %s (keeping the newest %d)",
+                backup.path,
+                self.config.store.backups,
+            )
 
     async def _start_faces(self, runtime: Runtime) -> None:
         from bygheartd.watch.watcher import InboxWatcher

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd import catalog
-from bygheartd.api.errors import ApiError, RejectedError, TransientError
+from bygheartd.api.errors import ApiError, RefusedAudioUrl, RejectedError, TransientError
 from bygheartd.config import Config
 from bygheartd.engine.endings import Endings, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
@@ -62,6 +62,18 @@ def output_problem(config: Config) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the output folder {output} is not writable by this user"
     return None
+
+
+def download_refusal(exc: RejectedError) -> str:
+    """A failed download's reason that says what happened: every refusal used to read
+    "the server no longer has the audio", a redirect or a foreign URL included."""
+    if isinstance(exc, RefusedAudioUrl):
+        return f"cannot download the audio: {exc}"
+    if exc.status == 404:
+        return f"the server no longer has the audio: {exc}"
+    if exc.status == 403:
+        return f"the server refuses to serve the audio (outside its audio folder): {exc}"
+    return f"the server refused the download: {exc}"
 
 
 class _Interrupted(Exception):
@@ -171,11 +183,14 @@ class Delivery:
                 if adopted is None:
                     raise
                 record = adopted
-            except RejectedError as exc:
-                self.endings.fail(job, f"the server no longer has the audio: {exc}", refund=False)
+            except RejectedError as exc:  # final (the same result gives the same answer): once
+                self.endings.fail(job, download_refusal(exc), refund=False)
                 raise _Interrupted from exc
-            except (TransientError, ApiError) as exc:
+            except TransientError as exc:  # a drop, a gateway error or a time limit
                 self._download_later(job, f"download interrupted: {exc}")
+                raise _Interrupted from exc
+            except ApiError as exc:  # a reply that was not the audio (empty, HTML, ...)
+                self._download_later(job, f"download failed: {exc}")
                 raise _Interrupted from exc
             except OSError as exc:
                 if exc.errno in _DISK_ERRNOS:

@@ -1,17 +1,23 @@
 """apscheduler 3.11 with the in-memory job store: it only triggers; the store remembers.
 
 Every job gets `misfire_grace_time=None` (a late run is still a run: the default of one
-second silently skips work when the loop was busy) and `coalesce=True`.
+second silently skips work when the loop was busy) and `coalesce=True`. A tick runs as a
+task of its own, one at a time: a trigger that finds the previous run still going (a slow
+exchange) coalesces into it quietly instead of piling up or filling the log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from bygheartd.store.errors import StoreDamaged
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +28,9 @@ class Ticker:
     def __init__(self) -> None:
         self._sched = AsyncIOScheduler(timezone=UTC)
         self._intervals: dict[str, float] = {}
+        # The run of each tick still going, and the ticks woken meanwhile (run once more).
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
 
     def start(self) -> None:
         self._sched.start()
@@ -29,6 +38,9 @@ class Ticker:
     def shutdown(self) -> None:
         if self._sched.running:
             self._sched.shutdown(wait=False)
+        # As apscheduler cancels the runs it started: a run cut off resumes from the store.
+        for task in list(self._running.values()):
+            task.cancel()
 
     def every(self, name: str, seconds: float, func: Tick, *, start_now: bool = True) -> None:
         first = datetime.now(UTC) if start_now else datetime.now(UTC) + timedelta(seconds=seconds)
@@ -64,21 +76,57 @@ class Ticker:
         self._sched.reschedule_job(name, trigger=IntervalTrigger(seconds=seconds, timezone=UTC))
 
     def wake(self, name: str) -> None:
-        """Run an interval job now instead of at its next time."""
+        """Run an interval job now instead of at its next time (once more, right after the
+        run in progress, when one is going: what woke it may have come after it looked)."""
         job = self._sched.get_job(name)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        if job is None:
+            return
+        running = self._running.get(name)
+        if running is not None and not running.done():
+            self._again.add(name)
+            return
+        job.modify(next_run_time=datetime.now(UTC))
 
     def cancel(self, name: str) -> None:
         if self._sched.get_job(name) is not None:
             self._sched.remove_job(name)
 
-    @staticmethod
-    def _guard(name: str, func: Tick) -> Tick:
+    def _finished(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._running.get(name) is task:
+            del self._running[name]
+
+    def _guard(self, name: str, func: Tick) -> Tick:
+        """What apscheduler runs: it starts `func` as a task of its own and returns at once.
+
+        apscheduler counts a run until its coroutine returns and, with `max_instances=1`,
+        refuses every trigger meanwhile with a warning ("maximum number of running instances
+        reached"), each second while a slow exchange lasts. Here a trigger that finds the
+        previous run still going coalesces into it quietly (a `wake` makes that run go once
+        more when it ends), so a tick never runs twice at once and the log stays readable.
+        """
+
+        async def trigger() -> None:
+            running = self._running.get(name)
+            if running is not None and not running.done():
+                log.debug("%s is still running; this trigger coalesces into it", name)
+                return
+            task = asyncio.get_running_loop().create_task(runs(), name=f"tick {name}")
+            self._running[name] = task
+            task.add_done_callback(functools.partial(self._finished, name))
+
+        async def runs() -> None:
+            while True:
+                self._again.discard(name)
+                await run()
+                if name not in self._again or not self._sched.running:
+                    return
+
         async def run() -> None:
             try:
                 await func()
+            except StoreDamaged as exc:  # its message is the explanation: no traceback
+                log.error("scheduled %s failed: %s", name, exc)
             except Exception:
                 log.exception("scheduled %s failed; it runs again at its next time", name)
 
-        return run
+        return trigger

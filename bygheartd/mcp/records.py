@@ -137,7 +137,9 @@ class GenerateResult(JobRecord):
             )
         if self.status not in ("done", "failed", "cancelled"):
             text += " Call get_song with wait_seconds to follow it."
-        return " ".join([text, *self.notes])
+        # In the text too: the assistant reads this, and a song with no style is worth a word.
+        warnings = [f"Warning: {w}." for w in self.warnings]
+        return " ".join([text, *warnings, *self.notes])
 
 
 class SongList(BaseModel):

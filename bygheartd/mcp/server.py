@@ -12,19 +12,21 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from bygheartd import catalog
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Job, JobStatus, iso
+from bygheartd.mcp import arguments
+from bygheartd.mcp.arguments import plain_validation_text, schema
 from bygheartd.mcp.lyrics_file import resolve_song_file
 from bygheartd.mcp.prompts import write_song_prompt
 from bygheartd.mcp.records import (
@@ -36,7 +38,6 @@ from bygheartd.mcp.records import (
     ModelList,
     PlanLimits,
     SongList,
-    StatusName,
     lyrics_fingerprint,
     lyrics_sent,
     progress_message,
@@ -62,18 +63,24 @@ wait_seconds until the status is done; files come back as absolute paths and fil
 Songs spend credits: check get_credits and list_models when in doubt."""
 
 Lifespan: TypeAlias = Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any]]
+# The arguments are typed `Any` with a declared schema (see mcp/arguments.py): our own
+# checks answer a bad value in the words a song file gets, never pydantic's.
 WaitSeconds = Annotated[
-    float,
+    Any,
+    schema(anyOf=[{"type": "number", "minimum": 0}, {"type": "string"}]),
     Field(
-        ge=0,
-        le=MAX_WAIT_SECONDS,
-        description="wait up to this many seconds for the song to finish, with progress "
-        "notifications (0 = return at once); the job keeps running either way",
+        description=f"wait up to this many seconds (at most {MAX_WAIT_SECONDS:g}; more is cut "
+        "to that, with a note) for the song to finish, with progress notifications "
+        "(0 = return at once); the job keeps running either way",
+        examples=[0, 30, MAX_WAIT_SECONDS],
     ),
 ]
 JobId = Annotated[
-    str, Field(min_length=6, max_length=64, description="a job id or a unique prefix of 6+")
+    Any,
+    schema(type="string", minLength=6, maxLength=64),
+    Field(description="a job id or a unique prefix of 6+", examples=["01jb4m3k8q"]),
 ]
+STATUS_NAMES = [s.value for s in JobStatus]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
@@ -104,6 +111,23 @@ class _Progress:
             self.broken = True
 
 
+class _Server(MCPServer[Any]):
+    """The SDK's server, except that arguments it still refuses itself (a JSON type we
+    declared and the caller did not send) are answered without pydantic's text and links."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            text = plain_validation_text(cause)
+            raise ToolError(f"Error executing tool {name}: {text}") from cause
+
+
 class _Songs:
     """The tools' logic; the closures in `build_server` only declare the schemas."""
 
@@ -115,9 +139,9 @@ class _Songs:
         """Read at each call: a reload (SIGHUP) changes what the tools report and accept."""
         return self.service.config
 
-    def job(self, ref: str) -> Job:
+    def job(self, ref: Any) -> Job:
         try:
-            return self.service.get(ref.strip())
+            return self.service.get(arguments.job_ref(ref))
         except BygheartdError as exc:
             raise ToolError(f"{exc}: list_songs shows the known jobs") from None
 
@@ -158,20 +182,13 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
 
     songs = _Songs(service)
     backend = service.config.backend  # a backend change needs a restart
-    server: MCPServer[Any] = MCPServer(
+    server: MCPServer[Any] = _Server(
         "bygheartd", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan
     )
     bpm_low, bpm_high = catalog.bpm_range(backend)
     dur_low, dur_high = catalog.duration_range()
     names = catalog.acestep_models() if backend == "acestep" else list(catalog.HOSTED_MODELS)
-    if TYPE_CHECKING:
-        ModelName: TypeAlias = str
-        KeyName: TypeAlias = str
-        LanguageCode: TypeAlias = str
-    else:
-        ModelName = Literal[tuple(names)]
-        KeyName = Literal[tuple(catalog.key_scales())]
-        LanguageCode = Literal[tuple(catalog.languages())]
+    text = {"type": "string"}
 
     @server.tool(
         annotations=ToolAnnotations(
@@ -185,15 +202,16 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     async def generate_song(
         ctx: Context[Any, Any],
         lyrics: Annotated[
-            str | None,
+            Any,
+            schema(type="string", maxLength=catalog.LYRICS_MAX_CHARS),
             Field(
-                max_length=catalog.LYRICS_MAX_CHARS,
                 description="the complete lyrics with section tags ([Verse], [Chorus], ...); "
                 "never shortened. Leave out for instrumental=true or lyrics_file",
             ),
         ] = None,
         lyrics_file: Annotated[
-            str | None,
+            Any,
+            schema(**text),
             Field(
                 description="a song file (front matter + lyrics, or plain lyrics) in the drafts "
                 "folder (relative names are taken from there), or in archive or output; never "
@@ -201,42 +219,76 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             ),
         ] = None,
         style: Annotated[
-            str | None,
+            Any,
+            schema(type="string", maxLength=catalog.STYLE_MAX_CHARS),
+            Field(description="the style caption: genre, mood, instruments, vocals, production"),
+        ] = None,
+        title: Annotated[
+            Any, schema(type="string", maxLength=200), Field(description="names the files")
+        ] = None,
+        model: Annotated[
+            Any,
+            schema(**text),
             Field(
-                max_length=catalog.STYLE_MAX_CHARS,
-                description="the style caption: genre, mood, instruments, vocals, production",
+                description="see list_models; default from the config. One of: "
+                + ", ".join(names[:12]),
+                examples=names[:3],
             ),
         ] = None,
-        title: Annotated[str | None, Field(max_length=200, description="names the files")] = None,
-        model: Annotated[
-            ModelName | None, Field(description="see list_models; default from the config")
-        ] = None,
         duration: Annotated[
-            Annotated[float, Field(ge=dur_low, le=dur_high)] | Literal["auto"] | None,
-            Field(description=f"seconds ({dur_low:g}-{dur_high:g}) or 'auto'"),
+            Any,
+            schema(anyOf=[{"type": "number", "minimum": dur_low, "maximum": dur_high}, text]),
+            Field(
+                description=f"seconds ({dur_low:g}-{dur_high:g}), 'm:ss' or 'auto'",
+                examples=[180, "3:30", "auto"],
+            ),
         ] = None,
-        bpm: Annotated[int | None, Field(ge=bpm_low, le=bpm_high, description="tempo")] = None,
-        key: Annotated[KeyName | None, Field(description="e.g. 'A minor', 'F# major'")] = None,
+        bpm: Annotated[
+            Any,
+            schema(anyOf=[{"type": "integer", "minimum": bpm_low, "maximum": bpm_high}, text]),
+            Field(description=f"tempo, {bpm_low}-{bpm_high}", examples=[124, "auto"]),
+        ] = None,
+        key: Annotated[
+            Any,
+            schema(**text),
+            Field(
+                description="note, optional # or b, major or minor; short forms work too",
+                examples=["A minor", "F# major", "Am", "Bb", "F♯ minor"],
+            ),
+        ] = None,
         time_signature: Annotated[
-            Literal["2", "3", "4", "6"] | None,
-            Field(description="beats per bar: 2 = 2/4, 3 = 3/4, 4 = 4/4, 6 = 6/8"),
+            Any,
+            schema(anyOf=[text, {"type": "integer"}]),
+            Field(
+                description="beats per bar: 2 = 2/4, 3 = 3/4, 4 = 4/4, 6 = 6/8",
+                examples=["4", "3", "6/8"],
+            ),
         ] = None,
         language: Annotated[
-            LanguageCode | None, Field(description="language of the lyrics (code)")
+            Any,
+            schema(**text),
+            Field(
+                description="language of the lyrics: a code or its name",
+                examples=["en", "es", "ja", "English"],
+            ),
         ] = None,
-        instrumental: Annotated[bool | None, Field(description="no vocals, no lyrics")] = None,
+        instrumental: Annotated[
+            Any, schema(type="boolean"), Field(description="no vocals, no lyrics")
+        ] = None,
         takes: Annotated[
-            int | None,
-            Field(ge=catalog.MIN_TAKES, le=catalog.MAX_TAKES, description="versions; each costs"),
+            Any,
+            schema(type="integer", minimum=catalog.MIN_TAKES, maximum=catalog.MAX_TAKES),
+            Field(description="versions; each costs"),
         ] = None,
         seed: Annotated[
-            int | list[int] | None,
+            Any,
+            schema(anyOf=[{"type": "integer"}, {"type": "array", "items": {"type": "integer"}}]),
             Field(description="fixed seed (0-4294967295), or one per take; omit for random"),
         ] = None,
         idempotency_key: Annotated[
-            str | None,
+            Any,
+            schema(type="string", maxLength=200),
             Field(
-                max_length=200,
                 description="any string: a call with the same key and the same request "
                 "returns the same job; the same key with a different request is an error",
             ),
@@ -248,10 +300,12 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         de-duplication window returns the existing job instead of paying twice."""
         if lyrics is not None and lyrics_file is not None:
             raise ToolError("give lyrics or lyrics_file, not both")
-        if lyrics_file is None and not (lyrics or "").strip() and not instrumental:
-            raise ToolError(
-                "no lyrics: pass the complete lyrics (or lyrics_file), or instrumental=true"
-            )
+        try:
+            wait = arguments.wait_seconds(wait_seconds, MAX_WAIT_SECONDS)
+            lyrics_file = arguments.optional_text("lyrics_file", lyrics_file, 1000)
+            idempotency_key = arguments.optional_text("idempotency_key", idempotency_key, 200)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
         args = {
             "lyrics": lyrics,
             "style": style,
@@ -267,6 +321,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             "seed": seed,
         }
         request, origin = songs.build(args, lyrics_file)
+        # Checked on the normalised request, so `instrumental: "yes"` counts as it does in files.
+        if lyrics_file is None and not request.lyrics.strip() and not request.instrumental:
+            raise ToolError(
+                "no lyrics: pass the complete lyrics (or lyrics_file), or instrumental=true"
+            )
         try:
             enqueued = songs.service.enqueue(
                 request,
@@ -287,7 +346,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         )
         hold = outlook.hold
         songs.service.wake()
-        job = await songs.wait(ctx, enqueued.job, wait_seconds)
+        job = await songs.wait(ctx, enqueued.job, wait.seconds)
         digest, lines = lyrics_fingerprint(lyrics_sent(job.request))
         result = GenerateResult(
             **JobRecord.of(job).model_dump(),
@@ -300,7 +359,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             budget_hold=None
             if hold is None or job.status.is_final
             else BudgetHold(reason=hold.reason, resumes_at=iso(hold.resumes_at) or ""),
-            notes=songs.notes(),
+            notes=[n for n in (wait.note,) if n] + songs.notes(),
         )
         return _result(result, result.summary())
 
@@ -310,21 +369,44 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     ) -> Annotated[CallToolResult, JobRecord]:
         """One song's job record: status, progress, ETA, and when done its files (absolute
         paths and file:// URIs). With wait_seconds it waits, reporting progress."""
-        job = await songs.wait(ctx, songs.job(job_id), wait_seconds)
+        try:
+            wait = arguments.wait_seconds(wait_seconds, MAX_WAIT_SECONDS)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        job = await songs.wait(ctx, songs.job(job_id), wait.seconds)
         record = JobRecord.of(job)
-        return _result(record, record.summary())
+        summary = record.summary()
+        return _result(record, f"{summary} {wait.note}" if wait.note else summary)
 
     @server.tool(annotations=READ_ONLY)
     async def list_songs(
         status: Annotated[
-            list[StatusName] | None,
-            Field(description="only these statuses (default: all)"),
+            Any,
+            schema(
+                anyOf=[
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "string"},
+                ]
+            ),
+            Field(
+                description="only these statuses (default: all): a list, one name, or "
+                "names separated by commas; one of " + ", ".join(STATUS_NAMES),
+                examples=[["failed"], "held", "running,downloading"],
+            ),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="newest first")] = 20,
+        limit: Annotated[
+            Any,
+            schema(type="integer", minimum=1, maximum=arguments.LIMIT_MAX),
+            Field(description="how many, newest first (1-200)"),
+        ] = 20,
     ) -> Annotated[CallToolResult, SongList]:
         """Recent songs, newest first, optionally only some statuses."""
-        statuses = [JobStatus(s) for s in status] if status else None
-        jobs = songs.service.list(statuses, limit)
+        try:
+            statuses = arguments.statuses(status)
+            count = arguments.limit_value(limit, 20)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        jobs = songs.service.list(statuses, count)
         result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=songs.service.counts())
         return _result(result, result.summary())
 

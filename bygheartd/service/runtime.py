@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hashlib
 import logging
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bygheartd.api.client import BygheartClient
+from bygheartd.api.client import BygheartClient, DownloadLimits
 from bygheartd.config import Config, LiveConfig, find_api_key
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock
 from bygheartd.engine.ticker import Tick
 from bygheartd.errors import BygheartdError
+from bygheartd.hooks.discovery import (
+    entry_point_candidates,
+    first_party_candidates,
+    path_candidates,
+)
 from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
 from bygheartd.jobs import ACTIVE_STATUSES
 from bygheartd.service.errors import NoApiKey
@@ -57,6 +63,31 @@ def describe_plugins(config: Config) -> list[PluginInfo]:
     return PluginHost.load(plugin_settings(config)).describe()
 
 
+def plugin_name_problems(config: Config) -> list[str]:
+    """Names in `[plugins] enabled`/`disabled` that no installed plugin has, each with the
+    nearest real name: a typo there silently turns a plugin off (or fails to), and `config
+    check` is where people look. Discovery only lists names; no plugin code is imported."""
+    paths = [Path(p).expanduser() for p in config.plugins.paths]
+    candidates = first_party_candidates() + entry_point_candidates() + path_candidates(paths)
+    known = sorted({c.name for c in candidates})
+    problems = []
+    for where, names in (
+        ("enabled", config.plugins.enabled),
+        ("disabled", config.plugins.disabled),
+    ):
+        for name in names:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "installed: " + (", ".join(known) or "none")
+            )
+            problems.append(f"unknown plugin {name!r} in [plugins] {where}: {hint}")
+    return problems
+
+
 def make_client(config: Config) -> BygheartClient:
     key = find_api_key(config).value
     if key is None and config.backend == "bygheart":
@@ -70,6 +101,10 @@ def make_client(config: Config) -> BygheartClient:
         key,
         backend="acestep" if config.backend == "acestep" else "bygheart",
         timeout=config.api.timeout_seconds,
+        download_limits=DownloadLimits(
+            stall_seconds=config.api.download_stall_seconds,
+            min_bytes_per_second=config.api.download_min_bytes_per_second,
+        ),
     )
 
 

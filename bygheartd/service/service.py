@@ -253,6 +253,8 @@ class SongService:
         )
         if not title:
             job = self.store.update(job.id, title=f"song-{job.id[:8]}")
+        if warnings := request.warnings():  # on the job, so every face shows them
+            job = self.store.update(job.id, warnings=[*job.warnings, *warnings])
         return Enqueued(job, True)
 
     def enqueue_file(self, path: Path, *, preset: str | None = None, origin: str = "cli") -> Job:

@@ -189,6 +189,18 @@ class SongRequest(BaseModel):
     def display_title(self, fallback: str) -> str:
         return self.title or fallback
 
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant, said when the job is queued (never a
+        refusal): a song with no style at all, because neither the file nor the
+        configuration's `[defaults] style` gave one, comes out in whatever style the model
+        picks, and nothing else would tell the user why."""
+        if self.style.strip():
+            return []
+        return [
+            "no style: the song goes out without one; write `style:` in the song file"
+            " or set [defaults] style in the config"
+        ]
+
 
 def normalise_request(
     data: Any,
@@ -209,40 +221,78 @@ def normalise_request(
         )
     clean: dict[str, Any] = {}
     origin: dict[str, str] = {}  # canonical name -> the key as the user wrote it
-    for raw, canon, value in _resolve_keys(data, source):
+    # Every key is checked before anything is reported: a user who wrote three bad values
+    # learns of all three at once instead of in three rounds of drop, read, fix.
+    problems: list[RequestError] = []
+    failed: set[str] = set()  # set by the request, but badly: the defaults stay out of it
+    resolved, bad_keys = _sort_keys(data, source)
+    problems += bad_keys
+    for raw, canon, value in resolved:
         if value is None or (value == "" and canon != "lyrics"):
             continue  # an unset key: the defaults may fill it
-        _normalise_into(clean, canon, value, backend, source=source, key=raw)
+        try:
+            _normalise_into(clean, canon, value, backend, source=source, key=raw)
+        except RequestError as exc:
+            problems.append(exc)
+            failed.add(canon)
         origin.setdefault(canon, raw)
-    for raw, canon, value in _resolve_keys(defaults or {}, source):
-        if canon in clean or value is None or value == "":
+    resolved, bad_keys = _sort_keys(defaults or {}, source)
+    problems += bad_keys
+    for raw, canon, value in resolved:
+        if canon in clean or canon in failed or value is None or value == "":
             continue
-        _normalise_into(clean, canon, value, backend, source=source, key=raw, from_defaults=True)
+        try:
+            _normalise_into(
+                clean, canon, value, backend, source=source, key=raw, from_defaults=True
+            )
+        except RequestError as exc:
+            problems.append(exc)
         origin.setdefault(canon, raw)
+    if problems:  # the rules between fields would judge values that are not there
+        raise RequestError.collect(problems, source=source)
     _check_rules(clean, origin, backend, source, max_job_credits)
     return clean
 
 
 def _resolve_keys(data: Mapping[Any, Any], source: str) -> list[tuple[str, str, Any]]:
     """(key as written, canonical name, value); unknown and doubled keys are errors."""
+    resolved, problems = _sort_keys(data, source)
+    if problems:
+        raise RequestError.collect(problems, source=source)
+    return resolved
+
+
+def _sort_keys(
+    data: Mapping[Any, Any], source: str
+) -> tuple[list[tuple[str, str, Any]], list[RequestError]]:
+    """(key as written, canonical name, value) for the known keys, and a problem for each
+    unknown or doubled one (so that all of them are reported together)."""
     seen: dict[str, str] = {}
     out: list[tuple[str, str, Any]] = []
+    problems: list[RequestError] = []
     for raw, value in data.items():
         if not isinstance(raw, str):
-            raise RequestError(f"key {fields.show(raw)} is not a name", source=source)
+            problems.append(RequestError(f"key {fields.show(raw)} is not a name", source=source))
+            continue
         canon = fields.CANONICAL.get(fields.key_name(raw))
         if canon is None:
-            raise RequestError(f"unknown key {raw!r}", source=source, key=raw, hint=_near_key(raw))
-        if canon in seen:
-            raise RequestError(
-                f"{seen[canon]!r} and {raw!r} both set {canon}",
-                source=source,
-                key=raw,
-                hint="keep one of them",
+            problems.append(
+                RequestError(f"unknown key {raw!r}", source=source, key=raw, hint=_near_key(raw))
             )
+            continue
+        if canon in seen:
+            problems.append(
+                RequestError(
+                    f"{seen[canon]!r} and {raw!r} both set {canon}",
+                    source=source,
+                    key=raw,
+                    hint="keep one of them",
+                )
+            )
+            continue
         seen[canon] = raw
         out.append((raw, canon, value))
-    return out
+    return out, problems
 
 
 # Words people use for a field that are not keys: named in the hint, never accepted silently.
@@ -275,7 +325,8 @@ def _near_key(raw: str) -> str:
     if near:
         valid = near[0] if near[0] in fields.CANONICAL else _SYNONYMS[near[0]]
         return f"did you mean {valid!r}?"
-    return "the valid keys are " + ", ".join(fields.ALIASES) + " (see docs/song-files.md)"
+    keys = ", ".join(fields.ALIASES)
+    return f"the valid keys are {keys} (`bygheartd guide` explains each)"
 
 
 def _normalise_into(
@@ -309,15 +360,39 @@ def _check_rules(
     def fail(reason: str, canon: str | None, hint: str | None = None) -> RequestError:
         return RequestError(reason, source=source, key=origin.get(canon or ""), hint=hint)
 
-    random_seed = clean.pop(fields.USE_RANDOM_SEED, None)
-    if random_seed and "seed" in clean:
-        raise fail(
-            f"seed {fields.show(clean['seed'])} and use_random_seed: true contradict each other",
-            "seed",
-            "remove use_random_seed to keep the seed, or remove seed for random takes",
-        )
-    _check_lyrics(clean, fail)
-    _check_task(clean, backend, fail)
+    def random_seed() -> None:
+        if clean.pop(fields.USE_RANDOM_SEED, None) and "seed" in clean:
+            raise fail(
+                f"seed {fields.show(clean['seed'])} and use_random_seed: true contradict each"
+                " other",
+                "seed",
+                "remove use_random_seed to keep the seed, or remove seed for random takes",
+            )
+
+    # Each rule is independent of the others' outcome: all that fail are reported together.
+    problems: list[RequestError] = []
+    for check in (
+        random_seed,
+        lambda: _check_lyrics(clean, fail),
+        lambda: _check_task(clean, backend, fail),
+        lambda: _check_takes(clean, origin, backend, fail, max_job_credits),
+    ):
+        try:
+            check()
+        except RequestError as exc:
+            problems.append(exc)
+    if problems:
+        raise RequestError.collect(problems, source=source)
+
+
+def _check_takes(
+    clean: dict[str, Any],
+    origin: dict[str, str],
+    backend: str,
+    fail: Any,
+    max_job_credits: int | None,
+) -> None:
+    """One seed per take, and a job the daily cap can ever pay for."""
     takes = clean.get("takes", 1)
     seeds = clean.get("seed")
     if isinstance(seeds, list):

@@ -32,7 +32,8 @@ SUPPORTED_SUFFIXES: Final = (".txt", ".md", ".lyrics", ".yaml", ".yml", ".toml",
 DEFAULT_MAX_BYTES: Final = 256 * 1024
 _STRUCTURED: Final = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
 _FENCES: Final = {"---": "YAML", "+++": "TOML"}
-_SEE_DOCS: Final = "see docs/song-files.md"
+# Installed packages carry no docs/ folder: point at the command that prints the format.
+_SEE_DOCS: Final = "`bygheartd guide` shows the format"
 
 
 @dataclass
@@ -166,9 +167,7 @@ def parse_song_text(
     try:
         request = SongRequest.build(data, rules, source=name)
     except RequestError as exc:
-        raise SongFileError(
-            exc.reason, source=name, key=exc.key, line=parsed.line_of(exc.key), hint=exc.hint
-        ) from None
+        raise _located(exc, parsed, name) from None
     audio = request.source_audio
     if base_dir is not None and audio is not None and not (base_dir / audio).is_file():
         key = parsed.key_for("source_audio")
@@ -180,6 +179,18 @@ def parse_song_text(
             hint="put the audio file in the same folder, or fix the name",
         )
     return request
+
+
+def _located(exc: RequestError, parsed: _Parsed, name: str) -> SongFileError:
+    """The request's problem(s) with the file's line numbers added; several problems stay
+    one error, in the order of the file's lines (problems without a line last)."""
+    if not exc.problems:
+        return SongFileError(
+            exc.reason, source=name, key=exc.key, line=parsed.line_of(exc.key), hint=exc.hint
+        )
+    located = [_located(problem, parsed, name) for problem in exc.problems]
+    located.sort(key=lambda p: (p.line is None, p.line or 0))
+    return SongFileError.collect(located, source=name)
 
 
 def _merged(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,6 +276,10 @@ def _not_a_table(label: str, what: str, name: str, line: int | None) -> SongFile
     )
 
 
+# PyYAML's contexts of a construct left open: its context_mark is where it was opened.
+_OPENED: Final = ("while parsing a flow", "while scanning a quoted scalar")
+
+
 def _load_yaml(text: str, name: str, offset: int) -> _Parsed:
     """YAML read node by node so that scalars keep their spelling: `language: no` stays
     "no" (Norwegian, not false), `key: F# minor` and `duration: 3:30` stay text."""
@@ -295,6 +310,10 @@ def _load_yaml(text: str, name: str, offset: int) -> _Parsed:
             parsed.data[key] = _yaml_value(loader, value_node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and (exc.context or "").startswith(_OPENED):
+            # An unclosed `[`, `{` or quote is noticed where the next line (or the end)
+            # begins; the line to fix is the one that opened it.
+            mark = exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         raise SongFileError(
             f"{_label(offset)} is not valid YAML: {problem}",

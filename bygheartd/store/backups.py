@@ -372,7 +372,7 @@ def restore_backup(db_path: Path, backup: Backup, now: datetime | None = None) -
         for path in (tmp, *(Path(f"{tmp}{s}") for s in _WAL_FILES)):
             path.unlink(missing_ok=True)  # our own leftovers from an interrupted restore
         shutil.copyfile(backup.path, tmp)
-        unsent = _fail_unsent(tmp, backup, now)
+        unsent = _fail_unsent(tmp, backup)
         _fsync(tmp)
         set_aside = _set_aside(db_path, label, now) if db_path.exists() else ()
         os.replace(tmp, db_path)
@@ -382,7 +382,7 @@ def restore_backup(db_path: Path, backup: Backup, now: datetime | None = None) -
     return Restored(backup, health, set_aside, unsent)
 
 
-def _fail_unsent(path: Path, backup: Backup, now: datetime) -> tuple[tuple[str, str], ...]:
+def _fail_unsent(path: Path, backup: Backup) -> tuple[tuple[str, str], ...]:
     """Fail queued jobs and jobs held before their submit, in the copy at `path`."""
     from bygheartd.store.store import Store  # the store module imports this one
 
@@ -399,9 +399,9 @@ def _fail_unsent(path: Path, backup: Backup, now: datetime) -> tuple[tuple[str, 
                 JobStatus.FAILED,
                 event="restored",
                 reason=(
-                    f"the store was restored from the backup of {when_text(backup.taken_at, now)}"
-                    ", when this job was still waiting: it may have been sent since, so it is "
-                    f"not sent again (that could pay twice): `bygheartd retry {job.id}` makes it"
+                    "may have been sent after the backup the store was restored from "
+                    f"({backup.taken_at:%Y-%m-%d %H:%M} UTC): not sent again (that could pay "
+                    f"twice); `bygheartd retry {job.id}` makes it"
                 ),
                 expect={JobStatus.QUEUED, JobStatus.HELD},
                 resumes_at=None,

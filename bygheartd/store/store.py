@@ -30,6 +30,7 @@ from bygheartd.jobs import (
     take_stems,
     utcnow,
 )
+from bygheartd.store.damage import GuardedConnection, refuse_empty_store
 from bygheartd.store.errors import JobNotFound, StaleTransition, StoreError
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
@@ -99,9 +100,15 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_empty_store(path)
         try:
+            # Guarded: a damaged file says so, with the way back to a backup (store/damage.py).
             self._db = sqlite3.connect(
-                str(path), timeout=10.0, isolation_level=None, check_same_thread=False
+                str(path),
+                timeout=10.0,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=GuardedConnection,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the job store {path}: {exc}") from None

@@ -209,6 +209,8 @@ class Intake:
         except sqlite3.IntegrityError:  # another process took this exact drop just now
             raise Unstable from None
         log.info("accepted %s as job %s (%s)", relative, job.id, job.title)
+        for warning in job.warnings:
+            log.warning("%s", _printable(f"{relative} (job {job.id}): {warning}"))
         return self._archive(path, relative, job, recovered=False, request=request)
 
     def _archived(self, job: Job) -> bool:
@@ -328,25 +330,24 @@ class Intake:
         return Outcome("rejected", path, moved_to=target, message=rejection.reason)
 
     def _note(self, relative: PurePosixPath, target: Path, rejection: Rejection) -> str:
-        where = [f"line {rejection.error.line}" if rejection.error.line else "", ""]
-        if rejection.error.key:
-            where[1] = f"key {rejection.error.key!r}"
-        where_text = ", ".join(w for w in where if w)
-        lines = [
-            f"{self.display(relative)} was not accepted (moved to {target}).",
-            "",
-            f"What is wrong: {rejection.reason}",
-        ]
-        if where_text:
-            lines.append(f"Where: {where_text}")
-        if rejection.error.hint:
-            lines.append(f"How to fix: {rejection.error.hint}")
+        """What is wrong, where, how to fix it: for each problem when there are several,
+        so that one round of fixing is enough."""
+        error = rejection.error
+        lines = [f"{self.display(relative)} was not accepted (moved to {target}).", ""]
+        if error.problems:
+            lines.append(f"What is wrong: {len(error.problems)} problems")
+            for number, problem in enumerate(error.problems, start=1):
+                lines += ["", f"{number}. {problem.reason}"]
+                lines += _where_and_fix(problem, indent="   ")
+        else:
+            lines.append(f"What is wrong: {rejection.reason}")
+            lines += _where_and_fix(error, indent="")
         folder = (self.inbox / relative.parent).as_posix()
         lines += [
             "",
             f"Then drop the file into the inbox again ({folder}/). Nothing was spent.",
         ]
-        if rejection.full and rejection.full != rejection.reason:
+        if rejection.full and rejection.full != rejection.reason and not error.problems:
             lines += ["", f"Full message: {rejection.full}"]
         return "\n".join(lines) + "\n"
 
@@ -383,6 +384,14 @@ class Intake:
             hint="to make it again, change the file (a new title or a seed) or set "
             '[watch] on_duplicate = "allow"',
         )
+
+
+def _where_and_fix(error: RequestError, *, indent: str) -> list[str]:
+    """The `Where:` and `How to fix:` lines of one problem, when they are known."""
+    lines = [f"{indent}Where: {error.spot()}"] if error.spot() else []
+    if error.hint:
+        lines.append(f"{indent}How to fix: {error.hint}")
+    return lines
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

@@ -1,0 +1,180 @@
+"""A misbehaving HTTP proxy on 127.0.0.1 for the time-limit and redirect tests.
+
+It forwards each request to a real server (the simulator, or the scripted API of
+`_servers.py`) and then, for the requests its rules pick, drips the reply a byte at a time,
+stops the body part-way and goes quiet, or answers with a redirect instead. Those are the
+peers that per-read timeouts never catch and no ASGI app imitates faithfully: the bytes
+really arrive (or stop arriving) on the socket, as from a slow proxy or a stuck server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+Action = Literal["drip", "stall", "redirect"]
+
+
+@dataclass
+class Rule:
+    """What the proxy does to requests whose request line ("GET /path?query") contains
+    `match`.
+
+    - `drip`: the reply's headers at once, then its body at `bytes_per_second`;
+    - `stall`: the headers and `after_body_bytes` of the body, then nothing (the connection
+      stays open until the client gives up);
+    - `redirect`: a 302 to `location`, without asking the server.
+
+    `times` limits how many requests the rule takes (None: all). With `first_target_only`
+    the rule keeps to the first request line it took, and its repeats (a resumed download).
+    """
+
+    match: str
+    action: Action
+    bytes_per_second: float = 1.0
+    after_body_bytes: int = 0
+    location: str = ""
+    times: int | None = None
+    first_target_only: bool = False
+    hits: int = 0
+    pinned: str | None = None
+
+    def takes(self, line: str) -> bool:
+        if self.match not in line or (self.times is not None and self.hits >= self.times):
+            return False
+        if self.first_target_only:
+            if self.pinned is None:
+                self.pinned = line
+            elif self.pinned != line:
+                return False
+        self.hits += 1
+        return True
+
+
+class MisbehavingProxy:
+    """`with MisbehavingProxy(upstream_origin, Rule(...)) as proxy:` then talk to
+    `proxy.origin`. `rewrite_host` sends the upstream its own Host (so absolute URLs it
+    builds point at the upstream, not at the proxy, as behind a careless reverse proxy).
+    """
+
+    def __init__(self, upstream: str, *rules: Rule, rewrite_host: bool = False) -> None:
+        parts = urlsplit(upstream)
+        assert parts.hostname and parts.port, upstream
+        self.upstream_host, self.upstream_port = parts.hostname, parts.port
+        self.rules = list(rules)
+        self.rewrite_host = rewrite_host
+        self.requests: list[str] = []  # request lines, in arrival order
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def seen(self, fragment: str) -> list[str]:
+        return [line for line in self.requests if fragment in line]
+
+    def __enter__(self) -> MisbehavingProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the misbehaving proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._exchange(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client gave up: what these tests provoke
+        finally:
+            self._tasks.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+        method, target, _version = request_line.split(" ", 2)
+        headers = [tuple(h.split(":", 1)) for h in header_lines if ":" in h]
+        length = next((int(v) for k, v in headers if k.strip().lower() == "content-length"), 0)
+        body = await reader.readexactly(length) if length else b""
+        line = f"{method} {target}"
+        self.requests.append(line)
+        rule = next((r for r in self.rules if r.takes(line)), None)
+        if rule is not None and rule.action == "redirect":
+            writer.write(
+                f"HTTP/1.1 302 Found\r\nLocation: {rule.location}\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode("latin-1")
+            )
+            await writer.drain()
+            return
+        reply = await self._forward(method, target, headers, body)
+        if rule is None:
+            writer.write(reply)
+            await writer.drain()
+            return
+        body_at = reply.index(b"\r\n\r\n") + 4
+        if rule.action == "stall":
+            writer.write(reply[: body_at + rule.after_body_bytes])
+            await writer.drain()
+            await reader.read()  # quiet until the client hangs up
+            return
+        writer.write(reply[:body_at])
+        await writer.drain()
+        step = max(1, int(rule.bytes_per_second / 20))
+        pause = step / rule.bytes_per_second
+        for start in range(body_at, len(reply), step):
+            writer.write(reply[start : start + step])
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+    async def _forward(
+        self, method: str, target: str, headers: list[tuple[str, ...]], body: bytes
+    ) -> bytes:
+        """The upstream's whole reply to this one request (one connection, then closed)."""
+        up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        lines = [f"{method} {target} HTTP/1.1"]
+        for name, value in headers:
+            lower = name.strip().lower()
+            if lower == "connection":
+                continue
+            if lower == "host" and self.rewrite_host:
+                value = f" {self.upstream_host}:{self.upstream_port}"
+            lines.append(f"{name}:{value}")
+        lines.append("Connection: close")
+        up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await up_writer.drain()
+        reply = await up_reader.read()
+        up_writer.close()
+        return reply
