@@ -286,11 +286,14 @@ async def test_a_rejected_255_byte_name_gets_a_shortened_note_and_a_true_log_lin
     start, _, end = note.name.partition("…")
     assert end == suffix + ".error.txt" and name.startswith(start) and len(start) > 70
     assert name in note.read_text(encoding="utf-8")
-    logged = [r.getMessage() for r in caplog.records]
-    assert f"rejected {name} -> {h.failed / name}, note shortened to {note.name}: " in "\n".join(
-        logged
-    )
-    assert not any("stays in the inbox" in m for m in logged)
+    line = f"rejected {name} -> {h.failed / name}, note shortened to {note.name}: "
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    # The note is written before the line is logged (off the event loop): wait for the line.
+    await until(lambda: line in "\n".join(logged()), what="the rejection's log line")
+    assert not any("stays in the inbox" in m for m in logged())
 
 
 async def test_vanished_inbox_pauses_and_resumes_without_losing_files(
