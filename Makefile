@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv bench clean system-deps
+.PHONY: demo test lint typecheck venv bench clean system-deps mcpb
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,13 +14,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Tools the tests need from the system (systemd-analyze); installed only when missing.
+# Tools the tests need from the system, installed only when missing: systemd-analyze (unit
+# files) and Debian's chromium (the browser tests drive it with Playwright; no browser is
+# ever downloaded by Playwright itself).
 system-deps:
-	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
-	  else echo "note: systemd-analyze not found; unit-file tests will be skipped"; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: not installed:$$missing; the tests that need them are skipped (outside CI)"; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/bygheartd demo
@@ -37,7 +44,21 @@ test: $(STAMP) system-deps lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/store.py
 	$(BIN)/python bench/watcher.py
+	$(BIN)/python bench/web.py
+	$(BIN)/python bench/pool.py
+
+# The MCP Bundle (a zip of mcpb/): checked against the MCPB schema, then packed by the
+# official tool (npm registry needed once). Installs with a double click in Claude Desktop.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+MCPB := npx -y @anthropic-ai/mcpb
+
+mcpb:
+	$(MCPB) validate mcpb/manifest.json
+	mkdir -p dist
+	rm -f dist/bygheartd-$(VERSION).mcpb
+	$(MCPB) pack mcpb dist/bygheartd-$(VERSION).mcpb
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bygheartd-demo

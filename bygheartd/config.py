@@ -38,10 +38,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class ServerSection(_Section):
+    """One `[[api.servers]]` entry: a self-hosted ACE-Step server of the pool."""
+
+    url: str
+    api_key_file: str = ""  # else the global key
+    # One running and one waiting: the GPU never idles between songs, and the rest of the
+    # queue stays free to go wherever a GPU frees up first.
+    max_in_flight: int = Field(2, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"server url {value!r} must be an http(s) URL like http://gpu1:8001")
+        return value.strip().rstrip("/")
+
+
 class ApiSection(_Section):
     backend: Literal["bygheart", "acestep"] = "bygheart"
     base_url: str = ""
     api_key_file: str = ""
+    # A pool of self-hosted servers (backend "acestep" only); replaces base_url.
+    servers: list[ServerSection] = Field(default_factory=list)
     # The whole exchange (connect, send, the complete reply): a reply that drips is cut off
     # like one that never comes. For a download: until its reply begins, and the grace
     # before download_min_bytes_per_second counts.
@@ -52,9 +74,33 @@ class ApiSection(_Section):
     download_min_bytes_per_second: int = Field(16384, ge=1)
 
     def effective_base_url(self) -> str:
+        """The one server, or the pool's first (what a single-server probe talks to)."""
         if self.base_url:
             return self.base_url.rstrip("/")
+        if self.servers:
+            return self.servers[0].url
         return ACESTEP_BASE_URL if self.backend == "acestep" else HOSTED_BASE_URL
+
+    @model_validator(mode="after")
+    def _one_way_to_name_servers(self) -> ApiSection:
+        if not self.servers:
+            return self
+        if self.backend != "acestep":
+            raise ValueError(
+                "[[api.servers]] is for self-hosted ACE-Step servers: set [api] backend = "
+                '"acestep", or remove [[api.servers]] to use the hosted API'
+            )
+        if self.base_url:
+            raise ValueError(
+                "[api] base_url and [[api.servers]] both name servers: keep one (a single "
+                "server is a pool of one: move base_url into a [[api.servers]] url)"
+            )
+        seen: set[str] = set()
+        for server in self.servers:
+            if server.url in seen:
+                raise ValueError(f"[[api.servers]] lists {server.url} twice: list it once")
+            seen.add(server.url)
+        return self
 
 
 class FoldersSection(_Section):
@@ -105,6 +151,9 @@ class QueueSection(_Section):
     max_in_flight: int = Field(8, ge=1, le=1000)
     job_deadline_seconds: float = Field(3900.0, gt=0)
     resubmit_uncertain: bool = False
+    # Make a task again when its server provably lost it (a restart); None: the backend's
+    # default (true for acestep, false for the hosted API, where it would be refused).
+    resubmit_lost: bool | None = None
     unknown_grace_seconds: float = Field(120.0, ge=0)
     retry_base_seconds: float = Field(2.0, gt=0)
     retry_max_seconds: float = Field(300.0, gt=0)
@@ -144,7 +193,8 @@ class PluginsSection(_Section):
 
     model_config = ConfigDict(extra="allow")
 
-    enabled: list[str] = Field(default_factory=lambda: ["tags"])
+    # `quality` first: it measures each take as downloaded, before `tags` rewrites it.
+    enabled: list[str] = Field(default_factory=lambda: ["quality", "tags"])
     disabled: list[str] = Field(default_factory=list)
     paths: list[Path] = Field(default_factory=list)
     hook_timeout_seconds: float = Field(300.0, gt=0)
@@ -156,6 +206,15 @@ class PluginsSection(_Section):
 
 class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+class WebSection(_Section):
+    """`[web]`: the library page on the daemon's HTTP listener (`[mcp] host`/`port`)."""
+
+    enabled: bool = False
+    # How long a browser stays logged in after `bygheartd web` (sessions also end when the
+    # daemon stops: they are kept in its memory only).
+    session_hours: float = Field(12.0, gt=0, le=24 * 365)
 
 
 class StoreSection(_Section):
@@ -177,6 +236,7 @@ class Config(_Section):
     plugins: PluginsSection = Field(default_factory=lambda: PluginsSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
     store: StoreSection = Field(default_factory=lambda: StoreSection())
+    web: WebSection = Field(default_factory=lambda: WebSection())
     presets: dict[str, PresetSection] = Field(default_factory=dict)
 
     _source_path: Path | None = PrivateAttr(default=None)
@@ -190,6 +250,23 @@ class Config(_Section):
                 hint = f": did you mean 'plugins.{close[0]}'?" if close else ""
                 raise ValueError(f"unknown key 'plugins.{key}'{hint}")
         return self
+
+    @model_validator(mode="after")
+    def _resubmit_lost_self_hosted_only(self) -> Config:
+        if self.queue.resubmit_lost and self.api.backend != "acestep":
+            raise ValueError(
+                "[queue] resubmit_lost = true is only for self-hosted ACE-Step servers: with "
+                "the hosted API a task that looks lost may still run and be charged, so "
+                "making it again could pay for it twice; remove the key (or set it to false)"
+            )
+        return self
+
+    @property
+    def resubmit_lost(self) -> bool:
+        """Whether a task its server lost is made again (never for the hosted API)."""
+        if self.api.backend != "acestep":
+            return False
+        return True if self.queue.resubmit_lost is None else self.queue.resubmit_lost
 
     @property
     def source_path(self) -> Path | None:
@@ -278,6 +355,26 @@ def find_api_key(config: Config, env: Mapping[str, str] | None = None) -> KeyLoo
     return KeyLookup(found[0][0], tuple(src for src, _ in found[1:]), tuple(warnings), found[0][1])
 
 
+def find_server_key(config: Config, server: ServerSection) -> KeyLookup:
+    """A pool server's key: its own `api_key_file`, else the global key."""
+    if not server.api_key_file:
+        return find_api_key(config)
+    key_file = Path(server.api_key_file).expanduser()
+    if not key_file.is_file():
+        raise ConfigError(
+            f"[[api.servers]] {server.url}: api_key_file {str(key_file)!r} does not exist: "
+            "create it with the key on one line (chmod 600), or remove the key to use the "
+            "global one"
+        )
+    warnings: list[str] = []
+    if key_file.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.append(
+            f"key file {key_file} is readable by other users: run `chmod 600 {key_file}`"
+        )
+    value = _read_secret(key_file) or None
+    return KeyLookup(f"key file {key_file}" if value else None, (), tuple(warnings), value)
+
+
 def _read_secret(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -331,7 +428,7 @@ def _explain(exc: ValidationError, source: str) -> str:
         where = ".".join(loc)
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{where}'{_suggest(loc)}")
-        elif not loc:
+        elif not loc or isinstance(err.get("input"), dict):
             lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{source}: {where}: {err['msg']} (got {err.get('input')!r})")

@@ -112,7 +112,10 @@ class JobFile:
 
     def as_record(self) -> dict[str, Any]:
         """The file entry of the pinned job record (`--json`, MCP): the stored shape plus a URI."""
-        return {**self.stored(), "uri": self.path.resolve().as_uri()}
+        # Stored paths are absolute: resolving each one (a syscall per path component) was
+        # most of `list --json --all` over a large store.
+        path = self.path if self.path.is_absolute() else self.path.resolve()
+        return {**self.stored(), "uri": path.as_uri()}
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,84 @@ class Take:
         )
 
 
+# The song-file names of what a model may write, in the order the sidecar lists them.
+GENERATED_KEYS = ("style", "lyrics", "bpm", "key", "time_signature", "duration", "language")
+
+
+def _known(value: Any) -> Any:
+    """A metas value, or None for the server's "N/A", empty text and non-values."""
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        return None if not text or text.upper() == "N/A" else text
+    return value
+
+
+def _number(value: Any, *, integer: bool) -> float | int | None:
+    known = _known(value)
+    try:
+        number = float(known) if known is not None else None
+    except (TypeError, ValueError):
+        return None
+    if number is None or number <= 0:
+        return None
+    return round(number) if integer else number
+
+
+def _text_form(value: Any) -> str:
+    """Text compared as a person reads it: line ends and trailing blanks do not count."""
+    lines = str(value or "").replace("\r\n", "\n").strip().split("\n")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def generated_song(request: Mapping[str, Any], takes: tuple[Take, ...]) -> dict[str, Any] | None:
+    """What the model really used (the success entry's `prompt`, `lyrics` and `metas`),
+    under the song-file names, when any of it differs from the request: in Simple mode the
+    model writes the lyrics, and `thinking` picks the bpm or key left on auto. None when
+    the server reported nothing, or exactly what was asked (then the request says it all).
+    Every known value is kept, so the block alone tells what was sung."""
+    take = next((t for t in takes if t.prompt or t.lyrics or t.metas), None)
+    if take is None:
+        return None
+    metas = take.metas
+    duration = _number(metas.get("duration"), integer=False)
+    found: dict[str, Any] = {
+        "style": _known(take.prompt if take.prompt is not None else metas.get("prompt")),
+        "lyrics": _known(take.lyrics if take.lyrics is not None else metas.get("lyrics")),
+        "bpm": _number(metas.get("bpm"), integer=True),
+        "key": _known(metas.get("keyscale") or metas.get("key_scale")),
+        "time_signature": _known(metas.get("timesignature") or metas.get("time_signature")),
+        "duration": None if duration is None else round(float(duration), 2),
+        "language": _known(metas.get("vocal_language") or metas.get("language")),
+    }
+    found = {k: (str(v) if k == "time_signature" else v) for k, v in found.items() if v is not None}
+    instrumental = bool(request.get("instrumental")) and not request.get("description")
+    asked: dict[str, Any] = {
+        "style": request.get("style") or "",
+        "lyrics": "[Instrumental]" if instrumental else request.get("lyrics") or "",
+        "bpm": request.get("bpm"),
+        "key": request.get("key"),
+        "time_signature": request.get("time_signature"),
+        "duration": request.get("duration"),
+        "language": request.get("language"),
+    }
+
+    def same(name: str, value: Any) -> bool:
+        wanted = asked.get(name)
+        if name in ("style", "lyrics"):
+            return _text_form(value).lower() == _text_form(wanted).lower()
+        if name == "duration":
+            return isinstance(wanted, int | float) and abs(float(wanted) - float(value)) < 0.5
+        if isinstance(wanted, str) and isinstance(value, str):
+            return wanted.strip().lower() == value.strip().lower()
+        return bool(wanted == value)
+
+    if all(same(name, value) for name, value in found.items()):
+        return None
+    return {name: found[name] for name in GENERATED_KEYS if name in found}
+
+
 @dataclass(frozen=True)
 class JobResult(Mapping[str, Any]):
     """What the engine learned while a job ran, typed; stored as JSON in `result_json`.
@@ -181,6 +262,8 @@ class JobResult(Mapping[str, Any]):
     request_before_plugins: Mapping[str, Any] | None = None
     # A 0.1 store kept the "[]" grace start here; read once, never written.
     legacy_unknown_since: datetime | None = None
+    # Servers that lost this job's task (a restart): its next submit prefers another one.
+    lost_on: tuple[str, ...] = ()
 
     @property
     def seeds(self) -> list[str]:
@@ -205,6 +288,8 @@ class JobResult(Mapping[str, Any]):
             data["postprocess"] = dict(self.postprocess)
         if self.request_before_plugins is not None:
             data["request_before_plugins"] = dict(self.request_before_plugins)
+        if self.lost_on:
+            data["lost_on"] = list(self.lost_on)
         return data
 
     @classmethod
@@ -231,7 +316,12 @@ class JobResult(Mapping[str, Any]):
                 if isinstance(legacy, int | float)
                 else None
             ),
+            lost_on=tuple(str(u) for u in data.get("lost_on") or () if isinstance(u, str)),
         )
+
+    def generated(self, request: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the model wrote, when it differs from `request` (see `generated_song`)."""
+        return generated_song(request, self.takes)
 
     # -- the read-only mapping view ------------------------------------------------------
 
@@ -299,6 +389,16 @@ class Job:
     origin: str = "cli"
     # When a running task began answering "[]" (unknown) without a break: its grace period.
     unknown_since: datetime | None = None
+    # The server that holds the task (its URL, never a key): polls and downloads go there.
+    server: str | None = None
+    # How many times a task lost by its server (a restart) was made again.
+    resubmits: int = 0
+    # When the task's progress last moved: a task frozen at one progress is lost, not slow.
+    progress_at: datetime | None = None
+
+    def generated(self) -> dict[str, Any] | None:
+        """What the model wrote (style, lyrics, metas) when it differs from the request."""
+        return self.result.generated(self.request)
 
     def as_record(self) -> dict[str, Any]:
         """The pinned job record of every `--json` output and MCP result."""
@@ -314,6 +414,7 @@ class Job:
             "eta_seconds": self.eta_seconds,
             "files": [f.as_record() for f in self.files],
             "credits": self.credits,
+            "server": self.server,
             "source": self.source,
             "warnings": list(self.warnings),
             "created_at": iso(self.created_at),

@@ -173,9 +173,14 @@ def genre_of(style: str) -> str:
 
 
 def song_fields(job: Job, settings: dict[str, Any], take: int) -> dict[str, str]:
-    """The text fields every format gets; `take` counts from 0."""
-    style = str(job.request.get("style") or "")
-    lyrics = str(job.request.get("lyrics") or "") if settings["lyrics"] else ""
+    """The text fields every format gets; `take` counts from 0. Lyrics and style are what
+    the model really used (in Simple mode it wrote them), else what was asked for."""
+    generated = job.generated() or {}
+    style = str(generated.get("style") or job.request.get("style") or "")
+    sung = generated.get("lyrics") or job.request.get("lyrics") or ""
+    if str(sung).strip().lower() in ("[instrumental]", "[inst]"):
+        sung = ""  # nothing was sung: no lyrics tag
+    lyrics = str(sung) if settings["lyrics"] else ""
     seeds = _seeds(job)
     when = job.completed_at or job.created_at
     fields = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-Action = Literal["drip", "stall", "redirect"]
+Action = Literal["drip", "stall", "redirect", "refuse"]
 
 
 @dataclass
@@ -27,7 +27,9 @@ class Rule:
     - `drip`: the reply's headers at once, then its body at `bytes_per_second`;
     - `stall`: the headers and `after_body_bytes` of the body, then nothing (the connection
       stays open until the client gives up);
-    - `redirect`: a 302 to `location`, without asking the server.
+    - `redirect`: a 302 to `location`, without asking the server;
+    - `refuse`: `status` (with `retry_after` as its Retry-After header when set), without
+      asking the server: a busy file server, say.
 
     `times` limits how many requests the rule takes (None: all). With `first_target_only`
     the rule keeps to the first request line it took, and its repeats (a resumed download).
@@ -38,6 +40,8 @@ class Rule:
     bytes_per_second: float = 1.0
     after_body_bytes: int = 0
     location: str = ""
+    status: int = 429
+    retry_after: str = ""
     times: int | None = None
     first_target_only: bool = False
     hits: int = 0
@@ -138,6 +142,14 @@ class MisbehavingProxy:
             writer.write(
                 f"HTTP/1.1 302 Found\r\nLocation: {rule.location}\r\n"
                 "Content-Length: 0\r\nConnection: close\r\n\r\n".encode("latin-1")
+            )
+            await writer.drain()
+            return
+        if rule is not None and rule.action == "refuse":
+            wait = f"Retry-After: {rule.retry_after}\r\n" if rule.retry_after else ""
+            writer.write(
+                f"HTTP/1.1 {rule.status} Refused\r\n{wait}Content-Type: text/plain\r\n"
+                "Content-Length: 4\r\nConnection: close\r\n\r\nbusy".encode("latin-1")
             )
             await writer.drain()
             return

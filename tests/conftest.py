@@ -61,12 +61,22 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     lines: list[str] = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        tables = {k: v for k, v in values.items() if _is_table_list(v)}
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in tables]
         lines.append("")
+        for key, entries in tables.items():  # a list of tables: [[section.key]]
+            for entry in entries:
+                lines.append(f"[[{section}.{key}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+                lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -99,6 +109,8 @@ def make_config(tmp_path: Path, api_key: str) -> MakeConfig:
         }
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)
+        if sections["api"].get("servers"):  # a pool names its servers instead of base_url
+            sections["api"].pop("base_url", None)
         for name in ("inbox", "output", "archive", "failed", "drafts", "state"):
             Path(sections["folders"][name]).mkdir(parents=True, exist_ok=True)
         return load_config(write_config(tmp_path / "config.toml", sections))

@@ -1,4 +1,5 @@
-"""The engine benchmark still runs: `bench/engine.py --quick` end to end, in seconds."""
+"""The benchmarks still run: `bench/engine.py --quick` and `bench/store.py --quick` end to
+end, in seconds."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> 
         [sys.executable, str(REPO / "bench" / "engine.py"), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         env=env,
         cwd=tmp_path,
     )
@@ -32,3 +33,48 @@ def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> 
     assert results["throughput"]["done"] == results["throughput"]["songs"]
     assert results["large_queue"]["rss_after_start_mb"] > 0
     assert results["cold_start"]["median_seconds"] > 0
+    spread = results["spread"]
+    for client in ("ours", "reference"):
+        figures = spread[client]
+        assert figures["tasks"] == figures["songs"]  # every song's lag was measured
+        assert figures["requests"]["download"] == figures["songs"]
+        assert 0 <= figures["lag_p50"] <= figures["lag_p95"] <= figures["lag_max"]
+    assert "completion lag p50" in done.stdout and "every task every" in done.stdout
+
+
+def test_quick_store_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "store.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "list --json (default limit)" in done.stdout
+    results = json.loads(out.read_text())
+    assert [s["jobs"] for s in results["sizes"]] == [50, 200]
+    for size in results["sizes"]:
+        assert size["list_json"]["median"] > 0 and size["mcp_list_songs"]["median"] > 0
+
+
+def test_quick_pool_benchmark_survives_a_server_restart(tmp_path: Path) -> None:
+    out = tmp_path / "pool.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "pool.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "songs/min" in done.stdout
+    results = json.loads(out.read_text())
+    for row in results["scaling"].values():
+        assert row["done"] == row["songs"] and row["downloaded_twice"] == 0
+    restart = results["restart"]
+    assert restart["every_song_finished"] and restart["nothing_downloaded_twice"]
+    assert restart["lost_made_again_exactly_once"] and restart["made_again"] >= 1

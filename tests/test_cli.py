@@ -232,3 +232,19 @@ def test_tab_completion_offers_job_ids(cfg: Path, song_file: Path) -> None:
     script = Path(sys.executable).parent / "bygheartd"  # completion keys on the program name
     result = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
     assert f"plain,{record['id']}" in result.stdout.splitlines()
+
+
+def test_help_lists_the_simulator_by_its_own_summary_without_importing_it() -> None:
+    from bygheartd.cli.main import SIMULATOR_SUMMARY
+    from bygheartd.simulator.cli import simulator_command
+
+    assert simulator_command.get_short_help_str(limit=10_000) == SIMULATOR_SUMMARY
+    code = (
+        "import sys; from bygheartd.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('bygheartd.simulator', 'asyncio', 'numpy', 'starlette') "
+        "if m in sys.modules]\n"
+        "print('LOADED', heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "simulator" in done.stdout and "LOADED []" in done.stdout, done.stdout + done.stderr

@@ -252,6 +252,11 @@ def test_list_and_show_give_what_was_charged_beside_the_cost(cfg: Path, tmp_path
     assert re.search(r"\s0 \(cost 1\)\s+\S+ ago", rows[dropped["id"]]), rows
     shown = bgh("show", dropped["id"], config=cfg).stdout
     assert re.search(r"credits\s+0 \(cost 1\)", shown), shown
+    listed = {r["id"]: r for r in json.loads(bgh("list", "--json", config=cfg).stdout)}
+    assert (listed[done["id"]]["credits"], listed[done["id"]]["charged"]) == (1, 1)
+    assert (listed[dropped["id"]]["credits"], listed[dropped["id"]]["charged"]) == (1, 0)
+    record = json.loads(bgh("show", dropped["id"], "--json", config=cfg).stdout)
+    assert (record["credits"], record["charged"]) == (1, 0)
 
 
 # -- MCP --------------------------------------------------------------------------------

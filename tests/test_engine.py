@@ -362,9 +362,10 @@ async def test_once_generation_time_is_known_polls_wait_for_it(
         [second] = await finish(runtime, [second])
     polls_for_second = simulator.sim.stats.polls - polls_for_first
     assert first.status is JobStatus.DONE and second.status is JobStatus.DONE
-    # blind growth from 0.1 s takes about 8 polls to reach a 1.5 s result; knowing the
-    # typical generation time, the engine waits for it and needs one or two
-    assert polls_for_first >= 5
+    # blind growth from 0.1 s takes about 8 polls to reach a 1.5 s result; the progress
+    # seen at the first poll predicts the finish (prediction.py), and for the second song
+    # the history does, so each needs one to three
+    assert polls_for_first <= 3
     assert polls_for_second <= 3
 
 

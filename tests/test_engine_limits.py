@@ -143,3 +143,26 @@ async def test_a_result_file_on_another_host_fails_once_without_sending_the_key(
     assert "refusing to send the API key there" in reason and "gave up" not in reason
     assert holds == [] and audio_requests == []
     assert simulator.sim.stats.http_requests["/v1/audio"] == 0
+
+
+async def test_a_rate_limited_download_waits_as_told_and_is_no_strike(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    simulator.set_faults(latency=0.2)
+    # The file server is busy for the first three tries; one strike would fail the song.
+    busy = Rule("GET /v1/audio", "refuse", status=429, retry_after="1", times=3)
+    with MisbehavingProxy(simulator.base_url, busy) as proxy:
+        config = make_config(simulator, api={"base_url": proxy.origin}, queue={"max_attempts": 1})
+        async with Runtime(config, owner="test") as runtime:
+            job = enqueue(runtime, tmp_path, "busy")
+            job = await runtime.service.wait(job.id, timeout=HANG)
+            holds = [e for e in runtime.store.history(job.id) if e.event == "held (download)"]
+            releases = [e for e in runtime.store.history(job.id) if e.from_status == "held"]
+    assert job.status is JobStatus.DONE, job.reason
+    assert len(holds) == 3 and busy.hits == 3
+    assert all((e.reason or "").startswith("download rate-limited: GET /v1/audio") for e in holds)
+    assert all("HTTP 429" in (e.reason or "") for e in holds)
+    # Each hold lasted at least the server's Retry-After (1 s), not retry_base_seconds (0.1).
+    for hold, release in zip(holds, releases, strict=False):
+        assert (release.at - hold.at).total_seconds() >= 0.95
+    assert len(proxy.seen("/v1/audio")) == 4

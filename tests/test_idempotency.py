@@ -97,3 +97,43 @@ def test_a_plugin_changing_the_queued_job_does_not_make_its_own_request_a_confli
         service.build_request({"lyrics": LYRICS}), origin="mcp", idempotency_key="key-1"
     )
     assert again.job.id == first.id and not again.created
+
+
+def test_processes_racing_with_one_new_key_all_get_the_one_job(make_config: MakeConfig) -> None:
+    """Two faces in two processes (stdio MCP and the daemon's HTTP MCP, say) asking with
+    the same new key at once: one job, and every caller gets it (no IntegrityError)."""
+    import multiprocessing
+
+    config = make_config(None)
+    Store.open(config.state_dir).close()  # migrated once, before the race
+    assert config.source_path is not None
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(6) as pool:
+        start = manager.Event()
+        pending = [
+            pool.apply_async(_enqueue_with_key, (str(config.source_path), start)) for _ in range(6)
+        ]
+        start.set()
+        ids = [p.get(timeout=60) for p in pending]
+    assert len(set(ids)) == 1, ids
+    store = Store.open(config.state_dir)
+    try:
+        assert [j.id for j in store.list_jobs()] == [ids[0]]
+    finally:
+        store.close()
+
+
+def _enqueue_with_key(config_path: str, start: object) -> str:
+    from pathlib import Path
+
+    from bygheartd.config import load_config
+
+    config = load_config(Path(config_path))
+    store = Store.open(config.state_dir)
+    try:
+        service = SongService(config, store)
+        request = service.build_request({"lyrics": LYRICS})
+        start.wait(30)  # type: ignore[attr-defined]
+        return service.enqueue(request, origin="mcp", idempotency_key="raced").job.id
+    finally:
+        store.close()

@@ -80,11 +80,14 @@ async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: 
         "retry_song",
         "get_credits",
         "list_models",
+        "suggest_song",
+        "polish_song",
+        "get_guide",
     }
     generate = tools["generate_song"].annotations
     assert generate is not None
     assert generate.read_only_hint is False and generate.idempotent_hint is True
-    for name in ("get_song", "list_songs", "get_credits", "list_models"):
+    for name in ("get_song", "list_songs", "get_credits", "list_models", "get_guide"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint is True, name
     for name in ("cancel_song", "retry_song"):

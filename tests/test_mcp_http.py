@@ -4,6 +4,7 @@ the test's own loop, a bearer token, Host checks, /health, and progress over SSE
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from conftest import TEST_KEY, MakeConfig
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import BlobResourceContents, ResourceLink
 
 from bygheartd.config import Config
 from bygheartd.errors import ConfigError
@@ -278,3 +280,23 @@ async def test_an_empty_token_file_is_refused(make_config: MakeConfig, tmp_path:
     async with Runtime(config, owner="test", engine=False) as runtime:
         with pytest.raises(ConfigError, match="no usable token"):
             await McpHttpServer(runtime.service).start()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_finished_song_over_http_links_takes_that_read_as_audio(
+    served: McpHttpServer, mode: str
+) -> None:
+    """An assistant on another machine cannot open a local path: the take's resource is."""
+    http, client = token_client(served, mode)
+    async with http, client:
+        result = await client.call_tool(
+            "generate_song", {"lyrics": LYRICS, "title": "Linked", "wait_seconds": 30}
+        )
+        song: dict[str, Any] = result.structured_content or {}
+        assert song["status"] == "done", result
+        links = [c for c in result.content if isinstance(c, ResourceLink)]
+        read = await client.read_resource(str(links[0].uri))
+    assert str(links[0].uri) == f"bygheart://songs/{song['id']}/takes/1"
+    blob = read.contents[0]
+    assert isinstance(blob, BlobResourceContents) and blob.mime_type == links[0].mime_type
+    assert base64.b64decode(blob.blob) == Path(song["files"][0]["path"]).read_bytes()

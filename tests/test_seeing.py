@@ -278,3 +278,22 @@ def test_list_rejects_a_limit_below_one(
     done = cli(config_path(tmp_path), "list", "--limit", limit)
     assert done.returncode == 2
     assert "--limit" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_follow_lines_fit_in_terminal_cells_with_wide_characters() -> None:
+    """東京 takes four cells, not two: a line cut by characters overflows the terminal."""
+    from rich.cells import cell_len
+
+    from bygheartd.cli.follow import TITLE_WIDTH, event_line
+    from bygheartd.jobs import Event, utcnow
+    from bygheartd.store.store import JobEvent
+
+    event = Event(utcnow(), "held (rate)", "queued", "held", "the server answered 429 " * 4)
+    for title in ("東京の夜に降る雨の歌をずっと歌い続けるための長い題名", "Short", "東京"):
+        item = JobEvent(seq=1, job_id="1m8tabcdefgh", title=title, event=event)
+        line = event_line(item, width=80)
+        assert cell_len(line) <= 80 and line.endswith("…"), line
+        # The event starts in the same column whatever the title's script.
+        whole = event_line(item)
+        prefix = whole[: whole.index(" held (rate)")]
+        assert cell_len(prefix) == len("00:00:00 1m8tabcd ") + TITLE_WIDTH, prefix

@@ -32,6 +32,7 @@ from bygheartd.service.store_care import backup_store_if_due
 from bygheartd.simulator import RunningSimulator
 from bygheartd.store.backups import list_backups, take_backup
 from bygheartd.store.errors import StoreDamaged
+from bygheartd.store.schema import SCHEMA_VERSION
 from bygheartd.store.store import Store
 
 BACKUP_NAME = re.compile(r"^jobs-\d{8}T\d{6}Z(-\d+)?\.sqlite3$")
@@ -196,7 +197,7 @@ def test_store_check_reports_a_healthy_store_with_jobs_schema_and_newest_backup(
     result = cli(config_file(cfg), "store", "check")
     assert result.returncode == 0, result.stderr
     assert f"job store {store_path(cfg)}: OK" in result.stdout
-    assert "2 jobs, schema 2" in result.stdout
+    assert f"2 jobs, schema {SCHEMA_VERSION}" in result.stdout
     assert f"newest: {made.name}" in result.stdout and "2 jobs" in result.stdout
 
 

@@ -194,15 +194,13 @@ async def test_burst_of_500_files_all_become_jobs_without_blocking_the_loop(
     harness: Any,
 ) -> None:
     h, _ = await harness({"settle_seconds": 0.1})
-    lag = 0.0
+    seen: list[int] = []
 
     async def probe() -> None:
-        nonlocal lag
-        loop = asyncio.get_running_loop()
+        # Another coroutine, looking at the store between the watcher's steps.
         while True:
-            before = loop.time()
-            await asyncio.sleep(0.01)
-            lag = max(lag, loop.time() - before - 0.01)
+            await asyncio.sleep(0.02)
+            seen.append(sum(h.service.counts().values()))
 
     task = asyncio.create_task(probe())
     for n in range(500):
@@ -210,9 +208,12 @@ async def test_burst_of_500_files_all_become_jobs_without_blocking_the_loop(
     await until(lambda: len(h.archived()) == 500, timeout=30, what="500 archived")
     task.cancel()
     assert h.jobs() == 500
-    # Generous: a 2-core CI machine running other tests stalls the loop now and then; work
-    # done on the loop for 500 files (reading, hashing, moving) would block it far longer.
-    assert lag < 1.0, f"the event loop was blocked for {lag:.3f}s"
+    # Reading, hashing and moving run in threads, so the loop keeps serving other work while
+    # the burst is taken: the probe saw the queue partly filled, many times. Work done on the
+    # loop would hold it for the whole burst (the probe would see only 0 and 500). How long
+    # the loop waited is a figure of bench/watcher.py, not a test.
+    partial = {count for count in seen if 0 < count < 500}
+    assert len(partial) >= 5, sorted(set(seen))
 
 
 async def test_files_present_at_start_are_taken_by_the_startup_scan(

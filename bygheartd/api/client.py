@@ -30,9 +30,12 @@ from bygheartd.api.download import (
     finish,
     resolve_audio_url,
 )
+from bygheartd.api.drafts import Draft, parse_draft
 from bygheartd.api.errors import (
+    SIMPLE_MODE_HINT,
     ApiError,
     AuthError,
+    LmUnavailable,
     PlanError,
     ProtocolError,
     RateLimited,
@@ -59,6 +62,8 @@ __all__ = [
     "BygheartClient",
     "DownloadLimits",
     "DownloadedFile",
+    "Draft",
+    "LmUnavailable",
     "PlanError",
     "ProtocolError",
     "RateLimited",
@@ -119,8 +124,14 @@ class _Secret:
 
 
 def _form_fields(body: Mapping[str, Any]) -> dict[str, str]:
-    """The JSON body as multipart form fields (for uploads of source audio)."""
+    """The JSON body as multipart form fields (for uploads of source audio).
+
+    A form field holds one text, and the server reads a text where it wants a list as a
+    one-item list; lists (`track_classes`) therefore travel in `param_obj`, the JSON object
+    the server reads for any field the form does not carry.
+    """
     fields: dict[str, str] = {}
+    nested: dict[str, Any] = {}
     for name, value in body.items():
         if value is None:
             continue
@@ -130,8 +141,12 @@ def _form_fields(body: Mapping[str, Any]) -> dict[str, str]:
             fields[name] = value
         elif isinstance(value, int | float):
             fields[name] = str(value)
+        elif isinstance(value, list | tuple):
+            nested[name] = list(value)
         else:
             fields[name] = json.dumps(value)
+    if nested:
+        fields["param_obj"] = json.dumps(nested)
     return fields
 
 
@@ -337,24 +352,33 @@ class BygheartClient:
 
     # -- the API ----------------------------------------------------------------------
 
-    async def submit(self, body: Mapping[str, Any], *, src_audio: Path | None = None) -> Submitted:
+    async def submit(
+        self,
+        body: Mapping[str, Any],
+        *,
+        src_audio: Path | None = None,
+        ref_audio: Path | None = None,
+    ) -> Submitted:
         """POST /release_task. Retried only when the request provably created nothing.
 
+        Audio to edit goes as the multipart part `src_audio`, a style reference as
+        `ref_audio` (the server refuses local paths in JSON).
         A reply lost after sending raises TransientError(outcome_unknown=True), unretried:
         the API has no idempotency key and a second task costs credits twice.
         """
         what = "POST /release_task"
-        upload: tuple[str, bytes, str] | None = None
-        if src_audio is not None:
-            data = await anyio.to_thread.run_sync(Path(src_audio).read_bytes)
-            ctype = mimetypes.guess_type(src_audio.name)[0] or "application/octet-stream"
-            upload = (src_audio.name, data, ctype)
+        uploads: dict[str, tuple[str, bytes, str]] = {}
+        for part, audio in (("src_audio", src_audio), ("ref_audio", ref_audio)):
+            if audio is not None:
+                data = await anyio.to_thread.run_sync(Path(audio).read_bytes)
+                ctype = mimetypes.guess_type(audio.name)[0] or "application/octet-stream"
+                uploads[part] = (audio.name, data, ctype)
 
         async def attempt() -> Submitted:
             self.requests_made["submit"] += 1
             payload: dict[str, Any] = {"json": dict(body)}
-            if upload is not None:
-                payload = {"data": _form_fields(body), "files": {"src_audio": upload}}
+            if uploads:
+                payload = {"data": _form_fields(body), "files": dict(uploads)}
             response = await self._send("POST", "/release_task", what=what, submit=True, **payload)
             try:
                 data = self._envelope(response, what)
@@ -437,6 +461,84 @@ class BygheartClient:
         await self._retrying(attempt)
         return await finish(state, what=what)
 
+    # -- the language-model helpers (they spend no generation) -------------------------
+
+    async def create_sample(
+        self,
+        query: str,
+        *,
+        instrumental: bool = False,
+        language: str | None = None,
+        temperature: float = 0.85,
+    ) -> Draft:
+        """POST /v1/create_sample: a draft (style, lyrics, metas) from a description."""
+        body = {
+            "query": query,
+            "instrumental": instrumental,
+            "vocal_language": language or "unknown",
+            "temperature": temperature,
+        }
+        return await self._lm_call("/v1/create_sample", body, "inspiration")
+
+    async def create_random_sample(self, sample_type: str = "custom_mode") -> Draft:
+        """POST /create_random_sample: one of the server's bundled example songs."""
+        return await self._lm_call(
+            "/create_random_sample", {"sample_type": sample_type}, "inspiration"
+        )
+
+    async def format_input(
+        self,
+        prompt: str,
+        lyrics: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        temperature: float = 0.85,
+    ) -> Draft:
+        """POST /format_input: the model's rewrite of a style and lyrics. `params` (bpm,
+        duration, key_scale, time_signature, language) travel as the JSON string
+        `param_obj`, as the server expects."""
+        body: dict[str, Any] = {"prompt": prompt, "lyrics": lyrics, "temperature": temperature}
+        given = {k: v for k, v in (params or {}).items() if v is not None}
+        if given:
+            body["param_obj"] = json.dumps(given)
+        return await self._lm_call("/format_input", body, "polish")
+
+    async def _lm_call(self, path: str, body: Mapping[str, Any], purpose: str) -> Draft:
+        """One helper call: transient failures retried (nothing is spent), a missing
+        endpoint or language model raised as LmUnavailable, never retried."""
+        what = f"POST {path}"
+
+        def unavailable(reason: str, status: int | None) -> LmUnavailable:
+            return LmUnavailable(
+                f"{what}: this backend does not offer inspiration and polish ({reason}); "
+                f"{SIMPLE_MODE_HINT}, and the model writes the song as it generates it",
+                status,
+            )
+
+        async def attempt() -> Draft:
+            self.requests_made[purpose] += 1
+            response = await self._send("POST", path, what=what, json=dict(body))
+            if response.status_code in (404, 405):
+                raise unavailable(f"HTTP {response.status_code}: no such endpoint", 404)
+            try:
+                data = self._envelope(response, what)
+            except ApiError as exc:
+                text = exc.message.lower()
+                if "llm not initiali" in text:
+                    raise unavailable("its language model is not loaded", exc.status) from None
+                if "llm init failed" in text:  # HTTP 500: the lazy load on first use failed
+                    raise unavailable(
+                        "its language model is not loaded: it failed to load, see the server's log",
+                        exc.status,
+                    ) from None
+                raise
+            draft = parse_draft(data)
+            if draft is None:
+                raise ProtocolError(f"{what}: `data` is not an object")
+            return draft
+
+        return await self._retrying(attempt)
+
     async def health(self) -> dict[str, Any] | None:
         """GET /health (`data` of the envelope); None when the server has no such endpoint."""
         return await self._optional_get("/health")
@@ -444,6 +546,19 @@ class BygheartClient:
     async def stats(self) -> dict[str, Any] | None:
         """GET /v1/stats (ACE-Step queue counters); None when unavailable."""
         return await self._optional_get("/v1/stats")
+
+    async def probe(self) -> dict[str, Any]:
+        """Whether the server answers, for the server pool: `/v1/stats` (its queue
+        counters), else `/health`; {} when it answers without either. Unlike `stats`, a
+        server that cannot be reached, times out or answers 5xx is raised (it is down)."""
+        for path in ("/v1/stats", "/health"):
+            what = f"GET {path}"
+            response = await self._send("GET", path, what=what)
+            if response.status_code in (404, 405):
+                continue
+            data = self._envelope(response, what, wrapped=False)
+            return data if isinstance(data, dict) else {}
+        return {}
 
     async def models(self) -> list[str] | None:
         """GET /v1/models (an OpenAI-style list, not an envelope): the ids of the models the

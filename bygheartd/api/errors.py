@@ -266,3 +266,18 @@ def error_for_transport(
             outcome_unknown=True,
         )
     return TransientError(f"{what}: {name}: {detail}")
+
+
+SIMPLE_MODE_HINT = (
+    "use Simple mode instead: a song file with `description:` and no lyrics, "
+    '`bygheartd submit --describe "TEXT"`, or generate_song with `description`'
+)
+
+
+class LmUnavailable(ApiError):
+    """The backend offers no language-model helpers (inspiration, polish): the endpoint is
+    missing (404) or the server runs without its language model (503 "LLM not initialized").
+
+    Final for this backend: asking again gives the same answer, so nothing retries it, and
+    the message points at Simple mode, which needs no helper endpoint.
+    """

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +12,11 @@ from bygheartd.catalog import credits_phrase
 from bygheartd.cli.display import (
     credits_text,
     job_detail,
-    jobs_table,
+    print_files_table,
     print_jobs_table,
     print_json,
 )
+from bygheartd.cli.waiting import print_queued, stopped_waiting, wait_all
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, iso
@@ -23,6 +25,34 @@ if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
     from rich.console import Console
 
     from bygheartd.service.service import SongService
+    from bygheartd.songs.request import SongRequest
+
+
+@dataclass(frozen=True)
+class Described:
+    """`submit --describe`: a song from a description and no file (Simple mode)."""
+
+    data: Mapping[str, Any]
+
+    def __str__(self) -> str:
+        return "--describe"
+
+
+SongSource = Path | Described
+
+
+def _parse_source(service: SongService, item: SongSource, preset: str | None) -> SongRequest:
+    if isinstance(item, Described):
+        return service.build_request(item.data, preset=preset, source="--describe")
+    return service.parse_file(item, preset=preset, display=str(item))
+
+
+def _enqueue_source(service: SongService, item: SongSource, preset: str | None) -> Job:
+    """A file like the inbox's (its stem a fallback title), or a description, whose title
+    is then `--title` or one made from the description."""
+    if isinstance(item, Described):
+        return service.enqueue(_parse_source(service, item, preset), origin="cli").job
+    return service.enqueue_file(item, preset=preset)
 
 
 def _console() -> Console:
@@ -63,7 +93,8 @@ def list_command(
     statuses = parse_statuses(status)
     jobs = service.list(statuses, limit, summary=True)
     if as_json:
-        print_json([j.as_record() for j in jobs])
+        charged = service.charged(jobs)
+        print_json([j.as_record() | {"charged": charged[j.id]} for j in jobs])
     elif not jobs:
         print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
     else:
@@ -81,7 +112,10 @@ def show_command(config: Config, ref: str, as_json: bool) -> None:
     history = service.history(job)
     if as_json:
         record = job.as_record()
+        record["charged"] = service.charged([job])[job.id]
         record["request"] = job.request
+        if (generated := job.generated()) is not None:
+            record["generated"] = generated  # what the model wrote, when it differs
         record["history"] = [e.as_record() for e in history]
         print_json(record)
     else:
@@ -116,6 +150,7 @@ def status_command(config: Config, as_json: bool) -> None:
         "counts": service.counts(),
         "state_dir": str(config.state_dir),
         "next_daily_release": summary["next_daily_release"],
+        "servers": service.servers(),
     }
     if as_json:
         print_json(data)
@@ -126,6 +161,11 @@ def status_command(config: Config, as_json: bool) -> None:
         print("engine: not running (start it with `bygheartd run`)")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items())) or "no jobs"
     print(f"jobs: {counts}")
+    from bygheartd.service.servers import server_line
+
+    print("servers:" if len(data["servers"]) > 1 else "server:")
+    for record in data["servers"]:
+        print(server_line(record))
     if summary["next_daily_release"]:
         print(f"next daily credit release: {summary['next_daily_release']}")
 
@@ -150,7 +190,7 @@ def plugins_command(config: Config, as_json: bool) -> None:
 
 async def submit_files(
     config: Config,
-    files: list[Path],
+    files: Sequence[SongSource],
     *,
     wait: bool,
     timeout: float | None,
@@ -173,7 +213,7 @@ async def submit_files(
         refused: list[dict[str, Any]] = []
         for path in files:
             try:
-                job = runtime.service.enqueue_file(path, preset=preset)
+                job = _enqueue_source(runtime.service, path, preset)
             except BygheartdError as exc:
                 refused.append(refusal(path, exc))
                 if not as_json:
@@ -185,13 +225,12 @@ async def submit_files(
                     print(f"warning: {path}: {warning}", file=sys.stderr)
         failed = 1 if refused else 0
         runtime.service.wake()
+        if not as_json:
+            print_queued(runtime.service, jobs)
         if not wait or not jobs:
             if as_json:
                 print_json([*(j.as_record() for j in jobs), *refused])
             else:
-                for job in jobs:
-                    outlook = runtime.service.budget_outlook(job.credits, job=job)
-                    print(f"queued {job.id} {job.title}: {outlook.text()}")
                 if jobs and runtime.service.engine_holder() is None and not wait:
                     print(
                         "no daemon is running: start one with `bygheartd run`, or use "
@@ -199,18 +238,27 @@ async def submit_files(
                         file=sys.stderr,
                     )
                 if refused:
-                    print(_refused_line(len(refused), len(files)), file=sys.stderr)
+                    print(_refused_line(len(refused), files), file=sys.stderr)
             return failed
         problem = runtime.service.generation_blocked()
         if problem:
             print(f"error: {problem}", file=sys.stderr)
-        finished = await _wait_all(runtime.service, jobs, timeout, show=not as_json)
+        import asyncio  # only the commands that wait import it: `list` starts fast
+
+        try:
+            finished = await wait_all(
+                runtime.service, jobs, timeout, console=None if as_json else _err_console()
+            )
+        except asyncio.CancelledError:  # Ctrl-C: the wait ends here, the jobs do not
+            ran_engine = runtime.service.engine_running
+            print(stopped_waiting(runtime.service, jobs, ran_engine=ran_engine), file=sys.stderr)
+            return 130
     if as_json:
         print_json([*(j.as_record() for j in finished), *refused])
     else:
-        _console().print(jobs_table(finished, with_files=True))
+        print_files_table(_console(), finished)
         if refused:
-            print(_refused_line(len(refused), len(files)), file=sys.stderr)
+            print(_refused_line(len(refused), files), file=sys.stderr)
         unfinished = [j for j in finished if j.status not in FINAL_STATUSES]
         if unfinished:
             states = ", ".join(sorted({j.status.value for j in unfinished}))
@@ -222,7 +270,7 @@ async def submit_files(
     return 0 if not failed and all(j.status is JobStatus.DONE for j in finished) else 1
 
 
-def refusal(path: Path, exc: BygheartdError) -> dict[str, Any]:
+def refusal(path: SongSource, exc: BygheartdError) -> dict[str, Any]:
     """A refused file as a `--json` entry beside the job records: `file` and `error` (the
     whole message), and `problems` (line, key, message, hint of each) for scripts."""
     entry: dict[str, Any] = {"file": str(path), "error": str(exc)}
@@ -234,18 +282,20 @@ def refusal(path: Path, exc: BygheartdError) -> dict[str, Any]:
     return entry
 
 
-def _refused_line(refused: int, total: int) -> str:
-    return f"{refused} of {total} file(s) refused: fix them and submit those again"
+def _refused_line(refused: int, sources: Sequence[SongSource]) -> str:
+    if any(isinstance(s, Described) for s in sources):
+        return "nothing was queued: fix the description or the options and submit again"
+    return f"{refused} of {len(sources)} file(s) refused: fix them and submit those again"
 
 
-def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: bool) -> int:
+def _dry_run(config: Config, files: Sequence[SongSource], preset: str | None, as_json: bool) -> int:
     service = open_service(config)
     rows: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     ahead = 0  # the files before this one would be paid first
     for path in files:
         try:
-            request = service.parse_file(path, preset=preset, display=str(path))
+            request = _parse_source(service, path, preset)
         except BygheartdError as exc:  # checked like submit: every file, every problem
             refused.append(refusal(path, exc))
             if not as_json:
@@ -260,7 +310,7 @@ def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: boo
         rows.append(
             {
                 "file": str(path),
-                "title": request.display_title(path.stem),
+                "title": request.display_title(path.stem if isinstance(path, Path) else ""),
                 "model": request.model,
                 "takes": request.takes,
                 "credits": cost,
@@ -278,35 +328,8 @@ def _dry_run(config: Config, files: list[Path], preset: str | None, as_json: boo
         total = sum(int(str(r["credits"])) for r in rows)
         print(f"total: {credits_phrase(total)} (nothing was spent)")
         if refused:
-            print(_refused_line(len(refused), len(files)), file=sys.stderr)
+            print(_refused_line(len(refused), files), file=sys.stderr)
     return 1 if refused else 0
-
-
-async def _wait_all(
-    service: SongService, jobs: list[Job], timeout: float | None, *, show: bool
-) -> list[Job]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=_err_console(),
-        disable=not show,
-        transient=False,
-    )
-    bars = {j.id: progress.add_task(j.title, total=1.0, status=j.status.value) for j in jobs}
-
-    def update(job: Job) -> None:
-        done = 1.0 if job.status in FINAL_STATUSES else (job.progress or 0.0)
-        progress.update(bars[job.id], completed=done, status=job.status.value)
-
-    with progress:
-        results = await asyncio.gather(
-            *(service.wait(j.id, timeout=timeout, on_progress=update) for j in jobs)
-        )
-    return list(results)
 
 
 def config_check_command(path: Path | None, *, online: bool = False) -> int:

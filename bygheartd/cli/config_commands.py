@@ -14,6 +14,9 @@ STARTER = """\
 backend = "bygheart"
 # The key: set BYGHEART_API_KEY, or put it alone in a file (chmod 600) and name it here.
 api_key_file = ""
+# To try it offline, run `bygheartd simulator --port 8001` and uncomment this line
+# (any bgh_... key works there, and nothing is spent):
+# base_url = "http://127.0.0.1:8001"
 
 [folders]
 inbox = "{root}/inbox"
@@ -27,7 +30,7 @@ model = "bygheart-studio-pro"
 style = ""
 
 [plugins]
-enabled = ["tags"]
+enabled = ["quality", "tags"]
 """
 
 
@@ -61,6 +64,8 @@ def check_config(explicit: Path | None, *, online: bool = False) -> int:
         print(f"  also found in {shadowed} (not used: shadowed)")
     for warning in key.warnings:
         print(f"  warning: {warning}")
+    if not _show_pool(config):
+        ok = False
     print("folders:")
     for name, folder in folder_map(config).items():
         print(f"  {name:8} {folder}")
@@ -81,6 +86,33 @@ def check_config(explicit: Path | None, *, online: bool = False) -> int:
         ok = False
     print("OK" if ok else "NOT READY")
     return 0 if ok else 1
+
+
+def _show_pool(config: Config) -> bool:
+    """The servers of `[[api.servers]]`, each with its limit and key source (never a key);
+    False when a server's key file is missing."""
+    from bygheartd.config import find_server_key
+
+    if config.backend == "acestep":
+        state = "on" if config.resubmit_lost else "off"
+        print(f"resubmit lost tasks: {state} ([queue] resubmit_lost)")
+    if not config.api.servers:
+        return True
+    ok = True
+    count = len(config.api.servers)
+    print(f"servers: a pool of {count}" + (" (a pool of one)" if count == 1 else ""))
+    for server in config.api.servers:
+        try:
+            lookup = find_server_key(config, server)
+        except BygheartdError as exc:
+            ok = False
+            print(f"  {server.url}: ERROR {exc}")
+            continue
+        source = lookup.source or "no key"
+        print(f"  {server.url}: max_in_flight {server.max_in_flight}, key from {source}")
+        for warning in lookup.warnings:
+            print(f"    warning: {warning}")
+    return ok
 
 
 def _check_online(config: Config) -> bool:

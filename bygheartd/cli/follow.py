@@ -13,6 +13,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len, set_cell_size
+
 from bygheartd.config import Config
 from bygheartd.jobs import FINAL_STATUSES, JobStatus
 
@@ -84,16 +86,23 @@ def event_line(item: JobEvent, width: int | None = None) -> str:
     local time (a live view, like journalctl), the id prefix `show` accepts, the title cut
     to a column, then what happened; cut to `width` with an ellipsis on a terminal."""
     e = item.event
-    title = item.title if len(item.title) <= TITLE_WIDTH else item.title[: TITLE_WIDTH - 1] + "…"
-    text = f"{e.at.astimezone().strftime('%H:%M:%S')} {item.job_id[:8]} {title:<{TITLE_WIDTH}} "
+    title = fit_cells(item.title, TITLE_WIDTH)
+    title += " " * (TITLE_WIDTH - cell_len(title))
+    text = f"{e.at.astimezone().strftime('%H:%M:%S')} {item.job_id[:8]} {title} "
     text += e.event
     if e.to_status:
         text += f" {e.from_status} → {e.to_status}" if e.from_status else f" → {e.to_status}"
     if e.reason:
         text += f": {e.reason}"
-    if width is not None and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text
+    return text if width is None else fit_cells(text, width)
+
+
+def fit_cells(text: str, width: int) -> str:
+    """`text` cut to `width` terminal cells, ending in "…" when cut: a CJK character takes
+    two cells, so counting characters would overflow the line."""
+    if cell_len(text) <= width:
+        return text
+    return set_cell_size(text, width - 1).rstrip() + "…"
 
 
 def _line_width() -> int | None:

@@ -4,7 +4,6 @@ so that `bygheartd list --json` starts fast and nothing but MCP imports `mcp`.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -90,6 +89,8 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # here: `list`, `show`, `status` never start an event loop
+
     try:
         return asyncio.run(coro)
     except KeyboardInterrupt:
@@ -103,12 +104,23 @@ class FullHelpGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
+            if name == "simulator" and isinstance(self, Group):
+                rows.append((name, SIMULATOR_SUMMARY))  # listed without importing it
+                continue
             cmd = self.get_command(ctx, name)
             if cmd is not None and not cmd.hidden:
                 rows.append((name, cmd.get_short_help_str(limit=10_000)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+# `bygheartd --help` lists the simulator by this line instead of importing it (starlette,
+# uvicorn, numpy: most of the time `--help` took); tests check it matches its own help.
+SIMULATOR_SUMMARY = (
+    "Serve the Bygheart Music API simulator on loopback (for tests, the demo, and trying "
+    "plugins offline)."
+)
 
 
 class Group(FullHelpGroup):
@@ -156,7 +168,18 @@ def run() -> None:
 
 @main.command()
 @common
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--describe",
+    "description",
+    metavar="TEXT",
+    default=None,
+    help="No file: describe the song and let the model write it (Simple mode).",
+)
+@click.option("--instrumental", is_flag=True, default=None, help="With --describe: no vocals.")
+@click.option("--title", default=None, help="With --describe: the song's title.")
+@click.option("--style", default=None, help="With --describe: a style caption (optional).")
+@click.option("--model", default=None, help="With --describe: the model to use.")
 @click.option("--wait", is_flag=True, help="Show progress until every job is finished.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job records as JSON.")
@@ -164,21 +187,38 @@ def run() -> None:
 @click.option("--preset", default=None, help="Apply the defaults of [presets.NAME].")
 def submit(
     files: tuple[Path, ...],
+    description: str | None,
+    instrumental: bool | None,
+    title: str | None,
+    style: str | None,
+    model: str | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
     dry_run: bool,
     preset: str | None,
 ) -> None:
-    """Queue song files (the same format as the inbox)."""
-    from bygheartd.cli.commands import submit_files
+    """Queue song files (the same format as the inbox), or one song from --describe."""
+    from bygheartd.cli.commands import Described, SongSource, submit_files
 
     state = click.get_current_context().find_object(State)
     assert state is not None
+    extras = {"instrumental": instrumental, "title": title, "style": style, "model": model}
+    given = {k: v for k, v in extras.items() if v is not None}
+    sources: list[SongSource] = list(files)
+    if description is not None:
+        if files:
+            raise click.UsageError("give song files or --describe, not both")
+        sources = [Described({"description": description, **given})]
+    elif given:
+        flags = ", ".join(f"--{k}" for k in given)
+        raise click.UsageError(f"{flags} only go with --describe; song files set these keys")
+    elif not files:
+        raise click.UsageError('give song files, or --describe "a song about ..."')
     code = run_async(
         submit_files(
             state.config(),
-            list(files),
+            sources,
             wait=wait,
             timeout=timeout,
             as_json=as_json,
@@ -417,10 +457,63 @@ def demo(directory: Path) -> None:
     raise SystemExit(run_async(run_demo(directory)))
 
 
+@main.command()
+@common
+@click.option("--no-open", is_flag=True, help="Only print the link; do not open a browser.")
+def web(no_open: bool) -> None:
+    """Print (and open) a one-time login link to the library page ([web] enabled = true)."""
+    from bygheartd.cli.web_command import web_command
+
+    raise SystemExit(web_command(_state().config(), no_open=no_open))
+
+
 def _state() -> State:
     state = click.get_current_context().find_object(State)
     assert state is not None
     return state
+
+
+@main.command()
+@common
+@click.argument("description", required=False)
+@click.option("--instrumental", is_flag=True, help="No vocals: the draft has no lyrics.")
+@click.option("--language", default=None, help="Language of the lyrics: a code or its name.")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="FILE",
+    help="Write the draft to FILE (never over an existing one), or '-' for stdout "
+    "(default: a new file in the drafts folder, named after the title).",
+)
+def inspire(
+    description: str | None, instrumental: bool, language: str | None, output: str | None
+) -> None:
+    """A complete draft song file (title, style, bpm, key, duration, language, lyrics) from
+    the model: from DESCRIPTION, or one of the server's examples without it. Spends nothing."""
+    from bygheartd.cli.drafts import inspire_command
+
+    code = run_async(
+        inspire_command(
+            _state().config(),
+            description,
+            instrumental=instrumental,
+            language=language,
+            output=output,
+        )
+    )
+    raise SystemExit(code)
+
+
+@main.command()
+@common
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def polish(file: Path) -> None:
+    """The model's rewrite of FILE's style and lyrics, written beside it as
+    NAME.polished.md (FILE is never changed), with what changed. Spends nothing."""
+    from bygheartd.cli.drafts import polish_command
+
+    raise SystemExit(run_async(polish_command(_state().config(), file)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ RESTART_ONLY = (
     "folders",
     "api.backend",
     "mcp",
+    "web",
     "watch.settle_seconds",
     "watch.poll_interval_seconds",
     "watch.rescan_seconds",
@@ -145,16 +146,29 @@ class Daemon:
         if runtime.service.engine_running:
             self.watcher = InboxWatcher(self.live, runtime.service)
             await self.watcher.start()
-        if self.config.mcp.http:
+        web = self.config.web.enabled
+        if self.config.mcp.http or web:
             from bygheartd.mcp.http import McpHttpServer
 
-            self.mcp_http = McpHttpServer(runtime.service)
+            extra = None
+            if web:
+                from bygheartd.web.app import web_routes
+
+                service = runtime.service
+                extra = lambda token: web_routes(service, token)  # noqa: E731
+            self.mcp_http = McpHttpServer(
+                runtime.service, mcp=self.config.mcp.http, extra_routes=extra
+            )
             await self.mcp_http.start()
+            if web:  # `bygheartd web` reads it: the real port, even for [mcp] port = 0
+                runtime.service.set_web_address(self.mcp_http.base_url)
 
     async def _stop_faces(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
         if self.mcp_http is not None:
+            if self.config.web.enabled and self.runtime is not None:
+                self.runtime.service.set_web_address(None)
             await self.mcp_http.stop()
 
     def _install_signals(self) -> None:
@@ -227,6 +241,7 @@ def _keep_restart_only(old: Config, new: Config) -> Config:
         update={
             "folders": old.folders,
             "mcp": old.mcp,
+            "web": old.web,
             "api": new.api.model_copy(update={"backend": old.api.backend}),
             "watch": new.watch.model_copy(
                 update={

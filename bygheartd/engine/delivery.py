@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd import catalog
-from bygheartd.api.errors import ApiError, RefusedAudioUrl, RejectedError, TransientError
+from bygheartd.api.errors import (
+    ApiError,
+    RateLimited,
+    RefusedAudioUrl,
+    RejectedError,
+    TransientError,
+)
 from bygheartd.config import Config
 from bygheartd.engine.endings import Endings, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
@@ -30,6 +36,8 @@ from bygheartd.store.errors import StaleTransition
 log = logging.getLogger(__name__)
 
 DISK_RETRY_SECONDS = 60.0
+# A Retry-After beyond this is not believed (a bad header must not park a song for days).
+MAX_RETRY_AFTER_SECONDS = 3600.0
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
 
 
@@ -176,7 +184,9 @@ class Delivery:
                 if placed is not None:
                     record = placed
                 else:
-                    got = await self.parts.client.download(take.file, stem)
+                    # From the server that made the take: its URLs are relative to it.
+                    client = self.parts.pool.client_for(job.server)
+                    got = await client.download(take.file, stem)
                     record = JobFile(got.path, got.size, got.sha256)
             except FileExistsError:
                 adopted = await asyncio.to_thread(_adopt_existing, stem)
@@ -186,8 +196,15 @@ class Delivery:
             except RejectedError as exc:  # final (the same result gives the same answer): once
                 self.endings.fail(job, download_refusal(exc), refund=False)
                 raise _Interrupted from exc
+            except RateLimited as exc:  # the file server's limit: its wait, not a strike
+                self._download_later(
+                    job, f"download rate-limited: {exc}", retry_after=exc.retry_after, strike=False
+                )
+                raise _Interrupted from exc
             except TransientError as exc:  # a drop, a gateway error or a time limit
-                self._download_later(job, f"download interrupted: {exc}")
+                self._download_later(
+                    job, f"download interrupted: {exc}", retry_after=exc.retry_after
+                )
                 raise _Interrupted from exc
             except ApiError as exc:  # a reply that was not the audio (empty, HTML, ...)
                 self._download_later(job, f"download failed: {exc}")
@@ -214,15 +231,25 @@ class Delivery:
             expect={JobStatus.DOWNLOADING},
         )
 
-    def _download_later(self, job: Job, reason: str, *, disk: bool = False) -> None:
+    def _download_later(
+        self,
+        job: Job,
+        reason: str,
+        *,
+        disk: bool = False,
+        retry_after: float | None = None,
+        strike: bool = True,
+    ) -> None:
         """Hold the job and resume its download later.
 
         Network trouble is retried a bounded number of times; a full disk or a missing
         output folder is waited out for as long as it takes: it never fails a paid song.
+        A server's `Retry-After` is honoured (it knows when it can serve again), and a rate
+        limit is no strike against the song: it only says "not now".
         """
         from datetime import timedelta
 
-        attempts = job.result.download_attempts + (0 if disk else 1)
+        attempts = job.result.download_attempts + (1 if strike and not disk else 0)
         if attempts > self.parts.config.queue.max_attempts:
             self.endings.fail(
                 job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False
@@ -234,7 +261,10 @@ class Delivery:
             if disk
             else min(q.retry_max_seconds, q.retry_base_seconds * 2**attempts)
         )
-        until = utcnow() + timedelta(seconds=min(DISK_RETRY_SECONDS, wait))
+        seconds = min(DISK_RETRY_SECONDS, wait)
+        if retry_after is not None and not disk:  # the server's word, up to an hour
+            seconds = max(seconds, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+        until = utcnow() + timedelta(seconds=seconds)
         self.parts.store.transition(
             job.id,
             JobStatus.HELD,
@@ -254,7 +284,8 @@ class Delivery:
         files = [f.path for f in job.files]
         if self.parts.plugins is not None and job.result.postprocess is None:
             outcome = await self.parts.plugins.on_complete(job, files)
-            problems = [describe_failure(f) for f in outcome.failures]
+            # A plugin's warnings about the song (a clipped take) come first, then failures.
+            problems = [*outcome.warnings, *(describe_failure(f) for f in outcome.failures)]
             # Plugins rewrite files in place (tags, loudness) and may remove or add some:
             # record each file as it is now, so every record agrees with the disk.
             now, gone = await asyncio.to_thread(_describe_present, [*files, *outcome.added_files])
@@ -305,9 +336,15 @@ class Delivery:
         history.append(
             {"at": iso(now), "event": "done", "from": "processing", "to": "done", "reason": None}
         )
+        generated = job.generated()
+        plugins = dict(job.result.postprocess or {})
+        # DESIGN pins the first-party quality plugin's figures at the top level, beside
+        # `files` (per take, by file name): what a reader of the sidecar looks for first.
+        quality = plugins.pop("quality", None)
         return {
             "job_id": job.id,
             "task_id": job.task_id,
+            "server": job.server,
             "status": "done",
             "title": job.title,
             "model": job.model,
@@ -315,11 +352,15 @@ class Delivery:
             "credits": job.credits,
             "seeds": job.result.seeds,
             "metas": [take.metas for take in job.result.takes],
+            # What the model wrote (Simple mode, thinking), only when it differs: the request
+            # alone would not say what was sung.
+            **({"generated": generated} if generated is not None else {}),
             "files": [f.stored(relative_to=output) for f in job.files],
+            **({"quality": quality} if quality is not None else {}),
             "source": job.source,
             "archived_as": job.archived_as,
             "warnings": list(job.warnings),
-            "plugins": dict(job.result.postprocess or {}),
+            "plugins": plugins,
             "created_at": iso(job.created_at),
             "completed_at": iso(now),
             "history": history,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bygheartd.catalog import credits_phrase
 from bygheartd.engine.parts import EngineParts
-from bygheartd.folders.moves import copy_no_clobber, error_note_path, write_new_text
+from bygheartd.folders.moves import copy_no_clobber, write_note
 from bygheartd.hooks.host import HookFailure, PluginHost
 from bygheartd.jobs import Job, JobStatus
 from bygheartd.store.errors import StaleTransition
@@ -69,8 +69,8 @@ class Endings:
         archived = folders.archive / job.archived_as
         try:
             copy = copy_no_clobber(archived, folders.failed, Path(job.archived_as).name)
-            write_new_text(
-                error_note_path(copy),
+            write_note(
+                copy,
                 f"{copy.name}: the song was accepted (job {job.id}) but failed later:\n"
                 f"{reason}\n\nTo try again: `bygheartd retry {job.id}`, or drop the file into "
                 "the inbox again.\n",

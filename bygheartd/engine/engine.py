@@ -32,6 +32,7 @@ from bygheartd.engine.delivery import Delivery, disk_wait_seconds, output_proble
 from bygheartd.engine.endings import Endings
 from bygheartd.engine.parts import EngineParts
 from bygheartd.engine.polling import Poller
+from bygheartd.engine.pool import ServerPool, down_reason
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
@@ -65,6 +66,7 @@ class Engine:
             plugins=plugins,
             budget=Budget(live, store),
             ticker=Ticker(),
+            pool=ServerPool(live, store, lambda: self.parts.client),
         )
         self.store = store
         self.endings = Endings(self.parts)
@@ -100,11 +102,14 @@ class Engine:
     async def start(self) -> None:
         """Rebuild everything from the store, then start the ticks."""
         self._recover()
+        self.parts.pool.sync()
         q = self.config.queue
         self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
         self.ticker.every("poll", q.poll_min_seconds, self.poller.poll_due, start_now=True)
         self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
         self.ticker.every("release-held", 30.0, self.release_due)
+        # Probe down servers, refresh healthy ones' stats, publish the pool's state.
+        self.ticker.every("pool", max(0.2, q.poll_min_seconds), self._tend_pool)
         for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
             self.delivery.start(job)
         self.ticker.start()
@@ -116,22 +121,36 @@ class Engine:
             await self._log_server_health()
 
     async def _log_server_health(self) -> None:
-        """A self-hosted server says whether its models are loaded: worth a line at start."""
-        try:
-            health = await self.client.health()
-        except (ApiError, OSError) as exc:
-            log.warning("ACE-Step server at %s: %s", self.client.base_url, exc)
+        """A self-hosted server says whether its models are loaded: worth a line at start
+        (one per server of a pool, which also learns at once which servers are down)."""
+        if self.parts.pool.pooled:
+            await self._tend_pool()
+        for state in self.parts.pool.states():
+            client = self.parts.pool.client_for(state.url)
+            try:
+                health = await client.health()
+            except (ApiError, OSError) as exc:
+                log.warning("ACE-Step server at %s: %s", client.base_url, exc)
+                continue
+            if health is None:
+                log.info("ACE-Step server at %s has no /health endpoint", client.base_url)
+            else:
+                log.info(
+                    "ACE-Step server at %s: %s, model %s, models initialized: %s",
+                    client.base_url,
+                    health.get("status"),
+                    health.get("loaded_model"),
+                    health.get("models_initialized"),
+                )
+
+    async def _tend_pool(self) -> None:
+        if self.parts.stopping:
             return
-        if health is None:
-            log.info("ACE-Step server at %s has no /health endpoint", self.client.base_url)
-        else:
-            log.info(
-                "ACE-Step server at %s: %s, model %s, models initialized: %s",
-                self.client.base_url,
-                health.get("status"),
-                health.get("loaded_model"),
-                health.get("models_initialized"),
-            )
+        before = {s.url for s in self.parts.pool.states() if s.healthy}
+        await self.parts.pool.tend()
+        after = {s.url for s in self.parts.pool.states() if s.healthy}
+        if after - before:  # a server came back: it has room for queued songs
+            self.ticker.wake("submit")
 
     async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
         """Stop ticking, let submissions and downloads in flight finish within a bound."""
@@ -152,6 +171,7 @@ class Engine:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=2.0)
+        self.parts.pool.write_snapshot(force=True)
         self.store.checkpoint()
         return self.store.counts()
 
@@ -159,6 +179,7 @@ class Engine:
         """After a reload: the next request goes out with the new key (and the next hook
         call reaches the reloaded plugins); the config itself is read from its holder."""
         self.parts.client = client
+        self.parts.pool.reset_clients()
         if plugins is not None:
             self.parts.plugins = plugins
 
@@ -209,23 +230,40 @@ class Engine:
         now = utcnow()
         if self._submit_paused_until is not None and now < self._submit_paused_until:
             return
-        counts = self.store.counts()
-        in_flight = counts.get("submitting", 0) + counts.get("running", 0)
-        slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
+        pool = self.parts.pool
+        by_server: dict[str, int] = {}
+        if pool.pooled:  # each server's own max_in_flight, healthy servers only
+            by_server = self.store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
+            slots = pool.room(by_server)
+        else:
+            counts = self.store.counts()
+            in_flight = counts.get("submitting", 0) + counts.get("running", 0)
+            slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
             return
         for job in self.store.list_oldest(JobStatus.QUEUED, slots):
-            prepared = await self._prepare(job)
+            server = (
+                pool.choose(by_server, avoid=job.result.lost_on)
+                if pool.pooled
+                else pool.default_url()
+            )
+            if server is None:
+                break  # every healthy server is full
+            prepared = await self._prepare(job, server)
             if prepared is None:
                 continue
+            by_server[server] = by_server.get(server, 0) + 1
             task = asyncio.create_task(self._submit(*prepared))
             self._submitting.add(task)
             task.add_done_callback(self._submitting.discard)
             if self._submit_paused_until is not None:
                 break
 
-    async def _prepare(self, job: Job) -> tuple[Job, dict[str, Any]] | None:
-        """Plugins, budget and the `submitting` mark: everything decided before the POST."""
+    async def _prepare(
+        self, job: Job, server: str | None = None
+    ) -> tuple[Job, dict[str, Any]] | None:
+        """Plugins, budget and the `submitting` mark (with the server it goes to):
+        everything decided before the POST."""
         body = self.store.api_body(job.id)
         credits = job.credits
         if self.plugins is not None:
@@ -293,6 +331,7 @@ class Engine:
                 credits=credits,
                 resumes_at=None,
                 hold_kind=None,
+                server=server,
             )
         except StaleTransition:
             return None  # cancelled meanwhile
@@ -300,8 +339,10 @@ class Engine:
 
     async def _submit(self, job: Job, body: dict[str, Any]) -> None:
         source_audio = self._source_audio(job)
+        reference_audio = self._source_audio(job, "reference_audio")
+        client = self.parts.pool.client_for(job.server)
         try:
-            submitted = await self.client.submit(body, src_audio=source_audio)
+            submitted = await client.submit(body, src_audio=source_audio, ref_audio=reference_audio)
         except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
             self._auth_problem(job, f"{exc} ({self._key_hint()})")
         except RateLimited as exc:
@@ -309,6 +350,8 @@ class Engine:
         except TransientError as exc:
             if exc.outcome_unknown:
                 self._outcome_unknown(job, str(exc))
+            elif self.parts.pool.pooled and self._to_another_server(job, exc):
+                pass
             else:
                 self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
         except ProtocolError as exc:
@@ -333,15 +376,41 @@ class Engine:
                 # cancelled while the POST was in flight: keep the task id for the record
                 self.store.update(job.id, task_id=submitted.task_id, event="submitted")
                 return
-            self.poller.poll_soon()
+            self.poller.poll_soon(job, submitted.queue_position)
             if self.plugins is not None:
                 failures = await self.plugins.after_submit(job, submitted.task_id)
                 self.endings.record_hook_failures(job.id, failures)
         finally:
             self._changed()
 
-    def _source_audio(self, job: Job) -> Path | None:
-        relative = job.request.get("source_audio")
+    def _to_another_server(self, job: Job, exc: TransientError) -> bool:
+        """A pool server that provably took nothing (no connection, a gateway's 5xx) is
+        marked down and the job goes straight back to the queue, for a healthy server."""
+        reason = down_reason(exc)
+        if reason is None or job.attempts >= self.config.queue.max_attempts:
+            return False
+        self.parts.pool.mark_down(job.server, reason)
+        if not any(s.healthy for s in self.parts.pool.states()):
+            return False  # nowhere to go now: the usual backoff
+        try:
+            self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                event="server down",
+                reason=f"{job.server} took nothing ({reason}): back to the queue",
+                expect={JobStatus.SUBMITTING},
+                ledger=self.budget.refund_entry(job.id, job.model),
+                server=None,
+            )
+        except StaleTransition:
+            return True
+        self.ticker.wake("submit")
+        return True
+
+    def _source_audio(self, job: Job, key: str = "source_audio") -> Path | None:
+        """An audio file the request names (`source_audio`, `reference_audio`), found
+        beside the song file it came from."""
+        relative = job.request.get(key)
         if not relative:
             return None
         origin = self.store.source_path(job.id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from bygheartd.api.client import BygheartClient
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget
+from bygheartd.engine.pool import ServerPool
 from bygheartd.engine.ticker import Ticker
 from bygheartd.hooks.host import PluginHost
 from bygheartd.store.store import Store
@@ -25,6 +26,8 @@ class EngineParts:
     plugins: PluginHost | None
     budget: Budget
     ticker: Ticker
+    # Every server's client and health: polls and downloads go to the server of the task.
+    pool: ServerPool
     # Set once the engine drains: no stage starts new work, and what is cut off resumes
     # from the store at the next start instead of failing.
     stopping: bool = False

@@ -5,6 +5,7 @@ that starts short after a submit and grows while tasks run; and the client-side 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -16,11 +17,28 @@ from bygheartd.api.errors import ApiError, RateLimited
 from bygheartd.catalog import credits_phrase
 from bygheartd.engine.delivery import Delivery
 from bygheartd.engine.endings import Endings
+from bygheartd.engine.lost import (
+    MAX_RESUBMITS,
+    ONE_HOUR_REASON,
+    LostTasks,
+    frozen_for,
+    one_hour_rule,
+    running_stage,
+)
 from bygheartd.engine.parts import EngineParts
+from bygheartd.engine.pool import ServerState, down_reason
+from bygheartd.engine.prediction import Predictor, poll_delay
 from bygheartd.jobs import SETTLING, Job, JobStatus, utcnow
 from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
+
+# A poll goes out when the first in-flight task is done with this probability, and waits up
+# to GATHER_SECONDS longer when that also catches the next ones (prediction.py).
+POLL_CONFIDENCE = 0.98
+GATHER_SECONDS = 1.0
+# However sure a prediction is, polls stay this far apart (or poll_min_seconds if shorter).
+PREDICTED_POLL_FLOOR = 0.5
 
 
 class Poller:
@@ -42,36 +60,73 @@ class Poller:
         # How long a generation typically takes: observed here, or ACE-Step's own average.
         self.typical_seconds: float | None = None
         self._stats_checked = 0.0
+        self.lost = LostTasks(parts)
+        # When each in-flight task should finish; starts from the store's finished jobs.
+        self.predictor = Predictor()
+        for model, duration, seconds in parts.store.recent_generations():
+            self.predictor.history.add(model, duration, seconds)
+        self._expected_done = 0  # how many tasks the planned poll should find done
+        self._misses = 0  # polls in a row that found none of those
+        self._answered_at: float | None = None  # epoch seconds of the last poll's answer
 
-    def poll_soon(self) -> None:
+    def poll_soon(self, job: Job | None = None, queue_position: int | None = None) -> None:
         """After a submit: poll soon, or when the first task is expected to be done."""
+        if job is not None and job.submitted_at is not None:
+            duration = job.request.get("duration")
+            self.predictor.submitted(
+                job.id,
+                job.submitted_at.timestamp(),
+                model=job.model,
+                duration=float(duration) if isinstance(duration, int | float) else None,
+                queue_position=queue_position,
+            )
         running = self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
         self._plan_next_poll(running, after_submit=True)
 
-    def _plan_next_poll(self, running: list[Job], *, after_submit: bool = False) -> None:
-        """Poll when the first in-flight task should be done, once we know how long they take;
-        until then (and for tasks running late), short right after a submit and growing."""
-        q = self.parts.config.queue
-        expected = self._seconds_until_first_expected(running)
-        if expected is not None and expected > 0:
-            interval = expected
-        elif after_submit:
-            interval = q.poll_min_seconds
-        else:
-            interval = self._poll_interval * 1.5
-        self._poll_interval = min(q.poll_max_seconds, max(q.poll_min_seconds, interval))
-        self.parts.ticker.reschedule("poll", self._poll_interval)
+    def _track(self, job: Job) -> None:
+        """A running job the predictor has not seen submitted (a restart): from the store."""
+        if job.submitted_at is not None and job.id not in self.predictor.tracks:
+            duration = job.request.get("duration")
+            self.predictor.ensure(
+                job.id,
+                job.submitted_at.timestamp(),
+                model=job.model,
+                duration=float(duration) if isinstance(duration, int | float) else None,
+            )
 
-    def _seconds_until_first_expected(self, running: list[Job]) -> float | None:
-        if self.typical_seconds is None:
-            return None
-        now = utcnow()
-        waits = [
-            (j.submitted_at - now).total_seconds() + self.typical_seconds
-            for j in running
-            if j.submitted_at is not None
-        ]
-        return min(waits) if waits else None
+    def _plan_next_poll(self, running: list[Job], *, after_submit: bool = False) -> None:
+        """One poll for all, when the first in-flight task is likely done (prediction.py);
+        tasks with no prediction yet (nothing known of their model, no progress seen) keep
+        the plain interval: short right after a submit, growing to poll_max_seconds."""
+        q = self.parts.config.queue
+        for job in running:
+            self._track(job)
+        keys = [j.id for j in running if j.submitted_at is not None]
+        if running:  # after a failed poll (no list): keep what the last ones saw
+            self.predictor.keep_only(keys)
+        now = utcnow().timestamp()
+        predicted, self._expected_done = self.predictor.plan(
+            now, keys, confidence=POLL_CONFIDENCE, gather_seconds=GATHER_SECONDS
+        )
+        unpredicted: float | None = None
+        if predicted is None or any(self.predictor.estimate(k) is None for k in keys):
+            grown = q.poll_min_seconds if after_submit else self._poll_interval * 1.5
+            unpredicted = min(q.poll_max_seconds, max(q.poll_min_seconds, grown))
+            self._poll_interval = unpredicted
+        interval = poll_delay(
+            predicted,
+            unpredicted,
+            floor=min(q.poll_min_seconds, PREDICTED_POLL_FLOOR),
+            ceiling=q.poll_max_seconds,
+            misses=self._misses,
+        )
+        log.debug(
+            "next poll in %.2f s (%d task(s) expected done, %d in flight)",
+            interval,
+            self._expected_done,
+            len(keys),
+        )
+        self.parts.ticker.reschedule("poll", interval)
 
     async def poll_due(self) -> None:
         """One batched `query_result` for every in-flight task, then adapt the interval."""
@@ -88,11 +143,14 @@ class Poller:
         ]
         if not running and not settling:
             return
-        ids = [j.task_id for j in running + settling if j.task_id]
+        for job in running:
+            self._track(job)
         try:
-            results = await self.parts.client.query(
-                ids, chunk_size=self.parts.config.queue.poll_batch
-            )
+            results = await self._query_by_server(running + settling)
+            # The server read its progress while answering, between the send and the reply:
+            # stamped at the send, every task would look faster than it is by up to the
+            # round trip, and the predictions early (a loaded machine, a distant server).
+            self._answered_at = (now.timestamp() + utcnow().timestamp()) / 2
         except RateLimited as exc:
             wait = exc.retry_after or self._poll_interval * 2
             self._poll_paused_until = now + timedelta(seconds=wait)
@@ -103,21 +161,104 @@ class Poller:
             self._plan_next_poll([])
             return
         await self._refresh_server_average(now)
-        finished = 0
+        lost = await self._lost_frozen(running, results, now)
+        finished = len(lost)
         for job in running:
-            result = results.get(job.task_id or "")
-            if result is not None and self._apply(job, result, now):
+            result = results.get(job.id)
+            if job.id not in lost and result is not None and self._apply(job, result, now):
                 finished += 1
         for job in settling:
-            result = results.get(job.task_id or "")
+            result = results.get(job.id)
             if result is not None:
                 self._settle(job, result, now)
+        # A poll the predictions timed that found nothing done: the next one backs off.
+        self._misses = self._misses + 1 if self._expected_done and not finished else 0
         if finished:
             self._on_finished()
         still = [
             j for j in self.parts.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id
         ]
         self._plan_next_poll(still)
+
+    async def _query_by_server(self, jobs: list[Job]) -> dict[str, TaskResult]:
+        """One batched `query_result` per server, all servers at once; results by job id.
+
+        A task is known only to the server that holds it. With a pool, a server that fails
+        to answer is marked down and its tasks wait for the next poll, while the other
+        servers' tasks go on; with one server its error is raised, as before.
+        """
+        pool = self.parts.pool
+        groups: dict[str | None, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.server if pool.pooled else None, []).append(job)
+        chunk = self.parts.config.queue.poll_batch
+
+        async def one(server: str | None, group: list[Job]) -> dict[str, TaskResult]:
+            ids = [j.task_id for j in group if j.task_id]
+            try:
+                found = await pool.client_for(server).query(ids, chunk_size=chunk)
+            except (ApiError, OSError) as exc:
+                if not pool.pooled:
+                    raise
+                reason = down_reason(exc)
+                if reason is not None:
+                    pool.mark_down(server, reason)
+                log.warning("poll of %s failed (%s); trying again later", server, exc)
+                return {}
+            state = pool.state(server) if pool.pooled else None
+            if state is not None and not state.healthy:
+                pool.mark_up(state)  # it answers again: back in the pool at once
+            return {j.id: found[j.task_id] for j in group if j.task_id in found}
+
+        results: dict[str, TaskResult] = {}
+        for part in await asyncio.gather(*(one(s, g) for s, g in groups.items())):
+            results.update(part)
+        return results
+
+    async def _lost_frozen(
+        self, running: list[Job], results: dict[str, TaskResult], now: datetime
+    ) -> set[str]:
+        """Running tasks frozen at one progress that their server provably lost (see
+        `lost.py`): made again, or failed once made again too often. Their job ids."""
+        if not self.lost.enabled:
+            return set()
+        grace = self.parts.config.queue.unknown_grace_seconds
+        fresh: dict[str | None, ServerState | None] = {}
+        handled: set[str] = set()
+        for job in running:
+            result = results.get(job.id)
+            if result is None or result.state is not TaskState.QUEUED_OR_RUNNING:
+                continue
+            still = frozen_for(job, result, now)
+            if still is None:
+                continue
+            state = self.parts.pool.state(job.server)
+            expected = (state.expected_seconds() if state else None) or self.typical_seconds
+            limit = self.lost.frozen_limit(expected)
+            shown = f"{result.stage!r} at {100 * (result.progress or 0):.0f}%"
+            why: str | None = None
+            if limit is not None and expected is not None and still > limit:
+                why = (
+                    f"it showed {shown} unchanged for {still:.0f} s, over 3x the expected "
+                    f"{expected:.0f} s + 60 s"
+                )
+            elif still >= grace:
+                if job.server not in fresh:
+                    fresh[job.server] = await self.parts.pool.fresh_stats(job.server)
+                stats = fresh[job.server]
+                if stats is not None and stats.running == 0:
+                    why = (
+                        f"the server runs nothing (/v1/stats: 0 running) while the task "
+                        f"showed {shown}, unchanged for {still:.0f} s (a restart froze it)"
+                    )
+            if why is None:
+                continue
+            handled.add(job.id)
+            if job.resubmits >= MAX_RESUBMITS:
+                self.endings.fail(job, self.lost.exhausted_reason(job, why), refund=False)
+            else:
+                self.lost.resubmit(job, why)
+        return handled
 
     def _settle(self, job: Job, result: TaskResult, now: datetime) -> None:
         """A cancelled job's task ended on the server: bring the ledger in line with it."""
@@ -150,11 +291,13 @@ class Poller:
         average = (stats or {}).get("avg_job_seconds")
         if isinstance(average, int | float) and average > 0:
             self.typical_seconds = float(average)
+            self.predictor.server_average = float(average)
 
     def _observe_generation(self, job: Job, now: datetime) -> None:
         if job.submitted_at is None:
             return
         took = (now - job.submitted_at).total_seconds()
+        self.parts.pool.observe(job.server, took)
         previous = self.typical_seconds
         self.typical_seconds = took if previous is None else 0.8 * previous + 0.2 * took
 
@@ -162,6 +305,7 @@ class Poller:
         """Act on one task's answer; True when the job left `running`."""
         if result.state is TaskState.SUCCEEDED:
             self._observe_generation(job, now)
+            self.predictor.finished(job.id, self._answered_at or now.timestamp())
             takes = tuple(result.outputs)
             try:
                 job = self.parts.store.transition(
@@ -179,6 +323,9 @@ class Poller:
             self.delivery.start(job)
             return True
         if result.state is TaskState.FAILED:
+            if self.parts.config.backend == "acestep" and one_hour_rule(job, now):
+                self.endings.fail(job, ONE_HOUR_REASON, refund=False)
+                return True
             self.endings.fail(job, "the generation failed on the server (it gives no reason)")
             return True
         deadline = job.submitted_at or job.created_at
@@ -192,6 +339,9 @@ class Poller:
             return True
         if result.state is TaskState.UNKNOWN:
             return self._unknown(job, now)
+        self.predictor.sighted(
+            job.id, result.progress, result.stage, self._answered_at or now.timestamp()
+        )
         updates: dict[str, Any] = {}
         if job.result.unknown_polls or job.unknown_since is not None:
             # Known again: a later stretch of "[]" starts its own grace period.
@@ -199,7 +349,10 @@ class Poller:
             updates["result"] = job.result.but(unknown_polls=0)
         if result.progress is not None and abs((job.progress or 0) - result.progress) >= 0.01:
             updates["progress"] = result.progress
-        eta = self._eta(elapsed, result.progress)
+            updates["progress_at"] = now
+        elif job.progress_at is None and running_stage(result):
+            updates["progress_at"] = now  # generating from here: frozen counts from now
+        eta = self._eta(elapsed, result.progress, job.id, now)
         if eta is not None and (job.eta_seconds is None or abs(job.eta_seconds - eta) >= 1.0):
             updates["eta_seconds"] = eta
         if updates:
@@ -207,8 +360,17 @@ class Poller:
                 self.parts.store.update(job.id, expect={JobStatus.RUNNING}, **updates)
         return False
 
-    def _eta(self, elapsed: float, progress: float | None) -> float | None:
-        """Seconds left: from the server's progress when it gives one, else from history."""
+    def _eta(
+        self,
+        elapsed: float,
+        progress: float | None,
+        key: str | None = None,
+        now: datetime | None = None,
+    ) -> float | None:
+        """Seconds left: the prediction (progress and history), else the progress alone."""
+        finish = self.predictor.estimate(key) if key is not None else None
+        if finish is not None and now is not None:
+            return round(max(0.0, finish.expected - now.timestamp()), 1)
         if progress is not None and progress > 0.05:
             return round(elapsed * (1 - progress) / progress, 1)
         if self.typical_seconds is not None:
@@ -224,6 +386,13 @@ class Poller:
             polls >= 3
             and now.timestamp() - since_ts >= self.parts.config.queue.unknown_grace_seconds
         ):
+            why = f"it answered '[]' for {now.timestamp() - since_ts:.0f} s"
+            if self.lost.enabled and job.resubmits < MAX_RESUBMITS:
+                self.lost.resubmit(job, why)
+                return True
+            if self.lost.enabled:
+                self.endings.fail(job, self.lost.exhausted_reason(job, why), refund=False)
+                return True
             self.endings.fail(
                 job,
                 "the server no longer knows this task (it answered '[]' for "

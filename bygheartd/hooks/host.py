@@ -103,11 +103,13 @@ class HookFailure:
 
 @dataclass
 class CompleteOutcome:
-    """What `on_complete` hooks produced: files they added, failures, per-plugin sidecar data."""
+    """What `on_complete` hooks produced: files they added, failures, per-plugin sidecar data,
+    and the warnings plugins reported about the song (a clipped take: the job still succeeds)."""
 
     added_files: list[Path] = field(default_factory=list)
     failures: list[HookFailure] = field(default_factory=list)
     sidecar: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _HookTimeout(Exception):
@@ -367,6 +369,7 @@ class PluginHost:
             if failure is None:
                 try:
                     added, sidecar = _complete_result(result, current)
+                    warnings = _complete_warnings(result)
                 except ValueError as exc:
                     failure = HookFailure(name, "on_complete", str(exc))
             if failure is not None:
@@ -376,7 +379,20 @@ class PluginHost:
             outcome.added_files.extend(added)
             if sidecar is not None:
                 outcome.sidecar[name] = sidecar
+            outcome.warnings.extend(_masked(w, self._secrets) for w in warnings)
         return outcome
+
+
+def _complete_warnings(result: Any) -> list[str]:
+    """The `warnings` an `on_complete` implementation returned: a list of strings."""
+    if not isinstance(result, Mapping) or result.get("warnings") is None:
+        return []
+    warnings = result["warnings"]
+    if isinstance(warnings, str) or not isinstance(warnings, Iterable):
+        raise ValueError("returned warnings must be a list of strings")
+    if not all(isinstance(w, str) for w in warnings):
+        raise ValueError("returned warnings must be a list of strings")
+    return [w.strip()[:500] for w in warnings if w.strip()]
 
 
 def _complete_result(result: Any, files: list[Path]) -> tuple[list[Path], Any]:
@@ -386,9 +402,11 @@ def _complete_result(result: Any, files: list[Path]) -> tuple[list[Path], Any]:
     sidecar = None
     paths: Any = result
     if isinstance(result, Mapping):
-        unknown = set(result) - {"files", "sidecar"}
+        unknown = set(result) - {"files", "sidecar", "warnings"}
         if unknown:
-            raise ValueError(f"returned unknown keys {sorted(unknown)}: use 'files', 'sidecar'")
+            raise ValueError(
+                f"returned unknown keys {sorted(unknown)}: use 'files', 'sidecar', 'warnings'"
+            )
         paths = result.get("files") or []
         sidecar = result.get("sidecar")
         try:

@@ -10,6 +10,8 @@ Plain Python, no `mcp` import.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +26,12 @@ __all__ = [
     "Wait",
     "job_ref",
     "limit_value",
+    "optional_flag",
     "optional_text",
     "plain_validation_text",
     "schema",
     "statuses",
+    "unknown_arguments",
     "wait_seconds",
 ]
 
@@ -100,6 +104,18 @@ def optional_text(name: str, value: Any, max_length: int) -> str | None:
     return text
 
 
+def optional_flag(name: str, value: Any) -> bool | None:
+    """An optional true/false argument, with the spellings a song file accepts."""
+    if value is None:
+        return None
+    from bygheartd.songs.fields import boolean
+
+    try:
+        return boolean(name, value, "bygheart")
+    except RequestError as exc:
+        raise _fail(exc) from None
+
+
 def statuses(value: Any) -> list[JobStatus] | None:
     """`"failed"`, `"failed, held"` or `["failed", "held"]`; None or empty means all."""
     if value is None:
@@ -137,11 +153,53 @@ def limit_value(value: Any, default: int) -> int:
     return int(number)
 
 
-def plain_validation_text(exc: ValidationError) -> str:
+def unknown_arguments(given: Iterable[str], valid: Sequence[str]) -> ArgumentError | None:
+    """Every argument name the tool does not have, each with the nearest valid one.
+
+    Why: the SDK drops unknown names silently, so `generate_song(lyric=...)` or `stlye=`
+    would queue a song without the lyrics or style the caller meant, and spend credits on
+    it. Song files refuse unknown keys the same way; the words people use for a field
+    (`tempo`, `genre`) point at the argument they mean, as in song files.
+    """
+    problems = [
+        ArgumentError(f"unknown argument {values.show(name)}", hint=_nearest(name, valid))
+        for name in given
+        if name not in valid
+    ]
+    if not problems:
+        return None
+    return ArgumentError.collect(problems)
+
+
+def _nearest(name: str, valid: Sequence[str]) -> str:
+    from bygheartd.songs.request import KEY_SYNONYMS
+
+    everything = f"the arguments are {', '.join(valid)}" if valid else "it takes no arguments"
+    if not valid:
+        return everything
+    key = values.key_name(name)
+    if key in valid:  # `Lyrics`, `wait-seconds`: the right name, spelled another way
+        return f"did you mean {key!r}?"
+    if KEY_SYNONYMS.get(key) in valid:
+        return f"did you mean {KEY_SYNONYMS[key]!r}?"
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    if not near:  # `wait`, `job`: one word of a valid name
+        near = [v for v in valid if key and key in v.split("_")][:1]
+    if near:
+        return f"did you mean {near[0]!r}?"
+    return everything
+
+
+def plain_validation_text(exc: ValidationError, described: Mapping[str, str] | None = None) -> str:
     """What pydantic found, without its links: a last resort for arguments the SDK still
-    checks itself (a value of the wrong JSON type where we declared one)."""
+    checks itself (a required argument left out, mostly). `described` gives each argument's
+    schema description, said with a missing one so that the caller knows what to pass."""
     parts = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(p) for p in error["loc"]) or "arguments"
-        parts.append(f"{where}: {error['msg']}")
+        if error["type"] == "missing":
+            what = (described or {}).get(where) or "see the tool's input schema"
+            parts.append(f"{where} is required: {what}")
+        else:
+            parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)

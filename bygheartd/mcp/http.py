@@ -1,6 +1,10 @@
 """MCP over streamable HTTP inside `bygheartd run`: uvicorn in the daemon's own loop on a
 pre-bound socket, a bearer token on every MCP request, Host/Origin checks against DNS
 rebinding, and an open `/health` that shows no secret.
+
+The same listener carries the library page when `[web] enabled = true`: the daemon hands in
+its routes (`extra_routes`), so they sit behind the same Host/Origin check; with
+`[mcp] http = false` the listener serves them (and /health) without /mcp.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hmac
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bygheartd.config import Config
@@ -275,11 +279,20 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class McpHttpServer:
-    """The daemon's MCP endpoint at `http://HOST:PORT/mcp`, sharing the daemon's service."""
+ExtraRoutes = Callable[[str | None], Sequence[BaseRoute]]
 
-    def __init__(self, service: SongService) -> None:
+
+class McpHttpServer:
+    """The daemon's HTTP listener: MCP at `http://HOST:PORT/mcp` (unless `mcp=False`),
+    /health, and the routes `extra_routes(token)` gives (the library page), all sharing the
+    daemon's service and one Host/Origin check."""
+
+    def __init__(
+        self, service: SongService, *, mcp: bool = True, extra_routes: ExtraRoutes | None = None
+    ) -> None:
         self.service = service
+        self.mcp = mcp
+        self.extra_routes = extra_routes
         self.port: int | None = None
         self._sock: socket.socket | None = None
         self._uvicorn: _EmbeddedServer | None = None
@@ -293,9 +306,19 @@ class McpHttpServer:
     def url(self) -> str:
         return f"http://{_bracketed(self.config.mcp.host)}:{self.port}{MCP_PATH}"
 
-    def app(self, token: str) -> Starlette:
-        server = build_server(self.service)
+    @property
+    def base_url(self) -> str:
+        return f"http://{_bracketed(self.config.mcp.host)}:{self.port}"
+
+    def app(self, token: str | None) -> Starlette:
         rules = HostRules.of(self.config)
+        extra = list(self.extra_routes(token)) if self.extra_routes is not None else []
+        health = Route("/health", self._health, methods=["GET"])
+        if not self.mcp or token is None:
+            return Starlette(
+                routes=[health, *extra], middleware=[Middleware(HostCheck, rules=rules)]
+            )
+        server = build_server(self.service)
         mcp_app = server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
@@ -311,7 +334,8 @@ class McpHttpServer:
 
         return Starlette(
             routes=[
-                Route("/health", self._health, methods=["GET"]),
+                health,
+                *extra,
                 Mount("/", app=BearerToken(mcp_app, token)),
             ],
             middleware=[Middleware(HostCheck, rules=rules)],
@@ -327,17 +351,22 @@ class McpHttpServer:
             "version": __version__,
             "engine": self.service.engine_running,
             "jobs": self.service.counts(),
-            "mcp": MCP_PATH,
+            "mcp": MCP_PATH if self.mcp else None,
+            "web": self.extra_routes is not None,
         }
         return JSONResponse(body)
 
     async def start(self) -> None:
         """Bind, serve, and return once uvicorn accepts connections; errors are raised."""
-        token = read_token(self.config)
+        # The library alone needs no token (it logs in with `bygheartd web`); when one is
+        # configured, scripts may use it there too.
+        need_token = self.mcp or bool(self.config.mcp.token_file.strip())
+        token = read_token(self.config) if need_token else None
         HostRules.of(self.config)  # a bad [mcp] allowed_hosts entry refuses before the bind
         from bygheartd.logs import register_secret
 
-        register_secret(token)
+        if token is not None:
+            register_secret(token)
         host = self.config.mcp.host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (no 40 ms
@@ -348,8 +377,9 @@ class McpHttpServer:
             sock.bind((host, self.config.mcp.port))
         except OSError as exc:
             sock.close()
+            what = "MCP over HTTP" if self.mcp else "the library page"
             raise ConfigError(
-                f"MCP over HTTP cannot listen on {host}:{self.config.mcp.port}: {exc.strerror}",
+                f"{what} cannot listen on {host}:{self.config.mcp.port}: {exc.strerror}",
                 key="mcp.port",
                 hint="pick another [mcp] port, or stop what uses this one",
             ) from None
@@ -368,9 +398,12 @@ class McpHttpServer:
         while not self._uvicorn.started:
             if self._task.done():
                 self._task.result()  # raises what stopped it
-                raise ConfigError("MCP over HTTP stopped while starting")
+                raise ConfigError("the HTTP listener stopped while starting")
             await asyncio.sleep(0.02)
-        log.info("MCP over HTTP at %s", self.url)
+        if self.mcp:
+            log.info("MCP over HTTP at %s", self.url)
+        if self.extra_routes is not None:
+            log.info("the library page at %s/ (log in with `bygheartd web`)", self.base_url)
 
     async def stop(self) -> None:
         if self._uvicorn is not None and self._task is not None:

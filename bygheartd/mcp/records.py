@@ -47,6 +47,18 @@ class FileRecord(BaseModel):
     sha256: str | None = None
 
 
+class GeneratedSong(BaseModel):
+    """What the model really used, when it differs from the request (Simple mode, thinking)."""
+
+    style: str | None = Field(default=None, description="the caption the model used")
+    lyrics: str | None = Field(default=None, description="the lyrics that were sung")
+    bpm: int | None = None
+    key: str | None = None
+    time_signature: str | None = None
+    duration: float | None = Field(default=None, description="seconds")
+    language: str | None = None
+
+
 class JobRecord(BaseModel):
     """The pinned job record (DESIGN.md, "Output")."""
 
@@ -61,14 +73,22 @@ class JobRecord(BaseModel):
     eta_seconds: float | None
     files: list[FileRecord]
     credits: int = Field(description="credits this job costs (0 on a self-hosted server)")
+    server: str | None = Field(
+        default=None, description="the server holding the task (its URL, never a key)"
+    )
     source: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    generated: GeneratedSong | None = Field(
+        default=None,
+        description="what the model wrote (lyrics, style, bpm, key, ...) when it differs "
+        "from the request: in Simple mode, the lyrics that were really sung",
+    )
     created_at: str
     updated_at: str
 
     @classmethod
     def of(cls, job: Job) -> JobRecord:
-        return cls.model_validate(job.as_record())
+        return cls.model_validate({**job.as_record(), "generated": job.generated()})
 
     def state(self) -> str:
         """`running, 40%`, `queued`: the status with its progress, for short mentions."""
@@ -84,6 +104,10 @@ class JobRecord(BaseModel):
         head = f"{self.title!r} (job {self.id}) {verb}"
         if self.status == "done":
             where = ", ".join(f.path for f in self.files) or "no files"
+            wrote = self.generated.lyrics if self.generated else None
+            if wrote and wrote.strip().lower() not in ("[instrumental]", "[inst]"):
+                count = sum(1 for line in wrote.splitlines() if line.strip())
+                where += f" (the model wrote the lyrics: {count} lines, in `generated`)"
             return f"{head}: {where}"
         if self.status in ("held", "failed", "cancelled") and self.reason:
             tail = f"; resumes at {self.resumes_at}" if self.resumes_at else ""
@@ -253,8 +277,61 @@ class ModelList(BaseModel):
         )
 
 
+class DraftRecord(BaseModel):
+    """A draft song as song-file keys: pass them to generate_song as they are."""
+
+    title: str
+    style: str | None = None
+    lyrics: str | None = Field(default=None, description="null for an instrumental")
+    bpm: int | None = None
+    key: str | None = None
+    duration: float | None = Field(default=None, description="seconds")
+    time_signature: str | None = None
+    language: str | None = None
+    instrumental: bool = False
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> DraftRecord:
+        return cls.model_validate(fields)
+
+
+class SuggestResult(BaseModel):
+    draft: DraftRecord
+    song_file: str = Field(
+        description="the same draft as a song file (front matter + lyrics), to save in the "
+        "drafts folder and pass as lyrics_file, or to show the user"
+    )
+    notes: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        d = self.draft
+        metas = ", ".join(
+            f"{name} {value}"
+            for name, value in (("bpm", d.bpm), ("key", d.key), ("duration", d.duration))
+            if value is not None
+        )
+        head = f"Draft {d.title!r} (spent nothing): {d.style or 'no style'}"
+        tail = f"; {metas}" if metas else ""
+        return f"{head}{tail}. Pass these fields to generate_song to make it.\n\n{self.song_file}"
+
+
+class PolishResult(BaseModel):
+    before: DraftRecord
+    after: DraftRecord
+    changes: str = Field(description="what changed: keys before/after, a diff of the lyrics")
+    song_file: str = Field(description="the rewrite as a song file (front matter + lyrics)")
+    notes: list[str] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        what = self.changes or "The model changed nothing."
+        return f"The model's rewrite (spent nothing):\n{what}\n\n{self.song_file}"
+
+
 def lyrics_sent(request: dict[str, Any]) -> str:
-    """The lyrics text a stored request sends (instrumental songs send a marker)."""
+    """The lyrics text a stored request sends (instrumental songs send a marker, Simple
+    mode sends none: the model writes them)."""
+    if request.get("description"):
+        return ""
     if request.get("instrumental"):
         return "[Instrumental]"
     return str(request.get("lyrics") or "")

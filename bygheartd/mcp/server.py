@@ -7,18 +7,32 @@ through the service, so a song made here behaves like one dropped in the inbox.
 # the bpm range) depend on the backend, and the SDK reads their annotations as objects.
 
 import contextlib
+import inspect
 import json
 import logging
+import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Annotated, Any, TypeAlias
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    GetPromptResult,
+    InputRequiredResult,
+    ResourceLink,
+    TextContent,
+    Tool,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from bygheartd import catalog
@@ -26,18 +40,21 @@ from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Job, JobStatus, iso
 from bygheartd.mcp import arguments
-from bygheartd.mcp.arguments import plain_validation_text, schema
+from bygheartd.mcp.arguments import plain_validation_text, schema, unknown_arguments
 from bygheartd.mcp.lyrics_file import resolve_song_file
 from bygheartd.mcp.prompts import write_song_prompt
 from bygheartd.mcp.records import (
     BudgetHold,
     CancelResult,
     CreditsResult,
+    DraftRecord,
     GenerateResult,
     JobRecord,
     ModelList,
     PlanLimits,
+    PolishResult,
     SongList,
+    SuggestResult,
     lyrics_fingerprint,
     lyrics_sent,
     progress_message,
@@ -47,19 +64,45 @@ from bygheartd.service.runtime import Runtime
 from bygheartd.service.service import SongService
 from bygheartd.songs.request import SongRequest
 
-__all__ = ["GUIDE_URI", "MAX_WAIT_SECONDS", "build_server", "run_stdio"]
+__all__ = [
+    "GUIDE_URI",
+    "MAX_WAIT_SECONDS",
+    "TAKE_BLOB_LIMIT",
+    "TAKE_URI",
+    "build_server",
+    "run_stdio",
+]
 
 log = logging.getLogger(__name__)
 
 GUIDE_URI = "bygheart://guide"
 SONG_URI = "bygheart://songs/{job_id}"
+TAKE_URI = "bygheart://songs/{job_id}/takes/{n}"
+_TAKE_PATTERN = re.compile(r"^bygheart://songs/([^/]+)/takes/([^/]+)$")
+# Read as a base64 blob up to this size; a bigger take is answered with its size and path
+# (a 10 MiB take is ~14 MB of JSON, which most clients will not put in a model's context).
+TAKE_BLOB_LIMIT = 10 * 1024 * 1024
+AUDIO_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/opus",
+    ".aac": "audio/aac",
+    ".m4a": "audio/mp4",
+}
 MAX_WAIT_SECONDS = 50.0  # below the ~60 s after which some clients cut a tool call
 
 INSTRUCTIONS = f"""bygheartd makes songs with the Bygheart Music API (or a self-hosted ACE-Step
-server). Read {GUIDE_URI} before writing a song. Write the complete lyrics with section tags
-([Verse], [Chorus], ...) and a style caption, then call generate_song; never shorten lyrics.
+server). Read the guide (get_guide, or the resource {GUIDE_URI}) before writing a song.
+Write the complete lyrics with section tags ([Verse], [Chorus], ...) and a style caption,
+then call generate_song; never shorten lyrics. suggest_song drafts a whole song and
+polish_song improves lyrics and style, both without spending credits.
+Or, when the user wants the model to write the song, pass a description instead of lyrics
+(Simple mode); get_song then shows the lyrics it wrote under `generated`.
 Generation takes a minute or more: pass wait_seconds (up to 50) or call get_song with
-wait_seconds until the status is done; files come back as absolute paths and file:// URIs.
+wait_seconds until the status is done; files come back as absolute paths and file:// URIs,
+and each take as a resource link (bygheart://songs/<job>/takes/<n>) readable as audio.
 Songs spend credits: check get_credits and list_models when in doubt."""
 
 Lifespan: TypeAlias = Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any]]
@@ -67,7 +110,9 @@ Lifespan: TypeAlias = Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any
 # checks answer a bad value in the words a song file gets, never pydantic's.
 WaitSeconds = Annotated[
     Any,
-    schema(anyOf=[{"type": "number", "minimum": 0}, {"type": "string"}]),
+    # One type, not anyOf: clients that build a form or convert CLI text by the declared
+    # type (the MCP Inspector) then send a number; numeric text is still accepted.
+    schema(type="number", minimum=0),
     Field(
         description=f"wait up to this many seconds (at most {MAX_WAIT_SECONDS:g}; more is cut "
         "to that, with a note) for the song to finish, with progress notifications "
@@ -84,11 +129,82 @@ STATUS_NAMES = [s.value for s in JobStatus]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
-def _result(model: BaseModel, text: str) -> CallToolResult:
+def _result(
+    model: BaseModel, text: str, links: Iterable[ResourceLink | TextContent] = ()
+) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=text)],
+        content=[TextContent(type="text", text=text), *links],
         structured_content=model.model_dump(mode="json"),
     )
+
+
+def reflow(text: str) -> str:
+    """Docstring-wrapped text as clients show it: no source indentation, and each paragraph
+    on one line (a client wraps it to its own width; hard breaks at column 95 show as
+    ragged lines in a tool picker). Blank lines and list items stay."""
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text).strip())
+    out = []
+    for paragraph in paragraphs:
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            line = line.strip()
+            if lines and not re.match(r"^([-*]|\d+\.) ", line):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _description(fn: Callable[..., Any]) -> str:
+    """The docstring reflowed (the SDK sends `__doc__` as it is, indentation and all)."""
+    return reflow(fn.__doc__ or "")
+
+
+def audio_type(path: Path) -> str | None:
+    """The MIME type of an audio file by its extension; None for other files."""
+    return AUDIO_TYPES.get(path.suffix.lower())
+
+
+def _web_page(service: SongService, job_id: str) -> str | None:
+    """The song's page in the library, when `[web] enabled` serves one."""
+    config = service.config
+    if not config.web.enabled:
+        return None
+    base = service.web_address()
+    if not base:
+        host = config.mcp.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        base = f"http://{host}:{config.mcp.port}"
+    return f"{base.rstrip('/')}/songs/{job_id}"
+
+
+def take_links(service: SongService, job: Job) -> list[ResourceLink | TextContent]:
+    """Content items for a finished song: a resource link per take (readable as audio
+    through TAKE_URI) and the library page when it is on."""
+    if job.status is not JobStatus.DONE:
+        return []
+    links: list[ResourceLink | TextContent] = []
+    for n, file in enumerate(job.files, start=1):
+        mime = audio_type(file.path)
+        if mime is None:
+            continue
+        links.append(
+            ResourceLink(
+                type="resource_link",
+                uri=TAKE_URI.format(job_id=job.id, n=n),
+                name=file.path.name,
+                title=f"{job.title}, take {n}",
+                description=f"take {n} of {job.title!r} ({file.path})",
+                mime_type=mime,
+                size=file.size,
+            )
+        )
+    page = _web_page(service, job.id)
+    if page is not None:
+        links.append(TextContent(type="text", text=f"Listen in the library: {page}"))
+    return links
 
 
 class _Progress:
@@ -112,20 +228,91 @@ class _Progress:
 
 
 class _Server(MCPServer[Any]):
-    """The SDK's server, except that arguments it still refuses itself (a JSON type we
-    declared and the caller did not send) are answered without pydantic's text and links."""
+    """The SDK's server, except that an unknown argument name is refused (the SDK drops it
+    silently, so `lyric=` would queue a song without lyrics), that arguments it still
+    refuses itself (a required one left out) are answered without pydantic's text and
+    links, that a prompt's missing argument is named with what it means, and that a take
+    is read with its own audio type (a template has one fixed type)."""
+
+    take_type: Callable[[str, str], str | None] | None = None
+    _arguments: dict[str, dict[str, str]] | None = None
+
+    async def _argument_names(self, name: str) -> dict[str, str] | None:
+        """A tool's arguments as its advertised schema declares them, each with its
+        description; None if there is no such tool."""
+        if self._arguments is None:
+            self._arguments = {
+                t.name: {
+                    arg: str(spec.get("description", ""))
+                    for arg, spec in t.input_schema.get("properties", {}).items()
+                }
+                for t in await self.list_tools()
+            }
+        return self._arguments.get(name)
+
+    async def read_resource(
+        self, uri: Any, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        contents = await super().read_resource(uri, context)
+        match = _TAKE_PATTERN.match(str(uri))
+        if match is None or self.take_type is None or isinstance(contents, InputRequiredResult):
+            return contents
+        mime = self.take_type(match.group(1), match.group(2))
+        return [
+            ReadResourceContents(
+                content=c.content,
+                mime_type=mime if isinstance(c.content, bytes) and mime else c.mime_type,
+                meta=c.meta,
+            )
+            for c in contents
+        ]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        valid = await self._argument_names(name)
+        if valid is not None:
+            problem = unknown_arguments(arguments, list(valid))
+            if problem is not None:
+                raise ToolError(f"Error executing tool {name}: {problem}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
-            text = plain_validation_text(cause)
+            text = plain_validation_text(cause, valid)
             raise ToolError(f"Error executing tool {name}: {text}") from cause
+
+    async def list_tools(self) -> list[Tool]:
+        """The tools, each schema saying that no other argument is accepted (see above)."""
+        tools = await super().list_tools()
+        for tool in tools:
+            tool.input_schema.setdefault("additionalProperties", False)
+        return tools
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        context: Context[Any, Any] | None = None,
+    ) -> GetPromptResult | InputRequiredResult:
+        """A missing or unknown argument is an invalid-params error that names it and says
+        what it is for (the SDK answers a bare "Missing required arguments: {'topic'}")."""
+        found = next((p for p in await self.list_prompts() if p.name == name), None)
+        declared = (found.arguments or []) if found is not None else []
+        given = arguments or {}
+        problems = []
+        unknown = unknown_arguments(given, [a.name for a in declared])
+        if found is not None and unknown is not None:
+            problems.append(str(unknown))
+        for arg in declared:
+            if arg.required and not str(given.get(arg.name) or "").strip():
+                what = f" ({arg.description})" if arg.description else ""
+                problems.append(f"{arg.name} is required{what}")
+        if problems:
+            raise MCPError(INVALID_PARAMS, f"prompt {name}: " + "; ".join(problems))
+        return await super().get_prompt(name, arguments, context)
 
 
 class _Songs:
@@ -168,6 +355,28 @@ class _Songs:
             raise ToolError(str(exc)) from None
         return request, {"fallback_title": path.stem, "source": display, "source_path": path}
 
+    def take(self, job_id: str, n: str) -> tuple[Job, int, Path]:
+        """A finished job's take `n` (1-based, as in the take URIs), or ResourceNotFound."""
+        try:
+            job = self.service.get(job_id)
+        except BygheartdError as exc:
+            raise ResourceNotFoundError(f"{exc}: list_songs shows the known jobs") from None
+        if job.status is not JobStatus.DONE:
+            raise ResourceNotFoundError(
+                f"job {job.id} is {job.status.value}: its takes are readable once it is done "
+                "(get_song with wait_seconds waits for it)"
+            )
+        count = len(job.files)
+        if not n.isdigit() or not 1 <= int(n) <= count:
+            raise ResourceNotFoundError(f"job {job.id} has takes 1 to {count}, not {n!r}")
+        return job, int(n), job.files[int(n) - 1].path
+
+    def take_type(self, job_id: str, n: str) -> str | None:
+        try:
+            return audio_type(self.take(job_id, n)[2])
+        except ResourceNotFoundError:
+            return None
+
     def notes(self) -> list[str]:
         """Say so when no engine anywhere can run the job (no API key, say)."""
         problem = self.service.generation_blocked()
@@ -182,15 +391,35 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
 
     songs = _Songs(service)
     backend = service.config.backend  # a backend change needs a restart
-    server: MCPServer[Any] = _Server(
-        "bygheartd", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan
+    server = _Server(
+        "bygheartd", instructions=reflow(INSTRUCTIONS), version=__version__, lifespan=lifespan
     )
+    server.take_type = songs.take_type
+
+    def tool(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return server.tool(description=_description(fn), **kwargs)(fn)
+
+        return register
+
+    def resource(uri: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return server.resource(uri, description=_description(fn), **kwargs)(fn)
+
+        return register
+
+    def prompt(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            return server.prompt(description=_description(fn), **kwargs)(fn)
+
+        return register
+
     bpm_low, bpm_high = catalog.bpm_range(backend)
     dur_low, dur_high = catalog.duration_range()
     names = catalog.acestep_models() if backend == "acestep" else list(catalog.HOSTED_MODELS)
     text = {"type": "string"}
 
-    @server.tool(
+    @tool(
         annotations=ToolAnnotations(
             title="Generate a song",
             read_only_hint=False,
@@ -206,7 +435,18 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             schema(type="string", maxLength=catalog.LYRICS_MAX_CHARS),
             Field(
                 description="the complete lyrics with section tags ([Verse], [Chorus], ...); "
-                "never shortened. Leave out for instrumental=true or lyrics_file",
+                "never shortened. Leave out for description, instrumental=true or lyrics_file",
+            ),
+        ] = None,
+        description: Annotated[
+            Any,
+            schema(type="string", maxLength=catalog.STYLE_MAX_CHARS),
+            Field(
+                description="Simple mode instead of lyrics: describe the song in a sentence "
+                "and the model writes the lyrics, style, tempo and key (with instrumental=true, "
+                "no vocals). Never together with lyrics; the job's `generated` record shows "
+                "what it wrote",
+                examples=["a dreamy lo-fi song about rainy Tokyo nights, female vocals"],
             ),
         ] = None,
         lyrics_file: Annotated[
@@ -296,7 +536,8 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         wait_seconds: WaitSeconds = 0,
     ) -> Annotated[CallToolResult, GenerateResult]:
         """Queue a song (it spends credits) and return its job record, the cost, the credits
-        left today and a fingerprint of the lyrics sent. The same request again within the
+        left today and a fingerprint of the lyrics sent. Give the lyrics (Custom mode) or a
+        description (Simple mode: the model writes the song). The same request again within the
         de-duplication window returns the existing job instead of paying twice."""
         if lyrics is not None and lyrics_file is not None:
             raise ToolError("give lyrics or lyrics_file, not both")
@@ -308,6 +549,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             raise ToolError(str(exc)) from None
         args = {
             "lyrics": lyrics,
+            "description": description,
             "style": style,
             "title": title,
             "model": model,
@@ -322,9 +564,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         }
         request, origin = songs.build(args, lyrics_file)
         # Checked on the normalised request, so `instrumental: "yes"` counts as it does in files.
-        if lyrics_file is None and not request.lyrics.strip() and not request.instrumental:
+        wordless = not request.lyrics.strip() and not request.instrumental
+        if lyrics_file is None and wordless and not request.simple_mode:
             raise ToolError(
-                "no lyrics: pass the complete lyrics (or lyrics_file), or instrumental=true"
+                "no lyrics: pass the complete lyrics (or lyrics_file), a description (the"
+                " model writes the song), or instrumental=true"
             )
         try:
             enqueued = songs.service.enqueue(
@@ -361,14 +605,15 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             else BudgetHold(reason=hold.reason, resumes_at=iso(hold.resumes_at) or ""),
             notes=[n for n in (wait.note,) if n] + songs.notes(),
         )
-        return _result(result, result.summary())
+        return _result(result, result.summary(), take_links(songs.service, job))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(annotations=READ_ONLY)
     async def get_song(
         ctx: Context[Any, Any], job_id: JobId, wait_seconds: WaitSeconds = 0
     ) -> Annotated[CallToolResult, JobRecord]:
         """One song's job record: status, progress, ETA, and when done its files (absolute
-        paths and file:// URIs). With wait_seconds it waits, reporting progress."""
+        paths and file:// URIs) with a resource link per take, readable as audio. With
+        wait_seconds it waits, reporting progress."""
         try:
             wait = arguments.wait_seconds(wait_seconds, MAX_WAIT_SECONDS)
         except BygheartdError as exc:
@@ -376,9 +621,10 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         job = await songs.wait(ctx, songs.job(job_id), wait.seconds)
         record = JobRecord.of(job)
         summary = record.summary()
-        return _result(record, f"{summary} {wait.note}" if wait.note else summary)
+        text = f"{summary} {wait.note}" if wait.note else summary
+        return _result(record, text, take_links(songs.service, job))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(annotations=READ_ONLY)
     async def list_songs(
         status: Annotated[
             Any,
@@ -410,7 +656,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=songs.service.counts())
         return _result(result, result.summary())
 
-    @server.tool(
+    @tool(
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, idempotent_hint=True
         )
@@ -432,7 +678,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         result = CancelResult(**JobRecord.of(job).model_dump(), note=note)
         return _result(result, result.summary())
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+    @tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
     async def retry_song(job_id: JobId) -> Annotated[CallToolResult, JobRecord]:
         """Queue a failed or cancelled song again: a new generation that costs credits again."""
         try:
@@ -443,24 +689,158 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         record = JobRecord.of(job)
         return _result(record, f"Queued again: {record.summary()}")
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(annotations=READ_ONLY)
     async def get_credits() -> Annotated[CallToolResult, CreditsResult]:
         """The local credit ledger (today, this month, per model) and the plan's limits."""
         result = CreditsResult.of(songs.service.credits(), PlanLimits.of(songs.config))
         return _result(result, result.summary())
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(annotations=READ_ONLY)
     async def list_models() -> Annotated[CallToolResult, ModelList]:
         """The models this backend offers, with their credit cost per take and purpose."""
         result = ModelList.of(songs.config)
         return _result(result, result.summary())
 
-    @server.resource(GUIDE_URI, name="guide", mime_type="text/markdown")
+    draft_text = {"type": "string", "maxLength": catalog.LYRICS_MAX_CHARS}
+
+    @tool(
+        annotations=ToolAnnotations(
+            title="Suggest a song (inspiration)",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
+        )
+    )
+    async def suggest_song(
+        description: Annotated[
+            Any,
+            schema(type="string", maxLength=catalog.STYLE_MAX_CHARS),
+            Field(
+                description="what the song is about and how it should sound, in plain words; "
+                "leave out for one of the server's example songs",
+                examples=["a bittersweet synth-pop song about leaving a small town"],
+            ),
+        ] = None,
+        instrumental: Annotated[
+            Any, schema(type="boolean"), Field(description="no vocals: the draft has no lyrics")
+        ] = None,
+        language: Annotated[
+            Any,
+            schema(**text),
+            Field(description="language of the lyrics: a code or its name", examples=["en"]),
+        ] = None,
+    ) -> Annotated[CallToolResult, SuggestResult]:
+        """A complete draft song from the backend's language model: title, style, lyrics,
+        bpm, key, duration and language, plus the same draft as a song file. It spends no
+        credits and queues nothing: show it to the user, improve it, then pass its fields
+        to generate_song. A backend without the model says so; generate_song with
+        `description` (Simple mode) then lets the model write the song as it makes it."""
+        try:
+            about = arguments.optional_text("description", description, catalog.STYLE_MAX_CHARS)
+            flag = arguments.optional_flag("instrumental", instrumental)
+            lang = arguments.optional_text("language", language, 40)
+            draft = await songs.service.inspire(
+                about or None, instrumental=bool(flag), language=lang or None
+            )
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        result = SuggestResult(
+            draft=DraftRecord.of(draft.fields()), song_file=draft.text(), notes=draft.notes
+        )
+        return _result(result, result.summary())
+
+    @tool(
+        annotations=ToolAnnotations(
+            title="Polish a song's style and lyrics",
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
+        )
+    )
+    async def polish_song(
+        lyrics: Annotated[
+            Any,
+            schema(**draft_text),
+            Field(description="the lyrics with section tags ([Verse], [Chorus], ...)"),
+        ],
+        style: Annotated[
+            Any,
+            schema(type="string", maxLength=catalog.STYLE_MAX_CHARS),
+            Field(description="the style caption: genre, mood, instruments, vocals"),
+        ] = None,
+        title: Annotated[
+            Any,
+            schema(type="string", maxLength=200),
+            Field(description="the song's title, kept in the rewritten song file"),
+        ] = None,
+        bpm: Annotated[
+            Any,
+            schema(anyOf=[{"type": "integer"}, text]),
+            Field(description="tempo in beats per minute, to guide the rewrite", examples=[96]),
+        ] = None,
+        duration: Annotated[
+            Any,
+            schema(anyOf=[{"type": "number"}, text]),
+            Field(description="length in seconds or 'm:ss', to guide the rewrite"),
+        ] = None,
+        key: Annotated[
+            Any,
+            schema(**text),
+            Field(description="note, optional # or b, major or minor", examples=["A minor", "Am"]),
+        ] = None,
+        time_signature: Annotated[
+            Any,
+            schema(anyOf=[text, {"type": "integer"}]),
+            Field(description="beats per bar: 2, 3, 4 or 6 (6/8)", examples=["4", "3"]),
+        ] = None,
+        language: Annotated[
+            Any,
+            schema(**text),
+            Field(description="language of the lyrics: a code or its name", examples=["en"]),
+        ] = None,
+    ) -> Annotated[CallToolResult, PolishResult]:
+        """The backend's language model rewrites a song's style caption and lyrics (section
+        tags, line breaks, a fuller caption); bpm, duration, key, time signature and
+        language guide it. It spends no credits and queues nothing: returns before, after,
+        what changed and the rewrite as a song file. Generate with generate_song after."""
+        given = {
+            "lyrics": lyrics,
+            "style": style,
+            "title": title,
+            "bpm": bpm,
+            "duration": duration,
+            "key": key,
+            "time_signature": time_signature,
+            "language": language,
+        }
+        try:
+            polished = await songs.service.polish_song({k: v for k, v in given.items() if v})
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        result = PolishResult(
+            before=DraftRecord.of(polished.before.fields()),
+            after=DraftRecord.of(polished.after.fields()),
+            changes=polished.changes(),
+            song_file=polished.after.text(),
+            notes=polished.after.notes,
+        )
+        return _result(result, result.summary())
+
+    @tool(annotations=READ_ONLY)
+    def get_guide() -> str:
+        """The songwriting guide: the two ways to make a song (lyrics, or a description in
+        Simple mode) and when to use which, styles, section tags and every option, with
+        examples. Read it before writing a song; it is also the resource bygheart://guide."""
+        return catalog.data_text("guide.md")
+
+    @resource(GUIDE_URI, name="guide", mime_type="text/markdown")
     def guide() -> str:
         """The songwriting guide: styles, section tags, every option, with examples."""
         return catalog.data_text("guide.md")  # the same text as `bygheartd guide`
 
-    @server.resource(SONG_URI, name="song", mime_type="application/json")
+    @resource(SONG_URI, name="song", mime_type="application/json")
     def song(job_id: str) -> str:
         """A song's sidecar once it is done; its job record before."""
         try:
@@ -470,8 +850,36 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         data = songs.service.sidecar(job) or job.as_record()
         return json.dumps(data, indent=2, ensure_ascii=False)
 
-    @server.prompt(name="write_song", title="Write a song")
-    def write_song(topic: str, genre: str = "", mood: str = "") -> str:
+    @resource(TAKE_URI, name="take", mime_type="audio/mpeg")
+    async def take(job_id: str, n: str) -> str | bytes:
+        """One take of a finished song as audio (base64), with its own audio type; a take
+        over the size limit is answered with its size and path instead."""
+        job, number, path = songs.take(job_id, n)
+        try:
+            size = path.stat().st_size
+            if size > TAKE_BLOB_LIMIT:
+                return (
+                    f"Take {number} of {job.title!r} is {size} bytes, over the "
+                    f"{TAKE_BLOB_LIMIT} bytes read through MCP: open {path} ({path.as_uri()})"
+                )
+            return await anyio.to_thread.run_sync(path.read_bytes)
+        except OSError as exc:
+            raise ResourceNotFoundError(
+                f"take {number} of job {job.id} cannot be read at {path}: {exc.strerror or exc}"
+            ) from None
+
+    @prompt(name="write_song", title="Write a song")
+    def write_song(
+        topic: Annotated[
+            str, Field(description="what the song is about, in a few words or a sentence")
+        ],
+        genre: Annotated[
+            str, Field(description="the genre, e.g. synth-pop; left out, the model picks one")
+        ] = "",
+        mood: Annotated[
+            str, Field(description="the mood, e.g. bittersweet; left out, the model picks one")
+        ] = "",
+    ) -> str:
         """Write a complete song file (front matter + tagged lyrics), then generate it."""
         return write_song_prompt(topic, genre, mood, guide_uri=GUIDE_URI)
 

@@ -42,17 +42,44 @@ async def check_backend(config: Config) -> list[Finding]:
     """What the backend says about itself and the key. An `error` finding means songs
     cannot be made with this config as it is (exit 1); nothing is retried, so a wrong URL
     is reported at once instead of after the engine's backoff."""
+    if config.api.servers:
+        return await _check_pool(config)
     url = config.api.effective_base_url()
     try:
         client = make_client(config)
     except BygheartdError as exc:  # no key for the hosted API, a malformed base_url
         return [Finding("server", "error", f"not asked: {exc}")]
+    return await _check_one(client, config, url)
+
+
+async def _check_one(client: BygheartClient, config: Config, url: str) -> list[Finding]:
     client.retry = RetryPolicy(attempts=1)
     async with client:
         reached = await _try_key(client, config, url)
         if reached[0].level == "error":
             return reached
         return reached + await _health(client) + await _models(client, config)
+
+
+async def _check_pool(config: Config) -> list[Finding]:
+    """Every server of `[[api.servers]]`, at once, each with its own key; a server that is
+    down is an error (songs still go to the others, but it should be looked at)."""
+    import asyncio
+
+    from bygheartd.service.runtime import make_server_client
+
+    async def one(index: int) -> list[Finding]:
+        server = config.api.servers[index]
+        try:
+            client = make_server_client(config, server)
+        except BygheartdError as exc:
+            found = [Finding("server", "error", f"not asked: {exc}")]
+        else:
+            found = await _check_one(client, config, server.url)
+        return [Finding(f"{server.url} {f.topic}", f.level, f.text) for f in found]
+
+    parts = await asyncio.gather(*(one(i) for i in range(len(config.api.servers))))
+    return [finding for part in parts for finding in part]
 
 
 async def _try_key(client: BygheartClient, config: Config, url: str) -> list[Finding]:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from bygheartd.api.client import BygheartClient, DownloadLimits
-from bygheartd.config import Config, LiveConfig, find_api_key
+from bygheartd.config import Config, LiveConfig, ServerSection, find_api_key, find_server_key
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock
 from bygheartd.engine.ticker import Tick
@@ -100,6 +100,26 @@ def make_client(config: Config) -> BygheartClient:
         config.api.effective_base_url(),
         key,
         backend="acestep" if config.backend == "acestep" else "bygheart",
+        timeout=config.api.timeout_seconds,
+        download_limits=DownloadLimits(
+            stall_seconds=config.api.download_stall_seconds,
+            min_bytes_per_second=config.api.download_min_bytes_per_second,
+        ),
+    )
+
+
+def make_server_client(config: Config, server: ServerSection) -> BygheartClient:
+    """A client for one `[[api.servers]]` entry, with its own key (else the global one);
+    for `config check --online` (the engine's pool builds its own, the same way)."""
+    key = find_server_key(config, server).value
+    from bygheartd.logs import register_secret
+
+    if key:
+        register_secret(key)
+    return BygheartClient(
+        server.url,
+        key,
+        backend="acestep",
         timeout=config.api.timeout_seconds,
         download_limits=DownloadLimits(
             stall_seconds=config.api.download_stall_seconds,
@@ -281,6 +301,8 @@ class Runtime:
         restart_was_blocked, self._no_restart = self._no_restart, True
         try:
             counts = await engine.stop(drain_seconds)
+            if close_client:
+                await engine.parts.pool.aclose()
             if close_client and self._client is not None:
                 await self._client.aclose()
                 self._client = None

@@ -6,10 +6,10 @@ construction. It only writes the store; the engine (wherever it runs) does the r
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,13 +20,23 @@ from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lock import EngineLock
-from bygheartd.jobs import FINAL_STATUSES, SETTLING, Event, Job, JobStatus, utcnow
+from bygheartd.jobs import (
+    FINAL_STATUSES,
+    SETTLING,
+    Event,
+    Job,
+    JobStatus,
+    iso,
+    parse_iso,
+    utcnow,
+)
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
-from bygheartd.store.errors import JobNotFound, StaleTransition
+from bygheartd.store.errors import JobNotFound, KeyTaken, StaleTransition
 from bygheartd.store.store import JobEvent as JobEvent  # re-exported: faces see events
 from bygheartd.store.store import Store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
+    from bygheartd.service.drafts import Polished, SongDraft
     from bygheartd.songs.request import RequestRules, SongRequest
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
@@ -89,6 +99,15 @@ def _when(at: datetime) -> str:
     if at - utcnow().astimezone(at.tzinfo) <= timedelta(days=1):
         return f"{at:%H:%M} {zone}"
     return f"{at:%Y-%m-%d %H:%M} {zone}"
+
+
+LOGIN_CODE_SECONDS = 120.0  # how long a `bygheartd web` link stays valid
+LOGIN_META = "web-login:"  # + the code's SHA-256: value is the expiry (ISO time)
+WEB_ADDRESS_META = "web-address"
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,38 @@ class SongService:
             overrides=overrides,
         )
 
+    # -- inspiration and polish (the backend's language model; nothing is spent) --------
+
+    async def inspire(
+        self,
+        description: str | None = None,
+        *,
+        instrumental: bool = False,
+        language: str | None = None,
+    ) -> SongDraft:
+        """A complete draft song file from the model (see service/drafts.py)."""
+        from bygheartd.service.drafts import inspire
+
+        return await inspire(self.config, description, instrumental=instrumental, language=language)
+
+    async def polish(self, path: Path) -> Polished:
+        """The model's rewrite of a song file's style and lyrics (see service/drafts.py)."""
+        from bygheartd.service.drafts import polish
+
+        return await polish(self.config, path)
+
+    async def polish_song(self, data: Mapping[str, Any], *, title: str | None = None) -> Polished:
+        """The model's rewrite of a song given as keys (lyrics, style, bpm, ...), as MCP
+        sends it; checked like a song file first."""
+        from bygheartd.service.drafts import polish_request
+        from bygheartd.songs.request import RequestRules, SongRequest
+
+        rules = RequestRules(backend=self.config.backend)
+        request = SongRequest.build(data, rules, source="polish_song")
+        return await polish_request(
+            self.config, request, title=title or request.title or "Untitled", where="the song"
+        )
+
     def parse_bytes(
         self,
         data: bytes,
@@ -222,13 +273,8 @@ class SongService:
         `IdempotencyConflict` rather than answer with a job that is not what was asked for.
         """
         dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
-        if idempotency_key:
-            for job in self.store.find_by("idempotency_key", idempotency_key):
-                # The normalised request as it was queued (before any plugin changed it),
-                # kept as `dedupe_key`: spelling and argument order do not matter, content does.
-                if all(same.id != job.id for same in self.store.find_by("dedupe_key", dedupe_key)):
-                    raise IdempotencyConflict(idempotency_key, job.id)
-                return Enqueued(job, False)
+        if idempotency_key and (known := self._keyed(idempotency_key, dedupe_key)):
+            return known
         if dedupe_seconds:
             horizon = utcnow() - timedelta(seconds=dedupe_seconds)
             for job in self.store.find_by("dedupe_key", dedupe_key):
@@ -236,26 +282,43 @@ class SongService:
                 if alive and job.created_at >= horizon:
                     return Enqueued(job, False)
         title = request.display_title(fallback_title or "")
-        job = self.store.insert_job(
-            title=title or "untitled",
-            model=request.model,
-            request=request.model_dump(mode="json", exclude_none=True),
-            api_body=request.to_api_body(),
-            credits=request.credit_cost(self.config.backend),
-            source=source,
-            source_path=str(source_path) if source_path else None,
-            origin=origin,
-            drop_identity=drop_identity,
-            content_sha256=content_sha256,
-            dedupe_key=dedupe_key,
-            idempotency_key=idempotency_key,
-            archived_as=archived_as,
-        )
+        try:
+            job = self.store.insert_job(
+                title=title or "untitled",
+                model=request.model,
+                request=request.model_dump(mode="json", exclude_none=True),
+                api_body=request.to_api_body(),
+                credits=request.credit_cost(self.config.backend),
+                source=source,
+                source_path=str(source_path) if source_path else None,
+                origin=origin,
+                drop_identity=drop_identity,
+                content_sha256=content_sha256,
+                dedupe_key=dedupe_key,
+                idempotency_key=idempotency_key,
+                archived_as=archived_as,
+            )
+        except KeyTaken:  # another process queued the same key just now: that job it is
+            known = self._keyed(idempotency_key or "", dedupe_key)
+            if known is None:
+                raise
+            return known
         if not title:
             job = self.store.update(job.id, title=f"song-{job.id[:8]}")
         if warnings := request.warnings():  # on the job, so every face shows them
             job = self.store.update(job.id, warnings=[*job.warnings, *warnings])
         return Enqueued(job, True)
+
+    def _keyed(self, idempotency_key: str, dedupe_key: str) -> Enqueued | None:
+        """The job a key already names, or None; a key reused for another request is an
+        error rather than an answer that is not what was asked for."""
+        for job in self.store.find_by("idempotency_key", idempotency_key):
+            # The normalised request as it was queued (before any plugin changed it), kept
+            # as `dedupe_key`: spelling and argument order do not matter, content does.
+            if all(same.id != job.id for same in self.store.find_by("dedupe_key", dedupe_key)):
+                raise IdempotencyConflict(idempotency_key, job.id)
+            return Enqueued(job, False)
+        return None
 
     def enqueue_file(self, path: Path, *, preset: str | None = None, origin: str = "cli") -> Job:
         """A song file given on the command line (the same format as the inbox)."""
@@ -329,6 +392,12 @@ class SongService:
     def counts(self) -> dict[str, int]:
         return self.store.counts()
 
+    def servers(self) -> Sequence[dict[str, Any]]:
+        """Every server with health, in flight, done, average seconds and queue size."""
+        from bygheartd.service.servers import server_report
+
+        return server_report(self.config, self.store, self.engine_holder())
+
     def credits(self) -> dict[str, Any]:
         """The local ledger: today, this month, per model, the next release."""
         return self._budget.summary()
@@ -375,6 +444,59 @@ class SongService:
         balances = self.store.credit_balances([j.id for j in jobs])
         return {j.id: balances.get(j.id, 0) for j in jobs}
 
+    def search(
+        self,
+        text: str = "",
+        statuses: Sequence[JobStatus] | None = None,
+        *,
+        limit: int = 25,
+        offset: int = 0,
+    ) -> tuple[Sequence[Job], int]:
+        """One page of jobs, newest first, whose title, style or lyrics contain `text`, and
+        how many match in all (the library page)."""
+        return self.store.search_jobs(text, statuses, limit=limit, offset=offset)
+
+    def usage_by_day(self, days: int = 30) -> Sequence[tuple[str, int]]:
+        """Credits spent on each of the last `days` days (oldest first, today last), in the
+        budget's time zone, days without spending included as 0."""
+        today = utcnow().astimezone(self._budget.zone).date()
+        first = today - timedelta(days=days - 1)
+        spent = self.store.credits_by_day(first.isoformat())
+        dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
+        return [(day, spent.get(day, 0)) for day in dates]
+
+    # -- web logins -------------------------------------------------------------------
+
+    def new_login_code(self, ttl_seconds: float = LOGIN_CODE_SECONDS) -> str:
+        """A one-time code for the library page (`bygheartd web`). Only its hash is stored
+        (in the store's meta table, so the daemon can check a code another process made),
+        with its expiry; expired codes are swept out here."""
+        now = utcnow()
+        for key, value in self.store.meta_with_prefix(LOGIN_META).items():
+            expires = parse_iso(value)
+            if expires is None or expires <= now:
+                self.store.take_meta(key)
+        code = secrets.token_urlsafe(24)
+        expires_at = iso(now + timedelta(seconds=ttl_seconds)) or ""
+        self.store.set_meta(LOGIN_META + _code_hash(code), expires_at)
+        return code
+
+    def use_login_code(self, code: str) -> bool:
+        """True once for a code from `new_login_code` that has not expired; never again."""
+        if not code or len(code) > 200:
+            return False
+        value = self.store.take_meta(LOGIN_META + _code_hash(code))
+        expires = parse_iso(value) if value is not None else None
+        return expires is not None and utcnow() < expires
+
+    def set_web_address(self, url: str | None) -> None:
+        """Where the running daemon serves the library (its real port, even for port 0)."""
+        self.store.set_meta(WEB_ADDRESS_META, url)
+
+    def web_address(self) -> str | None:
+        """The library's address as the daemon last announced it, or None."""
+        return self.store.get_meta(WEB_ADDRESS_META)
+
     def sidecar(self, job: Job) -> dict[str, Any] | None:
         """The finished job's sidecar, as written in the output folder."""
         if job.status is not JobStatus.DONE or not job.base_name:
@@ -395,6 +517,8 @@ class SongService:
         interval: float = 0.2,
     ) -> Job:
         """Wait until the job is final or `timeout` passes; never changes the job."""
+        import asyncio  # the read-only commands (`list`, `show`) never need an event loop
+
         job = self.get(ref)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout

@@ -98,6 +98,9 @@ async def admin_tasks(request: Request) -> Response:
             "batch_size": t.params.batch_size,
             "credits": t.charge.credits if t.charge else 0,
             "files": [str(f) for f in t.files],
+            # epoch seconds: the result became available, and its first download request
+            "finished_at": t.finished_at,
+            "first_download_at": sim.first_download_at(t),
         }
         for t in sim.tasks.values()
     ]

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from . import lm
 from .admin import admin_routes
 from .auth import Caller, authenticate
 from .downloads import audio_route
@@ -76,17 +77,29 @@ def _form_values(form: FormData) -> dict[str, Any]:
     return {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
 
 
+# Multipart file parts the real server reads, by what they are: source audio to edit,
+# and a style reference (timbre and mix).
+SOURCE_PARTS = ("src_audio", "ctx_audio")
+REFERENCE_PARTS = ("ref_audio", "reference_audio")
+
+
 async def read_body(request: Request) -> tuple[dict[str, Any], int | None] | Response:
-    """Parse a JSON, urlencoded or multipart body; the int is an uploaded `src_audio` size."""
+    """Parse a JSON, urlencoded or multipart body; the int is an uploaded `src_audio` size.
+    A reference upload (`ref_audio`) is noted in the values as `_ref_audio_bytes`."""
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
-        upload = form.get("src_audio")
-        size = None
-        if isinstance(upload, UploadFile):
-            size = len(await upload.read())  # counted, never kept
+        sizes: dict[str, int] = {}
+        for part in (*SOURCE_PARTS, *REFERENCE_PARTS):
+            upload = form.get(part)
+            if isinstance(upload, UploadFile):
+                sizes[part] = len(await upload.read())  # counted, never kept
         values = _form_values(form)
         await form.close()
+        size = next((sizes[p] for p in SOURCE_PARTS if p in sizes), None)
+        reference = next((sizes[p] for p in REFERENCE_PARTS if p in sizes), None)
+        if reference is not None:
+            values[REFERENCE_BYTES] = reference
         return values, size
     if content_type.startswith("application/x-www-form-urlencoded"):
         return _form_values(await request.form()), None
@@ -103,6 +116,9 @@ async def read_body(request: Request) -> tuple[dict[str, Any], int | None] | Res
     if not isinstance(parsed, dict):
         return detail(400, "JSON payload must be an object")
     return parsed, None
+
+
+REFERENCE_BYTES = "_ref_audio_bytes"
 
 
 def _token(body: dict[str, Any]) -> str | None:
@@ -128,8 +144,13 @@ async def release_task(request: Request) -> Response:
     src_path = body.get("src_audio_path")
     if isinstance(src_path, str) and os.path.isabs(src_path):
         return detail(400, "absolute audio file paths are not allowed")
+    reference_size = body.pop(REFERENCE_BYTES, None)
     try:
-        params = parse_params(body, has_upload=upload_size is not None)
+        params = parse_params(
+            body,
+            has_upload=upload_size is not None,
+            has_reference_upload=reference_size is not None,
+        )
     except StrictFieldError:
         return internal_error()
     settings = sim.settings
@@ -146,6 +167,8 @@ async def release_task(request: Request) -> Response:
         return detail(429, outcome.detail)
     if upload_size is not None:
         sim.stats.uploads += 1
+    if reference_size is not None:
+        sim.stats.reference_uploads += 1
     reply = envelope(
         {"task_id": outcome.task_id, "status": "queued", "queue_position": sim.queued_count()}
     )
@@ -293,6 +316,77 @@ async def model_inventory(request: Request) -> Response:
     )
 
 
+async def _lm_request(request: Request, *, needs_lm: bool = True) -> dict[str, Any] | Response:
+    """The body of a language-model helper call, once the caller and the LM are checked.
+
+    `/create_random_sample` only picks one of the bundled examples: the real server answers
+    it without its LM (`needs_lm=False`)."""
+    sim = _sim(request)
+    parsed = await read_body(request)
+    if isinstance(parsed, Response):
+        return parsed
+    body, _ = parsed
+    caller = authenticate(sim.settings, request.headers, _token(body))
+    if not isinstance(caller, Caller):
+        return caller
+    if needs_lm and not (sim.settings.lm_available and sim.settings.lm_helpers):
+        return detail(503, lm.LLM_NOT_INITIALIZED)
+    return body
+
+
+def _envelope_error(message: str, code: int = 500) -> JSONResponse:
+    """The second error shape: HTTP 200 with the error inside the envelope."""
+    return JSONResponse(
+        {
+            "data": None,
+            "code": code,
+            "error": message,
+            "timestamp": int(time.time() * 1000),
+            "extra": None,
+        }
+    )
+
+
+async def create_sample(request: Request) -> Response:
+    body = await _lm_request(request)
+    if isinstance(body, Response):
+        return body
+    query = str(body.get("query") or body.get("description") or "").strip()
+    if not query:
+        return _envelope_error("create_sample failed: query is required", 400)
+    language = str(body.get("vocal_language") or "unknown")
+    instrumental = str(body.get("instrumental", False)).lower() in ("true", "1")
+    return envelope(lm.create_sample(query, instrumental, language, body.get("temperature")))
+
+
+async def create_random_sample(request: Request) -> Response:
+    body = await _lm_request(request, needs_lm=False)
+    if isinstance(body, Response):
+        return body
+    sample_type = str(body.get("sample_type") or "simple_mode")
+    count = getattr(request.app.state, "random_samples", 0)
+    request.app.state.random_samples = count + 1
+    return envelope(lm.random_sample(sample_type, count))
+
+
+async def format_input(request: Request) -> Response:
+    body = await _lm_request(request)
+    if isinstance(body, Response):
+        return body
+    raw = body.get("param_obj") or "{}"
+    try:
+        params = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return _envelope_error("format_sample failed: param_obj is not valid JSON")
+    if not isinstance(params, dict):
+        return _envelope_error("format_sample failed: param_obj must be a JSON object")
+    prompt = str(body.get("prompt") or body.get("caption") or "")
+    lyrics = str(body.get("lyrics") or "")
+    if not prompt.strip() and not lyrics.strip():
+        return _envelope_error("format_sample failed: caption or lyrics is required", 400)
+    return envelope(lm.format_input(prompt, lyrics, params, body.get("temperature")))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's shape for unknown paths and wrong methods: {"detail": "Not Found"}."""
     assert isinstance(exc, HTTPException)
@@ -308,6 +402,9 @@ def routes() -> list[BaseRoute]:
         Route("/v1/stats", stats, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/model_inventory", model_inventory, methods=["GET"]),
+        Route("/v1/create_sample", create_sample, methods=["POST"]),
+        Route("/create_random_sample", create_random_sample, methods=["POST"]),
+        Route("/format_input", format_input, methods=["POST"]),
         *admin_routes(),
     ]
 

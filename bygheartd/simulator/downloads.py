@@ -139,6 +139,7 @@ async def audio_route(request: Request, sim: Simulator) -> Response:
         stat = None
     if stat is None or not resolved.is_file():
         return JSONResponse({"detail": "Audio file not found"}, status_code=404)
+    sim.note_download(resolved)
     s = sim.settings
     drop_after: int | None = None
     if s.drop_download_burst > 0:

@@ -4,6 +4,7 @@ ACE-Step does: aliases, batch_size 2 when omitted, seed strings, and a 500 for b
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "use_random_seed": ("use_random_seed", "useRandomSeed"),
     "inference_steps": ("inference_steps", "inferenceSteps"),
     "guidance_scale": ("guidance_scale", "guidanceScale"),
+    "sample_mode": ("sample_mode", "sampleMode"),
+    "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
+    "track_classes": ("track_classes", "trackClasses", "instruments"),
 }
 REPAINT_MODES = ("conservative", "balanced", "aggressive")
 NEEDS_SOURCE_AUDIO = ("cover", "cover-nofsq", "repaint", "lego", "extract", "complete")
@@ -58,6 +62,11 @@ class GenParams:
     fixed_seeds: tuple[int | None, ...]
     has_source_audio: bool
     src_audio_path: str | None
+    # Simple mode: the model writes the song from `sample_query` (empty: a random one).
+    sample_mode: bool = False
+    sample_query: str = ""
+    has_reference_audio: bool = False
+    track_classes: tuple[str, ...] = ()
 
     def naming_params(self) -> dict[str, Any]:
         """What the output names hash over (everything that shapes the audio)."""
@@ -73,6 +82,7 @@ class GenParams:
             "inference_steps": self.inference_steps,
             "guidance_scale": self.guidance_scale,
             "audio_format": self.audio_format,
+            "sample_query": self.sample_query,
         }
 
     def resolve_seeds(self, rng: random.Random) -> list[int]:
@@ -80,10 +90,23 @@ class GenParams:
         return [s if s is not None else rng.randrange(2**32) for s in self.fixed_seeds]
 
 
+def _param_obj(body: dict[str, Any]) -> dict[str, Any]:
+    """`param_obj`: a JSON object (or its text) the server reads for fields the top level
+    lacks; a multipart form carries lists (`track_classes`) in it."""
+    raw = body.get("param_obj")
+    if isinstance(raw, str) and raw.strip():
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def _get(body: dict[str, Any], name: str) -> Any:
-    for alias in ALIASES.get(name, (name,)):
-        if alias in body and body[alias] is not None and body[alias] != "":
-            return body[alias]
+    for source in (body, _param_obj(body)):
+        for alias in ALIASES.get(name, (name,)):
+            if alias in source and source[alias] is not None and source[alias] != "":
+                return source[alias]
     return None
 
 
@@ -140,7 +163,9 @@ def _fixed_seeds(body: dict[str, Any], batch: int) -> tuple[int | None, ...]:
     return tuple(slots)
 
 
-def parse_params(body: dict[str, Any], *, has_upload: bool) -> GenParams:
+def parse_params(
+    body: dict[str, Any], *, has_upload: bool, has_reference_upload: bool = False
+) -> GenParams:
     """Raise StrictFieldError for what the real server answers with a 500."""
     repaint_mode = body.get("repaint_mode")
     if repaint_mode is not None and repaint_mode not in REPAINT_MODES:
@@ -157,6 +182,10 @@ def parse_params(body: dict[str, Any], *, has_upload: bool) -> GenParams:
     key_scale = _get(body, "key_scale")
     model = _get(body, "model")
     src_path = body.get("src_audio_path")
+    query = str(_get(body, "sample_query") or "")
+    classes = _get(body, "track_classes") or ()
+    classes = [classes] if isinstance(classes, str) else classes  # as the server does
+    ref_path = body.get("reference_audio_path") or body.get("ref_audio_path")
     return GenParams(
         prompt=str(_get(body, "prompt") or ""),
         lyrics=str(body.get("lyrics") or ""),
@@ -176,4 +205,9 @@ def parse_params(body: dict[str, Any], *, has_upload: bool) -> GenParams:
         fixed_seeds=_fixed_seeds(body, batch),
         has_source_audio=has_upload or bool(src_path) or bool(body.get("audio_code_string")),
         src_audio_path=None if src_path is None else str(src_path),
+        # A description alone starts Simple mode too, as on the real server.
+        sample_mode=_as_bool("sample_mode", _get(body, "sample_mode"), False) or bool(query),
+        sample_query=query,
+        has_reference_audio=has_reference_upload or bool(ref_path),
+        track_classes=tuple(str(c) for c in classes) if isinstance(classes, list) else (),
     )

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .state import SimTask, Simulator
+from .writer import success_fields
 
 ENV = "development"
 LM_MODEL = "acestep-5Hz-lm-0.6B"
@@ -40,10 +41,6 @@ def _generation_info(count: int, seconds: float) -> str:
     )
 
 
-def _na(value: Any) -> Any:
-    return "N/A" if value is None else value
-
-
 def elements(task: SimTask, sim: Simulator, origin: str) -> list[dict[str, Any]]:
     base = {"file": "", "wave": "", "status": 0, "create_time": int(task.created), "env": ENV}
     if task.state == "queued":
@@ -63,16 +60,7 @@ def elements(task: SimTask, sim: Simulator, origin: str) -> list[dict[str, Any]]
         return [base | {"progress": progress, "stage": stage}]
     if task.state == "failed":
         return [base | {"status": 2, "progress": 0.0, "stage": "failed"}]
-    p = task.params
-    metas = {
-        "bpm": _na(p.bpm),
-        "duration": _na(p.duration),
-        "genres": "N/A",
-        "keyscale": _na(p.key_scale),
-        "timesignature": _na(p.time_signature),
-        "prompt": p.prompt,
-        "lyrics": p.lyrics,
-    }
+    written = success_fields(task.params, task.written)
     seed_value = ",".join(str(s) for s in task.seeds)
     info = _generation_info(len(task.files), task.generation_seconds)
     configured = sim.settings.file_form
@@ -84,9 +72,9 @@ def elements(task: SimTask, sim: Simulator, origin: str) -> list[dict[str, Any]]
             | {
                 "file": file_reference(str(path), form, origin, sim.settings.path_prefix),
                 "status": 1,
-                "prompt": p.prompt,
-                "lyrics": p.lyrics,
-                "metas": dict(metas),
+                "prompt": written["prompt"],
+                "lyrics": written["lyrics"],
+                "metas": dict(written["metas"]),
                 "generation_info": info,
                 "seed_value": seed_value,
                 "lm_model": LM_MODEL,

@@ -17,7 +17,7 @@ BACKENDS: tuple[str, ...] = ("bygheart", "acestep")
 
 @dataclass
 class SimulatorSettings:
-    """How the simulator behaves; the fields after `lm_available` are the faults."""
+    """How the simulator behaves; the fields after `lm_helpers` are the faults."""
 
     backend: Backend = "bygheart"
     api_key: str | None = field(default=None, repr=False)
@@ -37,6 +37,7 @@ class SimulatorSettings:
     task_timeout_seconds: float = 3600.0
     max_tasks_kept: int = 10000
     lm_available: bool = True
+    lm_helpers: bool = True
     # Faults: each may also be changed at run time through POST /_sim/faults.
     failure_rate: float = 0.0
     fail_marker: str = "FAIL"
@@ -228,7 +229,20 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         10000,
         "Finished tasks remembered (oldest forgotten first, with their files).",
     ),
-    CliOption("lm_available", bool, True, "Whether thinking:true can succeed (the LM is loaded)."),
+    CliOption(
+        "lm_available",
+        bool,
+        True,
+        "Whether thinking:true and Simple mode succeed (the LM is loaded).",
+    ),
+    CliOption(
+        "lm_helpers",
+        bool,
+        True,
+        "Whether /v1/create_sample and /format_input answer; --no-lm-helpers (or "
+        "--no-lm-available) makes them answer 503 'LLM not initialized', while "
+        "/create_random_sample still answers from the bundled examples, as the real server does.",
+    ),
     CliOption("failure_rate", float, 0.0, "Probability that a task fails (status 2)."),
     CliOption(
         "fail_marker", str, "FAIL", "Tasks whose prompt contains this text fail ('' disables)."

@@ -23,6 +23,7 @@ from .audio import audio_format_for, output_name, take_seconds, write_take
 from .params import NEEDS_SOURCE_AUDIO, GenParams
 from .plans import Charge, CreditRefusal, Ledger, Plan, credit_cost
 from .settings import SimulatorSettings
+from .writer import Written, written_for
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class SimTask:
     seeds: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     generation_seconds: float = 0.0
+    finished_at: float | None = None  # clock(): when its result became available
+    # What the stand-in language model wrote (Simple mode, thinking); None: nothing.
+    written: Written | None = None
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def progress(self) -> tuple[float, str]:
@@ -78,6 +82,7 @@ class SimStats:
     downloads: int = 0
     download_bytes: int = 0
     uploads: int = 0
+    reference_uploads: int = 0  # `ref_audio` parts (a style reference)
     succeeded: int = 0
     failed: int = 0
     forgotten: int = 0
@@ -94,6 +99,7 @@ class SimStats:
             "downloads": self.downloads,
             "download_bytes": self.download_bytes,
             "uploads": self.uploads,
+            "reference_uploads": self.reference_uploads,
             "succeeded": self.succeeded,
             "failed": self.failed,
             "forgotten": self.forgotten,
@@ -123,6 +129,7 @@ class Simulator:
         self.progress_text = BANNER
         self.models_initialized = False
         self.job_seconds: deque[float] = deque(maxlen=1000)
+        self.first_downloads: dict[Path, float] = {}
         self._seq = 0
         self._slots: asyncio.Semaphore | None = None
         self._owned_dir: Path | None = None
@@ -167,6 +174,15 @@ class Simulator:
 
     def reset_counters(self) -> None:
         self.stats = SimStats()
+        self.first_downloads.clear()
+
+    def note_download(self, path: Path) -> None:
+        """When each file was first asked for: with `finished_at`, a client's lag."""
+        self.first_downloads.setdefault(path, self.clock())
+
+    def first_download_at(self, task: SimTask) -> float | None:
+        times = [self.first_downloads[f] for f in task.files if f in self.first_downloads]
+        return min(times) if times else None
 
     # ----- submit -----------------------------------------------------------------------
     def queued_count(self) -> int:
@@ -200,6 +216,7 @@ class Simulator:
             charge=charge,
         )
         task.seeds = params.resolve_seeds(self.rng)
+        task.written = written_for(params)
         self.tasks[task.task_id] = task
         self.stats.submits += 1
         self._evict_old()
@@ -211,8 +228,8 @@ class Simulator:
         draw_fail, draw_forget = self.rng.random(), self.rng.random()
         if s.fail_marker and s.fail_marker in params.prompt:
             return "fail"
-        if params.thinking and not s.lm_available:
-            return "fail"
+        if (params.thinking or params.sample_mode) and not s.lm_available:
+            return "fail"  # the real server's LM init fails: status 2, no reason
         if params.task_type in NEEDS_SOURCE_AUDIO and not params.has_source_audio:
             return "fail"
         if draw_fail < s.failure_rate:
@@ -249,6 +266,7 @@ class Simulator:
         await asyncio.to_thread(self._write_files, task)
         task.generation_seconds = time.monotonic() - task.started
         task.state, task.finished = "succeeded", time.monotonic()
+        task.finished_at = self.clock()
         self.job_seconds.append(task.generation_seconds)
         self.stats.succeeded += 1
         self.log_line(f"done: {len(task.files)} file(s) in {task.generation_seconds:.2f}s")
@@ -256,9 +274,8 @@ class Simulator:
     def _write_files(self, task: SimTask) -> None:
         p = task.params
         fmt = audio_format_for(p.audio_format)
-        seconds = take_seconds(
-            p.duration, self.settings.audio_scale, self.settings.min_audio_seconds
-        )
+        duration = task.written.duration if task.written else p.duration
+        seconds = take_seconds(duration, self.settings.audio_scale, self.settings.min_audio_seconds)
         naming = p.naming_params()
         task.files = [
             write_take(
@@ -341,7 +358,9 @@ class Simulator:
         return {
             "total": len(self.tasks),
             "queued": states["queued"],
-            "running": states["running"] + states["frozen"],
+            # A task frozen by a restart is a leftover of the old process: the new one runs
+            # nothing for it, and says so (the evidence a client uses to call it lost).
+            "running": states["running"],
             "succeeded": states["succeeded"],
             "failed": states["failed"],
         }

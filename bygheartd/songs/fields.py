@@ -47,6 +47,28 @@ ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "repainting_start": (),
     "repainting_end": (),
     "source_audio": ("src_audio", "source"),
+    # Simple mode: the model writes caption, lyrics and metas from this description.
+    "description": ("sample_query", "desc"),
+    # Expert controls (the website's Edit / Repaint, Expert and LM tuning panels).
+    "reference_audio": ("ref_audio",),
+    "cover_strength": ("audio_cover_strength",),
+    "cover_noise": ("cover_noise_strength",),
+    "repaint_mode": (),
+    "repaint_strength": (),
+    "repaint_crossfade_frames": ("repaint_latent_crossfade_frames",),
+    "repaint_crossfade_seconds": ("repaint_wav_crossfade_sec",),
+    "track_name": (),
+    "track_classes": ("instruments", "complete_track_classes"),
+    "lm_repetition_penalty": (),
+    "use_cot_caption": ("cot_caption",),
+    "use_cot_language": ("cot_language",),
+    "use_cot_metas": ("cot_metas",),
+    "infer_method": (),
+    "shift": (),
+    "timesteps": (),
+    "use_adg": (),
+    "cfg_interval_start": (),
+    "cfg_interval_end": (),
 }
 # Read by the request, never stored: a pasted API body says `seed: -1, use_random_seed: true`.
 USE_RANDOM_SEED: Final = "use_random_seed"
@@ -66,7 +88,9 @@ def boolean(name: str, value: Any, backend: str) -> bool:
             return True
         if word in ("false", "no", "off", "0", "n"):
             return False
-    raise values.problem(f"{name} must be true or false, not {show(value)}")
+    raise values.problem(
+        f"{name} must be true or false, not {show(value)}", f"write {name}: true or {name}: false"
+    )
 
 
 def title(value: Any, backend: str) -> str | None:
@@ -210,12 +234,124 @@ def source_audio(value: Any, backend: str) -> str | None:
     return text
 
 
+def description(value: Any, backend: str) -> str:
+    """The Simple-mode description: one or a few sentences, kept as written."""
+    text = values.text_value("description", value).replace("\r\n", "\n").strip()
+    limit = catalog.STYLE_MAX_CHARS
+    if len(text) > limit:
+        raise values.problem(
+            f"description is {len(text)} characters, over the limit of {limit}",
+            "describe the song in a sentence or two; put exact words in lyrics instead",
+        )
+    return text
+
+
+def reference_audio(value: Any, backend: str) -> str | None:
+    """A style reference (timbre and mix), with the same folder rule as `source_audio`."""
+    text = values.text_value("reference_audio", value).strip()
+    if not text:
+        return None
+    parts = re.split(r"[/\\]", text)
+    if text.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", text) or ".." in parts:
+        raise values.problem(
+            f"reference_audio {show(value)} must be a path inside the song file's folder",
+            "put the audio next to the song file and write its name: reference_audio: ref.wav",
+        )
+    if not text.lower().endswith(AUDIO_SUFFIXES):
+        raise values.problem(
+            f"reference_audio {show(value)} is not an audio file",
+            f"use a file ending in {', '.join(AUDIO_SUFFIXES)}",
+        )
+    return text
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any, str], str | None]:
+    def normalise(value: Any, backend: str) -> str | None:
+        word = values.text_value(name, value).strip().lower()
+        if not word:
+            return None
+        if word not in choices:
+            raise values.problem(f"unknown {name} {show(value)}", suggest(word, list(choices)))
+        return word
+
+    return normalise
+
+
+REPAINT_MODES: Final = ("conservative", "balanced", "aggressive")
+INFER_METHODS: Final = ("ode", "sde")
+
+
+def track_names() -> tuple[str, ...]:
+    return tuple(catalog.constants()["track_names"]["values"])
+
+
+def _track(name: str, value: Any) -> str:
+    word = values.text_value(name, value).strip().lower().replace(" ", "_").replace("-", "_")
+    known = list(track_names())
+    if word not in known:
+        raise values.problem(f"unknown track {show(value)} in {name}", suggest(word, known))
+    return word
+
+
+def track_name(value: Any, backend: str) -> str | None:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return _track("track_name", value)
+
+
+def track_classes(value: Any, backend: str) -> list[str] | None:
+    """A list of track names, or one text with commas (`guitar, drums`)."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise values.problem(
+            f"track_classes must be a list of track names, not {show(value)}",
+            "write track_classes: [guitar, drums]",
+        )
+    tracks = [_track("track_classes", item) for item in value]
+    return list(dict.fromkeys(tracks)) or None
+
+
+_MAX_TIMESTEPS: Final = 200
+
+
+def timesteps(value: Any, backend: str) -> str | None:
+    """Custom diffusion timesteps: numbers from 1 down to 0, sent as `0.97,0.76,...,0`."""
+    hint = "write falling numbers from 1 to 0, e.g. timesteps: 0.97, 0.76, 0.5, 0.28, 0"
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        value = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise values.problem(f"timesteps must be a list of numbers, not {show(value)}", hint)
+    if len(value) > _MAX_TIMESTEPS:
+        raise values.problem(
+            f"timesteps has {len(value)} values, over the limit of {_MAX_TIMESTEPS}", hint
+        )
+    numbers: list[float] = []
+    for item in value:
+        try:
+            number = float(values.to_number("timesteps", item))
+            values.in_range("timesteps", number, 0, 1)
+        except RequestError as exc:
+            raise values.problem(exc.reason, hint) from None
+        if numbers and number >= numbers[-1]:
+            raise values.problem(
+                f"timesteps must fall: {values.fmt(number)} comes after {values.fmt(numbers[-1])}",
+                hint,
+            )
+        numbers.append(number)
+    return ",".join(values.fmt(n) for n in numbers)
+
+
 def _bounded(
     name: str, low: float, high: float, *, integer: bool = False
 ) -> Callable[[Any, str], float | int]:
     def normalise(value: Any, backend: str) -> float | int:
-        number = values.to_number(name, value, integer=integer)
         try:
+            number = values.to_number(name, value, integer=integer)
             values.in_range(name, number, low, high)
         except RequestError as exc:
             raise values.problem(
@@ -266,5 +402,25 @@ NORMALISERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "repainting_start": _bounded("repainting_start", 0, 6000),
     "repainting_end": repainting_end,
     "source_audio": source_audio,
+    "description": description,
+    "reference_audio": reference_audio,
+    "cover_strength": _bounded("cover_strength", 0, 1),
+    "cover_noise": _bounded("cover_noise", 0, 1),
+    "repaint_mode": _choice("repaint_mode", REPAINT_MODES),
+    "repaint_strength": _bounded("repaint_strength", 0, 1),
+    "repaint_crossfade_frames": _bounded("repaint_crossfade_frames", 0, 250, integer=True),
+    "repaint_crossfade_seconds": _bounded("repaint_crossfade_seconds", 0, 20),
+    "track_name": track_name,
+    "track_classes": track_classes,
+    "lm_repetition_penalty": _bounded("lm_repetition_penalty", 1, 2),
+    "use_cot_caption": _flag("use_cot_caption"),
+    "use_cot_language": _flag("use_cot_language"),
+    "use_cot_metas": _flag("use_cot_metas"),
+    "infer_method": _choice("infer_method", INFER_METHODS),
+    "shift": _bounded("shift", 1, 5),
+    "timesteps": timesteps,
+    "use_adg": _flag("use_adg"),
+    "cfg_interval_start": _bounded("cfg_interval_start", 0, 1),
+    "cfg_interval_end": _bounded("cfg_interval_end", 0, 1),
     USE_RANDOM_SEED: _flag(USE_RANDOM_SEED),
 }

@@ -1,7 +1,8 @@
 """The validated song request (`SongRequest`): friendly keys in, the API's body out.
 
-It owns key names and aliases, the rules between fields (instrumental vs lyrics, seeds per take,
-source audio per task, the daily credit cap) and the output slug; per-field rules live in
+It owns key names and aliases, the rules between fields (instrumental vs lyrics, description
+vs lyrics in Simple mode, seeds per take, source audio and expert controls per task, the daily
+credit cap), the output slug and the title made from a description; per-field rules live in
 `fields.py` and `values.py`. It knows nothing of files, stores or HTTP.
 """
 
@@ -21,10 +22,34 @@ from bygheartd import catalog
 from bygheartd.errors import RequestError
 from bygheartd.songs import fields
 
-__all__ = ["RequestRules", "SongRequest", "normalise_request", "slugify"]
+__all__ = ["KEY_SYNONYMS", "RequestRules", "SongRequest", "normalise_request", "slugify"]
 
 _MARKERS = ("[inst]", "[instrumental]")
 _REPAINT_TASKS = ("repaint", "lego")
+_COVER_TASKS = ("cover", "cover-nofsq")
+# What the server itself reads as "instrumental" in a Simple-mode description (English only).
+_INSTRUMENTAL_WORDS = ("instrumental", "pure music", "pure instrument")
+# The expert controls: friendly key -> the server's field, sent only when set.
+_EXPERT_FIELDS = {
+    "cover_strength": "audio_cover_strength",
+    "cover_noise": "cover_noise_strength",
+    "repaint_mode": "repaint_mode",
+    "repaint_strength": "repaint_strength",
+    "repaint_crossfade_frames": "repaint_latent_crossfade_frames",
+    "repaint_crossfade_seconds": "repaint_wav_crossfade_sec",
+    "track_name": "track_name",
+    "track_classes": "track_classes",
+    "lm_repetition_penalty": "lm_repetition_penalty",
+    "use_cot_caption": "use_cot_caption",
+    "use_cot_language": "use_cot_language",
+    "use_cot_metas": "use_cot_metas",
+    "infer_method": "infer_method",
+    "shift": "shift",
+    "timesteps": "timesteps",
+    "use_adg": "use_adg",
+    "cfg_interval_start": "cfg_interval_start",
+    "cfg_interval_end": "cfg_interval_end",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,39 @@ class SongRequest(BaseModel):
     repainting_start: float | None = None
     repainting_end: float | None = None
     source_audio: str | None = None
+    description: str | None = None
+    reference_audio: str | None = None
+    cover_strength: float | None = None
+    cover_noise: float | None = None
+    repaint_mode: str | None = None
+    repaint_strength: float | None = None
+    repaint_crossfade_frames: int | None = None
+    repaint_crossfade_seconds: float | None = None
+    track_name: str | None = None
+    track_classes: list[str] | None = None
+    lm_repetition_penalty: float | None = None
+    use_cot_caption: bool | None = None
+    use_cot_language: bool | None = None
+    use_cot_metas: bool | None = None
+    infer_method: str | None = None
+    shift: float | None = None
+    timesteps: str | None = None
+    use_adg: bool | None = None
+    cfg_interval_start: float | None = None
+    cfg_interval_end: float | None = None
+
+    @property
+    def simple_mode(self) -> bool:
+        """Simple mode: a description and no lyrics; the model writes the song."""
+        return self.description is not None
+
+    def sample_query(self) -> str:
+        """The description as sent: `/release_task` has no instrumental field in Simple
+        mode (the server reads the hint from the text), so `instrumental: true` adds one."""
+        text = self.description or ""
+        if self.instrumental and not _says_instrumental(text):
+            text = f"{text.rstrip().rstrip(',.;')}, instrumental"
+        return text
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +198,11 @@ class SongRequest(BaseModel):
         body: dict[str, Any] = {
             "prompt": self.style,
             "lyrics": "[Instrumental]" if self.instrumental else self.lyrics,
+            **(
+                {"sample_mode": True, "sample_query": self.sample_query(), "lyrics": ""}
+                if self.simple_mode
+                else {}
+            ),
             "batch_size": self.takes,  # the server's default is 2: always say it
             "audio_format": self.audio_format,
             "thinking": self.thinking,
@@ -168,6 +231,7 @@ class SongRequest(BaseModel):
             "repainting_start": self.repainting_start,
             "repainting_end": self.repainting_end,
         }
+        optional |= {api: getattr(self, name) for name, api in _EXPERT_FIELDS.items()}
         body.update({k: v for k, v in optional.items() if v is not None})
         if self.seed is None:
             body["seed"], body["use_random_seed"] = -1, True
@@ -187,14 +251,15 @@ class SongRequest(BaseModel):
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def display_title(self, fallback: str) -> str:
-        return self.title or fallback
+        """The title, else `fallback` (a file's stem), else one made from the description."""
+        return self.title or fallback or title_from_description(self.description or "")
 
     def warnings(self) -> list[str]:
         """What is allowed but probably not meant, said when the job is queued (never a
         refusal): a song with no style at all, because neither the file nor the
         configuration's `[defaults] style` gave one, comes out in whatever style the model
         picks, and nothing else would tell the user why."""
-        if self.style.strip():
+        if self.style.strip() or self.simple_mode:  # in Simple mode the model picks it
             return []
         return [
             "no style: the song goes out without one; write `style:` in the song file"
@@ -221,6 +286,7 @@ def normalise_request(
         )
     clean: dict[str, Any] = {}
     origin: dict[str, str] = {}  # canonical name -> the key as the user wrote it
+    defaulted: set[str] = set()  # filled from the configuration, not by the request
     # Every key is checked before anything is reported: a user who wrote three bad values
     # learns of all three at once instead of in three rounds of drop, read, fix.
     problems: list[RequestError] = []
@@ -248,9 +314,10 @@ def normalise_request(
         except RequestError as exc:
             problems.append(exc)
         origin.setdefault(canon, raw)
+        defaulted.add(canon)
     if problems:  # the rules between fields would judge values that are not there
         raise RequestError.collect(problems, source=source)
-    _check_rules(clean, origin, backend, source, max_job_credits)
+    _check_rules(clean, origin, backend, source, max_job_credits, defaulted)
     return clean
 
 
@@ -314,6 +381,8 @@ _SYNONYMS = {
     "steps": "inference_steps",
     "audio": "source_audio",
 }
+# The same words for other callers that name fields (MCP tool arguments).
+KEY_SYNONYMS: Mapping[str, str] = _SYNONYMS
 
 
 def _near_key(raw: str) -> str:
@@ -356,6 +425,7 @@ def _check_rules(
     backend: str,
     source: str,
     max_job_credits: int | None,
+    defaulted: set[str] | None = None,
 ) -> None:
     def fail(reason: str, canon: str | None, hint: str | None = None) -> RequestError:
         return RequestError(reason, source=source, key=origin.get(canon or ""), hint=hint)
@@ -373,8 +443,10 @@ def _check_rules(
     problems: list[RequestError] = []
     for check in (
         random_seed,
+        lambda: _check_simple(clean, fail, defaulted or set()),
         lambda: _check_lyrics(clean, fail),
         lambda: _check_task(clean, backend, fail),
+        lambda: _check_expert(clean, fail),
         lambda: _check_takes(clean, origin, backend, fail, max_job_credits),
     ):
         try:
@@ -417,7 +489,37 @@ def _check_takes(
             )
 
 
+def _check_simple(clean: dict[str, Any], fail: Any, defaulted: set[str]) -> None:
+    """Simple mode (a description): the model writes the lyrics, so lyrics are an error,
+    and `thinking` is on unless the request itself turned it off."""
+    if "description" not in clean:
+        return
+    if "description" in defaulted:  # a default description would turn every song into one
+        clean.pop("description")
+        return
+    lyrics: str = clean.get("lyrics", "")
+    if lyrics.strip():
+        raise fail(
+            "description and lyrics are both given: pick one",
+            "description",
+            "keep description for Simple mode (the model writes the lyrics), or keep the"
+            " lyrics for Custom mode and remove description",
+        )
+    task = clean.get("task_type", "text2music")
+    if task != "text2music":
+        raise fail(
+            f"description (Simple mode) makes a new song, but task_type is {task}",
+            "description",
+            "remove description and describe the change in style, or remove task_type",
+        )
+    if "thinking" not in clean or "thinking" in defaulted:
+        clean["thinking"] = True
+    clean["lyrics"] = ""
+
+
 def _check_lyrics(clean: dict[str, Any], fail: Any) -> None:
+    if "description" in clean:
+        return  # Simple mode: no lyrics by design, `instrumental` becomes a hint in the query
     lyrics: str = clean.get("lyrics", "")
     instrumental = clean.get("instrumental")
     if lyrics.strip().lower() in _MARKERS:
@@ -441,7 +543,8 @@ def _check_lyrics(clean: dict[str, Any], fail: Any) -> None:
             "there are no lyrics",
             "lyrics",
             "write lyrics (after the front matter, or in a `lyrics` key),"
-            " or set instrumental: true for a song without vocals",
+            " set instrumental: true for a song without vocals, or write"
+            " `description:` to let the model write the song (Simple mode)",
         )
 
 
@@ -482,6 +585,119 @@ def _check_task(clean: dict[str, Any], backend: str, fail: Any) -> None:
             "repainting_end",
             "set an end after the start, or -1 for the end of the source",
         )
+
+
+def _check_expert(clean: dict[str, Any], fail: Any) -> None:
+    """Expert controls only where the server uses them: a control the task ignores is a
+    mistake the user should hear about, not a silent no-op."""
+    task = clean.get("task_type", "text2music")
+    problems: list[RequestError] = []
+
+    def only(names: tuple[str, ...], tasks: tuple[str, ...], example: str) -> None:
+        for name in names:
+            if name in clean and task not in tasks:
+                problems.append(
+                    fail(
+                        f"{name} is only used by task_type {' or '.join(tasks)}",
+                        name,
+                        f"add task_type: {example}, or remove {name}",
+                    )
+                )
+
+    only(("cover_strength", "cover_noise"), _COVER_TASKS, "cover")
+    repaint = (
+        "repaint_mode",
+        "repaint_strength",
+        "repaint_crossfade_frames",
+        "repaint_crossfade_seconds",
+    )
+    only(repaint, _REPAINT_TASKS, "repaint")
+    only(("track_name",), ("extract", "lego"), "extract")
+    only(("track_classes",), ("complete",), "complete")
+    mode = clean.get("repaint_mode", "balanced")
+    if "repaint_strength" in clean and mode != "balanced":
+        problems.append(
+            fail(
+                f"repaint_strength is only used with repaint_mode balanced, not {mode}",
+                "repaint_strength",
+                "remove repaint_strength, or set repaint_mode: balanced",
+            )
+        )
+    start, end = clean.get("cfg_interval_start", 0.0), clean.get("cfg_interval_end", 1.0)
+    if start >= end:
+        problems.append(
+            fail(
+                f"cfg_interval_start {fields.show(start)} is not before cfg_interval_end"
+                f" {fields.show(end)}",
+                "cfg_interval_start" if "cfg_interval_start" in clean else "cfg_interval_end",
+                "use a start below the end, both from 0 to 1 (e.g. 0.1 and 0.9)",
+            )
+        )
+    if problems:
+        raise RequestError.collect(problems)
+
+
+def _says_instrumental(text: str) -> bool:
+    lowered = text.lower().strip().rstrip(".!")
+    return any(word in lowered for word in _INSTRUMENTAL_WORDS) or lowered.endswith(" solo")
+
+
+_SMALL_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "but",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "with",
+        "about",
+        "over",
+        "under",
+    ]
+)
+_LEADING_FILLER = frozenset(["a", "an", "the", "some"])
+_TITLE_WORDS = 6
+_TITLE_CHARS = 60
+
+
+def title_from_description(description: str) -> str:
+    """A short title made from a Simple-mode description ("a dreamy lo-fi song about rainy
+    Tokyo nights, female vocals" -> "Dreamy Lo-Fi Song about Rainy Tokyo"): the first
+    clause, a few words, title case; "" when there is no text."""
+    clause = re.split(r"[,;:.!?\n()\[\]]|\s[-–—]\s", description.strip(), maxsplit=1)[0]
+    words = [w for w in clause.split() if any(ch.isalnum() for ch in w)]
+    while len(words) > 1 and words[0].lower() in _LEADING_FILLER:
+        words.pop(0)
+    if not words:
+        return ""
+    if len(words) == 1 and len(words[0]) > _TITLE_CHARS:  # no spaces (CJK): cut by length
+        return words[0][:20]
+    words = words[:_TITLE_WORDS]
+    while len(words) > 1 and words[-1].lower() in _SMALL_WORDS:
+        words.pop()
+    out: list[str] = []
+    for index, word in enumerate(words):
+        if index and word.lower() in _SMALL_WORDS:
+            out.append(word.lower())
+        else:
+            out.append(
+                "-".join(p[:1].upper() + p[1:] if p.islower() else p for p in word.split("-"))
+            )
+    title = " ".join(out)
+    while len(title) > _TITLE_CHARS and " " in title:
+        title = title.rsplit(" ", 1)[0]
+    return title[:_TITLE_CHARS]
 
 
 _FOLD = str.maketrans(

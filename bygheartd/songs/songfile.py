@@ -168,16 +168,17 @@ def parse_song_text(
         request = SongRequest.build(data, rules, source=name)
     except RequestError as exc:
         raise _located(exc, parsed, name) from None
-    audio = request.source_audio
-    if base_dir is not None and audio is not None and not (base_dir / audio).is_file():
-        key = parsed.key_for("source_audio")
-        raise SongFileError(
-            f"source_audio {request.source_audio!r} does not exist next to the song file",
-            source=name,
-            key=key,
-            line=parsed.line_of(key),
-            hint="put the audio file in the same folder, or fix the name",
-        )
+    for field_name in ("source_audio", "reference_audio"):
+        audio = getattr(request, field_name)
+        if base_dir is not None and audio is not None and not (base_dir / audio).is_file():
+            key = parsed.key_for(field_name)
+            raise SongFileError(
+                f"{field_name} {audio!r} does not exist next to the song file",
+                source=name,
+                key=key,
+                line=parsed.line_of(key),
+                hint="put the audio file in the same folder, or fix the name",
+            )
     return request
 
 

@@ -17,6 +17,11 @@ class JobNotFound(BygheartdError):
     pass
 
 
+class KeyTaken(BygheartdError):
+    """Another process stored a job under the same idempotency key between our lookup and
+    our insert: the key's job exists now, and is the answer."""
+
+
 class StoreDamaged(StoreError):
     """The job store file is not a database, or some of its pages are damaged.
 

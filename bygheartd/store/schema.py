@@ -10,7 +10,7 @@ import sqlite3
 
 from bygheartd.jobs import HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -79,6 +79,22 @@ MIGRATIONS: dict[int, str] = {
     2: """
     CREATE INDEX jobs_task ON jobs(task_id);
     """,
+    # The server pool (issue 15): which server holds a job's task (its URL, never a key),
+    # how often a lost task was made again, and when its progress last moved (a task frozen
+    # at one progress after a server restart is lost, not slow).
+    3: """
+    ALTER TABLE jobs ADD COLUMN server TEXT;
+    ALTER TABLE jobs ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN progress_at TEXT;
+    CREATE INDEX jobs_server ON jobs(server);
+    """,
+    # A 10,000-job store (issue 16): every poll looks for settling cancels by `hold_kind`,
+    # and status-filtered listings (newest or oldest first) read through (status, id)
+    # instead of sorting every job of that status.
+    4: """
+    CREATE INDEX jobs_hold_kind ON jobs(hold_kind);
+    CREATE INDEX jobs_status_id ON jobs(status, id);
+    """,
 }
 
 
@@ -87,7 +103,7 @@ SUMMARY_COLUMNS = (
     "id, status, title, model, task_id, attempts, reason, resumes_at, hold_kind, credits, "
     "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
-    "created_at, updated_at, submitted_at, completed_at"
+    "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at"
 )
 
 
@@ -125,4 +141,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         unknown_since=(
             (parse_iso(row["unknown_since"]) or result.legacy_unknown_since) if full else None
         ),
+        server=row["server"],
+        resubmits=int(row["resubmits"] or 0),
+        progress_at=parse_iso(row["progress_at"]),
     )

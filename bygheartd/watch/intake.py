@@ -245,14 +245,15 @@ class Intake:
             raise Rejection(exc) from None
         except BygheartdError as exc:
             raise Rejection.because(str(exc)) from None
-        audio = request.source_audio
-        if audio and not (path.parent / audio).resolve().is_relative_to(self.inbox.resolve()):
-            raise Rejection.because(
-                f"source_audio {audio!r} points outside the inbox",
-                key="source_audio",
-                hint="put the audio file in the inbox next to the song file and name it "
-                "relative to it (source_audio: take.wav)",
-            )
+        for key in ("source_audio", "reference_audio"):
+            audio = getattr(request, key)
+            if audio and not (path.parent / audio).resolve().is_relative_to(self.inbox.resolve()):
+                raise Rejection.because(
+                    f"{key} {audio!r} points outside the inbox",
+                    key=key,
+                    hint="put the audio file in the inbox next to the song file and name it "
+                    f"relative to it ({key}: take.wav)",
+                )
         return request
 
     # -- moving -------------------------------------------------------------------------
@@ -273,9 +274,10 @@ class Intake:
             path, archive / relative.parent, planned.name if planned is not None else None
         )
         source_path = target
-        audio = (request.source_audio if request else None) or job.request.get("source_audio")
-        if audio and not self._copy_source_audio(path.parent, target.parent, str(audio)):
-            source_path = path  # the audio stays beside the inbox path, which the engine uses
+        for key in ("source_audio", "reference_audio"):
+            audio = (getattr(request, key) if request else None) or job.request.get(key)
+            if audio and not self._copy_source_audio(path.parent, target.parent, str(audio)):
+                source_path = path  # the audio stays beside the inbox path, which the engine uses
         self.service.set_archived(
             job.id, target.relative_to(archive).as_posix(), source_path=source_path
         )

@@ -1,0 +1,160 @@
+"""Library-page benchmark: the server time of `/` over a store of 10,000 jobs.
+
+Run: `.venv/bin/python bench/web.py` (no simulator or key needed: the jobs are written
+straight through the store API). Prints a table and writes bench/results/web.json;
+`--quick` uses 500 jobs (the test suite runs it so the script never rots).
+
+Each figure is the full request through the ASGI app the daemon serves (Host check, auth,
+the store query, the template), in process over `httpx.ASGITransport`: no socket, so what
+is measured is the server's own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bygheartd.config import Config
+from bygheartd.jobs import JobFile, JobStatus
+from bygheartd.mcp.http import McpHttpServer
+from bygheartd.service.service import SongService
+from bygheartd.store.store import Store
+from bygheartd.web.app import web_routes
+
+TOKEN = "bench-token-3f9a1c7e5b2d"
+RUNS = 25
+STYLES = ["synth pop", "ambient drone", "folk ballad", "drum and bass", "jazz trio"]
+CASES = {
+    "first page": "/",
+    "search (rare word)": "/?q=kazoo",
+    "search (common word)": "/?q=synth",
+    "filter status=failed": "/?status=failed",
+    "page 100": "/?page=100",
+}
+
+
+def make_config(root: Path) -> Config:
+    folders = {
+        n: str(root / n) for n in ("inbox", "output", "archive", "failed", "drafts", "state")
+    }
+    for path in folders.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return Config.model_validate({"folders": folders, "web": {"enabled": True}})
+
+
+def fill(store: Store, output: Path, count: int) -> float:
+    """`count` jobs, 90 % done with one take, the rest failed; one in 500 mentions a kazoo."""
+    started = time.perf_counter()
+    for n in range(count):
+        status = JobStatus.FAILED if n % 10 == 9 else JobStatus.DONE
+        style = STYLES[n % len(STYLES)] + (", kazoo solo" if n % 500 == 0 else "")
+        request = {
+            "title": f"Bench Song {n}",
+            "style": style,
+            "lyrics": f"[Verse]\nline {n} of the bench\n[Chorus]\nla la la",
+            "model": "bygheart-melody-fast",
+            "duration": 30.0,
+        }
+        job = store.insert_job(
+            title=f"Bench Song {n}",
+            model="bygheart-melody-fast",
+            request=request,
+            api_body={},
+            credits=1,
+            status=status,
+            origin="cli",
+        )
+        if status is JobStatus.DONE:
+            take = output / f"bench-song-{n}.mp3"
+            store.update(job.id, base_name=take.stem, files=[JobFile(take, 1000, "0" * 64)])
+    return time.perf_counter() - started
+
+
+async def measure(config: Config, store: Store) -> dict[str, dict[str, float]]:
+    token_file = Path(config.state_dir) / "token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    service = SongService(config, store)
+    server = McpHttpServer(service, mcp=False, extra_routes=lambda t: web_routes(service, TOKEN))
+    app = server.app(None)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/html"}
+    results: dict[str, dict[str, float]] = {}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://127.0.0.1:8765", headers=headers
+    ) as http:
+        for name, path in CASES.items():
+            reply = await http.get(path)  # warm-up (templates compiled, pages cached)
+            assert reply.status_code == 200, (path, reply.status_code, reply.text[:200])
+            times = []
+            for _ in range(RUNS):
+                started = time.perf_counter()
+                reply = await http.get(path)
+                times.append(time.perf_counter() - started)
+                assert reply.status_code == 200
+            ordered = sorted(times)
+            results[name] = {
+                "median_ms": round(statistics.median(times) * 1000, 2),
+                "p95_ms": round(
+                    ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 2
+                ),
+                "bytes": len(reply.content),
+            }
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="500 jobs instead of 10,000")
+    parser.add_argument("--jobs", type=int, default=None, help="how many jobs to create")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
+    args = parser.parse_args()
+    count = args.jobs or (500 if args.quick else 10_000)
+    out = args.out or Path(__file__).parent / "results" / (
+        "web-quick.json" if args.quick else "web.json"
+    )
+    # A tmpfs makes the store's per-job fsync cheap: the fill is set-up, not the figure.
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        config = make_config(Path(tmp))
+        store = Store.open(config.state_dir)
+        fill_seconds = fill(store, config.folders.output, count)
+        figures = asyncio.run(measure(config, store))
+        store.close()
+    print(f"library page server time over {count:,} jobs ({RUNS} runs each, 25 jobs a page)")
+    print(f"{'request':<24} {'median ms':>10} {'p95 ms':>10} {'KiB':>8}")
+    for name, row in figures.items():
+        kib = row["bytes"] / 1024
+        print(f"{name:<24} {row['median_ms']:>10.2f} {row['p95_ms']:>10.2f} {kib:>8.1f}")
+    print(f"(store filled in {fill_seconds:.1f} s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "jobs": count,
+                "runs": RUNS,
+                "requests": figures,
+                "fill_seconds": round(fill_seconds, 2),
+                "machine": platform.platform(),
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`bygheartd inspire` and `bygheartd polish`: drafts from the backend's language model,
+written as song files that queue as they are. Nothing is generated, nothing is spent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bygheartd.config import Config
+from bygheartd.service.drafts import (
+    SongDraft,
+    draft_name,
+    polished_name,
+    write_draft,
+    write_exact,
+)
+from bygheartd.service.service import SongService
+
+__all__ = ["inspire_command", "polish_command"]
+
+
+def _service(config: Config) -> SongService:
+    from bygheartd.cli.commands import open_service
+
+    return open_service(config)
+
+
+def _notes(draft: SongDraft) -> None:
+    for note in draft.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+async def inspire_command(
+    config: Config,
+    description: str | None,
+    *,
+    instrumental: bool,
+    language: str | None,
+    output: str | None,
+) -> int:
+    """Write the model's draft to the drafts folder, to `output`, or to stdout (`-`)."""
+    draft = await _service(config).inspire(
+        description, instrumental=instrumental, language=language
+    )
+    _notes(draft)
+    text = draft.text()
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    if output is not None:
+        target = Path(output).expanduser()
+        if _inside(target, config.folders.inbox):
+            click.echo(
+                f"note: {target} is in the inbox, so the watcher will queue it (and spend "
+                "credits) as soon as it is written",
+                err=True,
+            )
+        path = write_exact(text, target)
+    else:
+        path = write_draft(text, config.folders.drafts, draft_name(draft))
+    click.echo(f"Wrote {draft.title!r} to {path}")
+    click.echo(f"Edit it, then queue it with: bygheartd submit {path}")
+    return 0
+
+
+async def polish_command(config: Config, source: Path) -> int:
+    """Write the model's rewrite beside `source` (never over it) and show what changed."""
+    polished = await _service(config).polish(source)
+    _notes(polished.after)
+    directory = source.expanduser().resolve().parent
+    if _inside(directory, config.folders.inbox):
+        # Beside it would be in the inbox: the watcher would queue (and pay for) it.
+        directory = config.folders.drafts
+        click.echo(
+            f"note: {source} is in the inbox; the rewrite goes to the drafts folder instead",
+            err=True,
+        )
+    path = write_draft(polished.after.text(), directory, polished_name(source))
+    changes = polished.changes()
+    click.echo(changes if changes else "The model changed nothing.")
+    click.echo(f"Wrote the rewrite to {path} ({source} is unchanged)")
+    return 0

@@ -1,0 +1,146 @@
+"""`submit --wait`: one live bar per job, and what stopping early means for the jobs.
+
+The bars read the store the way any face does (through the service), so they move the same
+whether this process drives the engine or a running daemon does. Between two polls of the
+server the bar keeps moving on the job's ETA, since a bar frozen at 0% until the audio
+arrives looks like a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bygheartd.service.service import SongService
+
+# The bars redraw this often even when the store has nothing new (the ETA runs down).
+REDRAW_SECONDS = 0.5
+# An estimate never claims the job is done: only the store can say that.
+ESTIMATE_CEILING = 0.97
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What one bar shows of a job at one moment."""
+
+    fraction: float
+    status: str
+    left: str
+
+
+def shown(job: Job, *, now: float | None = None) -> Shown:
+    """The bar of `job`: the server's progress, or (before the server reports any) the time
+    since submission against the ETA; the status word and the time left."""
+    if job.status in FINAL_STATUSES:
+        return Shown(1.0, job.status.value, "")
+    now = time.time() if now is None else now
+    fraction = job.progress or 0.0
+    left = ""
+    if job.status is JobStatus.RUNNING and job.eta_seconds is not None:
+        # The ETA was true when the job was last written; it has run down since.
+        remaining = max(0.0, job.eta_seconds - (now - job.updated_at.timestamp()))
+        started = job.submitted_at.timestamp() if job.submitted_at else job.updated_at.timestamp()
+        elapsed = max(0.0, now - started)
+        if elapsed + remaining > 0:
+            fraction = max(fraction, min(ESTIMATE_CEILING, elapsed / (elapsed + remaining)))
+        left = f"~{_seconds(remaining)} left" if remaining >= 1 else "any moment"
+    elif job.status is JobStatus.HELD and job.resumes_at is not None:
+        left = f"held {_seconds(max(0.0, job.resumes_at.timestamp() - now))}"
+    return Shown(fraction, job.status.value, left)
+
+
+def _seconds(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+
+
+async def wait_all(
+    service: SongService,
+    jobs: Sequence[Job],
+    timeout: float | None,
+    *,
+    console: Console | None,
+) -> list[Job]:
+    """Wait for every job (or the timeout); draw the bars on `console` when given."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(bar_width=24),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[left]}"),
+        console=console,
+        disable=console is None,
+        transient=False,
+    )
+    latest = {j.id: j for j in jobs}
+    bars = {
+        j.id: progress.add_task(_label(j.title), total=1.0, status=j.status.value, left="")
+        for j in jobs
+    }
+
+    def redraw() -> None:
+        for job_id, job in latest.items():
+            view = shown(job)
+            progress.update(
+                bars[job_id], completed=view.fraction, status=view.status, left=view.left
+            )
+
+    def seen(job: Job) -> None:
+        latest[job.id] = job
+        redraw()
+
+    import asyncio  # here, not at the top: `bygheartd list` imports this module too
+
+    async def keep_drawing() -> None:
+        while True:
+            await asyncio.sleep(REDRAW_SECONDS)
+            redraw()
+
+    with progress:
+        drawing = asyncio.create_task(keep_drawing())
+        try:
+            results = await asyncio.gather(
+                *(service.wait(j.id, timeout=timeout, on_progress=seen) for j in jobs)
+            )
+        finally:
+            drawing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drawing
+        redraw()
+    return list(results)
+
+
+def _label(title: str, width: int = 28) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
+def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engine: bool) -> str:
+    """Ctrl-C during `--wait`: the wait stops, the jobs do not. Say where they go on."""
+    ids = [j.id for j in jobs if service.get(j.id).status not in FINAL_STATUSES]
+    if not ids:
+        return "stopped waiting: every job had already ended (`bygheartd list` shows them)"
+    follow = f"`bygheartd follow {' '.join(ids)}`"
+    if ran_engine:
+        return (
+            f"stopped waiting: {len(ids)} job(s) stay in the queue and nothing paid is lost "
+            "(a submitted song keeps generating on the server); `bygheartd run` finishes "
+            f"them, and {follow} watches them"
+        )
+    return f"stopped waiting: the daemon carries on with {len(ids)} job(s); {follow} watches them"
+
+
+def print_queued(service: SongService, jobs: Sequence[Job]) -> None:
+    """Each job's id first, so that a script or a person has it before the bars start."""
+    for job in jobs:
+        outlook = service.budget_outlook(job.credits, job=job)
+        print(f"queued {job.id} {job.title}: {outlook.text()}", flush=True)

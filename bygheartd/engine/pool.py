@@ -1,0 +1,390 @@
+"""The server pool: several self-hosted ACE-Step servers driven as one.
+
+ACE-Step runs one generation at a time per GPU, keeps its tasks in memory and answers a poll
+only on the server that holds the task; so a load balancer in front of several servers breaks
+polling. The pool pins each task to its server instead: a job records the URL it was
+submitted to, and its polls and downloads go there. This module owns one client per server
+(each with its own key), their health (down on a refused connection, a timeout or a 5xx;
+probed again on a schedule), and the choice of server for the next submit.
+
+Without `[[api.servers]]` the pool is the one configured server (`[api] base_url`), using
+the engine's own client, so a single server and a pool follow the same code path.
+
+The engine process is the only one that knows the live health of the servers; it writes a
+small snapshot into the store's meta table (`server_pool`) so that `bygheartd status`, in
+another process, shows it with its age. In-flight and done counts are read from the jobs
+rows themselves, never from the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bygheartd.api.client import BygheartClient, DownloadLimits
+from bygheartd.api.errors import ApiError, RateLimited, TransientError
+from bygheartd.config import LiveConfig, ServerSection, find_server_key
+from bygheartd.errors import BygheartdError
+from bygheartd.jobs import iso, utcnow
+from bygheartd.store.store import Store
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KEY = "server_pool"
+# Healthy servers' /v1/stats (queue size, average job time) are read this often.
+STATS_SECONDS = 30.0
+# At most this often a snapshot is written for an unchanged health picture.
+SNAPSHOT_SECONDS = 1.0
+
+
+def down_reason(exc: BaseException) -> str | None:
+    """Why an error means the server is down (no connection, a timeout, a 5xx); None when
+    it answered (a 4xx, a rate limit, an unreadable reply): a server that answers is up."""
+    if isinstance(exc, RateLimited):
+        return None
+    if isinstance(exc, TransientError):
+        if exc.outcome_unknown:
+            return None
+        return str(exc)
+    if isinstance(exc, ApiError) and exc.status is not None and exc.status >= 500:
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@dataclass
+class ServerState:
+    """One server as the engine sees it right now."""
+
+    url: str
+    max_in_flight: int
+    healthy: bool = True
+    reason: str | None = None
+    down_since: float | None = None
+    next_probe: float = 0.0
+    probe_interval: float = 0.0
+    checked_at: float | None = None
+    stats_at: float = 0.0
+    queue_size: int | None = None
+    running: int | None = None
+    server_avg_seconds: float | None = None
+    # Generation seconds observed here (submit to result), a moving average.
+    avg_seconds: float | None = None
+    observed: int = 0
+
+    def expected_seconds(self) -> float | None:
+        """How long a generation takes on this server: observed, else its own average."""
+        return self.avg_seconds or self.server_avg_seconds or None
+
+    def as_snapshot(self) -> dict[str, Any]:
+        def at(ts: float | None) -> str | None:
+            return None if ts is None else iso(_from_ts(ts))
+
+        return {
+            "url": self.url,
+            "healthy": self.healthy,
+            "reason": self.reason,
+            "down_since": at(self.down_since),
+            "checked_at": at(self.checked_at),
+            "queue_size": self.queue_size,
+            "running": self.running,
+            "server_avg_seconds": self.server_avg_seconds,
+            "avg_seconds": None if self.avg_seconds is None else round(self.avg_seconds, 2),
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+def _from_ts(ts: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass
+class _Entry:
+    section: ServerSection
+    client: BygheartClient
+    state: ServerState
+    key_print: str | None = field(default=None, repr=False)
+
+
+class ServerPool:
+    """Every server of the configuration, its client and its health."""
+
+    def __init__(
+        self, live: LiveConfig, store: Store, default_client: Callable[[], BygheartClient]
+    ) -> None:
+        self.live = live
+        self.store = store
+        self._default_client = default_client
+        self._entries: dict[str, _Entry] = {}
+        self._single = ServerState(url="", max_in_flight=live.current.queue.max_in_flight)
+        self._retired: list[BygheartClient] = []
+        self._written_at = 0.0
+        self._written: str | None = None
+
+    # -- shape --------------------------------------------------------------------------
+
+    @property
+    def pooled(self) -> bool:
+        """True with `[[api.servers]]`: per-server limits, clients and health."""
+        return bool(self.live.current.api.servers)
+
+    def sync(self) -> None:
+        """Follow the configuration (a reload may add or drop servers, or change a key):
+        one client per configured server. A dropped server's client is kept until the
+        engine stops, since its tasks in flight are still polled and downloaded there."""
+        config = self.live.current
+        wanted = {s.url: s for s in config.api.servers}
+        for url, section in wanted.items():
+            entry = self._entries.get(url)
+            key = find_server_key(config, section).value
+            key_print = _fingerprint(key)
+            if entry is not None and entry.key_print == key_print:
+                entry.section = section
+                entry.state.max_in_flight = section.max_in_flight
+                continue
+            client = self._make_client(section.url, key)
+            state = entry.state if entry is not None else ServerState(url, section.max_in_flight)
+            state.max_in_flight = section.max_in_flight
+            if entry is not None:
+                self._retired.append(entry.client)
+            self._entries[url] = _Entry(section, client, state, key_print)
+        self._single.max_in_flight = config.queue.max_in_flight
+
+    def _make_client(self, url: str, key: str | None) -> BygheartClient:
+        api = self.live.current.api
+        if key:
+            from bygheartd.logs import register_secret
+
+            register_secret(key)
+        return BygheartClient(
+            url,
+            key,
+            backend="acestep",
+            timeout=api.timeout_seconds,
+            download_limits=DownloadLimits(
+                stall_seconds=api.download_stall_seconds,
+                min_bytes_per_second=api.download_min_bytes_per_second,
+            ),
+        )
+
+    def reset_clients(self) -> None:
+        """A new key (a reload, a rewritten key file): new clients for the next requests."""
+        for entry in self._entries.values():
+            entry.key_print = "stale"
+        try:
+            self.sync()
+        except BygheartdError as exc:
+            log.warning("server pool: %s", exc)
+
+    def states(self) -> list[ServerState]:
+        """Configured servers in config order (a pool of one without `[[api.servers]]`)."""
+        if not self.pooled:
+            self._single.url = self._default_client().base_url
+            return [self._single]
+        configured = [s.url for s in self.live.current.api.servers]
+        return [self._entries[u].state for u in configured if u in self._entries]
+
+    def state(self, url: str | None) -> ServerState | None:
+        if not self.pooled:
+            return self.states()[0]
+        entry = self._entries.get(url or "")
+        return None if entry is None else entry.state
+
+    def default_url(self) -> str:
+        return self.states()[0].url if self.states() else self._default_client().base_url
+
+    def client_for(self, url: str | None) -> BygheartClient:
+        """The client of the server that holds a task (a take's URLs are relative to it)."""
+        if not self.pooled:
+            return self._default_client()
+        if not url:
+            return self._entries[self.live.current.api.servers[0].url].client
+        entry = self._entries.get(url)
+        if entry is None:  # dropped from the config while its task ran: finish it there
+            section = ServerSection(url=url)
+            key = find_server_key(self.live.current, section).value
+            entry = _Entry(section, self._make_client(url, key), ServerState(url, 0))
+            self._entries[url] = entry
+        return entry.client
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def choose(self, in_flight: Mapping[str, int], avoid: Iterable[str] = ()) -> str | None:
+        """The healthy server with the most free room, then the shortest expected wait
+        (its queue times its average job); a server that lost this job before comes last.
+        None when every healthy server is full (or none is healthy)."""
+        shunned = set(avoid)
+        best: tuple[tuple[bool, int, float, int], str] | None = None
+        for order, state in enumerate(self.states()):
+            if not state.healthy:
+                continue
+            mine = in_flight.get(state.url, 0)
+            free = state.max_in_flight - mine
+            if free <= 0:
+                continue
+            queue = max(state.queue_size or 0, mine)
+            wait = queue * (state.expected_seconds() or 1.0)
+            rank = (state.url in shunned, -free, wait, order)
+            if best is None or rank < best[0]:
+                best = (rank, state.url)
+        return None if best is None else best[1]
+
+    def room(self, in_flight: Mapping[str, int]) -> int:
+        """Free places on healthy servers: how many queued jobs may be submitted now."""
+        return sum(
+            max(0, s.max_in_flight - in_flight.get(s.url, 0)) for s in self.states() if s.healthy
+        )
+
+    # -- health -------------------------------------------------------------------------
+
+    def mark_down(self, url: str | None, reason: str) -> None:
+        """No new submissions to this server until a probe finds it answering again."""
+        state = self.state(url)
+        if state is None or not self.pooled:
+            return
+        now = time.time()
+        q = self.live.current.queue
+        if state.healthy:
+            state.healthy, state.down_since = False, now
+            state.probe_interval = max(0.2, q.poll_min_seconds)
+            log.warning(
+                "server %s is down (%s): no new songs go there until it answers", url, reason
+            )
+        else:
+            state.probe_interval = min(q.poll_max_seconds, state.probe_interval * 1.5)
+        state.reason = reason
+        state.checked_at = now
+        state.next_probe = now + state.probe_interval
+        self.write_snapshot(force=True)
+
+    def mark_up(self, state: ServerState) -> None:
+        if not state.healthy:
+            down_for = time.time() - (state.down_since or time.time())
+            log.info("server %s answers again after %.0f s: back in the pool", state.url, down_for)
+        state.healthy, state.reason, state.down_since = True, None, None
+        state.checked_at = time.time()
+        self.write_snapshot(force=True)
+
+    def _take_stats(self, state: ServerState, stats: Mapping[str, Any]) -> None:
+        now = time.time()
+        state.stats_at = state.checked_at = now
+        size = stats.get("queue_size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            state.queue_size = size
+        jobs = stats.get("jobs")
+        running = jobs.get("running") if isinstance(jobs, Mapping) else None
+        state.running = running if isinstance(running, int) else None
+        average = stats.get("avg_job_seconds")
+        if isinstance(average, int | float) and average > 0:
+            state.server_avg_seconds = float(average)
+
+    async def check(self, state: ServerState) -> bool:
+        """Probe one server now: True when it answers (its stats are taken)."""
+        try:
+            stats = await self.client_for(state.url).probe()
+        except (ApiError, OSError) as exc:
+            reason = down_reason(exc)
+            if reason is None:  # it answered (a 4xx): up, just without usable stats
+                self.mark_up(state)
+                return True
+            self.mark_down(state.url, reason)
+            return False
+        self._take_stats(state, stats)
+        self.mark_up(state)
+        return True
+
+    async def fresh_stats(self, url: str | None) -> ServerState | None:
+        """The server's counters read now (the evidence for a task it lost)."""
+        state = self.state(url)
+        if state is None:
+            return None
+        try:
+            stats = await self.client_for(url).probe()
+        except (ApiError, OSError) as exc:
+            reason = down_reason(exc)
+            if reason is not None:
+                self.mark_down(url, reason)
+            return None
+        self._take_stats(state, stats)
+        return state
+
+    async def tend(self) -> None:
+        """Probe down servers whose time has come; refresh healthy servers' stats."""
+        if self.live.current.backend != "acestep":
+            return
+        now = time.time()
+        due = [
+            s
+            for s in self.states()
+            if (not s.healthy and now >= s.next_probe)
+            or (s.healthy and now - s.stats_at >= STATS_SECONDS)
+        ]
+        if due:
+            await asyncio.gather(*(self.check(s) for s in due))
+        self.write_snapshot()
+
+    def observe(self, url: str | None, seconds: float) -> None:
+        """A generation on this server took `seconds` (submit to result)."""
+        state = self.state(url)
+        if state is None or seconds < 0:
+            return
+        state.observed += 1
+        previous = state.avg_seconds
+        state.avg_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        self._written = None  # changed: the next tick writes it
+
+    # -- the snapshot for other processes ------------------------------------------------
+
+    def write_snapshot(self, *, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._written_at < SNAPSHOT_SECONDS:
+            return
+        servers = [s.as_snapshot() for s in self.states()]
+        text = json.dumps(servers, sort_keys=True)
+        if not force and text == self._written and now - self._written_at < STATS_SECONDS:
+            return  # unchanged: rewritten now and then, so its time says the engine lives
+        self._written, self._written_at = text, now
+        payload = {"updated_at": iso(utcnow()), "pid": _pid(), "servers": servers}
+        try:
+            self.store.set_meta(SNAPSHOT_KEY, json.dumps(payload, sort_keys=True))
+        except Exception as exc:
+            log.debug("server pool snapshot not written: %s", exc)
+
+    async def aclose(self) -> None:
+        clients = [e.client for e in self._entries.values()] + self._retired
+        self._entries.clear()
+        self._retired.clear()
+        for client in clients:
+            await client.aclose()
+
+
+def _fingerprint(key: str | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def read_snapshot(store: Store) -> dict[str, Any] | None:
+    """What the engine last wrote about its servers (None: never written)."""
+    raw = store.get_meta(SNAPSHOT_KEY)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

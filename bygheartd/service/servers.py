@@ -1,0 +1,71 @@
+"""What `status` says about each server: health, in flight, done, average, queue.
+
+The CLI runs in another process than the engine, so it cannot ask the pool. It reads two
+honest sources instead: the jobs rows (in flight and done per server: the truth, whatever
+runs) and the small snapshot the engine writes into the store's meta table while it runs
+(health and why, the server's queue size, average generation seconds). The snapshot carries
+its time and the engine's pid; when no engine holds the lock, or another process wrote it,
+the health shown is marked as last known, not live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bygheartd.config import Config
+from bygheartd.engine.pool import read_snapshot
+from bygheartd.jobs import JobStatus
+from bygheartd.store.store import Store
+
+
+def server_report(
+    config: Config, store: Store, holder: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """One record per configured server (the one `base_url` without a pool)."""
+    if config.api.servers:
+        servers = [(s.url, s.max_in_flight) for s in config.api.servers]
+    else:
+        servers = [(config.api.effective_base_url(), config.queue.max_in_flight)]
+    in_flight = store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
+    done = store.counts_by_server([JobStatus.DONE])
+    snapshot = read_snapshot(store) or {}
+    seen = {str(s.get("url")): s for s in snapshot.get("servers") or () if isinstance(s, dict)}
+    live = holder is not None and holder.get("pid") == snapshot.get("pid")
+    records = []
+    for url, limit in servers:
+        known = seen.get(url, {})
+        healthy = known.get("healthy") if known else None
+        records.append(
+            {
+                "url": url,
+                "healthy": healthy,
+                "reason": known.get("reason"),
+                "live": bool(live and known),
+                "checked_at": known.get("checked_at"),
+                "in_flight": in_flight.get(url, 0),
+                "max_in_flight": limit,
+                "done": done.get(url, 0),
+                "avg_seconds": known.get("avg_seconds") or known.get("server_avg_seconds"),
+                "queue_size": known.get("queue_size"),
+                "as_of": snapshot.get("updated_at") if known else None,
+            }
+        )
+    return records
+
+
+def server_line(record: dict[str, Any]) -> str:
+    """One line of `bygheartd status` for a server."""
+    if record["healthy"] is None:
+        health = "not checked yet" if record["live"] else "health unknown (no engine running)"
+    elif record["healthy"]:
+        health = "healthy"
+    else:
+        health = f"DOWN: {record['reason'] or 'no answer'}"
+    if record["healthy"] is not None and not record["live"]:
+        health += f" (last known, {record['as_of']})"
+    avg = f"{record['avg_seconds']:.1f} s" if record["avg_seconds"] else "-"
+    queue = "-" if record["queue_size"] is None else str(record["queue_size"])
+    return (
+        f"  {record['url']}: {health}; in flight {record['in_flight']}/"
+        f"{record['max_in_flight']}, done {record['done']}, average {avg}, queue {queue}"
+    )

@@ -1,0 +1,600 @@
+"""The library page's routes: `/` (the library), `/songs/<job_id>`, `/new`, `/guide`, the
+login link, live updates (`/events`), the cost estimate and the audio, all through the
+service like every other face.
+
+`web_routes(service, token)` is what the daemon mounts on its HTTP listener, behind the
+listener's Host/Origin check. Every page but `/login` and the static assets needs a session
+(from `bygheartd web`) or the bearer token; every change needs the session's CSRF token too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bygheartd.catalog import AUDIO_SUFFIXES, data_text
+from bygheartd.errors import RequestError
+from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus
+from bygheartd.service.errors import ServiceError
+from bygheartd.service.service import SongService
+from bygheartd.web import form as song_form
+from bygheartd.web import views
+from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
+
+__all__ = ["CSP", "PAGE_SIZE", "WebApp", "web_routes"]
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 25
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    # No Referer leaves the site (the login link's code stays here). Not "no-referrer":
+    # under it browsers send `Origin: null` with the page's own form posts, which the Origin
+    # check then refuses (found by tests/test_web_browser.py).
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+Handler = Callable[[Request, Access], Awaitable[Response]]
+
+
+def web_routes(
+    service: SongService, token: str | None, *, poll_seconds: float = 0.5
+) -> list[BaseRoute]:
+    """The library's routes for the daemon's listener; `token` (the MCP bearer token, when
+    one is configured) lets scripts in without a session."""
+    return WebApp(service, token, poll_seconds=poll_seconds).routes()
+
+
+class WebApp:
+    def __init__(self, service: SongService, token: str | None, *, poll_seconds: float) -> None:
+        self.service = service
+        self.sessions = Sessions(service.config.web.session_hours * 3600, token)
+        self.poll_seconds = poll_seconds
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["when"] = _when
+        self.env.filters["seconds"] = _seconds
+        self.env.filters["shown"] = _shown
+
+    def routes(self) -> list[BaseRoute]:
+        page = self._guard
+        return [
+            Route("/", page(self.library), methods=["GET"]),
+            Route("/login", self.login, methods=["GET"]),
+            Route("/logout", page(self.logout, change=True), methods=["POST"]),
+            Route("/guide", page(self.guide), methods=["GET"]),
+            Route("/new", page(self.new_form), methods=["GET"]),
+            Route("/new", page(self.new_submit, change=True), methods=["POST"]),
+            Route("/api/estimate", page(self.estimate, change=True, api=True), methods=["POST"]),
+            Route("/events", page(self.events, api=True), methods=["GET"]),
+            Route("/fragments/rows/{job_id}", page(self.row_fragment), methods=["GET"]),
+            Route("/songs/{job_id}", page(self.song), methods=["GET"]),
+            Route("/songs/{job_id}/fragment", page(self.song_fragment), methods=["GET"]),
+            Route("/songs/{job_id}/takes/{number:int}", page(self.take, api=True)),
+            Route("/songs/{job_id}/files/{name}", page(self.download, api=True)),
+            Route("/songs/{job_id}/cancel", page(self.cancel, change=True), methods=["POST"]),
+            Route("/songs/{job_id}/retry", page(self.retry, change=True), methods=["POST"]),
+            Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _guard(self, handler: Handler, *, change: bool = False, api: bool = False) -> Any:
+        """Sign-in (session or bearer), CSRF on changes, and the security headers."""
+
+        async def endpoint(request: Request) -> Response:
+            access = self.sessions.access(request)
+            if access is None:
+                response = self._refused(request, api)
+            elif change and not self.sessions.csrf_ok(access, await _csrf_sent(request)):
+                response = self._forbidden(request, api)
+            else:
+                try:
+                    response = await handler(request, access)
+                except ServiceError as exc:
+                    response = self._not_found(request, str(exc), api)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return endpoint
+
+    def render(
+        self, request: Request, access: Access | None, name: str, status: int = 200, **data: Any
+    ) -> HTMLResponse:
+        template = self.env.get_template(name)
+        html = template.render(
+            csrf=access.csrf if access is not None else "",
+            csrf_field=CSRF_FIELD,
+            path=request.url.path,
+            **data,
+        )
+        response = HTMLResponse(html, status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def _refused(self, request: Request, api: bool) -> Response:
+        if api or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "detail": "log in with the link `bygheartd web` prints, or send the token "
+                    "from [mcp] token_file as 'Authorization: Bearer <token>'",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bygheartd"'},
+            )
+        return self.render(request, None, "login_needed.html", status=401)
+
+    def _forbidden(self, request: Request, api: bool) -> Response:
+        detail = "the form's CSRF token is missing or wrong: reload the page and try again"
+        if api or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"error": "forbidden", "detail": detail}, status_code=403)
+        return self.render(request, None, "message.html", 403, title="Refused", message=detail)
+
+    def _not_found(self, request: Request, detail: str, api: bool) -> Response:
+        if api or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"error": "not_found", "detail": detail}, status_code=404)
+        return self.render(request, None, "message.html", 404, title="Not found", message=detail)
+
+    # -- login ------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        code = request.query_params.get("code", "")
+        if not self.service.use_login_code(code):
+            return self.render(request, None, "login_needed.html", status=403, used=True)
+        token = self.sessions.open()
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=request.url.scheme == "https",
+        )
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def logout(self, request: Request, access: Access) -> Response:
+        self.sessions.close(request.cookies.get(COOKIE, ""))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    # -- the library ------------------------------------------------------------------
+
+    async def library(self, request: Request, access: Access) -> Response:
+        params = request.query_params
+        text = params.get("q", "").strip()[:200]
+        statuses = _statuses(params.get("status", ""))
+        try:
+            page = max(1, int(params.get("page", "1")))
+        except ValueError:
+            page = 1
+        jobs, total = self.service.search(
+            text, statuses, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
+        pages = max(1, -(-total // PAGE_SIZE))
+        credits = self.service.credits()
+        bars, peak = views.usage_bars(self.service.usage_by_day(30))
+
+        def link(n: int) -> str:
+            query = {"q": text, "status": params.get("status", ""), "page": str(n)}
+            return "/?" + urlencode({k: v for k, v in query.items() if v and v != "1"})
+
+        return self.render(
+            request,
+            access,
+            "library.html",
+            rows=[self._row(job) for job in jobs],
+            total=total,
+            page=page,
+            pages=pages,
+            prev_link=link(page - 1) if page > 1 else None,
+            next_link=link(page + 1) if page < pages else None,
+            q=text,
+            status_filter=params.get("status", ""),
+            statuses=[s.value for s in JobStatus],
+            credits=credits,
+            bars=bars,
+            peak=peak,
+            live=page == 1 and not text and not statuses,
+        )
+
+    def _row(self, job: Job) -> dict[str, Any]:
+        return {"job": job, "takes": views.takes_of(job, None), "duration": _duration(job)}
+
+    async def row_fragment(self, request: Request, access: Access) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        return self.render(request, access, "_row.html", row=self._row(job))
+
+    # -- one song ---------------------------------------------------------------------
+
+    def _song_data(self, job: Job) -> dict[str, Any]:
+        sidecar = self.service.sidecar(job)
+        takes = views.takes_of(job, sidecar)
+        per_take = {w for take in takes for w in take.warnings}
+        return {
+            "job": job,
+            "takes": takes,
+            # A take's own warnings show beside it; the rest at the top.
+            "job_warnings": [w for w in job.warnings if w not in per_take],
+            "generated": views.generated_text(sidecar),
+            "history": self.service.history(job),
+            "parameters": sorted(
+                (k, v) for k, v in job.request.items() if k not in ("lyrics", "style", "title")
+            ),
+            "downloads": [f.path.name for f in job.files],
+            "final": job.status in FINAL_STATUSES,
+            "can_cancel": job.status not in FINAL_STATUSES,
+            "can_retry": job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+            "charged": self.service.charged([job]).get(job.id, 0),
+        }
+
+    async def song(self, request: Request, access: Access) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        return self.render(request, access, "song.html", **self._song_data(job))
+
+    async def song_fragment(self, request: Request, access: Access) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        return self.render(request, access, "_song.html", **self._song_data(job))
+
+    async def cancel(self, request: Request, access: Access) -> Response:
+        return self._change(request, access, self.service.cancel)
+
+    async def retry(self, request: Request, access: Access) -> Response:
+        return self._change(request, access, self.service.retry)
+
+    def _change(self, request: Request, access: Access, action: Callable[[str], Job]) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        try:
+            job = action(job.id)
+        except ServiceError as exc:
+            if "text/html" not in request.headers.get("accept", ""):
+                return JSONResponse({"error": "refused", "detail": str(exc)}, status_code=409)
+            return self.render(
+                request, access, "message.html", 409, title="Not possible", message=str(exc)
+            )
+        self.service.wake()
+        if "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"id": job.id, "status": job.status.value})
+        return RedirectResponse(f"/songs/{job.id}", status_code=303)
+
+    # -- audio ------------------------------------------------------------------------
+
+    def _recorded(self, job: Job, path: Path) -> Path | None:
+        """`path` when it is one of the job's recorded files, inside the output folder and
+        still there; None for anything else (a link elsewhere, a file gone)."""
+        output = self.service.config.folders.output.resolve()
+        try:
+            real = path.resolve(strict=True)
+        except OSError:
+            return None
+        if not real.is_relative_to(output) or not real.is_file():
+            return None
+        return real
+
+    async def take(self, request: Request, access: Access) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        number = int(request.path_params["number"])
+        files = views.audio_files(job)
+        if not 1 <= number <= len(files):
+            return self._not_found(request, f"job {job.id} has no take {number}", True)
+        real = self._recorded(job, files[number - 1])
+        if real is None:
+            return self._not_found(request, "that take is not in the output folder", True)
+        return FileResponse(
+            real, media_type=views.content_type(real), content_disposition_type="inline"
+        )
+
+    async def download(self, request: Request, access: Access) -> Response:
+        job = self.service.get(request.path_params["job_id"])
+        name = request.path_params["name"]
+        for recorded in job.files:
+            if recorded.path.name == name:
+                real = self._recorded(job, recorded.path)
+                if real is not None:
+                    return FileResponse(real, media_type=views.content_type(real), filename=name)
+        return self._not_found(request, f"job {job.id} recorded no file {name!r}", True)
+
+    # -- the new-song form ------------------------------------------------------------
+
+    async def new_form(self, request: Request, access: Access) -> Response:
+        values = song_form.values_from_request(self.service.config.request_defaults())
+        note = ""
+        source = request.query_params.get("from")
+        if source:
+            job = self.service.get(source)
+            values = song_form.values_from_request(job.request)
+            if request.query_params.get("seed") == "keep":
+                seeds = job.result.seeds
+                if seeds:
+                    values["seed"] = ", ".join(seeds) if len(seeds) > 1 else seeds[0]
+                note = f"Made again from “{job.title}” with the same seed."
+            else:
+                values.pop("seed", None)
+                note = f"Made again from “{job.title}” with a new seed."
+            if any(job.request.get(key) for key in song_form.FILE_KEYS):
+                note += " Upload its audio again (the form cannot reuse a file)."
+        return self._form(request, access, values, {}, note=note)
+
+    def _form(
+        self,
+        request: Request,
+        access: Access,
+        values: dict[str, str],
+        errors: dict[str, list[str]],
+        *,
+        note: str = "",
+        status: int = 200,
+    ) -> Response:
+        return self.render(
+            request,
+            access,
+            "new.html",
+            status,
+            groups=song_form.form_groups(self.service.config.backend),
+            values=values,
+            errors=errors,
+            general_errors=errors.get("", []),
+            note=note,
+            checkboxes=song_form.CHECKBOXES,
+        )
+
+    async def new_submit(self, request: Request, access: Access) -> Response:
+        form = await request.form(max_files=len(song_form.FILE_KEYS), max_fields=200)
+        try:
+            return await self._submit(request, access, form)
+        finally:
+            await form.close()  # the upload's spooled temporary file
+
+    async def _submit(self, request: Request, access: Access, form: FormData) -> Response:
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        uploads: dict[str, tuple[UploadFile, str]] = {}
+        for key in song_form.FILE_KEYS:
+            upload = form.get(key)
+            if isinstance(upload, UploadFile) and upload.filename:
+                name = _safe_name(upload.filename)
+                if any(name == taken for _, taken in uploads.values()):
+                    name = f"{key.split('_')[0]}-{name}"  # two uploads of the same name
+                uploads[key] = (upload, name)
+        values = {k: v for k, v in fields.items() if k in song_form.FIELD_KEYS}
+        names = {key: name for key, (_, name) in uploads.items()}
+        data = song_form.request_data(fields, audio_names=names)
+        try:
+            song = self.service.build_request(data, source="the form")
+        except RequestError as exc:
+            return self._form(request, access, values, _problems(exc), status=400)
+        folder = None
+        if uploads:
+            folder = self.service.config.state_dir / "web-uploads" / secrets.token_hex(8)
+            for key, (upload, name) in uploads.items():
+                if not await _save_upload(upload, folder / name):
+                    return self._form(
+                        request,
+                        access,
+                        values,
+                        {key: [f"the upload is over {MAX_UPLOAD_BYTES // 2**20} MiB"]},
+                        status=400,
+                    )
+        queued = self.service.enqueue(
+            song,
+            source="web form",
+            # The engine reads source_audio beside the "song file": the upload's folder.
+            source_path=(folder / "form") if folder is not None else None,
+            origin="web",
+        )
+        self.service.wake()
+        return RedirectResponse(f"/songs/{queued.job.id}", status_code=303)
+
+    async def estimate(self, request: Request, access: Access) -> Response:
+        form = await request.form(max_files=0, max_fields=200)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        names = {
+            key: _safe_name(fields[key].strip())
+            for key in song_form.FILE_KEYS
+            if fields.get(key, "").strip()
+        }
+        data = song_form.request_data(fields, audio_names=names)
+        try:
+            song = self.service.build_request(data, source="the form")
+        except RequestError as exc:
+            return JSONResponse({"ok": False, "problems": _problems(exc)})
+        outlook = self.service.budget_outlook(song.credit_cost(self.service.config.backend))
+        return JSONResponse(
+            {
+                "ok": True,
+                "cost": outlook.cost,
+                "left_today": outlook.left_today,
+                "waits": outlook.hold is not None,
+                "text": outlook.text(),
+                "problems": {},
+            }
+        )
+
+    # -- the guide --------------------------------------------------------------------
+
+    async def guide(self, request: Request, access: Access) -> Response:
+        from markdown_it import MarkdownIt
+
+        html = (
+            MarkdownIt("commonmark", {"html": False}).enable("table").render(data_text("guide.md"))
+        )
+        return self.render(request, access, "guide.html", guide_html=html)
+
+    # -- live updates -----------------------------------------------------------------
+
+    async def events(self, request: Request, access: Access) -> Response:
+        """Server-sent events: one `job` event per change of a job (a history line, a new
+        status or progress), with `id:` the event sequence so a reconnect resumes."""
+        start = request.headers.get("last-event-id") or request.query_params.get("after")
+        try:
+            seq = int(start) if start else self.service.event_seq()
+        except ValueError:
+            seq = self.service.event_seq()
+        return StreamingResponse(
+            self._stream(seq),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _stream(self, seq: int) -> AsyncIterator[str]:
+        seen: dict[str, tuple[Any, ...]] = {}
+        quiet = 0.0
+        yield "retry: 2000\n\n"
+        while True:
+            changed: list[str] = []
+            for event in self.service.events_after(seq):
+                seq = event.seq
+                if event.job_id not in changed:
+                    changed.append(event.job_id)
+            for job in self.service.list(list(ACTIVE_STATUSES), None, summary=True):
+                marker = (job.status, job.progress, job.eta_seconds)
+                if seen.get(job.id) != marker and job.id not in changed:
+                    changed.append(job.id)
+                seen[job.id] = marker
+            for job_id in changed:
+                try:
+                    job = self.service.get(job_id)
+                except ServiceError:
+                    continue
+                seen[job.id] = (job.status, job.progress, job.eta_seconds)
+                yield f"id: {seq}\nevent: job\ndata: {json.dumps(_event_data(job))}\n\n"
+                quiet = 0.0
+            quiet += self.poll_seconds
+            if quiet >= 15:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            await asyncio.sleep(self.poll_seconds)
+
+
+def _event_data(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "title": job.title,
+        "status": job.status.value,
+        "progress": job.progress,
+        "reason": job.reason,
+        "final": job.status in FINAL_STATUSES,
+        "takes": len(views.audio_files(job)),
+    }
+
+
+async def _csrf_sent(request: Request) -> str | None:
+    """The CSRF token from the header (scripts, fetch) or the form field (plain forms)."""
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form(
+            max_files=len(song_form.FILE_KEYS), max_fields=200
+        )  # cached for the handler
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _problems(exc: RequestError) -> dict[str, list[str]]:
+    """Each problem under its key (the form's field names are the keys), "" for the rest,
+    in the words a song file gets."""
+    found: dict[str, list[str]] = {}
+    for problem in exc.problems or (exc,):
+        text = problem.reason + (f": {problem.hint}" if problem.hint else "")
+        found.setdefault(problem.key or "", []).append(text)
+    return found
+
+
+def _statuses(raw: str) -> list[JobStatus] | None:
+    wanted = [s.strip() for s in raw.split(",") if s.strip()]
+    known = {s.value: s for s in JobStatus}
+    picked = [known[w] for w in wanted if w in known]
+    return picked or None
+
+
+def _safe_name(name: str) -> str:
+    """The upload's base name in plain characters, its audio suffix kept."""
+    base = Path(name.replace("\\", "/")).name
+    stem, suffix = Path(base).stem, Path(base).suffix.lower()
+    clean = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip(".-")
+    return (clean or "source")[:80] + (suffix if suffix in AUDIO_SUFFIXES else suffix[:8])
+
+
+async def _save_upload(upload: UploadFile, target: Path) -> bool:
+    """Copy the upload into the state folder (mode 0600); False when it is too large."""
+
+    def prepare() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    await asyncio.to_thread(prepare)
+    written = 0
+    with target.open("wb") as out:
+        target.chmod(0o600)
+        while chunk := await upload.read(1024 * 1024):
+            written += len(chunk)
+            if written > MAX_UPLOAD_BYTES:
+                break
+            await asyncio.to_thread(out.write, chunk)
+    if written > MAX_UPLOAD_BYTES:
+        target.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _duration(job: Job) -> float | None:
+    value = job.request.get("duration")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value.strftime("%Y-%m-%d %H:%M"))
+
+
+def _shown(value: Any) -> str:
+    """A request value as a song file would spell it (`yes`, `30`, `1, 2`)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _seconds(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "auto"
+    minutes, seconds = divmod(round(float(value)), 60)
+    return f"{minutes}:{seconds:02d}"

@@ -1,0 +1,205 @@
+"""What the templates show, worked out in Python: a job's takes and their URLs, the quality
+figures and waveform of each take (from the `quality` plugin's sidecar entry, when there is
+one), the lyrics the model wrote, and the 30-day usage chart as SVG bars.
+
+Pictures are plain SVG attributes computed here, so the page needs no script to draw them
+and no inline style (the Content-Security-Policy allows none).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bygheartd.catalog import AUDIO_SUFFIXES
+from bygheartd.jobs import Job
+
+__all__ = [
+    "TakeView",
+    "UsageBar",
+    "audio_files",
+    "content_type",
+    "figures_of",
+    "generated_text",
+    "quality_entries",
+    "takes_of",
+    "usage_bars",
+    "waveform_path",
+]
+
+_TYPES = {
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".aac": "audio/aac",
+    ".m4a": "audio/mp4",
+    ".json": "application/json",
+    ".lrc": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+def content_type(path: Path) -> str:
+    """The Content-Type a browser's `<audio>` accepts for this take."""
+    suffix = path.suffix.lower()
+    return _TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def audio_files(job: Job) -> list[Path]:
+    """The job's recorded takes, in take order (other recorded files are downloads only)."""
+    return [f.path for f in job.files if f.path.suffix.lower() in AUDIO_SUFFIXES]
+
+
+@dataclass(frozen=True)
+class TakeView:
+    number: int  # 1-based: /songs/<id>/takes/<number>
+    name: str
+    url: str
+    mime: str
+    seed: str | None = None
+    quality: Mapping[str, Any] = field(default_factory=dict)
+    waveform: str = ""  # an SVG path, empty without peaks
+    warnings: tuple[str, ...] = ()
+    figures: tuple[tuple[str, str, str], ...] = ()  # (key, label, text) for the page
+
+
+# The `quality` plugin's figures in reading order, with a label and a way to print each.
+# Values stay plain numbers (the unit is in the label), so that they read as figures.
+_FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("duration", "length (s)", "{:g}"),
+    ("requested_duration", "requested (s)", "{:g}"),
+    ("lufs", "loudness (LUFS)", "{:g}"),
+    ("peak_dbfs", "peak (dBFS)", "{:g}"),
+    ("silence_ratio", "silence (share)", "{:g}"),
+    ("clipped", "clipped samples", "{}"),
+    ("sample_rate", "sample rate (Hz)", "{}"),
+    ("channels", "channels", "{}"),
+    ("error", "error", "{}"),
+)
+
+
+def figures_of(quality: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The figures worth showing, printed with their units (unknown keys as they are)."""
+    shown = []
+    known = {key for key, _, _ in _FIGURES}
+    for key, label, pattern in _FIGURES:
+        value = quality.get(key)
+        if value is None:
+            continue
+        try:
+            text = pattern.format(value)
+        except (ValueError, TypeError):
+            text = str(value)
+        shown.append((key, label, text))
+    for key, value in quality.items():
+        hidden = key in known or key in ("peaks", "warnings", "take")
+        if not hidden and isinstance(value, str | int | float | bool):
+            shown.append((key, key.replace("_", " "), str(value)))
+    return tuple(shown)
+
+
+def quality_entries(
+    sidecar: Mapping[str, Any] | None, names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The `quality` figures per take, in take order, wherever the sidecar keeps them (top
+    level or among the plugins' results; a list per take, or a mapping by file name)."""
+    if not sidecar:
+        return [{} for _ in names]
+    found: Any = sidecar.get("quality")
+    if found is None and isinstance(sidecar.get("plugins"), Mapping):
+        found = sidecar["plugins"].get("quality")
+    if isinstance(found, Mapping) and isinstance(found.get("takes"), list):
+        found = found["takes"]
+    if isinstance(found, list):
+        entries = [dict(e) if isinstance(e, Mapping) else {} for e in found]
+        return (entries + [{} for _ in names])[: len(names)]
+    if isinstance(found, Mapping):
+        out = []
+        for name in names:
+            entry = found.get(name) or found.get(Path(name).stem)
+            out.append(dict(entry) if isinstance(entry, Mapping) else {})
+        if len(names) == 1 and not out[0] and "peaks" in found:
+            out[0] = dict(found)
+        return out
+    return [{} for _ in names]
+
+
+def waveform_path(peaks: Any, *, width: int = 600, height: int = 64) -> str:
+    """A mirrored waveform outline (an SVG path in a `width` x `height` box) from peaks in
+    0..1; empty when there are none to draw."""
+    if not isinstance(peaks, list | tuple) or not peaks:
+        return ""
+    values = []
+    for p in peaks:
+        try:
+            values.append(min(1.0, max(0.0, abs(float(p)))))
+        except (TypeError, ValueError):
+            values.append(0.0)
+    mid = height / 2
+    step = width / max(1, len(values) - 1) if len(values) > 1 else width
+    top = [f"{i * step:.1f},{mid - v * mid:.1f}" for i, v in enumerate(values)]
+    bottom = [f"{i * step:.1f},{mid + v * mid:.1f}" for i, v in reversed(list(enumerate(values)))]
+    return "M" + " L".join(top + bottom) + " Z"
+
+
+def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
+    files = audio_files(job)
+    entries = quality_entries(sidecar, [p.name for p in files])
+    seeds = job.result.seeds
+    takes = []
+    for n, (path, quality) in enumerate(zip(files, entries, strict=True), start=1):
+        raw_warnings = quality.get("warnings") or ()
+        warnings = tuple(str(w) for w in raw_warnings) if isinstance(raw_warnings, list) else ()
+        takes.append(
+            TakeView(
+                number=n,
+                name=path.name,
+                url=f"/songs/{job.id}/takes/{n}",
+                mime=content_type(path),
+                seed=seeds[n - 1] if n - 1 < len(seeds) else None,
+                quality=quality,
+                waveform=waveform_path(quality.get("peaks")),
+                warnings=warnings,
+                figures=figures_of(quality),
+            )
+        )
+    return takes
+
+
+def generated_text(sidecar: Mapping[str, Any] | None) -> dict[str, str]:
+    """What the model wrote itself (Simple mode's `generated`): lyrics, style, ... as text."""
+    found = (sidecar or {}).get("generated")
+    if isinstance(found, str):
+        return {"lyrics": found}
+    if isinstance(found, Mapping):
+        return {str(k): str(v) for k, v in found.items() if isinstance(v, str | int | float)}
+    return {}
+
+
+@dataclass(frozen=True)
+class UsageBar:
+    day: str
+    credits: int
+    x: float
+    y: float
+    height: float
+
+
+def usage_bars(
+    days: Sequence[tuple[str, int]], *, width: int = 600, height: int = 120
+) -> tuple[list[UsageBar], int]:
+    """One bar per day scaled to the busiest day (and that day's credits, for the axis)."""
+    peak = max((c for _, c in days), default=0)
+    slot = width / max(1, len(days))
+    bars = []
+    for i, (day, credits) in enumerate(days):
+        h = 0.0 if peak == 0 else (height - 4) * credits / peak
+        bars.append(
+            UsageBar(day, credits, round(i * slot + 1, 1), round(height - h, 1), round(h, 1))
+        )
+    return bars, peak

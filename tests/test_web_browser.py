@@ -1,0 +1,419 @@
+"""The library page in a real browser: `bygheartd run` in a child process with the web on,
+the real simulator, and Debian's chromium driven by Playwright.
+
+One daemon and one browser serve the whole module (each test has its own browser context,
+so its own cookies); intervals are short through the config, and every wait is for a
+condition on the page, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+from _browser import browser_fixture  # noqa: F401 - the `browser` fixture
+from _daemon import Daemon, wait_for
+from conftest import TEST_KEY, write_config
+
+from bygheartd.config import Config, load_config
+from bygheartd.service.service import SongService
+from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
+from bygheartd.store.store import Store
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+WAIT_MS = 30_000  # the longest any condition may take before the test fails
+FOREIGN_HOST = "rebind.test"  # chromium resolves it to 127.0.0.1 (see _browser.py)
+
+SONG = """---
+title: {title}
+style: dreamy synth pop, female vocal
+model: bygheart-melody-fast
+duration: 20
+---
+[Verse]
+{line}
+[Chorus]
+we light the harbour up tonight
+"""
+
+
+@dataclass
+class Site:
+    """The daemon serving the library, its simulator, and a finished song to look at."""
+
+    base: str
+    config_path: Path
+    config: Config
+    sim: RunningSimulator
+    env: dict[str, str]
+    finished: str  # id of a song that is done
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bygheartd", "--config", str(self.config_path)]
+
+    def login_link(self) -> str:
+        """What `bygheartd web --no-open` prints: a one-time login link, alone on stdout."""
+        done = subprocess.run(
+            [*self.command, "web", "--no-open"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
+        )
+        assert done.returncode == 0, done.stderr
+        [link] = done.stdout.splitlines()
+        assert link.startswith(f"{self.base}/login?code="), link
+        return link
+
+    def quick_login_link(self) -> str:
+        """The same link, made in this process (as `bygheartd web` does): no CLI start-up."""
+        service = SongService.open(self.config)
+        try:
+            return f"{self.base}/login?code={service.new_login_code()}"
+        finally:
+            service.store.close()
+
+    def job_count(self) -> int:
+        store = Store.open(self.config.state_dir)
+        try:
+            return sum(store.counts().values())
+        finally:
+            store.close()
+
+    def status(self, job_id: str) -> str:
+        store = Store.open(self.config.state_dir)
+        try:
+            return store.get(job_id).status.value
+        finally:
+            store.close()
+
+    def submit(self, title: str, line: str) -> str:
+        """A song file submitted with the CLI, as a user would; returns its job id."""
+        song = self.config.folders.drafts / f"{title.lower().replace(' ', '-')}.txt"
+        song.write_text(SONG.format(title=title, line=line), encoding="utf-8")
+        done = subprocess.run(
+            [*self.command, "submit", "--json", str(song)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
+        )
+        assert done.returncode == 0, done.stderr
+        [record] = json.loads(done.stdout)
+        return str(record["id"])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("web-browser")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("BYGHEARTD_LOAD_PLUGINS", "NOTIFY_SOCKET", "BYGHEARTD_CONFIG")
+    }
+    env |= {
+        "BYGHEART_API_KEY": TEST_KEY,
+        "XDG_CONFIG_HOME": str(root / "xdg-config"),
+        "XDG_STATE_HOME": str(root / "xdg-state"),
+    }
+    settings = SimulatorSettings(latency=0.3, audio_scale=0.1, seed=11)  # 2 s takes
+    with run_in_thread(settings) as sim:
+        folders = {
+            name: str(root / name)
+            for name in ("inbox", "output", "archive", "failed", "drafts", "state")
+        }
+        for folder in folders.values():
+            Path(folder).mkdir()
+        config_path = write_config(
+            root / "config.toml",
+            {
+                "api": {"base_url": sim.base_url},
+                "folders": folders,
+                "watch": {"settle_seconds": 0.2, "rescan_seconds": 60},
+                "queue": {
+                    "poll_min_seconds": 0.1,
+                    "poll_max_seconds": 0.3,
+                    "retry_base_seconds": 0.1,
+                    "retry_max_seconds": 0.5,
+                    "unknown_grace_seconds": 1.0,
+                },
+                "budget": {"plan": "pro"},
+                "mcp": {"http": False, "port": 0},
+                "web": {"enabled": True},
+                "plugins": {"enabled": ["quality", "tags"]},
+                # The simulator's takes are a tenth of the requested length: each take gets
+                # the quality plugin's "much shorter than requested" warning, to be shown.
+                "plugins.quality": {"min_duration_ratio": 0.5},
+            },
+        )
+        config = load_config(config_path)
+        daemon = Daemon(config_path, root / "daemon.log", env=env).start()
+        try:
+            wait_for(lambda: "the library page at" in daemon.log(), what="the web", proc=daemon)
+            line = next(ln for ln in daemon.log().splitlines() if "the library page at" in ln)
+            base = line.split("the library page at ", 1)[1].split()[0].rstrip("/")
+            site = Site(base, config_path, config, sim, env, finished="")
+            site.finished = site.submit("Harbour Lights", "the ferries hum below")
+            wait_for(lambda: site.status(site.finished) == "done", what="the first song")
+            yield site
+        finally:
+            daemon.stop()
+
+
+@pytest.fixture
+def context(browser: Browser, site: Site) -> Iterator[BrowserContext]:
+    made = browser.new_context(base_url=site.base)
+    made.set_default_timeout(WAIT_MS)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def logged_in(context: BrowserContext, site: Site) -> Page:
+    page = context.new_page()
+    reply = page.goto(site.quick_login_link())
+    assert reply is not None and reply.ok, reply and reply.status
+    assert urlsplit(page.url).path == "/"
+    return page
+
+
+def mark(page: Page) -> None:
+    """Leave a value in the page's JS state: a reload would lose it."""
+    page.evaluate("window.__notReloaded = 'yes'")
+
+
+def not_reloaded(page: Page) -> bool:
+    return bool(page.evaluate("window.__notReloaded === 'yes'"))
+
+
+def until(page: Page, script: str, arg: Any = None) -> Any:
+    """Evaluate `script` in the page until it returns something truthy; that value.
+
+    Not `page.wait_for_function`: it evaluates strings with eval(), which the page's
+    Content-Security-Policy rightly forbids. `page.evaluate` goes through the debugger.
+    """
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        value = page.evaluate(script, arg)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {script!r} on {page.url}")
+        page.wait_for_timeout(50)  # lets the page's own events run between looks
+
+
+def audio_duration(page: Page, selector: str) -> float:
+    """Wait until the <audio> element has loaded its metadata; its duration in seconds."""
+    return float(
+        until(
+            page,
+            "sel => { const a = document.querySelector(sel); return a && a.duration > 0"
+            " && isFinite(a.duration) ? a.duration : 0; }",
+            selector,
+        )
+    )
+
+
+# --- logging in, hearing a song -------------------------------------------------------
+
+
+def test_the_one_time_link_logs_in_once_and_a_finished_song_plays(
+    context: BrowserContext, site: Site, browser: Browser
+) -> None:
+    link = site.login_link()
+    page = context.new_page()
+    page.goto(link)
+    assert urlsplit(page.url).path == "/"  # the code is not left in the address bar
+    [cookie] = [c for c in context.cookies() if c["name"] == "bygheartd_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert "bygheartd_session" not in page.evaluate("document.cookie")
+
+    row = page.locator(f"#job-{site.finished}")
+    assert row.get_attribute("data-status") == "done"
+    assert "Harbour Lights" in row.inner_text()
+    assert audio_duration(page, f"#job-{site.finished} audio[data-testid=player]") > 0
+
+    row.locator("[data-testid=job-link]").first.click()
+    page.wait_for_url(f"**/songs/{site.finished}")
+    assert page.locator("#song-title").inner_text() == "Harbour Lights"
+    assert "the ferries hum below" in page.locator("#song-lyrics").inner_text()
+    duration = audio_duration(page, "#player-1")
+    assert duration == pytest.approx(2.0, abs=0.2)  # the simulator's 2 s take
+    page.eval_on_selector("#player-1", "a => a.play()")
+    until(page, "() => document.querySelector('#player-1').currentTime > 0")
+    # The quality plugin's figures, and the waveform drawn from its peaks.
+    assert page.locator("#waveform-1 path").get_attribute("d")
+    recorded = float(page.locator("#quality-1 [data-quality=duration]").inner_text())
+    assert recorded == pytest.approx(duration, abs=0.05)
+    warning = page.locator("#take-1 [data-testid=quality-warning]").inner_text()
+    assert "harbour-lights.mp3" in warning and "of the requested 20 s" in warning
+
+    # The link worked once: another browser cannot use it again.
+    other = browser.new_context(base_url=site.base)
+    try:
+        again = other.new_page()
+        reply = again.goto(link)
+        assert reply is not None and reply.status == 403
+        assert again.locator("#login-needed").count() == 1
+        assert not [c for c in other.cookies() if c["name"] == "bygheartd_session"]
+    finally:
+        other.close()
+
+
+# --- making a song and watching it arrive ----------------------------------------------
+
+
+def test_a_song_made_with_the_form_arrives_live_on_the_library_and_its_page(
+    context: BrowserContext, site: Site
+) -> None:
+    library = logged_in(context, site)
+    mark(library)
+    page = context.new_page()
+    page.goto("/new")
+    page.fill("#field-title", "Paper Boats")
+    page.fill("#field-style", "warm indie folk, male vocal")
+    page.fill("#field-lyrics", "[Verse]\nwe fold the evening into paper boats")
+    if not page.locator("#field-duration").is_visible():
+        page.click("#group-general > summary")
+    page.fill("#field-duration", "20")
+    page.wait_for_selector("#estimate[data-cost]:not([data-cost=''])")
+    page.click("#submit")
+    page.wait_for_url("**/songs/*")
+    job_id = urlsplit(page.url).path.rsplit("/", 1)[1]
+    mark(page)
+    # The song page follows the job to the end by itself, and then it can be heard.
+    page.wait_for_selector("#song-body[data-status=done]")
+    assert not_reloaded(page)
+    assert audio_duration(page, "#player-1") > 0
+    assert page.locator("#song-title").inner_text() == "Paper Boats"
+    # The library, open all along in another tab, shows the new song done, unreloaded.
+    library.wait_for_selector(f"#job-{job_id}[data-status=done]")
+    assert not_reloaded(library)
+    assert audio_duration(library, f"#job-{job_id} audio[data-testid=player]") > 0
+
+
+def test_a_form_error_is_shown_beside_its_field_and_nothing_is_queued(
+    context: BrowserContext, site: Site
+) -> None:
+    page = logged_in(context, site)
+    before = site.job_count()
+    page.goto("/new")
+    page.fill("#field-lyrics", "[Verse]\nla la la")
+    if not page.locator("#field-duration").is_visible():
+        page.click("#group-general > summary")
+    page.fill("#field-duration", "700")
+    page.click("#submit")
+    error = page.locator("#error-duration .error")
+    error.wait_for()
+    assert "duration" in error.inner_text() and "600" in error.inner_text()
+    assert site.job_count() == before
+
+
+def test_a_running_song_is_cancelled_and_retried_from_its_page(
+    context: BrowserContext, site: Site
+) -> None:
+    site.sim.set_faults(latency=120)  # long enough to be cancelled while it runs
+    try:
+        job_id = site.submit("Slow Tide", "the water takes its time")
+        page = logged_in(context, site)
+        page.goto(f"/songs/{job_id}")
+        page.wait_for_selector("#song-body[data-status=running]")
+        page.click("#cancel")
+        page.wait_for_selector("#song-body[data-status=cancelled]")
+        assert site.status(job_id) == "cancelled"
+    finally:
+        site.sim.set_faults(latency=0.3)
+    mark(page)  # the retry's form reloads the page; from then on it is followed live
+    page.click("#retry")
+    page.wait_for_selector("#song-body[data-status=done]")
+    mark(page)
+    assert site.status(job_id) == "done"
+    assert audio_duration(page, "#player-1") > 0
+
+
+# --- what is refused ---------------------------------------------------------------------
+
+
+def test_without_the_cookie_pages_and_audio_are_refused(
+    context: BrowserContext, site: Site
+) -> None:
+    page = context.new_page()
+    reply = page.goto(f"/songs/{site.finished}")
+    assert reply is not None and reply.status == 401
+    assert page.locator("#login-needed").count() == 1
+    assert "bygheartd web" in page.locator("body").inner_text()
+    audio = context.request.get(f"/songs/{site.finished}/takes/1")
+    assert audio.status == 401
+    posted = context.request.post(f"/songs/{site.finished}/retry", form={"csrf": "x"})
+    assert posted.status in (401, 403)
+
+
+def test_a_wrong_csrf_token_is_refused_and_changes_nothing(
+    context: BrowserContext, site: Site
+) -> None:
+    page = logged_in(context, site)
+    before = site.job_count()
+    page.goto("/new")
+    page.fill("#field-title", "Forged")
+    page.fill("#field-lyrics", "[Verse]\nnot from this page")
+    page.eval_on_selector_all(
+        "form#new-song input[type=hidden]",
+        "inputs => inputs.forEach(i => { if (i.value.length > 10) i.value = 'forged-token'; })",
+    )
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/new"
+    ) as posted:
+        page.click("#submit")
+    assert posted.value.status == 403
+    assert site.job_count() == before
+    # The same through a script with the cookie but no token, on a song's action.
+    reply = context.request.post(f"/songs/{site.finished}/retry", form={"csrf": "forged"})
+    assert reply.status == 403
+    assert site.status(site.finished) == "done"
+
+
+def test_a_foreign_host_name_is_refused(context: BrowserContext, site: Site) -> None:
+    """DNS rebinding: a name that resolves to the daemon's address gets nothing."""
+    logged_in(context, site)
+    port = urlsplit(site.base).port
+    page = context.new_page()
+    reply = page.goto(f"http://{FOREIGN_HOST}:{port}/songs/{site.finished}")
+    assert reply is not None and reply.status == 421
+    assert "Harbour Lights" not in page.content()
+
+
+def test_only_files_recorded_for_the_job_are_served(context: BrowserContext, site: Site) -> None:
+    logged_in(context, site)
+    output = site.config.folders.output
+    (output / "stray.mp3").write_bytes(b"ID3 not this job's")
+    take = context.request.get(f"/songs/{site.finished}/takes/1", headers={"Range": "bytes=0-99"})
+    assert take.status == 206
+    assert take.headers["content-type"].startswith("audio/mpeg")
+    assert len(take.body()) == 100
+    refused: list[tuple[str, Any]] = []
+    for path in (
+        f"/songs/{site.finished}/files/stray.mp3",
+        f"/songs/{site.finished}/files/..%2Fconfig.toml",
+        f"/songs/{site.finished}/files/%2Fetc%2Fpasswd",
+        f"/songs/{site.finished}/files/..%2F..%2Fconfig.toml",
+        f"/songs/{site.finished}/takes/9",
+        "/songs/NOSUCHJOB000/takes/1",
+    ):
+        reply = context.request.get(path)
+        if reply.status not in (400, 403, 404):
+            refused.append((path, reply.status))
+        assert b"[api]" not in reply.body() and b"root:" not in reply.body()
+    assert refused == []
