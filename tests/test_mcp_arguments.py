@@ -7,12 +7,14 @@ Official client, in memory, both protocol modes.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import TEST_KEY, MakeConfig
-from mcp import Client, MCPError
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from bygheartd.mcp.server import build_server
@@ -151,3 +153,123 @@ async def test_refusals_never_carry_the_key(idle_runtime: Runtime) -> None:
     for reply in replies:
         assert reply.is_error
         assert TEST_KEY not in text_of(reply)
+
+
+@pytest.mark.parametrize("args", [{"style": "pop"}, {"lyrics": "  ", "instrumental": False}])
+async def test_no_lyrics_is_said_in_the_tools_words(
+    idle_runtime: Runtime, args: dict[str, Any]
+) -> None:
+    """Not the song file's "after the front matter": the tool has no front matter."""
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool("generate_song", args)
+    text = text_of(result)
+    assert result.is_error and "pass the complete lyrics (or lyrics_file)" in text
+    assert "front matter" not in text
+    assert idle_runtime.service.list() == []
+
+
+async def test_a_refusal_names_the_tool_once(idle_runtime: Runtime) -> None:
+    args = {"lyrics": LYRICS, "bpm": 500, "key": "H minor", "duration": 700}
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool("generate_song", args)
+    text = text_of(result)
+    assert result.is_error and text.startswith("Error executing tool generate_song: 3 problems")
+    assert text.count("generate_song") == 1
+    for key in ("bpm", "key", "duration"):
+        assert f"key '{key}'" in text
+
+
+async def test_a_song_without_a_style_is_warned_in_words_that_fit_the_tool(
+    idle_runtime: Runtime,
+) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool("generate_song", {"lyrics": LYRICS})
+    assert not result.is_error, text_of(result)
+    (warning,) = (result.structured_content or {})["warnings"]
+    assert warning.startswith("no style:") and "the `style` argument" in warning
+
+
+async def test_a_typo_is_refused_over_stdio_too(make_config: MakeConfig) -> None:
+    """`bygheartd mcp` as clients run it: the refusal comes from the real subprocess."""
+    config = make_config(None)
+    assert config.source_path is not None
+    env = {
+        "BYGHEART_API_KEY": TEST_KEY,
+        "BYGHEARTD_CONFIG": str(config.source_path),
+        "BYGHEARTD_LOAD_PLUGINS": "",
+        "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"],
+        "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
+    }
+    params = StdioServerParameters(command=sys.executable, args=["-m", "bygheartd", "mcp"], env=env)
+    async with Client(params) as client:
+        result = await client.call_tool("generate_song", {"lyric": LYRICS, "style": "pop"})
+        listed = await client.call_tool("list_songs", {})
+    assert result.is_error
+    assert "unknown argument 'lyric': did you mean 'lyrics'?" in text_of(result)
+    assert (listed.structured_content or {})["jobs"] == []
+    assert TEST_KEY not in result.model_dump_json()
+
+
+async def test_lyrics_without_a_title_are_named_after_the_first_sung_line(
+    idle_runtime: Runtime,
+) -> None:
+    """Not `song-<id>`: the first line that is not a section tag names the song."""
+    async with Client(build_server(idle_runtime.service)) as client:
+        named = await client.call_tool("generate_song", {"lyrics": LYRICS, "style": "pop"})
+        given = await client.call_tool(
+            "generate_song", {"lyrics": LYRICS, "style": "rock", "title": "Mine"}
+        )
+    assert (named.structured_content or {})["title"] == "Neon Rivers Run Tonight"
+    assert (given.structured_content or {})["title"] == "Mine"
+
+
+async def test_an_unknown_job_points_at_list_songs_not_the_cli(idle_runtime: Runtime) -> None:
+    """An assistant cannot run `bygheartd list`: it is told about the tool it has, once."""
+    async with Client(build_server(idle_runtime.service)) as client:
+        replies = [
+            text_of(await client.call_tool(tool, {"job_id": "zzzzzzzz"}))
+            for tool in ("get_song", "cancel_song", "retry_song")
+        ]
+        for uri in ("bygheart://songs/zzzzzzzz", "bygheart://songs/zzzzzzzz/takes/1"):
+            with pytest.raises(MCPError) as failed:
+                await client.read_resource(uri)
+            replies.append(failed.value.message)
+    for reply in replies:
+        assert "no job matches 'zzzzzzzz': list_songs shows the known jobs" in reply, reply
+        assert "bygheartd list" not in reply and reply.count("list_songs") == 1
+
+
+async def test_list_songs_counts_in_words(idle_runtime: Runtime) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        await client.call_tool("generate_song", {"lyrics": LYRICS, "style": "pop"})
+        one = text_of(await client.call_tool("list_songs", {}))
+        await client.call_tool("generate_song", {"lyrics": LYRICS, "style": "jazz"})
+        two = text_of(await client.call_tool("list_songs", {"status": "queued"}))
+    assert one.startswith("1 song:\n- ") and two.startswith("2 songs:\n- ")
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "expected"),
+    [
+        ("get_song", {"job_id": None}, "job_id is required: give a job id or a unique prefix"),
+        ("polish_song", {"lyrics": None}, "no lyrics: pass the lyrics to polish"),
+        ("polish_song", {"lyrics": " "}, "for a whole draft from a description, call suggest"),
+    ],
+)
+async def test_a_null_or_empty_argument_is_answered_in_the_tools_words(
+    idle_runtime: Runtime, tool: str, args: dict[str, Any], expected: str
+) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool(tool, args)
+    text = text_of(result)
+    assert result.is_error and expected in text, text
+    assert text.count(tool) == 1 and "front matter" not in text and "NoneType" not in text
+    assert text.count("list_songs") <= 1
+
+
+async def test_a_polish_refusal_names_the_tool_once(idle_runtime: Runtime) -> None:
+    async with Client(build_server(idle_runtime.service)) as client:
+        result = await client.call_tool("polish_song", {"lyrics": LYRICS, "bpm": "fast"})
+    text = text_of(result)
+    assert result.is_error and "bpm" in text, text
+    assert text.startswith("Error executing tool polish_song: ") and text.count("polish_song") == 1

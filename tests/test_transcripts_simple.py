@@ -37,7 +37,7 @@ from bygheartd.api.client import BygheartClient, LmUnavailable, RetryPolicy, Tas
 from bygheartd.api.errors import RejectedError
 from bygheartd.jobs import JobStatus, generated_song
 from bygheartd.service.runtime import Runtime
-from bygheartd.songs.request import SongRequest
+from bygheartd.songs.request import RequestRules, SongRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -373,7 +373,7 @@ async def test_a_description_ends_as_a_song_whose_sidecar_holds_the_captured_wri
     assert job.generated() == written
     [sidecar] = sidecars(config.folders.output).values()
     assert sidecar["generated"] == written
-    assert job.title and not job.title.startswith("song-")
+    assert job.title == "night-drive"  # the file names it; never song-<id>
 
 
 # -- the language-model helpers: reply shapes of the server's own route code ---------------
@@ -513,7 +513,7 @@ CAPTURED = {
 @pytest.mark.parametrize("backend", ["bygheart", "acestep"])
 def test_the_simulator_answers_in_the_captured_shapes(backend: str) -> None:
     auth: dict[str, Any] = {"key": None} if backend == "acestep" else {}
-    with simulator(backend=backend, workers=1, latency=0.4, **auth) as (handle, client):
+    with simulator(backend=backend, workers=1, latency=1.0, **auth) as (handle, client):
         first = client.post("/release_task", json={"prompt": "x", "batch_size": 1})
         simple = client.post(
             "/release_task",
@@ -523,8 +523,8 @@ def test_the_simulator_answers_in_the_captured_shapes(backend: str) -> None:
         ids = [first.json()["data"]["task_id"], simple.json()["data"]["task_id"]]
         wait_until(lambda: handle.sim.tasks[ids[0]].state == "running")
         early = client.post("/query_result", json={"task_id_list": [*ids, TASK_UNKNOWN]})
-        done = [wait_final(client, task_id) for task_id in ids]
-        failed = wait_final(client, submit(client, prompt="please FAIL this one"))
+        done = [wait_final(client, task_id, timeout=30) for task_id in ids]
+        failed = wait_final(client, submit(client, prompt="please FAIL this one"), timeout=30)
         stats = client.get("/v1/stats").json()
         health = client.get("/health").json()
         models = client.get("/v1/models").json()
@@ -559,3 +559,125 @@ def test_the_simulator_answers_in_the_captured_shapes(backend: str) -> None:
     assert shape(stats) == shape(CAPTURED["stats"])
     assert shape(health) == shape(CAPTURED["health"])
     assert shape(models) == shape(CAPTURED["models"])
+
+
+# -- expert controls: the names the server's /release_task reads -----------------------------
+
+# The request fields ACE-Step 1.5's `/release_task` reads (May 2026 snapshot,
+# acestep/api/http/release_task_request_builder.py; `timesteps` from the Feb snapshot's
+# GenerateMusicRequest). The server silently ignores any other name.
+SERVER_FIELDS = frozenset(
+    [
+        "prompt",
+        "global_caption",
+        "lyrics",
+        "thinking",
+        "analysis_only",
+        "full_analysis_only",
+        "extract_codes_only",
+        "sample_mode",
+        "sample_query",
+        "use_format",
+        "model",
+        "bpm",
+        "key_scale",
+        "time_signature",
+        "audio_duration",
+        "vocal_language",
+        "inference_steps",
+        "guidance_scale",
+        "use_random_seed",
+        "seed",
+        "batch_size",
+        "repainting_start",
+        "repainting_end",
+        "instruction",
+        "audio_cover_strength",
+        "cover_noise_strength",
+        "audio_code_string",
+        "reference_audio_path",
+        "src_audio_path",
+        "task_type",
+        "chunk_mask_mode",
+        "repaint_latent_crossfade_frames",
+        "repaint_wav_crossfade_sec",
+        "repaint_mode",
+        "repaint_strength",
+        "use_adg",
+        "cfg_interval_start",
+        "cfg_interval_end",
+        "infer_method",
+        "shift",
+        "audio_format",
+        "use_tiled_decode",
+        "lm_model_path",
+        "lm_backend",
+        "lm_temperature",
+        "lm_cfg_scale",
+        "lm_top_k",
+        "lm_top_p",
+        "lm_repetition_penalty",
+        "lm_negative_prompt",
+        "constrained_decoding",
+        "constrained_decoding_debug",
+        "use_cot_caption",
+        "use_cot_language",
+        "is_format_caption",
+        "allow_lm_batch",
+        "track_name",
+        "track_classes",
+        "timesteps",
+    ]
+)
+EXPERT_SONGS: list[dict[str, Any]] = [
+    {"task_type": "cover", "source_audio": "a.wav", "cover_strength": 0.5, "cover_noise": 0.2},
+    {
+        "task_type": "repaint",
+        "source_audio": "a.wav",
+        "repaint_mode": "balanced",
+        "repaint_strength": 0.4,
+        "repaint_crossfade_frames": 8,
+        "repaint_crossfade_seconds": 0.5,
+        "repainting_start": 1,
+        "repainting_end": 5,
+    },
+    {"task_type": "lego", "source_audio": "a.wav", "track_name": "drums"},
+    {"task_type": "complete", "source_audio": "a.wav", "track_classes": ["bass", "drums"]},
+    {
+        "lm_repetition_penalty": 1.1,
+        "use_cot_caption": False,
+        "use_cot_language": True,
+        "infer_method": "sde",
+        "shift": 2.0,
+        "timesteps": "0.9,0.5,0",
+        "use_adg": True,
+        "cfg_interval_start": 0.1,
+        "cfg_interval_end": 0.9,
+        "negative": "screaming",
+        "lm_temperature": 0.9,
+        "lm_cfg_scale": 2.0,
+        "lm_top_k": 40,
+        "lm_top_p": 0.9,
+        "inference_steps": 32,
+        "bpm": 100,
+        "key": "C major",
+        "time_signature": "3",
+    },
+]
+
+
+@pytest.mark.parametrize("extra", EXPERT_SONGS, ids=lambda e: e.get("task_type", "expert"))
+def test_every_field_sent_is_one_the_server_reads(extra: dict[str, Any]) -> None:
+    data = {"style": "pop", "lyrics": "[Verse]\nla", "model": "acestep-v15-base", **extra}
+    request = SongRequest.build(data, RequestRules(backend="acestep"))
+    body = request.to_api_body()
+    assert set(body) <= SERVER_FIELDS, set(body) - SERVER_FIELDS
+    assert request.warnings() == []
+
+
+def test_use_cot_metas_is_sent_but_the_user_hears_the_stock_server_ignores_it() -> None:
+    request = SongRequest.build({"style": "pop", "lyrics": "[Verse]\nla", "use_cot_metas": False})
+    assert request.to_api_body()["use_cot_metas"] is False  # for servers that read it
+    [warning] = request.warnings()
+    assert warning.startswith("use_cot_metas: a stock ACE-Step server ignores this switch")
+    assert "set bpm, key, time_signature and duration" in warning

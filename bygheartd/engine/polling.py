@@ -72,6 +72,11 @@ class Poller:
     def poll_soon(self, job: Job | None = None, queue_position: int | None = None) -> None:
         """After a submit: poll soon, or when the first task is expected to be done."""
         if job is not None and job.submitted_at is not None:
+            # An ACE-Step server generates one task at a time: the tasks ahead of this one
+            # each take about a generation. The hosted service runs many at once, so its
+            # position says little about the wait (and the simulator's even less).
+            if self.parts.config.backend != "acestep":
+                queue_position = None
             duration = job.request.get("duration")
             self.predictor.submitted(
                 job.id,

@@ -29,13 +29,13 @@ from typing import Any
 from bygheartd.api.client import BygheartClient, DownloadLimits
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
 from bygheartd.config import LiveConfig, ServerSection, find_server_key
+from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
 from bygheartd.store.store import Store
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_KEY = "server_pool"
 # Healthy servers' /v1/stats (queue size, average job time) are read this often.
 STATS_SECONDS = 30.0
 # At most this often a snapshot is written for an unchanged health picture.
@@ -376,15 +376,3 @@ def _pid() -> int:
     import os
 
     return os.getpid()
-
-
-def read_snapshot(store: Store) -> dict[str, Any] | None:
-    """What the engine last wrote about its servers (None: never written)."""
-    raw = store.get_meta(SNAPSHOT_KEY)
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None

@@ -230,7 +230,8 @@ class Predictor:
         typical = self.typical(track.model, track.duration)
         if typical is not None:
             mean, spread = typical
-            waits = track.queue_position or 0  # tasks ahead of it, each about as long
+            # Tasks ahead of it, each about as long; no longer once a poll saw it running.
+            waits = 0 if track.last is not None else (track.queue_position or 0)
             start = track.submitted_at + waits * mean
             if track.queued_seen is not None:
                 start = max(start, track.queued_seen)

@@ -80,6 +80,10 @@ def wait_seconds(value: Any, limit: float) -> Wait:
 
 def job_ref(value: Any) -> str:
     """A job id or prefix as text; the store says when it is too short or unknown."""
+    if value is None:  # sent as null: as good as left out
+        raise ArgumentError(
+            "job_id is required", hint="give a job id or a unique prefix of 6+ (see list_songs)"
+        )
     try:
         text = values.text_value("job_id", value).strip()
     except RequestError as exc:

@@ -173,7 +173,9 @@ class SongList(BaseModel):
     def summary(self) -> str:
         if not self.jobs:
             return "No songs match."
-        lines = [f"{len(self.jobs)} song(s):"] + [f"- {job.summary()}" for job in self.jobs]
+        count = len(self.jobs)
+        head = f"{count} song:" if count == 1 else f"{count} songs:"
+        lines = [head] + [f"- {job.summary()}" for job in self.jobs]
         return "\n".join(lines)
 
 
@@ -347,7 +349,8 @@ def progress_value(job: Job) -> float:
     """0..1 for a progress notification: the status's share, refined by the server's."""
     base = _STATUS_PROGRESS[job.status]
     if job.status is JobStatus.RUNNING and job.progress is not None:
-        return base + (0.9 - base) * max(0.0, min(1.0, job.progress))
+        # Rounded: clients show the number as it is (0.8915000000000001 otherwise).
+        return round(base + (0.9 - base) * max(0.0, min(1.0, job.progress)), 4)
     return base
 
 

@@ -62,7 +62,7 @@ from bygheartd.mcp.records import (
 )
 from bygheartd.service.runtime import Runtime
 from bygheartd.service.service import SongService
-from bygheartd.songs.request import SongRequest
+from bygheartd.songs.request import SongRequest, title_from_description
 
 __all__ = [
     "GUIDE_URI",
@@ -91,6 +91,10 @@ AUDIO_TYPES = {
     ".aac": "audio/aac",
     ".m4a": "audio/mp4",
 }
+NO_LYRICS = (
+    "no lyrics: pass the complete lyrics (or lyrics_file), a description (the model writes "
+    "the song), or instrumental=true"
+)
 MAX_WAIT_SECONDS = 50.0  # below the ~60 s after which some clients cut a tool call
 
 INSTRUCTIONS = f"""bygheartd makes songs with the Bygheart Music API (or a self-hosted ACE-Step
@@ -159,6 +163,24 @@ def reflow(text: str) -> str:
 def _description(fn: Callable[..., Any]) -> str:
     """The docstring reflowed (the SDK sends `__doc__` as it is, indentation and all)."""
     return reflow(fn.__doc__ or "")
+
+
+def job_error(exc: BygheartdError) -> str:
+    """A job lookup that failed, pointing at the tool an assistant has (the store's own
+    hint names the `bygheartd list` command, which it cannot run)."""
+    text = str(exc).removesuffix(": `bygheartd list` shows the ids")
+    return text if "give more characters" in text else f"{text}: list_songs shows the known jobs"
+
+
+def first_line_title(lyrics: str) -> str:
+    """A title from the first sung line, for a call that gave lyrics and no title: the files
+    then say what the song is ("neon-rivers-run-tonight.mp3"), not `song-<id>`. A song file
+    gives its name instead; Simple mode's title comes from the description."""
+    for line in lyrics.splitlines():
+        line = line.strip()
+        if line and not (line.startswith("[") and line.endswith("]")):
+            return title_from_description(line)
+    return ""
 
 
 def audio_type(path: Path) -> str | None:
@@ -279,6 +301,11 @@ class _Server(MCPServer[Any]):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
+            doubled = f"Error executing tool {name}: {name}: "
+            if not isinstance(exc, UnexpectedToolError) and str(exc).startswith(doubled):
+                # A request error names its source, the tool, after the SDK's own prefix.
+                once = f"Error executing tool {name}: " + str(exc).removeprefix(doubled)
+                raise ToolError(once) from cause
             if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
             text = plain_validation_text(cause, valid)
@@ -328,9 +355,13 @@ class _Songs:
 
     def job(self, ref: Any) -> Job:
         try:
-            return self.service.get(arguments.job_ref(ref))
+            text = arguments.job_ref(ref)
         except BygheartdError as exc:
-            raise ToolError(f"{exc}: list_songs shows the known jobs") from None
+            raise ToolError(str(exc)) from None
+        try:
+            return self.service.get(text)
+        except BygheartdError as exc:
+            raise ToolError(job_error(exc)) from None
 
     async def wait(self, ctx: Context[Any, Any], job: Job, seconds: float) -> Job:
         """Follow a job for at most `seconds`; cancelling this never touches the job."""
@@ -346,13 +377,22 @@ class _Songs:
     ) -> tuple[SongRequest, dict[str, Any]]:
         """The validated request and the enqueue keywords for where it came from."""
         explicit = {k: v for k, v in args.items() if v is not None}
+        given = [str(explicit.get(k, "")).strip() for k in ("lyrics", "description")]
+        if lyrics_file is None and not any(given) and explicit.get("instrumental") in (None, False):
+            # Said in the tool's words: the request's own check speaks of front matter.
+            raise ToolError(NO_LYRICS)
         try:
             if lyrics_file is None:
-                return self.service.build_request(explicit, source="generate_song"), {}
+                request = self.service.build_request(explicit, source="generate_song")
+                return request, {"fallback_title": first_line_title(request.lyrics)}
             path, display = resolve_song_file(self.config, lyrics_file)
             request = self.service.parse_file(path, display=display, overrides=explicit)
         except BygheartdError as exc:
-            raise ToolError(str(exc)) from None
+            # The SDK already says "Error executing tool generate_song: ".
+            text = str(exc)
+            raise ToolError(
+                text.removeprefix("generate_song: ") if lyrics_file is None else text
+            ) from None
         return request, {"fallback_title": path.stem, "source": display, "source_path": path}
 
     def take(self, job_id: str, n: str) -> tuple[Job, int, Path]:
@@ -360,7 +400,7 @@ class _Songs:
         try:
             job = self.service.get(job_id)
         except BygheartdError as exc:
-            raise ResourceNotFoundError(f"{exc}: list_songs shows the known jobs") from None
+            raise ResourceNotFoundError(job_error(exc)) from None
         if job.status is not JobStatus.DONE:
             raise ResourceNotFoundError(
                 f"job {job.id} is {job.status.value}: its takes are readable once it is done "
@@ -566,10 +606,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         # Checked on the normalised request, so `instrumental: "yes"` counts as it does in files.
         wordless = not request.lyrics.strip() and not request.instrumental
         if lyrics_file is None and wordless and not request.simple_mode:
-            raise ToolError(
-                "no lyrics: pass the complete lyrics (or lyrics_file), a description (the"
-                " model writes the song), or instrumental=true"
-            )
+            raise ToolError(NO_LYRICS)
         try:
             enqueued = songs.service.enqueue(
                 request,
@@ -815,6 +852,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             "time_signature": time_signature,
             "language": language,
         }
+        if not str(lyrics or "").strip():
+            raise ToolError(
+                "no lyrics: pass the lyrics to polish, with section tags ([Verse], [Chorus],"
+                " ...); for a whole draft from a description, call suggest_song"
+            )
         try:
             polished = await songs.service.polish_song({k: v for k, v in given.items() if v})
         except BygheartdError as exc:
@@ -846,7 +888,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         try:
             job = songs.service.get(job_id)
         except BygheartdError as exc:
-            raise ResourceNotFoundError(str(exc)) from None
+            raise ResourceNotFoundError(job_error(exc)) from None
         data = songs.service.sidecar(job) or job.as_record()
         return json.dumps(data, indent=2, ensure_ascii=False)
 

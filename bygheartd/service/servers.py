@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from bygheartd.config import Config
-from bygheartd.engine.pool import read_snapshot
+from bygheartd.engine.pool_snapshot import read_snapshot
 from bygheartd.jobs import JobStatus
 from bygheartd.store.store import Store
 

@@ -258,13 +258,25 @@ class SongRequest(BaseModel):
         """What is allowed but probably not meant, said when the job is queued (never a
         refusal): a song with no style at all, because neither the file nor the
         configuration's `[defaults] style` gave one, comes out in whatever style the model
-        picks, and nothing else would tell the user why."""
-        if self.style.strip() or self.simple_mode:  # in Simple mode the model picks it
-            return []
-        return [
-            "no style: the song goes out without one; write `style:` in the song file"
-            " or set [defaults] style in the config"
-        ]
+        picks, and nothing else would tell the user why. `use_cot_metas` likewise: the
+        stock ACE-Step 1.5 server (both snapshots) has no such request field and decides
+        itself (it plans the metas left on auto, and never in Simple mode), so the switch is
+        sent for servers that read it but does nothing on the genuine one."""
+        found: list[str] = []
+        if self.use_cot_metas is not None:
+            found.append(
+                "use_cot_metas: a stock ACE-Step server ignores this switch (it plans the bpm,"
+                " key and length you leave on auto by itself); set bpm, key, time_signature"
+                " and duration to fix them, or remove use_cot_metas"
+            )
+        if not (self.style.strip() or self.simple_mode):  # in Simple mode the model picks it
+            found.insert(
+                0,
+                "no style: the song goes out without one; give it a style (`style:` in a"
+                " song file, the `style` argument over MCP) or set [defaults] style in the"
+                " config",
+            )
+        return found
 
 
 def normalise_request(

@@ -1,0 +1,26 @@
+"""The server pool's snapshot in the store's meta table, read without the pool itself.
+
+`bygheartd status` runs in another process than the engine and starts fast: reading the
+snapshot must not import the HTTP client the pool drives.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bygheartd.store.store import Store
+
+SNAPSHOT_KEY = "server_pool"
+
+
+def read_snapshot(store: Store) -> dict[str, Any] | None:
+    """What the engine last wrote about its servers (None: never written)."""
+    raw = store.get_meta(SNAPSHOT_KEY)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
