@@ -106,6 +106,26 @@ def test_faces_reach_the_engine_store_and_client_only_through_the_service(path: 
     assert below_service == set(), f"{path.name} must go through the service: {below_service}"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sources() if unit_of(p) in FACES - {"daemon"}],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_faces_never_reach_past_the_service_to_its_store(path: Path) -> None:
+    """`service.store.x` is the store all the same, only without an import to show it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    reached = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "store"
+        and isinstance(node.value, ast.Attribute | ast.Name)
+        and (node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id)
+        == "service"
+    ]
+    assert reached == [], f"{path.name} reaches the service's store on lines {reached}"
+
+
 def test_the_simulator_imports_only_the_protocol_constants() -> None:
     for path in (PACKAGE / "simulator").glob("*.py"):
         names = units_used(path) - {"simulator"}

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -569,6 +570,300 @@ async def test_no_secret_reaches_a_page(web: Web) -> None:
         texts = [(await http.get(p, headers=HTML)).text for p in ("/", f"/songs/{job.id}", "/new")]
     for text in texts:
         assert TEST_KEY not in text and TOKEN not in text
+
+
+# -- measured lengths, "make again" with audio, old uploads, access -------------------
+
+
+def row_of(page: str, job_id: str) -> str:
+    found = re.search(rf'<article [^>]*id="job-{job_id}".*?</article>', page, re.S)
+    assert found is not None, f"no row for {job_id}"
+    return found.group(0)
+
+
+async def test_library_rows_show_the_measured_length_and_the_requested_one_when_far_off(
+    web: Web,
+) -> None:
+    job = await finished(web, "Measured")
+    sidecar = web.service.config.folders.output / f"{job.base_name}.json"
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    name = job.files[0].path.name
+    async with web.client() as http:
+        await web.login(http)
+        # No quality figures: the length comes from the take itself (the simulator makes
+        # 2 % of the requested 20 s), so the requested length shows as a hint.
+        row = row_of((await http.get("/", headers=HTML)).text, job.id)
+        assert 'data-measured="yes"' in row and ">0:00<" in row
+        assert '<span class="hint" data-field="requested">(requested 0:20)</span>' in row
+        # The quality plugin's figures win, and a near miss shows no hint.
+        data["quality"] = {name: {"take": 1, "duration": 19.6, "requested_duration": 20.0}}
+        sidecar.write_text(json.dumps(data), encoding="utf-8")
+        row = row_of((await http.get("/", headers=HTML)).text, job.id)
+        assert re.search(r'data-field="length" data-measured="yes"[^>]*>0:20<', row)
+        assert 'data-field="requested"' not in row
+        assert '<small data-field="take-length">0:20</small>' in row
+        # The sidecar changes: the page follows (no stale length from memory).
+        data["quality"][name]["duration"] = 12.25
+        sidecar.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        row = row_of((await http.get("/", headers=HTML)).text, job.id)
+        assert ">0:12<" in row and "(requested 0:20)" in row
+        fragment = (await http.get(f"/fragments/rows/{job.id}", headers=HTML)).text
+        assert ">0:12<" in fragment
+    # A job with no take yet shows the requested length, saying so.
+    queued = web.enqueue("Not yet", duration=45)
+    async with web.client() as http:
+        await web.login(http)
+        row = row_of((await http.get("/", headers=HTML)).text, queued.id)
+    if 'data-measured="no"' in row:  # it may have finished already on a fast machine
+        assert "0:45 requested" in row
+
+
+async def cover_job(web: Web, http: httpx.AsyncClient, csrf: str, audio: bytes) -> Job:
+    reply = await http.post(
+        "/new",
+        data={
+            "csrf": csrf,
+            "style": "rock",
+            "lyrics": LYRICS,
+            "task_type": "cover",
+            "model": "bygheart-composer-lab",
+        },
+        files={"source_audio": ("Take One.mp3", audio, "audio/mpeg")},
+        headers=HTML,
+    )
+    assert reply.status_code == 303, reply.text
+    return web.service.get(reply.headers["location"].removeprefix("/songs/"))
+
+
+def again_fields(page: str) -> dict[str, str]:
+    """The form as a browser would post it untouched: every named input with a value."""
+    found: dict[str, str] = {}
+    for tag in re.findall(r"<input [^>]*>", page):
+        name = re.search(r'name="([^"]+)"', tag)
+        if name is None or 'type="file"' in tag:
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        if 'type="checkbox"' in tag and " checked" not in tag:
+            continue
+        found[name.group(1)] = value.group(1) if value else ""
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', page, re.S):
+        found[name] = body.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")
+    for name, options in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        found[name] = chosen.group(1) if chosen else ""
+    return found
+
+
+async def test_make_again_keeps_the_uploaded_audio_or_takes_a_replacement(web: Web) -> None:
+    async with web.client() as http:
+        csrf = await web.login(http)
+        first = await cover_job(web, http, csrf, b"ID3first-take")
+        assert (await web.service.wait(first.id, timeout=30, interval=0.05)).status is (
+            JobStatus.DONE
+        )
+        page = (await http.get(f"/new?from={first.id}&seed=new", headers=HTML)).text
+        assert re.search(r'<input type="checkbox" name="keep_source_audio"[^>]* checked', page)
+        assert f'name="from_job" id="from-job" value="{first.id}"' in page
+        assert "Take-One.mp3" in page and '<label class="replace" for="field-source_audio">' in page
+        assert "Upload its" not in page
+        # Without JavaScript the cost is on the page already.
+        assert re.search(r'id="estimate"[^>]*data-cost="\d+"', page)
+        # Posted untouched: the same audio goes with the new job, in its own folder.
+        reply = await http.post("/new", data=again_fields(page), headers=HTML)
+        assert reply.status_code == 303, reply.text
+        second = web.service.get(reply.headers["location"].removeprefix("/songs/"))
+        assert second.id != first.id and second.request["source_audio"] == "Take-One.mp3"
+        saved = sorted((web.service.config.state_dir / "web-uploads").glob("*/Take-One.mp3"))
+        assert len(saved) == 2 and {f.read_bytes() for f in saved} == {b"ID3first-take"}
+        settled = await web.service.wait(second.id, timeout=30, interval=0.05)
+        assert settled.status is JobStatus.DONE, settled.reason
+        # A new file replaces the kept one.
+        fields = again_fields(page)
+        reply = await http.post(
+            "/new",
+            data=fields,
+            files={"source_audio": ("Other.mp3", b"ID3other", "audio/mpeg")},
+            headers=HTML,
+        )
+        assert reply.status_code == 303, reply.text
+        third = web.service.get(reply.headers["location"].removeprefix("/songs/"))
+        assert third.request["source_audio"] == "Other.mp3"
+        # Unticked and no file: the form says what is missing, beside the field.
+        fields.pop("keep_source_audio")
+        refused = await http.post("/new", data=fields, headers=HTML)
+        assert refused.status_code == 400
+        assert re.search(r'<p class="error">task_type cover needs source_audio', refused.text)
+        assert re.search(r'<input type="checkbox" name="keep_source_audio"[^>]*>', refused.text)
+        assert not re.search(r'name="keep_source_audio"[^>]* checked', refused.text)
+        # The live estimate knows the kept audio too.
+        estimate = await http.post(
+            "/api/estimate", data=again_fields(page), headers={"X-CSRF-Token": csrf}
+        )
+        assert estimate.json()["ok"] is True, estimate.json()
+
+
+async def test_make_again_never_takes_audio_from_outside_the_uploads_or_archive(
+    web: Web, tmp_path: Path
+) -> None:
+    # A song file given on the command line, its audio beside it (outside every folder
+    # the page may read): "make again" cannot reuse it, and says to upload it.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.mp3").write_bytes(b"ID3not-for-the-web")
+    song = outside / "cover.json"
+    song.write_text(
+        json.dumps(
+            {
+                "style": "rock",
+                "task_type": "cover",
+                "source_audio": "secret.mp3",
+                "model": "bygheart-composer-lab",
+                "lyrics": LYRICS,
+            }
+        ),
+        encoding="utf-8",
+    )
+    job = web.service.enqueue_file(song)
+    async with web.client() as http:
+        csrf = await web.login(http)
+        page = (await http.get(f"/new?from={job.id}&seed=new", headers=HTML)).text
+        assert 'name="keep_source_audio"' not in page
+        assert "Upload its source_audio again" in page
+        fields = again_fields(page) | {"keep_source_audio": "true"}
+        refused = await http.post("/new", data=fields, headers=HTML)
+        assert refused.status_code == 400
+        assert "no longer kept: upload it" in refused.text
+        # A made-up job id is no way in either.
+        fields = fields | {"from_job": "../../elsewhere/secret.mp3"}
+        refused = await http.post("/new", data=fields | {"csrf": csrf}, headers=HTML)
+        assert refused.status_code == 400 and "to make again is gone" in refused.text
+    copies = list((web.service.config.state_dir / "web-uploads").rglob("secret.mp3"))
+    assert copies == []
+
+
+async def test_old_uploads_of_final_jobs_are_swept_and_others_kept(web: Web) -> None:
+    service = web.service
+    # The daemon's sweep, with a short keep time and interval (the defaults: 7 days, 1 h).
+    server = McpHttpServer(
+        service,
+        mcp=False,
+        extra_routes=lambda token: web_routes(
+            service, token, poll_seconds=0.05, upload_keep_seconds=0, sweep_seconds=0.05
+        ),
+    )
+    await server.start()
+    try:
+        root = service.config.state_dir / "web-uploads"
+        orphan = root / "half-written"  # a submit in progress has no job file yet
+        orphan.mkdir(parents=True)
+        (orphan / "a.mp3").write_bytes(b"ID3")
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            code = service.new_login_code()
+            await http.get(f"/login?code={code}")
+            page = (await http.get("/new", headers=HTML)).text
+            found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
+            assert found is not None
+            job = await cover_job(Web(server, service), http, found.group(1), b"ID3x")
+        folders = [p.parent for p in root.glob("*/Take-One.mp3")]
+        assert len(folders) == 1 and (folders[0] / "job").read_text() == job.id
+        settled = await service.wait(job.id, timeout=30, interval=0.05)
+        assert settled.status is JobStatus.DONE  # the upload was there at submit time
+        with anyio.fail_after(15):
+            while folders[0].exists():
+                await anyio.sleep(0.05)
+        assert orphan.exists()  # young, jobless: left alone
+    finally:
+        await server.stop()
+
+
+async def test_an_ended_login_says_log_in_again_and_the_stream_sets_retry(web: Web) -> None:
+    async with web.client() as http:
+        await web.login(http)
+        assert (await http.get("/session")).json()["ok"] is True
+        async with http.stream("GET", "/events") as stream:
+            first = await anext(stream.aiter_text())
+        assert first.startswith("retry: ")
+        cookie = http.cookies["bygheartd_session"]
+    # A restarted daemon knows no session: same cookie, a fresh listener.
+    service = web.service
+    server = McpHttpServer(
+        service, mcp=False, extra_routes=lambda token: web_routes(service, token)
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.base_url, cookies={"bygheartd_session": cookie}, timeout=20
+        ) as http:
+            events = await http.get("/events")
+            assert events.status_code == 401 and events.json()["error"] == "login_ended"
+            assert "log in again" in events.json()["detail"]
+            assert (await http.get("/session")).status_code == 401
+            page = await http.get("/", headers=HTML)
+            assert page.status_code == 401 and "Your login ended: log in again" in page.text
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as fresh:
+            never = await fresh.get("/session")
+            assert never.status_code == 401 and never.json()["error"] == "unauthorized"
+    finally:
+        await server.stop()
+
+
+class _Controls(HTMLParser):
+    """Every form control of a page, whether a label names it, and the buttons' words."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.controls: list[dict[str, str]] = []
+        self.labelled: set[str] = set()
+        self.buttons: list[str] = []
+        self._in_label = 0
+        self._in_button = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "label":
+            self._in_label += 1
+            if a.get("for"):
+                self.labelled.add(a["for"])
+        elif tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.controls.append(a | {"_wrapped": "yes" if self._in_label else ""})
+        elif tag == "button":
+            self._in_button = True
+            self.buttons.append("")
+        elif tag == "audio":
+            self.controls.append(a | {"_wrapped": ""})
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self._in_label -= 1
+        elif tag == "button":
+            self._in_button = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_button:
+            self.buttons[-1] += data.strip()
+
+
+async def test_every_control_has_a_label_and_every_button_says_what_it_does(web: Web) -> None:
+    job = await finished(web, "Labelled")
+    failed = web.enqueue("Cancel me")
+    web.service.cancel(failed.id)
+    async with web.client() as http:
+        await web.login(http)
+        paths = ["/", f"/songs/{job.id}", f"/songs/{failed.id}", "/new", f"/new?from={job.id}"]
+        for path in paths:
+            parser = _Controls()
+            parser.feed((await http.get(path, headers=HTML)).text)
+            assert parser.controls or parser.buttons, path
+            for control in parser.controls:
+                named = (
+                    control.get("id", "") in parser.labelled
+                    or control["_wrapped"]
+                    or control.get("aria-label")
+                    or control.get("aria-labelledby")
+                )
+                assert named, (path, control)
+            for words in parser.buttons:
+                assert len(words.split()) >= 2, (path, words)  # "Retry this song", not "Go"
 
 
 # -- `bygheartd run` and `bygheartd web` -------------------------------------------------

@@ -417,3 +417,95 @@ def test_only_files_recorded_for_the_job_are_served(context: BrowserContext, sit
             refused.append((path, reply.status))
         assert b"[api]" not in reply.body() and b"root:" not in reply.body()
     assert refused == []
+
+
+def test_without_javascript_the_library_a_song_and_the_form_work(
+    browser: Browser, site: Site
+) -> None:
+    context = browser.new_context(base_url=site.base, java_script_enabled=False)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = logged_in(context, site)
+        page.wait_for_selector(f"#job-{site.finished}[data-status=done]")
+        page.click(f"#job-{site.finished} [data-testid=job-link]")
+        assert page.locator("#song-title").inner_text() == "Harbour Lights"
+        assert page.locator("#player-1").count() == 1
+        # A plain form post: refused beside the field, the page a normal 400 result.
+        before = site.job_count()
+        page.goto("/new")
+        page.fill("#field-lyrics", "[Verse]\nno script here")
+        page.fill("#field-style", "lo-fi piano")
+        page.fill("#field-duration", "700")  # General is open by default
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/new"
+        ) as posted:
+            page.click("#submit")
+        assert posted.value.status == 400
+        assert "600" in page.locator("#error-duration .error").inner_text()
+        assert page.locator("#field-duration").get_attribute("aria-invalid") == "true"
+        assert site.job_count() == before
+        # Fixed and posted again: the song page of the new job.
+        page.fill("#field-duration", "20")
+        page.click("#submit")
+        page.wait_for_selector("#song-body")
+        assert urlsplit(page.url).path.startswith("/songs/")
+        assert site.job_count() == before + 1
+    finally:
+        context.close()
+
+
+def test_after_a_daemon_restart_the_page_says_to_log_in_again(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    """A daemon of its own on a fixed port (the shared one keeps running): the page's
+    event stream reconnects to the restarted daemon, which knows no session any more."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folders = {
+        name: str(tmp_path / name)
+        for name in ("inbox", "output", "archive", "failed", "drafts", "state")
+    }
+    for folder in folders.values():
+        Path(folder).mkdir()
+    config_path = write_config(
+        tmp_path / "config.toml",
+        {
+            "api": {"base_url": site.sim.base_url},
+            "folders": folders,
+            "budget": {"plan": "pro"},
+            "mcp": {"http": False, "port": port},
+            "web": {"enabled": True},
+            "plugins": {"enabled": []},
+        },
+    )
+    config = load_config(config_path)
+    base = f"http://127.0.0.1:{port}"
+    daemon = Daemon(config_path, tmp_path / "daemon.log", env=site.env).start()
+    context = browser.new_context(base_url=base)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        service = SongService.open(config)
+        try:
+            code = service.new_login_code()
+        finally:
+            service.store.close()
+        page = context.new_page()
+        page.goto(f"{base}/login?code={code}")
+        assert urlsplit(page.url).path == "/"
+        mark(page)
+        open_state = "window.bygheartdEvents && window.bygheartdEvents.readyState"
+        wait_for(lambda: page.evaluate(open_state) == 1, what="the event stream")
+        assert page.locator("#session-ended").is_hidden()
+        daemon.stop()
+        page.wait_for_selector("#offline", state="visible")
+        daemon.start()
+        page.wait_for_selector("#session-ended", state="visible")
+        assert "bygheartd web" in page.locator("#session-ended").inner_text()
+        assert page.locator("#offline").is_hidden()
+        assert not_reloaded(page)
+    finally:
+        context.close()
+        daemon.stop()

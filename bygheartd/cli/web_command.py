@@ -45,7 +45,7 @@ def web_command(config: Config, *, no_open: bool) -> int:
             address = _loopback(address)
         code = service.new_login_code()
     finally:
-        service.store.close()
+        service.close()
     url = f"{address}/login?code={code}"
     click.echo(url)
     click.echo("This link logs one browser in; it works once, within two minutes.", err=True)

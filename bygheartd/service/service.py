@@ -334,6 +334,14 @@ class SongService:
 
     # -- the drop folder's bookkeeping ------------------------------------------------
 
+    def source_path(self, job_id: str) -> str | None:
+        """Where the song file a job came from lies (its audio sits beside it), if known."""
+        return self.store.source_path(job_id)
+
+    def close(self) -> None:
+        """For a face that opened its own service (`SongService.open`): release the store."""
+        self.store.close()
+
     def find_drop(self, drop_identity: str) -> Job | None:
         """The job already made from this exact drop (same path, size, mtime and content)."""
         found = self.store.find_by("drop_identity", drop_identity)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus
 from bygheartd.service.errors import ServiceError
 from bygheartd.service.service import SongService
 from bygheartd.web import form as song_form
-from bygheartd.web import views
+from bygheartd.web import uploads, views
 from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
 
 __all__ = ["CSP", "PAGE_SIZE", "WebApp", "web_routes"]
@@ -64,18 +65,35 @@ Handler = Callable[[Request, Access], Awaitable[Response]]
 
 
 def web_routes(
-    service: SongService, token: str | None, *, poll_seconds: float = 0.5
+    service: SongService,
+    token: str | None,
+    *,
+    poll_seconds: float = 0.5,
+    upload_keep_seconds: float = uploads.KEEP_SECONDS,
+    sweep_seconds: float = 3600.0,
 ) -> list[BaseRoute]:
     """The library's routes for the daemon's listener; `token` (the MCP bearer token, when
-    one is configured) lets scripts in without a session."""
-    return WebApp(service, token, poll_seconds=poll_seconds).routes()
+    one is configured) lets scripts in without a session. Old uploads are swept every
+    `sweep_seconds` on the engine's scheduler (see `bygheartd.web.uploads`)."""
+    app = WebApp(service, token, poll_seconds=poll_seconds, upload_keep_seconds=upload_keep_seconds)
+    service.every("web-uploads", sweep_seconds, app.sweep_uploads)
+    return app.routes()
 
 
 class WebApp:
-    def __init__(self, service: SongService, token: str | None, *, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        service: SongService,
+        token: str | None,
+        *,
+        poll_seconds: float,
+        upload_keep_seconds: float = uploads.KEEP_SECONDS,
+    ) -> None:
         self.service = service
         self.sessions = Sessions(service.config.web.session_hours * 3600, token)
         self.poll_seconds = poll_seconds
+        self.upload_keep_seconds = upload_keep_seconds
+        self.lengths = views.LengthCache()
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -97,6 +115,7 @@ class WebApp:
             Route("/new", page(self.new_submit, change=True), methods=["POST"]),
             Route("/api/estimate", page(self.estimate, change=True, api=True), methods=["POST"]),
             Route("/events", page(self.events, api=True), methods=["GET"]),
+            Route("/session", page(self.session, api=True), methods=["GET"]),
             Route("/fragments/rows/{job_id}", page(self.row_fragment), methods=["GET"]),
             Route("/songs/{job_id}", page(self.song), methods=["GET"]),
             Route("/songs/{job_id}/fragment", page(self.song_fragment), methods=["GET"]),
@@ -143,17 +162,23 @@ class WebApp:
         return response
 
     def _refused(self, request: Request, api: bool) -> Response:
+        # A cookie the daemon does not know: the session ended (a restart forgets every
+        # session, or it expired). Say so, so a page open since then can tell its user.
+        ended = bool(request.cookies.get(COOKIE))
         if api or "text/html" not in request.headers.get("accept", ""):
+            detail = (
+                "your login ended (the daemon restarted or the session expired): log in "
+                "again with the link `bygheartd web` prints"
+                if ended
+                else "log in with the link `bygheartd web` prints, or send the token "
+                "from [mcp] token_file as 'Authorization: Bearer <token>'"
+            )
             return JSONResponse(
-                {
-                    "error": "unauthorized",
-                    "detail": "log in with the link `bygheartd web` prints, or send the token "
-                    "from [mcp] token_file as 'Authorization: Bearer <token>'",
-                },
+                {"error": "login_ended" if ended else "unauthorized", "detail": detail},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="bygheartd"'},
             )
-        return self.render(request, None, "login_needed.html", status=401)
+        return self.render(request, None, "login_needed.html", status=401, ended=ended)
 
     def _forbidden(self, request: Request, api: bool) -> Response:
         detail = "the form's CSRF token is missing or wrong: reload the page and try again"
@@ -207,6 +232,7 @@ class WebApp:
         pages = max(1, -(-total // PAGE_SIZE))
         credits = self.service.credits()
         bars, peak = views.usage_bars(self.service.usage_by_day(30))
+        rows = await asyncio.to_thread(lambda: [self._row(job) for job in jobs])
 
         def link(n: int) -> str:
             query = {"q": text, "status": params.get("status", ""), "page": str(n)}
@@ -216,7 +242,7 @@ class WebApp:
             request,
             access,
             "library.html",
-            rows=[self._row(job) for job in jobs],
+            rows=rows,
             total=total,
             page=page,
             pages=pages,
@@ -232,11 +258,32 @@ class WebApp:
         )
 
     def _row(self, job: Job) -> dict[str, Any]:
-        return {"job": job, "takes": views.takes_of(job, None), "duration": _duration(job)}
+        """One library row; its length is what the takes measure (blocking: a `stat`, and
+        a sidecar read when it changed), the requested one a hint when far off."""
+        sidecar = (
+            self.service.config.folders.output / f"{job.base_name}.json"
+            if job.base_name and job.status is JobStatus.DONE
+            else None
+        )
+        lengths = self.lengths.lengths(job, sidecar, lambda: self.service.sidecar(job))
+        requested = _duration(job)
+        low, high, hint = views.length_summary(lengths, requested)
+        takes = views.takes_of(job, None)
+        return {
+            "job": job,
+            "takes": [
+                (take, lengths[n] if n < len(lengths) else None) for n, take in enumerate(takes)
+            ],
+            "duration": requested,
+            "low": low,
+            "high": high,
+            "requested_hint": hint,
+        }
 
     async def row_fragment(self, request: Request, access: Access) -> Response:
         job = self.service.get(request.path_params["job_id"])
-        return self.render(request, access, "_row.html", row=self._row(job))
+        row = await asyncio.to_thread(self._row, job)
+        return self.render(request, access, "_row.html", row=row)
 
     # -- one song ---------------------------------------------------------------------
 
@@ -332,9 +379,11 @@ class WebApp:
     async def new_form(self, request: Request, access: Access) -> Response:
         values = song_form.values_from_request(self.service.config.request_defaults())
         note = ""
+        kept: dict[str, str] = {}
         source = request.query_params.get("from")
         if source:
             job = self.service.get(source)
+            kept = await asyncio.to_thread(self._kept_names, job)
             values = song_form.values_from_request(job.request)
             if request.query_params.get("seed") == "keep":
                 seeds = job.result.seeds
@@ -344,9 +393,34 @@ class WebApp:
             else:
                 values.pop("seed", None)
                 note = f"Made again from “{job.title}” with a new seed."
-            if any(job.request.get(key) for key in song_form.FILE_KEYS):
-                note += " Upload its audio again (the form cannot reuse a file)."
-        return self._form(request, access, values, {}, note=note)
+            lost = [k for k in song_form.FILE_KEYS if job.request.get(k) and k not in kept]
+            if kept:
+                note += " Its audio is kept (untick it or choose another file to replace it)."
+            if lost:
+                note += f" Upload its {' and '.join(lost)} again: the file is no longer kept."
+        return self._form(
+            request, access, values, {}, note=note, kept=kept, from_job=job.id if source else ""
+        )
+
+    def _upload_folders(self) -> tuple[Path, ...]:
+        """Where a job's audio may be taken from for "make again": the form's uploads and
+        the archive (a dropped song's audio is copied there beside it)."""
+        return (self.service.config.state_dir / "web-uploads", self.service.config.folders.archive)
+
+    def _kept_audio(self, job: Job, key: str) -> Path | None:
+        """The audio `job` was made with under `key`, from the job's own record, when it is
+        still in the uploads folder or the archive (blocking: it resolves the path)."""
+        return uploads.kept_audio(
+            job, key, self.service.source_path(job.id), self._upload_folders()
+        )
+
+    def _kept_names(self, job: Job) -> dict[str, str]:
+        kept = {}
+        for key in song_form.FILE_KEYS:
+            found = self._kept_audio(job, key)
+            if found is not None:
+                kept[key] = found.name
+        return kept
 
     def _form(
         self,
@@ -357,7 +431,22 @@ class WebApp:
         *,
         note: str = "",
         status: int = 200,
+        kept: dict[str, str] | None = None,
+        from_job: str = "",
     ) -> Response:
+        # The cost as the page opens (the script updates it as the form changes; without
+        # a script this is what shows).
+        estimate_cost: int | None = None
+        estimate_text = ""
+        if not errors:
+            data = song_form.request_data(values, audio_names=kept or {})
+            try:
+                song = self.service.build_request(data, source="the form")
+            except RequestError:
+                pass
+            else:
+                outlook = self.service.budget_outlook(song.credit_cost(self.service.config.backend))
+                estimate_cost, estimate_text = outlook.cost, outlook.text()
         return self.render(
             request,
             access,
@@ -369,6 +458,11 @@ class WebApp:
             general_errors=errors.get("", []),
             note=note,
             checkboxes=song_form.CHECKBOXES,
+            kept=kept or {},
+            from_job=from_job,
+            estimate_cost=estimate_cost,
+            estimate_text=estimate_text,
+            keeping={k for k in (kept or {}) if values.get(f"keep_{k}", "true") == "true"},
         )
 
     async def new_submit(self, request: Request, access: Access) -> Response:
@@ -380,33 +474,69 @@ class WebApp:
 
     async def _submit(self, request: Request, access: Access, form: FormData) -> Response:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        uploads: dict[str, tuple[UploadFile, str]] = {}
+        sent: dict[str, tuple[UploadFile, str]] = {}
         for key in song_form.FILE_KEYS:
             upload = form.get(key)
             if isinstance(upload, UploadFile) and upload.filename:
                 name = _safe_name(upload.filename)
-                if any(name == taken for _, taken in uploads.values()):
+                if any(name == taken for _, taken in sent.values()):
                     name = f"{key.split('_')[0]}-{name}"  # two uploads of the same name
-                uploads[key] = (upload, name)
+                sent[key] = (upload, name)
         values = {k: v for k, v in fields.items() if k in song_form.FIELD_KEYS}
-        names = {key: name for key, (_, name) in uploads.items()}
+        names = {key: name for key, (_, name) in sent.items()}
+        # "Make again": the earlier job's audio, looked up from that job (never a path
+        # the browser sent), unless a new file replaces it or the box was unticked.
+        from_job = fields.get("from_job", "").strip()
+        earlier: Job | None = None
+        kept_files: dict[str, Path] = {}
+        kept_names: dict[str, str] = {}
+        errors: dict[str, list[str]] = {}
+        if from_job:
+            try:
+                earlier = self.service.get(from_job)
+            except ServiceError:
+                errors[""] = [f"the song {from_job!r} to make again is gone: upload its audio"]
+        if earlier is not None:
+            kept_names = await asyncio.to_thread(self._kept_names, earlier)
+            for key in song_form.FILE_KEYS:
+                values[f"keep_{key}"] = "true" if fields.get(f"keep_{key}") else "false"
+                if key in sent or not fields.get(f"keep_{key}"):
+                    continue
+                found = await asyncio.to_thread(self._kept_audio, earlier, key)
+                if found is None:
+                    errors[key] = [f"the {key} of the earlier song is no longer kept: upload it"]
+                    continue
+                name = found.name
+                if name in names.values():
+                    name = f"{key.split('_')[0]}-{name}"
+                kept_files[key], names[key] = found, name
         data = song_form.request_data(fields, audio_names=names)
+        again_from = earlier.id if earlier else ""
         try:
             song = self.service.build_request(data, source="the form")
         except RequestError as exc:
-            return self._form(request, access, values, _problems(exc), status=400)
+            errors = _problems(exc) | errors
+        if errors:
+            return self._form(
+                request, access, values, errors, status=400, kept=kept_names, from_job=again_from
+            )
         folder = None
-        if uploads:
+        if sent or kept_files:
             folder = self.service.config.state_dir / "web-uploads" / secrets.token_hex(8)
-            for key, (upload, name) in uploads.items():
+            for key, (upload, name) in sent.items():
                 if not await _save_upload(upload, folder / name):
+                    await asyncio.to_thread(shutil.rmtree, folder, True)
                     return self._form(
                         request,
                         access,
                         values,
                         {key: [f"the upload is over {MAX_UPLOAD_BYTES // 2**20} MiB"]},
                         status=400,
+                        kept=kept_names,
+                        from_job=again_from,
                     )
+            for key, found in kept_files.items():
+                await asyncio.to_thread(uploads.reuse, found, folder / names[key])
         queued = self.service.enqueue(
             song,
             source="web form",
@@ -414,8 +544,25 @@ class WebApp:
             source_path=(folder / "form") if folder is not None else None,
             origin="web",
         )
+        if folder is not None:  # which job the folder belongs to: see web/uploads.py
+            await asyncio.to_thread(
+                (folder / uploads.JOB_FILE).write_text, queued.job.id, encoding="utf-8"
+            )
         self.service.wake()
         return RedirectResponse(f"/songs/{queued.job.id}", status_code=303)
+
+    async def sweep_uploads(self) -> None:
+        """Delete upload folders whose job is final and old enough (the daemon runs this
+        on its scheduler; the work is off the event loop)."""
+
+        def job_of(job_id: str) -> Job | None:
+            try:
+                return self.service.get(job_id)
+            except ServiceError:
+                return None
+
+        root = self.service.config.state_dir / "web-uploads"
+        await asyncio.to_thread(uploads.sweep, root, job_of, keep_seconds=self.upload_keep_seconds)
 
     async def estimate(self, request: Request, access: Access) -> Response:
         form = await request.form(max_files=0, max_fields=200)
@@ -425,6 +572,17 @@ class WebApp:
             for key in song_form.FILE_KEYS
             if fields.get(key, "").strip()
         }
+        from_job = fields.get("from_job", "").strip()
+        if from_job:  # "make again" keeping the earlier audio: the name it had
+            try:
+                earlier = self.service.get(from_job)
+            except ServiceError:
+                earlier = None
+            for key in song_form.FILE_KEYS:
+                if key in names or not fields.get(f"keep_{key}") or earlier is None:
+                    continue
+                if earlier.request.get(key):
+                    names[key] = _safe_name(str(earlier.request[key]))
         data = song_form.request_data(fields, audio_names=names)
         try:
             song = self.service.build_request(data, source="the form")
@@ -453,6 +611,11 @@ class WebApp:
         return self.render(request, access, "guide.html", guide_html=html)
 
     # -- live updates -----------------------------------------------------------------
+
+    async def session(self, request: Request, access: Access) -> Response:
+        """200 while the login is alive (401 once it ended): the page asks this when its
+        event stream is refused, to tell "log in again" from "the daemon is down"."""
+        return JSONResponse({"ok": True, "kind": access.kind})
 
     async def events(self, request: Request, access: Access) -> Response:
         """Server-sent events: one `job` event per change of a job (a history line, a new

@@ -9,7 +9,8 @@ and no inline style (the Content-Security-Policy allows none).
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from bygheartd.catalog import AUDIO_SUFFIXES
 from bygheartd.jobs import Job
 
 __all__ = [
+    "LengthCache",
     "TakeView",
     "UsageBar",
     "audio_files",
@@ -169,6 +171,86 @@ def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
             )
         )
     return takes
+
+
+def file_length(path: Path) -> float | None:
+    """A take's length in seconds read from its own header (no decoding), or None."""
+    try:
+        import mutagen
+
+        found = mutagen.File(str(path))
+        length = getattr(getattr(found, "info", None), "length", None)
+    except Exception:  # any unreadable file: the page shows the requested length instead
+        return None
+    return float(length) if isinstance(length, int | float) and length > 0 else None
+
+
+class LengthCache:
+    """The measured length of each take of a job, for the library rows: from the sidecar's
+    `quality` figures, else from the audio file's header.
+
+    A page shows 25 rows; reading and parsing 25 sidecars (with their waveform peaks) for
+    every page view would cost more than the page itself, so lengths are kept in memory
+    and re-read only when the sidecar's size or modification time changes (one `stat`).
+    """
+
+    def __init__(self, limit: int = 5000) -> None:
+        self.limit = limit
+        self._known: dict[str, tuple[Any, list[float | None]]] = {}
+        self._lock = threading.Lock()
+
+    def lengths(
+        self,
+        job: Job,
+        sidecar_path: Path | None,
+        read_sidecar: Callable[[], Mapping[str, Any] | None],
+    ) -> list[float | None]:
+        files = audio_files(job)
+        if not files:
+            return []
+        try:
+            info = sidecar_path.stat() if sidecar_path is not None else None
+            side = (info.st_mtime_ns, info.st_size) if info is not None else None
+        except OSError:
+            side = None
+        stamp = (side, tuple(str(p) for p in files))
+        with self._lock:
+            known = self._known.get(job.id)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        entries = quality_entries(
+            read_sidecar() if side is not None else None, [p.name for p in files]
+        )
+        found: list[float | None] = []
+        for path, quality in zip(files, entries, strict=True):
+            value = quality.get("duration")
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                found.append(float(value))
+            else:
+                found.append(file_length(path))
+        with self._lock:
+            self._known.pop(job.id, None)
+            self._known[job.id] = (stamp, found)
+            while len(self._known) > self.limit:
+                self._known.pop(next(iter(self._known)))
+        return found
+
+
+def length_summary(
+    lengths: Sequence[float | None], requested: float | None
+) -> tuple[float | None, float | None, float | None]:
+    """(shortest, longest) measured take and the requested length when it is worth showing
+    as a hint: it differs from a measured take by more than 2 s and 10 %."""
+    measured = [v for v in lengths if v is not None]
+    if not measured:
+        return None, None, None
+    low, high = min(measured), max(measured)
+    hint = None
+    if requested is not None:
+        off = max(abs(low - requested), abs(high - requested))
+        if off > max(2.0, 0.1 * requested):
+            hint = requested
+    return low, high, hint
 
 
 def generated_text(sidecar: Mapping[str, Any] | None) -> dict[str, str]:

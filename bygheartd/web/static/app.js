@@ -6,8 +6,20 @@
   const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const page = document.body.dataset.page;
 
+  // A restarted daemon forgets every login: say so instead of going quiet.
+  function show(id, on) {
+    const box = document.getElementById(id);
+    if (box) box.hidden = !on;
+  }
+  function loginEnded() {
+    show("offline", false);
+    show("session-ended", true);
+    if (window.bygheartdEvents) window.bygheartdEvents.close();
+  }
+
   async function fetchHtml(url) {
     const reply = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (reply.status === 401) loginEnded();
     if (!reply.ok) return null;
     const holder = document.createElement("div");
     holder.innerHTML = (await reply.text()).trim();
@@ -19,10 +31,30 @@
   }
 
   // -- live updates ----------------------------------------------------------------
+  // EventSource reconnects by itself after a network error (the server sends `retry:`);
+  // a refused reconnect (401 after a restart) closes it for good: then ask /session
+  // whether the login ended, or whether the daemon is only not back yet.
   function listen(onJob) {
     if (!window.EventSource) return;
     const source = new EventSource("/events");
     source.addEventListener("job", (e) => onJob(JSON.parse(e.data)));
+    source.addEventListener("open", () => show("offline", false));
+    source.addEventListener("error", async () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        show("offline", true);
+        return;
+      }
+      let status = 0;
+      try {
+        status = (await fetch("/session", { credentials: "same-origin", headers: { Accept: "application/json" } })).status;
+      } catch (_) { status = 0; }
+      if (status === 401) {
+        loginEnded();
+      } else {
+        show("offline", status !== 200);
+        setTimeout(() => listen(onJob), 2000);
+      }
+    });
     window.bygheartdEvents = source;
   }
 
@@ -104,6 +136,7 @@
         headers: { "X-CSRF-Token": csrf(), Accept: "application/json" },
         body,
       });
+      if (reply.status === 401) loginEnded();
       if (mine !== asked || !reply.ok) return;
       const data = await reply.json();
       showProblems(data.problems || {});
