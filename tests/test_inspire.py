@@ -186,7 +186,7 @@ async def test_an_inspired_draft_parses_and_queues_as_it_is(
 ) -> None:
     service = configure(make_config, backend_sim)
     draft = await service.inspire("A rainy night in Tokyo, city pop", language="en")
-    assert draft.title == "A rainy night in Tokyo"
+    assert draft.title == "Rainy Night in Tokyo"  # named as a Simple-mode song would be
     request = parse_song_text(
         draft.text(), RequestRules(backend=service.config.backend), name="draft.md"
     )

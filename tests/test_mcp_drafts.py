@@ -82,7 +82,7 @@ async def test_suggest_song_returns_a_draft_that_generate_song_takes(
     annotations = tools["suggest_song"].annotations
     assert annotations is not None
     assert annotations.read_only_hint is True and annotations.destructive_hint is False
-    assert fields["title"] == "A bittersweet song about leaving"
+    assert fields["title"] == "Bittersweet Song about Leaving"  # as a Simple-mode song is named
     assert fields["lyrics"] and "[Chorus]" in fields["lyrics"]
     request = parse_song_text(draft["song_file"], name="draft.md")
     assert request.style == fields["style"] and request.bpm == fields["bpm"]

@@ -116,6 +116,8 @@ def test_a_too_long_description_is_refused_not_cut() -> None:
         ("The 80s synthwave anthem for LA drives", "80s Synthwave Anthem for LA Drives"),
         ("upbeat song of", "Upbeat Song"),
         ("calm piano ballad, instrumental", "Calm Piano Ballad"),
+        # Cut before a phrase that would not fit, not inside it ("Leaving a Small").
+        ("a bittersweet song about leaving a small town at dawn", "Bittersweet Song about Leaving"),
         ("東京の夜", "東京の夜"),
         ("", ""),
     ],

@@ -25,7 +25,7 @@ from bygheartd.folders.moves import unique_path
 from bygheartd.service.errors import ServiceError
 from bygheartd.service.runtime import make_client
 from bygheartd.songs import fields
-from bygheartd.songs.request import RequestRules, SongRequest, slugify
+from bygheartd.songs.request import RequestRules, SongRequest, slugify, title_from_description
 from bygheartd.songs.songfile import parse_song_file, parse_song_text
 
 __all__ = [
@@ -151,8 +151,12 @@ def _wrapped(mark: str, text: str, width: int) -> list[str]:
 
 
 def _title_from(description: str | None, lyrics: str, style: str | None) -> str:
-    """A title from the description's words, else the first sung line, else the style."""
-    for text in (description, _first_sung_line(lyrics), style):
+    """A title from the description's words (as a Simple-mode song's title is made, so a
+    draft and a song from the same words share a name), else the first sung line, else the
+    style."""
+    if description and (made := title_from_description(description)):
+        return made
+    for text in (_first_sung_line(lyrics), style):
         clause = re.split(r"[,.;:!?\n]", (text or "").strip(), maxsplit=1)[0]
         words = re.findall(r"[^\W_][\w'’-]*", clause)
         words = words[:_TITLE_WORDS]

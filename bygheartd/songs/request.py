@@ -695,7 +695,11 @@ def title_from_description(description: str) -> str:
         return ""
     if len(words) == 1 and len(words[0]) > _TITLE_CHARS:  # no spaces (CJK): cut by length
         return words[0][:20]
-    words = words[:_TITLE_WORDS]
+    if len(words) > _TITLE_WORDS:
+        words = words[:_TITLE_WORDS]
+        # Cut inside a phrase ("leaving a small | town"): end before its small word instead.
+        if len(words) > 3 and words[-2].lower() in _SMALL_WORDS:
+            words = words[:-2]
     while len(words) > 1 and words[-1].lower() in _SMALL_WORDS:
         words.pop()
     out: list[str] = []
