@@ -166,3 +166,23 @@ async def test_a_rate_limited_download_waits_as_told_and_is_no_strike(
     for hold, release in zip(holds, releases, strict=False):
         assert (release.at - hold.at).total_seconds() >= 0.95
     assert len(proxy.seen("/v1/audio")) == 4
+
+
+async def test_a_download_refused_for_the_key_is_held_never_given_up(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """A 401 on the audio is about the key (rotated, revoked), not the song: the paid take
+    waits for a key that works instead of failing after `max_attempts`."""
+    simulator.set_faults(latency=0.2)
+    refused = Rule("GET /v1/audio", "refuse", status=401, times=3)
+    with MisbehavingProxy(simulator.base_url, refused) as proxy:
+        config = make_config(simulator, api={"base_url": proxy.origin}, queue={"max_attempts": 1})
+        async with Runtime(config, owner="test") as runtime:
+            job = enqueue(runtime, tmp_path, "refused")
+            job = await runtime.service.wait(job.id, timeout=HANG)
+            holds = held_for_download(runtime, job)
+    assert job.status is JobStatus.DONE, job.reason
+    assert len(holds) == 3 and refused.hits == 3
+    assert all(r.startswith("download refused: GET /v1/audio") for r in holds), holds
+    assert all("HTTP 401" in r and "check the API key" in r for r in holds), holds
+    assert simulator.sim.stats.submits == 1  # held and resumed: never made again

@@ -20,6 +20,7 @@ from typing import Any
 from bygheartd import catalog
 from bygheartd.api.errors import (
     ApiError,
+    AuthError,
     RateLimited,
     RefusedAudioUrl,
     RejectedError,
@@ -195,6 +196,9 @@ class Delivery:
                 record = adopted
             except RejectedError as exc:  # final (the same result gives the same answer): once
                 self.endings.fail(job, download_refusal(exc), refund=False)
+                raise _Interrupted from exc
+            except AuthError as exc:  # the key, not the song: a paid take is never given up
+                self._download_later(job, f"download refused: {exc}", strike=False)
                 raise _Interrupted from exc
             except RateLimited as exc:  # the file server's limit: its wait, not a strike
                 self._download_later(
