@@ -133,6 +133,18 @@ STATUS_NAMES = [s.value for s in JobStatus]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
+def _asks_the_model(title: str) -> ToolAnnotations:
+    """A tool that asks the backend's language model and spends nothing: read-only, but
+    its answer differs each time and comes from outside."""
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=True,
+        destructive_hint=False,
+        idempotent_hint=False,
+        open_world_hint=True,
+    )
+
+
 def _result(
     model: BaseModel, text: str, links: Iterable[ResourceLink | TextContent] = ()
 ) -> CallToolResult:
@@ -740,15 +752,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
 
     draft_text = {"type": "string", "maxLength": catalog.LYRICS_MAX_CHARS}
 
-    @tool(
-        annotations=ToolAnnotations(
-            title="Suggest a song (inspiration)",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        )
-    )
+    @tool(annotations=_asks_the_model("Suggest a song (inspiration)"))
     async def suggest_song(
         description: Annotated[
             Any,
@@ -787,15 +791,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         )
         return _result(result, result.summary())
 
-    @tool(
-        annotations=ToolAnnotations(
-            title="Polish a song's style and lyrics",
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        )
-    )
+    @tool(annotations=_asks_the_model("Polish a song's style and lyrics"))
     async def polish_song(
         lyrics: Annotated[
             Any,

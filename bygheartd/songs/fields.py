@@ -217,18 +217,24 @@ AUDIO_SUFFIXES: Final = catalog.AUDIO_SUFFIXES
 def source_audio(value: Any, backend: str) -> str | None:
     """A path relative to the song file, kept inside its folder: a shared inbox must not be
     a way to upload any file the daemon can read."""
-    text = values.text_value("source_audio", value).strip()
+    return _audio_beside("source_audio", value, "take.wav")
+
+
+def _audio_beside(key: str, value: Any, example: str) -> str | None:
+    """An audio file named relative to the song file and inside its folder (no absolute
+    path, no `..`), for every key that uploads audio."""
+    text = values.text_value(key, value).strip()
     if not text:
         return None
     parts = re.split(r"[/\\]", text)
     if text.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", text) or ".." in parts:
         raise values.problem(
-            f"source_audio {show(value)} must be a path inside the song file's folder",
-            "put the audio next to the song file and write its name: source_audio: take.wav",
+            f"{key} {show(value)} must be a path inside the song file's folder",
+            f"put the audio next to the song file and write its name: {key}: {example}",
         )
     if not text.lower().endswith(AUDIO_SUFFIXES):
         raise values.problem(
-            f"source_audio {show(value)} is not an audio file",
+            f"{key} {show(value)} is not an audio file",
             f"use a file ending in {', '.join(AUDIO_SUFFIXES)}",
         )
     return text
@@ -248,21 +254,7 @@ def description(value: Any, backend: str) -> str:
 
 def reference_audio(value: Any, backend: str) -> str | None:
     """A style reference (timbre and mix), with the same folder rule as `source_audio`."""
-    text = values.text_value("reference_audio", value).strip()
-    if not text:
-        return None
-    parts = re.split(r"[/\\]", text)
-    if text.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", text) or ".." in parts:
-        raise values.problem(
-            f"reference_audio {show(value)} must be a path inside the song file's folder",
-            "put the audio next to the song file and write its name: reference_audio: ref.wav",
-        )
-    if not text.lower().endswith(AUDIO_SUFFIXES):
-        raise values.problem(
-            f"reference_audio {show(value)} is not an audio file",
-            f"use a file ending in {', '.join(AUDIO_SUFFIXES)}",
-        )
-    return text
+    return _audio_beside("reference_audio", value, "ref.wav")
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> Callable[[Any, str], str | None]:
