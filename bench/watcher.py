@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bygheartd.config import Config
+from bygheartd.config import Config, parse_config
 from bygheartd.service.service import SongService
 from bygheartd.store.store import Store
 from bygheartd.watch.watcher import InboxWatcher
@@ -33,7 +33,7 @@ def make_config(root: Path, poll: float) -> Config:
     }
     for path in folders.values():
         Path(path).mkdir(parents=True, exist_ok=True)
-    return Config.model_validate(
+    return parse_config(
         {
             "folders": folders,
             "watch": {"settle_seconds": SETTLE, "poll_interval_seconds": poll, "rescan_seconds": 0},

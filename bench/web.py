@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bygheartd.config import Config
+from bygheartd.config import Config, parse_config
 from bygheartd.jobs import JobFile, JobStatus
 from bygheartd.mcp.http import McpHttpServer
 from bygheartd.service.service import SongService
@@ -53,7 +53,7 @@ def make_config(root: Path) -> Config:
     }
     for path in folders.values():
         Path(path).mkdir(parents=True, exist_ok=True)
-    return Config.model_validate({"folders": folders, "web": {"enabled": True}})
+    return parse_config({"folders": folders, "web": {"enabled": True}})
 
 
 def fill(store: Store, output: Path, count: int) -> float:

@@ -155,7 +155,8 @@ def test_run_without_a_key_refuses_and_suggests_the_demo(cfg: Path) -> None:
 
 
 def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
-    heavy = ("mcp", "starlette", "uvicorn", "watchdog", "apscheduler", "httpx")
+    # pydantic too: building its models was most of a cold `list` (bench/store.py).
+    heavy = ("mcp", "starlette", "uvicorn", "watchdog", "apscheduler", "httpx", "pydantic")
     code = "\n".join(
         [
             "import sys",

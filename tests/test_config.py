@@ -11,20 +11,27 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TEST_KEY, write_config
 
-from bygheartd.config import Config, find_api_key, load_config, parse_config
+from bygheartd.config import (
+    config_sections,
+    find_api_key,
+    load_config,
+    parse_config,
+    section_keys,
+)
 from bygheartd.errors import ConfigError
 
 
 def test_example_config_loads_and_documents_every_key() -> None:
     config = load_config(REPO / "config.example.toml")
     text = (REPO / "config.example.toml").read_text()
-    for section, model in Config.model_fields.items():
+    sections = config_sections()
+    assert {"api", "folders", "queue", "budget", "plugins", "web", "store"} <= set(sections)
+    for section, kind in sections.items():
         assert f"[{section}" in text, section
-        annotation = model.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            for key in annotation.model_fields:
-                assert f"{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
+        for key in section_keys(kind):
+            assert f"{key} =" in text or f"# {key} =" in text, f"{section}.{key}"
     assert config.plugins.tables()["loudnorm"]["target_lufs"] == -14.0
+    assert "settings" not in section_keys(sections["plugins"])  # where the tables are kept
 
 
 def test_unknown_key_names_the_nearest_valid_one() -> None:
@@ -46,6 +53,92 @@ def test_bad_values_say_what_was_given() -> None:
         parse_config({"budget": {"timezone": "Mars/Olympus"}})
     with pytest.raises(ConfigError, match=re.escape("queue.max_in_flight")):
         parse_config({"queue": {"max_in_flight": 0}})
+
+
+def test_every_problem_of_a_file_is_reported_at_once_in_config_words() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "plan": "pro",
+                "queu": {},
+                "defaults": {"takes": 9},
+                "queue": {"poll_batch": "fifty", "max_attempts": 2.5},
+                "log": {"level": "loud"},
+                "watch": {"on_duplicate": "never"},
+                "mcp": {"allowed_hosts": "localhost"},
+                "api": {"timeout_seconds": 0},
+            },
+            source="bad.toml",
+        )
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "bad.toml: unknown key 'plan': did you mean 'budget.plan' (under [budget])?",
+        "bad.toml: unknown key 'queu': did you mean 'queue'?",
+        "bad.toml: api.timeout_seconds: must be a number above 0 (got 0)",
+        "bad.toml: defaults.takes: must be a whole number of at most 8 (got 9)",
+        "bad.toml: watch.on_duplicate: must be one of 'skip', 'allow' (got 'never')",
+        "bad.toml: queue.poll_batch: must be a whole number (got 'fifty')",
+        'bad.toml: mcp.allowed_hosts: must be a list like ["a", "b"] (got \'localhost\')',
+        "bad.toml: log.level: must be one of 'debug', 'info', 'warning', 'error', 'critical'"
+        " (got 'loud')",
+    ]
+
+
+def test_pool_entries_and_folders_name_the_exact_key() -> None:
+    servers = [{"url": "http://gpu1:8001"}, {"url": "gpu2", "max_inflight": 1}, {}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"api": {"backend": "acestep", "servers": servers}})
+    assert str(caught.value) == (
+        "config: unknown key 'api.servers[1].max_inflight': did you mean "
+        "'api.servers[1].max_in_flight'?"
+    )
+    with pytest.raises(ConfigError, match=r"api\.servers\[1\]\.url: server url 'gpu2' must"):
+        parse_config({"api": {"backend": "acestep", "servers": [servers[0], {"url": "gpu2"}]}})
+    with pytest.raises(ConfigError, match=r"api\.servers\[0\]: needs the key 'url'"):
+        parse_config({"api": {"backend": "acestep", "servers": [{}]}})
+    with pytest.raises(ConfigError, match=r"folders\.inbox: must be a path in quotes \(got 3\)"):
+        parse_config({"folders": {"inbox": 3}})
+    with pytest.raises(ConfigError, match=r"folders\.output: is empty"):
+        parse_config({"folders": {"output": ""}})
+    with pytest.raises(ConfigError, match=r"queue must be a table: write it as \[queue\]"):
+        parse_config({"queue": 3})
+    with pytest.raises(ConfigError, match=r"presets\.slow must be a table"):
+        parse_config({"presets": {"slow": 70}})
+    with pytest.raises(ConfigError, match=r"unknown key 'plugins\.settings'"):
+        parse_config({"plugins": {"settings": 1}})  # where tables are kept is not a key
+
+
+def test_folders_expand_home_and_variables_and_a_blank_state_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SONGS_HOME", str(tmp_path))
+    config = parse_config({"folders": {"inbox": "$SONGS_HOME/in", "state": ""}})
+    assert config.folders.inbox == tmp_path / "in"
+    assert config.folders.state is None
+    assert config.folders.output == Path.home() / "Music" / "Bygheart" / "output"
+
+
+def test_a_config_round_trips_through_its_record() -> None:
+    raw = {
+        "api": {"backend": "acestep", "servers": [{"url": "http://gpu1:8001/"}]},
+        "plugins": {"enabled": ["tags"], "tags": {"artist": "Me"}},
+        "presets": {"slow": {"bpm": 70}},
+        "budget": {"timezone": "Europe/Berlin"},
+    }
+    config = parse_config(raw)
+    record = config.as_record()
+    assert record["plugins"]["tags"] == {"artist": "Me"} and "settings" not in record["plugins"]
+    assert record["api"]["servers"][0]["url"] == "http://gpu1:8001"
+    assert parse_config(record) == config
+    assert config.request_defaults("slow")["bpm"] == 70
+
+
+def test_a_config_cannot_be_changed_behind_its_holder() -> None:
+    config = parse_config({})
+    with pytest.raises(AttributeError):
+        config.queue.max_in_flight = 3  # type: ignore[misc]
+    changed = config.queue.replaced(max_in_flight=3)
+    assert changed.max_in_flight == 3 and config.queue.max_in_flight == 8
 
 
 def test_acestep_backend_implies_self_hosted_and_its_default_url() -> None:

@@ -72,7 +72,7 @@ async def test_song_arrives_in_the_library_tagged_and_normalised_despite_broken_
         simulator,
         plugins={"enabled": ["tags", "loudnorm", "upload"], "paths": [str(third_party)]},
     )
-    raw = json.loads(config.model_dump_json())
+    raw = config.as_record()
     raw["plugins"]["upload"] = {"library": str(library), "template": "{album}/{title}{ext}"}
     from bygheartd.config import parse_config
 

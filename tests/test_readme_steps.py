@@ -94,7 +94,7 @@ def test_the_system_service_config_is_valid_and_keeps_everything_under_var_lib()
     block = _section(README, "## Running as a service")
     body = block.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     config = parse_config(tomllib.loads(body), source="README")
-    folders = config.folders.model_dump()
+    folders = config.as_record()["folders"]
     assert folders["state"] is not None
     for name, folder in folders.items():
         if folder is not None:

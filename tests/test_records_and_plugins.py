@@ -128,7 +128,7 @@ async def test_every_record_describes_the_files_as_plugins_left_them(
     (folder / "sweeper.py").write_text(SWEEPER)
     config = make_config(simulator, plugins={"enabled": ["tags", "webhook"]})
     receiver = receiver_for(config.folders.output / "record-song.json")
-    raw = json.loads(config.model_dump_json())
+    raw = config.as_record()
     raw["plugins"]["paths"] = [str(folder)]
     raw["plugins"]["webhook"] = {"url": receiver.url}
     config = parse_config(raw)

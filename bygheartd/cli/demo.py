@@ -102,8 +102,9 @@ async def run_demo(directory: Path) -> int:
         config_file.write_text(demo_config_text(root, sim.base_url), encoding="utf-8")
         import tomllib
 
-        config = parse_config(tomllib.loads(config_file.read_text()), source=str(config_file))
-        config._source_path = config_file
+        config = parse_config(
+            tomllib.loads(config_file.read_text()), source=str(config_file), path=config_file
+        )
         os.environ["BYGHEART_API_KEY"] = DEMO_KEY
         async with Runtime(config, owner="bygheartd demo") as runtime:
             if not runtime.service.engine_running:

@@ -195,6 +195,8 @@ class Daemon:
             return
         changed = _diff(self.config, new)
         needs_restart = [c for c in changed if c.startswith(RESTART_ONLY)]
+        if "api.backend" in changed:  # then the rest of [api] waits for the restart too
+            needs_restart += [c for c in changed if c.startswith("api.") and c != "api.backend"]
         new = _keep_restart_only(self.config, new)
         if self.runtime is not None:
             await self.runtime.reload(
@@ -237,25 +239,22 @@ def _summary(counts: dict[str, int]) -> str:
 def _keep_restart_only(old: Config, new: Config) -> Config:
     """The reloaded config with the settings that need a restart kept as they run now, so
     that no component picks up half of such a change from the shared holder."""
-    return new.model_copy(
-        update={
-            "folders": old.folders,
-            "mcp": old.mcp,
-            "web": old.web,
-            "api": new.api.model_copy(update={"backend": old.api.backend}),
-            "watch": new.watch.model_copy(
-                update={
-                    "settle_seconds": old.watch.settle_seconds,
-                    "poll_interval_seconds": old.watch.poll_interval_seconds,
-                    "rescan_seconds": old.watch.rescan_seconds,
-                }
-            ),
-        }
+    return new.replaced(
+        folders=old.folders,
+        mcp=old.mcp,
+        web=old.web,
+        # Another backend speaks another protocol to other servers: all of [api] waits.
+        api=new.api if new.api.backend == old.api.backend else old.api,
+        watch=new.watch.replaced(
+            settle_seconds=old.watch.settle_seconds,
+            poll_interval_seconds=old.watch.poll_interval_seconds,
+            rescan_seconds=old.watch.rescan_seconds,
+        ),
     )
 
 
 def _diff(old: Config, new: Config) -> list[str]:
-    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    a, b = old.as_record(), new.as_record()
     changed = []
     for section in sorted(set(a) | set(b)):
         sa, sb = a.get(section), b.get(section)
