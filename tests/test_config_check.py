@@ -155,6 +155,19 @@ def test_online_with_nobody_listening_says_so_and_fails(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_online_gives_a_silent_server_the_check_timeout_not_the_engines(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        cfg = config_file(tmp_path, url, api={"backend": "acestep", "timeout_seconds": 300})
+        result = check(cfg, ACE_KEY, "--online", "--timeout", "0.5")
+    assert result.returncode == 1
+    assert f"online ({url}; up to 0.5 s for each answer):" in result.stdout
+    assert f"server: ERROR: cannot reach {url}" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_without_online_the_backend_is_not_asked(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     result = check(config_file(tmp_path, url), TEST_KEY)

@@ -332,10 +332,12 @@ def _dry_run(config: Config, files: Sequence[SongSource], preset: str | None, as
     return 1 if refused else 0
 
 
-def config_check_command(path: Path | None, *, online: bool = False) -> int:
+def config_check_command(
+    path: Path | None, *, online: bool = False, timeout: float | None = None
+) -> int:
     from bygheartd.cli.config_commands import check_config
 
-    return check_config(path, online=online)
+    return check_config(path, online=online, timeout=timeout)
 
 
 def init_command(path: Path | None, force: bool) -> int:

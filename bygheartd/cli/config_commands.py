@@ -34,7 +34,9 @@ enabled = ["quality", "tags"]
 """
 
 
-def check_config(explicit: Path | None, *, online: bool = False) -> int:
+def check_config(
+    explicit: Path | None, *, online: bool = False, timeout: float | None = None
+) -> int:
     """Print what the config amounts to; 1 when something would stop songs being made.
     `online` also asks the backend (reachable, key accepted, models), which the offline
     check cannot know: a wrong port or a revoked key otherwise shows up only as held jobs."""
@@ -82,7 +84,7 @@ def check_config(explicit: Path | None, *, online: bool = False) -> int:
     for problem in plugin_name_problems(config):
         ok = False
         print(f"  problem: {problem}")
-    if online and not _check_online(config):
+    if online and not _check_online(config, timeout):
         ok = False
     print("OK" if ok else "NOT READY")
     return 0 if ok else 1
@@ -115,14 +117,24 @@ def _show_pool(config: Config) -> bool:
     return ok
 
 
-def _check_online(config: Config) -> bool:
+# A check is asked for by someone waiting at a prompt: a server that does not answer is
+# reported after this long, not after the engine's whole-exchange timeout.
+ONLINE_TIMEOUT_SECONDS = 10.0
+
+
+def _check_online(config: Config, timeout: float | None) -> bool:
     """Print what the backend says, a line per finding; False when any is an error."""
     import asyncio
 
     from bygheartd.service.online import check_backend
 
-    print(f"online ({config.api.effective_base_url()}):")
-    findings = asyncio.run(check_backend(config))
+    seconds = timeout or min(ONLINE_TIMEOUT_SECONDS, config.api.timeout_seconds)
+    where = config.api.effective_base_url()
+    if len(config.api.servers) > 1:
+        where = f"{len(config.api.servers)} servers, at once"
+    print(f"online ({where}; up to {seconds:g} s for each answer):", flush=True)
+    asked = config.replaced(api=config.api.replaced(timeout_seconds=seconds))
+    findings = asyncio.run(check_backend(asked))
     for finding in findings:
         print(f"  {finding.line()}")
     return all(f.level != "error" for f in findings)

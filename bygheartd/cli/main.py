@@ -349,14 +349,22 @@ def config() -> None:
     is_flag=True,
     help="Also ask the backend: is it reachable, does it take the key, what models it has.",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=600),
+    default=None,
+    metavar="SECONDS",
+    help="With --online: give each server this long to answer [default: 10, or [api] "
+    "timeout_seconds when that is shorter].",
+)
 @common
-def config_check(online: bool) -> None:
+def config_check(online: bool, timeout: float | None) -> None:
     """Validate the config; show effective paths and where the key comes from."""
     from bygheartd.cli.commands import config_check_command
 
     state = _state()
     state.setup_logging()
-    raise SystemExit(config_check_command(state.config_path, online=online))
+    raise SystemExit(config_check_command(state.config_path, online=online, timeout=timeout))
 
 
 @config.command(name="example")
