@@ -8,12 +8,18 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _scripted import (  # noqa: F401 - the server, api and origin fixtures
+    ok,
+    scripted_api_fixture,
+    scripted_client,
+    scripted_origin_fixture,
+    scripted_server_fixture,
+)
 from _servers import (
     PREFIX,
     TASK_A,
@@ -24,10 +30,8 @@ from _servers import (
     RawServer,
     Reply,
     ScriptedApi,
-    ServerThread,
     closed_port,
     envelope,
-    scripted_server,
 )
 
 from bygheartd.api.client import (
@@ -49,35 +53,16 @@ from bygheartd.errors import BygheartdError
 pytestmark = pytest.mark.anyio
 
 KEY = "bgh_SECRET_do_not_leak_7f3a9c"
-FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.005)
 SUBMIT_BODY = {"prompt": "upbeat synthwave, female vocals", "batch_size": 1, "audio_format": "mp3"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedApi, ServerThread]]:
-    with scripted_server(tmp_path_factory.mktemp("audio")) as pair:
-        yield pair
-
-
 @pytest.fixture
-def api(server: tuple[ScriptedApi, ServerThread]) -> ScriptedApi:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def base_url(server: tuple[ScriptedApi, ServerThread]) -> str:
-    return server[1].origin + PREFIX
+def base_url(origin: str) -> str:
+    return origin + PREFIX
 
 
 def make_client(base_url: str, **kwargs: Any) -> BygheartClient:
-    kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("timeout", 2.0)
-    return BygheartClient(base_url, kwargs.pop("api_key", KEY), **kwargs)
-
-
-def ok(raw: str | dict[str, Any], **kwargs: Any) -> Reply:
-    return Reply(200, raw, media_type="application/json", **kwargs)
+    return scripted_client(base_url, kwargs.pop("api_key", KEY), **kwargs)
 
 
 # -- submit ---------------------------------------------------------------------------

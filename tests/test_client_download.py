@@ -7,19 +7,24 @@ import hashlib
 import io
 import random
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from _servers import PREFIX, TRANSCRIPT, Reply, ScriptedApi, ServerThread, scripted_server
+from _scripted import (  # noqa: F401 - the server, api and origin fixtures
+    audio_ref,
+    scripted_api_fixture,
+    scripted_client,
+    scripted_origin_fixture,
+    scripted_server_fixture,
+)
+from _servers import PREFIX, TRANSCRIPT, Reply, ScriptedApi
 
 from bygheartd.api.client import (
     BygheartClient,
     ProtocolError,
     RejectedError,
-    RetryPolicy,
     TransientError,
 )
 from bygheartd.api.download import resolve_audio_url, sniff_audio_ext
@@ -27,7 +32,6 @@ from bygheartd.api.download import resolve_audio_url, sniff_audio_ext
 pytestmark = pytest.mark.anyio
 
 KEY = "bgh_download_test_key"
-FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.005)
 MP3 = b"\xff\xfb\x94\x64" + random.Random(1).randbytes(32640 - 4)  # the transcript's size
 
 
@@ -41,31 +45,8 @@ def tiny_wav() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedApi, ServerThread]]:
-    with scripted_server(tmp_path_factory.mktemp("audio")) as pair:
-        yield pair
-
-
-@pytest.fixture
-def api(server: tuple[ScriptedApi, ServerThread]) -> ScriptedApi:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def origin(server: tuple[ScriptedApi, ServerThread]) -> str:
-    return server[1].origin
-
-
 def make_client(origin: str, **kwargs: Any) -> BygheartClient:
-    kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("timeout", 2.0)
-    return BygheartClient(origin + PREFIX, KEY, **kwargs)
-
-
-def relative_ref(server_path: str) -> str:
-    return "/v1/audio?path=" + quote(server_path, safe="")
+    return scripted_client(origin + PREFIX, KEY, **kwargs)
 
 
 # -- the three file forms -----------------------------------------------------------
@@ -76,7 +57,7 @@ async def test_relative_file_form_is_appended_to_the_base_url(
 ) -> None:
     server_path = api.add_audio("4136e2ad-020f-0170-6577-265d7b9b85ef.mp3", MP3)
     async with make_client(origin) as client:
-        got = await client.download(relative_ref(server_path), tmp_path / "midnight")
+        got = await client.download(audio_ref(server_path), tmp_path / "midnight")
         assert client.requests_made["download"] == 1
     assert got.path == tmp_path / "midnight.mp3" and got.path.read_bytes() == MP3
     assert (got.size, got.ext, got.content_type) == (len(MP3), ".mp3", "audio/mpeg")
@@ -106,7 +87,7 @@ async def test_absolute_url_on_the_api_host_is_used_as_is(
 ) -> None:
     server_path = api.add_audio("abs.wav", tiny_wav())
     async with make_client(origin) as client:
-        got = await client.download(origin + PREFIX + relative_ref(server_path), tmp_path / "abs")
+        got = await client.download(origin + PREFIX + audio_ref(server_path), tmp_path / "abs")
     assert got.ext == ".wav" and got.path.read_bytes() == tiny_wav()
 
 
@@ -167,7 +148,7 @@ async def test_dropped_body_is_resumed_with_range(
     server_path = api.add_audio("drop.mp3", MP3)
     api.expect("GET", "/v1/audio", Reply(200, MP3, media_type="audio/mpeg", truncate_at=10_000))
     async with make_client(origin) as client:
-        got = await client.download(relative_ref(server_path), tmp_path / "drop")
+        got = await client.download(audio_ref(server_path), tmp_path / "drop")
         assert client.requests_made["download"] == 2
     assert got.path.read_bytes() == MP3 and got.sha256 == hashlib.sha256(MP3).hexdigest()
     assert api.requests[1].headers["range"] == "bytes=10000-"
@@ -179,7 +160,7 @@ async def test_an_existing_part_file_is_resumed(
     server_path = api.add_audio("resume.mp3", MP3)
     (tmp_path / "song.part").write_bytes(MP3[:5000])
     async with make_client(origin) as client:
-        got = await client.download(relative_ref(server_path), tmp_path / "song")
+        got = await client.download(audio_ref(server_path), tmp_path / "song")
     assert api.requests[0].headers["range"] == "bytes=5000-"
     assert got.path.read_bytes() == MP3 and got.sha256 == hashlib.sha256(MP3).hexdigest()
 
@@ -270,7 +251,7 @@ async def test_an_existing_target_is_never_overwritten(
     (tmp_path / "song.mp3").write_bytes(b"mine")
     async with make_client(origin) as client:
         with pytest.raises(FileExistsError):
-            await client.download(relative_ref(server_path), tmp_path / "song")
+            await client.download(audio_ref(server_path), tmp_path / "song")
     assert (tmp_path / "song.mp3").read_bytes() == b"mine"
 
 

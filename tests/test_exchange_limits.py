@@ -13,15 +13,21 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import pytest
 from _misbehaving import MisbehavingProxy, Rule
-from _servers import PREFIX, TASK_A, TRANSCRIPT, Reply, ScriptedApi, ServerThread, scripted_server
+from _scripted import (  # noqa: F401 - the server, api and origin fixtures
+    audio_ref,
+    ok,
+    scripted_api_fixture,
+    scripted_client,
+    scripted_origin_fixture,
+    scripted_server_fixture,
+)
+from _servers import PREFIX, TASK_A, TRANSCRIPT, Reply, ScriptedApi
 from conftest import MakeConfig
 
 from bygheartd.api.client import (
@@ -41,42 +47,20 @@ from bygheartd.service.runtime import make_client as runtime_client
 pytestmark = pytest.mark.anyio
 
 KEY = "bgh_exchange_limits_key_42"
-FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.005)
 MP3 = b"\xff\xfb\x94\x64" + random.Random(7).randbytes(32640 - 4)
 OTHER_MP3 = b"\xff\xfb\x94\x64" + random.Random(8).randbytes(16000)
 # Each test ends well inside this; without the limits the dripping ones would run for hours.
 HANG = 60
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedApi, ServerThread]]:
-    with scripted_server(tmp_path_factory.mktemp("audio")) as pair:
-        yield pair
-
-
 @pytest.fixture
-def api(server: tuple[ScriptedApi, ServerThread]) -> ScriptedApi:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def upstream(server: tuple[ScriptedApi, ServerThread]) -> str:
-    return server[1].origin
+def upstream(origin: str) -> str:
+    return origin
 
 
 def client_for(origin: str, **kwargs: Any) -> BygheartClient:
-    kwargs.setdefault("retry", FAST)
     kwargs.setdefault("timeout", 1.0)
-    return BygheartClient(origin + PREFIX, KEY, **kwargs)
-
-
-def ok(raw: str) -> Reply:
-    return Reply(200, raw, media_type="application/json")
-
-
-def audio_ref(server_path: str) -> str:
-    return "/v1/audio?path=" + quote(server_path, safe="")
+    return scripted_client(origin + PREFIX, KEY, **kwargs)
 
 
 # -- submit, poll and probe: the whole exchange --------------------------------------

@@ -255,6 +255,33 @@ def test_show_fits_80_columns(make_config: MakeConfig, tmp_path: Path, columns_8
     assert "…" in done.stdout  # the hold's reason, cut in the history table
 
 
+def test_show_wide_keeps_long_values_whole(
+    make_config: MakeConfig, tmp_path: Path, columns_80: None
+) -> None:
+    config = make_config()
+    source = str(tmp_path / ("a-folder-with-a-very-long-name-" * 3) / "song-file.md")
+    reason = "the server answered 500 three times in a row; " * 3
+    store = Store.open(config.state_dir)
+    try:
+        job = store.insert_job(
+            title=LONG_TITLE, model=None, request={}, api_body={}, credits=4, source=source
+        )
+        store.transition(job.id, JobStatus.FAILED, event="failed", reason=reason.strip())
+    finally:
+        store.close()
+
+    fitted = cli(config_path(tmp_path), "show", job.id)
+    assert all(len(line) <= 80 for line in fitted.stdout.splitlines()), fitted.stdout
+    assert source not in fitted.stdout
+
+    wide = cli(config_path(tmp_path), "show", job.id, "--wide")
+    assert wide.returncode == 0, wide.stderr
+    assert "…" not in wide.stdout
+    lines = wide.stdout.splitlines()
+    assert any(source in line for line in lines)  # on one line, to copy
+    assert sum(reason.strip() in line for line in lines) == 2  # the facts and the history
+
+
 def test_list_has_a_default_limit_and_says_so(
     make_config: MakeConfig, tmp_path: Path, columns_80: None
 ) -> None:

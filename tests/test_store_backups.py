@@ -421,6 +421,62 @@ def test_restore_refuses_a_healthy_store_without_force(cfg: Config) -> None:
     assert len(job_ids_in(aside)) == 2
 
 
+def test_a_store_left_open_across_a_restore_writes_into_the_restored_store(
+    cfg: Config,
+) -> None:
+    """An idle `bygheartd mcp` keeps its connection for days: after a restore it must write
+    into the restored store, not into the copy set aside, and closing it must not take the
+    restored store's WAL with it."""
+    kept = queue_songs(cfg, 2, tag="kept")
+    backup_store_if_due(cfg)
+    since = queue_songs(cfg, 1, tag="since")
+    idle = Store(store_path(cfg))  # standing in for the idle MCP server
+    try:
+        assert len(idle.list_jobs()) == 3
+        forced = cli(config_file(cfg), "store", "restore", "--force")
+        assert forced.returncode == 0, forced.stderr
+        late = idle.insert_job(title="late", model=None, request={}, api_body={}, credits=0)
+        fresh = Store(store_path(cfg))
+        try:
+            assert {j.id for j in fresh.list_jobs()} == {*kept, late.id}
+            later = fresh.insert_job(title="later", model=None, request={}, api_body={}, credits=0)
+            idle.close()  # it used to checkpoint and delete `jobs.sqlite3-wal` by name
+        finally:
+            fresh.close()
+    finally:
+        idle.close()
+    assert sqlite_ok(store_path(cfg))
+    assert job_ids_in(store_path(cfg)) == {*kept, late.id, later.id}
+    [aside] = set_aside(cfg, "replaced")
+    assert sqlite_ok(aside)
+    assert job_ids_in(aside) == {*kept, *since}  # exactly the store before the restore
+    assert not any(Path(f"{aside}{s}").exists() for s in ("-wal", "-shm"))
+
+
+def test_restore_matches_the_live_page_size(cfg: Config, tmp_path: Path) -> None:
+    """A copy with pages of another size (an older SQLite's 1024) still restores into the
+    live WAL store, which the backup API cannot resize."""
+    ids = queue_songs(cfg, 2, tag="pages")
+    copy = tmp_path / "small-pages.sqlite3"
+    db = sqlite3.connect(store_path(cfg))
+    try:
+        db.execute("VACUUM INTO ?", (str(copy),))
+    finally:
+        db.close()
+    db = sqlite3.connect(copy, isolation_level=None)
+    try:
+        db.execute("PRAGMA page_size = 1024")
+        db.execute("VACUUM")
+        assert db.execute("PRAGMA page_size").fetchone() == (1024,)
+    finally:
+        db.close()
+    queue_songs(cfg, 1, tag="after")
+    forced = cli(config_file(cfg), "store", "restore", "--force", str(copy))
+    assert forced.returncode == 0, forced.stderr
+    assert sqlite_ok(store_path(cfg))
+    assert job_ids_in(store_path(cfg)) == set(ids)
+
+
 def test_restore_refuses_while_a_daemon_runs(
     make_config: MakeConfig, simulator: RunningSimulator, daemons: list[Daemon]
 ) -> None:

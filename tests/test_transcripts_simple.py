@@ -12,11 +12,17 @@ were never captured: their replies here are the shapes the server's own route co
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _scripted import (  # noqa: F401 - the server, api and origin fixtures
+    ok,
+    scripted_api_fixture,
+    scripted_client,
+    scripted_origin_fixture,
+    scripted_server_fixture,
+)
 from _servers import (
     PREFIX,
     TASK_A,
@@ -27,7 +33,6 @@ from _servers import (
     Reply,
     ScriptedApi,
     ServerThread,
-    scripted_server,
 )
 from conftest import MakeConfig
 from test_daemon_e2e import sidecars
@@ -65,10 +70,6 @@ FILE_A = "4136e2ad-020f-0170-6577-265d7b9b85ef.mp3"
 FILE_A_REF = "/v1/audio?path=%2Fsrv%2Facestep%2Fapi_audio%2F" + FILE_A
 
 
-def ok(raw: str) -> Reply:
-    return Reply(200, raw, media_type="application/json")
-
-
 def entries(raw: str) -> list[dict[str, Any]]:
     """The `data` entries of a captured query_result, with `result` decoded."""
     data: list[dict[str, Any]] = json.loads(raw)["data"]
@@ -88,21 +89,9 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedApi, ServerThread]]:
-    with scripted_server(tmp_path_factory.mktemp("audio")) as pair:
-        yield pair
-
-
 @pytest.fixture
-def api(server: tuple[ScriptedApi, ServerThread]) -> ScriptedApi:
-    server[0].reset()
-    return server[0]
-
-
-@pytest.fixture
-def client(server: tuple[ScriptedApi, ServerThread]) -> BygheartClient:
-    return BygheartClient(server[1].origin + PREFIX, KEY, retry=FAST, timeout=5.0)
+def client(origin: str) -> BygheartClient:
+    return scripted_client(origin + PREFIX, KEY, retry=FAST, timeout=5.0)
 
 
 # -- what we send: the captured requests, field by field -----------------------------------

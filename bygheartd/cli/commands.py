@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from bygheartd.catalog import credits_phrase
 from bygheartd.cli.display import (
     credits_text,
-    job_detail,
     print_files_table,
+    print_job_detail,
     print_jobs_table,
     print_json,
 )
@@ -106,7 +106,7 @@ def list_command(
             print(f"{limit} of {total} jobs shown: --limit N or --all", file=sys.stderr)
 
 
-def show_command(config: Config, ref: str, as_json: bool) -> None:
+def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = False) -> None:
     service = open_service(config)
     job = service.get(ref)
     history = service.history(job)
@@ -119,7 +119,8 @@ def show_command(config: Config, ref: str, as_json: bool) -> None:
         record["history"] = [e.as_record() for e in history]
         print_json(record)
     else:
-        _console().print(job_detail(job, history, charged=service.charged([job])[job.id]))
+        charged = service.charged([job])[job.id]
+        print_job_detail(_console(), job, history, charged=charged, wide=wide)
 
 
 def change_command(config: Config, ref: str, action: str) -> None:

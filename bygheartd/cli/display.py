@@ -142,14 +142,20 @@ def _status_cell(job: Job) -> str:
     return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"
 
 
-def job_detail(job: Job, history: list[Event], *, charged: int | None = None) -> Group:
+def job_detail(
+    job: Job, history: list[Event], *, charged: int | None = None, wide: bool = False
+) -> Group:
+    """`show`: the job's facts, the lyrics the model wrote and its history. Fitted to the
+    terminal, or with `wide` every value on its lines whole, for copying a path or a reason
+    (the caller widens the console: `print_job_detail`)."""
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
 
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
-    facts.add_column(overflow="ellipsis")  # long values wrap at words, never mid-word
+    # Long values wrap at words, never mid-word; `wide` keeps each on its line.
+    facts.add_column(overflow="ellipsis", no_wrap=wide)
     rows: list[tuple[str, str]] = [
         ("id", job.id),
         ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"),
@@ -186,7 +192,39 @@ def job_detail(job: Job, history: list[Event], *, charged: int | None = None) ->
     parts: list[Any] = [facts, ""]
     if generated.get("lyrics"):
         parts += ["[bold]lyrics the model wrote[/]", escape(str(generated["lyrics"])), ""]
-    return Group(*parts, Fitted(events, flexible={"event": 1, "reason": 2}))
+    return Group(*parts, events if wide else Fitted(events, flexible={"event": 1, "reason": 2}))
+
+
+def print_job_detail(
+    console: Console,
+    job: Job,
+    history: list[Event],
+    *,
+    charged: int | None = None,
+    wide: bool = False,
+) -> None:
+    """`show`, fitted to the terminal, or with `wide` on a console as wide as its longest
+    line, so that nothing is cut or wrapped."""
+    from rich.table import Table
+
+    detail = job_detail(job, history, charged=charged, wide=wide)
+    if wide:
+        needed = [
+            natural_width(part) if isinstance(part, Table) else _longest_line(part)
+            for part in detail.renderables
+        ]
+        console.width = max(console.width, *needed)
+    console.print(detail)
+
+
+def _longest_line(part: object) -> int:
+    """The widest line of a plain part of `show` (the lyrics), in terminal cells."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    if not isinstance(part, str):
+        return 0
+    return max((cell_len(line) for line in Text.from_markup(part).plain.split("\n")), default=0)
 
 
 # The hosted API's model names all start so; tables drop it (`--wide` and JSON keep it).

@@ -256,12 +256,13 @@ def list_jobs(
 @main.command()
 @common
 @click.argument("job", shell_complete=_complete_job)
+@click.option("--wide", is_flag=True, help="Whole values (paths, reasons, lyrics), however wide.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
-def show(job: str, as_json: bool) -> None:
+def show(job: str, wide: bool, as_json: bool) -> None:
     """One job in full, with its history."""
     from bygheartd.cli.commands import show_command
 
-    show_command(_state().config(), job, as_json)
+    show_command(_state().config(), job, as_json, wide=wide)
 
 
 @main.command()

@@ -2,8 +2,10 @@
 
 `bygheartd store check` and `bygheartd store restore` must work on a store that does not
 open at all, so nothing here opens a `Store` on the live file: a check reads it read-only,
-a restore replaces it whole. A restore holds the engine lock meanwhile, so that no engine
-(a daemon, `bygheartd mcp`, `submit --wait`) starts on the store it is replacing.
+a restore writes the backup's pages into it with SQLite's backup API (so a process that
+keeps the store open, an idle `bygheartd mcp`, sees the restored store). A restore holds
+the engine lock meanwhile, so that no engine (a daemon, `bygheartd mcp`, `submit --wait`)
+starts on the store it is replacing.
 """
 
 from __future__ import annotations
