@@ -147,6 +147,7 @@ async def test_get_guide_is_the_guide_as_a_tool_result(runtime: Runtime) -> None
         result = await client.call_tool("get_guide", {})
     assert not result.is_error
     assert text_of(result) == catalog.data_text("guide.md")
+    assert result.structured_content is None and len(result.content) == 1  # once, not twice
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -866,7 +866,9 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         )
         return _result(result, result.summary())
 
-    @tool(annotations=READ_ONLY)
+    # Plain text, not structured: a `{"result": guide}` copy beside the text would hand the
+    # model the whole guide twice.
+    @tool(annotations=READ_ONLY, structured_output=False)
     def get_guide() -> str:
         """The songwriting guide: the two ways to make a song (lyrics, or a description in
         Simple mode) and when to use which, styles, section tags and every option, with
