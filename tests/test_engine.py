@@ -277,6 +277,24 @@ async def test_cancelled_queued_job_is_never_submitted_and_retry_makes_it(
     assert simulator.sim.stats.submits == 1
 
 
+async def test_retry_keeps_what_the_request_draws_and_drops_what_the_attempt_said(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator, defaults={"style": ""})
+    path = tmp_path / "plain.txt"
+    path.write_text("---\ntitle: Plain\n---\n[Verse]\nno style was given here\n")
+    async with Runtime(config, owner="cli", engine=False) as cli:
+        job = cli.service.enqueue_file(path)
+        [style_warning] = job.warnings
+        assert "style" in style_warning
+        cli.service.cancel(job.id)
+        # as a finished attempt leaves them (delivery appends plugin warnings to the job)
+        cli.service.store.update(job.id, warnings=[style_warning, "take 1 is much shorter"])
+        again = cli.service.retry(job.id)
+    assert again.status is JobStatus.QUEUED
+    assert again.warnings == (style_warning,)
+
+
 async def test_existing_output_is_never_overwritten(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lock import EngineLock
+from bygheartd.errors import BygheartdError
 from bygheartd.jobs import (
     FINAL_STATUSES,
     SETTLING,
@@ -308,6 +309,17 @@ class SongService:
         if warnings := request.warnings():  # on the job, so every face shows them
             job = self.store.update(job.id, warnings=[*job.warnings, *warnings])
         return Enqueued(job, True)
+
+    def _request_warnings(self, job: Job) -> list[str]:
+        """The warnings the job's request drew when it was queued, worked out again."""
+        from bygheartd.songs.request import RequestRules, SongRequest
+
+        original = job.result.request_before_plugins or job.request
+        rules = RequestRules(backend=self.config.backend, max_job_credits=None)
+        try:
+            return SongRequest.build(original, rules).warnings()
+        except BygheartdError:  # queued under another config: it is checked again anyway
+            return []
 
     def _keyed(self, idempotency_key: str, dedupe_key: str) -> Enqueued | None:
         """The job a key already names, or None; a key reused for another request is an
@@ -603,7 +615,9 @@ class SongService:
                 hold_kind=None,
                 base_name=None,
                 files=[],
-                warnings=[],
+                # What the failed attempt said goes; what the request itself draws (no style,
+                # a switch the server ignores) still holds for the new one.
+                warnings=self._request_warnings(job),
                 # keep only what was queued before plugins changed it: they run again
                 result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
                 submitted_at=None,
