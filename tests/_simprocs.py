@@ -24,8 +24,16 @@ def free_port() -> int:
 class SimProcess:
     """`bygheartd simulator --backend acestep --workers 1` in a child process."""
 
-    def __init__(self, audio_dir: Path, *, latency: float, port: int | None = None) -> None:
+    def __init__(
+        self,
+        audio_dir: Path,
+        *,
+        latency: float,
+        port: int | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.api_key = api_key  # None: it asks for no key (as ACE-Step without one set)
         self.audio_dir = audio_dir
         self.latency = latency
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,6 +64,7 @@ class SimProcess:
                 str(self.audio_dir),
                 "--port",
                 str(self.port),
+                *(["--api-key", self.api_key] if self.api_key else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

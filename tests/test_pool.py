@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import anyio
 import pytest
 from _daemon import cli
 from _jobs import song
+from _misbehaving import MisbehavingProxy, Rule
 from _simprocs import SimProcess, free_port
 from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.config import Config, parse_config
+from bygheartd.engine.lost import ONE_HOUR_REASON
 from bygheartd.errors import ConfigError
-from bygheartd.jobs import Job, JobStatus
+from bygheartd.jobs import Job, JobStatus, utcnow
 from bygheartd.service.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
@@ -312,3 +315,154 @@ async def test_a_single_server_restart_freezes_its_running_task_which_is_made_ag
     assert stats["downloads"] == 2  # one download per song
     assert len(downloads_on_disk(config)) == 2
     assert all(j.server == sim.url for j in done)
+
+
+async def test_a_task_the_server_ended_at_its_one_hour_limit_fails_and_is_not_made_again(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """ACE-Step reports a task unfinished an hour after submission as failed (status 2),
+    which a restart that froze it also ends in: the job fails with that reason, unrefunded,
+    and is not submitted again (it may have been generated and paid)."""
+    with SimProcess(tmp_path / "sim", latency=600) as sim:
+        sim.start()
+        config = pool_config(make_config, sim.url)
+        async with Runtime(config, owner="test") as runtime:
+            [job] = await enqueue(runtime, tmp_path, 1)
+            await until(lambda: runtime.store.get(job.id).status is JobStatus.RUNNING)
+        # The engine stopped an hour ago, as it were: the job was submitted 59 minutes ago,
+        # and the server's own limit has passed for its task.
+        async with Runtime(config, owner="test", engine=False) as offline:
+            offline.store.update(
+                job.id,
+                expect={JobStatus.RUNNING},
+                submitted_at=utcnow() - timedelta(minutes=59),
+            )
+        sim.post("/_sim/faults", {"task_timeout_seconds": 0})
+        async with Runtime(config, owner="test") as runtime:
+            [failed] = await finish(runtime, [job])
+            names = events(runtime, failed)
+        stats = sim.stats()
+    assert failed.status is JobStatus.FAILED
+    assert ONE_HOUR_REASON in (failed.reason or "")
+    assert failed.resubmits == 0 and "resubmitted" not in names
+    assert stats["submits"] == 1  # made once, never paid for twice
+    assert stats["failed"] == 1
+
+
+# -- a server's own key file ------------------------------------------------------------
+
+
+async def test_a_server_whose_key_file_is_missing_is_down_until_the_file_appears(
+    make_config: MakeConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only that server is down, with the fix as its reason (in status, and once in the
+    log); the others make songs; once the file is there it comes up at its next probe."""
+    open_sim = SimProcess(tmp_path / "open", latency=0.2).start()
+    locked = SimProcess(tmp_path / "locked", latency=0.2, api_key="gpu2-secret").start()
+    key_file = tmp_path / "gpu2.key"
+    garbled = tmp_path / "gpu3.key"
+    garbled.write_bytes(b"\xff\xfe not a key\n")
+    unreadable = f"http://127.0.0.1:{free_port()}"  # never asked: its key cannot be read
+    try:
+        config = make_config(
+            api={
+                "backend": "acestep",
+                "servers": [
+                    {"url": open_sim.url},
+                    {"url": locked.url, "api_key_file": str(key_file)},
+                    {"url": unreadable, "api_key_file": str(garbled)},
+                ],
+            },
+            queue={"poll_min_seconds": 0.1, "poll_max_seconds": 0.3},
+        )
+        async with Runtime(config, owner="test") as runtime:
+            assert runtime.service.engine_running
+            first = await finish(runtime, await enqueue(runtime, tmp_path, 3))
+            by_url = {r["url"]: r for r in runtime.service.servers()}
+            shown = cli(config.source_path or Path(), "status")
+            as_json = json.loads(cli(config.source_path or Path(), "status", "--json").stdout)
+            key_file.write_text("gpu2-secret\n")
+            key_file.chmod(0o600)
+            await until(lambda: runtime.service.servers()[1]["healthy"] is True)
+            second = await finish(runtime, await enqueue(runtime, tmp_path, 4, start=3))
+            later = {r["url"]: r for r in runtime.service.servers()}
+        locked_stats = locked.stats()
+    finally:
+        open_sim.kill()
+        locked.kill()
+    assert all(j.status is JobStatus.DONE for j in first + second)
+    assert {j.server for j in first} == {open_sim.url}
+    missing = by_url[locked.url]
+    assert missing["healthy"] is False
+    assert "does not exist" in missing["reason"] and "chmod 600" in missing["reason"]
+    assert "remove the key to use the global one" in missing["reason"]
+    garbled_reason = by_url[unreadable]["reason"]
+    assert "cannot be read" in garbled_reason and "chmod 600" in garbled_reason
+    assert f"{locked.url}: DOWN: " in shown.stdout and "does not exist" in shown.stdout
+    json_servers = {s["url"]: s for s in as_json["servers"]}
+    assert json_servers[locked.url]["reason"] == missing["reason"]
+    assert json_servers[open_sim.url]["healthy"] is True
+    assert locked.url in {j.server for j in second}
+    assert locked_stats["submits"] == locked_stats["downloads"] >= 1
+    assert later[unreadable]["healthy"] is False  # still unreadable, still down
+    said = [r.getMessage() for r in caplog.records if "is down" in r.getMessage()]
+    assert sum(locked.url in line for line in said) == 1
+    assert sum(unreadable in line for line in said) == 1
+    assert "gpu2-secret" not in caplog.text + shown.stdout + json.dumps(as_json)
+
+
+def test_a_pool_whose_every_key_file_is_missing_does_not_start(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    config = make_config(
+        api={
+            "backend": "acestep",
+            "servers": [
+                {"url": u, "api_key_file": str(tmp_path / f"gone{i}.key")}
+                for i, u in enumerate(urls)
+            ],
+        },
+    )
+    done = cli(config.source_path or Path(), "run", timeout=60)
+    assert done.returncode == 1
+    assert "no server of [[api.servers]] can be used" in done.stderr
+    assert all(u in done.stderr for u in urls)
+    assert "does not exist" in done.stderr
+
+
+# -- poll chunks ------------------------------------------------------------------------
+
+
+async def test_a_poll_chunk_whose_reply_hangs_does_not_hold_back_the_others(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """One id a chunk (poll_batch 1): every poll of the first task stalls after its reply's
+    headers until the test lifts the rule, so nothing of it can finish; the second task,
+    submitted later and finished later on the server, is done meanwhile, its chunk going
+    beside the hanging one (which the whole-exchange limit cuts off each round)."""
+    stall = Rule("/query_result", "stall", first_body_only=True)
+    with SimProcess(tmp_path / "sim", latency=0.2) as sim:
+        sim.start()
+        with MisbehavingProxy(sim.url, stall) as proxy:
+            config = make_config(
+                api={"backend": "acestep", "base_url": proxy.origin, "timeout_seconds": 0.5},
+                queue={
+                    "max_in_flight": 2,
+                    "poll_batch": 1,
+                    "poll_min_seconds": 0.1,
+                    "poll_max_seconds": 0.3,
+                },
+            )
+            async with Runtime(config, owner="test") as runtime:
+                [slow] = await enqueue(runtime, tmp_path, 1)
+                await until(lambda: stall.hits > 0)  # its polls hang from now on
+                [fast] = await enqueue(runtime, tmp_path, 1, start=1)
+                [fast_done] = await finish(runtime, [fast])
+                slow_then = runtime.store.get(slow.id)
+                proxy.rules.clear()
+                [slow_done] = await finish(runtime, [slow])
+    assert fast_done.status is JobStatus.DONE
+    assert slow_then.status is JobStatus.RUNNING  # no reply of its ever came through
+    assert slow_done.status is JobStatus.DONE
+    assert stall.pinned is not None and (slow_done.task_id or "?") in stall.pinned

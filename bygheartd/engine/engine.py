@@ -126,6 +126,8 @@ class Engine:
         if self.parts.pool.pooled:
             await self._tend_pool()
         for state in self.parts.pool.states():
+            if self.parts.pool.unreadable_key(state.url):
+                continue  # said once already, with the fix; not asked without its key
             client = self.parts.pool.client_for(state.url)
             try:
                 health = await client.health()

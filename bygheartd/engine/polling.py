@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,9 @@ POLL_CONFIDENCE = 0.98
 GATHER_SECONDS = 1.0
 # However sure a prediction is, polls stay this far apart (or poll_min_seconds if shorter).
 PREDICTED_POLL_FLOOR = 0.5
+# Chunks (`[queue] poll_batch` ids each) of one server's poll in flight at once: a chunk
+# whose reply hangs holds back only its own ids, and a server is not flooded either.
+CHUNKS_AT_ONCE = 4
 
 
 class Poller:
@@ -150,12 +153,14 @@ class Poller:
             return
         for job in running:
             self._track(job)
+        finished = 0
+
+        async def take(part: dict[str, TaskResult]) -> None:
+            nonlocal finished
+            finished += await self._take(part, running, settling, now)
+
         try:
-            results = await self._query_by_server(running + settling)
-            # The server read its progress while answering, between the send and the reply:
-            # stamped at the send, every task would look faster than it is by up to the
-            # round trip, and the predictions early (a loaded machine, a distant server).
-            self._answered_at = (now.timestamp() + utcnow().timestamp()) / 2
+            await self._query_by_server(running + settling, take)
         except RateLimited as exc:
             wait = exc.retry_after or self._poll_interval * 2
             self._poll_paused_until = now + timedelta(seconds=wait)
@@ -165,60 +170,110 @@ class Poller:
             log.warning("poll failed (%s); trying again later", exc)
             self._plan_next_poll([])
             return
-        await self._refresh_server_average(now)
-        lost = await self._lost_frozen(running, results, now)
-        finished = len(lost)
-        for job in running:
-            result = results.get(job.id)
-            if job.id not in lost and result is not None and self._apply(job, result, now):
-                finished += 1
-        for job in settling:
-            result = results.get(job.id)
-            if result is not None:
-                self._settle(job, result, now)
         # A poll the predictions timed that found nothing done: the next one backs off.
         self._misses = self._misses + 1 if self._expected_done and not finished else 0
-        if finished:
-            self._on_finished()
         still = [
             j for j in self.parts.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id
         ]
         self._plan_next_poll(still)
 
-    async def _query_by_server(self, jobs: list[Job]) -> dict[str, TaskResult]:
-        """One batched `query_result` per server, all servers at once; results by job id.
+    async def _take(
+        self,
+        part: dict[str, TaskResult],
+        running: list[Job],
+        settling: list[Job],
+        now: datetime,
+    ) -> int:
+        """One chunk's answers, acted on as they come rather than when the round's slowest
+        chunk does; how many of its jobs left `running`."""
+        # The server read its progress while answering, between the send and the reply:
+        # stamped at the send, every task would look faster than it is by up to the
+        # round trip, and the predictions early (a loaded machine, a distant server).
+        answered_at = (now.timestamp() + utcnow().timestamp()) / 2
+        await self._refresh_server_average(now)
+        mine = [j for j in running if j.id in part]
+        lost = await self._lost_frozen(mine, part, now)
+        self._answered_at = answered_at  # no await from here on: the other chunks wait
+        finished = len(lost)
+        for job in mine:
+            if job.id not in lost and self._apply(job, part[job.id], now):
+                finished += 1
+        for job in settling:
+            result = part.get(job.id)
+            if result is not None:
+                self._settle(job, result, now)
+        if finished:
+            self._on_finished()
+        return finished
 
-        A task is known only to the server that holds it. With a pool, a server that fails
-        to answer is marked down and its tasks wait for the next poll, while the other
-        servers' tasks go on; with one server its error is raised, as before.
+    async def _query_by_server(
+        self, jobs: list[Job], take: Callable[[dict[str, TaskResult]], Awaitable[None]]
+    ) -> None:
+        """Batched `query_result` calls, every server at once and up to CHUNKS_AT_ONCE chunks
+        of one server at once; each chunk's results (by job id) go to `take` as it answers.
+
+        A task is known only to the server that holds it. Each chunk is its own exchange,
+        bounded by `[api] timeout_seconds`, so a reply that hangs holds back only the ids in
+        its chunk. A server that answers a 429 gets no more chunks this round. With a pool,
+        a server none of whose chunks answered is marked down and its tasks wait for the
+        next poll, while the other servers' tasks go on; with one server the first error is
+        raised (a rate limit first) once every chunk has ended.
         """
         pool = self.parts.pool
         groups: dict[str | None, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.server if pool.pooled else None, []).append(job)
-        chunk = self.parts.config.queue.poll_batch
+        size = self.parts.config.queue.poll_batch
 
-        async def one(server: str | None, group: list[Job]) -> dict[str, TaskResult]:
-            ids = [j.task_id for j in group if j.task_id]
-            try:
-                found = await pool.client_for(server).query(ids, chunk_size=chunk)
-            except (ApiError, OSError) as exc:
-                if not pool.pooled:
-                    raise
-                reason = down_reason(exc)
-                if reason is not None:
-                    pool.mark_down(server, reason)
-                log.warning("poll of %s failed (%s); trying again later", server, exc)
-                return {}
-            state = pool.state(server) if pool.pooled else None
-            if state is not None and not state.healthy:
-                pool.mark_up(state)  # it answers again: back in the pool at once
-            return {j.id: found[j.task_id] for j in group if j.task_id in found}
+        async def one(server: str | None, group: list[Job]) -> None:
+            ids = list(dict.fromkeys(j.task_id for j in group if j.task_id))
+            client = pool.client_for(server)
+            gate = asyncio.Semaphore(CHUNKS_AT_ONCE)
+            failures: list[ApiError | OSError] = []
+            answered = 0
 
-        results: dict[str, TaskResult] = {}
-        for part in await asyncio.gather(*(one(s, g) for s, g in groups.items())):
-            results.update(part)
-        return results
+            async def chunk(wanted: list[str]) -> None:
+                nonlocal answered
+                async with gate:
+                    if any(isinstance(f, RateLimited) for f in failures):
+                        return  # asked to slow down: these wait for the next round
+                    try:
+                        found = await client.query(wanted, chunk_size=len(wanted))
+                    except (ApiError, OSError) as exc:
+                        failures.append(exc)
+                        return
+                answered += 1
+                await take({j.id: found[j.task_id] for j in group if j.task_id in found})
+
+            chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+            await asyncio.gather(*(chunk(c) for c in chunks))
+            self._judge_server(server, answered, failures)
+
+        await asyncio.gather(*(one(s, g) for s, g in groups.items()))
+
+    def _judge_server(
+        self, server: str | None, answered: int, failures: list[ApiError | OSError]
+    ) -> None:
+        """A server's health after its chunks of one round: up when any chunk answered."""
+        pool = self.parts.pool
+        if failures and not pool.pooled:
+            raise next((f for f in failures if isinstance(f, RateLimited)), failures[0])
+        if failures:
+            log.warning(
+                "poll of %s: %d chunk(s) failed (%s); trying again later",
+                server,
+                len(failures),
+                failures[0],
+            )
+        state = pool.state(server) if pool.pooled else None
+        if state is None:
+            return
+        if not answered:
+            reason = next((r for r in map(down_reason, failures) if r is not None), None)
+            if reason is not None:
+                pool.mark_down(server, reason)
+        elif not state.healthy and pool.unreadable_key(server) is None:
+            pool.mark_up(state)  # it answers again: back in the pool at once
 
     async def _lost_frozen(
         self, running: list[Job], results: dict[str, TaskResult], now: datetime

@@ -24,11 +24,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bygheartd.api.client import BygheartClient, DownloadLimits
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
-from bygheartd.config import LiveConfig, ServerSection, find_server_key
+from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
@@ -112,6 +113,8 @@ class _Entry:
     client: BygheartClient
     state: ServerState
     key_print: str | None = field(default=None, repr=False)
+    # Why this server's own key cannot be read (then it gets no new songs), or None.
+    key_problem: str | None = None
 
 
 class ServerPool:
@@ -141,22 +144,43 @@ class ServerPool:
         one client per configured server. A dropped server's client is kept until the
         engine stops, since its tasks in flight are still polled and downloaded there."""
         config = self.live.current
-        wanted = {s.url: s for s in config.api.servers}
-        for url, section in wanted.items():
-            entry = self._entries.get(url)
-            key = find_server_key(config, section).value
-            key_print = _fingerprint(key)
-            if entry is not None and entry.key_print == key_print:
-                entry.section = section
-                entry.state.max_in_flight = section.max_in_flight
-                continue
-            client = self._make_client(section.url, key)
-            state = entry.state if entry is not None else ServerState(url, section.max_in_flight)
-            state.max_in_flight = section.max_in_flight
-            if entry is not None:
-                self._retired.append(entry.client)
-            self._entries[url] = _Entry(section, client, state, key_print)
+        for section in config.api.servers:
+            self._sync_one(section)
         self._single.max_in_flight = config.queue.max_in_flight
+
+    def _sync_one(self, section: ServerSection) -> bool:
+        """One server's client, built again when its key changed; False when its key cannot
+        be read: then that server alone is down (the others go on), with the fix as reason,
+        and its key is read again at each health probe."""
+        url = section.url
+        entry = self._entries.get(url)
+        try:
+            key = find_server_key(self.live.current, section).value
+        except BygheartdError as exc:
+            reason = key_problem(section, exc)
+            if entry is None:  # no key yet: a keyless client for tasks it already holds
+                entry = _Entry(section, self._make_client(url, None), ServerState(url, 0))
+                entry.key_print = "unreadable"
+                self._entries[url] = entry
+            entry.section = section
+            entry.state.max_in_flight = section.max_in_flight
+            if entry.key_problem != reason:
+                entry.key_problem = reason
+                self.mark_down(url, reason, until="its key file can be read")
+            return False
+        key_print = _fingerprint(key)
+        if entry is not None and entry.key_print == key_print:
+            entry.section = section
+            entry.state.max_in_flight = section.max_in_flight
+            entry.key_problem = None
+            return True
+        client = self._make_client(section.url, key)
+        state = entry.state if entry is not None else ServerState(url, section.max_in_flight)
+        state.max_in_flight = section.max_in_flight
+        if entry is not None:
+            self._retired.append(entry.client)
+        self._entries[url] = _Entry(section, client, state, key_print)
+        return True
 
     def _make_client(self, url: str, key: str | None) -> BygheartClient:
         api = self.live.current.api
@@ -198,6 +222,11 @@ class ServerPool:
         entry = self._entries.get(url or "")
         return None if entry is None else entry.state
 
+    def unreadable_key(self, url: str | None) -> str | None:
+        """Why this server's own key cannot be read now (it gets no new songs), or None."""
+        entry = self._entries.get(url or "") if self.pooled else None
+        return None if entry is None else entry.key_problem
+
     def default_url(self) -> str:
         return self.states()[0].url if self.states() else self._default_client().base_url
 
@@ -210,7 +239,11 @@ class ServerPool:
         entry = self._entries.get(url)
         if entry is None:  # dropped from the config while its task ran: finish it there
             section = ServerSection(url=url)
-            key = find_server_key(self.live.current, section).value
+            try:
+                key = find_server_key(self.live.current, section).value
+            except BygheartdError as exc:  # the global key: polls say 401 until it is fixed
+                log.warning("server %s: %s", url, exc)
+                key = None
             entry = _Entry(section, self._make_client(url, key), ServerState(url, 0))
             self._entries[url] = entry
         return entry.client
@@ -245,7 +278,7 @@ class ServerPool:
 
     # -- health -------------------------------------------------------------------------
 
-    def mark_down(self, url: str | None, reason: str) -> None:
+    def mark_down(self, url: str | None, reason: str, *, until: str = "it answers") -> None:
         """No new submissions to this server until a probe finds it answering again."""
         state = self.state(url)
         if state is None or not self.pooled:
@@ -256,7 +289,7 @@ class ServerPool:
             state.healthy, state.down_since = False, now
             state.probe_interval = max(0.2, q.poll_min_seconds)
             log.warning(
-                "server %s is down (%s): no new songs go there until it answers", url, reason
+                "server %s is down (%s): no new songs go there until %s", url, reason, until
             )
         else:
             state.probe_interval = min(q.poll_max_seconds, state.probe_interval * 1.5)
@@ -287,7 +320,14 @@ class ServerPool:
             state.server_avg_seconds = float(average)
 
     async def check(self, state: ServerState) -> bool:
-        """Probe one server now: True when it answers (its stats are taken)."""
+        """Probe one server now: True when it answers (its stats are taken). A server whose
+        key file could not be read has it read again first, and is not asked without it."""
+        entry = self._entries.get(state.url) if self.pooled else None
+        if entry is not None and entry.key_problem is not None:
+            if not self._sync_one(entry.section):
+                self.mark_down(state.url, entry.key_problem, until="its key file can be read")
+                return False
+            log.info("server %s: its key file can be read now", state.url)
         try:
             stats = await self.client_for(state.url).probe()
         except (ApiError, OSError) as exc:
@@ -364,6 +404,38 @@ class ServerPool:
         self._retired.clear()
         for client in clients:
             await client.aclose()
+
+
+def key_problem(section: ServerSection, exc: BaseException) -> str:
+    """Why a server's key cannot be read, with what to do about it."""
+    message = str(exc)
+    if not section.api_key_file:  # the global key (its own message says what to do)
+        return message
+    path = Path(section.api_key_file).expanduser()
+    if not path.is_file():  # the config's message names the fixes already
+        return message
+    return (
+        f"[[api.servers]] {section.url}: api_key_file {str(path)!r} cannot be read ({message}): "
+        f"make it readable by the daemon's user (chmod 600 {path}), or remove the key to use "
+        "the global one"
+    )
+
+
+def unusable_pool(config: Config) -> str | None:
+    """Why no server of the pool can be used at all (every key unreadable), else None:
+    then starting the engine fails with every reason, as a single server's missing key
+    file does, instead of running with nowhere to send songs."""
+    if not config.api.servers:
+        return None
+    problems: list[str] = []
+    for section in config.api.servers:
+        try:
+            find_server_key(config, section)
+        except BygheartdError as exc:
+            problems.append(key_problem(section, exc))
+        else:
+            return None
+    return "no server of [[api.servers]] can be used: " + "; ".join(problems)
 
 
 def _fingerprint(key: str | None) -> str | None:

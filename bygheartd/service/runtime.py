@@ -20,8 +20,9 @@ from bygheartd.api.client import BygheartClient, DownloadLimits
 from bygheartd.config import Config, LiveConfig, ServerSection, find_api_key, find_server_key
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.pool import unusable_pool
 from bygheartd.engine.ticker import Tick
-from bygheartd.errors import BygheartdError
+from bygheartd.errors import BygheartdError, ConfigError
 from bygheartd.hooks.discovery import (
     entry_point_candidates,
     first_party_candidates,
@@ -278,6 +279,9 @@ class Runtime:
         if not self.lock.try_acquire(self.owner):
             return False
         try:
+            unusable = unusable_pool(self.config)
+            if unusable is not None:
+                raise ConfigError(unusable)
             self._client = make_client(self.config)
         except BygheartdError as exc:
             self.engine_error = str(exc)

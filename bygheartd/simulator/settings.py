@@ -87,6 +87,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "lose_submit_reply",
     "server_error_on_submit",
     "file_form",
+    "task_timeout_seconds",
 )
 
 
@@ -109,6 +110,7 @@ def _check_runtime_values(s: SimulatorSettings) -> None:
         "drop_download_after_bytes",
         "lose_submit_reply",
         "server_error_on_submit",
+        "task_timeout_seconds",
     ):
         if getattr(s, name) < 0:
             raise ValueError(f"{name} must not be negative")
