@@ -400,6 +400,32 @@ def find_api_key(config: Config, env: Mapping[str, str] | None = None) -> KeyLoo
     return KeyLookup(found[0][0], tuple(src for src, _ in found[1:]), tuple(warnings), found[0][1])
 
 
+def key_sources_signature(
+    config: Config, env: Mapping[str, str] | None = None
+) -> tuple[object, ...]:
+    """What the key sources look like, without reading a key: a change of the variable or
+    of a file's identity, size or times is what makes a re-read worth it. The variable is
+    kept only as a digest."""
+    import hashlib
+
+    env = os.environ if env is None else env
+    parts: list[object] = [hashlib.sha256(env.get(KEY_ENV, "").encode()).hexdigest()]
+    files = []
+    if env.get("CREDENTIALS_DIRECTORY", ""):
+        files.append(Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME)
+    if config.api.api_key_file:
+        files.append(Path(config.api.api_key_file).expanduser())
+    for path in files:
+        try:
+            found = path.stat()
+        except OSError:
+            parts.append((str(path), None))
+        else:
+            stamp = (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+            parts.append((str(path), stamp))
+    return tuple(parts)
+
+
 def find_server_key(config: Config, server: ServerSection) -> KeyLookup:
     """A pool server's key: its own `api_key_file`, else the global key."""
     if not server.api_key_file:

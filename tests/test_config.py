@@ -227,3 +227,24 @@ def test_init_writes_a_starter_config_and_creates_the_folders(tmp_path: Path) ->
     assert (tmp_path / "Music" / "Bygheart" / "inbox").is_dir()
     again = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
     assert again.returncode == 1 and "--force" in again.stdout
+
+
+def test_key_sources_signature_changes_with_the_sources_and_never_holds_the_key(
+    tmp_path: Path,
+) -> None:
+    from bygheartd.config import key_sources_signature
+
+    key_file = tmp_path / "key"
+    key_file.write_text("bgh_first_key_0001\n")
+    config = parse_config({"api": {"api_key_file": str(key_file)}})
+    env = {"BYGHEART_API_KEY": "bgh_env_key_0002"}
+    before = key_sources_signature(config, env)
+    assert key_sources_signature(config, env) == before  # nothing changed: nothing to read
+    assert "bgh_first_key_0001" not in repr(before) and "bgh_env_key_0002" not in repr(before)
+    stamp = key_file.stat().st_mtime_ns
+    key_file.write_text("bgh_other_key_0003\n")  # same length, rewritten in place
+    os.utime(key_file, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    assert key_sources_signature(config, env) != before
+    assert key_sources_signature(config, {}) != key_sources_signature(config, env)
+    key_file.unlink()
+    assert key_sources_signature(config, env) != before

@@ -17,7 +17,14 @@ from types import TracebackType
 from typing import Self
 
 from bygheartd.api.client import BygheartClient, DownloadLimits
-from bygheartd.config import Config, LiveConfig, ServerSection, find_api_key, find_server_key
+from bygheartd.config import (
+    Config,
+    LiveConfig,
+    ServerSection,
+    find_api_key,
+    find_server_key,
+    key_sources_signature,
+)
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock
 from bygheartd.engine.pool import unusable_pool
@@ -168,6 +175,7 @@ class Runtime:
         # A fingerprint of the key the engine's client uses: a changed key file or
         # credential is picked up without a reload, and jobs held for a bad key retried.
         self._key_print: str | None = None
+        self._key_sources: tuple[object, ...] = ()
 
     @property
     def config(self) -> Config:
@@ -344,12 +352,19 @@ class Runtime:
                 log.warning("engine supervisor: %s", exc)
 
     async def _follow_key(self) -> None:
-        """A key file or systemd credential rewritten while we run: use the new key now."""
+        """A key file or systemd credential rewritten while we run: use the new key now.
+        Checked twice a second, so the files are only looked at (stat) until they change."""
+        signature = key_sources_signature(self.config)
+        if signature == self._key_sources:
+            return
         try:
             current = await asyncio.to_thread(_key_fingerprint, self.config)
         except BygheartdError:
             return  # a key file that vanished: the next submit says so with the fix
-        if current == self._key_print or self.engine is None:
+        if self.engine is None:
+            return
+        self._key_sources = signature
+        if current == self._key_print:
             return
         self._key_print = current
         old_client, self._client = self._client, make_client(self.config)
