@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-Action = Literal["drip", "stall", "hold", "redirect", "refuse"]
+Action = Literal["drip", "stall", "redirect", "refuse"]
 
 
 @dataclass
@@ -29,9 +29,7 @@ class Rule:
       stays open until the client gives up);
     - `redirect`: a 302 to `location`, without asking the server;
     - `refuse`: `status` (with `retry_after` as its Retry-After header when set), without
-      asking the server: a busy file server, say;
-    - `hold`: nothing at all until `release()` is called (from any thread), then the
-      server's reply to it, asked for then; a released rule takes no more requests.
+      asking the server: a busy file server, say.
 
     `times` limits how many requests the rule takes (None: all). With `first_target_only`
     the rule keeps to the first request line it took, and its repeats (a resumed download);
@@ -50,15 +48,9 @@ class Rule:
     first_body_only: bool = False
     hits: int = 0
     pinned: str | None = None
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def release(self) -> None:
-        self.released.set()
 
     def takes(self, line: str, body: bytes = b"") -> bool:
         if self.match not in line or (self.times is not None and self.hits >= self.times):
-            return False
-        if self.action == "hold" and self.released.is_set():
             return False
         if self.first_target_only or self.first_body_only:
             key = line + "\n" + body.decode("latin-1") if self.first_body_only else line
@@ -164,10 +156,6 @@ class MisbehavingProxy:
             )
             await writer.drain()
             return
-        if rule is not None and rule.action == "hold":
-            while not rule.released.is_set():
-                await asyncio.sleep(0.02)
-            rule = None
         reply = await self._forward(method, target, headers, body)
         if rule is None:
             writer.write(reply)

@@ -154,6 +154,7 @@ class Poller:
         for job in running:
             self._track(job)
         finished = 0
+        await self._refresh_server_average(now)  # at most once a minute, once per round
 
         async def take(part: dict[str, TaskResult]) -> None:
             nonlocal finished
@@ -190,7 +191,6 @@ class Poller:
         # stamped at the send, every task would look faster than it is by up to the
         # round trip, and the predictions early (a loaded machine, a distant server).
         answered_at = (now.timestamp() + utcnow().timestamp()) / 2
-        await self._refresh_server_average(now)
         mine = [j for j in running if j.id in part]
         lost = await self._lost_frozen(mine, part, now)
         self._answered_at = answered_at  # no await from here on: the other chunks wait
