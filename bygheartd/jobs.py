@@ -32,6 +32,15 @@ class JobStatus(enum.StrEnum):
         return self in FINAL_STATUSES
 
 
+class Origin(enum.StrEnum):
+    """Where a job came from: the face that queued it (stored as text in `origin`)."""
+
+    DROP = "drop"  # a song file dropped into the inbox
+    CLI = "cli"  # `bygheartd submit`
+    MCP = "mcp"  # an assistant's tool call
+    WEB = "web"  # the library page
+
+
 class HoldKind(enum.StrEnum):
     """Why a job waits (`held`), which decides what releases it; or, for a cancelled job,
     that its task still runs on the server."""
@@ -50,6 +59,39 @@ class HoldKind(enum.StrEnum):
 SETTLING = HoldKind.SETTLING
 
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+
+_Q, _S, _R = JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING
+_D, _P, _H = JobStatus.DOWNLOADING, JobStatus.PROCESSING, JobStatus.HELD
+_DONE, _F, _C = JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED
+
+# The life of a job, declared once (DESIGN.md "Job lifecycle: the allowed moves"): every
+# status a job may move to from each status. The store refuses any other move, so a stage
+# that lost a race (a cancel, a retry) can never write a move the lifecycle does not have.
+# docs/architecture.md draws this table.
+ALLOWED_MOVES: Mapping[JobStatus, frozenset[JobStatus]] = {
+    # submitted; held for budget, disk or key; refused by a plugin or the budget; cancelled
+    _Q: frozenset({_S, _H, _F, _C}),
+    # the POST answered; back to the queue (provably nothing made, a crash with
+    # resubmit_uncertain); held for a retry, rate limit or key; refused or unknown outcome
+    _S: frozenset({_R, _Q, _H, _F, _C}),
+    # generated; lost by its server and made again; failed on the server or past deadline
+    _R: frozenset({_D, _Q, _F, _C}),
+    # every take verified; held until a download can resume
+    _D: frozenset({_P, _H, _F, _C}),
+    # plugins ran and the sidecar was written
+    _P: frozenset({_DONE, _F, _C}),
+    # the hold is over (a held download resumes its download), or it ends there
+    _H: frozenset({_Q, _D, _F, _C}),
+    _DONE: frozenset(),
+    # `retry`: a new submission, new credits
+    _F: frozenset({_Q}),
+    _C: frozenset({_Q}),
+}
+
+
+def move_allowed(current: JobStatus, to: JobStatus) -> bool:
+    """Whether the lifecycle has a move from `current` to `to` (the store's one check)."""
+    return to in ALLOWED_MOVES[current]
 ACTIVE_STATUSES = frozenset(
     {
         JobStatus.QUEUED,

@@ -78,3 +78,23 @@ def test_quick_pool_benchmark_survives_a_server_restart(tmp_path: Path) -> None:
     restart = results["restart"]
     assert restart["every_song_finished"] and restart["nothing_downloaded_twice"]
     assert restart["lost_made_again_exactly_once"] and restart["made_again"] >= 1
+
+
+def test_quick_store_lock_benchmark_measures_every_window(tmp_path: Path) -> None:
+    out = tmp_path / "store_lock.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "store_lock.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "during 1 s lock" in done.stdout
+    results = json.loads(out.read_text())
+    assert results["lock"]["held_seconds"] >= 1.0
+    assert results["daemon_imports"] == str(REPO / "bygheartd" / "__init__.py")
+    for window in results["windows"].values():
+        assert window["n"] > 0 and window["errors"] == 0
+        assert 0 < window["p50_ms"] <= window["p95_ms"] <= window["max_ms"]
+    assert results["jobs_first"] and results["jobs_last"]

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from bygheartd.config import Config, LiveConfig
 from bygheartd.jobs import iso, parse_iso, utcnow
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 SERVER_CAP_KEY = "server_cap_until"
 
@@ -26,7 +26,7 @@ class Hold:
 
 
 class Budget:
-    def __init__(self, config: Config | LiveConfig, store: Store) -> None:
+    def __init__(self, config: Config | LiveConfig, store: JobStore) -> None:
         self._live = LiveConfig.of(config)
         self.store = store
 
@@ -60,40 +60,40 @@ class Budget:
         first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return (first + timedelta(days=32)).replace(day=1)
 
-    def rollover_in(self, month: str) -> int:
+    async def rollover_in(self, month: str) -> int:
         """Unused credits of the month before `month`, up to `rollover_max`.
 
         Only counted when the ledger saw that month (otherwise we know nothing of it).
         """
         year, mon = (int(x) for x in month.split("-"))
         prev = f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
-        first = self.store.first_ledger_month()
+        first = await self.store.first_ledger_month()
         if first is None or first > prev:
             return 0
-        unused = self.config.budget.monthly_credits - self.store.credits_spent(month=prev)
+        unused = self.config.budget.monthly_credits - await self.store.credits_spent(month=prev)
         return max(0, min(self.config.budget.rollover_max, unused))
 
-    def check(self, cost: int, at: datetime | None = None) -> Hold | None:
+    async def check(self, cost: int, at: datetime | None = None) -> Hold | None:
         """None when `cost` fits today and this month; else why not and until when."""
         if not self.counts_credits or cost <= 0:
             return None
         now = at or utcnow()
-        server_cap = parse_iso(self.store.get_meta(SERVER_CAP_KEY))
+        server_cap = parse_iso(await self.store.get_meta(SERVER_CAP_KEY))
         if server_cap is not None and server_cap > now:
             return Hold("the server reported its credit limit reached", server_cap)
         if not self.limited:
             return None
         day, month = self.period(now)
         cap = self.config.budget.daily_credits
-        spent_today = self.store.credits_spent(day=day)
+        spent_today = await self.store.credits_spent(day=day)
         if spent_today + cost > cap:
             return Hold(
                 f"daily credit cap reached: {spent_today} of {cap} used today, this job "
                 f"needs {cost}",
                 self.next_day(now),
             )
-        allowance = self.config.budget.monthly_credits + self.rollover_in(month)
-        spent_month = self.store.credits_spent(month=month)
+        allowance = self.config.budget.monthly_credits + await self.rollover_in(month)
+        spent_month = await self.store.credits_spent(month=month)
         if spent_month + cost > allowance:
             return Hold(
                 f"monthly credits used up: {spent_month} of {allowance} this month, this job "
@@ -125,19 +125,19 @@ class Budget:
             "month": month,
         }
 
-    def refund(self, job_id: str, model: str | None) -> int:
+    async def refund(self, job_id: str, model: str | None) -> int:
         """Give back what the job's latest reservation still holds; returns the amount."""
-        entry = self.refund_entry(job_id, model)
+        entry = await self.refund_entry(job_id, model)
         if entry is None:
             return 0
-        self.store.record_credits(**entry)
+        await self.store.record_credits(**entry)
         return -int(entry["credits"])
 
-    def refund_entry(self, job_id: str, model: str | None) -> dict[str, Any] | None:
+    async def refund_entry(self, job_id: str, model: str | None) -> dict[str, Any] | None:
         """The ledger line of a refund, to commit with the status change it belongs to."""
         if not self.counts_credits:
             return None
-        reservation = self.store.open_reservation(job_id)
+        reservation = await self.store.open_reservation(job_id)
         if reservation is None or reservation[0] <= 0:
             return None
         held, day, month = reservation
@@ -150,15 +150,15 @@ class Budget:
             "month": month,
         }
 
-    def server_capped_until(self, until: datetime) -> None:
-        self.store.set_meta(SERVER_CAP_KEY, iso(until))
+    async def server_capped_until(self, until: datetime) -> None:
+        await self.store.set_meta(SERVER_CAP_KEY, iso(until))
 
-    def summary(self, at: datetime | None = None) -> dict[str, Any]:
+    async def summary(self, at: datetime | None = None) -> dict[str, Any]:
         now = at or utcnow()
         day, month = self.period(now)
-        spent_today = self.store.credits_spent(day=day)
-        spent_month = self.store.credits_spent(month=month)
-        rollover = self.rollover_in(month) if self.limited else 0
+        spent_today = await self.store.credits_spent(day=day)
+        spent_month = await self.store.credits_spent(month=month)
+        rollover = await self.rollover_in(month) if self.limited else 0
         allowance = self.config.budget.monthly_credits + rollover
         limited = self.limited
         return {
@@ -177,13 +177,13 @@ class Budget:
                 "rollover": rollover,
                 "left": max(0, allowance - spent_month) if limited else None,
             },
-            "by_model": self.store.credits_by_model(month),
+            "by_model": await self.store.credits_by_model(month),
             "next_daily_release": iso(self.next_day(now)) if limited else None,
-            "server_cap_until": self.store.get_meta(SERVER_CAP_KEY),
+            "server_cap_until": await self.store.get_meta(SERVER_CAP_KEY),
         }
 
-    def left_today(self) -> int | None:
+    async def left_today(self) -> int | None:
         if not self.limited:
             return None
-        left: int | None = self.summary()["today"]["left"]
+        left: int | None = (await self.summary())["today"]["left"]
         return left

@@ -1,7 +1,8 @@
 """Delivery: download every take, post-process with plugins, write the sidecar, finish.
 
-Failures go through `endings.py`, like every other stage's, so refunds, `on_failed` hooks
-and the failed/ copy of a dropped song file happen the same way whatever the cause.
+Failures, holds and the final `done` go through `lifecycle.py`, like every other stage's,
+so refunds, plugin notifications and the failed/ copy of a dropped song file happen the same
+way whatever the cause.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from bygheartd.api.errors import (
     TransientError,
 )
 from bygheartd.config import Config
-from bygheartd.engine.endings import Endings, describe_failure
+from bygheartd.engine.lifecycle import Lifecycle, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import write_new_text
-from bygheartd.jobs import HoldKind, Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobStatus, iso, utcnow
 from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
@@ -95,22 +96,16 @@ class Delivery:
     def __init__(
         self,
         parts: EngineParts,
-        endings: Endings,
-        schedule_release: Callable[[datetime], None],
+        lifecycle: Lifecycle,
     ) -> None:
         self.parts = parts
-        self.endings = endings
-        # A held download is released when its time comes, by the engine's release tick.
-        self._schedule_release = schedule_release
+        self.lifecycle = lifecycle
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        # `on_done` notifications (webhooks) outlive their delivery slot; a drain waits.
-        self._notifying: set[asyncio.Task[None]] = set()
         self._naming_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(4)
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        running = [*self._tasks.values(), *self._notifying]
-        return [t for t in running if not t.done()]
+        return [t for t in self._tasks.values() if not t.done()]
 
     def start(self, job: Job) -> None:
         """Deliver a job in the background (at most one delivery per job)."""
@@ -128,7 +123,7 @@ class Delivery:
 
     async def _deliver(self, job_id: str) -> None:
         async with self._slots:
-            job = self.parts.store.get(job_id)
+            job = await self.parts.store.get(job_id)
             try:
                 if job.status is JobStatus.DOWNLOADING:
                     job = await self._download_all(job)
@@ -146,8 +141,8 @@ class Delivery:
                     return
                 log.exception("delivery of job %s failed", job_id)
                 # The generation succeeded, so the server charged it: no local refund.
-                self.endings.fail(
-                    self.parts.store.get(job_id),
+                await self.lifecycle.fail(
+                    await self.parts.store.get(job_id),
                     f"internal error while delivering: {exc}",
                     refund=False,
                 )
@@ -159,20 +154,20 @@ class Delivery:
         try:
             output.mkdir(exist_ok=True)  # only when its parent exists: never invent a share
         except OSError as exc:
-            self._download_later(
+            await self._download_later(
                 job, f"the output folder {output} is unavailable: {exc.strerror}", disk=True
             )
             raise _Interrupted from exc
         base = job.base_name
         if base is None:
             async with self._naming_lock:
-                reserved = self.parts.store.reserved_take_stems()
+                reserved = await self.parts.store.reserved_take_stems()
                 takes = len(job.result.takes)
                 # A big output folder is listed once per candidate: off the event loop.
                 base = await asyncio.to_thread(
                     choose_base, output, job.title, job.id, reserved, takes, source=job.source
                 )
-                job = self.parts.store.update(
+                job = await self.parts.store.update(
                     job.id, base_name=base, expect={JobStatus.DOWNLOADING}
                 )
         done: dict[int, JobFile] = dict(job.result.downloaded)
@@ -195,39 +190,39 @@ class Delivery:
                     raise
                 record = adopted
             except RejectedError as exc:  # final (the same result gives the same answer): once
-                self.endings.fail(job, download_refusal(exc), refund=False)
+                await self.lifecycle.fail(job, download_refusal(exc), refund=False)
                 raise _Interrupted from exc
             except AuthError as exc:  # the key, not the song: a paid take is never given up
-                self._download_later(job, f"download refused: {exc}", strike=False)
+                await self._download_later(job, f"download refused: {exc}", strike=False)
                 raise _Interrupted from exc
             except RateLimited as exc:  # the file server's limit: its wait, not a strike
-                self._download_later(
+                await self._download_later(
                     job, f"download rate-limited: {exc}", retry_after=exc.retry_after, strike=False
                 )
                 raise _Interrupted from exc
             except TransientError as exc:  # a drop, a gateway error or a time limit
-                self._download_later(
+                await self._download_later(
                     job, f"download interrupted: {exc}", retry_after=exc.retry_after
                 )
                 raise _Interrupted from exc
             except ApiError as exc:  # a reply that was not the audio (empty, HTML, ...)
-                self._download_later(job, f"download failed: {exc}")
+                await self._download_later(job, f"download failed: {exc}")
                 raise _Interrupted from exc
             except OSError as exc:
                 if exc.errno in _DISK_ERRNOS:
-                    self._download_later(
+                    await self._download_later(
                         job, f"cannot write to {output}: {exc.strerror}", disk=True
                     )
                     raise _Interrupted from exc
                 raise
             done[index] = record
-            job = self.parts.store.update(
+            job = await self.parts.store.update(
                 job.id,
                 expect={JobStatus.DOWNLOADING},
                 result=job.result.but(downloaded=dict(done)),
                 files=[done[i] for i in sorted(done)],
             )
-        return self.parts.store.transition(
+        return await self.parts.store.transition(
             job.id,
             JobStatus.PROCESSING,
             event="downloaded",
@@ -235,7 +230,7 @@ class Delivery:
             expect={JobStatus.DOWNLOADING},
         )
 
-    def _download_later(
+    async def _download_later(
         self,
         job: Job,
         reason: str,
@@ -255,7 +250,7 @@ class Delivery:
 
         attempts = job.result.download_attempts + (1 if strike and not disk else 0)
         if attempts > self.parts.config.queue.max_attempts:
-            self.endings.fail(
+            await self.lifecycle.fail(
                 job, f"{reason} (gave up after {attempts - 1} attempts)", refund=False
             )
             return
@@ -269,18 +264,14 @@ class Delivery:
         if retry_after is not None and not disk:  # the server's word, up to an hour
             seconds = max(seconds, min(retry_after, MAX_RETRY_AFTER_SECONDS))
         until = utcnow() + timedelta(seconds=seconds)
-        self.parts.store.transition(
-            job.id,
-            JobStatus.HELD,
-            event="held (download)",
-            reason=reason,
+        await self.lifecycle.hold(
+            job,
+            HoldKind.DOWNLOAD,
+            reason,
+            until,
             expect={JobStatus.DOWNLOADING},
-            resumes_at=until,
-            hold_kind=HoldKind.DOWNLOAD,
             result=job.result.but(download_attempts=attempts),
         )
-        log.info("job %s (%s) held (download) until %s: %s", job.id, job.title, iso(until), reason)
-        self._schedule_release(until)
 
     # -- processing -------------------------------------------------------------------
 
@@ -296,7 +287,7 @@ class Delivery:
             for path in gone:
                 log.warning("job %s: %s was removed during post-processing", job.id, path)
                 problems.append(f"{path.name} was removed by a plugin during post-processing")
-            job = self.parts.store.update(
+            job = await self.parts.store.update(
                 job.id,
                 expect={JobStatus.PROCESSING},
                 event="post-processed",
@@ -305,41 +296,29 @@ class Delivery:
                 result=job.result.but(postprocess=outcome.sidecar),
             )
             if problems:
-                self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
+                await self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
         elif job.result.postprocess is None:
-            job = self.parts.store.update(
+            job = await self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=job.result.but(postprocess={})
             )
-        sidecar = self._sidecar(job)
-        await asyncio.to_thread(self._write_sidecar, job, sidecar)
-        done = self.parts.store.transition(
-            job.id,
-            JobStatus.DONE,
-            event="done",
-            reason=f"{len(job.files)} file(s) in {self.parts.config.folders.output}",
-            expect={JobStatus.PROCESSING},
-            completed_at=utcnow(),
-        )
-        log.info("%s", done_line(done))
-        if self.parts.plugins is not None:
-            task = asyncio.get_running_loop().create_task(self._notify_done(done))
-            self._notifying.add(task)
-            task.add_done_callback(self._notifying.discard)
-
-    async def _notify_done(self, job: Job) -> None:
-        """`on_done` after the sidecar and the `done` status: a webhook tells the truth."""
-        plugins = self.parts.plugins
-        if plugins is not None:
-            failures = await plugins.on_done(job, [f.path for f in job.files])
-            self.endings.record_hook_failures(job.id, failures)
-
-    def _sidecar(self, job: Job) -> dict[str, Any]:
         output = self.parts.config.folders.output
-        now = utcnow()
-        history = [e.as_record() for e in self.parts.store.history(job.id)]
-        history.append(
-            {"at": iso(now), "event": "done", "from": "processing", "to": "done", "reason": None}
+
+        def write_sidecar(done: Job, history: list[Event]) -> None:
+            # Inside the transaction that commits `done`, from exactly what it commits.
+            self._write_sidecar(done, self._sidecar(done, history))
+
+        done = await self.lifecycle.finish(
+            job, f"{len(job.files)} file(s) in {output}", write_sidecar
         )
+        if done is None:
+            log.info("job %s was cancelled before it was done: no sidecar", job.id)
+            return
+        log.info("%s", done_line(done))
+
+    def _sidecar(self, job: Job, events: list[Event]) -> dict[str, Any]:
+        """The sidecar of a job as committed `done` (its history ends with that line)."""
+        output = self.parts.config.folders.output
+        history = [e.as_record() for e in events]
         generated = job.generated()
         plugins = dict(job.result.postprocess or {})
         # DESIGN pins the first-party quality plugin's figures at the top level, beside
@@ -366,7 +345,7 @@ class Delivery:
             "warnings": list(job.warnings),
             "plugins": plugins,
             "created_at": iso(job.created_at),
-            "completed_at": iso(now),
+            "completed_at": iso(job.completed_at),
             "history": history,
         }
 

@@ -29,7 +29,7 @@ from bygheartd.api.errors import (
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget
 from bygheartd.engine.delivery import Delivery, disk_wait_seconds, output_problem
-from bygheartd.engine.endings import Endings
+from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.parts import EngineParts
 from bygheartd.engine.polling import Poller
 from bygheartd.engine.pool import ServerPool, down_reason
@@ -39,7 +39,7 @@ from bygheartd.hooks.host import PluginHost
 from bygheartd.jobs import HoldKind, Job, JobStatus, iso, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.errors import StaleTransition
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Engine:
     def __init__(
         self,
         config: Config | LiveConfig,
-        store: Store,
+        store: JobStore,
         client: BygheartClient,
         plugins: PluginHost | None = None,
         *,
@@ -69,10 +69,16 @@ class Engine:
             pool=ServerPool(live, store, lambda: self.parts.client),
         )
         self.store = store
-        self.endings = Endings(self.parts)
-        self.delivery = Delivery(self.parts, self.endings, self._schedule_release)
+        self.lifecycle = Lifecycle(
+            live,
+            store,
+            self.parts.budget,
+            plugins=lambda: self.parts.plugins,
+            schedule_release=self._schedule_release,
+        )
+        self.delivery = Delivery(self.parts, self.lifecycle)
         self._on_change = on_change
-        self.poller = Poller(self.parts, self.delivery, self.endings, self._finished)
+        self.poller = Poller(self.parts, self.delivery, self.lifecycle, self._finished)
         self._submit_paused_until: datetime | None = None
         self._data_version = -1
         self._submitting: set[asyncio.Task[None]] = set()
@@ -101,7 +107,8 @@ class Engine:
 
     async def start(self) -> None:
         """Rebuild everything from the store, then start the ticks."""
-        self._recover()
+        await self._recover()
+        await self.poller.load_history()
         self.parts.pool.sync()
         q = self.config.queue
         self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
@@ -110,13 +117,13 @@ class Engine:
         self.ticker.every("release-held", 30.0, self.release_due)
         # Probe down servers, refresh healthy ones' stats, publish the pool's state.
         self.ticker.every("pool", max(0.2, q.poll_min_seconds), self._tend_pool)
-        for job in self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
+        for job in await self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
             self.delivery.start(job)
         self.ticker.start()
         # A key fixed while we were stopped (the usual way: edit the file, restart the
         # service) is tried at once, not when the old key's hold would have ended.
-        self.recheck_auth()
-        log.info("engine started: %s", self.describe_counts())
+        await self.recheck_auth()
+        log.info("engine started: %s", await self.describe_counts())
         if self.config.backend == "acestep":
             await self._log_server_health()
 
@@ -173,9 +180,11 @@ class Engine:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=2.0)
-        self.parts.pool.write_snapshot(force=True)
-        self.store.checkpoint()
-        return self.store.counts()
+        # Plugin notifications (on_done, on_failed, on_held) finish too, within the bound.
+        await self.lifecycle.drain(drain_seconds)
+        await self.parts.pool.write_snapshot(force=True)
+        await self.store.checkpoint()
+        return await self.store.counts()
 
     def use(self, client: BygheartClient, plugins: PluginHost | None = None) -> None:
         """After a reload: the next request goes out with the new key (and the next hook
@@ -185,24 +194,19 @@ class Engine:
         if plugins is not None:
             self.parts.plugins = plugins
 
-    def describe_counts(self) -> str:
-        counts = self.store.counts()
+    async def describe_counts(self) -> str:
+        counts = await self.store.counts()
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
 
-    def _recover(self) -> None:
+    async def _recover(self) -> None:
         """A job left in `submitting` may or may not exist on the server: never guess."""
-        for job in self.store.list_jobs([JobStatus.SUBMITTING]):
+        for job in await self.store.list_jobs([JobStatus.SUBMITTING]):
             if self.config.queue.resubmit_uncertain:
-                with contextlib.suppress(StaleTransition):
-                    self.store.transition(
-                        job.id,
-                        JobStatus.QUEUED,
-                        event="recovered",
-                        reason="resubmitting after a crash",
-                        ledger=self.budget.refund_entry(job.id, job.model),
-                    )
+                await self.lifecycle.requeue(
+                    job, event="recovered", reason="resubmitting after a crash"
+                )
             else:  # the server may have created and charged it: keep the reservation
-                self.endings.fail(
+                await self.lifecycle.fail(
                     job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit", refund=False
                 )
 
@@ -217,7 +221,7 @@ class Engine:
 
     async def _watch_store(self) -> None:
         """Other processes (CLI, MCP) commit jobs; react within a fraction of a second."""
-        version = self.store.data_version()
+        version = await self.store.data_version()
         if version != self._data_version:
             first = self._data_version == -1
             self._data_version = version
@@ -235,15 +239,15 @@ class Engine:
         pool = self.parts.pool
         by_server: dict[str, int] = {}
         if pool.pooled:  # each server's own max_in_flight, healthy servers only
-            by_server = self.store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
+            by_server = await self.store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
             slots = pool.room(by_server)
         else:
-            counts = self.store.counts()
+            counts = await self.store.counts()
             in_flight = counts.get("submitting", 0) + counts.get("running", 0)
             slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
             return
-        for job in self.store.list_oldest(JobStatus.QUEUED, slots):
+        for job in await self.store.list_oldest(JobStatus.QUEUED, slots):
             server = (
                 pool.choose(by_server, avoid=job.result.lost_on)
                 if pool.pooled
@@ -266,7 +270,7 @@ class Engine:
     ) -> tuple[Job, dict[str, Any]] | None:
         """Plugins, budget and the `submitting` mark (with the server it goes to):
         everything decided before the POST."""
-        body = self.store.api_body(job.id)
+        body = await self.store.api_body(job.id)
         credits = job.credits
         if self.plugins is not None:
             # Plugins always start from the request as queued: a job held and resumed (or
@@ -275,10 +279,10 @@ class Engine:
             try:
                 changes = await self.plugins.before_submit(job, dict(original))
             except RejectJob as exc:
-                self.endings.fail(job, f"rejected by a plugin: {exc}", refund=False)
+                await self.lifecycle.fail(job, f"rejected by a plugin: {exc}", refund=False)
                 return None
             except PluginError as exc:
-                self.endings.fail(job, str(exc), refund=False)
+                await self.lifecycle.fail(job, str(exc), refund=False)
                 return None
             if changes or original != job.request:
                 try:
@@ -289,13 +293,13 @@ class Engine:
                         changes, rules, source=f"job {job.id} after before_submit"
                     )
                 except BygheartdError as exc:
-                    self.endings.fail(
+                    await self.lifecycle.fail(
                         job, f"a plugin made the request invalid: {exc}", refund=False
                     )
                     return None
                 body = request.to_api_body()
                 credits = request.credit_cost(self.config.backend)
-                job = self.store.update(
+                job = await self.store.update(
                     job.id,
                     event="changed by plugins",
                     request=request.model_dump(mode="json", exclude_none=True),
@@ -306,65 +310,49 @@ class Engine:
                 )
         too_much = self.budget.too_expensive(credits)
         if too_much is not None:
-            self.endings.fail(job, too_much, refund=False)
+            await self.lifecycle.fail(job, too_much, refund=False)
             return None
         unwritable = output_problem(self.config)
         if unwritable is not None:  # never pay for a song that has nowhere to go
             until = utcnow() + timedelta(seconds=disk_wait_seconds(self.config))
-            self._hold(job, HoldKind.DISK, f"{unwritable}: waiting before spending credits", until)
+            await self.lifecycle.hold(job, HoldKind.DISK, f"{unwritable}: waiting before spending credits", until)
             return None
-        hold = self.budget.check(credits)
+        hold = await self.budget.check(credits)
         if hold is not None:
-            self._hold(job, HoldKind.BUDGET, hold.reason, hold.resumes_at)
+            await self.lifecycle.hold(job, HoldKind.BUDGET, hold.reason, hold.resumes_at)
             return None
-        ledger = (
-            self.budget.ledger_entry(job.id, job.model, credits, "reserve")
-            if self.budget.counts_credits and credits
-            else None
-        )
-        try:
-            job = self.store.transition(
-                job.id,
-                JobStatus.SUBMITTING,
-                event="submitting",
-                expect={JobStatus.QUEUED},
-                ledger=ledger,
-                attempts=job.attempts + 1,
-                credits=credits,
-                resumes_at=None,
-                hold_kind=None,
-                server=server,
-            )
-        except StaleTransition:
+        submitting = await self.lifecycle.submitting(job, credits=credits, server=server)
+        if submitting is None:
             return None  # cancelled meanwhile
+        job = submitting
         return job, body
 
     async def _submit(self, job: Job, body: dict[str, Any]) -> None:
-        source_audio = self._source_audio(job)
-        reference_audio = self._source_audio(job, "reference_audio")
+        source_audio = await self._source_audio(job)
+        reference_audio = await self._source_audio(job, "reference_audio")
         client = self.parts.pool.client_for(job.server)
         try:
             submitted = await client.submit(body, src_audio=source_audio, ref_audio=reference_audio)
         except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
-            self._auth_problem(job, f"{exc} ({self._key_hint()})")
+            await self._auth_problem(job, f"{exc} ({self._key_hint()})")
         except RateLimited as exc:
-            self._rate_limited(job, exc)
+            await self._rate_limited(job, exc)
         except TransientError as exc:
             if exc.outcome_unknown:
-                self._outcome_unknown(job, str(exc))
-            elif self.parts.pool.pooled and self._to_another_server(job, exc):
+                await self._outcome_unknown(job, str(exc))
+            elif self.parts.pool.pooled and await self._to_another_server(job, exc):
                 pass
             else:
-                self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
+                await self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
         except ProtocolError as exc:
-            self._outcome_unknown(job, f"unreadable reply: {exc}")
+            await self._outcome_unknown(job, f"unreadable reply: {exc}")
         except (RejectedError, ApiError) as exc:  # nothing was created: refund with the failure
-            self.endings.fail(job, f"the API refused the request: {exc}")
+            await self.lifecycle.fail(job, f"the API refused the request: {exc}")
         except OSError as exc:
-            self.endings.fail(job, f"cannot read the source audio: {exc}")
+            await self.lifecycle.fail(job, f"cannot read the source audio: {exc}")
         else:
             try:
-                job = self.store.transition(
+                job = await self.store.transition(
                     job.id,
                     JobStatus.RUNNING,
                     event="submitted",
@@ -376,16 +364,16 @@ class Engine:
                 )
             except StaleTransition:
                 # cancelled while the POST was in flight: keep the task id for the record
-                self.store.update(job.id, task_id=submitted.task_id, event="submitted")
+                await self.store.update(job.id, task_id=submitted.task_id, event="submitted")
                 return
-            self.poller.poll_soon(job, submitted.queue_position)
+            await self.poller.poll_soon(job, submitted.queue_position)
             if self.plugins is not None:
                 failures = await self.plugins.after_submit(job, submitted.task_id)
-                self.endings.record_hook_failures(job.id, failures)
+                await self.lifecycle.record_hook_failures(job.id, failures)
         finally:
             self._changed()
 
-    def _to_another_server(self, job: Job, exc: TransientError) -> bool:
+    async def _to_another_server(self, job: Job, exc: TransientError) -> bool:
         """A pool server that provably took nothing (no connection, a gateway's 5xx) is
         marked down and the job goes straight back to the queue, for a healthy server."""
         reason = down_reason(exc)
@@ -394,28 +382,24 @@ class Engine:
         self.parts.pool.mark_down(job.server, reason)
         if not any(s.healthy for s in self.parts.pool.states()):
             return False  # nowhere to go now: the usual backoff
-        try:
-            self.store.transition(
-                job.id,
-                JobStatus.QUEUED,
-                event="server down",
-                reason=f"{job.server} took nothing ({reason}): back to the queue",
-                expect={JobStatus.SUBMITTING},
-                ledger=self.budget.refund_entry(job.id, job.model),
-                server=None,
-            )
-        except StaleTransition:
-            return True
-        self.ticker.wake("submit")
+        requeued = await self.lifecycle.requeue(
+            job,
+            event="server down",
+            reason=f"{job.server} took nothing ({reason}): back to the queue",
+            expect={JobStatus.SUBMITTING},
+            server=None,
+        )
+        if requeued is not None:
+            self.ticker.wake("submit")
         return True
 
-    def _source_audio(self, job: Job, key: str = "source_audio") -> Path | None:
+    async def _source_audio(self, job: Job, key: str = "source_audio") -> Path | None:
         """An audio file the request names (`source_audio`, `reference_audio`), found
         beside the song file it came from."""
         relative = job.request.get(key)
         if not relative:
             return None
-        origin = self.store.source_path(job.id)
+        origin = await self.store.source_path(job.id)
         base = Path(origin).parent if origin else Path.cwd()
         return (base / str(relative)).resolve()
 
@@ -428,49 +412,49 @@ class Engine:
             source = None
         return f"the key came from {source}" if source else "no key source was found"
 
-    def _auth_problem(self, job: Job, reason: str) -> None:
+    async def _auth_problem(self, job: Job, reason: str) -> None:
         """Nothing was created; every other submit would fail the same way: hold them all."""
         until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
         self._submit_paused_until = until
-        self._hold(job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
-        for other in self.store.list_jobs([JobStatus.QUEUED]):
-            self._hold(other, HoldKind.AUTH, reason, until)
+        await self.lifecycle.hold(job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        for other in await self.store.list_jobs([JobStatus.QUEUED]):
+            await self.lifecycle.hold(other, HoldKind.AUTH, reason, until)
         log.error("%s; submissions paused until the key or plan changes", reason)
 
-    def _rate_limited(self, job: Job, exc: RateLimited) -> None:
+    async def _rate_limited(self, job: Job, exc: RateLimited) -> None:
         wait = (
             float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
         )
         until = utcnow() + timedelta(seconds=wait)
         self._submit_paused_until = until
         if exc.reason == "credit_limit_reached":
-            self.budget.server_capped_until(until)
+            await self.budget.server_capped_until(until)
             reason = f"the server's credit limit is reached: {exc}"
         else:
             reason = f"rate limited by the API: {exc}"
-        self._hold(job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        await self.lifecycle.hold(job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
 
-    def _outcome_unknown(self, job: Job, detail: str) -> None:
+    async def _outcome_unknown(self, job: Job, detail: str) -> None:
         if self.config.queue.resubmit_uncertain:
-            self._retry_later(
+            await self._retry_later(
                 job, f"{UNKNOWN_OUTCOME} ({detail}); resubmitting as configured", refund=True
             )
         else:
-            self.endings.fail(
+            await self.lifecycle.fail(
                 job,
                 f"{UNKNOWN_OUTCOME} ({detail}): it may have been created and charged; check "
                 "your account before `bygheartd retry`",
                 refund=False,
             )
 
-    def _retry_later(self, job: Job, reason: str, *, refund: bool) -> None:
+    async def _retry_later(self, job: Job, reason: str, *, refund: bool) -> None:
         if job.attempts >= self.config.queue.max_attempts:
-            self.endings.fail(
+            await self.lifecycle.fail(
                 job, f"{reason} (gave up after {job.attempts} attempts)", refund=refund
             )
             return
         until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
-        self._hold(job, HoldKind.RETRY, reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
+        await self.lifecycle.hold(job, HoldKind.RETRY, reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
 
     def _backoff(self, attempts: int) -> float:
         q = self.config.queue
@@ -479,71 +463,22 @@ class Engine:
 
     # -- holds ------------------------------------------------------------------------
 
-    def _hold(
-        self,
-        job: Job,
-        kind: HoldKind,
-        reason: str,
-        until: datetime,
-        expect: set[JobStatus] | None = None,
-        *,
-        refund: bool = False,
-    ) -> None:
-        """Hold a job; `refund` gives back its reservation in the same transaction (a submit
-        that provably created nothing), so a crash cannot separate the two."""
-        try:
-            held = self.store.transition(
-                job.id,
-                JobStatus.HELD,
-                event=f"held ({kind})",
-                reason=reason,
-                expect=expect or {JobStatus.QUEUED},
-                ledger=self.budget.refund_entry(job.id, job.model) if refund else None,
-                resumes_at=until,
-                hold_kind=kind,
-            )
-        except StaleTransition:
-            return
-        # One line per hold, so the journal says why a song waits and when it goes on.
-        what = "retried at" if kind is HoldKind.RETRY else f"held ({kind}) until"
-        log.info("job %s (%s) %s %s: %s", job.id, job.title, what, iso(until), reason)
-        self._schedule_release(until)
-        if self.plugins is not None:
-            plugins = self.plugins
-            asyncio.get_running_loop().create_task(self._notify_held(plugins, held, reason))
-
     def _schedule_release(self, until: datetime) -> None:
         self.ticker.at(f"release-at-{until.timestamp():.1f}", until, self.release_due)
-
-    async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
-        failures = await plugins.on_held(job, reason)
-        self.endings.record_hook_failures(job.id, failures)
 
     async def release_due(self) -> None:
         """Held jobs whose time has come go back to the queue (or back to their download)."""
         now = utcnow()
         released = 0
-        for job in self.store.list_jobs([JobStatus.HELD]):
+        for job in await self.store.list_jobs([JobStatus.HELD]):
             if job.resumes_at is not None and job.resumes_at > now:
                 continue
-            # A held download resumes its download; every other hold goes back to the queue.
-            target = (
-                JobStatus.DOWNLOADING if job.hold_kind is HoldKind.DOWNLOAD else JobStatus.QUEUED
-            )
-            try:
-                job = self.store.transition(
-                    job.id,
-                    target,
-                    event="resumed",
-                    reason=f"hold over: {job.reason}",
-                    expect={JobStatus.HELD},
-                    resumes_at=None,
-                    hold_kind=None,
-                )
-            except StaleTransition:
+            released_job = await self.lifecycle.release(job)
+            if released_job is None:
                 continue
+            job = released_job
             released += 1
-            if target is JobStatus.DOWNLOADING:
+            if job.status is JobStatus.DOWNLOADING:
                 self.delivery.start(job)
         if self._submit_paused_until is not None and self._submit_paused_until <= now:
             self._submit_paused_until = None
@@ -551,12 +486,12 @@ class Engine:
             self.ticker.wake("submit")
             self._changed()
 
-    def recheck_auth(self) -> None:
+    async def recheck_auth(self) -> None:
         """At start and after a new key (reload, key file changed): release auth holds now."""
         self._submit_paused_until = None
-        held = [j for j in self.store.list_jobs([JobStatus.HELD]) if j.hold_kind is HoldKind.AUTH]
+        held = [j for j in await self.store.list_jobs([JobStatus.HELD]) if j.hold_kind is HoldKind.AUTH]
         for job in held:
             with contextlib.suppress(StaleTransition):
-                self.store.update(job.id, resumes_at=utcnow(), expect={JobStatus.HELD})
+                await self.store.update(job.id, resumes_at=utcnow(), expect={JobStatus.HELD})
         if held:
             self.ticker.wake("release-held")

@@ -8,6 +8,7 @@ engine (MCP, `submit --wait`) honours at its next tick.
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
@@ -17,6 +18,33 @@ from typing import Any
 
 LOCK_NAME = "engine.lock"
 HANDOVER_NAME = "engine.handover"
+
+
+class EngineRole(enum.StrEnum):
+    """Who holds the engine lock; the value is what the lock file and `status` show."""
+
+    DAEMON = "bygheartd run"
+    SUBMIT = "bygheartd submit --wait"
+    MCP = "bygheartd mcp"
+    DEMO = "bygheartd demo"
+    RESTORE = "bygheartd store restore"
+
+    @property
+    def keeps_engine(self) -> bool:
+        """Only the daemon keeps the engine when asked for it; every other face hands it
+        over to a daemon (DESIGN.md "Hand-over")."""
+        return self is EngineRole.DAEMON
+
+
+def holder_role(holder: dict[str, Any] | None) -> EngineRole | None:
+    """The role in a `holder()` record, or None (free, or a holder this version does not
+    know, such as an older release's)."""
+    if holder is None:
+        return None
+    try:
+        return EngineRole(str(holder.get("owner")))
+    except ValueError:
+        return None
 
 
 class EngineLock:
@@ -29,7 +57,7 @@ class EngineLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def try_acquire(self, owner: str) -> bool:
+    def try_acquire(self, role: EngineRole) -> bool:
         if self._fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +67,7 @@ class EngineLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        info = {"pid": os.getpid(), "owner": owner, "since": time.time()}
+        info = {"pid": os.getpid(), "owner": role.value, "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd

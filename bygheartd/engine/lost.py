@@ -78,7 +78,7 @@ class LostTasks:
             return None
         return FROZEN_FACTOR * expected + FROZEN_MARGIN_SECONDS
 
-    def resubmit(self, job: Job, why: str) -> bool:
+    async def resubmit(self, job: Job, why: str) -> bool:
         """Put a lost job back in the queue (True), or fail it past the bound (False is
         returned when it was not resubmitted, having been failed or changed meanwhile)."""
         server = job.server or "its server"
@@ -91,7 +91,7 @@ class LostTasks:
             f"(resubmit {number} of {MAX_RESUBMITS})"
         )
         try:
-            self.parts.store.transition(
+            await self.parts.store.transition(
                 job.id,
                 JobStatus.QUEUED,
                 event="resubmitted",

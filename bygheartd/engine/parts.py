@@ -15,13 +15,13 @@ from bygheartd.engine.budget import Budget
 from bygheartd.engine.pool import ServerPool
 from bygheartd.engine.ticker import Ticker
 from bygheartd.hooks.host import PluginHost
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 
 @dataclass
 class EngineParts:
     live: LiveConfig
-    store: Store
+    store: JobStore
     client: BygheartClient
     plugins: PluginHost | None
     budget: Budget

@@ -16,7 +16,7 @@ from bygheartd.api.client import TaskResult, TaskState
 from bygheartd.api.errors import ApiError, RateLimited
 from bygheartd.catalog import credits_phrase
 from bygheartd.engine.delivery import Delivery
-from bygheartd.engine.endings import Endings
+from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.lost import (
     MAX_RESUBMITS,
     ONE_HOUR_REASON,
@@ -51,12 +51,12 @@ class Poller:
         self,
         parts: EngineParts,
         delivery: Delivery,
-        endings: Endings,
+        lifecycle: Lifecycle,
         on_finished: Callable[[], None],
     ) -> None:
         self.parts = parts
         self.delivery = delivery
-        self.endings = endings
+        self.lifecycle = lifecycle
         self._on_finished = on_finished
         self._poll_interval = parts.config.queue.poll_min_seconds
         self._poll_paused_until: datetime | None = None
@@ -66,13 +66,16 @@ class Poller:
         self.lost = LostTasks(parts)
         # When each in-flight task should finish; starts from the store's finished jobs.
         self.predictor = Predictor()
-        for model, duration, seconds in parts.store.recent_generations():
-            self.predictor.history.add(model, duration, seconds)
         self._expected_done = 0  # how many tasks the planned poll should find done
         self._misses = 0  # polls in a row that found none of those
         self._answered_at: float | None = None  # epoch seconds of the last poll's answer
 
-    def poll_soon(self, job: Job | None = None, queue_position: int | None = None) -> None:
+    async def load_history(self) -> None:
+        """At start: predictions begin from the store's finished jobs."""
+        for model, duration, seconds in await self.parts.store.recent_generations():
+            self.predictor.history.add(model, duration, seconds)
+
+    async def poll_soon(self, job: Job | None = None, queue_position: int | None = None) -> None:
         """After a submit: poll soon, or when the first task is expected to be done."""
         if job is not None and job.submitted_at is not None:
             # An ACE-Step server generates one task at a time: the tasks ahead of this one
@@ -88,7 +91,7 @@ class Poller:
                 duration=float(duration) if isinstance(duration, int | float) else None,
                 queue_position=queue_position,
             )
-        running = self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
+        running = await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
         self._plan_next_poll(running, after_submit=True)
 
     def _track(self, job: Job) -> None:
@@ -143,10 +146,10 @@ class Poller:
         now = utcnow()
         if self._poll_paused_until is not None and now < self._poll_paused_until:
             return
-        running = [j for j in self.parts.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
+        running = [j for j in await self.parts.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
         settling = [
             j
-            for j in self.parts.store.find_by("hold_kind", SETTLING)
+            for j in await self.parts.store.find_by("hold_kind", SETTLING)
             if j.status is JobStatus.CANCELLED and j.task_id
         ]
         if not running and not settling:
@@ -174,7 +177,7 @@ class Poller:
         # A poll the predictions timed that found nothing done: the next one backs off.
         self._misses = self._misses + 1 if self._expected_done and not finished else 0
         still = [
-            j for j in self.parts.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id
+            j for j in await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id
         ]
         self._plan_next_poll(still)
 
@@ -196,12 +199,12 @@ class Poller:
         self._answered_at = answered_at  # no await from here on: the other chunks wait
         finished = len(lost)
         for job in mine:
-            if job.id not in lost and self._apply(job, part[job.id], now):
+            if job.id not in lost and await self._apply(job, part[job.id], now):
                 finished += 1
         for job in settling:
             result = part.get(job.id)
             if result is not None:
-                self._settle(job, result, now)
+                await self._settle(job, result, now)
         if finished:
             self._on_finished()
         return finished
@@ -315,17 +318,17 @@ class Poller:
                 continue
             handled.add(job.id)
             if job.resubmits >= MAX_RESUBMITS:
-                self.endings.fail(job, self.lost.exhausted_reason(job, why), refund=False)
+                await self.lifecycle.fail(job, self.lost.exhausted_reason(job, why), refund=False)
             else:
-                self.lost.resubmit(job, why)
+                await self.lost.resubmit(job, why)
         return handled
 
-    def _settle(self, job: Job, result: TaskResult, now: datetime) -> None:
+    async def _settle(self, job: Job, result: TaskResult, now: datetime) -> None:
         """A cancelled job's task ended on the server: bring the ledger in line with it."""
         started = job.submitted_at or job.created_at
         overdue = (now - started).total_seconds() > self.parts.config.queue.job_deadline_seconds
         if result.state is TaskState.FAILED:
-            refunded = self.parts.budget.refund(job.id, job.model)
+            refunded = await self.parts.budget.refund(job.id, job.model)
             outcome = f"failed on the server after the cancel: {credits_phrase(refunded)} back"
         elif result.state is TaskState.SUCCEEDED:
             outcome = "the server finished it after the cancel (charged, not downloaded)"
@@ -334,10 +337,10 @@ class Poller:
         else:
             return
         try:
-            self.parts.store.update(job.id, expect={JobStatus.CANCELLED}, hold_kind=None)
+            await self.parts.store.update(job.id, expect={JobStatus.CANCELLED}, hold_kind=None)
         except StaleTransition:
             return  # retried meanwhile: a new submission, nothing to settle
-        self.parts.store.add_event(job.id, "settled", outcome)
+        await self.parts.store.add_event(job.id, "settled", outcome)
 
     async def _refresh_server_average(self, now: datetime) -> None:
         """A self-hosted ACE-Step server reports its average job time in /v1/stats."""
@@ -361,14 +364,14 @@ class Poller:
         previous = self.typical_seconds
         self.typical_seconds = took if previous is None else 0.8 * previous + 0.2 * took
 
-    def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
+    async def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
         """Act on one task's answer; True when the job left `running`."""
         if result.state is TaskState.SUCCEEDED:
             self._observe_generation(job, now)
             self.predictor.finished(job.id, self._answered_at or now.timestamp())
             takes = tuple(result.outputs)
             try:
-                job = self.parts.store.transition(
+                job = await self.parts.store.transition(
                     job.id,
                     JobStatus.DOWNLOADING,
                     event="generated",
@@ -384,21 +387,21 @@ class Poller:
             return True
         if result.state is TaskState.FAILED:
             if self.parts.config.backend == "acestep" and one_hour_rule(job, now):
-                self.endings.fail(job, ONE_HOUR_REASON, refund=False)
+                await self.lifecycle.fail(job, ONE_HOUR_REASON, refund=False)
                 return True
-            self.endings.fail(job, "the generation failed on the server (it gives no reason)")
+            await self.lifecycle.fail(job, "the generation failed on the server (it gives no reason)")
             return True
         deadline = job.submitted_at or job.created_at
         elapsed = (now - deadline).total_seconds()
         if elapsed > self.parts.config.queue.job_deadline_seconds:
-            self.endings.fail(
+            await self.lifecycle.fail(
                 job,
                 f"no result after {elapsed / 60:.0f} minutes (job_deadline_seconds)",
                 refund=False,
             )
             return True
         if result.state is TaskState.UNKNOWN:
-            return self._unknown(job, now)
+            return await self._unknown(job, now)
         self.predictor.sighted(
             job.id, result.progress, result.stage, self._answered_at or now.timestamp()
         )
@@ -417,7 +420,7 @@ class Poller:
             updates["eta_seconds"] = eta
         if updates:
             with contextlib.suppress(StaleTransition):  # cancelled meanwhile
-                self.parts.store.update(job.id, expect={JobStatus.RUNNING}, **updates)
+                await self.parts.store.update(job.id, expect={JobStatus.RUNNING}, **updates)
         return False
 
     def _eta(
@@ -437,7 +440,7 @@ class Poller:
             return round(max(0.0, self.typical_seconds - elapsed), 1)
         return None
 
-    def _unknown(self, job: Job, now: datetime) -> bool:
+    async def _unknown(self, job: Job, now: datetime) -> bool:
         """`"[]"` means unknown, expired or lost: tolerate it for a while, never forever."""
         polls = job.result.unknown_polls + 1
         since = job.unknown_since
@@ -448,12 +451,12 @@ class Poller:
         ):
             why = f"it answered '[]' for {now.timestamp() - since_ts:.0f} s"
             if self.lost.enabled and job.resubmits < MAX_RESUBMITS:
-                self.lost.resubmit(job, why)
+                await self.lost.resubmit(job, why)
                 return True
             if self.lost.enabled:
-                self.endings.fail(job, self.lost.exhausted_reason(job, why), refund=False)
+                await self.lifecycle.fail(job, self.lost.exhausted_reason(job, why), refund=False)
                 return True
-            self.endings.fail(
+            await self.lifecycle.fail(
                 job,
                 "the server no longer knows this task (it answered '[]' for "
                 f"{now.timestamp() - since_ts:.0f} s)",
@@ -461,7 +464,7 @@ class Poller:
             )
             return True
         with contextlib.suppress(StaleTransition):  # cancelled meanwhile
-            self.parts.store.update(
+            await self.parts.store.update(
                 job.id,
                 expect={JobStatus.RUNNING},
                 unknown_since=datetime.fromtimestamp(since_ts, UTC),

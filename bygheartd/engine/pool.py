@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bygheartd.api.client import BygheartClient, DownloadLimits
+from bygheartd.api.client import BygheartClient
+from bygheartd.api.factory import build_client
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
 from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class ServerPool:
     """Every server of the configuration, its client and its health."""
 
     def __init__(
-        self, live: LiveConfig, store: Store, default_client: Callable[[], BygheartClient]
+        self, live: LiveConfig, store: JobStore, default_client: Callable[[], BygheartClient]
     ) -> None:
         self.live = live
         self.store = store
@@ -130,6 +131,8 @@ class ServerPool:
         self._single = ServerState(url="", max_in_flight=live.current.queue.max_in_flight)
         self._retired: list[BygheartClient] = []
         self._written_at = 0.0
+        # A server went down or came back: the next write does not wait its turn.
+        self._snapshot_now = False
         self._written: str | None = None
 
     # -- shape --------------------------------------------------------------------------
@@ -183,21 +186,7 @@ class ServerPool:
         return True
 
     def _make_client(self, url: str, key: str | None) -> BygheartClient:
-        api = self.live.current.api
-        if key:
-            from bygheartd.logs import register_secret
-
-            register_secret(key)
-        return BygheartClient(
-            url,
-            key,
-            backend="acestep",
-            timeout=api.timeout_seconds,
-            download_limits=DownloadLimits(
-                stall_seconds=api.download_stall_seconds,
-                min_bytes_per_second=api.download_min_bytes_per_second,
-            ),
-        )
+        return build_client(self.live.current.api, url, key, backend="acestep")
 
     def reset_clients(self) -> None:
         """A new key (a reload, a rewritten key file): new clients for the next requests."""
@@ -296,7 +285,7 @@ class ServerPool:
         state.reason = reason
         state.checked_at = now
         state.next_probe = now + state.probe_interval
-        self.write_snapshot(force=True)
+        self._snapshot_now = True
 
     def mark_up(self, state: ServerState) -> None:
         if not state.healthy:
@@ -304,7 +293,7 @@ class ServerPool:
             log.info("server %s answers again after %.0f s: back in the pool", state.url, down_for)
         state.healthy, state.reason, state.down_since = True, None, None
         state.checked_at = time.time()
-        self.write_snapshot(force=True)
+        self._snapshot_now = True
 
     def _take_stats(self, state: ServerState, stats: Mapping[str, Any]) -> None:
         now = time.time()
@@ -369,7 +358,7 @@ class ServerPool:
         ]
         if due:
             await asyncio.gather(*(self.check(s) for s in due))
-        self.write_snapshot()
+        await self.write_snapshot()
 
     def observe(self, url: str | None, seconds: float) -> None:
         """A generation on this server took `seconds` (submit to result)."""
@@ -383,7 +372,10 @@ class ServerPool:
 
     # -- the snapshot for other processes ------------------------------------------------
 
-    def write_snapshot(self, *, force: bool = False) -> None:
+    async def write_snapshot(self, *, force: bool = False) -> None:
+        """Publish the pool's state in the store (for `status` in other processes); at most
+        every SNAPSHOT_SECONDS, at once after a server went down or came back."""
+        force, self._snapshot_now = force or self._snapshot_now, False
         now = time.time()
         if not force and now - self._written_at < SNAPSHOT_SECONDS:
             return
@@ -394,7 +386,7 @@ class ServerPool:
         self._written, self._written_at = text, now
         payload = {"updated_at": iso(utcnow()), "pid": _pid(), "servers": servers}
         try:
-            self.store.set_meta(SNAPSHOT_KEY, json.dumps(payload, sort_keys=True))
+            await self.store.set_meta(SNAPSHOT_KEY, json.dumps(payload, sort_keys=True))
         except Exception as exc:
             log.debug("server pool snapshot not written: %s", exc)
 

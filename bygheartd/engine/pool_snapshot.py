@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 SNAPSHOT_KEY = "server_pool"
 
 
-def read_snapshot(store: Store) -> dict[str, Any] | None:
+async def read_snapshot(store: JobStore) -> dict[str, Any] | None:
     """What the engine last wrote about its servers (None: never written)."""
-    raw = store.get_meta(SNAPSHOT_KEY)
+    raw = await store.get_meta(SNAPSHOT_KEY)
     if not raw:
         return None
     try:

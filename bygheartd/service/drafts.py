@@ -23,7 +23,7 @@ from bygheartd.config import Config
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.folders.moves import unique_path
 from bygheartd.service.errors import ServiceError
-from bygheartd.service.runtime import make_client
+from bygheartd.api.factory import make_client
 from bygheartd.songs import fields
 from bygheartd.songs.request import RequestRules, SongRequest, slugify, title_from_description
 from bygheartd.songs.songfile import parse_song_file, parse_song_text

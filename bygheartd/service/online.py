@@ -15,7 +15,7 @@ from bygheartd.api.client import BygheartClient, RetryPolicy
 from bygheartd.api.errors import ApiError, AuthError, PlanError, TransientError
 from bygheartd.config import Config, find_api_key
 from bygheartd.errors import BygheartdError
-from bygheartd.service.runtime import make_client
+from bygheartd.api.factory import make_client
 
 __all__ = ["PROBE_TASK_ID", "Finding", "check_backend"]
 
@@ -66,7 +66,7 @@ async def _check_pool(config: Config) -> list[Finding]:
     down is an error (songs still go to the others, but it should be looked at)."""
     import asyncio
 
-    from bygheartd.service.runtime import make_server_client
+    from bygheartd.api.factory import make_server_client
 
     async def one(index: int) -> list[Finding]:
         server = config.api.servers[index]

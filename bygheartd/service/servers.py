@@ -15,20 +15,20 @@ from typing import Any
 from bygheartd.config import Config
 from bygheartd.engine.pool_snapshot import read_snapshot
 from bygheartd.jobs import JobStatus
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
 
 
-def server_report(
-    config: Config, store: Store, holder: dict[str, Any] | None
+async def server_report(
+    config: Config, store: JobStore, holder: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """One record per configured server (the one `base_url` without a pool)."""
     if config.api.servers:
         servers = [(s.url, s.max_in_flight) for s in config.api.servers]
     else:
         servers = [(config.api.effective_base_url(), config.queue.max_in_flight)]
-    in_flight = store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
-    done = store.counts_by_server([JobStatus.DONE])
-    snapshot = read_snapshot(store) or {}
+    in_flight = await store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
+    done = await store.counts_by_server([JobStatus.DONE])
+    snapshot = await read_snapshot(store) or {}
     seen = {str(s.get("url")): s for s in snapshot.get("servers") or () if isinstance(s, dict)}
     live = holder is not None and holder.get("pid") == snapshot.get("pid")
     records = []

@@ -1,15 +1,17 @@
-"""The one API every face uses: enqueue, get, list, wait, cancel, retry, credits.
+"""The one API every face uses: submit, get, list, wait, cancel, retry, credits.
 
-The drop folder, the CLI and MCP all go through here, so they behave the same by
-construction. It only writes the store; the engine (wherever it runs) does the rest.
+The drop folder, the CLI, MCP and the library page all go through here, so they behave the
+same by construction. Every method that reads or writes the store is awaited: the store
+never blocks the event loop. It only writes the store (moves with side effects go through
+the engine's lifecycle); the engine, wherever it runs, does the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,22 +21,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
+from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.lock import EngineLock
 from bygheartd.errors import BygheartdError
-from bygheartd.jobs import (
-    FINAL_STATUSES,
-    SETTLING,
-    Event,
-    Job,
-    JobStatus,
-    iso,
-    parse_iso,
-    utcnow,
-)
+from bygheartd.hooks.host import PluginHost
+from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, Origin, utcnow
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
+from bygheartd.service.logins import WebLogins
+from bygheartd.service.submission import DropIdentity, Enqueued, Submission
+from bygheartd.store.boundary import JobStore
 from bygheartd.store.errors import JobNotFound, KeyTaken, StaleTransition
-from bygheartd.store.store import JobEvent as JobEvent  # re-exported: faces see events
-from bygheartd.store.store import Store
+from bygheartd.store.events import JobEvent as JobEvent  # re-exported: faces see events
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
     from bygheartd.service.drafts import Polished, SongDraft
@@ -94,6 +91,14 @@ class BudgetOutlook:
         return f"{cost}, {self.left_today} left today after this job"
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data
+
+
 def _when(at: datetime) -> str:
     """`00:00 UTC` for the next day turn (within a day), with the date when further off."""
     zone = at.tzname() or "UTC"
@@ -102,38 +107,26 @@ def _when(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M} {zone}"
 
 
-LOGIN_CODE_SECONDS = 120.0  # how long a `bygheartd web` link stays valid
-LOGIN_META = "web-login:"  # + the code's SHA-256: value is the expiry (ISO time)
-WEB_ADDRESS_META = "web-address"
-
-
-def _code_hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Enqueued:
-    job: Job
-    created: bool  # False: an existing job was returned (idempotency or de-duplication)
-
-
 class SongService:
     def __init__(
-        self, config: Config | LiveConfig, store: Store, engine: EngineControl | None = None
+        self,
+        config: Config | LiveConfig,
+        store: JobStore,
+        engine: EngineControl | None = None,
+        *,
+        plugins: Callable[[], PluginHost | None] = lambda: None,
     ) -> None:
         self._live = LiveConfig.of(config)
         self.store = store
         self._budget = Budget(self._live, store)
         self._engine = engine
+        # A person's moves (cancel, retry, a restore's failures) with their side effects.
+        self.lifecycle = Lifecycle(self._live, store, self._budget, plugins=plugins)
+        self.logins = WebLogins(store)
 
     @property
     def config(self) -> Config:
         return self._live.current
-
-    @classmethod
-    def open(cls, config: Config) -> SongService:
-        """The service over the store of `config`'s state folder."""
-        return cls(config, Store.open(config.state_dir))
 
     # -- the engine -------------------------------------------------------------------
 
@@ -254,60 +247,57 @@ class SongService:
             data, self.rules(preset), name=name, suffix=suffix, base_dir=base_dir
         )
 
-    def enqueue(
-        self,
-        request: SongRequest,
-        *,
-        fallback_title: str | None = None,
-        source: str | None = None,
-        source_path: Path | None = None,
-        origin: str = "cli",
-        idempotency_key: str | None = None,
-        dedupe_seconds: float | None = None,
-        drop_identity: str | None = None,
-        content_sha256: str | None = None,
-        archived_as: str | None = None,
-    ) -> Enqueued:
-        """Queue one request; with a key or a de-dupe window an existing job may come back.
+    async def submit(self, submission: Submission) -> Enqueued:
+        """Store one song to make and wake the engine: the one way in for every face.
 
-        A key names one request: the same key with another request raises
-        `IdempotencyConflict` rather than answer with a job that is not what was asked for.
+        With an idempotency key or a de-dupe window an existing job may come back. A key
+        names one request: the same key with another request raises `IdempotencyConflict`
+        rather than answer with a job that is not what was asked for.
         """
+        enqueued = await self._store_submission(submission)
+        if enqueued.created:
+            self.wake()
+        return enqueued
+
+    async def _store_submission(self, submission: Submission) -> Enqueued:
+        request = submission.request
         dedupe_key = hashlib.sha256(request.canonical_json().encode()).hexdigest()
-        if idempotency_key and (known := self._keyed(idempotency_key, dedupe_key)):
+        key = submission.idempotency_key
+        if key and (known := await self._keyed(key, dedupe_key)):
             return known
-        if dedupe_seconds:
-            horizon = utcnow() - timedelta(seconds=dedupe_seconds)
-            for job in self.store.find_by("dedupe_key", dedupe_key):
+        if submission.dedupe_seconds:
+            horizon = utcnow() - timedelta(seconds=submission.dedupe_seconds)
+            for job in await self.store.find_by("dedupe_key", dedupe_key):
                 alive = job.status not in (JobStatus.FAILED, JobStatus.CANCELLED)
                 if alive and job.created_at >= horizon:
                     return Enqueued(job, False)
-        title = request.display_title(fallback_title or "")
+        title = request.display_title(submission.fallback_title or "")
+        drop = submission.drop or DropIdentity("", "", "")
         try:
-            job = self.store.insert_job(
+            job = await self.store.insert_job(
                 title=title or "untitled",
                 model=request.model,
                 request=request.model_dump(mode="json", exclude_none=True),
                 api_body=request.to_api_body(),
                 credits=request.credit_cost(self.config.backend),
-                source=source,
-                source_path=str(source_path) if source_path else None,
-                origin=origin,
-                drop_identity=drop_identity,
-                content_sha256=content_sha256,
+                source=submission.source,
+                source_path=str(submission.source_path) if submission.source_path else None,
+                origin=submission.origin.value,
+                drop_identity=drop.identity or None,
+                content_sha256=drop.content_sha256 or None,
                 dedupe_key=dedupe_key,
-                idempotency_key=idempotency_key,
-                archived_as=archived_as,
+                idempotency_key=key,
+                archived_as=drop.archived_as or None,
             )
         except KeyTaken:  # another process queued the same key just now: that job it is
-            known = self._keyed(idempotency_key or "", dedupe_key)
+            known = await self._keyed(key or "", dedupe_key)
             if known is None:
                 raise
             return known
         if not title:
-            job = self.store.update(job.id, title=f"song-{job.id[:8]}")
+            job = await self.store.update(job.id, title=f"song-{job.id[:8]}")
         if warnings := request.warnings():  # on the job, so every face shows them
-            job = self.store.update(job.id, warnings=[*job.warnings, *warnings])
+            job = await self.store.update(job.id, warnings=[*job.warnings, *warnings])
         return Enqueued(job, True)
 
     def _request_warnings(self, job: Job) -> list[str]:
@@ -321,81 +311,84 @@ class SongService:
         except BygheartdError:  # queued under another config: it is checked again anyway
             return []
 
-    def _keyed(self, idempotency_key: str, dedupe_key: str) -> Enqueued | None:
+    async def _keyed(self, idempotency_key: str, dedupe_key: str) -> Enqueued | None:
         """The job a key already names, or None; a key reused for another request is an
         error rather than an answer that is not what was asked for."""
-        for job in self.store.find_by("idempotency_key", idempotency_key):
+        for job in await self.store.find_by("idempotency_key", idempotency_key):
             # The normalised request as it was queued (before any plugin changed it), kept
             # as `dedupe_key`: spelling and argument order do not matter, content does.
-            if all(same.id != job.id for same in self.store.find_by("dedupe_key", dedupe_key)):
+            if all(same.id != job.id for same in await self.store.find_by("dedupe_key", dedupe_key)):
                 raise IdempotencyConflict(idempotency_key, job.id)
             return Enqueued(job, False)
         return None
 
-    def enqueue_file(self, path: Path, *, preset: str | None = None, origin: str = "cli") -> Job:
+    async def submit_file(
+        self, path: Path, *, preset: str | None = None, origin: Origin = Origin.CLI
+    ) -> Job:
         """A song file given on the command line (the same format as the inbox)."""
         request = self.parse_file(path, preset=preset, display=str(path))
-        return self.enqueue(
+        submission = Submission(
             request,
+            origin,
             fallback_title=path.stem,
             # Absolute: a path relative to wherever the CLI ran means nothing in a sidecar.
             source=os.path.abspath(path),
             source_path=path.resolve(),
-            origin=origin,
-        ).job
+        )
+        return (await self.submit(submission)).job
 
     # -- the drop folder's bookkeeping ------------------------------------------------
 
-    def source_path(self, job_id: str) -> str | None:
+    async def source_path(self, job_id: str) -> str | None:
         """Where the song file a job came from lies (its audio sits beside it), if known."""
-        return self.store.source_path(job_id)
+        return await self.store.source_path(job_id)
 
-    def close(self) -> None:
-        """For a face that opened its own service (`SongService.open`): release the store."""
-        self.store.close()
+    async def close(self) -> None:
+        """For a face that opened its own service (`open_service`): release the store."""
+        await self.store.close()
 
-    def find_drop(self, drop_identity: str) -> Job | None:
+    async def find_drop(self, drop_identity: str) -> Job | None:
         """The job already made from this exact drop (same path, size, mtime and content)."""
-        found = self.store.find_by("drop_identity", drop_identity)
+        found = await self.store.find_by("drop_identity", drop_identity)
         return found[0] if found else None
 
-    def jobs_with_content(self, content_sha256: str) -> list[Job]:
+    async def jobs_with_content(self, content_sha256: str) -> list[Job]:
         """Earlier jobs from files with identical bytes, newest first."""
-        return self.store.find_by("content_sha256", content_sha256)
+        return await self.store.find_by("content_sha256", content_sha256)
 
-    def set_archived(self, job_id: str, archived_as: str, source_path: Path | None = None) -> Job:
+    async def set_archived(self, job_id: str, archived_as: str, source_path: Path | None = None) -> Job:
         fields: dict[str, Any] = {"archived_as": archived_as}
         if source_path is not None:
             fields["source_path"] = str(source_path)
-        return self.store.update(job_id, event="archived", reason=archived_as, **fields)
+        return await self.store.update(job_id, event="archived", reason=archived_as, **fields)
 
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, ref: str) -> Job:
+    async def get(self, ref: str) -> Job:
         try:
-            return self.store.find(ref)
+            return await self.store.find(ref)
         except JobNotFound as exc:
             raise ServiceError(str(exc)) from None
 
-    def events_after(
+    async def events_after(
         self, seq: int, job_ids: list[str] | None = None, *, limit: int = 500
     ) -> list[JobEvent]:
         """Every job's history lines after `seq` (a `JobEvent.seq`), oldest first: the feed
         of `bygheartd follow`. `job_ids` narrows it to those jobs."""
-        return self.store.events_after(seq, job_ids, limit=limit)
+        return await self.store.events_after(seq, job_ids, limit=limit)
 
-    def event_seq(self, back: int = 0) -> int:
+    async def event_seq(self, back: int = 0) -> int:
         """Where a feed starts that shows the last `back` events first."""
-        return self.store.event_seq(back)
+        return await self.store.event_seq(back)
 
-    def data_version(self) -> int:
+    async def data_version(self) -> int:
         """Changes whenever another process commits: poll this, then read, to follow cheaply."""
-        return self.store.data_version()
+        return await self.store.data_version()
 
-    def history(self, job: Job) -> list[Event]:
-        return self.store.history(job.id)
+    async def history(self, job: Job) -> list[Event]:
+        return await self.store.history(job.id)
 
-    def list(
+    async def list(
         self,
         statuses: list[JobStatus] | None = None,
         limit: int | None = None,
@@ -403,34 +396,34 @@ class SongService:
         summary: bool = False,
     ) -> list[Job]:
         """Newest first; `summary` leaves out request and result bodies (fast listings)."""
-        return self.store.list_jobs(statuses, limit, summary=summary)
+        return await self.store.list_jobs(statuses, limit, summary=summary)
 
     def engine_holder(self) -> dict[str, Any] | None:
         """Who runs the engine for this state folder (pid, owner), or None."""
         return EngineLock(self.config.state_dir).holder()
 
-    def counts(self) -> dict[str, int]:
-        return self.store.counts()
+    async def counts(self) -> dict[str, int]:
+        return await self.store.counts()
 
-    def servers(self) -> Sequence[dict[str, Any]]:
+    async def servers(self) -> Sequence[dict[str, Any]]:
         """Every server with health, in flight, done, average seconds and queue size."""
         from bygheartd.service.servers import server_report
 
-        return server_report(self.config, self.store, self.engine_holder())
+        return await server_report(self.config, self.store, self.engine_holder())
 
-    def credits(self) -> dict[str, Any]:
+    async def credits(self) -> dict[str, Any]:
         """The local ledger: today, this month, per model, the next release."""
-        return self._budget.summary()
+        return await self._budget.summary()
 
-    def credits_left_today(self) -> int | None:
+    async def credits_left_today(self) -> int | None:
         """None when the plan has no daily cap."""
-        return self._budget.left_today()
+        return await self._budget.left_today()
 
-    def budget_hold(self, cost: int) -> Hold | None:
+    async def budget_hold(self, cost: int) -> Hold | None:
         """Why a job of `cost` credits would wait for credits now, and until when."""
-        return self._budget.check(cost)
+        return await self._budget.check(cost)
 
-    def budget_outlook(self, cost: int, *, job: Job | None = None, ahead: int = 0) -> BudgetOutlook:
+    async def budget_outlook(self, cost: int, *, job: Job | None = None, ahead: int = 0) -> BudgetOutlook:
         """What `cost` leaves today, and whether the job will wait for credits.
 
         Queued jobs are paid in order, so the queued jobs ahead of `job` (all queued jobs
@@ -439,16 +432,16 @@ class SongService:
         """
         queued = [
             j
-            for j in self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
+            for j in await self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
             if job is None or (j.id != job.id and j.created_at <= job.created_at)
         ]
         ahead += sum(j.credits for j in queued)
-        left = self._budget.left_today()
+        left = await self._budget.left_today()
         available = None if left is None else max(0, left - ahead)
         # A daemon may already have submitted (and so reserved) the job: count it once.
-        paid = self.store.job_credit_balance(job.id) if job is not None else 0
+        paid = await self.store.job_credit_balance(job.id) if job is not None else 0
         due = max(0, cost - paid)
-        hold = self._budget.check(ahead + due) if due > 0 else None
+        hold = await self._budget.check(ahead + due) if due > 0 else None
         return BudgetOutlook(
             cost=cost,
             left_today=None if available is None else max(0, available - (0 if hold else due)),
@@ -458,13 +451,13 @@ class SongService:
             daily=hold is not None and hold.resumes_at == self._budget.next_day(),
         )
 
-    def charged(self, jobs: Sequence[Job]) -> dict[str, int]:
+    async def charged(self, jobs: Sequence[Job]) -> dict[str, int]:
         """What each job was charged in the local ledger: reservations minus refunds (0
         for a job cancelled before submission, or one not submitted yet)."""
-        balances = self.store.credit_balances([j.id for j in jobs])
+        balances = await self.store.credit_balances([j.id for j in jobs])
         return {j.id: balances.get(j.id, 0) for j in jobs}
 
-    def search(
+    async def search(
         self,
         text: str = "",
         statuses: Sequence[JobStatus] | None = None,
@@ -474,59 +467,23 @@ class SongService:
     ) -> tuple[Sequence[Job], int]:
         """One page of jobs, newest first, whose title, style or lyrics contain `text`, and
         how many match in all (the library page)."""
-        return self.store.search_jobs(text, statuses, limit=limit, offset=offset)
+        return await self.store.search_jobs(text, statuses, limit=limit, offset=offset)
 
-    def usage_by_day(self, days: int = 30) -> Sequence[tuple[str, int]]:
+    async def usage_by_day(self, days: int = 30) -> Sequence[tuple[str, int]]:
         """Credits spent on each of the last `days` days (oldest first, today last), in the
         budget's time zone, days without spending included as 0."""
         today = utcnow().astimezone(self._budget.zone).date()
         first = today - timedelta(days=days - 1)
-        spent = self.store.credits_by_day(first.isoformat())
+        spent = await self.store.credits_by_day(first.isoformat())
         dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
         return [(day, spent.get(day, 0)) for day in dates]
 
-    # -- web logins -------------------------------------------------------------------
-
-    def new_login_code(self, ttl_seconds: float = LOGIN_CODE_SECONDS) -> str:
-        """A one-time code for the library page (`bygheartd web`). Only its hash is stored
-        (in the store's meta table, so the daemon can check a code another process made),
-        with its expiry; expired codes are swept out here."""
-        now = utcnow()
-        for key, value in self.store.meta_with_prefix(LOGIN_META).items():
-            expires = parse_iso(value)
-            if expires is None or expires <= now:
-                self.store.take_meta(key)
-        code = secrets.token_urlsafe(24)
-        expires_at = iso(now + timedelta(seconds=ttl_seconds)) or ""
-        self.store.set_meta(LOGIN_META + _code_hash(code), expires_at)
-        return code
-
-    def use_login_code(self, code: str) -> bool:
-        """True once for a code from `new_login_code` that has not expired; never again."""
-        if not code or len(code) > 200:
-            return False
-        value = self.store.take_meta(LOGIN_META + _code_hash(code))
-        expires = parse_iso(value) if value is not None else None
-        return expires is not None and utcnow() < expires
-
-    def set_web_address(self, url: str | None) -> None:
-        """Where the running daemon serves the library (its real port, even for port 0)."""
-        self.store.set_meta(WEB_ADDRESS_META, url)
-
-    def web_address(self) -> str | None:
-        """The library's address as the daemon last announced it, or None."""
-        return self.store.get_meta(WEB_ADDRESS_META)
-
-    def sidecar(self, job: Job) -> dict[str, Any] | None:
+    async def sidecar(self, job: Job) -> dict[str, Any] | None:
         """The finished job's sidecar, as written in the output folder."""
         if job.status is not JobStatus.DONE or not job.base_name:
             return None
         path = self.config.folders.output / f"{job.base_name}.json"
-        try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data
+        return await asyncio.to_thread(_read_json, path)
 
     async def wait(
         self,
@@ -537,9 +494,7 @@ class SongService:
         interval: float = 0.2,
     ) -> Job:
         """Wait until the job is final or `timeout` passes; never changes the job."""
-        import asyncio  # the read-only commands (`list`, `show`) never need an event loop
-
-        job = self.get(ref)
+        job = await self.get(ref)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         last: tuple[Any, ...] | None = None
@@ -557,71 +512,36 @@ class SongService:
             await asyncio.sleep(
                 interval if deadline is None else max(0.0, min(interval, deadline - loop.time()))
             )
-            job = self.store.get(job.id)
+            job = await self.store.get(job.id)
 
     # -- changing ---------------------------------------------------------------------
 
-    def cancel(self, ref: str) -> Job:
+    async def cancel(self, ref: str) -> Job:
         """Queued and held jobs never get submitted; running ones stop being polled.
 
         The API has no cancel endpoint: a generation already submitted still runs (and
         costs) on the server.
         """
-        job = self.get(ref)
+        job = await self.get(ref)
         if job.status in FINAL_STATUSES:
             raise ServiceError(f"job {job.id} is already {job.status.value}")
-        spent = job.status not in (JobStatus.QUEUED, JobStatus.HELD)
-        reason = (
-            "cancelled by the user; the server has no cancel call, so the generation may "
-            "still run and be charged"
-            if spent
-            else "cancelled by the user before submission"
-        )
-        # A task still generating is watched until the server ends it, so that a failure
-        # there (which the server refunds) is refunded in the local ledger too.
-        settling = job.status is JobStatus.RUNNING and job.task_id is not None
         try:
-            job = self.store.transition(
-                job.id,
-                JobStatus.CANCELLED,
-                event="cancelled",
-                reason=reason,
-                expect={s for s in JobStatus if not s.is_final},
-                hold_kind=SETTLING if settling else None,
-            )
+            return await self.lifecycle.cancel(job)
         except StaleTransition as exc:
             raise ServiceError(str(exc)) from None
-        return job
 
-    def retry(self, ref: str) -> Job:
+    async def retry(self, ref: str) -> Job:
         """A failed or cancelled job goes back to the queue: a new submission, new credits."""
-        job = self.get(ref)
+        job = await self.get(ref)
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise ServiceError(
                 f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried"
             )
         try:
-            return self.store.transition(
-                job.id,
-                JobStatus.QUEUED,
-                event="retry",
-                reason="queued again by the user",
-                expect={JobStatus.FAILED, JobStatus.CANCELLED},
-                task_id=None,
-                attempts=0,
-                progress=None,
-                eta_seconds=None,
-                resumes_at=None,
-                hold_kind=None,
-                base_name=None,
-                files=[],
-                # What the failed attempt said goes; what the request itself draws (no style,
-                # a switch the server ignores) still holds for the new one.
-                warnings=self._request_warnings(job),
-                # keep only what was queued before plugins changed it: they run again
-                result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
-                submitted_at=None,
-                completed_at=None,
-            )
+            # What the failed attempt said goes; what the request itself draws (no style,
+            # a switch the server ignores) still holds for the new one.
+            retried = await self.lifecycle.retry(job, self._request_warnings(job))
         except StaleTransition as exc:
             raise ServiceError(str(exc)) from None
+        self.wake()
+        return retried

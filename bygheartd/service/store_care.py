@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bygheartd.config import Config
-from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.lock import EngineLock, EngineRole, holder_role
 from bygheartd.service.errors import ServiceError
 from bygheartd.store.backups import Backup as Backup  # re-exported: faces see these
 from bygheartd.store.backups import Health as Health
@@ -33,7 +33,6 @@ from bygheartd.store.backups import (
 from bygheartd.store.backups import when_text as when_text
 from bygheartd.store.store import DB_NAME
 
-RESTORER = "bygheartd store restore"
 
 
 def store_file(config: Config) -> Path:
@@ -116,7 +115,7 @@ def plan_restore(config: Config, ref: str | None, *, force: bool = False) -> Res
 def restore_store(config: Config, plan: RestorePlan) -> Restored:
     """Carry out `plan` under the engine lock: set the store aside, put the backup in."""
     lock = EngineLock(config.state_dir)
-    if not lock.try_acquire(RESTORER):
+    if not lock.try_acquire(EngineRole.RESTORE):
         _refuse_while_engine_runs(config)
         raise ServiceError("the engine lock is taken: run `bygheartd store restore` again")
     try:
@@ -132,12 +131,13 @@ def _refuse_while_engine_runs(config: Config) -> None:
     owner = str(holder.get("owner") or "another process")
     pid = holder.get("pid")
     who = f"`{owner}` (pid {pid})" if pid else f"`{owner}`"
-    if owner == RESTORER:
+    role = holder_role(holder)
+    if role is EngineRole.RESTORE:
         raise ServiceError(f"another {who} is restoring the job store right now")
     how = (
         "stop it first (`sudo systemctl stop bygheartd`, `systemctl --user stop bygheartd`, or "
         "Ctrl-C where it runs)"
-        if owner == "bygheartd run"
+        if role is EngineRole.DAEMON
         else "let it finish or stop it first"
     )
     raise ServiceError(

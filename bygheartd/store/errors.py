@@ -1,4 +1,18 @@
-"""The store's errors: each says what went wrong with the job store and what to do."""
+"""The store's errors: each says what went wrong with the job store and what to do.
+
+The store lets no driver error out (no `sqlite3.Error`, no `psycopg.Error`): whatever store
+is behind the boundary, callers catch these.
+
+    BygheartdError
+     ├── StoreError          the store cannot be used now (damaged, too new, locked too long)
+     │    ├── StoreDamaged
+     │    └── StoreBusy
+     ├── StaleTransition     the job is not where the caller expected (lost a race)
+     │    └── IllegalMove    the lifecycle has no such move (ALLOWED_MOVES)
+     ├── JobNotFound
+     ├── KeyTaken            an idempotency key names a job already
+     └── DropTaken           another process made a job of this exact drop just now
+"""
 
 from __future__ import annotations
 
@@ -13,8 +27,28 @@ class StaleTransition(BygheartdError):
     """A job was no longer in the expected status (another process moved it first)."""
 
 
+class IllegalMove(StaleTransition):
+    """A move the lifecycle does not have (`jobs.ALLOWED_MOVES`): refused, naming both
+    statuses. A subclass of `StaleTransition` because a stage that meets it has lost a race
+    (the job was cancelled or finished meanwhile) and must leave the job alone."""
+
+    def __init__(self, job_id: str, current: str, to: str) -> None:
+        super().__init__(f"job {job_id} cannot move from {current} to {to}")
+        self.current = current
+        self.to = to
+
+
 class JobNotFound(BygheartdError):
     pass
+
+
+class DropTaken(BygheartdError):
+    """Another process stored a job for the same drop identity between our lookup and our
+    insert: the file is being taken care of there."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock longer than the store waits for it."""
 
 
 class KeyTaken(BygheartdError):

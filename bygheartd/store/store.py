@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,12 +26,22 @@ from bygheartd.jobs import (
     JobResult,
     JobStatus,
     iso,
+    move_allowed,
     parse_iso,
     take_stems,
     utcnow,
 )
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
-from bygheartd.store.errors import JobNotFound, KeyTaken, StaleTransition, StoreError
+from bygheartd.store.events import JobEvent
+from bygheartd.store.errors import (
+    DropTaken,
+    IllegalMove,
+    JobNotFound,
+    KeyTaken,
+    StaleTransition,
+    StoreBusy,
+    StoreError,
+)
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"
@@ -81,26 +91,14 @@ def new_job_id() -> str:
     return head + tail
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """One history line of any job, with its place in the store's event order (`seq`) and
-    the job's title, so a live feed (`bygheartd follow`) needs no second query per line."""
-
-    seq: int
-    job_id: str
-    title: str
-    event: Event
-
-    def as_record(self) -> dict[str, Any]:
-        return {"seq": self.seq, "job_id": self.job_id, "title": self.title} | (
-            self.event.as_record()
-        )
-
-
 class Store:
-    """One connection per process (guarded by a lock: sqlite objects are not async-safe)."""
+    """One SQLite connection, used synchronously (guarded by a lock).
 
-    def __init__(self, path: Path) -> None:
+    Async code never holds one: it holds a `JobStore` (`store/threaded.py` runs these on
+    threads of their own). Tools that work on the file itself (backups, `store check`,
+    tests that look at what was committed) use it directly."""
+
+    def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         refuse_empty_store(path)
@@ -122,7 +120,8 @@ class Store:
         # FULL: a `submitting` mark must survive a power cut, or a restart could pay twice.
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        if migrate:
+            self._migrate()
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -155,14 +154,21 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _busy(self.path, exc) from None
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             else:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self._db.execute("ROLLBACK")
+                    raise _busy(self.path, exc) from None
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cheap cross-process wake-up."""
@@ -216,8 +222,10 @@ class Store:
             if idempotency_key and "idempotency_key" in str(exc):
                 raise KeyTaken(
                     f"the idempotency key {idempotency_key!r} names a job already"
-                ) from exc
-            raise
+                ) from None
+            if drop_identity and "drop_identity" in str(exc):
+                raise DropTaken("another process made a job of this drop just now") from None
+            raise StoreError(f"the job store refused the job: {exc}") from None
         return self.get(job_id)
 
     def _insert(
@@ -272,7 +280,11 @@ class Store:
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return self._get(self._db, job_id)
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, job_id: str) -> Job:
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id!r}")
         return row_to_job(row)
@@ -432,12 +444,17 @@ class Store:
         reason: str | None = None,
         expect: Iterable[JobStatus] | None = None,
         ledger: dict[str, Any] | None = None,
+        before_commit: Callable[[Job, list[Event]], None] | None = None,
         **fields: Any,
     ) -> Job:
         """Move a job to `to` and append history (and a ledger line), atomically.
 
+        Only moves in `jobs.ALLOWED_MOVES` are made (`IllegalMove` names both statuses).
         With `expect`, the move happens only from one of those statuses: that is how a
         cancel from the CLI and the engine's progress never overwrite each other.
+        `before_commit` sees the job and its history as they will be committed and may
+        still refuse (raise): the sidecar of a `done` job is written from it, so a job
+        cancelled in that instant never leaves a sidecar that says `done`.
         """
         with self._tx() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -446,12 +463,17 @@ class Store:
             current = str(row[0])
             if expect is not None and current not in {s.value for s in expect}:
                 raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
+            if not move_allowed(JobStatus(current), to):
+                raise IllegalMove(job_id, current, to.value)
             fields.setdefault("reason", reason)
             self._update(db, job_id, status=to.value, **fields)
             self._event(db, job_id, event, current, to.value, reason)
             if ledger is not None:
                 self._ledger(db, **ledger)
-        return self.get(job_id)
+            moved = self._get(db, job_id)
+            if before_commit is not None:
+                before_commit(moved, self._history(db, job_id))
+        return moved
 
     def update(
         self,
@@ -484,11 +506,15 @@ class Store:
 
     def history(self, job_id: str) -> list[Event]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT at, event, from_status, to_status, reason FROM events "
-                "WHERE job_id = ? ORDER BY id",
-                (job_id,),
-            ).fetchall()
+            return self._history(self._db, job_id)
+
+    @staticmethod
+    def _history(db: sqlite3.Connection, job_id: str) -> list[Event]:
+        rows = db.execute(
+            "SELECT at, event, from_status, to_status, reason FROM events "
+            "WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        ).fetchall()
         return [
             Event(parse_iso(r[0]) or utcnow(), r[1], r[2], r[3], r[4])  # at is never null
             for r in rows
@@ -758,6 +784,17 @@ class Store:
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _busy(path: Path, exc: sqlite3.OperationalError) -> StoreError:
+    """SQLite's "database is locked" in words a user can act on; other errors as they are."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreBusy(
+            f"the job store {path} stayed locked by another process for over 10 s (a "
+            "`bygheartd` command or a backup): the change was not made; try again when it "
+            "has finished"
+        )
+    return StoreError(f"the job store {path}: {exc}")
 
 
 def _dumps(value: Any) -> str:

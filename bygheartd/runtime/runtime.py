@@ -1,139 +1,49 @@
-"""Wiring: config -> store -> lock -> client -> plugins -> engine, for every face.
+"""Wiring: config -> store -> lock -> client -> plugins -> engine -> service, for every face.
 
-`bygheartd run` always runs the engine (waiting for the lock); `submit --wait`, `mcp` and
-`demo` run an in-process engine only while no other process holds the lock, and hand it
-over as soon as a daemon asks for it (DESIGN.md, "Hand-over").
+The one place that builds them, above the service (as datasette's `Datasette` object is):
+the service never builds the engine that calls back into it. `bygheartd run` always runs
+the engine (waiting for the lock); `submit --wait`, `mcp` and `demo` run an in-process
+engine only while no other process holds the lock, and hand it over as soon as a daemon
+asks for it (DESIGN.md, "Hand-over").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import hashlib
 import logging
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bygheartd.api.client import BygheartClient, DownloadLimits
-from bygheartd.config import (
-    Config,
-    LiveConfig,
-    ServerSection,
-    find_api_key,
-    find_server_key,
-    key_sources_signature,
-)
+from bygheartd.api.client import BygheartClient
+from bygheartd.api.factory import make_client
+from bygheartd.config import Config, LiveConfig, find_api_key, key_sources_signature
 from bygheartd.engine.engine import Engine
-from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.lock import EngineLock, EngineRole, holder_role
 from bygheartd.engine.pool import unusable_pool
 from bygheartd.engine.ticker import Tick
 from bygheartd.errors import BygheartdError, ConfigError
-from bygheartd.hooks.discovery import (
-    entry_point_candidates,
-    first_party_candidates,
-    path_candidates,
-)
-from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
+from bygheartd.hooks.host import PluginHost
 from bygheartd.jobs import ACTIVE_STATUSES
-from bygheartd.service.errors import NoApiKey
+from bygheartd.runtime.plugins import plugin_settings
 from bygheartd.service.service import SongService
-from bygheartd.store.store import Store
+from bygheartd.store.boundary import JobStore
+from bygheartd.store.threaded import SqliteJobStore
 
 log = logging.getLogger(__name__)
 
 
-def no_key_message(config: Config) -> str:
-    where = (
-        f"[api] api_key_file in {config.source_path}"
-        if config.source_path
-        else "[api] api_key_file"
-    )
-    return (
-        "no API key: set BYGHEART_API_KEY, give systemd the credential 'api-key', or set "
-        f"{where}. To try bygheartd without a key, run `bygheartd demo`."
-    )
+def open_store(config: Config) -> JobStore:
+    """The job store `config` names: SQLite in its state folder."""
+    return SqliteJobStore.open(config.state_dir)
 
 
-def plugin_settings(config: Config) -> PluginSettings:
-    return PluginSettings(
-        enabled=list(config.plugins.enabled),
-        disabled=list(config.plugins.disabled),
-        paths=[Path(p).expanduser() for p in config.plugins.paths],
-        hook_timeout_seconds=config.plugins.hook_timeout_seconds,
-        tables=config.plugins.tables(),
-    )
-
-
-def describe_plugins(config: Config) -> list[PluginInfo]:
-    """Every plugin found for this config, loaded or not, with its hooks and load error."""
-    return PluginHost.load(plugin_settings(config)).describe()
-
-
-def plugin_name_problems(config: Config) -> list[str]:
-    """Names in `[plugins] enabled`/`disabled` that no installed plugin has, each with the
-    nearest real name: a typo there silently turns a plugin off (or fails to), and `config
-    check` is where people look. Discovery only lists names; no plugin code is imported."""
-    paths = [Path(p).expanduser() for p in config.plugins.paths]
-    candidates = first_party_candidates() + entry_point_candidates() + path_candidates(paths)
-    known = sorted({c.name for c in candidates})
-    problems = []
-    for where, names in (
-        ("enabled", config.plugins.enabled),
-        ("disabled", config.plugins.disabled),
-    ):
-        for name in names:
-            if name in known:
-                continue
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else "installed: " + (", ".join(known) or "none")
-            )
-            problems.append(f"unknown plugin {name!r} in [plugins] {where}: {hint}")
-    return problems
-
-
-def make_client(config: Config) -> BygheartClient:
-    key = find_api_key(config).value
-    if key is None and config.backend == "bygheart":
-        raise NoApiKey(no_key_message(config))
-    from bygheartd.logs import register_secret
-
-    if key:
-        register_secret(key)
-    return BygheartClient(
-        config.api.effective_base_url(),
-        key,
-        backend="acestep" if config.backend == "acestep" else "bygheart",
-        timeout=config.api.timeout_seconds,
-        download_limits=DownloadLimits(
-            stall_seconds=config.api.download_stall_seconds,
-            min_bytes_per_second=config.api.download_min_bytes_per_second,
-        ),
-    )
-
-
-def make_server_client(config: Config, server: ServerSection) -> BygheartClient:
-    """A client for one `[[api.servers]]` entry, with its own key (else the global one);
-    for `config check --online` (the engine's pool builds its own, the same way)."""
-    key = find_server_key(config, server).value
-    from bygheartd.logs import register_secret
-
-    if key:
-        register_secret(key)
-    return BygheartClient(
-        server.url,
-        key,
-        backend="acestep",
-        timeout=config.api.timeout_seconds,
-        download_limits=DownloadLimits(
-            stall_seconds=config.api.download_stall_seconds,
-            min_bytes_per_second=config.api.download_min_bytes_per_second,
-        ),
-    )
+def open_service(config: Config | LiveConfig) -> SongService:
+    """A service over the store, without an engine (read-only commands, `store` care);
+    the caller closes it (`await service.close()`)."""
+    live = LiveConfig.of(config)
+    return SongService(live, open_store(live.current))
 
 
 def _key_fingerprint(config: Config) -> str | None:
@@ -149,19 +59,17 @@ class Runtime:
         self,
         config: Config | LiveConfig,
         *,
-        owner: str,
+        role: EngineRole,
         engine: bool = True,
         release_when_idle: float | None = None,
         plugins: PluginHost | None = None,
     ) -> None:
         self.live = LiveConfig.of(config)
-        self.owner = owner
+        self.role = role
         self.want_engine = engine
         self.release_when_idle = release_when_idle
-        # Only the daemon keeps the engine when asked for it; every other face hands it over.
-        self.is_daemon = owner == "bygheartd run"
-        self.store = Store.open(self.config.state_dir)
-        self.service = SongService(self.live, self.store, engine=self)
+        self.store = open_store(self.config)
+        self.service = SongService(self.live, self.store, engine=self, plugins=self._plugins)
         self.lock = EngineLock(self.config.state_dir)
         self.engine: Engine | None = None
         self.plugins = plugins
@@ -181,6 +89,9 @@ class Runtime:
     def config(self) -> Config:
         return self.live.current
 
+    def _plugins(self) -> PluginHost | None:
+        return self.plugins
+
     async def __aenter__(self) -> Self:
         if self.want_engine:
             await self._try_start_engine()
@@ -195,7 +106,7 @@ class Runtime:
     ) -> None:
         await self._stop_supervisor()
         await self.stop_engine()
-        self.store.close()
+        await self.store.close()
 
     async def _stop_supervisor(self) -> None:
         self._no_restart = True
@@ -228,7 +139,7 @@ class Runtime:
                     log.warning("plugin not loaded: %s: %s", info.name, info.error)
         self._key_print = _key_fingerprint(config)
         self.engine.use(self._client, self.plugins)
-        self.engine.recheck_auth()
+        await self.engine.recheck_auth()
         if old_client is not None:
             await old_client.aclose()
 
@@ -241,7 +152,7 @@ class Runtime:
         holder = self.lock.holder()
         if holder is None:
             return
-        if holder.get("owner") == "bygheartd run":
+        if holder_role(holder) is EngineRole.DAEMON:
             raise BygheartdError(
                 f"another `bygheartd run` (pid {holder.get('pid')}) already uses the state "
                 f"folder {self.config.state_dir}: stop it first, or give this one another "
@@ -259,9 +170,9 @@ class Runtime:
         finally:
             self.lock.clear_handover()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the store of a runtime that never started (stopped while waiting)."""
-        self.store.close()
+        await self.store.close()
 
     def every(self, name: str, seconds: float, func: Tick) -> bool:
         if self.engine is None:
@@ -282,9 +193,9 @@ class Runtime:
             return True
         if self._no_restart:
             return False
-        if self.lock.handover_requested() and not self.is_daemon:
+        if self.lock.handover_requested() and not self.role.keeps_engine:
             return False  # a daemon is taking over: leave the lock to it
-        if not self.lock.try_acquire(self.owner):
+        if not self.lock.try_acquire(self.role):
             return False
         try:
             unusable = unusable_pool(self.config)
@@ -300,7 +211,7 @@ class Runtime:
         self._key_print = _key_fingerprint(self.config)
         self.engine = Engine(self.live, self.store, self._client, self.plugins)
         await self.engine.start()
-        log.info("engine running in this process (%s)", self.owner)
+        log.info("engine running in this process (%s)", self.role)
         return True
 
     async def stop_engine(
@@ -308,7 +219,7 @@ class Runtime:
     ) -> dict[str, int]:
         """Drain and stop the engine here, release the lock; the job counts at the end."""
         if self.engine is None:
-            return self.store.counts()
+            return await self.store.counts()
         engine, self.engine = self.engine, None
         restart_was_blocked, self._no_restart = self._no_restart, True
         try:
@@ -331,7 +242,7 @@ class Runtime:
             try:
                 if self.engine is not None:
                     await self._follow_key()
-                    if self.is_daemon:
+                    if self.role.keeps_engine:
                         continue
                     if self.lock.handover_requested():
                         log.info("a daemon asked for the engine lock: handing over")
@@ -339,14 +250,15 @@ class Runtime:
                         continue
                     if self.release_when_idle is None:
                         continue
-                    busy = any(self.store.counts().get(s.value, 0) for s in ACTIVE_STATUSES)
+                    counts = await self.store.counts()
+                    busy = any(counts.get(s.value, 0) for s in ACTIVE_STATUSES)
                     if busy:
                         self._idle_since = None
                     elif self._idle_since is None:
                         self._idle_since = loop.time()
                     elif loop.time() - self._idle_since >= self.release_when_idle:
                         await self.stop_engine()
-                elif self.has_work():
+                elif await self.has_work():
                     await self._try_start_engine()
             except BygheartdError as exc:
                 log.warning("engine supervisor: %s", exc)
@@ -370,12 +282,12 @@ class Runtime:
         old_client, self._client = self._client, make_client(self.config)
         log.info("the API key changed: using the new one, retrying jobs held for the key")
         self.engine.use(self._client)
-        self.engine.recheck_auth()
+        await self.engine.recheck_auth()
         if old_client is not None:
             await old_client.aclose()
 
-    def has_work(self) -> bool:
-        counts = self.store.counts()
+    async def has_work(self) -> bool:
+        counts = await self.store.counts()
         return any(counts.get(s.value, 0) for s in ACTIVE_STATUSES)
 
     def wake(self) -> None:

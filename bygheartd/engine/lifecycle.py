@@ -1,0 +1,353 @@
+"""Every move of a job that has side effects, in one place, whoever asks for it.
+
+The moves themselves are declared once (`jobs.ALLOWED_MOVES`) and the store refuses any
+other; this module owns what goes with them: a refund committed in the same transaction
+as the failure, the note in failed/ for a dropped song, the log line, and the plugin
+notifications (`on_failed`, `on_held`, `on_done`). Those run as tasks that `drain()`
+finishes before the engine stops, so no stop cuts a webhook off unobserved. Engine stages,
+the service (cancel, retry), MCP, the web page and `store restore` all come here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bygheartd.catalog import credits_phrase
+from bygheartd.config import Config, LiveConfig
+from bygheartd.engine.budget import Budget
+from bygheartd.folders.moves import copy_no_clobber, write_note
+from bygheartd.hooks.host import HookFailure, PluginHost
+from bygheartd.jobs import SETTLING, Event, HoldKind, Job, JobStatus, iso, utcnow
+from bygheartd.store.boundary import JobStore
+from bygheartd.store.errors import StaleTransition
+
+log = logging.getLogger(__name__)
+
+# `base.part`, `base.takeN.part`, and `base-N.part` left by versions that named takes so.
+_PART_OF_TAKE = re.compile(r"(\.take\d+|-\d+)?\.part")
+
+CANCELLED_SPENT = (
+    "cancelled by the user; the server has no cancel call, so the generation may still run "
+    "and be charged"
+)
+CANCELLED_UNSENT = "cancelled by the user before submission"
+
+
+class Lifecycle:
+    """The side effects of moves; one per process that changes jobs (engine or face)."""
+
+    def __init__(
+        self,
+        config: Config | LiveConfig,
+        store: JobStore,
+        budget: Budget | None = None,
+        *,
+        plugins: Callable[[], PluginHost | None] = lambda: None,
+        schedule_release: Callable[[datetime], None] | None = None,
+    ) -> None:
+        self._live = LiveConfig.of(config)
+        self.store = store
+        self.budget = budget or Budget(self._live, store)
+        self._plugins = plugins
+        self._schedule_release = schedule_release
+        self._notifying: set[asyncio.Task[None]] = set()
+
+    @property
+    def config(self) -> Config:
+        return self._live.current
+
+    # -- ends -------------------------------------------------------------------------
+
+    async def fail(self, job: Job, reason: str, *, refund: bool = True) -> Job | None:
+        """Fail a job: refund when nothing was produced, tell plugins, copy drops to failed/.
+
+        None when the job had moved on meanwhile (finished, cancelled): it is left alone.
+        """
+        # The refund commits with the failure: a crash between them must not keep it.
+        refund_line = await self.budget.refund_entry(job.id, job.model) if refund else None
+        try:
+            failed = await self.store.transition(
+                job.id, JobStatus.FAILED, event="failed", reason=reason, ledger=refund_line
+            )
+        except StaleTransition:
+            return None
+        if refund_line is not None:
+            await self.store.add_event(
+                job.id, "refunded", f"{credits_phrase(-refund_line['credits'])} back"
+            )
+        log.warning("job %s (%s) failed: %s", job.id, job.title, reason)
+        await self._after_failure(failed, reason)
+        return failed
+
+    async def _after_failure(self, failed: Job, reason: str) -> None:
+        output = self.config.folders.output
+        if failed.base_name:
+            await asyncio.to_thread(remove_parts, output, failed.base_name)
+        if failed.origin == "drop":
+            await asyncio.to_thread(self._copy_to_failed, failed, reason)
+        plugins = self._plugins()
+        if plugins is not None:
+            self._track(self._notify_failed(plugins, failed, reason))
+
+    async def restored(self, failed: Sequence[Job]) -> None:
+        """Jobs a `store restore` failed (they may have been sent after the backup): the
+        same note in failed/ and `on_failed` as any other failure."""
+        for job in failed:
+            await self._after_failure(job, job.reason or "failed by a store restore")
+
+    async def finish(
+        self,
+        job: Job,
+        reason: str,
+        write_sidecar: Callable[[Job, list[Event]], None],
+    ) -> Job | None:
+        """`processing` -> `done`: the sidecar is written from the very state being committed
+        (inside the transaction), so a job cancelled in that instant never leaves a sidecar
+        that says `done`. None when the job moved on (cancelled) before."""
+        try:
+            done = await self.store.transition(
+                job.id,
+                JobStatus.DONE,
+                event="done",
+                reason=reason,
+                expect={JobStatus.PROCESSING},
+                before_commit=write_sidecar,
+                completed_at=utcnow(),
+            )
+        except StaleTransition:
+            return None
+        plugins = self._plugins()
+        if plugins is not None:
+            self._track(self._notify_done(plugins, done))
+        return done
+
+    # -- the submit ---------------------------------------------------------------------
+
+    async def submitting(self, job: Job, *, credits: int, server: str | None) -> Job | None:
+        """`queued` -> `submitting`, written before the POST with the credits it reserves
+        (one transaction). None when the job was cancelled meanwhile."""
+        budget = self.budget
+        ledger = (
+            budget.ledger_entry(job.id, job.model, credits, "reserve")
+            if budget.counts_credits and credits
+            else None
+        )
+        try:
+            return await self.store.transition(
+                job.id,
+                JobStatus.SUBMITTING,
+                event="submitting",
+                expect={JobStatus.QUEUED},
+                ledger=ledger,
+                attempts=job.attempts + 1,
+                credits=credits,
+                resumes_at=None,
+                hold_kind=None,
+                server=server,
+            )
+        except StaleTransition:
+            return None
+
+    async def requeue(
+        self,
+        job: Job,
+        *,
+        event: str,
+        reason: str,
+        expect: Iterable[JobStatus] | None = None,
+        **fields: Any,
+    ) -> Job | None:
+        """Back to the queue with the reservation given back in the same transaction: a
+        submit that provably made nothing, a crash with `resubmit_uncertain`, or a task its
+        server lost. None when the job moved on meanwhile."""
+        try:
+            return await self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                event=event,
+                reason=reason,
+                expect=expect,
+                ledger=await self.budget.refund_entry(job.id, job.model),
+                **fields,
+            )
+        except StaleTransition:
+            return None
+
+    # -- holds ------------------------------------------------------------------------
+
+    async def hold(
+        self,
+        job: Job,
+        kind: HoldKind,
+        reason: str,
+        until: datetime,
+        *,
+        expect: Iterable[JobStatus] | None = None,
+        refund: bool = False,
+        **fields: Any,
+    ) -> Job | None:
+        """Hold a job until `until`; `refund` gives back its reservation in the same
+        transaction (a submit that provably created nothing), so a crash cannot separate
+        the two. None when the job moved on meanwhile."""
+        try:
+            held = await self.store.transition(
+                job.id,
+                JobStatus.HELD,
+                event=f"held ({kind})",
+                reason=reason,
+                expect=expect or {JobStatus.QUEUED},
+                ledger=await self.budget.refund_entry(job.id, job.model) if refund else None,
+                resumes_at=until,
+                hold_kind=kind,
+                **fields,
+            )
+        except StaleTransition:
+            return None
+        # One line per hold, so the journal says why a song waits and when it goes on.
+        what = "retried at" if kind is HoldKind.RETRY else f"held ({kind}) until"
+        log.info("job %s (%s) %s %s: %s", job.id, job.title, what, iso(until), reason)
+        if self._schedule_release is not None:
+            self._schedule_release(until)
+        plugins = self._plugins()
+        if plugins is not None and kind is not HoldKind.DOWNLOAD:
+            self._track(self._notify_held(plugins, held, reason))
+        return held
+
+    async def release(self, job: Job) -> Job | None:
+        """A hold is over: a held download resumes its download, every other hold goes back
+        to the queue. None when it was cancelled or released elsewhere meanwhile."""
+        target = JobStatus.DOWNLOADING if job.hold_kind is HoldKind.DOWNLOAD else JobStatus.QUEUED
+        try:
+            return await self.store.transition(
+                job.id,
+                target,
+                event="resumed",
+                reason=f"hold over: {job.reason}",
+                expect={JobStatus.HELD},
+                resumes_at=None,
+                hold_kind=None,
+            )
+        except StaleTransition:
+            return None
+
+    # -- a person's moves -------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> Job:
+        """Queued and held jobs never get submitted; running ones stop being polled (the API
+        has no cancel call: a task still generating is watched until the server ends it,
+        so a failure there, which the server refunds, is refunded locally too).
+        `StaleTransition` when the job finished meanwhile."""
+        spent = job.status not in (JobStatus.QUEUED, JobStatus.HELD)
+        settling = job.status is JobStatus.RUNNING and job.task_id is not None
+        return await self.store.transition(
+            job.id,
+            JobStatus.CANCELLED,
+            event="cancelled",
+            reason=CANCELLED_SPENT if spent else CANCELLED_UNSENT,
+            expect={s for s in JobStatus if not s.is_final},
+            hold_kind=SETTLING if settling else None,
+        )
+
+    async def retry(self, job: Job, warnings: list[str]) -> Job:
+        """A failed or cancelled job goes back to the queue: a new submission, new credits.
+        `warnings` are what the request itself draws (the failed attempt's go)."""
+        return await self.store.transition(
+            job.id,
+            JobStatus.QUEUED,
+            event="retry",
+            reason="queued again by the user",
+            expect={JobStatus.FAILED, JobStatus.CANCELLED},
+            task_id=None,
+            attempts=0,
+            progress=None,
+            eta_seconds=None,
+            resumes_at=None,
+            hold_kind=None,
+            base_name=None,
+            files=[],
+            warnings=warnings,
+            # keep only what was queued before plugins changed it: they run again
+            result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
+            submitted_at=None,
+            completed_at=None,
+        )
+
+    # -- notifications ----------------------------------------------------------------
+
+    def _track(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._notifying.add(task)
+        task.add_done_callback(self._notification_done)
+
+    def _notification_done(self, task: asyncio.Task[None]) -> None:
+        self._notifying.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a plugin notification failed unexpectedly: %r", exc)
+
+    def notifications(self) -> list[asyncio.Task[None]]:
+        return list(self._notifying)
+
+    async def drain(self, timeout: float) -> None:
+        """Finish the notifications in flight (within `timeout`) before the engine stops;
+        what is still running then is cancelled and said so, never left unobserved."""
+        pending = list(self._notifying)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("%d plugin notification(s) cut off by the stop", len(late))
+            await asyncio.wait(late, timeout=2.0)
+
+    async def _notify_failed(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        await self.record_hook_failures(job.id, await plugins.on_failed(job, reason))
+
+    async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        await self.record_hook_failures(job.id, await plugins.on_held(job, reason))
+
+    async def _notify_done(self, plugins: PluginHost, job: Job) -> None:
+        """`on_done` after the sidecar and the `done` status: a webhook tells the truth."""
+        failures = await plugins.on_done(job, [f.path for f in job.files])
+        await self.record_hook_failures(job.id, failures)
+
+    async def record_hook_failures(self, job_id: str, failures: list[HookFailure]) -> None:
+        for failure in failures:
+            await self.store.add_event(
+                job_id, f"plugin {failure.plugin} failed", describe_failure(failure)
+            )
+
+    def _copy_to_failed(self, job: Job, reason: str) -> None:
+        if not job.archived_as:
+            return
+        folders = self.config.folders
+        archived = folders.archive / job.archived_as
+        try:
+            copy = copy_no_clobber(archived, folders.failed, Path(job.archived_as).name)
+            write_note(
+                copy,
+                f"{copy.name}: the song was accepted (job {job.id}) but failed later:\n"
+                f"{reason}\n\nTo try again: `bygheartd retry {job.id}`, or drop the file into "
+                "the inbox again.\n",
+            )
+        except OSError as exc:
+            log.warning("could not copy %s to failed/: %s", archived, exc)
+
+
+def describe_failure(failure: HookFailure) -> str:
+    what = "timed out" if failure.timed_out else f"raised {failure.error}"
+    return f"plugin {failure.plugin} {failure.hook} {what}"
+
+
+def remove_parts(output: Path, base: str) -> None:
+    """The `.part` files of this base's takes (`base.part`, `base.takeN.part`), no others."""
+    for part in output.glob(f"{glob.escape(base)}*.part"):
+        if _PART_OF_TAKE.fullmatch(part.name[len(base) :]):
+            part.unlink(missing_ok=True)
