@@ -3,22 +3,25 @@ the job store's write lock?
 
 Starts the simulator and the real daemon (`[web] enabled`, so its listener serves /health)
 as child processes on 127.0.0.1, queues songs with `bygheartd submit` so the engine writes
-to the store throughout, and GETs /health every 20 ms: a baseline, then while a helper
-process holds `BEGIN IMMEDIATE` on `<state>/jobs.sqlite3` with plain sqlite3 (5 s), then
-after. /health's latency is the daemon's event-loop responsiveness seen from outside.
-Prints a table and writes bench/results/store_lock.json (`--quick`: a 1 s lock,
+to the store throughout, and fires GET /health every 20 ms (each on time, answered or not):
+a baseline, then while a helper process holds `BEGIN IMMEDIATE` on `<state>/jobs.sqlite3`
+with plain sqlite3 (5 s), then after. /health's latency is the daemon's event-loop
+responsiveness seen from outside; a probe pending at any moment of the lock counts in
+"during". Prints a table, writes bench/results/store_lock.json (`--quick`: a 1 s lock,
 store_lock-quick.json). Usage: `.venv/bin/python bench/store_lock.py [--quick] [--out PATH]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
 import os
 import platform
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +40,7 @@ RESULTS = REPO / "bench" / "results" / "store_lock.json"
 BENCH_KEY = "bgh_ult_bench_key_0c9e"  # bgh_ult* is the Ultimate plan: no credit cap
 PROBE_EVERY = 0.02
 CLIENT_TIMEOUT = 10.0
+MAX_PENDING = 1000  # probes waiting at once (a 10 s stall holds 500)
 STALL = 1.0  # a /health answer slower than this (or none) is a stall
 WINDOWS = ("baseline", "during lock", "after")
 # A probe: when it started (monotonic), its latency (None: timed out), outcome, job counts.
@@ -98,15 +102,6 @@ def write_config(root: Path, base_url: str, sizes: Sizes) -> Path:
     return root / "config.toml"
 
 
-def write_songs(folder: Path, count: int) -> list[str]:
-    folder.mkdir()
-    head = "---\nmodel: bygheart-melody-fast\nduration: 10\n"
-    for n in range(count):
-        song = f"{head}title: Lock Song {n}\nstyle: synth pop, lock {n}\n---\nla la la\n"
-        (folder / f"lock-{n}.txt").write_text(song, encoding="utf-8")
-    return [str(folder / f"lock-{n}.txt") for n in range(count)]
-
-
 def wait_until(
     what: str, check: Callable[[], bool], proc: subprocess.Popen[Any], log: Path
 ) -> None:
@@ -129,17 +124,45 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(5)
 
 
-def probe(http: httpx.Client, url: str) -> Sample:
-    started = time.monotonic()
+async def probe(http: httpx.AsyncClient, url: str, samples: list[Sample]) -> None:
+    started, jobs = time.monotonic(), dict[str, int]()
     try:
-        reply = http.get(url)
-    except httpx.TimeoutException:
-        return started, None, "timeout", {}
+        reply = await http.get(url)
+        outcome = "ok" if reply.status_code == 200 else str(reply.status_code)
+        jobs = reply.json()["jobs"] if outcome == "ok" else {}
     except httpx.HTTPError as exc:
-        return started, time.monotonic() - started, type(exc).__name__, {}
-    if reply.status_code != 200:
-        return started, time.monotonic() - started, str(reply.status_code), {}
-    return started, time.monotonic() - started, "ok", reply.json()["jobs"]
+        outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+    latency = None if outcome == "timeout" else time.monotonic() - started
+    samples.append((started, latency, outcome, jobs))
+
+
+async def probe_all(url: str, lines: list[str], after: float, hard_end: float) -> list[Sample]:
+    """A GET every 20 ms, each fired on time whether or not earlier ones were answered (a
+    stall shows in every probe it holds up), until `after` s past the helper's release."""
+    samples: list[Sample] = []
+    pending: set[asyncio.Task[None]] = set()
+    limits = httpx.Limits(max_connections=MAX_PENDING, max_keepalive_connections=20)
+    headers = {"Host": url.split("/")[2]}  # 127.0.0.1:PORT, a loopback name the daemon takes
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT, limits=limits, headers=headers) as http:
+        tick = time.monotonic()
+        while (now := time.monotonic()) < hard_end and len(samples) + len(pending) < 20_000:
+            ends = [float(ln.split()[1]) for ln in lines if ln.startswith("released")]
+            if ends and now >= ends[0] + after:
+                break
+            task = asyncio.create_task(probe(http, url, samples))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            tick = max(tick + PROBE_EVERY, now)
+            await asyncio.sleep(tick - time.monotonic())
+        await asyncio.gather(*pending)  # each ends within CLIENT_TIMEOUT
+    return sorted(samples, key=lambda s: s[0])
+
+
+def health_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
@@ -163,18 +186,9 @@ def measure(url: str, db: Path, env: dict[str, str], sizes: Sizes) -> dict[str, 
     helper = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(helper.stdout or ()), daemon=True).start()
-    samples: list[Sample] = []
     hard_end = at + sizes.lock + sizes.after + 30.0  # bounded even if the helper hangs
     try:
-        with httpx.Client(timeout=CLIENT_TIMEOUT, headers={"Host": url.split("/")[2]}) as http:
-            tick = time.monotonic()
-            while (now := time.monotonic()) < hard_end and len(samples) < 20_000:
-                ends = [float(ln.split()[1]) for ln in lines if ln.startswith("released")]
-                if ends and now >= ends[0] + sizes.after:
-                    break
-                samples.append(probe(http, url))
-                tick = max(tick + PROBE_EVERY, time.monotonic())
-                time.sleep(max(0.0, tick - time.monotonic()))
+        samples = asyncio.run(probe_all(url, lines, sizes.after, hard_end))
         helper.wait(max(1.0, hard_end - time.monotonic()))
     finally:
         stop(helper)
@@ -185,9 +199,8 @@ def measure(url: str, db: Path, env: dict[str, str], sizes: Sizes) -> dict[str, 
     parts: dict[str, list[Sample]] = {w: [] for w in WINDOWS}
     for s in samples:  # "during": a probe pending at any moment of the lock
         answered = s[0] + (CLIENT_TIMEOUT if s[1] is None else s[1])
-        parts[WINDOWS[0] if answered < start else WINDOWS[1] if s[0] < end else WINDOWS[2]].append(
-            s
-        )
+        window = "baseline" if answered < start else "during lock" if s[0] < end else "after"
+        parts[window].append(s)
     counts = [s[3] for s in samples if s[3]] or [{}]
     return {
         "lock": {
@@ -228,11 +241,13 @@ def run(sizes: Sizes) -> dict[str, Any]:
         mark = "the library page at "
         wait_until("the web listener", lambda: mark in log.read_text(errors="replace"), daemon, log)
         url = log.read_text(errors="replace").split(mark, 1)[1].split()[0].rstrip("/") + "/health"
-        with httpx.Client(timeout=5) as http:
-            wait_until("/health", lambda: probe(http, url)[2] == "ok", daemon, log)
+        wait_until("/health", lambda: health_ok(url), daemon, log)
         imports = [sys.executable, "-c", "import bygheartd; print(bygheartd.__file__)"]
         module = subprocess.run(imports, capture_output=True, text=True, env=env, timeout=60)
-        songs = write_songs(root / "songs", sizes.songs)
+        songs = [str(root / f"lock-{n}.txt") for n in range(sizes.songs)]
+        for n, song in enumerate(songs):
+            head = f"---\ntitle: Lock Song {n}\nstyle: synth pop, lock {n}\nduration: 10\n"
+            Path(song).write_text(f"{head}model: bygheart-melody-fast\n---\nla\n", "utf-8")
         done = subprocess.run(
             [*cli, "submit", "--json", *songs], capture_output=True, text=True, env=env, timeout=120
         )
@@ -270,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hold_lock is not None:
         hold_lock(args.hold_lock[0], float(args.hold_lock[1]), float(args.hold_lock[2]))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the children stop
     sizes = QUICK if args.quick else FULL
     results = {
         "quick": args.quick,

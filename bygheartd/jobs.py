@@ -92,6 +92,8 @@ ALLOWED_MOVES: Mapping[JobStatus, frozenset[JobStatus]] = {
 def move_allowed(current: JobStatus, to: JobStatus) -> bool:
     """Whether the lifecycle has a move from `current` to `to` (the store's one check)."""
     return to in ALLOWED_MOVES[current]
+
+
 ACTIVE_STATUSES = frozenset(
     {
         JobStatus.QUEUED,

@@ -19,12 +19,15 @@ VOCABULARY = ["errors", "catalog", "jobs", "config", "logs", "__init__"]
 BASE = {"songs", "store", "api", "folders"}
 CORE = {"engine", "hooks"}
 SERVICE = {"service"}
+# The wiring above the service (store, engine, service built in one place): faces use it.
+WIRING = {"runtime"}
 FACES = {"watch", "mcp", "web", "cli", "daemon", "__main__"}
 RANK = {
     **{name: i / 10 for i, name in enumerate(VOCABULARY)},
     **dict.fromkeys(BASE, 1),
     **dict.fromkeys(CORE, 2),
     **dict.fromkeys(SERVICE, 3),
+    **dict.fromkeys(WIRING, 3.5),
     **dict.fromkeys(FACES, 4),
 }
 # Within a layer, who may use whom (anything else in the same layer is a sideways import).
@@ -137,3 +140,74 @@ def test_only_the_mcp_package_imports_the_mcp_sdk() -> None:
         if unit_of(path) == "mcp":
             continue
         assert not {m for m in imports_of(path) if m.split(".")[0] == "mcp"}, path.name
+
+
+def module_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (lazy and TYPE_CHECKING imports included:
+    a cycle hidden in a function is still a cycle in the design)."""
+    modules = {module_of(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:
+                if target in modules:
+                    edges.add(target)
+                    break  # `from pkg.mod import name`: the most precise module found
+        graph[name] = edges - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_anywhere() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]

@@ -20,10 +20,10 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from bygheartd import catalog
 from bygheartd.engine.budget import Budget
-from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.lock import EngineLock, EngineRole
 from bygheartd.jobs import JobStatus, utcnow
 from bygheartd.mcp.server import build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -36,14 +36,14 @@ VERSE_LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n"
 @pytest.fixture
 async def runtime(simulator: RunningSimulator, make_config: MakeConfig) -> AsyncIterator[Runtime]:
     config = make_config(simulator)
-    async with Runtime(config, owner="test", engine=True, release_when_idle=30.0) as rt:
+    async with Runtime(config, role=EngineRole.MCP, engine=True, release_when_idle=30.0) as rt:
         yield rt
 
 
 @pytest.fixture
 async def idle_runtime(make_config: MakeConfig) -> AsyncIterator[Runtime]:
     """No engine: jobs stay queued, so cancel/retry/holds can be looked at calmly."""
-    async with Runtime(make_config(None), owner="test", engine=False) as rt:
+    async with Runtime(make_config(None), role=EngineRole.MCP, engine=False) as rt:
         yield rt
 
 
@@ -145,7 +145,7 @@ async def test_tool_arguments_accept_the_spellings_song_files_accept(
     song = structured(
         await call(idle_runtime, "generate_song", {k: v for k, v in args.items() if v})
     )
-    body = idle_runtime.service.get(song["id"]).request
+    body = (await idle_runtime.service.get(song["id"])).request
     assert {k: body.get(k) for k in sent} == sent
 
 
@@ -187,7 +187,7 @@ async def test_the_same_request_again_returns_the_existing_job(idle_runtime: Run
     assert structured(second)["id"] == first["id"]
     assert structured(second)["deduplicated"] is True
     assert "Not queued again" in text_of(second)
-    assert len(idle_runtime.service.list()) == 1
+    assert len(await idle_runtime.service.list()) == 1
 
 
 async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) -> None:
@@ -197,7 +197,7 @@ async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) 
         # The same request (the same normalised values, in another order) gets the job back.
         again = await generate(client, idempotency_key="k-1", key="A minor", lyrics=LYRICS)
     assert again["id"] == first["id"] and again["deduplicated"] is True
-    assert len(idle_runtime.service.list()) == 1
+    assert len(await idle_runtime.service.list()) == 1
 
 
 async def test_an_idempotency_key_reused_for_another_request_is_an_error(
@@ -216,7 +216,7 @@ async def test_an_idempotency_key_reused_for_another_request_is_an_error(
     assert "Not queued again" not in message
     # Nothing was queued for the refused call, and the key still answers with its job.
     assert same["id"] == first["id"] and same["deduplicated"] is True
-    assert [job.id for job in idle_runtime.service.list()] == [first["id"]]
+    assert [job.id for job in await idle_runtime.service.list()] == [first["id"]]
 
 
 async def test_a_new_idempotency_key_is_never_answered_with_another_keys_job(
@@ -267,7 +267,7 @@ async def test_bad_input_is_refused_with_a_message_to_act_on(
     assert result.is_error
     assert expected in text_of(result)
     assert "pydantic" not in text_of(result)
-    assert idle_runtime.service.list() == []
+    assert await idle_runtime.service.list() == []
 
 
 @pytest.mark.parametrize(
@@ -316,7 +316,7 @@ async def test_a_lyrics_file_outside_the_allowed_folders_is_refused(
     for ref in (str(outside), "sneaky.txt", "../state/bygheartd.db"):
         result = await call(idle_runtime, "generate_song", {"lyrics_file": ref})
         assert result.is_error and "outside the folders MCP may read" in text_of(result), ref
-    assert idle_runtime.service.list() == []
+    assert await idle_runtime.service.list() == []
 
 
 async def test_a_lyrics_file_in_the_inbox_is_refused(idle_runtime: Runtime) -> None:
@@ -334,7 +334,7 @@ async def test_an_unusable_lyrics_file_name_is_refused_with_a_message(
         result = await client.call_tool("generate_song", {"lyrics_file": ref})
     assert result.is_error
     assert "lyrics_file" in text_of(result)
-    assert idle_runtime.service.list() == []
+    assert await idle_runtime.service.list() == []
 
 
 async def test_a_song_file_in_drafts_is_read_and_arguments_override_it(
@@ -351,7 +351,7 @@ async def test_a_song_file_in_drafts_is_read_and_arguments_override_it(
             {"lyrics_file": "harbour.md", "title": "Harbour Lights", "bpm": 100},
         )
     )
-    job = idle_runtime.service.get(song["id"])
+    job = await idle_runtime.service.get(song["id"])
     assert job.title == "Harbour Lights"
     assert job.request["style"] == "sea shanty, choir" and job.request["bpm"] == 100
     assert job.request["lyrics"] == LYRICS and job.source == "drafts/harbour.md"
@@ -372,7 +372,7 @@ async def test_an_argument_replaces_a_bad_value_in_the_song_file_it_overrides(
             {"lyrics_file": "fast.md", "bpm": 174, "style": "liquid drum and bass"},
         )
     )
-    job = idle_runtime.service.get(song["id"])
+    job = await idle_runtime.service.get(song["id"])
     assert job.request["bpm"] == 174 and job.request["style"] == "liquid drum and bass"
 
 
@@ -398,7 +398,7 @@ async def test_an_exhausted_budget_queues_the_song_and_says_when_it_starts(
 ) -> None:
     until = utcnow() + timedelta(hours=3)
     # what the engine records when the server answers 429 credit_limit_reached
-    Budget(idle_runtime.config, idle_runtime.store).server_capped_until(until)
+    await Budget(idle_runtime.config, idle_runtime.store).server_capped_until(until)
     result = await call(idle_runtime, "generate_song", {"lyrics": LYRICS})
     song = structured(result)
     assert song["status"] == "queued" and song["budget_hold"] is not None
@@ -441,7 +441,7 @@ async def test_an_unknown_job_is_a_tool_error(idle_runtime: Runtime) -> None:
 async def test_list_songs_filters_by_status(idle_runtime: Runtime) -> None:
     a = structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "title": "A"}))
     structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS, "title": "B"}))
-    idle_runtime.service.cancel(a["id"])
+    await idle_runtime.service.cancel(a["id"])
     listed = structured(await call(idle_runtime, "list_songs", {"status": ["cancelled"]}))
     assert [j["id"] for j in listed["jobs"]] == [a["id"]]
     for spelling in ("cancelled", "Cancelled, failed", ["cancelled,held"]):
@@ -461,7 +461,7 @@ async def test_cancel_then_retry_a_song(idle_runtime: Runtime) -> None:
     assert again.is_error and "already cancelled" in text_of(again)
     retried = structured(await call(idle_runtime, "retry_song", {"job_id": queued["id"]}))
     assert retried["status"] == "queued"
-    assert idle_runtime.service.get(queued["id"]).status is JobStatus.QUEUED
+    assert (await idle_runtime.service.get(queued["id"])).status is JobStatus.QUEUED
 
 
 async def test_get_credits_shows_the_ledger_and_the_plan_limits(idle_runtime: Runtime) -> None:
@@ -480,7 +480,7 @@ async def test_list_models_gives_hosted_prices(idle_runtime: Runtime) -> None:
 
 async def test_list_models_on_acestep_costs_nothing(make_config: MakeConfig) -> None:
     config = make_config(None, api={"backend": "acestep"}, defaults={"model": ""})
-    async with Runtime(config, owner="test", engine=False) as rt:
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as rt:
         models = structured(await call(rt, "list_models"))
         async with Client(build_server(rt.service)) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
@@ -537,7 +537,7 @@ async def test_a_client_that_leaves_mid_wait_does_not_stop_the_song(runtime: Run
         with anyio.fail_after(10):
             await started.wait()
         tg.cancel_scope.cancel()
-    (job,) = runtime.service.list()
+    (job,) = await runtime.service.list()
     assert job.status is not JobStatus.CANCELLED
     done = await runtime.service.wait(job.id, timeout=20)
     assert done.status is JobStatus.DONE and done.files[0].path.is_file()
@@ -558,7 +558,7 @@ async def test_the_api_key_never_appears_in_a_reply(runtime: Runtime) -> None:
         for tool, args in calls:
             result = await client.call_tool(tool, args)
             replies.append(result.model_dump_json())
-        job_id = runtime.service.list()[0].id
+        job_id = (await runtime.service.list())[0].id
         for uri in (f"bygheart://songs/{job_id}", "bygheart://guide"):
             replies.append((await client.read_resource(uri)).model_dump_json())
     assert all(TEST_KEY not in reply for reply in replies)
@@ -570,13 +570,13 @@ async def test_with_a_daemon_holding_the_engine_the_song_is_only_queued(
 ) -> None:
     config = make_config(None)
     daemon_lock = EngineLock(config.state_dir)
-    assert daemon_lock.try_acquire("bygheartd run")
+    assert daemon_lock.try_acquire(EngineRole.DAEMON)
     try:
-        async with Runtime(config, owner="bygheartd mcp", engine=True) as rt:
+        async with Runtime(config, role=EngineRole.MCP, engine=True) as rt:
             assert not rt.engine_running
             result = await call(rt, "generate_song", {"lyrics": LYRICS})
             song = structured(result)
             assert song["status"] == "queued" and song["notes"] == []
-            assert rt.service.get(song["id"]).status is JobStatus.QUEUED
+            assert (await rt.service.get(song["id"])).status is JobStatus.QUEUED
     finally:
         daemon_lock.release()

@@ -18,7 +18,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from bygheartd.mcp.server import build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n\n[Chor
 @pytest.fixture
 async def idle_runtime(make_config: MakeConfig) -> AsyncIterator[Runtime]:
     """No engine: nothing is sent, so a refused call visibly queues nothing."""
-    async with Runtime(make_config(None), owner="test", engine=False) as rt:
+    async with Runtime(make_config(None), role=EngineRole.MCP, engine=False) as rt:
         yield rt
 
 
@@ -60,7 +60,7 @@ async def test_an_unknown_argument_is_refused_with_the_nearest_name(
         result = await client.call_tool(tool, args)
     assert result.is_error
     assert f"unknown argument {expected}" in text_of(result), text_of(result)
-    assert idle_runtime.service.list() == []
+    assert await idle_runtime.service.list() == []
 
 
 async def test_every_unknown_argument_is_named_at_once(idle_runtime: Runtime) -> None:
@@ -79,7 +79,7 @@ async def test_known_arguments_still_work(idle_runtime: Runtime) -> None:
     async with Client(build_server(idle_runtime.service)) as client:
         result = await client.call_tool("generate_song", args)
     assert not result.is_error, text_of(result)
-    assert [job.request["style"] for job in idle_runtime.service.list()] == ["synth-pop"]
+    assert [job.request["style"] for job in await idle_runtime.service.list()] == ["synth-pop"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -165,7 +165,7 @@ async def test_no_lyrics_is_said_in_the_tools_words(
     text = text_of(result)
     assert result.is_error and "pass the complete lyrics (or lyrics_file)" in text
     assert "front matter" not in text
-    assert idle_runtime.service.list() == []
+    assert await idle_runtime.service.list() == []
 
 
 async def test_a_refusal_names_the_tool_once(idle_runtime: Runtime) -> None:

@@ -24,7 +24,7 @@ from mcp.types import (
 from bygheartd import catalog
 from bygheartd.mcp import server as mcp_server
 from bygheartd.mcp.server import build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
 from bygheartd.songs.songfile import parse_song_text
 
@@ -36,7 +36,9 @@ LYRICS = "[Verse]\nNeon rivers run tonight\nWe are shining in the light\n\n[Chor
 
 @pytest.fixture
 async def runtime(simulator: RunningSimulator, make_config: MakeConfig) -> AsyncIterator[Runtime]:
-    async with Runtime(make_config(simulator), owner="t", engine=True, release_when_idle=30) as rt:
+    async with Runtime(
+        make_config(simulator), role=EngineRole.MCP, engine=True, release_when_idle=30
+    ) as rt:
         yield rt
 
 
@@ -109,7 +111,7 @@ async def test_a_backend_without_its_lm_gets_a_message_to_act_on(
         extra: dict[str, Any] = {"api": {"backend": backend}}
         if backend == "acestep":
             extra["defaults"] = {"model": ""}
-        async with Runtime(make_config(sim, **extra), owner="t", engine=False) as rt:
+        async with Runtime(make_config(sim, **extra), role=EngineRole.MCP, engine=False) as rt:
             results = await _call_both(rt)
     for result in results:
         assert result.is_error
@@ -213,7 +215,7 @@ async def test_the_library_page_is_linked_when_the_web_is_on(
 ) -> None:
     config = make_config(simulator, web={"enabled": True}, mcp={"port": 8799})
     async with (
-        Runtime(config, owner="t", engine=True, release_when_idle=30) as rt,
+        Runtime(config, role=EngineRole.MCP, engine=True, release_when_idle=30) as rt,
         Client(build_server(rt.service)) as client,
     ):
         done = await client.call_tool("generate_song", {"lyrics": LYRICS, "wait_seconds": 30})

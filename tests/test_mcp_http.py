@@ -20,7 +20,7 @@ from mcp.types import BlobResourceContents, ResourceLink
 from bygheartd.config import Config
 from bygheartd.errors import ConfigError
 from bygheartd.mcp.http import HostRules, McpHttpServer
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def served(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> AsyncIterator[McpHttpServer]:
     config = http_config(make_config, simulator, tmp_path)
-    async with Runtime(config, owner="test", engine=True) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=True) as runtime:
         server = McpHttpServer(runtime.service)
         await server.start()
         try:
@@ -232,7 +232,7 @@ async def test_an_allowed_hosts_entry_that_is_no_host_refuses_to_start(
     config = make_config(
         None, mcp={"http": True, "port": 0, "token_file": str(token_file), "allowed_hosts": [entry]}
     )
-    async with Runtime(config, owner="test", engine=False) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as runtime:
         server = McpHttpServer(runtime.service)
         with pytest.raises(ConfigError, match="allowed_hosts"):
             await server.start()
@@ -266,7 +266,7 @@ async def test_http_refuses_to_start_without_a_token(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     config = make_config(None, mcp={"http": True, "port": 0})
-    async with Runtime(config, owner="test", engine=False) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as runtime:
         server = McpHttpServer(runtime.service)
         with pytest.raises(ConfigError, match="token_file"):
             await server.start()
@@ -277,7 +277,7 @@ async def test_an_empty_token_file_is_refused(make_config: MakeConfig, tmp_path:
     empty = tmp_path / "empty-token"
     empty.write_text("\n", encoding="utf-8")
     config = make_config(None, mcp={"http": True, "port": 0, "token_file": str(empty)})
-    async with Runtime(config, owner="test", engine=False) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as runtime:
         with pytest.raises(ConfigError, match="no usable token"):
             await McpHttpServer(runtime.service).start()
 

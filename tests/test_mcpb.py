@@ -25,7 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import TextResourceContents
 
 from bygheartd.mcp.server import build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +46,7 @@ def project_version() -> str:
 
 @pytest.fixture
 async def idle_runtime(make_config: MakeConfig) -> AsyncIterator[Runtime]:
-    async with Runtime(make_config(None), owner="test", engine=False) as rt:
+    async with Runtime(make_config(None), role=EngineRole.MCP, engine=False) as rt:
         yield rt
 
 

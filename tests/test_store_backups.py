@@ -508,7 +508,7 @@ def test_restore_keeps_paid_downloads_and_fails_only_unsent_jobs(tmp_path: Path)
     backup = take_backup(db, keep=7)
     damage(db, "garbage")
 
-    from bygheartd.store.backups import restore_backup
+    from bygheartd.store.restore import restore_backup
 
     restored = restore_backup(db, backup)
     assert {i for i, _ in restored.unsent} == {queued, budget}

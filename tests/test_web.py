@@ -18,10 +18,11 @@ import pytest
 from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.errors import RequestError
-from bygheartd.jobs import Job, JobStatus
+from bygheartd.jobs import Job, JobStatus, Origin
 from bygheartd.mcp.http import McpHttpServer
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Submission
 from bygheartd.simulator import RunningSimulator
 from bygheartd.web.app import CSP, web_routes
 
@@ -45,7 +46,7 @@ class Web:
 
     async def login(self, http: httpx.AsyncClient) -> str:
         """Log `http` in (a session cookie); returns the session's CSRF token."""
-        code = self.service.new_login_code()
+        code = await self.service.logins.new_code()
         reply = await http.get(f"/login?code={code}")
         assert reply.status_code == 303, reply.text
         page = await http.get("/", headers={"Accept": "text/html"})
@@ -54,7 +55,7 @@ class Web:
         assert found is not None
         return found.group(1)
 
-    def enqueue(self, title: str, **values: Any) -> Job:
+    async def enqueue(self, title: str, **values: Any) -> Job:
         data = {
             "title": title,
             "style": "dark synth pop",
@@ -62,9 +63,8 @@ class Web:
             "model": "bygheart-melody-fast",
             "duration": 20,
         } | values
-        job = self.service.enqueue(self.service.build_request(data), origin="cli").job
-        self.service.wake()
-        return job
+        submission = Submission(self.service.build_request(data), Origin.CLI)
+        return (await self.service.submit(submission)).job
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def web(
         mcp={"http": False, "port": 0, "token_file": str(token_file)},
         web={"enabled": True},
     )
-    async with Runtime(config, owner="test", engine=True) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=True) as runtime:
         service = runtime.service
         server = McpHttpServer(
             service,
@@ -93,7 +93,7 @@ async def web(
 
 
 async def finished(web: Web, title: str = "Neon Harbour", **values: Any) -> Job:
-    job = web.enqueue(title, **values)
+    job = await web.enqueue(title, **values)
     done = await web.service.wait(job.id, timeout=30, interval=0.05)
     assert done.status is JobStatus.DONE, done.reason
     return done
@@ -106,7 +106,7 @@ HTML = {"Accept": "text/html"}
 
 
 async def test_a_login_link_works_once_and_sets_a_strict_httponly_cookie(web: Web) -> None:
-    code = web.service.new_login_code()
+    code = await web.service.logins.new_code()
     async with web.client() as http:
         reply = await http.get(f"/login?code={code}")
         assert reply.status_code == 303 and reply.headers["location"] == "/"
@@ -122,7 +122,7 @@ async def test_a_login_link_works_once_and_sets_a_strict_httponly_cookie(web: We
 
 
 async def test_an_expired_login_link_is_refused(web: Web) -> None:
-    code = web.service.new_login_code(ttl_seconds=-1)
+    code = await web.service.logins.new_code(ttl_seconds=-1)
     async with web.client() as http:
         reply = await http.get(f"/login?code={code}", headers=HTML)
     assert reply.status_code == 403 and "bygheartd web" in reply.text
@@ -148,7 +148,7 @@ async def test_logging_out_ends_the_session(web: Web) -> None:
 
 
 async def test_the_bearer_token_lets_scripts_in_without_csrf(web: Web) -> None:
-    job = web.enqueue("Script Song")
+    job = await web.enqueue("Script Song")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with web.client(headers=auth) as http:
         page = await http.get("/", headers=HTML)
@@ -163,7 +163,7 @@ async def test_the_bearer_token_lets_scripts_in_without_csrf(web: Web) -> None:
 
 
 async def test_a_wrong_or_missing_csrf_token_is_403(web: Web) -> None:
-    job = web.enqueue("Keep Me")
+    job = await web.enqueue("Keep Me")
     async with web.client() as http:
         await web.login(http)
         for data in ({}, {"csrf": "not-the-token"}):
@@ -172,7 +172,7 @@ async def test_a_wrong_or_missing_csrf_token_is_403(web: Web) -> None:
             assert "CSRF" in reply.text
         header = await http.post("/api/estimate", headers={"X-CSRF-Token": "wrong"}, data={})
         assert header.status_code == 403
-    assert web.service.get(job.id).status is not JobStatus.CANCELLED
+    assert (await web.service.get(job.id)).status is not JobStatus.CANCELLED
 
 
 async def test_a_foreign_host_or_origin_is_refused(web: Web) -> None:
@@ -225,10 +225,10 @@ async def test_the_library_lists_songs_with_players_newest_first(web: Web) -> No
 
 async def test_search_filter_and_pagination(web: Web) -> None:
     for n in range(27):
-        web.enqueue(f"Plain {n:02d}", style="ambient drone")
-    special = web.enqueue("Odd One", style="bossa nova with kazoo")
-    web.enqueue("Words", lyrics="[Verse]\nthe lighthouse keeper sings")
-    web.service.cancel(special.id)
+        await web.enqueue(f"Plain {n:02d}", style="ambient drone")
+    special = await web.enqueue("Odd One", style="bossa nova with kazoo")
+    await web.enqueue("Words", lyrics="[Verse]\nthe lighthouse keeper sings")
+    await web.service.cancel(special.id)
     async with web.client() as http:
         await web.login(http)
         by_style = (await http.get("/?q=KAZOO", headers=HTML)).text
@@ -250,9 +250,9 @@ async def test_search_filter_and_pagination(web: Web) -> None:
 
 
 async def test_search_finds_quotes_backslashes_and_words_across_lines(web: Web) -> None:
-    quoted = web.enqueue("Quoted", style='the "big" sound, back\\slash')
-    lines = web.enqueue("Lines", lyrics="[Verse]\nfirst line\nsecond line")
-    other = web.enqueue("Other", style="melody")  # the model's name is not searched
+    quoted = await web.enqueue("Quoted", style='the "big" sound, back\\slash')
+    lines = await web.enqueue("Lines", lyrics="[Verse]\nfirst line\nsecond line")
+    other = await web.enqueue("Other", style="melody")  # the model's name is not searched
     for text, wanted in (
         ('"big"', {quoted.id}),
         ("back\\slash", {quoted.id}),
@@ -260,7 +260,7 @@ async def test_search_finds_quotes_backslashes_and_words_across_lines(web: Web) 
         ("MELODY", {other.id}),
         ("quoted", {quoted.id}),
     ):
-        jobs, total = web.service.search(text, limit=10)
+        jobs, total = await web.service.search(text, limit=10)
         assert {j.id for j in jobs} == wanted and total == len(wanted), text
 
 
@@ -366,19 +366,19 @@ async def test_quality_figures_and_a_waveform_come_from_the_sidecar(web: Web) ->
 
 
 async def test_cancel_and_retry_from_the_page(web: Web) -> None:
-    job = web.enqueue("Too Late", takes=1)
-    web.service.cancel(job.id)
+    job = await web.enqueue("Too Late", takes=1)
+    await web.service.cancel(job.id)
     async with web.client() as http:
         csrf = await web.login(http)
         retry = await http.post(f"/songs/{job.id}/retry", data={"csrf": csrf}, headers=HTML)
         assert retry.status_code == 303 and retry.headers["location"] == f"/songs/{job.id}"
-        assert web.service.get(job.id).status is not JobStatus.CANCELLED
-        again = web.enqueue("Stop Me")
+        assert (await web.service.get(job.id)).status is not JobStatus.CANCELLED
+        again = await web.enqueue("Stop Me")
         page = (await http.get(f"/songs/{again.id}", headers=HTML)).text
         assert 'id="cancel"' in page
         cancel = await http.post(f"/songs/{again.id}/cancel", data={"csrf": csrf}, headers=HTML)
         assert cancel.status_code == 303
-        assert web.service.get(again.id).status is JobStatus.CANCELLED
+        assert (await web.service.get(again.id)).status is JobStatus.CANCELLED
         twice = await http.post(f"/songs/{again.id}/cancel", data={"csrf": csrf}, headers=HTML)
         assert twice.status_code == 409 and "already cancelled" in twice.text
 
@@ -419,7 +419,7 @@ async def test_submitting_the_form_queues_a_job_from_the_web(web: Web) -> None:
         )
         assert reply.status_code == 303, reply.text
         job_id = reply.headers["location"].removeprefix("/songs/")
-        job = web.service.get(job_id)
+        job = await web.service.get(job_id)
         assert job.origin == "web" and job.title == "From The Form"
         assert job.request["duration"] == 30 and job.request["time_signature"] == "3"
         done = await web.service.wait(job_id, timeout=30, interval=0.05)
@@ -501,7 +501,7 @@ async def test_an_uploaded_source_audio_goes_with_the_job(web: Web) -> None:
             headers=HTML,
         )
         assert reply.status_code == 303, reply.text
-    job = web.service.get(reply.headers["location"].removeprefix("/songs/"))
+    job = await web.service.get(reply.headers["location"].removeprefix("/songs/"))
     assert job.request["source_audio"] == "My-Take.mp3"
     assert job.request["reference_audio"] == "reference-My-Take.mp3"  # same name: kept apart
     saved = list((web.service.config.state_dir / "web-uploads").glob("*/My-Take.mp3"))
@@ -522,8 +522,8 @@ async def test_flags_the_server_decides_offer_default_yes_and_no(web: Web) -> No
         base = {"csrf": csrf, "style": "rock", "lyrics": LYRICS}
         unset = await http.post("/new", data=base, headers=HTML)
         off = await http.post("/new", data=base | {"use_cot_caption": "false"}, headers=HTML)
-    first = web.service.get(unset.headers["location"].removeprefix("/songs/"))
-    second = web.service.get(off.headers["location"].removeprefix("/songs/"))
+    first = await web.service.get(unset.headers["location"].removeprefix("/songs/"))
+    second = await web.service.get(off.headers["location"].removeprefix("/songs/"))
     assert "use_cot_caption" not in first.request and first.request["instrumental"] is False
     assert second.request["use_cot_caption"] is False
 
@@ -545,7 +545,7 @@ async def test_the_event_stream_reports_a_job_as_it_changes(web: Web) -> None:
         async with http.stream("GET", "/events") as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
-            job = web.enqueue("Live One")
+            job = await web.enqueue("Live One")
             with anyio.fail_after(30):
                 async for line in stream.aiter_lines():
                     if line.startswith("data: "):
@@ -610,7 +610,7 @@ async def test_library_rows_show_the_measured_length_and_the_requested_one_when_
         fragment = (await http.get(f"/fragments/rows/{job.id}", headers=HTML)).text
         assert ">0:12<" in fragment
     # A job with no take yet shows the requested length, saying so.
-    queued = web.enqueue("Not yet", duration=45)
+    queued = await web.enqueue("Not yet", duration=45)
     async with web.client() as http:
         await web.login(http)
         row = row_of((await http.get("/", headers=HTML)).text, queued.id)
@@ -632,7 +632,7 @@ async def cover_job(web: Web, http: httpx.AsyncClient, csrf: str, audio: bytes) 
         headers=HTML,
     )
     assert reply.status_code == 303, reply.text
-    return web.service.get(reply.headers["location"].removeprefix("/songs/"))
+    return await web.service.get(reply.headers["location"].removeprefix("/songs/"))
 
 
 def again_fields(page: str) -> dict[str, str]:
@@ -671,7 +671,7 @@ async def test_make_again_keeps_the_uploaded_audio_or_takes_a_replacement(web: W
         # Posted untouched: the same audio goes with the new job, in its own folder.
         reply = await http.post("/new", data=again_fields(page), headers=HTML)
         assert reply.status_code == 303, reply.text
-        second = web.service.get(reply.headers["location"].removeprefix("/songs/"))
+        second = await web.service.get(reply.headers["location"].removeprefix("/songs/"))
         assert second.id != first.id and second.request["source_audio"] == "Take-One.mp3"
         saved = sorted((web.service.config.state_dir / "web-uploads").glob("*/Take-One.mp3"))
         assert len(saved) == 2 and {f.read_bytes() for f in saved} == {b"ID3first-take"}
@@ -686,7 +686,7 @@ async def test_make_again_keeps_the_uploaded_audio_or_takes_a_replacement(web: W
             headers=HTML,
         )
         assert reply.status_code == 303, reply.text
-        third = web.service.get(reply.headers["location"].removeprefix("/songs/"))
+        third = await web.service.get(reply.headers["location"].removeprefix("/songs/"))
         assert third.request["source_audio"] == "Other.mp3"
         # Unticked and no file: the form says what is missing, beside the field.
         fields.pop("keep_source_audio")
@@ -723,7 +723,7 @@ async def test_make_again_never_takes_audio_from_outside_the_uploads_or_archive(
         ),
         encoding="utf-8",
     )
-    job = web.service.enqueue_file(song)
+    job = await web.service.submit_file(song)
     async with web.client() as http:
         csrf = await web.login(http)
         page = (await http.get(f"/new?from={job.id}&seed=new", headers=HTML)).text
@@ -758,7 +758,7 @@ async def test_old_uploads_of_final_jobs_are_swept_and_others_kept(web: Web) -> 
         orphan.mkdir(parents=True)
         (orphan / "a.mp3").write_bytes(b"ID3")
         async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
-            code = service.new_login_code()
+            code = await service.logins.new_code()
             await http.get(f"/login?code={code}")
             page = (await http.get("/new", headers=HTML)).text
             found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
@@ -845,8 +845,8 @@ class _Controls(HTMLParser):
 
 async def test_every_control_has_a_label_and_every_button_says_what_it_does(web: Web) -> None:
     job = await finished(web, "Labelled")
-    failed = web.enqueue("Cancel me")
-    web.service.cancel(failed.id)
+    failed = await web.enqueue("Cancel me")
+    await web.service.cancel(failed.id)
     async with web.client() as http:
         await web.login(http)
         paths = ["/", f"/songs/{job.id}", f"/songs/{failed.id}", "/new", f"/new?from={job.id}"]
@@ -934,7 +934,7 @@ async def test_the_quality_plugin_draws_each_takes_waveform(
     """With the first-party `quality` plugin on, the page draws what it measured."""
     monkeypatch.delenv("BYGHEARTD_LOAD_PLUGINS")  # conftest keeps plugins off by default
     config = make_config(simulator, plugins={"enabled": ["quality"]}, web={"enabled": True})
-    async with Runtime(config, owner="test", engine=True) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=True) as runtime:
         service = runtime.service
         server = McpHttpServer(
             service, mcp=False, extra_routes=lambda token: web_routes(service, token)
@@ -974,7 +974,7 @@ async def test_the_library_and_mcp_share_one_listener(
         },
     }
     mcp_headers = {"Accept": "application/json, text/event-stream"}
-    async with Runtime(config, owner="test", engine=True) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=True) as runtime:
         service = runtime.service
         server = McpHttpServer(
             service, mcp=True, extra_routes=lambda token: web_routes(service, token)

@@ -8,6 +8,7 @@ condition on the page, never for a fixed time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from _daemon import Daemon, wait_for
 from conftest import TEST_KEY, write_config
 
 from bygheartd.config import Config, load_config
-from bygheartd.service.service import SongService
+from bygheartd.runtime import open_service
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
 from bygheartd.store.store import Store
 
@@ -46,6 +47,19 @@ duration: 20
 [Chorus]
 we light the harbour up tonight
 """
+
+
+def new_login_code(config: Config) -> str:
+    """A one-time login code for the library page, made through the service."""
+
+    async def make() -> str:
+        service = open_service(config)
+        try:
+            return await service.logins.new_code()
+        finally:
+            await service.close()
+
+    return asyncio.run(make())
 
 
 @dataclass
@@ -79,11 +93,7 @@ class Site:
 
     def quick_login_link(self) -> str:
         """The same link, made in this process (as `bygheartd web` does): no CLI start-up."""
-        service = SongService.open(self.config)
-        try:
-            return f"{self.base}/login?code={service.new_login_code()}"
-        finally:
-            service.store.close()
+        return f"{self.base}/login?code={new_login_code(self.config)}"
 
     def job_count(self) -> int:
         store = Store.open(self.config.state_dir)
@@ -487,11 +497,7 @@ def test_after_a_daemon_restart_the_page_says_to_log_in_again(
     context = browser.new_context(base_url=base)
     context.set_default_timeout(WAIT_MS)
     try:
-        service = SongService.open(config)
-        try:
-            code = service.new_login_code()
-        finally:
-            service.store.close()
+        code = new_login_code(config)
         page = context.new_page()
         page.goto(f"{base}/login?code={code}")
         assert urlsplit(page.url).path == "/"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from bygheartd.cli.display import (
 from bygheartd.cli.waiting import print_queued, stopped_waiting, wait_all
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
-from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, iso
+from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, Origin, iso
 
 if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
     from rich.console import Console
@@ -47,12 +48,15 @@ def _parse_source(service: SongService, item: SongSource, preset: str | None) ->
     return service.parse_file(item, preset=preset, display=str(item))
 
 
-def _enqueue_source(service: SongService, item: SongSource, preset: str | None) -> Job:
+async def _submit_source(service: SongService, item: SongSource, preset: str | None) -> Job:
     """A file like the inbox's (its stem a fallback title), or a description, whose title
     is then `--title` or one made from the description."""
     if isinstance(item, Described):
-        return service.enqueue(_parse_source(service, item, preset), origin="cli").job
-    return service.enqueue_file(item, preset=preset)
+        from bygheartd.service.submission import Submission
+
+        request = _parse_source(service, item, preset)
+        return (await service.submit(Submission(request, Origin.CLI))).job
+    return await service.submit_file(item, preset=preset)
 
 
 def _console() -> Console:
@@ -67,10 +71,16 @@ def _err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def open_service(config: Config) -> SongService:
-    from bygheartd.service.service import SongService
+@asynccontextmanager
+async def opened_service(config: Config) -> AsyncIterator[SongService]:
+    """The service over the store, without an engine, closed when the command is done."""
+    from bygheartd.runtime import open_service
 
-    return SongService.open(config)
+    service = open_service(config)
+    try:
+        yield service
+    finally:
+        await service.close()
 
 
 def parse_statuses(text: str | None) -> list[JobStatus] | None:
@@ -86,61 +96,71 @@ def parse_statuses(text: str | None) -> list[JobStatus] | None:
     return wanted
 
 
-def list_command(
+async def recent_jobs(config: Config, limit: int) -> list[Job]:
+    """The newest jobs, summaries only (tab completion of job ids)."""
+    async with opened_service(config) as service:
+        return await service.list(limit=limit, summary=True)
+
+
+async def list_command(
     config: Config, status: str | None, limit: int | None, as_json: bool, *, wide: bool = False
 ) -> None:
-    service = open_service(config)
     statuses = parse_statuses(status)
-    jobs = service.list(statuses, limit, summary=True)
+    async with opened_service(config) as service:
+        jobs = await service.list(statuses, limit, summary=True)
+        charged = await service.charged(jobs)
+        counts = await service.counts() if limit is not None and len(jobs) == limit else {}
     if as_json:
-        charged = service.charged(jobs)
         print_json([j.as_record() | {"charged": charged[j.id]} for j in jobs])
     elif not jobs:
         print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
     else:
-        print_jobs_table(_console(), jobs, charged=service.charged(jobs), wide=wide)
+        print_jobs_table(_console(), jobs, charged=charged, wide=wide)
     if limit is not None and len(jobs) == limit:
         wanted = None if statuses is None else {s.value for s in statuses}
-        total = sum(n for s, n in service.counts().items() if wanted is None or s in wanted)
+        total = sum(n for s, n in counts.items() if wanted is None or s in wanted)
         if total > limit:  # on stderr: `--json` stays one valid document
             print(f"{limit} of {total} jobs shown: --limit N or --all", file=sys.stderr)
 
 
-def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = False) -> None:
-    service = open_service(config)
-    job = service.get(ref)
-    history = service.history(job)
+async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = False) -> None:
+    async with opened_service(config) as service:
+        job = await service.get(ref)
+        history = await service.history(job)
+        charged = (await service.charged([job]))[job.id]
     if as_json:
         record = job.as_record()
-        record["charged"] = service.charged([job])[job.id]
+        record["charged"] = charged
         record["request"] = job.request
         if (generated := job.generated()) is not None:
             record["generated"] = generated  # what the model wrote, when it differs
         record["history"] = [e.as_record() for e in history]
         print_json(record)
     else:
-        charged = service.charged([job])[job.id]
         print_job_detail(_console(), job, history, charged=charged, wide=wide)
 
 
-def change_command(config: Config, ref: str, action: str) -> None:
-    service = open_service(config)
-    job: Job = service.cancel(ref) if action == "cancel" else service.retry(ref)
+async def change_command(config: Config, ref: str, action: str) -> None:
+    async with opened_service(config) as service:
+        job: Job = await (service.cancel(ref) if action == "cancel" else service.retry(ref))
     print(f"{job.id} {job.status.value}: {job.reason or ''}".rstrip(": "))
 
 
-def credits_command(config: Config, as_json: bool) -> None:
-    summary = open_service(config).credits()
+async def credits_command(config: Config, as_json: bool) -> None:
+    async with opened_service(config) as service:
+        summary = await service.credits()
     if as_json:
         print_json(summary)
     else:
         print(credits_text(summary))
 
 
-def status_command(config: Config, as_json: bool) -> None:
-    service = open_service(config)
-    holder = service.engine_holder()
-    summary = service.credits()
+async def status_command(config: Config, as_json: bool) -> None:
+    async with opened_service(config) as service:
+        holder = service.engine_holder()
+        summary = await service.credits()
+        counts = await service.counts()
+        servers = await service.servers()
     if holder and isinstance(holder.get("since"), int | float):
         # The lock file keeps epoch seconds; every JSON output speaks ISO-8601 UTC.
         from datetime import UTC, datetime
@@ -148,10 +168,10 @@ def status_command(config: Config, as_json: bool) -> None:
         holder = {**holder, "since": iso(datetime.fromtimestamp(holder["since"], UTC))}
     data = {
         "engine": holder,
-        "counts": service.counts(),
+        "counts": counts,
         "state_dir": str(config.state_dir),
         "next_daily_release": summary["next_daily_release"],
-        "servers": service.servers(),
+        "servers": servers,
     }
     if as_json:
         print_json(data)
@@ -160,8 +180,8 @@ def status_command(config: Config, as_json: bool) -> None:
         print(f"engine: running ({holder.get('owner')}, pid {holder.get('pid')})")
     else:
         print("engine: not running (start it with `bygheartd run`)")
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items())) or "no jobs"
-    print(f"jobs: {counts}")
+    listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
+    print(f"jobs: {listed}")
     from bygheartd.service.servers import server_line
 
     print("servers:" if len(data["servers"]) > 1 else "server:")
@@ -172,7 +192,7 @@ def status_command(config: Config, as_json: bool) -> None:
 
 
 def plugins_command(config: Config, as_json: bool) -> None:
-    from bygheartd.service.runtime import describe_plugins
+    from bygheartd.runtime import describe_plugins
 
     infos = describe_plugins(config)
     if as_json:
@@ -199,22 +219,23 @@ async def submit_files(
     dry_run: bool,
     preset: str | None,
 ) -> int:
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     if preset is not None and preset not in config.presets:
         near = config.nearest_preset(preset)
         hint = f": did you mean {near!r}?" if near else ""
         raise BygheartdError(f"no [presets.{preset}] in the config{hint}")
     if dry_run:
-        return _dry_run(config, files, preset, as_json)
-    async with Runtime(config, owner="bygheartd submit --wait", engine=wait) as runtime:
+        async with opened_service(config) as service:
+            return await _dry_run(service, files, preset, as_json)
+    async with Runtime(config, role=EngineRole.SUBMIT, engine=wait) as runtime:
         # One bad file refuses that file only: the good ones are queued, every bad one is
         # reported (with all its problems), and the exit status says something was refused.
         jobs: list[Job] = []
         refused: list[dict[str, Any]] = []
         for path in files:
             try:
-                job = _enqueue_source(runtime.service, path, preset)
+                job = await _submit_source(runtime.service, path, preset)
             except BygheartdError as exc:
                 refused.append(refusal(path, exc))
                 if not as_json:
@@ -225,9 +246,8 @@ async def submit_files(
                 for warning in job.warnings:
                     print(f"warning: {path}: {warning}", file=sys.stderr)
         failed = 1 if refused else 0
-        runtime.service.wake()
         if not as_json:
-            print_queued(runtime.service, jobs)
+            await print_queued(runtime.service, jobs)
         if not wait or not jobs:
             if as_json:
                 print_json([*(j.as_record() for j in jobs), *refused])
@@ -252,7 +272,8 @@ async def submit_files(
             )
         except asyncio.CancelledError:  # Ctrl-C: the wait ends here, the jobs do not
             ran_engine = runtime.service.engine_running
-            print(stopped_waiting(runtime.service, jobs, ran_engine=ran_engine), file=sys.stderr)
+            stopped = await stopped_waiting(runtime.service, jobs, ran_engine=ran_engine)
+            print(stopped, file=sys.stderr)
             return 130
     if as_json:
         print_json([*(j.as_record() for j in finished), *refused])
@@ -289,8 +310,10 @@ def _refused_line(refused: int, sources: Sequence[SongSource]) -> str:
     return f"{refused} of {len(sources)} file(s) refused: fix them and submit those again"
 
 
-def _dry_run(config: Config, files: Sequence[SongSource], preset: str | None, as_json: bool) -> int:
-    service = open_service(config)
+async def _dry_run(
+    service: SongService, files: Sequence[SongSource], preset: str | None, as_json: bool
+) -> int:
+    config = service.config
     rows: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     ahead = 0  # the files before this one would be paid first
@@ -306,7 +329,7 @@ def _dry_run(config: Config, files: Sequence[SongSource], preset: str | None, as
             for warning in request.warnings():
                 print(f"warning: {path}: {warning}", file=sys.stderr)
         cost = request.credit_cost(config.backend)
-        outlook = service.budget_outlook(cost, ahead=ahead)
+        outlook = await service.budget_outlook(cost, ahead=ahead)
         ahead += cost
         rows.append(
             {

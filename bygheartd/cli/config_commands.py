@@ -79,7 +79,7 @@ def check_config(
         print(f"  problem: {problem}")
     print("presets: " + (", ".join(sorted(config.presets)) or "none"))
     print("plugins enabled: " + (", ".join(config.plugins.enabled) or "none"))
-    from bygheartd.service.runtime import plugin_name_problems
+    from bygheartd.runtime import plugin_name_problems
 
     for problem in plugin_name_problems(config):
         ok = False

@@ -83,7 +83,7 @@ async def run_demo(directory: Path) -> int:
     from rich.console import Console
 
     from bygheartd.cli.display import print_files_table
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
     from bygheartd.simulator import SimulatorSettings, run_in_thread
 
     console = Console(stderr=True, highlight=False)
@@ -106,16 +106,15 @@ async def run_demo(directory: Path) -> int:
             tomllib.loads(config_file.read_text()), source=str(config_file), path=config_file
         )
         os.environ["BYGHEART_API_KEY"] = DEMO_KEY
-        async with Runtime(config, owner="bygheartd demo") as runtime:
+        async with Runtime(config, role=EngineRole.DEMO) as runtime:
             if not runtime.service.engine_running:
                 console.print(f"cannot start the engine: {runtime.engine_error or 'lock held'}")
                 return 1
             jobs = []
             for path in examples:
-                job = runtime.service.enqueue_file(path)
+                job = await runtime.service.submit_file(path)
                 console.print(f"  queued {job.id}  {job.title}  ({path.name})")
                 jobs.append(job)
-            runtime.service.wake()
             finished = [await runtime.service.wait(j.id, timeout=120) for j in jobs]
     print_files_table(Console(highlight=False), finished)
     ok = all(j.status is JobStatus.DONE for j in finished)

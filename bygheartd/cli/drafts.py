@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from bygheartd.cli.commands import opened_service
 from bygheartd.config import Config
 from bygheartd.service.drafts import (
     SongDraft,
@@ -17,15 +18,8 @@ from bygheartd.service.drafts import (
     write_draft,
     write_exact,
 )
-from bygheartd.service.service import SongService
 
 __all__ = ["inspire_command", "polish_command"]
-
-
-def _service(config: Config) -> SongService:
-    from bygheartd.cli.commands import open_service
-
-    return open_service(config)
 
 
 def _notes(draft: SongDraft) -> None:
@@ -49,9 +43,8 @@ async def inspire_command(
     output: str | None,
 ) -> int:
     """Write the model's draft to the drafts folder, to `output`, or to stdout (`-`)."""
-    draft = await _service(config).inspire(
-        description, instrumental=instrumental, language=language
-    )
+    async with opened_service(config) as service:
+        draft = await service.inspire(description, instrumental=instrumental, language=language)
     _notes(draft)
     text = draft.text()
     if output == "-":
@@ -76,7 +69,8 @@ async def inspire_command(
 
 async def polish_command(config: Config, source: Path) -> int:
     """Write the model's rewrite beside `source` (never over it) and show what changed."""
-    polished = await _service(config).polish(source)
+    async with opened_service(config) as service:
+        polished = await service.polish(source)
     _notes(polished.after)
     directory = source.expanduser().resolve().parent
     if _inside(directory, config.folders.inbox):

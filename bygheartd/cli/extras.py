@@ -80,12 +80,13 @@ def models_command(config: Config, as_json: bool) -> None:
         console.print("a self-hosted ACE-Step server costs no credits; it knows the models it has")
 
 
-def open_command(config: Config, ref: str, take: int) -> int:
+async def open_command(config: Config, ref: str, take: int) -> int:
     """Open one take with the desktop's default player, or print its path when there is
     no desktop (ssh, a server) or no opener: the path is what such a user needs."""
-    from bygheartd.service.service import SongService
+    from bygheartd.cli.commands import opened_service
 
-    job = SongService.open(config).get(ref)
+    async with opened_service(config) as service:
+        job = await service.get(ref)
     if not job.files:
         raise BygheartdError(
             f"job {job.id} is {job.status.value} and has no takes yet: "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len, set_cell_size
@@ -27,48 +26,54 @@ POLL_SECONDS = 0.2
 TITLE_WIDTH = 24
 
 
-def follow_command(
+async def follow_command(
     config: Config, refs: list[str], *, as_json: bool, poll_seconds: float = POLL_SECONDS
 ) -> int:
     """Print events until every named job is final (0: all done, 1: any failed or
     cancelled), or, with no jobs named, until Ctrl-C (130, quietly)."""
-    from bygheartd.cli.commands import open_service
+    from bygheartd.cli.commands import opened_service
 
-    service = open_service(config)
-    job_ids = [service.get(ref).id for ref in refs] or None
-    seq = 0 if job_ids else service.event_seq(RECENT)
+    async with opened_service(config) as service:
+        try:
+            return await _follow(service, refs, as_json=as_json, poll_seconds=poll_seconds)
+        except BrokenPipeError:  # `bygheartd follow | head`: the reader has seen enough
+            # Point stdout at /dev/null so that the interpreter's final flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+async def _follow(
+    service: SongService, refs: list[str], *, as_json: bool, poll_seconds: float
+) -> int:
+    import asyncio
+
+    job_ids = [(await service.get(ref)).id for ref in refs] or None
+    seq = 0 if job_ids else await service.event_seq(RECENT)
     width = _line_width()
     seen_version: int | None = None
-    try:
-        while True:
-            version = service.data_version()
-            if version != seen_version:
-                seen_version = version
-                # Statuses before events: a job's last transition commits with its event,
-                # so a final status read here guarantees its last line is read below.
-                finished = _statuses(service, job_ids) if job_ids else None
-                seq = _print_new(service, seq, job_ids, as_json=as_json, width=width)
-                if finished is not None and all(s in FINAL_STATUSES for s in finished):
-                    return 0 if all(s is JobStatus.DONE for s in finished) else 1
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `bygheartd follow | head`: the reader has seen enough
-        # Point stdout at /dev/null so that the interpreter's final flush stays quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    while True:
+        version = await service.data_version()
+        if version != seen_version:
+            seen_version = version
+            # Statuses before events: a job's last transition commits with its event,
+            # so a final status read here guarantees its last line is read below.
+            finished = await _statuses(service, job_ids) if job_ids else None
+            seq = await _print_new(service, seq, job_ids, as_json=as_json, width=width)
+            if finished is not None and all(s in FINAL_STATUSES for s in finished):
+                return 0 if all(s is JobStatus.DONE for s in finished) else 1
+        await asyncio.sleep(poll_seconds)
 
 
-def _statuses(service: SongService, job_ids: list[str]) -> list[JobStatus]:
-    return [service.get(job_id).status for job_id in job_ids]
+async def _statuses(service: SongService, job_ids: list[str]) -> list[JobStatus]:
+    return [(await service.get(job_id)).status for job_id in job_ids]
 
 
-def _print_new(
+async def _print_new(
     service: SongService, seq: int, job_ids: list[str] | None, *, as_json: bool, width: int | None
 ) -> int:
     """Print everything after `seq` (in batches); the new position."""
     while True:
-        batch = service.events_after(seq, job_ids)
+        batch = await service.events_after(seq, job_ids)
         if not batch:
             return seq
         for item in batch:

@@ -75,10 +75,10 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
     from click.shell_completion import CompletionItem
 
     try:
-        from bygheartd.cli.commands import open_service
+        from bygheartd.cli.commands import recent_jobs
 
         state = ctx.find_object(State) or State()
-        jobs = open_service(state.config()).list(limit=50, summary=True)
+        jobs = run_async(recent_jobs(state.config(), 50))
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [
@@ -89,7 +89,7 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    import asyncio  # here: `list`, `show`, `status` never start an event loop
+    import asyncio  # here, not at the top: `--help` and `config` need no event loop
 
     try:
         return asyncio.run(coro)
@@ -250,7 +250,7 @@ def list_jobs(
     if show_all and limit is not None:
         raise click.UsageError("--limit and --all exclude each other")
     limit = None if show_all else (limit or DEFAULT_LIST_LIMIT)
-    list_command(_state().config(), status, limit, as_json, wide=wide)
+    run_async(list_command(_state().config(), status, limit, as_json, wide=wide))
 
 
 @main.command()
@@ -262,7 +262,7 @@ def show(job: str, wide: bool, as_json: bool) -> None:
     """One job in full, with its history."""
     from bygheartd.cli.commands import show_command
 
-    show_command(_state().config(), job, as_json, wide=wide)
+    run_async(show_command(_state().config(), job, as_json, wide=wide))
 
 
 @main.command()
@@ -274,7 +274,7 @@ def follow(jobs: tuple[str, ...], as_json: bool) -> None:
     are done, 1 when any failed or was cancelled); without: every job, until Ctrl-C."""
     from bygheartd.cli.follow import follow_command
 
-    raise SystemExit(follow_command(_state().config(), list(jobs), as_json=as_json))
+    raise SystemExit(run_async(follow_command(_state().config(), list(jobs), as_json=as_json)))
 
 
 @main.command()
@@ -284,7 +284,7 @@ def cancel(job: str) -> None:
     """Cancel a job (a submitted generation still runs on the server)."""
     from bygheartd.cli.commands import change_command
 
-    change_command(_state().config(), job, "cancel")
+    run_async(change_command(_state().config(), job, "cancel"))
 
 
 @main.command()
@@ -294,7 +294,7 @@ def retry(job: str) -> None:
     """Queue a failed or cancelled job again (a new submission, new credits)."""
     from bygheartd.cli.commands import change_command
 
-    change_command(_state().config(), job, "retry")
+    run_async(change_command(_state().config(), job, "retry"))
 
 
 @main.command()
@@ -304,7 +304,7 @@ def credits(as_json: bool) -> None:
     """The local credit ledger: today, this month, per model."""
     from bygheartd.cli.commands import credits_command
 
-    credits_command(_state().config(), as_json)
+    run_async(credits_command(_state().config(), as_json))
 
 
 @main.command()
@@ -314,7 +314,7 @@ def status(as_json: bool) -> None:
     """Who holds the engine lock, queue counts, next budget release."""
     from bygheartd.cli.commands import status_command
 
-    status_command(_state().config(), as_json)
+    run_async(status_command(_state().config(), as_json))
 
 
 @main.command()
@@ -434,7 +434,7 @@ def open_take(job: str, take: int) -> None:
     """Open a take with the desktop's default player, or print its path when there is none."""
     from bygheartd.cli.extras import open_command
 
-    raise SystemExit(open_command(_state().config(), job, take))
+    raise SystemExit(run_async(open_command(_state().config(), job, take)))
 
 
 @main.command()
@@ -473,7 +473,7 @@ def web(no_open: bool) -> None:
     """Print (and open) a one-time login link to the library page ([web] enabled = true)."""
     from bygheartd.cli.web_command import web_command
 
-    raise SystemExit(web_command(_state().config(), no_open=no_open))
+    raise SystemExit(run_async(web_command(_state().config(), no_open=no_open)))
 
 
 def _state() -> State:

@@ -102,6 +102,12 @@ def restore_command(config: Config, ref: str | None, *, force: bool) -> int:
         )
         for job_id, title in done.unsent:
             print(f"  {job_id}  {title}")
+        # Like any failure: a note in failed/ for a dropped song, and plugins told.
+        import asyncio
+
+        from bygheartd.runtime import announce_restored
+
+        asyncio.run(announce_restored(config, [job_id for job_id, _ in done.unsent]))
     print(
         f"jobs and credits since {when_text(backup.taken_at)} are not in the restored store; "
         "the songs in the output folder are untouched"

@@ -124,9 +124,10 @@ def _label(title: str, width: int = 28) -> str:
     return title if len(title) <= width else title[: width - 1] + "…"
 
 
-def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engine: bool) -> str:
+async def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engine: bool) -> str:
     """Ctrl-C during `--wait`: the wait stops, the jobs do not. Say where they go on."""
-    ids = [j.id for j in jobs if service.get(j.id).status not in FINAL_STATUSES]
+    now = [await service.get(j.id) for j in jobs]
+    ids = [j.id for j in now if j.status not in FINAL_STATUSES]
     if not ids:
         return "stopped waiting: every job had already ended (`bygheartd list` shows them)"
     follow = f"`bygheartd follow {' '.join(ids)}`"
@@ -139,8 +140,8 @@ def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engine: bo
     return f"stopped waiting: the daemon carries on with {len(ids)} job(s); {follow} watches them"
 
 
-def print_queued(service: SongService, jobs: Sequence[Job]) -> None:
+async def print_queued(service: SongService, jobs: Sequence[Job]) -> None:
     """Each job's id first, so that a script or a person has it before the bars start."""
     for job in jobs:
-        outlook = service.budget_outlook(job.credits, job=job)
+        outlook = await service.budget_outlook(job.credits, job=job)
         print(f"queued {job.id} {job.title}: {outlook.text()}", flush=True)

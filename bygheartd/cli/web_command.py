@@ -16,8 +16,8 @@ from bygheartd.config import Config
 WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
-def web_command(config: Config, *, no_open: bool) -> int:
-    from bygheartd.service.service import SongService
+async def web_command(config: Config, *, no_open: bool) -> int:
+    from bygheartd.cli.commands import opened_service
 
     if not config.web.enabled:
         where = str(config.source_path) if config.source_path else "your config file"
@@ -27,9 +27,8 @@ def web_command(config: Config, *, no_open: bool) -> int:
             err=True,
         )
         return 1
-    service = SongService.open(config)
-    try:
-        address = service.web_address()
+    async with opened_service(config) as service:
+        address = await service.logins.address()
         running = service.engine_holder() is not None
         if address is None or not running:
             host = config.mcp.host
@@ -43,9 +42,7 @@ def web_command(config: Config, *, no_open: bool) -> int:
             )
         else:
             address = _loopback(address)
-        code = service.new_login_code()
-    finally:
-        service.close()
+        code = await service.logins.new_code()
     url = f"{address}/login?code={code}"
     click.echo(url)
     click.echo("This link logs one browser in; it works once, within two minutes.", err=True)

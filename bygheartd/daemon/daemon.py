@@ -15,8 +15,7 @@ from bygheartd.config import Config, LiveConfig, find_api_key, load_config
 from bygheartd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import JobStatus
-from bygheartd.service.errors import NoApiKey
-from bygheartd.service.runtime import Runtime, no_key_message
+from bygheartd.runtime import EngineRole, NoApiKey, Runtime, no_key_message
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class Daemon:
         problems = check_folders(self.config)
         for problem in problems:
             log.warning("%s", problem)
-        runtime = Runtime(self.live, owner="bygheartd run")
+        runtime = Runtime(self.live, role=EngineRole.DAEMON)
         self.runtime = runtime
         self._install_signals()  # a SIGTERM while waiting for the lock still ends cleanly
         lock_wait = asyncio.create_task(runtime.wait_for_engine_lock())
@@ -73,7 +72,7 @@ class Daemon:
             lock_wait.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lock_wait  # its cleanup withdraws the hand-over request
-            runtime.close()
+            await runtime.close()
             log.info("shutdown on %s ◆ stopped while waiting for the engine lock", self.stop_signal)
             return 0
         lock_wait.result()
@@ -88,7 +87,7 @@ class Daemon:
                 self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
             self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
             self._log_setup(runtime)
-            status = self._status_text(runtime)
+            status = await self._status_text(runtime)
             if problems:
                 status += f"; {len(problems)} folder problem(s): {problems[0]}"
             self.notifier.ready(status)
@@ -161,14 +160,14 @@ class Daemon:
             )
             await self.mcp_http.start()
             if web:  # `bygheartd web` reads it: the real port, even for [mcp] port = 0
-                runtime.service.set_web_address(self.mcp_http.base_url)
+                await runtime.service.logins.set_address(self.mcp_http.base_url)
 
     async def _stop_faces(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
         if self.mcp_http is not None:
             if self.config.web.enabled and self.runtime is not None:
-                self.runtime.service.set_web_address(None)
+                await self.runtime.service.logins.set_address(None)
             await self.mcp_http.stop()
 
     def _install_signals(self) -> None:
@@ -212,15 +211,15 @@ class Daemon:
             log.warning("reloaded; these changes need a restart: %s", ", ".join(needs_restart))
         log.info("reloaded config: %s", ", ".join(changed) or "no changes (key re-read)")
         if self.runtime is not None:
-            self.notifier.ready(self._status_text(self.runtime))
+            self.notifier.ready(await self._status_text(self.runtime))
 
     async def _status_loop(self, runtime: Runtime) -> None:
         while True:
             await asyncio.sleep(STATUS_SECONDS)
-            self.notifier.status(self._status_text(runtime))
+            self.notifier.status(await self._status_text(runtime))
 
-    def _status_text(self, runtime: Runtime) -> str:
-        counts = runtime.service.counts()
+    async def _status_text(self, runtime: Runtime) -> str:
+        counts = await runtime.service.counts()
         order = [s.value for s in JobStatus]
         parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
         text = "jobs: " + (", ".join(parts) if parts else "none")

@@ -13,8 +13,6 @@ import glob
 import json
 import logging
 import os
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 

@@ -36,10 +36,10 @@ from bygheartd.engine.pool import ServerPool, down_reason
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
-from bygheartd.jobs import HoldKind, Job, JobStatus, iso, utcnow
+from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
-from bygheartd.store.errors import StaleTransition
 from bygheartd.store.boundary import JobStore
+from bygheartd.store.errors import StaleTransition
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,9 @@ class Engine:
         unwritable = output_problem(self.config)
         if unwritable is not None:  # never pay for a song that has nowhere to go
             until = utcnow() + timedelta(seconds=disk_wait_seconds(self.config))
-            await self.lifecycle.hold(job, HoldKind.DISK, f"{unwritable}: waiting before spending credits", until)
+            await self.lifecycle.hold(
+                job, HoldKind.DISK, f"{unwritable}: waiting before spending credits", until
+            )
             return None
         hold = await self.budget.check(credits)
         if hold is not None:
@@ -416,7 +418,9 @@ class Engine:
         """Nothing was created; every other submit would fail the same way: hold them all."""
         until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
         self._submit_paused_until = until
-        await self.lifecycle.hold(job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        await self.lifecycle.hold(
+            job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True
+        )
         for other in await self.store.list_jobs([JobStatus.QUEUED]):
             await self.lifecycle.hold(other, HoldKind.AUTH, reason, until)
         log.error("%s; submissions paused until the key or plan changes", reason)
@@ -432,7 +436,9 @@ class Engine:
             reason = f"the server's credit limit is reached: {exc}"
         else:
             reason = f"rate limited by the API: {exc}"
-        await self.lifecycle.hold(job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True)
+        await self.lifecycle.hold(
+            job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True
+        )
 
     async def _outcome_unknown(self, job: Job, detail: str) -> None:
         if self.config.queue.resubmit_uncertain:
@@ -454,7 +460,9 @@ class Engine:
             )
             return
         until = utcnow() + timedelta(seconds=self._backoff(job.attempts))
-        await self.lifecycle.hold(job, HoldKind.RETRY, reason, until, expect={JobStatus.SUBMITTING}, refund=refund)
+        await self.lifecycle.hold(
+            job, HoldKind.RETRY, reason, until, expect={JobStatus.SUBMITTING}, refund=refund
+        )
 
     def _backoff(self, attempts: int) -> float:
         q = self.config.queue
@@ -489,7 +497,9 @@ class Engine:
     async def recheck_auth(self) -> None:
         """At start and after a new key (reload, key file changed): release auth holds now."""
         self._submit_paused_until = None
-        held = [j for j in await self.store.list_jobs([JobStatus.HELD]) if j.hold_kind is HoldKind.AUTH]
+        held = [
+            j for j in await self.store.list_jobs([JobStatus.HELD]) if j.hold_kind is HoldKind.AUTH
+        ]
         for job in held:
             with contextlib.suppress(StaleTransition):
                 await self.store.update(job.id, resumes_at=utcnow(), expect={JobStatus.HELD})

@@ -177,7 +177,9 @@ class Poller:
         # A poll the predictions timed that found nothing done: the next one backs off.
         self._misses = self._misses + 1 if self._expected_done and not finished else 0
         still = [
-            j for j in await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True) if j.task_id
+            j
+            for j in await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
+            if j.task_id
         ]
         self._plan_next_poll(still)
 
@@ -389,7 +391,9 @@ class Poller:
             if self.parts.config.backend == "acestep" and one_hour_rule(job, now):
                 await self.lifecycle.fail(job, ONE_HOUR_REASON, refund=False)
                 return True
-            await self.lifecycle.fail(job, "the generation failed on the server (it gives no reason)")
+            await self.lifecycle.fail(
+                job, "the generation failed on the server (it gives no reason)"
+            )
             return True
         deadline = job.submitted_at or job.created_at
         elapsed = (now - deadline).total_seconds()

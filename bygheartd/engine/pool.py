@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.api.client import BygheartClient
-from bygheartd.api.factory import build_client
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
+from bygheartd.api.factory import build_client
 from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError

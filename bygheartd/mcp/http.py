@@ -350,7 +350,7 @@ class McpHttpServer:
             "service": "bygheartd",
             "version": __version__,
             "engine": self.service.engine_running,
-            "jobs": self.service.counts(),
+            "jobs": await self.service.counts(),
             "mcp": MCP_PATH if self.mcp else None,
             "web": self.extra_routes is not None,
         }

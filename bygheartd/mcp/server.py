@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any, TypeAlias
@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 from bygheartd import catalog
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
-from bygheartd.jobs import Job, JobStatus, iso
+from bygheartd.jobs import Job, JobStatus, Origin, iso
 from bygheartd.mcp import arguments
 from bygheartd.mcp.arguments import plain_validation_text, schema, unknown_arguments
 from bygheartd.mcp.lyrics_file import resolve_song_file
@@ -60,8 +60,9 @@ from bygheartd.mcp.records import (
     progress_message,
     progress_value,
 )
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Submission
 from bygheartd.songs.request import SongRequest, title_from_description
 
 __all__ = [
@@ -200,12 +201,12 @@ def audio_type(path: Path) -> str | None:
     return AUDIO_TYPES.get(path.suffix.lower())
 
 
-def _web_page(service: SongService, job_id: str) -> str | None:
+async def _web_page(service: SongService, job_id: str) -> str | None:
     """The song's page in the library, when `[web] enabled` serves one."""
     config = service.config
     if not config.web.enabled:
         return None
-    base = service.web_address()
+    base = await service.logins.address()
     if not base:
         host = config.mcp.host
         host = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
@@ -214,7 +215,7 @@ def _web_page(service: SongService, job_id: str) -> str | None:
     return f"{base.rstrip('/')}/songs/{job_id}"
 
 
-def take_links(service: SongService, job: Job) -> list[ResourceLink | TextContent]:
+async def take_links(service: SongService, job: Job) -> list[ResourceLink | TextContent]:
     """Content items for a finished song: a resource link per take (readable as audio
     through TAKE_URI) and the library page when it is on."""
     if job.status is not JobStatus.DONE:
@@ -235,7 +236,7 @@ def take_links(service: SongService, job: Job) -> list[ResourceLink | TextConten
                 size=file.size,
             )
         )
-    page = _web_page(service, job.id)
+    page = await _web_page(service, job.id)
     if page is not None:
         links.append(TextContent(type="text", text=f"Listen in the library: {page}"))
     return links
@@ -268,7 +269,7 @@ class _Server(MCPServer[Any]):
     links, that a prompt's missing argument is named with what it means, and that a take
     is read with its own audio type (a template has one fixed type)."""
 
-    take_type: Callable[[str, str], str | None] | None = None
+    take_type: Callable[[str, str], Awaitable[str | None]] | None = None
     _arguments: dict[str, dict[str, str]] | None = None
 
     async def _argument_names(self, name: str) -> dict[str, str] | None:
@@ -291,7 +292,7 @@ class _Server(MCPServer[Any]):
         match = _TAKE_PATTERN.match(str(uri))
         if match is None or self.take_type is None or isinstance(contents, InputRequiredResult):
             return contents
-        mime = self.take_type(match.group(1), match.group(2))
+        mime = await self.take_type(match.group(1), match.group(2))
         return [
             ReadResourceContents(
                 content=c.content,
@@ -365,13 +366,13 @@ class _Songs:
         """Read at each call: a reload (SIGHUP) changes what the tools report and accept."""
         return self.service.config
 
-    def job(self, ref: Any) -> Job:
+    async def job(self, ref: Any) -> Job:
         try:
             text = arguments.job_ref(ref)
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
         try:
-            return self.service.get(text)
+            return await self.service.get(text)
         except BygheartdError as exc:
             raise ToolError(job_error(exc)) from None
 
@@ -382,12 +383,12 @@ class _Songs:
         report = _Progress(ctx)
         with anyio.move_on_after(seconds):
             return await self.service.wait(job.id, timeout=seconds, on_progress=report)
-        return self.service.get(job.id)
+        return await self.service.get(job.id)
 
     def build(
         self, args: dict[str, Any], lyrics_file: str | None
     ) -> tuple[SongRequest, dict[str, Any]]:
-        """The validated request and the enqueue keywords for where it came from."""
+        """The validated request and the `Submission` fields for where it came from."""
         explicit = {k: v for k, v in args.items() if v is not None}
         given = [str(explicit.get(k, "")).strip() for k in ("lyrics", "description")]
         if lyrics_file is None and not any(given) and explicit.get("instrumental") in (None, False):
@@ -407,10 +408,10 @@ class _Songs:
             ) from None
         return request, {"fallback_title": path.stem, "source": display, "source_path": path}
 
-    def take(self, job_id: str, n: str) -> tuple[Job, int, Path]:
+    async def take(self, job_id: str, n: str) -> tuple[Job, int, Path]:
         """A finished job's take `n` (1-based, as in the take URIs), or ResourceNotFound."""
         try:
-            job = self.service.get(job_id)
+            job = await self.service.get(job_id)
         except BygheartdError as exc:
             raise ResourceNotFoundError(job_error(exc)) from None
         if job.status is not JobStatus.DONE:
@@ -423,9 +424,9 @@ class _Songs:
             raise ResourceNotFoundError(f"job {job.id} has takes 1 to {count}, not {n!r}")
         return job, int(n), job.files[int(n) - 1].path
 
-    def take_type(self, job_id: str, n: str) -> str | None:
+    async def take_type(self, job_id: str, n: str) -> str | None:
         try:
-            return audio_type(self.take(job_id, n)[2])
+            return audio_type((await self.take(job_id, n))[2])
         except ResourceNotFoundError:
             return None
 
@@ -620,25 +621,27 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         if lyrics_file is None and wordless and not request.simple_mode:
             raise ToolError(NO_LYRICS)
         try:
-            enqueued = songs.service.enqueue(
-                request,
-                origin="mcp",
-                idempotency_key=idempotency_key or None,
-                # An explicit key names one job: another key's job is never the answer.
-                dedupe_seconds=(
-                    None if idempotency_key else songs.config.mcp.dedupe_seconds or None
-                ),
-                **origin,
+            # The service stores the job and wakes the engine.
+            enqueued = await songs.service.submit(
+                Submission(
+                    request,
+                    Origin.MCP,
+                    idempotency_key=idempotency_key or None,
+                    # An explicit key names one job: another key's job is never the answer.
+                    dedupe_seconds=(
+                        None if idempotency_key else songs.config.mcp.dedupe_seconds or None
+                    ),
+                    **origin,
+                )
             )
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
         # Counted with the job just queued (and the queued ones ahead of it); for a job that
         # already existed, what is left now.
-        outlook = songs.service.budget_outlook(
+        outlook = await songs.service.budget_outlook(
             enqueued.job.credits if enqueued.created else 0, job=enqueued.job
         )
         hold = outlook.hold
-        songs.service.wake()
         job = await songs.wait(ctx, enqueued.job, wait.seconds)
         digest, lines = lyrics_fingerprint(lyrics_sent(job.request))
         result = GenerateResult(
@@ -654,7 +657,7 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             else BudgetHold(reason=hold.reason, resumes_at=iso(hold.resumes_at) or ""),
             notes=[n for n in (wait.note,) if n] + songs.notes(),
         )
-        return _result(result, result.summary(), take_links(songs.service, job))
+        return _result(result, result.summary(), await take_links(songs.service, job))
 
     @tool(annotations=READ_ONLY)
     async def get_song(
@@ -667,11 +670,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             wait = arguments.wait_seconds(wait_seconds, MAX_WAIT_SECONDS)
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
-        job = await songs.wait(ctx, songs.job(job_id), wait.seconds)
+        job = await songs.wait(ctx, await songs.job(job_id), wait.seconds)
         record = JobRecord.of(job)
         summary = record.summary()
         text = f"{summary} {wait.note}" if wait.note else summary
-        return _result(record, text, take_links(songs.service, job))
+        return _result(record, text, await take_links(songs.service, job))
 
     @tool(annotations=READ_ONLY)
     async def list_songs(
@@ -701,8 +704,9 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             count = arguments.limit_value(limit, 20)
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
-        jobs = songs.service.list(statuses, count)
-        result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=songs.service.counts())
+        jobs = await songs.service.list(statuses, count)
+        counts = await songs.service.counts()
+        result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=counts)
         return _result(result, result.summary())
 
     @tool(
@@ -713,9 +717,9 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     async def cancel_song(job_id: JobId) -> Annotated[CallToolResult, CancelResult]:
         """Cancel a song. A queued or held one is never sent. The API has no cancel call, so
         a song already generating still runs (and costs) on the server; it is not fetched."""
-        before = songs.job(job_id)
+        before = await songs.job(job_id)
         try:
-            job = songs.service.cancel(before.id)
+            job = await songs.service.cancel(before.id)
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
         sent = before.status not in (JobStatus.QUEUED, JobStatus.HELD)
@@ -730,18 +734,18 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     @tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
     async def retry_song(job_id: JobId) -> Annotated[CallToolResult, JobRecord]:
         """Queue a failed or cancelled song again: a new generation that costs credits again."""
+        failed = await songs.job(job_id)
         try:
-            job = songs.service.retry(songs.job(job_id).id)
+            job = await songs.service.retry(failed.id)  # the service wakes the engine
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
-        songs.service.wake()
         record = JobRecord.of(job)
         return _result(record, f"Queued again: {record.summary()}")
 
     @tool(annotations=READ_ONLY)
     async def get_credits() -> Annotated[CallToolResult, CreditsResult]:
         """The local credit ledger (today, this month, per model) and the plan's limits."""
-        result = CreditsResult.of(songs.service.credits(), PlanLimits.of(songs.config))
+        result = CreditsResult.of(await songs.service.credits(), PlanLimits.of(songs.config))
         return _result(result, result.summary())
 
     @tool(annotations=READ_ONLY)
@@ -881,20 +885,20 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         return catalog.data_text("guide.md")  # the same text as `bygheartd guide`
 
     @resource(SONG_URI, name="song", mime_type="application/json")
-    def song(job_id: str) -> str:
+    async def song(job_id: str) -> str:
         """A song's sidecar once it is done; its job record before."""
         try:
-            job = songs.service.get(job_id)
+            job = await songs.service.get(job_id)
         except BygheartdError as exc:
             raise ResourceNotFoundError(job_error(exc)) from None
-        data = songs.service.sidecar(job) or job.as_record()
+        data = await songs.service.sidecar(job) or job.as_record()
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     @resource(TAKE_URI, name="take", mime_type="audio/mpeg")
     async def take(job_id: str, n: str) -> str | bytes:
         """One take of a finished song as audio (base64), with its own audio type; a take
         over the size limit is answered with its size and path instead."""
-        job, number, path = songs.take(job_id, n)
+        job, number, path = await songs.take(job_id, n)
         try:
             size = path.stat().st_size
             if size > TAKE_BLOB_LIMIT:
@@ -944,7 +948,7 @@ def run_stdio(config: Config) -> None:
 
     async def serve() -> None:
         with contextlib.redirect_stdout(sys.stderr):
-            runtime = Runtime(config, owner="bygheartd mcp", engine=True, release_when_idle=30.0)
+            runtime = Runtime(config, role=EngineRole.MCP, engine=True, release_when_idle=30.0)
             await runtime.__aenter__()
         try:
             server = build_server(runtime.service, lifespan=_stdout_to_stderr)

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from bygheartd.api.client import BygheartClient, Draft, RetryPolicy
+from bygheartd.api.factory import make_client
 from bygheartd.config import Config
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.folders.moves import unique_path
 from bygheartd.service.errors import ServiceError
-from bygheartd.api.factory import make_client
 from bygheartd.songs import fields
 from bygheartd.songs.request import RequestRules, SongRequest, slugify, title_from_description
 from bygheartd.songs.songfile import parse_song_file, parse_song_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bygheartd.errors import BygheartdError
+from bygheartd.store.errors import DropTaken as DropTaken  # the drop folder meets it
 
 
 class ServiceError(BygheartdError):
@@ -21,7 +22,3 @@ class IdempotencyConflict(ServiceError):
             f"idempotency key {key!r} was used for job {job_id} with a different request: "
             "use a new key, or send the same request to get that job back"
         )
-
-
-class NoApiKey(BygheartdError):
-    pass

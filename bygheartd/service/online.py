@@ -13,9 +13,9 @@ from typing import Literal
 
 from bygheartd.api.client import BygheartClient, RetryPolicy
 from bygheartd.api.errors import ApiError, AuthError, PlanError, TransientError
+from bygheartd.api.factory import make_client
 from bygheartd.config import Config, find_api_key
 from bygheartd.errors import BygheartdError
-from bygheartd.api.factory import make_client
 
 __all__ = ["PROBE_TASK_ID", "Finding", "check_backend"]
 

@@ -317,7 +317,9 @@ class SongService:
         for job in await self.store.find_by("idempotency_key", idempotency_key):
             # The normalised request as it was queued (before any plugin changed it), kept
             # as `dedupe_key`: spelling and argument order do not matter, content does.
-            if all(same.id != job.id for same in await self.store.find_by("dedupe_key", dedupe_key)):
+            if all(
+                same.id != job.id for same in await self.store.find_by("dedupe_key", dedupe_key)
+            ):
                 raise IdempotencyConflict(idempotency_key, job.id)
             return Enqueued(job, False)
         return None
@@ -356,7 +358,9 @@ class SongService:
         """Earlier jobs from files with identical bytes, newest first."""
         return await self.store.find_by("content_sha256", content_sha256)
 
-    async def set_archived(self, job_id: str, archived_as: str, source_path: Path | None = None) -> Job:
+    async def set_archived(
+        self, job_id: str, archived_as: str, source_path: Path | None = None
+    ) -> Job:
         fields: dict[str, Any] = {"archived_as": archived_as}
         if source_path is not None:
             fields["source_path"] = str(source_path)
@@ -423,7 +427,9 @@ class SongService:
         """Why a job of `cost` credits would wait for credits now, and until when."""
         return await self._budget.check(cost)
 
-    async def budget_outlook(self, cost: int, *, job: Job | None = None, ahead: int = 0) -> BudgetOutlook:
+    async def budget_outlook(
+        self, cost: int, *, job: Job | None = None, ahead: int = 0
+    ) -> BudgetOutlook:
         """What `cost` leaves today, and whether the job will wait for credits.
 
         Queued jobs are paid in order, so the queued jobs ahead of `job` (all queued jobs

@@ -27,12 +27,11 @@ from bygheartd.store.backups import (
     find_backup,
     list_backups,
     newest_restorable,
-    restore_backup,
     take_backup,
 )
 from bygheartd.store.backups import when_text as when_text
+from bygheartd.store.restore import restore_backup
 from bygheartd.store.store import DB_NAME
-
 
 
 def store_file(config: Config) -> Path:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from bygheartd.jobs import HoldKind, JobStatus, utcnow
+from bygheartd.jobs import utcnow
 from bygheartd.store.errors import StoreDamaged, StoreError
 from bygheartd.store.schema import SCHEMA_VERSION
 
@@ -31,9 +31,9 @@ BACKUPS_DIR = "backups"
 # "Older than a day", with ten minutes of slack: the hourly check that finds yesterday's
 # backup a few seconds short of 24 hours old must not push every backup back by an hour.
 DUE_AFTER = timedelta(hours=23, minutes=50)
-_STAMP = "%Y%m%dT%H%M%SZ"
+STAMP = "%Y%m%dT%H%M%SZ"
 _NAME = re.compile(r"^jobs-(\d{8}T\d{6}Z)(?:-(\d+))?\.sqlite3$")
-_WAL_FILES = ("-wal", "-shm")
+WAL_FILES = ("-wal", "-shm")
 # SQLite's primary result codes for "file is not a database" and "disk image is malformed".
 _DAMAGE_CODES = {11, 26}
 
@@ -133,7 +133,7 @@ def list_backups(db_path: Path) -> list[Backup]:
         match = _NAME.match(name)
         if match is None:
             continue
-        taken = datetime.strptime(match[1], _STAMP).replace(tzinfo=UTC)
+        taken = datetime.strptime(match[1], STAMP).replace(tzinfo=UTC)
         found.append(Backup(folder / name, taken, int(match[2] or 1)))
     return sorted(found, key=lambda b: b.key, reverse=True)
 
@@ -163,7 +163,7 @@ def find_backup(db_path: Path, ref: str) -> Backup:
     if path.is_file():
         match = _NAME.match(path.name)
         if match is not None:
-            taken = datetime.strptime(match[1], _STAMP).replace(tzinfo=UTC)
+            taken = datetime.strptime(match[1], STAMP).replace(tzinfo=UTC)
         else:
             taken = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         return Backup(path.resolve(), taken)
@@ -277,17 +277,17 @@ def take_backup(db_path: Path, keep: int, now: datetime | None = None) -> Backup
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(folder)
-        stamp = now.astimezone(UTC).strftime(_STAMP)
+        stamp = now.astimezone(UTC).strftime(STAMP)
         tmp = folder / f".jobs-{stamp}.{os.getpid()}.tmp"
-        _copy_online(db_path, tmp)
+        copy_online(db_path, tmp)
         health = check(tmp)
         if not health.ok:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise damaged_error(db_path, health.problem)
-        _fsync(tmp)
+        fsync_file(tmp)
         backup = _place(tmp, folder, stamp, now)
-        _fsync_dir(folder)
+        fsync_folder(folder)
     except OSError as exc:
         raise StoreError(
             f"cannot back the job store up into {folder}: {exc.strerror or exc}"
@@ -296,7 +296,7 @@ def take_backup(db_path: Path, keep: int, now: datetime | None = None) -> Backup
     return backup
 
 
-def _copy_online(db_path: Path, tmp: Path) -> None:
+def copy_online(db_path: Path, tmp: Path) -> None:
     if not db_path.exists():
         raise StoreError(f"there is no job store at {db_path} to back up")
     src = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True, timeout=10.0)
@@ -324,8 +324,8 @@ def _place(tmp: Path, folder: Path, stamp: str, now: datetime) -> Backup:
     while True:
         name = f"jobs-{stamp}.sqlite3" if seq == 1 else f"jobs-{stamp}-{seq}.sqlite3"
         target = folder / name
-        if _link_or_rename(tmp, target):
-            return Backup(target, datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC), seq)
+        if link_or_rename(tmp, target):
+            return Backup(target, datetime.strptime(stamp, STAMP).replace(tzinfo=UTC), seq)
         seq += 1
 
 
@@ -346,205 +346,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
             path.unlink()
 
 
-# -- restoring -----------------------------------------------------------------------
-
-
-def restore_backup(db_path: Path, backup: Backup, now: datetime | None = None) -> Restored:
-    """Put `backup` in place of the store at `db_path`, keeping the current store aside.
-
-    The caller holds the engine lock, so no engine writes meanwhile; but an idle `bygheartd
-    mcp`, or a `bygheartd run` waiting for the lock, may have the store open. So the backup
-    is written *into* the live file with SQLite's backup API: the file keeps its inode and
-    every open connection sees the restored store at its next read, under SQLite's locking
-    (a file renamed over it would leave them writing into the set-aside copy, and deleting
-    the restored store's WAL by name when they close). The copy is prepared under a
-    temporary name first: jobs that were still waiting to be sent when the backup was taken
-    are failed in it before it goes in, since they may well have been sent since, and the
-    API has no idempotency key, so sending them again could pay twice.
-    """
-    now = now or utcnow()
-    health = check(backup.path)
-    if not health.ok:
-        raise StoreError(
-            f"the backup {backup.path} fails its integrity check ({health.problem}): name "
-            "another one, or run `bygheartd store restore` without one to take the newest "
-            "good backup"
-        )
-    current = check(db_path)
-    label = "replaced" if current.ok else "damaged"
-    tmp = db_path.with_name(f".{db_path.name}.restoring")
-    try:
-        _prepare(tmp, backup, _page_size(db_path) if current.ok else None)
-        unsent = _fail_unsent(tmp, backup)
-        _fsync(tmp)
-        if not current.exists:
-            set_aside: tuple[Path, ...] = ()
-            os.replace(tmp, db_path)  # nothing there that a connection could have open
-        elif current.ok:
-            set_aside = (_set_aside_copy(db_path, label, now),)
-            _write_into(tmp, db_path)
-        else:
-            set_aside = _set_aside_raw(db_path, label, now)
-            _write_into_damaged(tmp, db_path)
-        _fsync_dir(db_path.parent)
-    except (OSError, sqlite3.Error) as exc:  # a failed backup step leaves the store as it was
-        raise StoreError(f"cannot restore {backup.path} to {db_path}: {exc}") from None
-    finally:
-        _remove_with_journals(tmp)
-    return Restored(backup, health, set_aside, unsent)
-
-
-def _prepare(tmp: Path, backup: Backup, page_size: int | None) -> None:
-    """Copy the backup to `tmp`, with the live store's page size when it has one: SQLite's
-    backup API cannot change the page size of a WAL database it writes into."""
-    _remove_with_journals(tmp)  # our own leftovers from an interrupted restore
-    shutil.copyfile(backup.path, tmp)
-    if page_size is None:
-        return
-    db = sqlite3.connect(str(tmp), isolation_level=None)
-    try:
-        if int(db.execute("PRAGMA page_size").fetchone()[0]) != page_size:
-            db.execute("PRAGMA journal_mode = DELETE")  # VACUUM resizes pages only then
-            db.execute(f"PRAGMA page_size = {int(page_size)}")
-            db.execute("VACUUM")
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot prepare {backup.path} for restoring: {exc}") from None
-    finally:
-        db.close()
-
-
-def _page_size(db_path: Path) -> int:
-    db = sqlite3.connect(f"file:{quote(str(db_path))}?mode=ro", uri=True, timeout=10.0)
-    try:
-        return int(db.execute("PRAGMA page_size").fetchone()[0])
-    finally:
-        db.close()
-
-
-def _remove_with_journals(path: Path) -> None:
-    for suffix in ("", *_WAL_FILES, "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def _write_into(source: Path, db_path: Path) -> None:
-    """Write every page of `source` into the live store, in one transaction, and fold it
-    into the file: other connections simply see a new version of the database."""
-    src = sqlite3.connect(str(source))
-    try:
-        dst = sqlite3.connect(str(db_path), timeout=10.0, isolation_level=None)
-        try:
-            dst.execute("PRAGMA synchronous = FULL")  # the commit reaches the disk
-            src.backup(dst)  # pages=-1: one step under the destination's write lock
-            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a reader may hold it back: fine
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    for suffix in ("", "-wal"):
-        if Path(f"{db_path}{suffix}").exists():
-            _fsync(Path(f"{db_path}{suffix}"))
-
-
-def _write_into_damaged(source: Path, db_path: Path) -> None:
-    """Like `_write_into`; but SQLite cannot write into a file whose header it cannot read
-    (garbage, or pages of another size in WAL mode). Then the prepared copy is renamed
-    over it, as the only way left: no connection can read such a file anyway, so none has
-    anything left to write into it. Its raw files are already set aside, so its -wal and
-    -shm go first: SQLite would lay an old WAL over the new file."""
-    try:
-        _write_into(source, db_path)
-        return
-    except sqlite3.Error:
-        pass
-    for suffix in _WAL_FILES:
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    os.replace(source, db_path)
-
-
-def _fail_unsent(path: Path, backup: Backup) -> tuple[tuple[str, str], ...]:
-    """Fail queued jobs and jobs held before their submit, in the copy at `path`."""
-    from bygheartd.store.store import Store  # the store module imports this one
-
-    store = Store(path)  # migrates an older backup, too
-    try:
-        waiting = [
-            job
-            for job in store.list_jobs([JobStatus.QUEUED, JobStatus.HELD])
-            if job.hold_kind is not HoldKind.DOWNLOAD  # paid for: it resumes its download
-        ]
-        for job in waiting:
-            store.transition(
-                job.id,
-                JobStatus.FAILED,
-                event="restored",
-                reason=(
-                    "may have been sent after the backup the store was restored from "
-                    f"({backup.taken_at:%Y-%m-%d %H:%M} UTC): not sent again (that could pay "
-                    f"twice); `bygheartd retry {job.id}` makes it"
-                ),
-                expect={JobStatus.QUEUED, JobStatus.HELD},
-                resumes_at=None,
-                hold_kind=None,
-            )
-        store.checkpoint()
-    finally:
-        store.close()
-    for suffix in _WAL_FILES:  # emptied by the checkpoint; a store is one file when placed
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return tuple((job.id, job.title) for job in waiting)
-
-
-def _set_aside_copy(db_path: Path, label: str, now: datetime) -> Path:
-    """A healthy store is set aside as one consistent, self-contained file (the backup API
-    from a connection of its own, as a backup is taken), and the live file stays in use."""
-    base = _claim_aside_name(db_path, label, now)
-    try:
-        _copy_online(db_path, base)
-    except BaseException:
-        base.unlink(missing_ok=True)
-        raise
-    _fsync(base)
-    return base
-
-
-def _set_aside_raw(db_path: Path, label: str, now: datetime) -> tuple[Path, ...]:
-    """A damaged store is set aside byte for byte, with its -wal and -shm beside it under
-    the same name (SQLite finds a WAL by the database's name), so that `sqlite3 FILE
-    .recover` can still rescue what the backup does not hold. Copies, not renames: the
-    live file is written into next."""
-    base = _claim_aside_name(db_path, label, now)
-    copied = [base]
-    shutil.copyfile(db_path, base)
-    for suffix in _WAL_FILES:
-        source = Path(f"{db_path}{suffix}")
-        if source.exists():
-            target = Path(f"{base}{suffix}")
-            with source.open("rb") as src, target.open("xb") as dst:
-                shutil.copyfileobj(src, dst)
-            copied.append(target)
-    for path in copied:
-        _fsync(path)
-    return tuple(copied)
-
-
-def _claim_aside_name(db_path: Path, label: str, now: datetime) -> Path:
-    """Create `jobs.sqlite3.<label>-<UTC time>[-N]`, empty, never over another file (nor
-    beside another's -wal or -shm)."""
-    stamp = now.astimezone(UTC).strftime(_STAMP)
-    seq = 1
-    while True:
-        base = db_path.with_name(f"{db_path.name}.{label}-{stamp}" + (f"-{seq}" if seq > 1 else ""))
-        seq += 1
-        if any(Path(f"{base}{s}").exists() for s in _WAL_FILES):
-            continue
-        try:
-            os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            continue
-        return base
-
-
-def _link_or_rename(source: Path, target: Path, *, keep: bool = False) -> bool:
+def link_or_rename(source: Path, target: Path, *, keep: bool = False) -> bool:
     """Give `source` the name `target` unless `target` exists (False then). With `keep`,
     `source` keeps its name too (a hard link; a copy where links are not supported)."""
     try:
@@ -566,7 +368,7 @@ def _link_or_rename(source: Path, target: Path, *, keep: bool = False) -> bool:
     return True
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -574,9 +376,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        _fsync(folder)
+        fsync_file(folder)
 
 
 __all__ = [
@@ -594,7 +396,6 @@ __all__ = [
     "newest_backup",
     "newest_restorable",
     "prune_backups",
-    "restore_backup",
     "take_backup",
     "when_text",
 ]

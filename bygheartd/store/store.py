@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from bygheartd.jobs import (
     utcnow,
 )
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
-from bygheartd.store.events import JobEvent
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
@@ -42,6 +40,7 @@ from bygheartd.store.errors import (
     StoreBusy,
     StoreError,
 )
+from bygheartd.store.events import JobEvent
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"

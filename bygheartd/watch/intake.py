@@ -3,17 +3,17 @@
 The order makes acceptance exactly-once: the job is committed with the drop's identity
 before the file leaves the inbox, and a file whose identity already has a job is only
 moved. A crash between the two, a restart, a rescan or a duplicate event cannot make a
-second job. Everything here blocks (disk, SQLite): the watcher runs it off the loop.
+second job. The disk work (reading, hashing, moving) runs on worker threads and the store
+is awaited, so a burst of drops never blocks the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
-import sqlite3
 import stat
-import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -27,8 +27,10 @@ from bygheartd.folders.moves import (
     unique_path,
     write_note,
 )
-from bygheartd.jobs import Job, JobStatus
+from bygheartd.jobs import Job, JobStatus, Origin
+from bygheartd.service.errors import DropTaken
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import DropIdentity, Submission
 from bygheartd.songs.request import SongRequest
 from bygheartd.songs.songfile import SUPPORTED_SUFFIXES
 from bygheartd.watch.errors import Rejection, Unstable
@@ -67,7 +69,7 @@ class Intake:
         start = LiveConfig.of(config).current
         self.inbox = start.folders.inbox  # folders change only with a restart
         self._rules = (tuple(start.watch.ignore), IgnoreRules(start.watch.ignore))
-        self._decide = threading.Lock()
+        self._decide = asyncio.Lock()
 
     @property
     def config(self) -> Config:
@@ -88,7 +90,7 @@ class Intake:
     def display(self, relative: PurePosixPath) -> str:
         return f"{self.inbox.name}/{relative.as_posix()}"
 
-    def process(self, path: Path) -> Outcome:
+    async def process(self, path: Path) -> Outcome:
         """Take one file that the tracker found stable. Never raises for a bad file."""
         try:
             relative = PurePosixPath(path.relative_to(self.inbox).as_posix())
@@ -98,19 +100,19 @@ class Intake:
         if kind in (PathKind.IGNORED, PathKind.AUDIO):
             return Outcome("ignored", path)
         try:
-            info = os.lstat(path)
+            info = await asyncio.to_thread(os.lstat, path)
         except FileNotFoundError:
             return Outcome("gone", path)
         try:
-            return self._process(path, relative, kind, info)
+            return await self._process(path, relative, kind, info)
         except Rejection as rejection:
-            return self.reject(path, relative, rejection)
+            return await asyncio.to_thread(self.reject, path, relative, rejection)
         except Unstable:
             return Outcome("unstable", path)
         except FileNotFoundError:
             return Outcome("gone", path)
 
-    def _process(
+    async def _process(
         self, path: Path, relative: PurePosixPath, kind: PathKind, info: os.stat_result
     ) -> Outcome:
         if stat.S_ISLNK(info.st_mode):
@@ -140,13 +142,13 @@ class Intake:
                 hint="song files are small text files; raise [watch] max_file_kib if this "
                 "one is right",
             )
-        data = self._read(path, info)
-        content = hashlib.sha256(data).hexdigest()
+        data, content = await asyncio.to_thread(self._read, path, info)
         base = (relative.as_posix(), info.st_size, info.st_mtime_ns, content)
-        with self._decide:
-            return self._decide_and_accept(path, relative, preset, data, content, base)
+        async with self._decide:
+            return await self._decide_and_accept(path, relative, preset, data, content, base)
 
-    def _read(self, path: Path, info: os.stat_result) -> bytes:
+    def _read(self, path: Path, info: os.stat_result) -> tuple[bytes, str]:
+        """The file's bytes and their SHA-256, read once (on a worker thread)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except PermissionError:
@@ -165,9 +167,9 @@ class Intake:
             data
         ) != info.st_size:
             raise Unstable
-        return data
+        return data, hashlib.sha256(data).hexdigest()
 
-    def _decide_and_accept(
+    async def _decide_and_accept(
         self,
         path: Path,
         relative: PurePosixPath,
@@ -180,38 +182,38 @@ class Intake:
         earlier: Job | None = None
         while True:
             identity = drop_identity(*base, n=n)
-            job = self.service.find_drop(identity)
+            job = await self.service.find_drop(identity)
             if job is None:
                 break
-            if not self._archived(job):
+            if not await asyncio.to_thread(self._archived, job):
                 # A crash after the insert and before the move: only finish the move.
                 log.info("%s already has job %s: finishing its move", relative, job.id)
-                return self._archive(path, relative, job, recovered=True)
+                return await self._archive(path, relative, job, recovered=True)
             earlier, n = job, n + 1
-        duplicate = self._live_duplicate(content, preset, earlier)
+        duplicate = await self._live_duplicate(content, preset, earlier)
         if duplicate is not None and self.config.watch.on_duplicate == "skip":
             raise self._duplicate(relative, duplicate)
-        request = self._parse(path, relative, preset, data)
+        request = await asyncio.to_thread(self._parse, path, relative, preset, data)
         # The archive name is recorded with the job, before the move: a crash between the
         # two can then only leave the file in the inbox, where the next scan finishes it.
-        planned = unique_path(self.config.folders.archive / relative.parent, relative.name)
+        archive = self.config.folders.archive
+        planned = await asyncio.to_thread(unique_path, archive / relative.parent, relative.name)
+        submission = Submission(
+            request,
+            Origin.DROP,
+            fallback_title=relative.stem,
+            source=relative.as_posix(),
+            source_path=path,
+            drop=DropIdentity(identity, content, planned.relative_to(archive).as_posix()),
+        )
         try:
-            job = self.service.enqueue(
-                request,
-                fallback_title=relative.stem,
-                source=relative.as_posix(),
-                source_path=path,
-                origin="drop",
-                drop_identity=identity,
-                content_sha256=content,
-                archived_as=planned.relative_to(self.config.folders.archive).as_posix(),
-            ).job
-        except sqlite3.IntegrityError:  # another process took this exact drop just now
+            job = (await self.service.submit(submission)).job
+        except DropTaken:  # another process took this exact drop just now
             raise Unstable from None
         log.info("accepted %s as job %s (%s)", relative, job.id, job.title)
         for warning in job.warnings:
             log.warning("%s", _printable(f"{relative} (job {job.id}): {warning}"))
-        return self._archive(path, relative, job, recovered=False, request=request)
+        return await self._archive(path, relative, job, recovered=False, request=request)
 
     def _archived(self, job: Job) -> bool:
         """Whether this drop already reached the archive (else a crash stopped its move)."""
@@ -219,10 +221,12 @@ class Intake:
             return False
         return (self.config.folders.archive / job.archived_as).exists()
 
-    def _live_duplicate(self, content: str, preset: str | None, earlier: Job | None) -> Job | None:
+    async def _live_duplicate(
+        self, content: str, preset: str | None, earlier: Job | None
+    ) -> Job | None:
         """An earlier drop of identical bytes (same preset) that did not fail or get cancelled."""
         candidates = [earlier] if earlier is not None else []
-        candidates += self.service.jobs_with_content(content)
+        candidates += await self.service.jobs_with_content(content)
         for job in candidates:
             if job.origin != "drop" or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
                 continue
@@ -258,7 +262,7 @@ class Intake:
 
     # -- moving -------------------------------------------------------------------------
 
-    def _archive(
+    async def _archive(
         self,
         path: Path,
         relative: PurePosixPath,
@@ -269,6 +273,21 @@ class Intake:
     ) -> Outcome:
         """Move the file (exactly what was submitted) to archive/, mirroring subfolders."""
         archive = self.config.folders.archive
+        target, source_path = await asyncio.to_thread(
+            self._move_to_archive, path, relative, job, request
+        )
+        await self.service.set_archived(
+            job.id, target.relative_to(archive).as_posix(), source_path=source_path
+        )
+        kind: OutcomeKind = "recovered" if recovered else "accepted"
+        return Outcome(kind, path, job_id=job.id, moved_to=target)
+
+    def _move_to_archive(
+        self, path: Path, relative: PurePosixPath, job: Job, request: SongRequest | None
+    ) -> tuple[Path, Path]:
+        """On a worker thread: the move, and the audio the song names copied beside it.
+        Returns where the song went and where its audio is found from now on."""
+        archive = self.config.folders.archive
         planned = archive / job.archived_as if job.archived_as else None
         target = move_no_clobber(
             path, archive / relative.parent, planned.name if planned is not None else None
@@ -278,11 +297,7 @@ class Intake:
             audio = (getattr(request, key) if request else None) or job.request.get(key)
             if audio and not self._copy_source_audio(path.parent, target.parent, str(audio)):
                 source_path = path  # the audio stays beside the inbox path, which the engine uses
-        self.service.set_archived(
-            job.id, target.relative_to(archive).as_posix(), source_path=source_path
-        )
-        kind: OutcomeKind = "recovered" if recovered else "accepted"
-        return Outcome(kind, path, job_id=job.id, moved_to=target)
+        return target, source_path
 
     def _copy_source_audio(self, inbox_dir: Path, archive_dir: Path, relative: str) -> bool:
         """Copy `source_audio` next to the archived song, so its relative name still works."""

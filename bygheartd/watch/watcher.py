@@ -37,7 +37,7 @@ from bygheartd.watch.stability import FileStabilityTracker
 log = logging.getLogger(__name__)
 
 RESCAN_JOB = "inbox-rescan"
-BATCH = 64  # files per trip to the intake thread
+BATCH = 64  # files taken per round of the intake loop
 
 
 class InboxWatcher:
@@ -331,7 +331,7 @@ class InboxWatcher:
             if not batch or self._stopping.is_set():
                 break
             try:
-                outcomes = await asyncio.to_thread(self._process_batch, batch)
+                outcomes = await self._process_batch(batch)
             finally:
                 self._in_flight.difference_update(batch)
             now = self.now()
@@ -339,18 +339,17 @@ class InboxWatcher:
                 if outcome.kind == "unstable":
                     self.tracker.event(outcome.path, now)
                     self._wake.set()
-            if any(o.kind == "accepted" for o in outcomes):
-                self.service.wake()  # submit now, not at the next tick
             self.outcomes = (self.outcomes + outcomes)[-2000:]
 
-    def _process_batch(self, batch: list[Path]) -> list[Outcome]:
-        """On a worker thread: one file after the other, stopping early on shutdown."""
+    async def _process_batch(self, batch: list[Path]) -> list[Outcome]:
+        """One file after the other (their disk work on worker threads), stopping early
+        on shutdown."""
         outcomes = []
         for path in batch:
             if self._stopping.is_set():
                 break
             try:
-                outcomes.append(self.intake.process(path))
+                outcomes.append(await self.intake.process(path))
             except OSError as exc:
                 self._log_once(path, f"cannot move it out of the inbox: {exc}")
             except Exception:

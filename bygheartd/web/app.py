@@ -13,7 +13,7 @@ import asyncio
 import json
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -34,9 +34,10 @@ from starlette.staticfiles import StaticFiles
 
 from bygheartd.catalog import AUDIO_SUFFIXES, data_text
 from bygheartd.errors import RequestError
-from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus
+from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus, Origin
 from bygheartd.service.errors import ServiceError
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Submission
 from bygheartd.web import form as song_form
 from bygheartd.web import uploads, views
 from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
@@ -195,7 +196,7 @@ class WebApp:
 
     async def login(self, request: Request) -> Response:
         code = request.query_params.get("code", "")
-        if not self.service.use_login_code(code):
+        if not await self.service.logins.use_code(code):
             return self.render(request, None, "login_needed.html", status=403, used=True)
         token = self.sessions.open()
         response = RedirectResponse("/", status_code=303)
@@ -226,13 +227,13 @@ class WebApp:
             page = max(1, int(params.get("page", "1")))
         except ValueError:
             page = 1
-        jobs, total = self.service.search(
+        jobs, total = await self.service.search(
             text, statuses, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
         pages = max(1, -(-total // PAGE_SIZE))
-        credits = self.service.credits()
-        bars, peak = views.usage_bars(self.service.usage_by_day(30))
-        rows = await asyncio.to_thread(lambda: [self._row(job) for job in jobs])
+        credits = await self.service.credits()
+        bars, peak = views.usage_bars(await self.service.usage_by_day(30))
+        rows = await self._rows(jobs)
 
         def link(n: int) -> str:
             query = {"q": text, "status": params.get("status", ""), "page": str(n)}
@@ -257,15 +258,38 @@ class WebApp:
             live=page == 1 and not text and not statuses,
         )
 
-    def _row(self, job: Job) -> dict[str, Any]:
-        """One library row; its length is what the takes measure (blocking: a `stat`, and
-        a sidecar read when it changed), the requested one a hint when far off."""
-        sidecar = (
-            self.service.config.folders.output / f"{job.base_name}.json"
-            if job.base_name and job.status is JobStatus.DONE
-            else None
-        )
-        lengths = self.lengths.lengths(job, sidecar, lambda: self.service.sidecar(job))
+    async def _rows(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """The library rows; a row's length is what its takes measure (blocking, off the
+        loop: a `stat` per row, a take's header when the sidecar has no figure), the
+        requested one a hint when far off. A sidecar is read only when it changed."""
+        output = self.service.config.folders.output
+
+        def look() -> list[views.LengthLook]:
+            return [
+                self.lengths.look(
+                    job,
+                    output / f"{job.base_name}.json"
+                    if job.base_name and job.status is JobStatus.DONE
+                    else None,
+                )
+                for job in jobs
+            ]
+
+        looks = await asyncio.to_thread(look)
+        wanted = [job for job, seen in zip(jobs, looks, strict=True) if seen.needs_sidecar]
+        read = await asyncio.gather(*(self.service.sidecar(job) for job in wanted))
+        sidecars = {job.id: sidecar for job, sidecar in zip(wanted, read, strict=True)}
+
+        def rows() -> list[dict[str, Any]]:
+            return [
+                self._row(job, self.lengths.measure(job, seen, sidecars.get(job.id)))
+                for job, seen in zip(jobs, looks, strict=True)
+            ]
+
+        return await asyncio.to_thread(rows)
+
+    @staticmethod
+    def _row(job: Job, lengths: list[float | None]) -> dict[str, Any]:
         requested = _duration(job)
         low, high, hint = views.length_summary(lengths, requested)
         takes = views.takes_of(job, None)
@@ -281,14 +305,14 @@ class WebApp:
         }
 
     async def row_fragment(self, request: Request, access: Access) -> Response:
-        job = self.service.get(request.path_params["job_id"])
-        row = await asyncio.to_thread(self._row, job)
+        job = await self.service.get(request.path_params["job_id"])
+        [row] = await self._rows([job])
         return self.render(request, access, "_row.html", row=row)
 
     # -- one song ---------------------------------------------------------------------
 
-    def _song_data(self, job: Job) -> dict[str, Any]:
-        sidecar = self.service.sidecar(job)
+    async def _song_data(self, job: Job) -> dict[str, Any]:
+        sidecar = await self.service.sidecar(job)
         takes = views.takes_of(job, sidecar)
         per_take = {w for take in takes for w in take.warnings}
         return {
@@ -297,7 +321,7 @@ class WebApp:
             # A take's own warnings show beside it; the rest at the top.
             "job_warnings": [w for w in job.warnings if w not in per_take],
             "generated": views.generated_text(sidecar),
-            "history": self.service.history(job),
+            "history": await self.service.history(job),
             "parameters": sorted(
                 (k, v) for k, v in job.request.items() if k not in ("lyrics", "style", "title")
             ),
@@ -305,34 +329,35 @@ class WebApp:
             "final": job.status in FINAL_STATUSES,
             "can_cancel": job.status not in FINAL_STATUSES,
             "can_retry": job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
-            "charged": self.service.charged([job]).get(job.id, 0),
+            "charged": (await self.service.charged([job])).get(job.id, 0),
         }
 
     async def song(self, request: Request, access: Access) -> Response:
-        job = self.service.get(request.path_params["job_id"])
-        return self.render(request, access, "song.html", **self._song_data(job))
+        job = await self.service.get(request.path_params["job_id"])
+        return self.render(request, access, "song.html", **await self._song_data(job))
 
     async def song_fragment(self, request: Request, access: Access) -> Response:
-        job = self.service.get(request.path_params["job_id"])
-        return self.render(request, access, "_song.html", **self._song_data(job))
+        job = await self.service.get(request.path_params["job_id"])
+        return self.render(request, access, "_song.html", **await self._song_data(job))
 
     async def cancel(self, request: Request, access: Access) -> Response:
-        return self._change(request, access, self.service.cancel)
+        return await self._change(request, access, self.service.cancel)
 
     async def retry(self, request: Request, access: Access) -> Response:
-        return self._change(request, access, self.service.retry)
+        return await self._change(request, access, self.service.retry)
 
-    def _change(self, request: Request, access: Access, action: Callable[[str], Job]) -> Response:
-        job = self.service.get(request.path_params["job_id"])
+    async def _change(
+        self, request: Request, access: Access, action: Callable[[str], Awaitable[Job]]
+    ) -> Response:
+        job = await self.service.get(request.path_params["job_id"])
         try:
-            job = action(job.id)
+            job = await action(job.id)  # a retry wakes the engine itself
         except ServiceError as exc:
             if "text/html" not in request.headers.get("accept", ""):
                 return JSONResponse({"error": "refused", "detail": str(exc)}, status_code=409)
             return self.render(
                 request, access, "message.html", 409, title="Not possible", message=str(exc)
             )
-        self.service.wake()
         if "text/html" not in request.headers.get("accept", ""):
             return JSONResponse({"id": job.id, "status": job.status.value})
         return RedirectResponse(f"/songs/{job.id}", status_code=303)
@@ -352,7 +377,7 @@ class WebApp:
         return real
 
     async def take(self, request: Request, access: Access) -> Response:
-        job = self.service.get(request.path_params["job_id"])
+        job = await self.service.get(request.path_params["job_id"])
         number = int(request.path_params["number"])
         files = views.audio_files(job)
         if not 1 <= number <= len(files):
@@ -365,7 +390,7 @@ class WebApp:
         )
 
     async def download(self, request: Request, access: Access) -> Response:
-        job = self.service.get(request.path_params["job_id"])
+        job = await self.service.get(request.path_params["job_id"])
         name = request.path_params["name"]
         for recorded in job.files:
             if recorded.path.name == name:
@@ -382,8 +407,8 @@ class WebApp:
         kept: dict[str, str] = {}
         source = request.query_params.get("from")
         if source:
-            job = self.service.get(source)
-            kept = await asyncio.to_thread(self._kept_names, job)
+            job = await self.service.get(source)
+            kept = {key: path.name for key, path in (await self._kept(job)).items()}
             values = song_form.values_from_request(job.request)
             if request.query_params.get("seed") == "keep":
                 seeds = job.result.seeds
@@ -398,7 +423,7 @@ class WebApp:
                 note += " Its audio is kept (untick it or choose another file to replace it)."
             if lost:
                 note += f" Upload its {' and '.join(lost)} again: the file is no longer kept."
-        return self._form(
+        return await self._form(
             request, access, values, {}, note=note, kept=kept, from_job=job.id if source else ""
         )
 
@@ -407,22 +432,24 @@ class WebApp:
         the archive (a dropped song's audio is copied there beside it)."""
         return (self.service.config.state_dir / "web-uploads", self.service.config.folders.archive)
 
-    def _kept_audio(self, job: Job, key: str) -> Path | None:
-        """The audio `job` was made with under `key`, from the job's own record, when it is
-        still in the uploads folder or the archive (blocking: it resolves the path)."""
-        return uploads.kept_audio(
-            job, key, self.service.source_path(job.id), self._upload_folders()
-        )
+    async def _kept(self, job: Job) -> dict[str, Path]:
+        """The audio `job` was made with, by key (`source_audio`, ...), from the job's own
+        record, when it is still in the uploads folder or the archive (the paths are
+        resolved off the loop)."""
+        source_path = await self.service.source_path(job.id)
+        folders = self._upload_folders()
 
-    def _kept_names(self, job: Job) -> dict[str, str]:
-        kept = {}
-        for key in song_form.FILE_KEYS:
-            found = self._kept_audio(job, key)
-            if found is not None:
-                kept[key] = found.name
-        return kept
+        def find() -> dict[str, Path]:
+            kept = {}
+            for key in song_form.FILE_KEYS:
+                found = uploads.kept_audio(job, key, source_path, folders)
+                if found is not None:
+                    kept[key] = found
+            return kept
 
-    def _form(
+        return await asyncio.to_thread(find)
+
+    async def _form(
         self,
         request: Request,
         access: Access,
@@ -445,7 +472,8 @@ class WebApp:
             except RequestError:
                 pass
             else:
-                outlook = self.service.budget_outlook(song.credit_cost(self.service.config.backend))
+                cost = song.credit_cost(self.service.config.backend)
+                outlook = await self.service.budget_outlook(cost)
                 estimate_cost, estimate_text = outlook.cost, outlook.text()
         return self.render(
             request,
@@ -493,16 +521,17 @@ class WebApp:
         errors: dict[str, list[str]] = {}
         if from_job:
             try:
-                earlier = self.service.get(from_job)
+                earlier = await self.service.get(from_job)
             except ServiceError:
                 errors[""] = [f"the song {from_job!r} to make again is gone: upload its audio"]
         if earlier is not None:
-            kept_names = await asyncio.to_thread(self._kept_names, earlier)
+            kept = await self._kept(earlier)
+            kept_names = {key: path.name for key, path in kept.items()}
             for key in song_form.FILE_KEYS:
                 values[f"keep_{key}"] = "true" if fields.get(f"keep_{key}") else "false"
                 if key in sent or not fields.get(f"keep_{key}"):
                     continue
-                found = await asyncio.to_thread(self._kept_audio, earlier, key)
+                found = kept.get(key)
                 if found is None:
                     errors[key] = [f"the {key} of the earlier song is no longer kept: upload it"]
                     continue
@@ -517,7 +546,7 @@ class WebApp:
         except RequestError as exc:
             errors = _problems(exc) | errors
         if errors:
-            return self._form(
+            return await self._form(
                 request, access, values, errors, status=400, kept=kept_names, from_job=again_from
             )
         folder = None
@@ -526,7 +555,7 @@ class WebApp:
             for key, (upload, name) in sent.items():
                 if not await _save_upload(upload, folder / name):
                     await asyncio.to_thread(shutil.rmtree, folder, True)
-                    return self._form(
+                    return await self._form(
                         request,
                         access,
                         values,
@@ -537,32 +566,31 @@ class WebApp:
                     )
             for key, found in kept_files.items():
                 await asyncio.to_thread(uploads.reuse, found, folder / names[key])
-        queued = self.service.enqueue(
+        submission = Submission(
             song,
+            Origin.WEB,
             source="web form",
             # The engine reads source_audio beside the "song file": the upload's folder.
             source_path=(folder / "form") if folder is not None else None,
-            origin="web",
         )
+        queued = await self.service.submit(submission)  # it wakes the engine
         if folder is not None:  # which job the folder belongs to: see web/uploads.py
             await asyncio.to_thread(
                 (folder / uploads.JOB_FILE).write_text, queued.job.id, encoding="utf-8"
             )
-        self.service.wake()
         return RedirectResponse(f"/songs/{queued.job.id}", status_code=303)
 
     async def sweep_uploads(self) -> None:
         """Delete upload folders whose job is final and old enough (the daemon runs this
-        on its scheduler; the work is off the event loop)."""
-
-        def job_of(job_id: str) -> Job | None:
-            try:
-                return self.service.get(job_id)
-            except ServiceError:
-                return None
-
+        on its scheduler; the file work is off the event loop)."""
         root = self.service.config.state_dir / "web-uploads"
-        await asyncio.to_thread(uploads.sweep, root, job_of, keep_seconds=self.upload_keep_seconds)
+        jobs: dict[str, Job | None] = {}
+        for job_id in await asyncio.to_thread(uploads.job_ids, root):
+            try:
+                jobs[job_id] = await self.service.get(job_id)
+            except ServiceError:
+                jobs[job_id] = None
+        await asyncio.to_thread(uploads.sweep, root, jobs, keep_seconds=self.upload_keep_seconds)
 
     async def estimate(self, request: Request, access: Access) -> Response:
         form = await request.form(max_files=0, max_fields=200)
@@ -575,7 +603,7 @@ class WebApp:
         from_job = fields.get("from_job", "").strip()
         if from_job:  # "make again" keeping the earlier audio: the name it had
             try:
-                earlier = self.service.get(from_job)
+                earlier = await self.service.get(from_job)
             except ServiceError:
                 earlier = None
             for key in song_form.FILE_KEYS:
@@ -588,7 +616,7 @@ class WebApp:
             song = self.service.build_request(data, source="the form")
         except RequestError as exc:
             return JSONResponse({"ok": False, "problems": _problems(exc)})
-        outlook = self.service.budget_outlook(song.credit_cost(self.service.config.backend))
+        outlook = await self.service.budget_outlook(song.credit_cost(self.service.config.backend))
         return JSONResponse(
             {
                 "ok": True,
@@ -622,9 +650,9 @@ class WebApp:
         status or progress), with `id:` the event sequence so a reconnect resumes."""
         start = request.headers.get("last-event-id") or request.query_params.get("after")
         try:
-            seq = int(start) if start else self.service.event_seq()
+            seq = int(start) if start else await self.service.event_seq()
         except ValueError:
-            seq = self.service.event_seq()
+            seq = await self.service.event_seq()
         return StreamingResponse(
             self._stream(seq),
             media_type="text/event-stream",
@@ -637,18 +665,18 @@ class WebApp:
         yield "retry: 2000\n\n"
         while True:
             changed: list[str] = []
-            for event in self.service.events_after(seq):
+            for event in await self.service.events_after(seq):
                 seq = event.seq
                 if event.job_id not in changed:
                     changed.append(event.job_id)
-            for job in self.service.list(list(ACTIVE_STATUSES), None, summary=True):
+            for job in await self.service.list(list(ACTIVE_STATUSES), None, summary=True):
                 marker = (job.status, job.progress, job.eta_seconds)
                 if seen.get(job.id) != marker and job.id not in changed:
                     changed.append(job.id)
                 seen[job.id] = marker
             for job_id in changed:
                 try:
-                    job = self.service.get(job_id)
+                    job = await self.service.get(job_id)
                 except ServiceError:
                     continue
                 seen[job.id] = (job.status, job.progress, job.eta_seconds)

@@ -19,13 +19,21 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bygheartd.jobs import FINAL_STATUSES, Job
 
-__all__ = ["JOB_FILE", "KEEP_SECONDS", "ORPHAN_SECONDS", "kept_audio", "reuse", "sweep"]
+__all__ = [
+    "JOB_FILE",
+    "KEEP_SECONDS",
+    "ORPHAN_SECONDS",
+    "job_ids",
+    "kept_audio",
+    "reuse",
+    "sweep",
+]
 
 KEEP_SECONDS = 7 * 24 * 3600
 ORPHAN_SECONDS = 24 * 3600
@@ -66,9 +74,28 @@ def reuse(original: Path, target: Path) -> None:
         target.chmod(0o600)
 
 
+def _folders(root: Path) -> list[Path]:
+    try:
+        return [p for p in root.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+
+
+def _job_id(folder: Path) -> str:
+    try:
+        return (folder / JOB_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def job_ids(root: Path) -> set[str]:
+    """The jobs the upload folders under `root` belong to (blocking), for `sweep`."""
+    return {job_id for folder in _folders(root) if (job_id := _job_id(folder))}
+
+
 def sweep(
     root: Path,
-    job_of: Callable[[str], Job | None],
+    jobs: Mapping[str, Job | None],
     *,
     keep_seconds: float = KEEP_SECONDS,
     orphan_seconds: float = ORPHAN_SECONDS,
@@ -76,18 +103,12 @@ def sweep(
 ) -> list[Path]:
     """Delete the upload folders under `root` nothing needs any more; returns them.
 
-    `job_of(id)` is the job, or None when it is gone from the store."""
+    `jobs` maps the ids `job_ids` found to the job, or to None when it is gone from the
+    store; a folder whose job is not in `jobs` (a submit that came since) is left alone."""
     moment = now or datetime.now(UTC)
     removed: list[Path] = []
-    try:
-        folders = [p for p in root.iterdir() if p.is_dir()]
-    except OSError:
-        return removed
-    for folder in folders:
-        try:
-            job_id = (folder / JOB_FILE).read_text(encoding="utf-8").strip()
-        except OSError:
-            job_id = ""
+    for folder in _folders(root):
+        job_id = _job_id(folder)
         if not job_id:
             try:
                 age = time.time() - folder.stat().st_mtime
@@ -96,7 +117,9 @@ def sweep(
             if age < orphan_seconds:
                 continue  # a submit may be writing it right now
         else:
-            job = job_of(job_id)
+            if job_id not in jobs:
+                continue  # not looked up: its job is new, so not final
+            job = jobs[job_id]
             if job is not None:
                 if job.status not in FINAL_STATUSES:
                     continue  # queued, running, held: the engine still needs the audio

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from bygheartd.jobs import Job
 
 __all__ = [
     "LengthCache",
+    "LengthLook",
     "TakeView",
     "UsageBar",
     "audio_files",
@@ -185,6 +186,22 @@ def file_length(path: Path) -> float | None:
     return float(length) if isinstance(length, int | float) and length > 0 else None
 
 
+@dataclass(frozen=True)
+class LengthLook:
+    """What `LengthCache.look` found for a job: its takes, the sidecar's signature, and the
+    lengths measured before when the signature has not changed."""
+
+    files: list[Path]
+    stamp: tuple[Any, ...]
+    known: list[float | None] | None
+    has_sidecar: bool
+
+    @property
+    def needs_sidecar(self) -> bool:
+        """True when the sidecar must be read (it changed since the lengths were measured)."""
+        return self.known is None and self.has_sidecar
+
+
 class LengthCache:
     """The measured length of each take of a job, for the library rows: from the sidecar's
     `quality` figures, else from the audio file's header.
@@ -192,6 +209,8 @@ class LengthCache:
     A page shows 25 rows; reading and parsing 25 sidecars (with their waveform peaks) for
     every page view would cost more than the page itself, so lengths are kept in memory
     and re-read only when the sidecar's size or modification time changes (one `stat`).
+    Two steps, both blocking: `look` (the `stat`), then, once the caller has read the
+    sidecars that `needs_sidecar` asks for, `measure`.
     """
 
     def __init__(self, limit: int = 5000) -> None:
@@ -199,15 +218,11 @@ class LengthCache:
         self._known: dict[str, tuple[Any, list[float | None]]] = {}
         self._lock = threading.Lock()
 
-    def lengths(
-        self,
-        job: Job,
-        sidecar_path: Path | None,
-        read_sidecar: Callable[[], Mapping[str, Any] | None],
-    ) -> list[float | None]:
+    def look(self, job: Job, sidecar_path: Path | None) -> LengthLook:
+        """The job's takes and the lengths known for them (blocking: a `stat`)."""
         files = audio_files(job)
         if not files:
-            return []
+            return LengthLook(files, (), [], False)
         try:
             info = sidecar_path.stat() if sidecar_path is not None else None
             side = (info.st_mtime_ns, info.st_size) if info is not None else None
@@ -216,13 +231,21 @@ class LengthCache:
         stamp = (side, tuple(str(p) for p in files))
         with self._lock:
             known = self._known.get(job.id)
-        if known is not None and known[0] == stamp:
-            return known[1]
+        found = known[1] if known is not None and known[0] == stamp else None
+        return LengthLook(files, stamp, found, side is not None)
+
+    def measure(
+        self, job: Job, look: LengthLook, sidecar: Mapping[str, Any] | None
+    ) -> list[float | None]:
+        """The lengths of `look`'s takes, from `sidecar` (read when `look.needs_sidecar`)
+        or the files' headers (blocking), kept for the next look."""
+        if look.known is not None:
+            return look.known
         entries = quality_entries(
-            read_sidecar() if side is not None else None, [p.name for p in files]
+            sidecar if look.has_sidecar else None, [p.name for p in look.files]
         )
         found: list[float | None] = []
-        for path, quality in zip(files, entries, strict=True):
+        for path, quality in zip(look.files, entries, strict=True):
             value = quality.get("duration")
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                 found.append(float(value))
@@ -230,7 +253,7 @@ class LengthCache:
                 found.append(file_length(path))
         with self._lock:
             self._known.pop(job.id, None)
-            self._known[job.id] = (stamp, found)
+            self._known[job.id] = (look.stamp, found)
             while len(self._known) > self.limit:
                 self._known.pop(next(iter(self._known)))
         return found

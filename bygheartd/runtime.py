@@ -11,27 +11,88 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hashlib
 import logging
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from bygheartd.api.client import BygheartClient
-from bygheartd.api.factory import make_client
+from bygheartd.api.factory import NoApiKey, make_client, make_server_client, no_key_message
 from bygheartd.config import Config, LiveConfig, find_api_key, key_sources_signature
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock, EngineRole, holder_role
 from bygheartd.engine.pool import unusable_pool
 from bygheartd.engine.ticker import Tick
 from bygheartd.errors import BygheartdError, ConfigError
-from bygheartd.hooks.host import PluginHost
+from bygheartd.hooks.discovery import (
+    entry_point_candidates,
+    first_party_candidates,
+    path_candidates,
+)
+from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
 from bygheartd.jobs import ACTIVE_STATUSES
-from bygheartd.runtime.plugins import plugin_settings
 from bygheartd.service.service import SongService
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.threaded import SqliteJobStore
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "EngineRole",
+    "NoApiKey",
+    "Runtime",
+    "announce_restored",
+    "describe_plugins",
+    "make_client",
+    "make_server_client",
+    "no_key_message",
+    "open_service",
+    "open_store",
+    "plugin_name_problems",
+    "plugin_settings",
+]
+
+
+def plugin_settings(config: Config) -> PluginSettings:
+    return PluginSettings(
+        enabled=list(config.plugins.enabled),
+        disabled=list(config.plugins.disabled),
+        paths=[Path(p).expanduser() for p in config.plugins.paths],
+        hook_timeout_seconds=config.plugins.hook_timeout_seconds,
+        tables=config.plugins.tables(),
+    )
+
+
+def describe_plugins(config: Config) -> list[PluginInfo]:
+    """Every plugin found for this config, loaded or not, with its hooks and load error."""
+    return PluginHost.load(plugin_settings(config)).describe()
+
+
+def plugin_name_problems(config: Config) -> list[str]:
+    """Names in `[plugins] enabled`/`disabled` that no installed plugin has, each with the
+    nearest real name: a typo there silently turns a plugin off (or fails to), and `config
+    check` is where people look. Discovery only lists names; no plugin code is imported."""
+    paths = [Path(p).expanduser() for p in config.plugins.paths]
+    candidates = first_party_candidates() + entry_point_candidates() + path_candidates(paths)
+    known = sorted({c.name for c in candidates})
+    problems = []
+    for where, names in (
+        ("enabled", config.plugins.enabled),
+        ("disabled", config.plugins.disabled),
+    ):
+        for name in names:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "installed: " + (", ".join(known) or "none")
+            )
+            problems.append(f"unknown plugin {name!r} in [plugins] {where}: {hint}")
+    return problems
 
 
 def open_store(config: Config) -> JobStore:
@@ -44,6 +105,21 @@ def open_service(config: Config | LiveConfig) -> SongService:
     the caller closes it (`await service.close()`)."""
     live = LiveConfig.of(config)
     return SongService(live, open_store(live.current))
+
+
+async def announce_restored(config: Config, job_ids: list[str]) -> None:
+    """After `store restore` failed the jobs that were waiting to be sent: the same
+    note in failed/ and `on_failed` as any other failure, finished before returning."""
+    if not job_ids:
+        return
+    plugins = await asyncio.to_thread(PluginHost.load, plugin_settings(config))
+    service = SongService(config, open_store(config), plugins=lambda: plugins)
+    try:
+        jobs = [await service.get(job_id) for job_id in job_ids]
+        await service.lifecycle.restored(jobs)
+        await service.lifecycle.drain(config.plugins.hook_timeout_seconds + 5)
+    finally:
+        await service.close()
 
 
 def _key_fingerprint(config: Config) -> str | None:
