@@ -107,11 +107,15 @@ def _request_data(n: int) -> dict[str, Any]:
     }
 
 
-def _enqueue(service: Any, count: int, start: int = 0) -> list[str]:
+async def _enqueue(service: Any, count: int, start: int = 0) -> list[str]:
+    from bygheartd.jobs import Origin
+    from bygheartd.service.submission import Submission
+
     ids = []
     for n in range(start, start + count):
         request = service.build_request(_request_data(n))
-        ids.append(service.enqueue(request, source=f"bench-{n}.txt").job.id)
+        submission = Submission(request, Origin.CLI, source=f"bench-{n}.txt")
+        ids.append((await service.submit(submission)).job.id)
     return ids
 
 
@@ -119,7 +123,7 @@ async def _wait_all_final(store: Any, total: int, timeout: float) -> dict[str, i
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        counts: dict[str, int] = store.counts()
+        counts: dict[str, int] = await store.counts()
         final = sum(counts.get(s, 0) for s in ("done", "failed", "cancelled"))
         if final >= total:
             return counts
@@ -144,15 +148,14 @@ async def _run_songs(
     sim: Any, root: Path, songs: int, queue: dict[str, float | int]
 ) -> dict[str, Any]:
     from bygheartd.config import load_config
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     config = load_config(write_config(root, sim.base_url, queue))
     httpx.post(f"{sim.base_url}/_sim/reset", json={}, timeout=10)
-    async with Runtime(config, owner="bench") as runtime:
+    async with Runtime(config, role=EngineRole.SUBMIT) as runtime:
         assert runtime.engine_running, runtime.engine_error
         started = time.perf_counter()
-        _enqueue(runtime.service, songs)
-        runtime.wake()
+        await _enqueue(runtime.service, songs)
         counts = await _wait_all_final(runtime.store, songs, timeout=600)
         wall = time.perf_counter() - started
     stats = httpx.get(f"{sim.base_url}/_sim/stats", timeout=10).json()
@@ -301,17 +304,19 @@ async def bench_spread(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
 
 def _fill_store(config_path: Path, count: int) -> float:
     from bygheartd.config import load_config
-    from bygheartd.service.service import SongService
-    from bygheartd.store.store import Store
+    from bygheartd.service.service import open_service
 
     config = load_config(config_path)
-    store = Store.open(config.state_dir)
-    service = SongService(config, store)
-    started = time.perf_counter()
-    _enqueue(service, count)
-    elapsed = time.perf_counter() - started
-    store.close()
-    return elapsed
+
+    async def fill() -> float:
+        service = open_service(config)
+        started = time.perf_counter()
+        await _enqueue(service, count)
+        elapsed = time.perf_counter() - started
+        await service.close()
+        return elapsed
+
+    return asyncio.run(fill())
 
 
 def _resume_child(config_path: Path) -> None:
@@ -319,14 +324,14 @@ def _resume_child(config_path: Path) -> None:
     import psutil  # type: ignore[import-untyped]
 
     from bygheartd.config import load_config
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     proc = psutil.Process()
     config = load_config(config_path)
     result: dict[str, Any] = {"rss_before_mb": proc.memory_info().rss / 2**20}
 
     async def main() -> None:
-        runtime = Runtime(config, owner="bench-resume")
+        runtime = Runtime(config, role=EngineRole.SUBMIT)
         started = time.perf_counter()
         await runtime.__aenter__()
         result["runtime_start_seconds"] = time.perf_counter() - started
@@ -342,7 +347,7 @@ def _resume_child(config_path: Path) -> None:
         await runtime.stop_engine(drain_seconds=5)
         # Engine.start alone, on the same store (the lock is free again)
         from bygheartd.engine.engine import Engine
-        from bygheartd.service.runtime import make_client
+        from bygheartd.runtime import make_client
 
         client = make_client(config)
         engine2 = Engine(config, runtime.store, client, None)

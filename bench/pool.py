@@ -146,7 +146,10 @@ def write_config(root: Path, urls: list[str]) -> Path:
     return path
 
 
-def _enqueue(service: Any, count: int) -> list[str]:
+async def _enqueue(service: Any, count: int) -> list[str]:
+    from bygheartd.jobs import Origin
+    from bygheartd.service.submission import Submission
+
     ids = []
     for n in range(count):
         request = service.build_request(
@@ -158,7 +161,8 @@ def _enqueue(service: Any, count: int) -> list[str]:
                 "lyrics": "[Verse]\nla la la\n[Chorus]\noh oh oh",
             }
         )
-        ids.append(service.enqueue(request, source=f"pool-{n}.txt").job.id)
+        submission = Submission(request, Origin.CLI, source=f"pool-{n}.txt")
+        ids.append((await service.submit(submission)).job.id)
     return ids
 
 
@@ -167,25 +171,24 @@ async def _run(
 ) -> dict[str, Any]:
     from bygheartd.config import load_config
     from bygheartd.jobs import FINAL_STATUSES, JobStatus
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     config = load_config(write_config(work, [s.url for s in servers]))
     killed: dict[str, Any] | None = None
-    async with Runtime(config, owner="bench") as runtime:
+    async with Runtime(config, role=EngineRole.SUBMIT) as runtime:
         assert runtime.engine_running, runtime.engine_error
         queued_at = time.perf_counter()
-        ids = _enqueue(runtime.service, songs)
+        ids = await _enqueue(runtime.service, songs)
         # The clock starts with the queue full: filling it (one fsynced insert a song) is
         # the same work for any number of servers.
         started = time.perf_counter()
         enqueue_seconds = started - queued_at
-        runtime.wake()
         while True:
-            counts = runtime.store.counts()
+            counts = await runtime.store.counts()
             finished = sum(counts.get(s.value, 0) for s in FINAL_STATUSES)
             if kill_after is not None and killed is None and counts.get("done", 0) >= kill_after:
                 victim = servers[1]
-                on_it = runtime.store.counts_by_server([JobStatus.RUNNING])
+                on_it = await runtime.store.counts_by_server([JobStatus.RUNNING])
                 victim.kill(keep_counters=True)
                 victim.start()  # at once, knowing nothing: its tasks answer "[]"
                 killed = {
@@ -200,8 +203,8 @@ async def _run(
                 raise TimeoutError(f"not finished after 900 s: {counts}")
             await asyncio.sleep(0.05)
         wall = time.perf_counter() - started
-        jobs = [runtime.store.get(i) for i in ids]
-        histories = {j.id: [e.event for e in runtime.store.history(j.id)] for j in jobs}
+        jobs = [await runtime.store.get(i) for i in ids]
+        histories = {j.id: [e.event for e in await runtime.store.history(j.id)] for j in jobs}
     totals: Counter[str] = Counter()
     for server in servers:
         totals += server.totals()

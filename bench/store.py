@@ -57,13 +57,15 @@ def fill_store(config_path: Path, count: int) -> tuple[float, str]:
     from bygheartd.jobs import JobFile, JobStatus, utcnow
     from bygheartd.service.service import SongService
     from bygheartd.store.store import Store
+    from bygheartd.store.threaded import SqliteJobStore
 
     config = load_config(config_path)
     store = Store.open(config.state_dir)
     # The store fsyncs every commit (a power cut must not lose a `submitting` mark); for
     # building a throw-away store that only costs time.
     store._db.execute("PRAGMA synchronous = OFF")
-    service = SongService(config, store)
+    # Only for its request rules (no store work): the jobs go straight into the file.
+    service = SongService(config, SqliteJobStore.open(config.state_dir))
     started = time.perf_counter()
     some_done = ""
     for n in range(count):
@@ -76,7 +78,14 @@ def fill_store(config_path: Path, count: int) -> tuple[float, str]:
                 "lyrics": "[Verse]\nla la la\n[Chorus]\noh oh oh\n" * 4,
             }
         )
-        job = service.enqueue(request, source=f"store-{n}.txt").job
+        job = store.insert_job(
+            title=request.display_title(""),
+            model=request.model,
+            request=request.model_dump(mode="json", exclude_none=True),
+            api_body=request.to_api_body(),
+            credits=request.credit_cost(config.backend),
+            source=f"store-{n}.txt",
+        )
         if n % 10 == 9:
             continue
         store.transition(job.id, JobStatus.SUBMITTING, event="submitting", attempts=1)
@@ -89,6 +98,7 @@ def fill_store(config_path: Path, count: int) -> tuple[float, str]:
             progress=0.0,
         )
         store.transition(job.id, JobStatus.DOWNLOADING, event="generated", progress=1.0)
+        store.transition(job.id, JobStatus.PROCESSING, event="downloaded")
         path = config.folders.output / f"store-song-{n}.mp3"
         store.transition(
             job.id,
@@ -101,6 +111,7 @@ def fill_store(config_path: Path, count: int) -> tuple[float, str]:
         some_done = job.id
     elapsed = time.perf_counter() - started
     store.close()
+    service.store.close_sync()  # type: ignore[attr-defined]
     return elapsed, some_done
 
 
@@ -152,12 +163,12 @@ async def time_mcp_list(config_path: Path, runs: int) -> dict[str, float]:
 
     from bygheartd.config import load_config
     from bygheartd.mcp.server import build_server
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     config = load_config(config_path)
     times = []
     async with (
-        Runtime(config, owner="bench-store", engine=False) as runtime,
+        Runtime(config, role=EngineRole.MCP, engine=False) as runtime,
         Client(build_server(runtime.service)) as client,
     ):
         await client.call_tool("list_songs", {})

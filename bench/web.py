@@ -31,7 +31,7 @@ import httpx
 from bygheartd.config import Config, parse_config
 from bygheartd.jobs import JobFile, JobStatus
 from bygheartd.mcp.http import McpHttpServer
-from bygheartd.service.service import SongService
+from bygheartd.service.service import open_service
 from bygheartd.store.store import Store
 from bygheartd.web.app import web_routes
 
@@ -89,10 +89,10 @@ def fill(store: Store, output: Path, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure(config: Config, store: Store) -> dict[str, dict[str, float]]:
+async def measure(config: Config) -> dict[str, dict[str, float]]:
     token_file = Path(config.state_dir) / "token"
     token_file.write_text(TOKEN, encoding="utf-8")
-    service = SongService(config, store)
+    service = open_service(config)
     server = McpHttpServer(service, mcp=False, extra_routes=lambda t: web_routes(service, TOKEN))
     app = server.app(None)
     transport = httpx.ASGITransport(app=app)
@@ -102,7 +102,7 @@ async def measure(config: Config, store: Store) -> dict[str, dict[str, float]]:
         transport=transport, base_url="http://127.0.0.1:8765", headers=headers
     ) as http:
         # Each run finds page 1's 25 sidecars changed (a new mtime), so it reads them all.
-        jobs, _ = service.search("", None, limit=25)
+        jobs, _ = await service.search("", None, limit=25)
         sidecars = [config.folders.output / f"{j.base_name}.json" for j in jobs if j.base_name]
         reply = await http.get("/")  # warm-up (templates compiled)
         cold = []
@@ -138,6 +138,7 @@ async def measure(config: Config, store: Store) -> dict[str, dict[str, float]]:
                 ),
                 "bytes": len(reply.content),
             }
+    await service.close()
     return results
 
 
@@ -157,8 +158,8 @@ def main() -> int:
         config = make_config(Path(tmp))
         store = Store.open(config.state_dir)
         fill_seconds = fill(store, config.folders.output, count)
-        figures = asyncio.run(measure(config, store))
         store.close()
+        figures = asyncio.run(measure(config))
     print(f"library page server time over {count:,} jobs ({RUNS} runs each, 25 jobs a page)")
     print(f"{'request':<24} {'median ms':>10} {'p95 ms':>10} {'KiB':>8}")
     for name, row in figures.items():

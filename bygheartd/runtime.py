@@ -33,9 +33,8 @@ from bygheartd.hooks.discovery import (
 )
 from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
 from bygheartd.jobs import ACTIVE_STATUSES
-from bygheartd.service.service import SongService
-from bygheartd.store.boundary import JobStore
-from bygheartd.store.threaded import SqliteJobStore
+from bygheartd.service.service import SongService, open_service
+from bygheartd.store.opening import open_store
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +92,6 @@ def plugin_name_problems(config: Config) -> list[str]:
             )
             problems.append(f"unknown plugin {name!r} in [plugins] {where}: {hint}")
     return problems
-
-
-def open_store(config: Config) -> JobStore:
-    """The job store `config` names: SQLite in its state folder."""
-    return SqliteJobStore.open(config.state_dir)
-
-
-def open_service(config: Config | LiveConfig) -> SongService:
-    """A service over the store, without an engine (read-only commands, `store` care);
-    the caller closes it (`await service.close()`)."""
-    live = LiveConfig.of(config)
-    return SongService(live, open_store(live.current))
 
 
 async def announce_restored(config: Config, job_ids: list[str]) -> None:

@@ -22,9 +22,9 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from bygheartd import catalog
 from bygheartd.cli.main import main as cli_main
-from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.lock import EngineLock, EngineRole
 from bygheartd.mcp.server import GUIDE_URI, build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import Runtime
 from bygheartd.simulator import RunningSimulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def test_guide_piped_prints_the_packaged_markdown_that_mcp_serves_too() -> None:
 @pytest.mark.anyio
 async def test_the_mcp_guide_resource_is_the_same_text(make_config: MakeConfig) -> None:
     async with (
-        Runtime(make_config(None), owner="test", engine=False) as rt,
+        Runtime(make_config(None), role=EngineRole.MCP, engine=False) as rt,
         Client(build_server(rt.service)) as client,
     ):
         contents = (await client.read_resource(GUIDE_URI)).contents
@@ -207,12 +207,12 @@ def test_every_json_flag_and_demo_dir_have_help() -> None:
 def test_status_json_gives_the_lock_holders_start_as_iso(offline_cfg: Path, tmp_path: Path) -> None:
     state = tmp_path / "bgh" / "state"
     lock = EngineLock(state)
-    assert lock.try_acquire("a test holding the lock")
+    assert lock.try_acquire(EngineRole.MCP)  # an assistant's in-process engine
     try:
         data = json.loads(bgh("status", "--json", config=offline_cfg).stdout)
     finally:
         lock.release()
-    assert data["engine"]["owner"] == "a test holding the lock"
+    assert data["engine"]["owner"] == "bygheartd mcp"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["engine"]["since"])
 
 
@@ -264,7 +264,7 @@ def test_list_and_show_give_what_was_charged_beside_the_cost(cfg: Path, tmp_path
 
 @pytest.fixture
 async def idle_runtime(make_config: MakeConfig) -> AsyncIterator[Runtime]:
-    async with Runtime(make_config(None), owner="test", engine=False) as rt:
+    async with Runtime(make_config(None), role=EngineRole.MCP, engine=False) as rt:
         yield rt
 
 

@@ -13,12 +13,11 @@ from typing import Any
 import anyio
 import pytest
 import soundfile
-from _jobs import song, until
+from _jobs import force_state, song, until
 from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.jobs import Job, JobStatus, utcnow
-from bygheartd.service.runtime import Runtime
-from bygheartd.service.service import SongService
+from bygheartd.runtime import EngineRole, Runtime, open_service
 from bygheartd.simulator import RunningSimulator, key_label
 from bygheartd.store.store import Store
 
@@ -26,12 +25,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def make_songs(runtime: Runtime, tmp_path: Path, n: int, **front: Any) -> list[Job]:
-    jobs = [
-        runtime.service.enqueue_file(song(tmp_path, f"song{i}.txt", title=f"Song {i}", **front))
+    return [
+        await runtime.service.submit_file(
+            song(tmp_path, f"song{i}.txt", title=f"Song {i}", **front)
+        )
         for i in range(n)
     ]
-    runtime.wake()
-    return jobs
 
 
 async def finish(runtime: Runtime, jobs: list[Job], timeout: float = 30) -> list[Job]:
@@ -47,7 +46,7 @@ async def test_song_file_becomes_verified_audio_and_sidecar(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> None:
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(
             runtime, await make_songs(runtime, tmp_path, 1, takes=2, seed=[11, 22])
         )
@@ -75,7 +74,7 @@ async def test_in_flight_tasks_are_polled_in_one_batched_call(
 ) -> None:
     simulator.set_faults(latency=1.0)
     config = make_config(simulator, queue={"max_in_flight": 12, "poll_min_seconds": 0.3})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         jobs = await finish(runtime, await make_songs(runtime, tmp_path, 12))
     assert all(j.status is JobStatus.DONE for j in jobs)
     stats = simulator.sim.stats
@@ -89,9 +88,9 @@ async def test_rate_limit_holds_the_job_then_it_finishes(
 ) -> None:
     simulator.set_faults(rate_limit_burst=1, retry_after=0.5)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
-        history = runtime.store.history(job.id)
+        history = await runtime.store.history(job.id)
     assert job.status is JobStatus.DONE
     assert any(e.to_status == "held" and "rate limited" in (e.reason or "") for e in history)
     assert server_credits(simulator)["submits"] == 1
@@ -102,7 +101,7 @@ async def test_gateway_errors_and_dropped_downloads_are_survived(
 ) -> None:
     simulator.set_faults(error_burst=2, error_status=503, drop_download_burst=2)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         jobs = await finish(runtime, await make_songs(runtime, tmp_path, 2))
     assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE]
     assert not list(config.folders.output.glob("*.part"))
@@ -113,15 +112,14 @@ async def test_failed_generation_is_refunded_and_ledgers_agree(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> None:
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         good = await make_songs(runtime, tmp_path, 2, model="bygheart-studio-pro")
-        bad = runtime.service.enqueue_file(
+        bad = await runtime.service.submit_file(
             song(tmp_path, "bad.txt", title="Bad", style="please FAIL this one")
         )
-        runtime.wake()
         jobs = await finish(runtime, [*good, bad])
-        credits = runtime.service.credits()
-        history = runtime.store.history(bad.id)
+        credits = await runtime.service.credits()
+        history = await runtime.store.history(bad.id)
     assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE, JobStatus.FAILED]
     assert "failed on the server" in (jobs[2].reason or "")
     assert any(e.event == "refunded" for e in history)
@@ -135,7 +133,7 @@ async def test_forgotten_task_fails_after_the_grace_period_without_refund(
 ) -> None:
     simulator.set_faults(forget_rate=1.0, latency=0.1)
     config = make_config(simulator, queue={"unknown_grace_seconds": 0.5})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
     assert job.status is JobStatus.FAILED
     assert "no longer knows this task" in (job.reason or "")
@@ -148,22 +146,23 @@ async def test_a_task_answering_unknown_again_gets_the_full_grace_period(
     """An earlier stretch of `"[]"` (then normal answers) must not shorten the next one."""
     simulator.set_faults(latency=60.0)
     config = make_config(simulator, queue={"unknown_grace_seconds": 2.0})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         store = runtime.store
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Flicker"))
-        runtime.wake()
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Flicker"))
         job = await until(store, job.id, {JobStatus.RUNNING})
         earlier = utcnow().timestamp() - 600  # "[]" for a while, ten minutes ago
-        store.update(job.id, result={**job.result, "unknown_polls": 2, "unknown_since_ts": earlier})
+        await store.update(
+            job.id, result={**job.result, "unknown_polls": 2, "unknown_since_ts": earlier}
+        )
         with anyio.move_on_after(5):  # the task answers normally again
-            while store.get(job.id).result.get("unknown_polls"):
+            while (await store.get(job.id)).result.get("unknown_polls"):
                 await anyio.sleep(0.02)
         simulator.sim.forget([str(job.task_id)])  # and then "[]" again
         polls = simulator.sim.stats.polls
         with anyio.move_on_after(5):
             while simulator.sim.stats.polls < polls + 4:
                 await anyio.sleep(0.02)
-        still = store.get(job.id)
+        still = await store.get(job.id)
         ended = await until(store, job.id, {JobStatus.FAILED})
     assert still.status is JobStatus.RUNNING, still.reason
     assert ended.status is JobStatus.FAILED and "no longer knows" in (ended.reason or "")
@@ -174,7 +173,7 @@ async def test_lost_submit_reply_is_never_resubmitted(
 ) -> None:
     simulator.set_faults(lose_submit_reply=1)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
     assert job.status is JobStatus.FAILED
     assert "submission outcome unknown" in (job.reason or "")
@@ -186,7 +185,7 @@ async def test_lost_submit_reply_is_resubmitted_when_configured(
 ) -> None:
     simulator.set_faults(lose_submit_reply=1)
     config = make_config(simulator, queue={"resubmit_uncertain": True})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
     assert job.status is JobStatus.DONE
     assert simulator.sim.stats.submits == 2
@@ -197,9 +196,9 @@ async def test_server_error_on_submit_fails_with_the_message(
 ) -> None:
     simulator.set_faults(server_error_on_submit=1)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
-        spent = runtime.service.credits()["today"]["spent"]
+        spent = (await runtime.service.credits())["today"]["spent"]
     assert job.status is JobStatus.FAILED
     assert "Internal Server Error" in (job.reason or "")
     assert spent == 0
@@ -213,7 +212,7 @@ async def test_free_plan_key_holds_jobs_with_an_upgrade_message(
 ) -> None:
     monkeypatch.setenv("BYGHEART_API_KEY", "bgh_free_somebody_1234")
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         jobs = await make_songs(runtime, tmp_path, 2)
         held = [await _until(runtime, j, JobStatus.HELD) for j in jobs]
     assert all(j.status is JobStatus.HELD for j in held)
@@ -226,7 +225,7 @@ async def _until(runtime: Runtime, job: Job, status: JobStatus, timeout: float =
 
     with anyio.move_on_after(timeout):
         while True:
-            job = runtime.store.get(job.id)
+            job = await runtime.store.get(job.id)
             if job.status is status:
                 return job
             await anyio.sleep(0.05)
@@ -237,7 +236,7 @@ async def test_daily_cap_holds_the_job_until_the_day_turns(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> None:
     config = make_config(simulator, budget={"daily_credits": 3})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         first, second = await make_songs(runtime, tmp_path, 2, model="bygheart-studio-pro")
         first = await runtime.service.wait(first.id, timeout=20)
         second = await _until(runtime, second, JobStatus.HELD)
@@ -254,24 +253,23 @@ async def test_song_over_the_daily_cap_is_rejected_at_once(
     from bygheartd.errors import RequestError
 
     config = make_config(simulator)
-    async with Runtime(config, owner="test", engine=False) as runtime:
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as runtime:
         path = song(tmp_path, "big.txt", model="bygheart-studio-max", takes=8)
         with pytest.raises(RequestError, match="daily"):
-            runtime.service.enqueue_file(path)
+            await runtime.service.submit_file(path)
 
 
 async def test_cancelled_queued_job_is_never_submitted_and_retry_makes_it(
     simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
 ) -> None:
     config = make_config(simulator)
-    async with Runtime(config, owner="cli", engine=False) as cli:
+    async with Runtime(config, role=EngineRole.SUBMIT, engine=False) as cli:
         [job] = await make_songs(cli, tmp_path, 1)
-        cancelled = cli.service.cancel(job.id[:8])
+        cancelled = await cli.service.cancel(job.id[:8])
     assert cancelled.status is JobStatus.CANCELLED
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         assert simulator.sim.stats.submits == 0
-        runtime.service.retry(job.id)
-        runtime.wake()
+        await runtime.service.retry(job.id)
         [done] = await finish(runtime, [job])
     assert done.status is JobStatus.DONE
     assert simulator.sim.stats.submits == 1
@@ -283,14 +281,14 @@ async def test_retry_keeps_what_the_request_draws_and_drops_what_the_attempt_sai
     config = make_config(simulator, defaults={"style": ""})
     path = tmp_path / "plain.txt"
     path.write_text("---\ntitle: Plain\n---\n[Verse]\nno style was given here\n")
-    async with Runtime(config, owner="cli", engine=False) as cli:
-        job = cli.service.enqueue_file(path)
+    async with Runtime(config, role=EngineRole.SUBMIT, engine=False) as cli:
+        job = await cli.service.submit_file(path)
         [style_warning] = job.warnings
         assert "style" in style_warning
-        cli.service.cancel(job.id)
+        await cli.service.cancel(job.id)
         # as a finished attempt leaves them (delivery appends plugin warnings to the job)
-        cli.service.store.update(job.id, warnings=[style_warning, "take 1 is much shorter"])
-        again = cli.service.retry(job.id)
+        await cli.store.update(job.id, warnings=[style_warning, "take 1 is much shorter"])
+        again = await cli.service.retry(job.id)
     assert again.status is JobStatus.QUEUED
     assert again.warnings == (style_warning,)
 
@@ -301,7 +299,7 @@ async def test_existing_output_is_never_overwritten(
     config = make_config(simulator)
     keep = config.folders.output / "song-0.mp3"
     keep.write_bytes(b"my own file")
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
     assert keep.read_bytes() == b"my own file"
     assert [f.path.name for f in job.files] == ["song-0-2.mp3"]
@@ -315,11 +313,11 @@ async def test_self_hosted_acestep_backend_spends_no_credits(
 
     with run_in_thread(SimulatorSettings(backend="acestep", latency=0.2, seed=3)) as sim:
         config = make_config(sim, api={"backend": "acestep", "base_url": sim.base_url})
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             [job] = await finish(
                 runtime, await make_songs(runtime, tmp_path, 1, model="acestep-v15-turbo")
             )
-            credits = runtime.service.credits()
+            credits = await runtime.service.credits()
             assert runtime.engine is not None
             typical = runtime.engine.poller.typical_seconds
     assert job.status is JobStatus.DONE
@@ -337,7 +335,7 @@ async def test_api_key_never_reaches_logs_store_or_sidecars(
     caplog.set_level(logging.DEBUG)
     simulator.set_faults(error_burst=1, lose_submit_reply=1)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         await finish(runtime, await make_songs(runtime, tmp_path, 2))
     assert TEST_KEY not in caplog.text
     for path in [*config.state_dir.iterdir(), *config.folders.output.iterdir()]:
@@ -353,11 +351,11 @@ async def test_running_jobs_report_progress_and_an_eta(
     simulator.set_faults(latency=2.0)
     config = make_config(simulator)
     seen: list[Job] = []
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [job] = await make_songs(runtime, tmp_path, 1)
         with anyio.move_on_after(10):
             while not seen:
-                current = runtime.store.get(job.id)
+                current = await runtime.store.get(job.id)
                 if current.status is JobStatus.RUNNING and current.eta_seconds is not None:
                     seen.append(current)
                 await anyio.sleep(0.05)
@@ -372,11 +370,10 @@ async def test_once_generation_time_is_known_polls_wait_for_it(
 ) -> None:
     simulator.set_faults(latency=1.5)
     config = make_config(simulator, queue={"poll_min_seconds": 0.1, "poll_max_seconds": 5})
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         [first] = await finish(runtime, await make_songs(runtime, tmp_path, 1))
         polls_for_first = simulator.sim.stats.polls
-        second = runtime.service.enqueue_file(song(tmp_path, "later.txt", title="Later"))
-        runtime.wake()
+        second = await runtime.service.submit_file(song(tmp_path, "later.txt", title="Later"))
         [second] = await finish(runtime, [second])
     polls_for_second = simulator.sim.stats.polls - polls_for_first
     assert first.status is JobStatus.DONE and second.status is JobStatus.DONE
@@ -392,20 +389,19 @@ async def test_cancelled_running_job_is_settled_with_the_servers_outcome(
 ) -> None:
     simulator.set_faults(latency=1.0)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
-        doomed = runtime.service.enqueue_file(
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        doomed = await runtime.service.submit_file(
             song(tmp_path, "doomed.txt", title="Doomed", style="FAIL on purpose")
         )
-        fine = runtime.service.enqueue_file(song(tmp_path, "fine.txt", title="Fine"))
-        runtime.wake()
+        fine = await runtime.service.submit_file(song(tmp_path, "fine.txt", title="Fine"))
         for job in (doomed, fine):
             await _until(runtime, job, JobStatus.RUNNING)
-            runtime.service.cancel(job.id)
+            await runtime.service.cancel(job.id)
         for job in (doomed, fine):
             await _until_settled(runtime, job)
-        doomed_events = [(e.event, e.reason) for e in runtime.store.history(doomed.id)]
-        fine_events = [(e.event, e.reason) for e in runtime.store.history(fine.id)]
-        spent = runtime.service.credits()["today"]["spent"]
+        doomed_events = [(e.event, e.reason) for e in await runtime.store.history(doomed.id)]
+        fine_events = [(e.event, e.reason) for e in await runtime.store.history(fine.id)]
+        spent = (await runtime.service.credits())["today"]["spent"]
     assert ("settled", "failed on the server after the cancel: 1 credit back") in doomed_events
     assert any(e == "settled" and "charged, not downloaded" in (r or "") for e, r in fine_events)
     assert spent == 1 == server_credits(simulator)["used_today"]  # the ledgers agree
@@ -416,7 +412,7 @@ async def _until_settled(runtime: Runtime, job: Job, timeout: float = 15) -> Non
     import anyio
 
     with anyio.fail_after(timeout):
-        while runtime.store.get(job.id).hold_kind is not None:
+        while (await runtime.store.get(job.id)).hold_kind is not None:
             await anyio.sleep(0.05)
 
 
@@ -429,9 +425,8 @@ async def test_a_take_placed_just_before_a_crash_is_adopted_without_a_part_left(
     """`kill -9` after the take was renamed into place, before the store recorded it."""
     config = make_config(simulator)
     output = config.folders.output
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Placed"))
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Placed"))
         job = await runtime.service.wait(job.id, timeout=20)
     assert job.status is JobStatus.DONE
     # the store and the disk as they were at the crash: take placed, nothing recorded
@@ -440,9 +435,9 @@ async def test_a_take_placed_just_before_a_crash_is_adopted_without_a_part_left(
     result = dict(store.get(job.id).result)
     result.pop("downloaded")
     result.pop("postprocess", None)
-    store.transition(job.id, JobStatus.DOWNLOADING, event="crash", files=[], result=result)
+    force_state(store, job.id, JobStatus.DOWNLOADING, event="crash", files=[], result=result)
     store.close()
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         job = await until(runtime.store, job.id, {JobStatus.DONE, JobStatus.FAILED})
     assert job.status is JobStatus.DONE, job.reason
     assert sorted(p.name for p in output.iterdir()) == ["placed.json", "placed.mp3"]
@@ -455,17 +450,16 @@ async def test_cancel_and_retry_during_a_download_never_gives_the_new_job_old_fi
 ) -> None:
     simulator.set_faults(latency=0.5)
     config = make_config(simulator)
-    cli = Store.open(config.state_dir)  # the CLI in another process
-    cli_service = SongService(config, cli)
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Twice"))
-        runtime.wake()
+    cli = Store.open(config.state_dir)  # the CLI in another process: what it sees
+    cli_service = open_service(config)  # and what it does
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Twice"))
         await until(cli, job.id, {JobStatus.RUNNING})
         simulator.set_faults(slow_reply_seconds=1.0)  # the download will take a second
         await until(cli, job.id, {JobStatus.DOWNLOADING})
         first_task = cli.get(job.id).task_id
-        cli_service.cancel(job.id)
-        cli_service.retry(job.id)
+        await cli_service.cancel(job.id)
+        await cli_service.retry(job.id)
         assert runtime.engine is not None
         delivery = runtime.engine.delivery
         with anyio.move_on_after(10):  # the old download completes meanwhile
@@ -474,6 +468,7 @@ async def test_cancel_and_retry_during_a_download_never_gives_the_new_job_old_fi
         simulator.set_faults(slow_reply_seconds=0.0)
         runtime.wake()
         job = await runtime.service.wait(job.id, timeout=20)
+    await cli_service.close()
     cli.close()
     assert job.status is JobStatus.DONE, job.reason
     assert job.task_id != first_task

@@ -17,7 +17,7 @@ from _misbehaving import MisbehavingProxy, Rule
 from conftest import MakeConfig
 
 from bygheartd.jobs import Job, JobStatus
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator
 
 pytestmark = pytest.mark.anyio
@@ -25,16 +25,14 @@ pytestmark = pytest.mark.anyio
 HANG = 60  # an upper bound on waiting for an outcome, never an assertion about time
 
 
-def enqueue(runtime: Runtime, tmp_path: Path, name: str) -> Job:
-    job = runtime.service.enqueue_file(song(tmp_path, f"{name}.txt", title=name))
-    runtime.wake()
-    return job
+async def enqueue(runtime: Runtime, tmp_path: Path, name: str) -> Job:
+    return await runtime.service.submit_file(song(tmp_path, f"{name}.txt", title=name))
 
 
-def held_for_download(runtime: Runtime, job: Job) -> list[str]:
+async def held_for_download(runtime: Runtime, job: Job) -> list[str]:
     return [
         e.reason or ""
-        for e in runtime.store.history(job.id)
+        for e in await runtime.store.history(job.id)
         if e.event == "held (download)" and e.to_status == "held"
     ]
 
@@ -49,13 +47,13 @@ async def test_a_dripping_poll_fails_clearly_and_submits_go_on(
     simulator.set_faults(latency=120.0)  # tasks keep running: only polls happen
     with MisbehavingProxy(simulator.base_url, Rule("POST /query_result", "drip")) as proxy:
         config = make_config(simulator, api={"base_url": proxy.origin, "timeout_seconds": 1})
-        async with Runtime(config, owner="test") as runtime:
-            first = enqueue(runtime, tmp_path, "first")
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            first = await enqueue(runtime, tmp_path, "first")
             first = await until(runtime.store, first.id, {JobStatus.RUNNING})
             with anyio.fail_after(HANG):
                 while not proxy.seen("/query_result"):  # a poll is dripping now
                     await anyio.sleep(0.02)
-            second = enqueue(runtime, tmp_path, "second")
+            second = await enqueue(runtime, tmp_path, "second")
             second = await until(runtime.store, second.id, {JobStatus.RUNNING})
             with anyio.fail_after(HANG):
                 while "poll failed" not in caplog.text:
@@ -78,18 +76,18 @@ async def test_a_stalled_download_holds_only_its_own_job(
         config = make_config(
             simulator, api={"base_url": proxy.origin, "download_stall_seconds": 0.3}
         )
-        async with Runtime(config, owner="test") as runtime:
-            jobs = [enqueue(runtime, tmp_path, name) for name in ("one", "two")]
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            jobs = [await enqueue(runtime, tmp_path, name) for name in ("one", "two")]
             with anyio.fail_after(HANG):
                 while True:
-                    current = [runtime.store.get(j.id) for j in jobs]
+                    current = [await runtime.store.get(j.id) for j in jobs]
                     done = [j for j in current if j.status is JobStatus.DONE]
-                    stuck = [j for j in current if held_for_download(runtime, j)]
+                    stuck = [j for j in current if await held_for_download(runtime, j)]
                     if done and stuck:
                         break
                     await anyio.sleep(0.02)
             [done_job], [stuck_job] = done, stuck
-            holds = [e for e in runtime.store.history(stuck_job.id) if e.to_status == "held"]
+            holds = [e for e in await runtime.store.history(stuck_job.id) if e.to_status == "held"]
     assert stuck_job.id != done_job.id and stuck_job.status is not JobStatus.DONE
     [reason, *_] = [e.reason or "" for e in holds]
     assert reason.startswith("download interrupted: GET /v1/audio?path=")
@@ -106,10 +104,10 @@ async def test_a_download_redirected_to_another_host_fails_once_saying_so(
     away = Rule("GET /v1/audio", "redirect", location="http://cdn.example.invalid/song.mp3")
     with MisbehavingProxy(simulator.base_url, away) as proxy:
         config = make_config(simulator, api={"base_url": proxy.origin})
-        async with Runtime(config, owner="test") as runtime:
-            job = enqueue(runtime, tmp_path, "moved")
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            job = await enqueue(runtime, tmp_path, "moved")
             job = await runtime.service.wait(job.id, timeout=HANG)
-            holds = held_for_download(runtime, job)
+            holds = await held_for_download(runtime, job)
         audio_requests = proxy.seen("/v1/audio")
     assert job.status is JobStatus.FAILED
     reason = job.reason or ""
@@ -130,10 +128,10 @@ async def test_a_result_file_on_another_host_fails_once_without_sending_the_key(
     # name the server itself: another host:port than the API base URL the client uses.
     with MisbehavingProxy(simulator.base_url, rewrite_host=True) as proxy:
         config = make_config(simulator, api={"base_url": proxy.origin})
-        async with Runtime(config, owner="test") as runtime:
-            job = enqueue(runtime, tmp_path, "elsewhere")
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            job = await enqueue(runtime, tmp_path, "elsewhere")
             job = await runtime.service.wait(job.id, timeout=HANG)
-            holds = held_for_download(runtime, job)
+            holds = await held_for_download(runtime, job)
         audio_requests = proxy.seen("/v1/audio")
     server = urlsplit(simulator.base_url)
     assert job.status is JobStatus.FAILED
@@ -153,11 +151,11 @@ async def test_a_rate_limited_download_waits_as_told_and_is_no_strike(
     busy = Rule("GET /v1/audio", "refuse", status=429, retry_after="1", times=3)
     with MisbehavingProxy(simulator.base_url, busy) as proxy:
         config = make_config(simulator, api={"base_url": proxy.origin}, queue={"max_attempts": 1})
-        async with Runtime(config, owner="test") as runtime:
-            job = enqueue(runtime, tmp_path, "busy")
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            job = await enqueue(runtime, tmp_path, "busy")
             job = await runtime.service.wait(job.id, timeout=HANG)
-            holds = [e for e in runtime.store.history(job.id) if e.event == "held (download)"]
-            releases = [e for e in runtime.store.history(job.id) if e.from_status == "held"]
+            holds = [e for e in await runtime.store.history(job.id) if e.event == "held (download)"]
+            releases = [e for e in await runtime.store.history(job.id) if e.from_status == "held"]
     assert job.status is JobStatus.DONE, job.reason
     assert len(holds) == 3 and busy.hits == 3
     assert all((e.reason or "").startswith("download rate-limited: GET /v1/audio") for e in holds)
@@ -177,10 +175,10 @@ async def test_a_download_refused_for_the_key_is_held_never_given_up(
     refused = Rule("GET /v1/audio", "refuse", status=401, times=3)
     with MisbehavingProxy(simulator.base_url, refused) as proxy:
         config = make_config(simulator, api={"base_url": proxy.origin}, queue={"max_attempts": 1})
-        async with Runtime(config, owner="test") as runtime:
-            job = enqueue(runtime, tmp_path, "refused")
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
+            job = await enqueue(runtime, tmp_path, "refused")
             job = await runtime.service.wait(job.id, timeout=HANG)
-            holds = held_for_download(runtime, job)
+            holds = await held_for_download(runtime, job)
     assert job.status is JobStatus.DONE, job.reason
     assert len(holds) == 3 and refused.hits == 3
     assert all(r.startswith("download refused: GET /v1/audio") for r in holds), holds

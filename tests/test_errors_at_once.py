@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ import pytest
 from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.errors import RequestError, SongFileError
+from bygheartd.jobs import Origin
+from bygheartd.runtime import open_service
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Submission
 from bygheartd.songs.request import SongRequest
 from bygheartd.songs.songfile import parse_song_text
-from bygheartd.store.store import Store
 from bygheartd.watch.intake import Intake
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bygheartd"
@@ -118,21 +120,21 @@ def test_an_unclosed_bracket_or_quote_is_reported_on_its_own_line(text: str) -> 
 
 
 @pytest.fixture
-def intake(make_config: MakeConfig) -> Iterator[tuple[Intake, SongService]]:
+async def intake(make_config: MakeConfig) -> AsyncIterator[tuple[Intake, SongService]]:
     config = make_config()
-    store = Store.open(config.state_dir)
-    service = SongService(config, store)
+    service = open_service(config)
     yield Intake(config, service), service
-    store.close()
+    await service.close()
 
 
-def test_the_error_note_lists_every_problem_with_where_and_how(
+@pytest.mark.anyio
+async def test_the_error_note_lists_every_problem_with_where_and_how(
     intake: tuple[Intake, SongService],
 ) -> None:
     drop, _ = intake
     inbox, failed = drop.config.folders.inbox, drop.config.folders.failed
     (inbox / "bad.txt").write_text(THREE_BAD, encoding="utf-8")
-    assert drop.process(inbox / "bad.txt").kind == "rejected"
+    assert (await drop.process(inbox / "bad.txt")).kind == "rejected"
     note = (failed / "bad.txt.error.txt").read_text(encoding="utf-8")
     assert "What is wrong: 3 problems\n" in note
     assert (
@@ -144,30 +146,32 @@ def test_the_error_note_lists_every_problem_with_where_and_how(
     assert "   Where: line 5, key 'key'\n" in note
 
 
-def test_a_drop_without_any_style_is_accepted_with_a_warning_on_its_job(
+@pytest.mark.anyio
+async def test_a_drop_without_any_style_is_accepted_with_a_warning_on_its_job(
     intake: tuple[Intake, SongService],
 ) -> None:
     drop, service = intake
     inbox = drop.config.folders.inbox
     (inbox / "plain.txt").write_text("just lyrics\n", encoding="utf-8")
     (inbox / "styled.txt").write_text(GOOD.format(title="Styled"), encoding="utf-8")
-    assert drop.process(inbox / "plain.txt").kind == "accepted"
-    assert drop.process(inbox / "styled.txt").kind == "accepted"
-    warnings = {job.title: job.warnings for job in service.list()}
+    assert (await drop.process(inbox / "plain.txt")).kind == "accepted"
+    assert (await drop.process(inbox / "styled.txt")).kind == "accepted"
+    warnings = {job.title: job.warnings for job in await service.list()}
     assert warnings["Styled"] == ()
     [warning] = warnings["plain"]
     assert warning.startswith("no style:") and "[defaults] style" in warning
 
 
-def test_a_style_from_the_defaults_means_no_warning(make_config: MakeConfig) -> None:
+@pytest.mark.anyio
+async def test_a_style_from_the_defaults_means_no_warning(make_config: MakeConfig) -> None:
     config = make_config(defaults={"style": "lo-fi piano"})
-    store = Store.open(config.state_dir)
+    service = open_service(config)
     try:
-        service = SongService(config, store)
-        job = service.enqueue(service.build_request({"lyrics": "la la"})).job
+        request = service.build_request({"lyrics": "la la"})
+        job = (await service.submit(Submission(request, Origin.CLI))).job
         assert job.warnings == ()
     finally:
-        store.close()
+        await service.close()
 
 
 # --- 3 and 4. `bygheartd submit` ------------------------------------------------------
@@ -303,10 +307,10 @@ async def test_mcp_reply_carries_the_no_style_warning(make_config: MakeConfig) -
     from mcp.types import TextContent
 
     from bygheartd.mcp.server import build_server
-    from bygheartd.service.runtime import Runtime
+    from bygheartd.runtime import EngineRole, Runtime
 
     async with (
-        Runtime(make_config(None), owner="test", engine=False) as runtime,
+        Runtime(make_config(None), role=EngineRole.MCP, engine=False) as runtime,
         Client(build_server(runtime.service)) as client,
     ):
         bare = await client.call_tool("generate_song", {"lyrics": "la la la", "title": "Bare"})

@@ -42,7 +42,7 @@ from bygheartd.api.client import (
 from bygheartd.config import parse_config
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import ConfigError
-from bygheartd.service.runtime import make_client as runtime_client
+from bygheartd.runtime import make_client as runtime_client
 
 pytestmark = pytest.mark.anyio
 

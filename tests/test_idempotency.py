@@ -4,98 +4,92 @@ returns the key's job, and with another request it is an error naming the key an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from conftest import MakeConfig
 
+from bygheartd.jobs import Origin
+from bygheartd.runtime import open_service
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Enqueued, Submission
+from bygheartd.songs.request import SongRequest
 from bygheartd.store.store import Store
+
+pytestmark = pytest.mark.anyio
 
 LYRICS = "[Verse]\nStreetlights hum a slow refrain\n\n[Chorus]\nCall my name"
 
 
 @pytest.fixture
-def service(make_config: MakeConfig) -> Iterator[SongService]:
-    config = make_config(None)
-    store = Store.open(config.state_dir)
+async def service(make_config: MakeConfig) -> AsyncIterator[SongService]:
+    service = open_service(make_config(None))
     try:
-        yield SongService(config, store)
+        yield service
     finally:
-        store.close()
+        await service.close()
 
 
-def test_the_same_key_with_the_same_normalised_request_returns_the_job(
+async def keyed(service: SongService, request: SongRequest, key: str) -> Enqueued:
+    """What an assistant's `generate_song` with an idempotency key asks of the service."""
+    return await service.submit(Submission(request, Origin.MCP, idempotency_key=key))
+
+
+async def test_the_same_key_with_the_same_normalised_request_returns_the_job(
     service: SongService,
 ) -> None:
-    first = service.enqueue(
+    first = await keyed(
+        service,
         service.build_request({"lyrics": LYRICS, "key": "Am", "time_signature": "4/4"}),
-        origin="mcp",
-        idempotency_key="key-1",
+        "key-1",
     )
     # Spelled differently, normalised the same: the same request.
-    again = service.enqueue(
+    again = await keyed(
+        service,
         service.build_request({"time_signature": "4", "key": "A minor", "lyrics": LYRICS}),
-        origin="mcp",
-        idempotency_key="key-1",
+        "key-1",
     )
     assert first.created and not again.created
     assert again.job.id == first.job.id
-    assert len(service.list()) == 1
+    assert len(await service.list()) == 1
 
 
-def test_the_same_key_with_another_request_is_an_error_naming_the_key_and_the_job(
+async def test_the_same_key_with_another_request_is_an_error_naming_the_key_and_the_job(
     service: SongService,
 ) -> None:
-    first = service.enqueue(
-        service.build_request({"lyrics": LYRICS}), origin="mcp", idempotency_key="key-1"
-    ).job
+    first = (await keyed(service, service.build_request({"lyrics": LYRICS}), "key-1")).job
     with pytest.raises(IdempotencyConflict) as raised:
-        service.enqueue(
-            service.build_request({"lyrics": LYRICS, "bpm": 90}),
-            origin="mcp",
-            idempotency_key="key-1",
-        )
+        await keyed(service, service.build_request({"lyrics": LYRICS, "bpm": 90}), "key-1")
     assert isinstance(raised.value, ServiceError)
     assert raised.value.key == "key-1" and raised.value.job_id == first.id
     assert str(raised.value) == (
         f"idempotency key 'key-1' was used for job {first.id} with a different request: "
         "use a new key, or send the same request to get that job back"
     )
-    assert [job.id for job in service.list()] == [first.id]
+    assert [job.id for job in await service.list()] == [first.id]
 
 
-def test_a_title_is_part_of_the_request_a_key_names(service: SongService) -> None:
-    service.enqueue(
-        service.build_request({"lyrics": LYRICS, "title": "One"}),
-        origin="mcp",
-        idempotency_key="key-1",
-    )
+async def test_a_title_is_part_of_the_request_a_key_names(service: SongService) -> None:
+    await keyed(service, service.build_request({"lyrics": LYRICS, "title": "One"}), "key-1")
     with pytest.raises(IdempotencyConflict):
-        service.enqueue(
-            service.build_request({"lyrics": LYRICS, "title": "Two"}),
-            origin="mcp",
-            idempotency_key="key-1",
-        )
+        await keyed(service, service.build_request({"lyrics": LYRICS, "title": "Two"}), "key-1")
 
 
-def test_a_plugin_changing_the_queued_job_does_not_make_its_own_request_a_conflict(
+async def test_a_plugin_changing_the_queued_job_does_not_make_its_own_request_a_conflict(
     service: SongService,
 ) -> None:
     """The comparison is with the request as it was queued, not as plugins rewrote it."""
     request = service.build_request({"lyrics": LYRICS})
-    first = service.enqueue(request, origin="mcp", idempotency_key="key-1").job
+    first = (await keyed(service, request, "key-1")).job
     changed = service.build_request({"lyrics": LYRICS, "bpm": 120})
-    service.store.update(
+    await service.store.update(
         first.id,
         event="changed by plugins",
         request=changed.model_dump(mode="json", exclude_none=True),
         result=first.result.but(request_before_plugins=first.request),
     )
-    again = service.enqueue(
-        service.build_request({"lyrics": LYRICS}), origin="mcp", idempotency_key="key-1"
-    )
+    again = await keyed(service, service.build_request({"lyrics": LYRICS}), "key-1")
     assert again.job.id == first.id and not again.created
 
 
@@ -124,16 +118,20 @@ def test_processes_racing_with_one_new_key_all_get_the_one_job(make_config: Make
 
 
 def _enqueue_with_key(config_path: str, start: object) -> str:
+    import asyncio
     from pathlib import Path
 
     from bygheartd.config import load_config
 
     config = load_config(Path(config_path))
-    store = Store.open(config.state_dir)
-    try:
-        service = SongService(config, store)
-        request = service.build_request({"lyrics": LYRICS})
-        start.wait(30)  # type: ignore[attr-defined]
-        return service.enqueue(request, origin="mcp", idempotency_key="raced").job.id
-    finally:
-        store.close()
+
+    async def enqueue() -> str:
+        service = open_service(config)
+        try:
+            request = service.build_request({"lyrics": LYRICS})
+            start.wait(30)  # type: ignore[attr-defined]  # all at once, from here
+            return (await keyed(service, request, "raced")).job.id
+        finally:
+            await service.close()
+
+    return asyncio.run(enqueue())

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,11 @@ from conftest import TEST_KEY, MakeConfig
 from bygheartd.api.client import BygheartClient, LmUnavailable, RetryPolicy
 from bygheartd.api.errors import RejectedError
 from bygheartd.config import Config
+from bygheartd.jobs import Origin
+from bygheartd.runtime import open_service
 from bygheartd.service.drafts import inspire, polish
 from bygheartd.service.service import SongService
+from bygheartd.service.submission import Submission
 from bygheartd.simulator import RunningSimulator, SimulatorSettings, run_in_thread
 from bygheartd.songs.request import RequestRules
 from bygheartd.songs.songfile import parse_song_file, parse_song_text
@@ -63,8 +66,16 @@ def backend_config(make_config: MakeConfig, sim: RunningSimulator) -> Config:
     return make_config(sim)
 
 
-def configure(make_config: MakeConfig, sim: RunningSimulator) -> SongService:
-    return SongService.open(backend_config(make_config, sim))
+@pytest.fixture
+async def service(
+    make_config: MakeConfig, backend_sim: RunningSimulator
+) -> AsyncIterator[SongService]:
+    """A service over the store of a config for the simulator (no engine: nothing runs)."""
+    opened = open_service(backend_config(make_config, backend_sim))
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 # -- the client against the simulator ----------------------------------------------------
@@ -182,9 +193,8 @@ async def test_the_helper_bodies_and_envelope_errors_follow_the_contract(
 
 
 async def test_an_inspired_draft_parses_and_queues_as_it_is(
-    backend_sim: RunningSimulator, make_config: MakeConfig
+    backend_sim: RunningSimulator, service: SongService
 ) -> None:
-    service = configure(make_config, backend_sim)
     draft = await service.inspire("A rainy night in Tokyo, city pop", language="en")
     assert draft.title == "Rainy Night in Tokyo"  # named as a Simple-mode song would be
     request = parse_song_text(
@@ -197,15 +207,12 @@ async def test_an_inspired_draft_parses_and_queues_as_it_is(
         "en",
     )
     assert request.style == draft.meta["style"]
-    enqueued = service.enqueue(request, origin="cli")
+    enqueued = await service.submit(Submission(request, Origin.CLI))
     assert enqueued.created and enqueued.job.title == draft.title
     assert backend_sim.sim.stats.submit_attempts == 0  # drafts spend nothing
 
 
-async def test_an_instrumental_draft_says_so(
-    backend_sim: RunningSimulator, make_config: MakeConfig
-) -> None:
-    service = configure(make_config, backend_sim)
+async def test_an_instrumental_draft_says_so(service: SongService) -> None:
     draft = await inspire(service.config, "calm piano for studying", instrumental=True)
     assert draft.instrumental and "instrumental: true" in draft.text()
     request = parse_song_text(draft.text(), service.rules(), name="d.md")
@@ -213,18 +220,16 @@ async def test_an_instrumental_draft_says_so(
 
 
 async def test_a_draft_without_description_is_one_of_the_servers_examples(
-    backend_sim: RunningSimulator, make_config: MakeConfig
+    service: SongService,
 ) -> None:
-    service = configure(make_config, backend_sim)
     draft = await service.inspire(None)
     assert draft.title and draft.meta["style"]
     parse_song_text(draft.text(), service.rules(), name="d.md")
 
 
 async def test_polish_keeps_what_the_model_did_not_change(
-    backend_sim: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+    service: SongService, tmp_path: Path
 ) -> None:
-    service = configure(make_config, backend_sim)
     source = tmp_path / "harbour.md"
     source.write_text(MESSY, encoding="utf-8")
     result = await polish(service.config, source)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from bygheartd.service.service import SongService
-from bygheartd.store.store import Store
+from bygheartd.runtime import open_service
 from bygheartd.watch.intake import Intake
 
 
@@ -73,24 +72,27 @@ CORPUS: list[tuple[str, bytes, tuple[str, ...]]] = [
 
 
 @pytest.fixture
-def intake(make_config: Any) -> Iterator[Intake]:
+async def intake(make_config: Any) -> AsyncIterator[Intake]:
     config = make_config()
-    store = Store.open(config.state_dir)
-    yield Intake(config, SongService(config, store))
-    store.close()
+    service = open_service(config)
+    try:
+        yield Intake(config, service)
+    finally:
+        await service.close()
 
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CORPUS) >= 30
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(("name", "data", "phrases"), CORPUS, ids=[c[0] for c in CORPUS])
-def test_malformed_file_is_rejected_with_a_precise_reason(
+async def test_malformed_file_is_rejected_with_a_precise_reason(
     intake: Intake, name: str, data: bytes, phrases: tuple[str, ...]
 ) -> None:
     inbox, failed = intake.config.folders.inbox, intake.config.folders.failed
     (inbox / name).write_bytes(data)
-    outcome = intake.process(inbox / name)
+    outcome = await intake.process(inbox / name)
     assert outcome.kind == "rejected"
     assert not (inbox / name).exists()
     assert (failed / name).read_bytes() == data  # moved, never changed or deleted
@@ -99,4 +101,4 @@ def test_malformed_file_is_rejected_with_a_precise_reason(
     assert "What is wrong: " in note and "drop the file into the inbox again" in note
     for phrase in phrases:
         assert phrase in note
-    assert intake.service.list() == []
+    assert await intake.service.list() == []

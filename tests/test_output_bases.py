@@ -14,7 +14,7 @@ from conftest import MakeConfig
 
 from bygheartd.engine.naming import choose_base
 from bygheartd.jobs import JobStatus, utcnow
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator
 from bygheartd.store.store import Store
 
@@ -72,9 +72,8 @@ async def test_a_failing_job_removes_only_its_own_part_files(
     (output / ".song.json.tmp").mkdir()  # job "Song" cannot finish: it fails
     other = output / "songbird.part"  # another job's download in progress
     other.write_bytes(b"ID3 half a song")
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Song"))
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Song"))
         job = await runtime.service.wait(job.id, timeout=20)
     assert job.status is JobStatus.FAILED
     assert other.exists()

@@ -15,7 +15,7 @@ import soundfile
 from conftest import MakeConfig
 
 from bygheartd.jobs import Job, JobStatus
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 pytestmark = pytest.mark.anyio
@@ -79,10 +79,9 @@ async def test_song_arrives_in_the_library_tagged_and_normalised_despite_broken_
     config = parse_config(raw)
     song = tmp_path / "library-song.txt"
     song.write_text(SONG)
-    async with Runtime(config, owner="test") as runtime:
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         infos = {i.name: i for i in runtime.plugins.describe()} if runtime.plugins else {}
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+        job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=60)
     assert infos["broken_import"].error and not infos["broken_import"].enabled
     assert job.status is JobStatus.DONE, job.reason
@@ -125,14 +124,12 @@ async def test_before_submit_changes_apply_once_across_holds_and_retries(
     config = make_config(simulator, plugins={"enabled": [], "paths": [str(folder)]})
     song = tmp_path / "song.txt"
     song.write_text(SONG)
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song)
         held = await _until_status(runtime, job.id, JobStatus.HELD)
         simulator.set_faults(server_error_on_submit=1)
         failed = await runtime.service.wait(job.id, timeout=30)
-        runtime.service.retry(job.id)
-        runtime.wake()
+        await runtime.service.retry(job.id)
         done = await runtime.service.wait(job.id, timeout=30)
     assert held.hold_kind == "rate"
     assert failed.status is JobStatus.FAILED and "Internal Server Error" in (failed.reason or "")
@@ -144,6 +141,6 @@ async def _until_status(runtime: Runtime, job_id: str, status: JobStatus) -> Job
     import anyio
 
     with anyio.fail_after(15):
-        while (job := runtime.store.get(job_id)).status is not status:
+        while (job := await runtime.store.get(job_id)).status is not status:
             await anyio.sleep(0.02)
     return job

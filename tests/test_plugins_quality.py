@@ -22,7 +22,7 @@ from plugin_fixtures.factories import first_party, make_job, plugin_folder, writ
 from bygheartd.config import parse_config
 from bygheartd.hooks.host import CompleteOutcome, PluginHost, PluginSettings
 from bygheartd.jobs import JobStatus
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 pytestmark = pytest.mark.anyio
@@ -285,9 +285,8 @@ async def test_a_simulated_song_gets_figures_and_warnings_and_a_sidecar_true_to_
     config = make_config(simulator, plugins={"enabled": ["quality", "tags"]})
     song = tmp_path / "quality-song.txt"
     song.write_text(SONG)
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=60)
     assert job.status is JobStatus.DONE, job.reason
     sidecar = json.loads((config.folders.output / "quality-song.json").read_text())

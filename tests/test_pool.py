@@ -4,10 +4,12 @@ that make a lost task again exactly once."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from bygheartd.config import Config, parse_config
 from bygheartd.engine.lost import ONE_HOUR_REASON
 from bygheartd.errors import ConfigError
 from bygheartd.jobs import Job, JobStatus, utcnow
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -39,28 +41,32 @@ def pool_config(make_config: MakeConfig, *urls: str, **queue: Any) -> Config:
 
 
 async def enqueue(runtime: Runtime, folder: Path, n: int, start: int = 0) -> list[Job]:
-    jobs = [
-        runtime.service.enqueue_file(
+    return [
+        await runtime.service.submit_file(
             song(folder, f"song{i}.txt", title=f"Pool song {i}", model=MODEL)
         )
         for i in range(start, start + n)
     ]
-    runtime.wake()
-    return jobs
 
 
 async def finish(runtime: Runtime, jobs: list[Job], timeout: float = 60) -> list[Job]:
     return [await runtime.service.wait(j.id, timeout=timeout, interval=0.05) for j in jobs]
 
 
-async def until(predicate: Any, timeout: float = 30) -> None:
+async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 30) -> None:
+    """Until `predicate` (a plain or an async function) holds."""
     with anyio.fail_after(timeout):
-        while not predicate():
+        while True:
+            holds = predicate()
+            if inspect.isawaitable(holds):
+                holds = await holds
+            if holds:
+                return
             await anyio.sleep(0.02)
 
 
-def events(runtime: Runtime, job: Job) -> list[str]:
-    return [e.event for e in runtime.service.history(job)]
+async def events(runtime: Runtime, job: Job) -> list[str]:
+    return [e.event for e in await runtime.service.history(job)]
 
 
 def downloads_on_disk(config: Config) -> list[Path]:
@@ -169,17 +175,24 @@ async def test_a_pool_makes_songs_in_parallel_and_records_each_server(
     sims = [SimProcess(tmp_path / f"sim{i}", latency=0.4).start() for i in range(3)]
     try:
         config = pool_config(make_config, *(s.url for s in sims))
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             # The first submits fill every server before any server gets a third task.
             jobs = await enqueue(runtime, tmp_path, 9)
-            await until(
-                lambda: sum(runtime.store.counts_by_server([JobStatus.RUNNING]).values()) >= 6
-            )
-            busy = runtime.store.counts_by_server([JobStatus.RUNNING])
+
+            async def six_running() -> bool:
+                running = await runtime.store.counts_by_server([JobStatus.RUNNING])
+                return sum(running.values()) >= 6
+
+            await until(six_running)
+            busy = await runtime.store.counts_by_server([JobStatus.RUNNING])
             assert busy == {s.url: 2 for s in sims}
             done = await finish(runtime, jobs)
-            await until(lambda: all(r["avg_seconds"] for r in runtime.service.servers()))
-            status = runtime.service.servers()
+
+            async def all_timed() -> bool:
+                return all(r["avg_seconds"] for r in await runtime.service.servers())
+
+            await until(all_timed)
+            status = await runtime.service.servers()
         stats = [s.stats() for s in sims]
     finally:
         for s in sims:
@@ -214,15 +227,19 @@ async def test_a_server_that_is_down_gets_nothing_until_it_answers(
     late = SimProcess(tmp_path / "late", latency=0.2)  # not started: refuses connections
     try:
         config = pool_config(make_config, up.url, late.url)
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             first = await finish(runtime, await enqueue(runtime, tmp_path, 4))
             assert {j.server for j in first} == {up.url}
-            [down] = [r for r in runtime.service.servers() if r["url"] == late.url]
+            [down] = [r for r in await runtime.service.servers() if r["url"] == late.url]
             assert down["healthy"] is False and "connect" in (down["reason"] or "").lower()
             status = cli(config.source_path or Path(), "status")
             assert f"{late.url}: DOWN" in status.stdout
             late.start()
-            await until(lambda: all(r["healthy"] for r in runtime.service.servers()))
+
+            async def all_healthy() -> bool:
+                return all(r["healthy"] for r in await runtime.service.servers())
+
+            await until(all_healthy)
             second = await finish(runtime, await enqueue(runtime, tmp_path, 4, start=4))
             as_json = json.loads(cli(config.source_path or Path(), "status", "--json").stdout)
     finally:
@@ -246,18 +263,23 @@ async def test_a_server_killed_mid_run_has_its_lost_tasks_made_again_once(
     doomed = SimProcess(tmp_path / "doomed", latency=60).start()
     try:
         config = pool_config(make_config, steady.url, doomed.url)
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             jobs = await enqueue(runtime, tmp_path, 8)
-            await until(
-                lambda: runtime.store.counts_by_server([JobStatus.RUNNING]).get(doomed.url) == 2
-            )
+
+            async def two_on_doomed() -> bool:
+                running = await runtime.store.counts_by_server([JobStatus.RUNNING])
+                return running.get(doomed.url) == 2
+
+            await until(two_on_doomed)
             lost = {
-                j.id for j in runtime.store.list_jobs([JobStatus.RUNNING]) if j.server == doomed.url
+                j.id
+                for j in await runtime.store.list_jobs([JobStatus.RUNNING])
+                if j.server == doomed.url
             }
             doomed.kill()
             doomed.start(latency=0.2)  # back at once, knowing nothing: its tasks answer "[]"
             done = await finish(runtime, jobs)
-            histories = {j.id: runtime.service.history(j) for j in done}
+            histories = {j.id: await runtime.service.history(j) for j in done}
         stats = [steady.stats(), doomed.stats()]
     finally:
         steady.kill()
@@ -289,20 +311,18 @@ async def test_a_single_server_restart_freezes_its_running_task_which_is_made_ag
             api={"backend": "acestep", "base_url": sim.url},
             queue={"max_in_flight": 2, "poll_min_seconds": 0.1, "poll_max_seconds": 0.3},
         )
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             jobs = await enqueue(runtime, tmp_path, 2)
-            await until(
-                lambda: (
-                    len(runtime.store.list_jobs([JobStatus.RUNNING])) == 2
-                    and any(
-                        (j.progress or 0) > 0 for j in runtime.store.list_jobs([JobStatus.RUNNING])
-                    )
-                )
-            )
+
+            async def both_running_one_progressing() -> bool:
+                running = await runtime.store.list_jobs([JobStatus.RUNNING])
+                return len(running) == 2 and any((j.progress or 0) > 0 for j in running)
+
+            await until(both_running_one_progressing)
             assert sim.post("/_sim/restart") == {"frozen": 1, "kept": 1}
             sim.post("/_sim/faults", {"latency": 0.2})
             done = await finish(runtime, jobs)
-            histories = {j.id: runtime.service.history(j) for j in done}
+            histories = {j.id: await runtime.service.history(j) for j in done}
         stats = sim.stats()
     assert all(j.status is JobStatus.DONE for j in done), [j.reason for j in done]
     assert [j.resubmits for j in done] == [1, 1]
@@ -326,21 +346,25 @@ async def test_a_task_the_server_ended_at_its_one_hour_limit_fails_and_is_not_ma
     with SimProcess(tmp_path / "sim", latency=600) as sim:
         sim.start()
         config = pool_config(make_config, sim.url)
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             [job] = await enqueue(runtime, tmp_path, 1)
-            await until(lambda: runtime.store.get(job.id).status is JobStatus.RUNNING)
+
+            async def running() -> bool:
+                return (await runtime.store.get(job.id)).status is JobStatus.RUNNING
+
+            await until(running)
         # The engine stopped an hour ago, as it were: the job was submitted 59 minutes ago,
         # and the server's own limit has passed for its task.
-        async with Runtime(config, owner="test", engine=False) as offline:
-            offline.store.update(
+        async with Runtime(config, role=EngineRole.MCP, engine=False) as offline:
+            await offline.store.update(
                 job.id,
                 expect={JobStatus.RUNNING},
                 submitted_at=utcnow() - timedelta(minutes=59),
             )
         sim.post("/_sim/faults", {"task_timeout_seconds": 0})
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             [failed] = await finish(runtime, [job])
-            names = events(runtime, failed)
+            names = await events(runtime, failed)
         stats = sim.stats()
     assert failed.status is JobStatus.FAILED
     assert ONE_HOUR_REASON in (failed.reason or "")
@@ -375,17 +399,21 @@ async def test_a_server_whose_key_file_is_missing_is_down_until_the_file_appears
             },
             queue={"poll_min_seconds": 0.1, "poll_max_seconds": 0.3},
         )
-        async with Runtime(config, owner="test") as runtime:
+        async with Runtime(config, role=EngineRole.MCP) as runtime:
             assert runtime.service.engine_running
             first = await finish(runtime, await enqueue(runtime, tmp_path, 3))
-            by_url = {r["url"]: r for r in runtime.service.servers()}
+            by_url = {r["url"]: r for r in await runtime.service.servers()}
             shown = cli(config.source_path or Path(), "status")
             as_json = json.loads(cli(config.source_path or Path(), "status", "--json").stdout)
             key_file.write_text("gpu2-secret\n")
             key_file.chmod(0o600)
-            await until(lambda: runtime.service.servers()[1]["healthy"] is True)
+
+            async def locked_up() -> bool:
+                return (await runtime.service.servers())[1]["healthy"] is True
+
+            await until(locked_up)
             second = await finish(runtime, await enqueue(runtime, tmp_path, 4, start=3))
-            later = {r["url"]: r for r in runtime.service.servers()}
+            later = {r["url"]: r for r in await runtime.service.servers()}
         locked_stats = locked.stats()
     finally:
         open_sim.kill()
@@ -454,12 +482,12 @@ async def test_a_poll_chunk_whose_reply_hangs_does_not_hold_back_the_others(
                     "poll_max_seconds": 0.3,
                 },
             )
-            async with Runtime(config, owner="test") as runtime:
+            async with Runtime(config, role=EngineRole.MCP) as runtime:
                 [slow] = await enqueue(runtime, tmp_path, 1)
                 await until(lambda: stall.hits > 0)  # its polls hang from now on
                 [fast] = await enqueue(runtime, tmp_path, 1, start=1)
                 [fast_done] = await finish(runtime, [fast])
-                slow_then = runtime.store.get(slow.id)
+                slow_then = await runtime.store.get(slow.id)
                 proxy.rules.clear()
                 [slow_done] = await finish(runtime, [slow])
     assert fast_done.status is JobStatus.DONE

@@ -22,7 +22,7 @@ from _daemon import Daemon, Jobs, cli, list_json, submit, wait_for, write_songs
 
 from bygheartd.config import Config, parse_config
 from bygheartd.jobs import JobStatus
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 MakeConfig = Callable[..., Config]
@@ -134,9 +134,8 @@ async def test_every_record_describes_the_files_as_plugins_left_them(
     config = parse_config(raw)
     song = tmp_path / "record-song.txt"
     song.write_text(SONG)
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=60)
         for _ in range(400):  # the webhook is sent by a task of this loop: wait async
             if receiver.events:

@@ -14,10 +14,8 @@ from conftest import TEST_KEY, MakeConfig
 
 from bygheartd.engine.budget import Budget
 from bygheartd.jobs import JobStatus
-from bygheartd.service.runtime import Runtime
-from bygheartd.service.service import SongService
+from bygheartd.runtime import EngineRole, Runtime, open_service
 from bygheartd.simulator import RunningSimulator, key_label
-from bygheartd.store.store import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -34,18 +32,16 @@ async def test_a_retry_that_fails_refunds_only_its_own_reservation(
     the retry must not give that charge back too."""
     simulator.set_faults(lose_submit_reply=1)
     config = make_config(simulator)
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Lost Reply"))
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Lost Reply"))
         job = await runtime.service.wait(job.id, timeout=20)
         assert job.status is JobStatus.FAILED and "outcome unknown" in (job.reason or "")
         simulator.set_faults(server_error_on_submit=1)
-        runtime.service.retry(job.id)
-        runtime.wake()
+        await runtime.service.retry(job.id)
         job = await until(runtime.store, job.id, {JobStatus.FAILED}, timeout=20)
         job = await runtime.service.wait(job.id, timeout=20)
-        spent = runtime.service.credits()["today"]["spent"]
-        balance = runtime.store.job_credit_balance(job.id)
+        spent = (await runtime.service.credits())["today"]["spent"]
+        balance = await runtime.store.job_credit_balance(job.id)
     assert job.status is JobStatus.FAILED and "refused" in (job.reason or "")
     assert used_today(simulator) == 1  # the lost-reply task was created and charged
     assert spent == 1 and balance == 1
@@ -56,13 +52,12 @@ async def test_a_job_left_submitting_by_a_crash_keeps_its_reservation(
 ) -> None:
     """`kill -9` during the POST: the task may exist and be charged, so no local refund."""
     config = make_config(simulator)
-    store = Store.open(config.state_dir)
-    service = SongService(config, store)
-    job = service.enqueue_file(
+    service = open_service(config)
+    job = await service.submit_file(
         song(tmp_path, "a.txt", title="Crashed", model="bygheart-studio-pro")
     )
-    budget = Budget(config, store)
-    store.transition(  # exactly what the engine commits before its POST
+    budget = Budget(config, service.store)
+    await service.store.transition(  # exactly what the engine commits before its POST
         job.id,
         JobStatus.SUBMITTING,
         event="submitting",
@@ -70,11 +65,11 @@ async def test_a_job_left_submitting_by_a_crash_keeps_its_reservation(
         ledger=budget.ledger_entry(job.id, job.model, 2, "reserve"),
         attempts=1,
     )
-    store.close()
-    async with Runtime(config, owner="test") as runtime:
+    await service.close()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
         job = await until(runtime.store, job.id, {JobStatus.FAILED})
-        balance = runtime.store.job_credit_balance(job.id)
-        history = runtime.store.history(job.id)
+        balance = await runtime.store.job_credit_balance(job.id)
+        history = await runtime.store.history(job.id)
     assert job.status is JobStatus.FAILED and "outcome unknown" in (job.reason or "")
     assert balance == 2
     assert not any(e.event == "refunded" for e in history)
@@ -87,11 +82,10 @@ async def test_an_error_after_generation_never_refunds_the_charged_song(
     config = make_config(simulator)
     # something in the way of the sidecar's temporary file: delivery cannot finish
     (config.folders.output / ".blocked.json.tmp").mkdir()
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song(tmp_path, "a.txt", title="Blocked"))
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song(tmp_path, "a.txt", title="Blocked"))
         job = await runtime.service.wait(job.id, timeout=20)
-        spent = runtime.service.credits()["today"]["spent"]
+        spent = (await runtime.service.credits())["today"]["spent"]
     assert job.status is JobStatus.FAILED
     assert used_today(simulator) == 1  # the generation succeeded: the server charged it
     assert spent == 1

@@ -29,7 +29,7 @@ from test_simulator_support import submit, wait_final
 
 from bygheartd.jobs import JobStatus
 from bygheartd.mcp.server import build_server
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
 
 DESCRIPTION = "a dreamy lo-fi song about rainy Tokyo nights, soft female vocals"
@@ -125,9 +125,8 @@ async def test_reference_audio_is_uploaded_as_the_ref_audio_part(
         "---\ntitle: Referenced\nstyle: warm soul\nreference_audio: voice.wav\n"
         "model: bygheart-melody-fast\nduration: 10\n---\n[Verse]\nhold the line\n"
     )
-    async with Runtime(make_config(simulator), owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(make_config(simulator), role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=30)
     assert job.status is JobStatus.DONE, job.reason
     stats = simulator.sim.stats.as_json()
@@ -150,9 +149,8 @@ async def test_track_classes_reach_the_server_as_a_list_in_a_multipart_upload(
         "model: acestep-v15-base\ntrack_classes: [Guitar, drums]\ninstrumental: true\n"
     )
     config = make_config(simulator, api={"backend": "acestep"})
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=30)
     assert job.status is JobStatus.DONE, job.reason
     [task] = simulator.sim.tasks.values()
@@ -160,39 +158,42 @@ async def test_track_classes_reach_the_server_as_a_list_in_a_multipart_upload(
     assert task.params.has_source_audio and simulator.sim.stats.uploads == 1
 
 
-def test_a_dropped_reference_audio_is_copied_beside_the_archived_song(
+@pytest.mark.anyio
+async def test_a_dropped_reference_audio_is_copied_beside_the_archived_song(
     drop: Drop,  # noqa: F811
 ) -> None:
     (drop.inbox / "voice.wav").write_bytes(b"RIFF....WAVE")
     text = b"---\nstyle: soul\nreference_audio: voice.wav\n---\n[Verse]\nla\n"
-    drop.intake.process(drop.put("ref.txt", text))
-    (job,) = drop.jobs()
+    await drop.intake.process(drop.put("ref.txt", text))
+    (job,) = await drop.jobs()
     assert job.request["reference_audio"] == "voice.wav"
     assert (drop.archive / "voice.wav").read_bytes() == b"RIFF....WAVE"
     assert (drop.inbox / "voice.wav").exists()  # audio is never consumed
 
 
-def test_a_dropped_reference_outside_the_inbox_is_rejected(
+@pytest.mark.anyio
+async def test_a_dropped_reference_outside_the_inbox_is_rejected(
     drop: Drop,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     (tmp_path / "private.wav").write_bytes(b"RIFF")
     (drop.inbox / "voice.wav").symlink_to(tmp_path / "private.wav")
     text = b"---\nstyle: soul\nreference_audio: voice.wav\n---\n[Verse]\nla\n"
-    drop.intake.process(drop.put("ref.txt", text))
+    await drop.intake.process(drop.put("ref.txt", text))
     assert "reference_audio 'voice.wav' points outside the inbox" in drop.note("ref.txt")
-    assert drop.jobs() == []
+    assert await drop.jobs() == []
 
 
-def test_a_dropped_description_with_lyrics_is_refused_with_pick_one(
+@pytest.mark.anyio
+async def test_a_dropped_description_with_lyrics_is_refused_with_pick_one(
     drop: Drop,  # noqa: F811
 ) -> None:
     text = f"---\ndescription: {DESCRIPTION}\n---\n[Verse]\nmy own words\n".encode()
-    drop.intake.process(drop.put("both.md", text))
+    await drop.intake.process(drop.put("both.md", text))
     note = drop.note("both.md")
     assert "description and lyrics are both given: pick one" in note
     assert "line 2, key 'description'" in note and "remove description" in note
-    assert drop.jobs() == []
+    assert await drop.jobs() == []
 
 
 # -- the three faces ---------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_submit_describe_wait_makes_the_song_in_process_and_names_it(
 @pytest.fixture
 async def runtime(simulator: RunningSimulator, make_config: MakeConfig) -> AsyncIterator[Runtime]:
     config = make_config(simulator)
-    async with Runtime(config, owner="test", engine=True, release_when_idle=30.0) as rt:
+    async with Runtime(config, role=EngineRole.MCP, engine=True, release_when_idle=30.0) as rt:
         yield rt
 
 

@@ -58,6 +58,7 @@ def test_the_bar_moves_on_the_eta_between_polls(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "state")
     try:
         job = store.insert_job(title="t", model=None, request={}, api_body={}, credits=1)
+        store.transition(job.id, JobStatus.SUBMITTING, event="submitting")
         job = store.transition(job.id, JobStatus.RUNNING, event="submitted")
         job = store.update(job.id, eta_seconds=10.0)
     finally:

@@ -41,7 +41,7 @@ from test_simulator_support import simulator, submit, wait_final, wait_until
 from bygheartd.api.client import BygheartClient, LmUnavailable, RetryPolicy, TaskState
 from bygheartd.api.errors import RejectedError
 from bygheartd.jobs import JobStatus, generated_song
-from bygheartd.service.runtime import Runtime
+from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.songs.request import RequestRules, SongRequest
 
 pytestmark = pytest.mark.anyio
@@ -346,9 +346,8 @@ async def test_a_description_ends_as_a_song_whose_sidecar_holds_the_captured_wri
     song = tmp_path / "night-drive.yaml"
     song.write_text("description: a neon synthwave night drive\nmodel: bygheart-melody-fast\n")
     config = make_config(api={"base_url": server[1].origin + PREFIX})
-    async with Runtime(config, owner="test") as runtime:
-        job = runtime.service.enqueue_file(song)
-        runtime.wake()
+    async with Runtime(config, role=EngineRole.SUBMIT) as runtime:
+        job = await runtime.service.submit_file(song)  # it wakes the engine
         job = await runtime.service.wait(job.id, timeout=30)
     assert job.status is JobStatus.DONE, job.reason
     sent = api.calls("/release_task")[0].json()

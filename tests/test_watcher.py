@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from watchdog.observers.api import BaseObserver
 
 from bygheartd.config import Config
 from bygheartd.engine.ticker import Ticker
-from bygheartd.service.service import SongService
-from bygheartd.store.store import Store
+from bygheartd.runtime import open_service, open_store
+from bygheartd.service.service import EngineControl, SongService
 from bygheartd.watch.errors import InboxBusy
 from bygheartd.watch.watcher import InboxWatcher
 
@@ -29,25 +30,39 @@ SONG = b"---\ntitle: Night Drive\n---\nlights on the highway\n"
 STYLED_SONG = b"---\ntitle: Night Drive\nstyle: synthwave\n---\n[Verse]\nlights on the highway\n"
 
 
-async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def until(
+    cond: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
+) -> None:
+    """Wait for `cond` (a plain or an async check) to hold."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
+    while True:
+        held = cond()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         await asyncio.sleep(0.02)
 
 
 class Harness:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, engine: EngineControl | None = None) -> None:
         self.config = config
-        self.store = Store.open(config.state_dir)
-        self.service = SongService(config, self.store)
+        self.service = (
+            open_service(config)
+            if engine is None
+            else SongService(config, open_store(config), engine=engine)
+        )
         self.inbox = config.folders.inbox
         self.archive = config.folders.archive
         self.failed = config.folders.failed
 
-    def jobs(self) -> int:
-        return len(self.service.list())
+    async def jobs(self) -> int:
+        return len(await self.service.list())
+
+    async def has_jobs(self, n: int) -> bool:
+        return await self.jobs() == n
 
     def archived(self) -> list[str]:
         return sorted(p.name for p in self.archive.rglob("*") if p.is_file())
@@ -82,33 +97,37 @@ async def harness(make_config: Any) -> AsyncIterator[Callable[..., Any]]:
         watch: dict[str, Any] | None = None, **kwargs: Any
     ) -> tuple[Harness, InboxWatcher]:
         config = make_config(watch={"settle_seconds": 0.2, **(watch or {})})
-        h = Harness(config)
         ticker = kwargs.pop("ticker", None)
-        if ticker is not None:  # the engine's scheduler, which runs the periodic rescan
-            h.service = SongService(config, h.store, engine=SchedulerOnly(ticker))
+        # With a ticker: the engine's scheduler, which runs the periodic rescan.
+        h = Harness(config, SchedulerOnly(ticker) if ticker is not None else None)
         watcher = InboxWatcher(config, h.service, **kwargs)
-        await watcher.start()
+        try:
+            await watcher.start()
+        except BaseException:
+            await h.service.close()
+            raise
         started.append((h, watcher))
         return h, watcher
 
     yield start
     for h, watcher in started:
         await watcher.stop()
-        h.store.close()
+        await h.service.close()
 
 
 @pytest.fixture
 async def watched(make_config: MakeConfig) -> AsyncIterator[tuple[Config, SongService, Any]]:
     config = make_config(watch={"settle_seconds": 0.1, "rescan_seconds": 600})
-    store = Store.open(config.state_dir)
-    service = SongService(config, store)
+    service = open_service(config)
     watcher = InboxWatcher(config, service, health_seconds=0.05)
-    await watcher.start()
     try:
-        yield config, service, watcher
+        await watcher.start()
+        try:
+            yield config, service, watcher
+        finally:
+            await watcher.stop()
     finally:
-        await watcher.stop()
-        store.close()
+        await service.close()
 
 
 OBSERVERS = [
@@ -122,7 +141,7 @@ async def test_file_written_in_place_becomes_one_job(harness: Any, watch: dict[s
     h, _ = await harness(watch)
     (h.inbox / "song.txt").write_bytes(SONG)
     await until(lambda: h.archived() == ["song.txt"], what="archive")
-    assert h.jobs() == 1
+    assert await h.jobs() == 1
     assert not (h.inbox / "song.txt").exists()
 
 
@@ -140,11 +159,11 @@ async def test_slow_writer_is_not_taken_while_the_file_grows(
             fh.flush()
             written += chunk
             await asyncio.sleep(0.1)
-            assert h.jobs() == 0, "taken while still growing"
+            assert await h.jobs() == 0, "taken while still growing"
     await until(lambda: h.archived() == ["slow.txt"], what="archive")
-    assert h.jobs() == 1
+    assert await h.jobs() == 1
     assert (h.archive / "slow.txt").read_bytes() == written
-    assert h.service.list()[0].request["lyrics"].count("line") == 10
+    assert (await h.service.list())[0].request["lyrics"].count("line") == 10
 
 
 async def test_atomic_rename_from_part_is_taken_once(harness: Any) -> None:
@@ -152,11 +171,11 @@ async def test_atomic_rename_from_part_is_taken_once(harness: Any) -> None:
     part = h.inbox / "song.txt.part"
     part.write_bytes(SONG)
     await asyncio.sleep(0.3)
-    assert part.exists() and h.jobs() == 0  # *.part is someone else's temporary
+    assert part.exists() and await h.jobs() == 0  # *.part is someone else's temporary
     part.rename(h.inbox / "song.txt")
     # the job is committed before the file moves: wait for the move, then count
     await until(lambda: h.archived() == ["song.txt"], what="archive")
-    assert h.jobs() == 1
+    assert await h.jobs() == 1
 
 
 async def test_file_moved_in_from_another_folder_is_taken(harness: Any, tmp_path: Path) -> None:
@@ -174,7 +193,7 @@ async def test_copied_file_keeping_its_mtime_is_taken(harness: Any, tmp_path: Pa
     source.write_bytes(SONG)
     shutil.copy2(source, h.inbox / "copy.lyrics")
     await until(lambda: h.archived() == ["copy.lyrics"])
-    assert h.jobs() == 1
+    assert await h.jobs() == 1
 
 
 async def test_file_touched_repeatedly_is_taken_once_it_rests(harness: Any) -> None:
@@ -184,10 +203,10 @@ async def test_file_touched_repeatedly_is_taken_once_it_rests(harness: Any) -> N
     for _ in range(10):
         await asyncio.sleep(0.1)
         path.touch()
-        assert h.jobs() == 0
-    await until(lambda: h.jobs() == 1)
+        assert await h.jobs() == 0
+    await until(lambda: h.has_jobs(1))
     await asyncio.sleep(0.3)
-    assert h.jobs() == 1
+    assert await h.jobs() == 1
 
 
 async def test_burst_of_500_files_all_become_jobs_without_blocking_the_loop(
@@ -200,14 +219,14 @@ async def test_burst_of_500_files_all_become_jobs_without_blocking_the_loop(
         # Another coroutine, looking at the store between the watcher's steps.
         while True:
             await asyncio.sleep(0.02)
-            seen.append(sum(h.service.counts().values()))
+            seen.append(sum((await h.service.counts()).values()))
 
     task = asyncio.create_task(probe())
     for n in range(500):
         (h.inbox / f"song-{n:03d}.txt").write_bytes(SONG + f"take {n}\n".encode())
     await until(lambda: len(h.archived()) == 500, timeout=30, what="500 archived")
     task.cancel()
-    assert h.jobs() == 500
+    assert await h.jobs() == 500
     # Reading, hashing and moving run in threads, so the loop keeps serving other work while
     # the burst is taken: the probe saw the queue partly filled, many times. Work done on the
     # loop would hold it for the whole burst (the probe would see only 0 and 500). How long
@@ -225,13 +244,15 @@ async def test_files_present_at_start_are_taken_by_the_startup_scan(
     (config.folders.inbox / "demo" / "early.txt").write_bytes(SONG)
     h = Harness(config)
     watcher = InboxWatcher(config, h.service)
-    await watcher.start()
     try:
-        note = h.failed / "demo" / "early.txt.error.txt"  # there is no [presets.demo]
-        await until(lambda: h.archived() == ["early.txt"] and note.exists())
+        await watcher.start()
+        try:
+            note = h.failed / "demo" / "early.txt.error.txt"  # there is no [presets.demo]
+            await until(lambda: h.archived() == ["early.txt"] and note.exists())
+        finally:
+            await watcher.stop()
     finally:
-        await watcher.stop()
-        h.store.close()
+        await h.service.close()
 
 
 async def test_periodic_rescan_finds_files_whose_events_were_lost(harness: Any) -> None:
@@ -241,7 +262,7 @@ async def test_periodic_rescan_finds_files_whose_events_were_lost(harness: Any) 
         # A polling observer that never polls in time: only the rescan can see the file.
         h, _ = await harness({"poll_interval_seconds": 600, "rescan_seconds": 0.3}, ticker=ticker)
         (h.inbox / "missed.txt").write_bytes(SONG)
-        await until(lambda: h.jobs() == 1, what="the rescan")
+        await until(lambda: h.has_jobs(1), what="the rescan")
     finally:
         ticker.shutdown()
 
@@ -307,9 +328,9 @@ async def test_vanished_inbox_pauses_and_resumes_without_losing_files(
     assert "paused" in (watcher.status_text or "")
     (away / "waiting.txt").write_bytes(SONG)
     await asyncio.sleep(0.3)
-    assert h.jobs() == 0 and (away / "waiting.txt").exists()
+    assert await h.jobs() == 0 and (away / "waiting.txt").exists()
     away.rename(h.inbox)
-    await until(lambda: h.jobs() == 1, what="resume")
+    await until(lambda: h.has_jobs(1), what="resume")
     assert watcher.status_text is None
     paused = [r for r in caplog.records if "paused" in r.getMessage()]
     assert len(paused) == 1, "the pause is logged once, not on every retry"
@@ -326,7 +347,11 @@ async def test_an_inbox_replaced_between_health_checks_is_watched_and_locked_aga
     inbox.rename(inbox.with_name("inbox-old"))  # a share remounted, a folder re-created
     inbox.mkdir()
     (inbox / "after.txt").write_bytes(STYLED_SONG)  # written in place: native events only
-    await until(lambda: len(service.list()) == 1, what="the file in the new inbox")
+
+    async def taken() -> bool:
+        return len(await service.list()) == 1
+
+    await until(taken, what="the file in the new inbox")
     with pytest.raises(InboxBusy):  # and no second daemon may take the new inbox
         InboxLock(inbox).acquire()
 
@@ -347,7 +372,7 @@ async def test_inotify_running_out_of_watches_falls_back_to_polling(
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "fs.inotify.max_user_watches" in message and "poll_interval_seconds" in message
     (h.inbox / "still-works.txt").write_bytes(SONG)
-    await until(lambda: h.jobs() == 1, timeout=8)
+    await until(lambda: h.has_jobs(1), timeout=8)
 
 
 async def test_second_watcher_on_the_same_inbox_refuses(harness: Any) -> None:
@@ -364,5 +389,5 @@ async def test_stop_releases_the_inbox_for_the_next_watcher(harness: Any) -> Non
     again = InboxWatcher(h.config, h.service)
     await again.start()
     (h.inbox / "after.txt").write_bytes(SONG)
-    await until(lambda: h.jobs() == 1)
+    await until(lambda: h.has_jobs(1))
     await again.stop()

@@ -74,7 +74,7 @@ def _err_console() -> Console:
 @asynccontextmanager
 async def opened_service(config: Config) -> AsyncIterator[SongService]:
     """The service over the store, without an engine, closed when the command is done."""
-    from bygheartd.runtime import open_service
+    from bygheartd.service.service import open_service
 
     service = open_service(config)
     try:

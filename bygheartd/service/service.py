@@ -32,6 +32,7 @@ from bygheartd.service.submission import DropIdentity, Enqueued, Submission
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.errors import JobNotFound, KeyTaken, StaleTransition
 from bygheartd.store.events import JobEvent as JobEvent  # re-exported: faces see events
+from bygheartd.store.opening import open_store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
     from bygheartd.service.drafts import Polished, SongDraft
@@ -551,3 +552,10 @@ class SongService:
             raise ServiceError(str(exc)) from None
         self.wake()
         return retried
+
+
+def open_service(config: Config | LiveConfig) -> SongService:
+    """A service over the store `config` names, without an engine (read-only commands, a
+    second process in tests); the caller closes it (`await service.close()`)."""
+    live = LiveConfig.of(config)
+    return SongService(live, open_store(live.current))

@@ -487,6 +487,8 @@ class Store:
         With `expect`, only while the job is in one of those statuses: a stage that was
         overtaken (a cancel and a retry from the CLI) must not write into the new attempt.
         """
+        if "status" in fields:  # a status changes only by a move of the lifecycle table
+            raise ValueError("update() cannot change a job's status: use transition()")
         with self._tx() as db:
             if expect is not None:
                 row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()

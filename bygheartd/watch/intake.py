@@ -106,7 +106,10 @@ class Intake:
         try:
             return await self._process(path, relative, kind, info)
         except Rejection as rejection:
-            return await asyncio.to_thread(self.reject, path, relative, rejection)
+            try:
+                return await asyncio.to_thread(self.reject, path, relative, rejection)
+            except FileNotFoundError:  # it left the inbox meanwhile: nothing to move
+                return Outcome("gone", path)
         except Unstable:
             return Outcome("unstable", path)
         except FileNotFoundError:

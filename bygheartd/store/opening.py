@@ -1,0 +1,17 @@
+"""Which store a config names, opened behind the boundary (`JobStore`).
+
+Today that is SQLite in the state folder; `[store] url` will name a shared PostgreSQL
+store here too. Light to import: a cold `bygheartd list` opens the store through it.
+"""
+
+from __future__ import annotations
+
+from bygheartd.config import Config
+from bygheartd.store.boundary import JobStore
+
+
+def open_store(config: Config) -> JobStore:
+    """The job store `config` names: SQLite in its state folder."""
+    from bygheartd.store.threaded import SqliteJobStore
+
+    return SqliteJobStore.open(config.state_dir)
