@@ -615,11 +615,8 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             "takes": takes,
             "seed": seed,
         }
+        # Missing lyrics are checked once, in `build` (the request model refuses the rest).
         request, origin = songs.build(args, lyrics_file)
-        # Checked on the normalised request, so `instrumental: "yes"` counts as it does in files.
-        wordless = not request.lyrics.strip() and not request.instrumental
-        if lyrics_file is None and wordless and not request.simple_mode:
-            raise ToolError(NO_LYRICS)
         try:
             # The service stores the job and wakes the engine.
             enqueued = await songs.service.submit(

@@ -131,8 +131,9 @@ class SongService:
 
     # -- the engine -------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """New work was queued: let an engine in this process submit it now, not next tick."""
+    def _wake(self) -> None:
+        """New work was queued: let an engine in this process submit it now, not next tick.
+        Only `submit` and `retry` call it, so no face has to remember to."""
         if self._engine is not None:
             self._engine.wake()
 
@@ -257,7 +258,7 @@ class SongService:
         """
         enqueued = await self._store_submission(submission)
         if enqueued.created:
-            self.wake()
+            self._wake()
         return enqueued
 
     async def _store_submission(self, submission: Submission) -> Enqueued:
@@ -550,7 +551,7 @@ class SongService:
             retried = await self.lifecycle.retry(job, self._request_warnings(job))
         except StaleTransition as exc:
             raise ServiceError(str(exc)) from None
-        self.wake()
+        self._wake()
         return retried
 
 
