@@ -17,7 +17,6 @@ from bygheartd.cli.display import (
     print_jobs_table,
     print_json,
 )
-from bygheartd.cli.waiting import print_queued, stopped_waiting, wait_all
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, Origin, iso
@@ -219,6 +218,7 @@ async def submit_files(
     dry_run: bool,
     preset: str | None,
 ) -> int:
+    from bygheartd.cli.waiting import print_queued, stopped_waiting, wait_all
     from bygheartd.runtime import EngineRole, Runtime
 
     if preset is not None and preset not in config.presets:

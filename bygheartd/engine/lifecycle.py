@@ -17,16 +17,19 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget
 from bygheartd.folders.moves import copy_no_clobber, write_note
-from bygheartd.hooks.host import HookFailure, PluginHost
 from bygheartd.jobs import SETTLING, Event, HoldKind, Job, JobStatus, iso, utcnow
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.errors import StaleTransition
+
+if TYPE_CHECKING:  # the plugin host (pluggy, entry points) only where plugins run:
+    # a cold `bygheartd list` builds a service, and so a lifecycle, without them
+    from bygheartd.hooks.host import HookFailure, PluginHost
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.lock import EngineLock
 from bygheartd.errors import BygheartdError
-from bygheartd.hooks.host import PluginHost
 from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, Origin, utcnow
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
 from bygheartd.service.logins import WebLogins
@@ -35,6 +34,7 @@ from bygheartd.store.events import JobEvent as JobEvent  # re-exported: faces se
 from bygheartd.store.opening import open_store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
+    from bygheartd.hooks.host import PluginHost
     from bygheartd.service.drafts import Polished, SongDraft
     from bygheartd.songs.request import RequestRules, SongRequest
 
