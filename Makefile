@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Tools the tests need from the system, installed only when missing: systemd-analyze (unit
-# files) and Debian's chromium (the browser tests drive it with Playwright; no browser is
-# ever downloaded by Playwright itself).
+# files), Debian's chromium (the browser tests drive it with Playwright; no browser is
+# ever downloaded by Playwright itself) and Debian's postgresql (the shared-store tests start
+# their own server in a temporary folder; nothing is enabled or started system-wide).
 system-deps:
 	@missing=""; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing:$$missing"; \

@@ -235,11 +235,40 @@ class WebSection(_Section, frozen=True):
 
 
 class StoreSection(_Section, frozen=True):
-    """`[store]`: the job store's online backups in `<state>/backups`."""
+    """`[store]`: where jobs live (SQLite in the state folder, or one PostgreSQL database
+    shared by several daemons) and the SQLite store's online backups."""
 
     # One at daemon start when the newest is older than a day (or there is none), then
     # daily; 0 takes none (and leaves backups already there alone).
     backups: Annotated[int, Meta(ge=0, le=1000)] = 7
+    # "" = SQLite in the state folder; "postgresql://host/db" = one store for every daemon
+    # and command that names it (DESIGN.md "One store for several daemons").
+    url: str = ""
+    # An engine that has not renewed its lease for this long is taken over by the others.
+    lease_seconds: Annotated[float, Meta(ge=2, le=3600)] = 30.0
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                f"[store] url must be a postgresql:// URL (got {redact_url(self.url)!r}): "
+                'leave it "" for SQLite in the state folder'
+            )
+
+    @property
+    def shared(self) -> bool:
+        """True when the store is a PostgreSQL database several daemons may share."""
+        return bool(self.url)
+
+    def display_url(self) -> str:
+        """The URL as shown anywhere: never with its password."""
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """`postgresql://user:secret@host/db` as `postgresql://user:***@host/db`; a password
+    given as a `password=` parameter is hidden too."""
+    hidden = re.sub(r"(://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", hidden)
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):

@@ -126,3 +126,22 @@ def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     os.environ.pop("JOURNAL_STREAM", None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One PostgreSQL per test worker (Debian's server, in a temporary folder)."""
+    from _postgres import running_postgres
+
+    with running_postgres() as server:
+        if server is None:
+            if os.environ.get("CI"):
+                pytest.fail("Debian's postgresql is not installed: `make test` installs it")
+            pytest.skip("Debian's postgresql is not installed (make system-deps)")
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh, empty database of its own for this test (the URL carries the password)."""
+    return str(postgres_server.new_database())

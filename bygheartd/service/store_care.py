@@ -65,6 +65,8 @@ def backup_store_if_due(config: Config, now: datetime | None = None) -> Backup |
     there is none); None when none was due. Blocking: the daemon runs it in a thread."""
     keep = config.store.backups
     path = store_file(config)
+    if config.store.shared:  # PostgreSQL keeps its own backups (pg_dump), not ours
+        return None
     if keep == 0 or not path.exists() or not backup_due(path, now):
         return None
     return take_backup(path, keep, now)
@@ -88,6 +90,11 @@ def plan_restore(config: Config, ref: str | None, *, force: bool = False) -> Res
     """Which backup a restore takes (`ref`, or the newest that passes its check), or why
     it must not run now: an engine uses the store, or the store is healthy (without
     `force`: going back drops every job and credit since the backup)."""
+    if config.store.shared:
+        raise ServiceError(
+            f"the job store is the PostgreSQL database {config.store.display_url()}: its "
+            "backups are the database's own (pg_dump); restore one with pg_restore"
+        )
     _refuse_while_engine_runs(config)
     path = store_file(config)
     if ref is None:

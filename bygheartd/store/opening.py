@@ -11,7 +11,12 @@ from bygheartd.store.boundary import JobStore
 
 
 def open_store(config: Config) -> JobStore:
-    """The job store `config` names: SQLite in its state folder."""
+    """The job store `config` names: PostgreSQL for `[store] url` (connected at first use),
+    else SQLite in its state folder."""
+    if config.store.url:
+        from bygheartd.store.postgres import PostgresJobStore
+
+        return PostgresJobStore(config.store.url)
     from bygheartd.store.threaded import SqliteJobStore
 
     return SqliteJobStore.open(config.state_dir)

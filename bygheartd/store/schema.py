@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from bygheartd.jobs import HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
 
@@ -107,7 +109,15 @@ SUMMARY_COLUMNS = (
 )
 
 
-def row_to_job(row: sqlite3.Row) -> Job:
+class _Row(Protocol):
+    """A row by column name: `sqlite3.Row`, or a dict from PostgreSQL's `dict_row`."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def row_to_job(row: _Row | sqlite3.Row) -> Job:
     """A row of `SELECT *`, or of `SUMMARY_COLUMNS` (then request and result are empty)."""
     full = "request_json" in row.keys()  # noqa: SIM118 (`in row` would search the values)
     files = tuple(JobFile.from_stored(f) for f in json.loads(row["files_json"]))

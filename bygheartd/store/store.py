@@ -8,10 +8,8 @@ the engine notices their commits through `PRAGMA data_version`.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,8 +19,6 @@ from typing import Any
 from bygheartd.jobs import (
     Event,
     Job,
-    JobFile,
-    JobResult,
     JobStatus,
     iso,
     move_allowed,
@@ -30,6 +26,12 @@ from bygheartd.jobs import (
     take_stems,
     utcnow,
 )
+from bygheartd.store.columns import JSON_COLUMNS as _JSON_COLUMNS
+from bygheartd.store.columns import TIME_COLUMNS as _TIME_COLUMNS
+from bygheartd.store.columns import WRITABLE as _WRITABLE
+from bygheartd.store.columns import dumps as _dumps
+from bygheartd.store.columns import jsonable as _jsonable
+from bygheartd.store.columns import new_job_id
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
 from bygheartd.store.errors import (
     DropTaken,
@@ -44,50 +46,6 @@ from bygheartd.store.events import JobEvent
 from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
 
 DB_NAME = "jobs.sqlite3"
-
-_JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
-_TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at", "progress_at"}
-_WRITABLE = {
-    "title",
-    "model",
-    "task_id",
-    "attempts",
-    "reason",
-    "resumes_at",
-    "credits",
-    "progress",
-    "eta_seconds",
-    "archived_as",
-    "base_name",
-    "files",
-    "warnings",
-    "result",
-    "request",
-    "api_body",
-    "hold_kind",
-    "unknown_since",
-    "submitted_at",
-    "completed_at",
-    "source",
-    "source_path",
-    "server",
-    "resubmits",
-    "progress_at",
-}
-
-
-_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def new_job_id() -> str:
-    """Short, time-sortable, URL-safe: 9 chars of milliseconds + 5 random chars."""
-    ms = int(time.time() * 1000)
-    head = ""
-    for _ in range(9):
-        head = _ID_ALPHABET[ms & 31] + head
-        ms >>= 5
-    tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(5))
-    return head + tail
 
 
 class Store:
@@ -796,22 +754,6 @@ def _busy(path: Path, exc: sqlite3.OperationalError) -> StoreError:
             "has finished"
         )
     return StoreError(f"the job store {path}: {exc}")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, JobFile | JobResult):
-        return value.stored()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 __all__ = [

@@ -1,0 +1,72 @@
+"""What every job store writes the same way: the writable job fields, the JSON and time
+columns, job ids, and how values become column text (SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from bygheartd.jobs import JobFile, JobResult
+
+JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
+TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at", "progress_at"}
+WRITABLE = {
+    "title",
+    "model",
+    "task_id",
+    "attempts",
+    "reason",
+    "resumes_at",
+    "credits",
+    "progress",
+    "eta_seconds",
+    "archived_as",
+    "base_name",
+    "files",
+    "warnings",
+    "result",
+    "request",
+    "api_body",
+    "hold_kind",
+    "unknown_since",
+    "submitted_at",
+    "completed_at",
+    "source",
+    "source_path",
+    "server",
+    "resubmits",
+    "progress_at",
+}
+
+
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_job_id() -> str:
+    """Short, time-sortable, URL-safe: 9 chars of milliseconds + 5 random chars."""
+    ms = int(time.time() * 1000)
+    head = ""
+    for _ in range(9):
+        head = _ID_ALPHABET[ms & 31] + head
+        ms >>= 5
+    tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(5))
+    return head + tail
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, JobFile | JobResult):
+        return value.stored()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,747 @@
+"""The job store on PostgreSQL: one database shared by every daemon and command that names it.
+
+The same `JobStore` as SQLite's, through psycopg 3's async connection pool. Every move
+locks its row (`FOR UPDATE`), so two engines never make one move twice; every write
+transaction sends a `NOTIFY`, so other processes wake at once instead of polling the table.
+Nothing here logs or raises the URL's password (`config.redact_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bygheartd.config import redact_url
+from bygheartd.jobs import Event, Job, JobStatus, iso, move_allowed, parse_iso, take_stems, utcnow
+from bygheartd.store.columns import (
+    JSON_COLUMNS,
+    TIME_COLUMNS,
+    WRITABLE,
+    dumps,
+    jsonable,
+    new_job_id,
+)
+from bygheartd.store.errors import (
+    DropTaken,
+    IllegalMove,
+    JobNotFound,
+    KeyTaken,
+    StaleTransition,
+    StoreError,
+)
+from bygheartd.store.events import JobEvent
+from bygheartd.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, VERSION_TABLE
+from bygheartd.store.schema import SUMMARY_COLUMNS, row_to_job
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "bygheartd_jobs"
+MIN_SERVER_VERSION = 120000  # PostgreSQL 12
+CONNECT_SECONDS = 10.0
+_FIND_BY = {"drop_identity", "content_sha256", "dedupe_key", "idempotency_key", "task_id"}
+_FIND_BY |= {"hold_kind"}
+
+
+class PostgresJobStore:
+    """`JobStore` on PostgreSQL. Opened at first use (the URL checked, the schema brought
+    up to date, the pool and the change listener started), so building one costs nothing
+    and a command that never touches the store never connects."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._pool: AsyncConnectionPool | None = None
+        self._opening: asyncio.Lock | None = None
+        self._version = 0  # changes whenever a NOTIFY arrives: `data_version`
+        self._listener: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        return redact_url(self._url)
+
+    # -- opening ----------------------------------------------------------------------
+
+    async def _open_pool(self) -> AsyncConnectionPool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._connect()
+                self._listener = asyncio.get_running_loop().create_task(self._listen())
+        return self._pool
+
+    async def _connect(self) -> AsyncConnectionPool:
+        """Check the server and the database, migrate, open the pool; one clear line when the
+        password is wrong, the server unreachable or too old, or the database not ours."""
+        try:
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError:
+            raise StoreError(
+                "[store] url names PostgreSQL, but psycopg is not installed: install "
+                "bygheartd with the postgresql extra (pip install 'bygheartd[postgresql]')"
+            ) from None
+        shown = self.location
+        await _migrate(self._url, shown)
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=8,
+            open=False,
+            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_SECONDS)},
+            name="bygheartd",
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_SECONDS)
+        except Exception as exc:
+            await pool.close()
+            reason = _reason(exc, self._url)
+            raise StoreError(f"cannot open the job store {shown}: {reason}") from None
+        return pool
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pool is not None:
+            await self._pool.close()
+
+    # -- connections --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[AsyncConnection[Any]]:
+        if self._closed:
+            raise StoreError(f"the job store {self.location} is closed")
+        import psycopg
+        from psycopg.rows import dict_row
+
+        pool = await self._open_pool()
+        try:
+            async with pool.connection() as conn:
+                conn.row_factory = dict_row  # type: ignore[assignment]
+                yield conn
+        except (KeyTaken, DropTaken, StaleTransition, JobNotFound, StoreError):
+            raise
+        except psycopg.errors.UniqueViolation:
+            raise  # `insert_job` names which key was taken
+        except psycopg.Error as exc:
+            raise StoreError(f"the job store {self.location}: {_reason(exc, self._url)}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg_pool"):
+                raise StoreError(
+                    f"the job store {self.location} cannot be reached: {_reason(exc, self._url)}"
+                ) from None
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """One write transaction; other processes are told when it commits."""
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+    async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        async with self._conn() as conn:
+            cursor = await conn.execute(sql, list(args))
+            return list(await cursor.fetchall())
+
+    async def _one(self, sql: str, args: Iterable[Any] = ()) -> dict[str, Any] | None:
+        rows = await self._rows(sql, args)
+        return rows[0] if rows else None
+
+    async def _listen(self) -> None:
+        """Count NOTIFYs from every process (ours too): `data_version` changes with them.
+        A dropped connection is opened again after a pause; never fatal."""
+        import psycopg
+
+        pause = 0.5
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._version += 1  # (re)connected: anything may have changed
+                    pause = 0.5
+                    async for _ in conn.notifies():
+                        self._version += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "job store %s: listening for changes failed: %s; again in %.0f s",
+                    self.location,
+                    _reason(exc, self._url),
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(30.0, pause * 2)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    async def insert_job(
+        self,
+        *,
+        title: str,
+        model: str | None,
+        request: dict[str, Any],
+        api_body: dict[str, Any],
+        credits: int,
+        source: str | None = None,
+        source_path: str | None = None,
+        origin: str = "cli",
+        drop_identity: str | None = None,
+        content_sha256: str | None = None,
+        dedupe_key: str | None = None,
+        idempotency_key: str | None = None,
+        archived_as: str | None = None,
+    ) -> Job:
+        import psycopg
+
+        now = iso(utcnow())
+        job_id = new_job_id()
+        try:
+            async with self._tx() as db:
+                await db.execute(
+                    """INSERT INTO jobs (id, status, title, model, request_json, api_body_json,
+                       credits, source, source_path, origin, drop_identity, content_sha256,
+                       dedupe_key, idempotency_key, archived_as, created_at, updated_at)
+                       VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
+                    (
+                        job_id,
+                        JobStatus.QUEUED.value,
+                        title,
+                        model,
+                        dumps(request),
+                        dumps(api_body),
+                        credits,
+                        source,
+                        source_path,
+                        origin,
+                        drop_identity,
+                        content_sha256,
+                        dedupe_key,
+                        idempotency_key,
+                        archived_as,
+                        now,
+                        now,
+                    ),
+                )
+                await _event(db, job_id, "created", None, "queued", f"from {origin}")
+        except psycopg.errors.UniqueViolation as exc:
+            constraint = exc.diag.constraint_name or ""
+            if "idempotency" in constraint:
+                raise KeyTaken(
+                    f"the idempotency key {idempotency_key!r} names a job already"
+                ) from None
+            if "drop_identity" in constraint:
+                raise DropTaken("another process made a job of this drop just now") from None
+            raise StoreError(f"the job store refused the job: {exc}") from None
+        return await self.get(job_id)
+
+    async def get(self, job_id: str) -> Job:
+        row = await self._one("SELECT * FROM jobs WHERE id = %s", (job_id,))
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return row_to_job(row)
+
+    async def find(self, ref: str) -> Job:
+        ref = ref.strip().lower()
+        row = await self._one("SELECT * FROM jobs WHERE id = %s", (ref,))
+        if row is not None:
+            return row_to_job(row)
+        if len(ref) < 6:
+            raise JobNotFound(f"no job {ref!r} (a prefix needs at least 6 characters)")
+        rows = await self._rows(
+            "SELECT * FROM jobs WHERE id >= %s AND id < %s ORDER BY id LIMIT 2",
+            (ref, ref + "\U0010ffff"),
+        )
+        if not rows:
+            raise JobNotFound(f"no job matches {ref!r}: `bygheartd list` shows the ids")
+        if len(rows) > 1:
+            raise JobNotFound(f"{ref!r} matches several jobs: give more characters")
+        return row_to_job(rows[0])
+
+    async def find_by(self, column: str, value: str) -> list[Job]:
+        if column not in _FIND_BY:
+            raise ValueError(column)
+        rows = await self._rows(
+            f"SELECT * FROM jobs WHERE {column} = %s ORDER BY id DESC", (value,)
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def list_jobs(
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        limit: int | None = None,
+        *,
+        summary: bool = False,
+    ) -> list[Job]:
+        sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
+        args: list[Any] = []
+        if statuses is not None:
+            sql += " WHERE status = ANY(%s)"
+            args.append([s.value for s in statuses])
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT %s"
+            args.append(limit)
+        return [row_to_job(r) for r in await self._rows(sql, args)]
+
+    async def search_jobs(
+        self,
+        text: str = "",
+        statuses: Iterable[JobStatus] | None = None,
+        *,
+        limit: int,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        where: list[str] = []
+        args: list[Any] = []
+        if statuses is not None:
+            where.append("status = ANY(%s)")
+            args.append([s.value for s in statuses])
+        if text.strip():
+            like = (
+                "%"
+                + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            where.append(
+                "(title ILIKE %s OR (request_json::jsonb->>'style') ILIKE %s "
+                "OR (request_json::jsonb->>'lyrics') ILIKE %s)"
+            )
+            args.extend([like, like, like])
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = await self._one(f"SELECT COUNT(*) AS n FROM jobs{clause}", args)
+        rows = await self._rows(
+            f"SELECT * FROM jobs{clause} ORDER BY id DESC LIMIT %s OFFSET %s",
+            [*args, limit, offset],
+        )
+        return [row_to_job(r) for r in rows], int(total["n"] if total else 0)
+
+    async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
+        rows = await self._rows(
+            "SELECT * FROM jobs WHERE status = %s ORDER BY id LIMIT %s", (status.value, limit)
+        )
+        return [row_to_job(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._rows("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        return {str(r["status"]): int(r["n"]) for r in rows}
+
+    async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
+        rows = await self._rows(
+            "SELECT server, COUNT(*) AS n FROM jobs WHERE status = ANY(%s) "
+            "AND server IS NOT NULL GROUP BY server",
+            ([s.value for s in statuses],),
+        )
+        return {str(r["server"]): int(r["n"]) for r in rows}
+
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        event: str,
+        reason: str | None = None,
+        expect: Iterable[JobStatus] | None = None,
+        ledger: dict[str, Any] | None = None,
+        before_commit: Callable[[Job, list[Event]], None] | None = None,
+        **fields: Any,
+    ) -> Job:
+        wanted = None if expect is None else {s.value for s in expect}
+        async with self._tx() as db:
+            # The row lock: a second engine making a move on this job waits here, then
+            # finds it moved and is refused (two never act on one job).
+            cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            current = str(row["status"])
+            if wanted is not None and current not in wanted:
+                raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
+            if not move_allowed(JobStatus(current), to):
+                raise IllegalMove(job_id, current, to.value)
+            fields.setdefault("reason", reason)
+            await _update(db, job_id, status=to.value, **fields)
+            await _event(db, job_id, event, current, to.value, reason)
+            if ledger is not None:
+                await _ledger(db, **ledger)
+            moved = row_to_job(await _fetch_one(db, "SELECT * FROM jobs WHERE id = %s", job_id))
+            if before_commit is not None:
+                history = await _history(db, job_id)
+                await asyncio.to_thread(before_commit, moved, history)
+        return moved
+
+    async def update(
+        self,
+        job_id: str,
+        *,
+        event: str | None = None,
+        expect: Iterable[JobStatus] | None = None,
+        **fields: Any,
+    ) -> Job:
+        if "status" in fields:
+            raise ValueError("update() cannot change a job's status: use transition()")
+        async with self._tx() as db:
+            cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if expect is not None and str(row["status"]) not in {s.value for s in expect}:
+                raise StaleTransition(f"job {job_id} is {row['status']} now")
+            await _update(db, job_id, **fields)
+            if event is not None:
+                await _event(db, job_id, event, None, None, fields.get("reason"))
+            found = await _fetch_one(db, "SELECT * FROM jobs WHERE id = %s", job_id)
+        return row_to_job(found)
+
+    async def add_event(self, job_id: str, event: str, reason: str | None = None) -> None:
+        async with self._tx() as db:
+            await _event(db, job_id, event, None, None, reason)
+
+    async def history(self, job_id: str) -> list[Event]:
+        async with self._conn() as db:
+            return await _history(db, job_id)
+
+    async def events_after(
+        self, seq: int, job_ids: Collection[str] | None = None, *, limit: int = 500
+    ) -> list[JobEvent]:
+        sql = (
+            "SELECT e.id, e.job_id, j.title, e.at, e.event, e.from_status, e.to_status, "
+            "e.reason FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.id > %s"
+        )
+        args: list[Any] = [seq]
+        if job_ids is not None:
+            sql += " AND e.job_id = ANY(%s)"
+            args.append(list(job_ids))
+        sql += " ORDER BY e.id LIMIT %s"
+        args.append(limit)
+        return [
+            JobEvent(
+                int(r["id"]),
+                r["job_id"],
+                r["title"],
+                Event(
+                    parse_iso(r["at"]) or utcnow(),
+                    r["event"],
+                    r["from_status"],
+                    r["to_status"],
+                    r["reason"],
+                ),
+            )
+            for r in await self._rows(sql, args)
+        ]
+
+    async def event_seq(self, back: int = 0) -> int:
+        row = await self._one("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET %s", (back,))
+        return 0 if row is None else int(row["id"])
+
+    async def data_version(self) -> int:
+        return self._version
+
+    async def recent_generations(
+        self, limit: int = 200
+    ) -> list[tuple[str | None, float | None, float]]:
+        rows = await self._rows(
+            "SELECT j.model, j.request_json, j.submitted_at, "
+            "(SELECT e.at FROM events e WHERE e.job_id = j.id AND e.event = 'generated' "
+            "ORDER BY e.id DESC LIMIT 1) AS generated FROM jobs j WHERE j.status = 'done' "
+            "AND j.submitted_at IS NOT NULL ORDER BY j.id DESC LIMIT %s",
+            (limit,),
+        )
+        out: list[tuple[str | None, float | None, float]] = []
+        for row in rows:
+            start, end = parse_iso(row["submitted_at"]), parse_iso(row["generated"])
+            if start is None or end is None or end <= start:
+                continue
+            duration = json.loads(row["request_json"]).get("duration")
+            length = float(duration) if isinstance(duration, int | float) else None
+            out.append((row["model"], length, (end - start).total_seconds()))
+        return out
+
+    async def reserved_take_stems(self) -> set[str]:
+        rows = await self._rows(
+            "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
+            "status NOT IN ('done', 'failed', 'cancelled')"
+        )
+        stems: set[str] = set()
+        for row in rows:
+            takes = max(1, len(json.loads(row["result_json"]).get("outputs") or []))
+            stems.update(take_stems(str(row["base_name"]), takes))
+        return stems
+
+    async def api_body(self, job_id: str) -> dict[str, Any]:
+        return dict(json.loads(await self._column(job_id, "api_body_json") or "{}"))
+
+    async def source_path(self, job_id: str) -> str | None:
+        return await self._column(job_id, "source_path")
+
+    async def _column(self, job_id: str, column: str) -> str | None:
+        row = await self._one(f"SELECT {column} AS value FROM jobs WHERE id = %s", (job_id,))
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return None if row["value"] is None else str(row["value"])
+
+    async def checkpoint(self) -> None:
+        """Nothing to fold back: the server owns its write-ahead log."""
+
+    # -- the credit ledger ------------------------------------------------------------
+
+    async def record_credits(
+        self,
+        *,
+        job_id: str | None,
+        model: str | None,
+        credits: int,
+        kind: str,
+        day: str,
+        month: str,
+    ) -> None:
+        async with self._tx() as db:
+            await _ledger(
+                db, job_id=job_id, model=model, credits=credits, kind=kind, day=day, month=month
+            )
+
+    async def open_reservation(self, job_id: str) -> tuple[int, str, str] | None:
+        row = await self._one(
+            "SELECT id, day, month FROM ledger WHERE job_id = %s AND kind = 'reserve' "
+            "ORDER BY id DESC LIMIT 1",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        held = await self._one(
+            "SELECT COALESCE(SUM(credits), 0) AS n FROM ledger WHERE job_id = %s AND id >= %s",
+            (job_id, int(row["id"])),
+        )
+        return int(held["n"] if held else 0), str(row["day"]), str(row["month"])
+
+    async def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int:
+        column, value = ("day", day) if day is not None else ("month", month)
+        row = await self._one(
+            f"SELECT COALESCE(SUM(credits), 0) AS n FROM ledger WHERE {column} = %s", (value,)
+        )
+        return int(row["n"] if row else 0)
+
+    async def credits_by_model(self, month: str) -> dict[str, int]:
+        rows = await self._rows(
+            "SELECT COALESCE(model, '') AS model, SUM(credits) AS n FROM ledger "
+            "WHERE month = %s GROUP BY model",
+            (month,),
+        )
+        return {str(r["model"]): int(r["n"]) for r in rows}
+
+    async def credits_by_day(self, since_day: str) -> dict[str, int]:
+        rows = await self._rows(
+            "SELECT day, SUM(credits) AS n FROM ledger WHERE day >= %s GROUP BY day",
+            (since_day,),
+        )
+        return {str(r["day"]): int(r["n"]) for r in rows}
+
+    async def first_ledger_month(self) -> str | None:
+        row = await self._one("SELECT MIN(month) AS m FROM ledger")
+        return None if row is None or row["m"] is None else str(row["m"])
+
+    async def job_credit_balance(self, job_id: str) -> int:
+        row = await self._one(
+            "SELECT COALESCE(SUM(credits), 0) AS n FROM ledger WHERE job_id = %s", (job_id,)
+        )
+        return int(row["n"] if row else 0)
+
+    async def credit_balances(self, job_ids: list[str]) -> dict[str, int]:
+        if not job_ids:
+            return {}
+        rows = await self._rows(
+            "SELECT job_id, SUM(credits) AS n FROM ledger WHERE job_id = ANY(%s) GROUP BY job_id",
+            (list(job_ids),),
+        )
+        return {str(r["job_id"]): int(r["n"]) for r in rows}
+
+    # -- named values -----------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM meta WHERE key = %s", (key,))
+        return None if row is None else str(row["value"])
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        async with self._tx() as db:
+            if value is None:
+                await db.execute("DELETE FROM meta WHERE key = %s", (key,))
+            else:
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES (%s, %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    (key, value),
+                )
+
+    async def take_meta(self, key: str) -> str | None:
+        async with self._tx() as db:
+            cursor = await db.execute("DELETE FROM meta WHERE key = %s RETURNING value", (key,))
+            row = await cursor.fetchone()
+        return None if row is None else str(row["value"])
+
+    async def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        rows = await self._rows("SELECT key, value FROM meta WHERE starts_with(key, %s)", (prefix,))
+        return {str(r["key"]): str(r["value"]) for r in rows}
+
+
+# -- statements shared by the methods above ------------------------------------------------
+
+
+async def _fetch_one(db: AsyncConnection[Any], sql: str, *args: Any) -> dict[str, Any]:
+    cursor = await db.execute(sql, args)
+    row = await cursor.fetchone()
+    if row is None:
+        raise JobNotFound(f"no job {args[0]!r}")
+    return dict(row)
+
+
+async def _history(db: AsyncConnection[Any], job_id: str) -> list[Event]:
+    cursor = await db.execute(
+        "SELECT at, event, from_status, to_status, reason FROM events "
+        "WHERE job_id = %s ORDER BY id",
+        (job_id,),
+    )
+    return [
+        Event(
+            parse_iso(r["at"]) or utcnow(),
+            r["event"],
+            r["from_status"],
+            r["to_status"],
+            r["reason"],
+        )
+        for r in await cursor.fetchall()
+    ]
+
+
+async def _update(db: AsyncConnection[Any], job_id: str, **fields: Any) -> None:
+    sets = ["updated_at = %s"]
+    args: list[Any] = [iso(utcnow())]
+    for key, value in fields.items():
+        if key == "status":
+            column = key
+        elif key in WRITABLE:
+            column = f"{key}_json" if f"{key}_json" in JSON_COLUMNS else key
+        else:
+            raise ValueError(f"not a writable job field: {key}")
+        if column in JSON_COLUMNS:
+            value = dumps(jsonable(value))
+        elif column in TIME_COLUMNS and isinstance(value, datetime):
+            value = iso(value)
+        sets.append(f"{column} = %s")
+        args.append(value)
+    args.append(job_id)
+    await db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", args)
+
+
+async def _event(
+    db: AsyncConnection[Any],
+    job_id: str,
+    event: str,
+    from_status: str | None,
+    to_status: str | None,
+    reason: str | None,
+) -> None:
+    await db.execute(
+        "INSERT INTO events (job_id, at, event, from_status, to_status, reason) "
+        "VALUES (%s,%s,%s,%s,%s,%s)",
+        (job_id, iso(utcnow()), event, from_status, to_status, reason),
+    )
+
+
+async def _ledger(
+    db: AsyncConnection[Any],
+    *,
+    job_id: str | None,
+    model: str | None,
+    credits: int,
+    kind: str,
+    day: str,
+    month: str,
+) -> None:
+    await db.execute(
+        "INSERT INTO ledger (job_id, at, day, month, model, credits, kind) "
+        "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+        (job_id, iso(utcnow()), day, month, model, credits, kind),
+    )
+
+
+async def _migrate(url: str, shown: str) -> None:
+    """Check the server and that the database is ours (or empty), then bring its schema up
+    to date under an advisory lock, so two daemons starting together migrate once."""
+    import psycopg
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)
+        )
+    except Exception as exc:
+        raise StoreError(f"cannot open the job store {shown}: {_reason(exc, url)}") from None
+    async with conn:
+        version = conn.info.server_version
+        if version < MIN_SERVER_VERSION:
+            raise StoreError(
+                f"the job store {shown} runs PostgreSQL {version // 10000}: bygheartd needs "
+                "PostgreSQL 12 or newer"
+            )
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-migrate'))")
+            cursor = await conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+            tables = {str(r[0]) for r in await cursor.fetchall()}
+            current = 0
+            if VERSION_TABLE in tables:
+                cursor = await conn.execute(f"SELECT version FROM {VERSION_TABLE}")
+                row = await cursor.fetchone()
+                current = int(row[0]) if row else 0
+            elif tables:
+                raise StoreError(
+                    f"the database of {shown} holds other tables ({', '.join(sorted(tables)[:3])}"
+                    "...) and no bygheartd schema: give bygheartd a database of its own "
+                    "(createdb bygheartd)"
+                )
+            if current > PG_SCHEMA_VERSION:
+                raise StoreError(
+                    f"the job store {shown} was written by a newer bygheartd (schema "
+                    f"{current}, this version knows {PG_SCHEMA_VERSION}): upgrade bygheartd"
+                )
+            for target in range(current + 1, PG_SCHEMA_VERSION + 1):
+                for statement in PG_MIGRATIONS[target]:
+                    await conn.execute(statement)
+                await conn.execute(f"DELETE FROM {VERSION_TABLE}")
+                await conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", (target,))
+            if current < PG_SCHEMA_VERSION:
+                log.info("job store %s: schema %d", shown, PG_SCHEMA_VERSION)
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """A driver's message as one line, without the password (libpq never echoes it, but a
+    URL that failed to parse can end up in a message)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text.replace(url, redact_url(url))
+    from urllib.parse import unquote, urlsplit
+
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            text = text.replace(password, "***").replace(unquote(password), "***")
+    return text
