@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROLE = "bygheartd"
@@ -148,8 +148,6 @@ def running_postgres() -> Iterator[PostgresServer | None]:
         server.start()
         yield server
     finally:
-        try:
+        with suppress(subprocess.CalledProcessError):
             server.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(root, ignore_errors=True)
