@@ -439,6 +439,9 @@ class Job:
     resubmits: int = 0
     # When the task's progress last moved: a task frozen at one progress is lost, not slow.
     progress_at: datetime | None = None
+    # The engine that holds the job (submitted it, or took it over): it alone polls and
+    # delivers it. None while queued, and once nobody needs to act on it.
+    engine: str | None = None
 
     def generated(self) -> dict[str, Any] | None:
         """What the model wrote (style, lyrics, metas) when it differs from the request."""
@@ -459,6 +462,7 @@ class Job:
             "files": [f.as_record() for f in self.files],
             "credits": self.credits,
             "server": self.server,
+            "engine": self.engine,
             "source": self.source,
             "warnings": list(self.warnings),
             "created_at": iso(self.created_at),

@@ -272,7 +272,9 @@ class Runtime:
         if self.plugins is None:
             self.plugins = await asyncio.to_thread(PluginHost.load, plugin_settings(self.config))
         self._key_print = _key_fingerprint(self.config)
-        self.engine = Engine(self.live, self.store, self._client, self.plugins)
+        self.engine = Engine(
+            self.live, self.store, self._client, self.plugins, role=self.role.value
+        )
         await self.engine.start()
         log.info("engine running in this process (%s)", self.role)
         return True

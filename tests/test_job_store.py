@@ -12,7 +12,15 @@ import pytest
 
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
 from bygheartd.store.boundary import JobStore
-from bygheartd.store.errors import DropTaken, IllegalMove, JobNotFound, KeyTaken, StaleTransition
+from bygheartd.store.columns import CreditCaps
+from bygheartd.store.errors import (
+    DropTaken,
+    IllegalMove,
+    JobNotFound,
+    KeyTaken,
+    OverBudget,
+    StaleTransition,
+)
 from bygheartd.store.postgres import PostgresJobStore
 from bygheartd.store.threaded import SqliteJobStore
 
@@ -269,3 +277,34 @@ async def test_two_processes_making_one_move_at_once_make_it_once(
     assert sorted(outcomes) == ["moved", "stale", "stale", "stale"]
     moves = [e for e in await first.history(job.id) if e.to_status == "submitting"]
     assert len(moves) == 1
+
+
+async def test_reservations_past_a_cap_are_refused_however_many_processes_race(
+    two_stores: tuple[JobStore, JobStore],
+) -> None:
+    first, second = two_stores
+    jobs = [await _job(first) for _ in range(8)]
+    caps = CreditCaps(day="2026-12-07", month="2026-12", daily=10, monthly=100)
+    outcomes: list[str] = []
+
+    async def reserve(store: JobStore, job: Job) -> None:
+        line = {"job_id": job.id, "model": None, "credits": 2, "kind": "reserve"}
+        try:
+            await store.transition(
+                job.id,
+                JobStatus.SUBMITTING,
+                event="submitting",
+                ledger={**line, "day": caps.day, "month": caps.month},
+                caps=caps,
+            )
+            outcomes.append("reserved")
+        except OverBudget as exc:
+            assert "daily credit cap reached" in str(exc)
+            outcomes.append("refused")
+
+    async with anyio.create_task_group() as tasks:
+        for n, job in enumerate(jobs):
+            tasks.start_soon(reserve, (first, second)[n % 2], job)
+    assert sorted(outcomes) == ["refused"] * 3 + ["reserved"] * 5
+    assert await first.credits_spent(day=caps.day) == 10
+    assert (await first.counts()) == {"queued": 3, "submitting": 5}

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from bygheartd.config import Config, LiveConfig
 from bygheartd.jobs import iso, parse_iso, utcnow
 from bygheartd.store.boundary import JobStore
+from bygheartd.store.columns import CreditCaps
 
 SERVER_CAP_KEY = "server_cap_until"
 
@@ -101,6 +102,16 @@ class Budget:
                 self.next_month(now),
             )
         return None
+
+    async def caps(self, at: datetime | None = None) -> CreditCaps | None:
+        """The caps a reservation made now may not pass, checked again by the store in the
+        transaction that books it (another daemon on a shared store may have spent since
+        `check`); None when the plan has no caps."""
+        if not self.limited:
+            return None
+        day, month = self.period(at)
+        allowance = self.config.budget.monthly_credits + await self.rollover_in(month)
+        return CreditCaps(day, month, self.config.budget.daily_credits, allowance)
 
     def too_expensive(self, cost: int) -> str | None:
         """A job that can never fit the daily cap is rejected, not held forever."""

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ from bygheartd.hooks.host import PluginHost
 from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.boundary import JobStore
-from bygheartd.store.errors import StaleTransition
+from bygheartd.store.engines import EngineInfo
+from bygheartd.store.errors import OverBudget, StaleTransition
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,10 @@ class Engine:
         plugins: PluginHost | None = None,
         *,
         on_change: Callable[[], None] | None = None,
+        role: str = "engine",
     ) -> None:
         live = LiveConfig.of(config)
+        self.info = EngineInfo.new(role, live.current.store.lease_seconds)
         self.parts = EngineParts(
             live=live,
             store=store,
@@ -67,6 +71,7 @@ class Engine:
             budget=Budget(live, store),
             ticker=Ticker(),
             pool=ServerPool(live, store, lambda: self.parts.client),
+            engine_id=self.info.id,
         )
         self.store = store
         self.lifecycle = Lifecycle(
@@ -75,6 +80,7 @@ class Engine:
             self.parts.budget,
             plugins=lambda: self.parts.plugins,
             schedule_release=self._schedule_release,
+            engine_id=self.info.id,
         )
         self.delivery = Delivery(self.parts, self.lifecycle)
         self._on_change = on_change
@@ -106,8 +112,15 @@ class Engine:
     # -- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuild everything from the store, then start the ticks."""
-        await self._recover()
+        """Register on the store, take over what no live engine holds, rebuild everything
+        else from the store, then start the ticks."""
+        await self.store.register_engine(self.info)
+        # SQLite: the lock file says every earlier engine is gone. PostgreSQL: only those
+        # whose lease ran out; the live ones keep theirs.
+        adopted = await self.store.adopt_jobs(
+            self.info.id, everyone_else=not self.config.store.shared
+        )
+        await self._take_over(adopted)
         await self.poller.load_history()
         self.parts.pool.sync()
         q = self.config.queue
@@ -117,8 +130,11 @@ class Engine:
         self.ticker.every("release-held", 30.0, self.release_due)
         # Probe down servers, refresh healthy ones' stats, publish the pool's state.
         self.ticker.every("pool", max(0.2, q.poll_min_seconds), self._tend_pool)
-        for job in await self.store.list_jobs([JobStatus.DOWNLOADING, JobStatus.PROCESSING]):
-            self.delivery.start(job)
+        lease = self.config.store.lease_seconds
+        self.ticker.every("lease", max(0.5, lease / 3), self._tend_lease, start_now=False)
+        for job in adopted:
+            if job.status in (JobStatus.DOWNLOADING, JobStatus.PROCESSING):
+                self.delivery.start(job)
         self.ticker.start()
         # A key fixed while we were stopped (the usual way: edit the file, restart the
         # service) is tried at once, not when the old key's hold would have ended.
@@ -183,6 +199,9 @@ class Engine:
         # Plugin notifications (on_done, on_failed, on_held) finish too, within the bound.
         await self.lifecycle.drain(drain_seconds)
         await self.parts.pool.write_snapshot(force=True)
+        # Its jobs keep naming it: the next engine (this folder's next start, or another
+        # daemon on a shared store) takes them over at once, with no lease to wait out.
+        await self.store.retire_engine(self.info.id)
         await self.store.checkpoint()
         return await self.store.counts()
 
@@ -198,17 +217,48 @@ class Engine:
         counts = await self.store.counts()
         return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
 
-    async def _recover(self) -> None:
-        """A job left in `submitting` may or may not exist on the server: never guess."""
-        for job in await self.store.list_jobs([JobStatus.SUBMITTING]):
+    async def _take_over(self, adopted: list[Job]) -> None:
+        """Jobs of an engine that is gone: a job left in `submitting` may or may not exist
+        on the server, so it gets the crash rule (never a guess); polls and downloads of
+        the others are safe to repeat, and this engine goes on with them."""
+        for job in adopted:
+            if job.status is not JobStatus.SUBMITTING:
+                continue
             if self.config.queue.resubmit_uncertain:
                 await self.lifecycle.requeue(
-                    job, event="recovered", reason="resubmitting after a crash"
+                    job, event="recovered", reason="resubmitting after a crash", engine=None
                 )
             else:  # the server may have created and charged it: keep the reservation
                 await self.lifecycle.fail(
                     job, f"{UNKNOWN_OUTCOME}: the daemon stopped during the submit", refund=False
                 )
+
+    async def _tend_lease(self) -> None:
+        """Renew this engine's lease; on a shared store, take over the jobs of engines whose
+        lease ran out (a `kill -9`, a host gone down)."""
+        until = utcnow() + timedelta(seconds=self.config.store.lease_seconds)
+        self.info = replace(self.info, lease_until=until)
+        if not await self.store.renew_engine(self.info.id, until):
+            log.warning(
+                "engine %s: its lease had run out (the process stalled?): registered again",
+                self.info.id,
+            )
+            await self.store.register_engine(self.info)
+        if not self.config.store.shared or self.parts.stopping:
+            return
+        adopted = await self.store.adopt_jobs(self.info.id)
+        if not adopted:
+            return
+        log.warning(
+            "took over %d job(s) of an engine whose lease ran out: %s",
+            len(adopted),
+            ", ".join(j.id for j in adopted),
+        )
+        await self._take_over(adopted)
+        for job in adopted:
+            if job.status in (JobStatus.DOWNLOADING, JobStatus.PROCESSING):
+                self.delivery.start(job)
+        self.ticker.wake("poll")
 
     def _finished(self) -> None:
         """Jobs left the server: their slots are free for the next submissions."""
@@ -242,7 +292,7 @@ class Engine:
             by_server = await self.store.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
             slots = pool.room(by_server)
         else:
-            counts = await self.store.counts()
+            counts = await self.store.counts(engine=self.info.id)  # max_in_flight is ours
             in_flight = counts.get("submitting", 0) + counts.get("running", 0)
             slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
@@ -323,7 +373,15 @@ class Engine:
         if hold is not None:
             await self.lifecycle.hold(job, HoldKind.BUDGET, hold.reason, hold.resumes_at)
             return None
-        submitting = await self.lifecycle.submitting(job, credits=credits, server=server)
+        try:
+            submitting = await self.lifecycle.submitting(job, credits=credits, server=server)
+        except OverBudget as exc:  # another daemon on the shared store spent it first
+            hold = await self.budget.check(credits)
+            until = hold.resumes_at if hold else utcnow() + timedelta(seconds=60)
+            await self.lifecycle.hold(
+                job, HoldKind.BUDGET, hold.reason if hold else str(exc), until
+            )
+            return None
         if submitting is None:
             return None  # cancelled meanwhile
         job = submitting
@@ -481,6 +539,8 @@ class Engine:
         for job in await self.store.list_jobs([JobStatus.HELD]):
             if job.resumes_at is not None and job.resumes_at > now:
                 continue
+            if job.hold_kind is HoldKind.DOWNLOAD and job.engine not in (self.info.id, None):
+                continue  # another engine's paid take: that engine resumes its download
             released_job = await self.lifecycle.release(job)
             if released_job is None:
                 continue

@@ -54,6 +54,7 @@ class Lifecycle:
         *,
         plugins: Callable[[], PluginHost | None] = lambda: None,
         schedule_release: Callable[[datetime], None] | None = None,
+        engine_id: str | None = None,
     ) -> None:
         self._live = LiveConfig.of(config)
         self.store = store
@@ -61,6 +62,8 @@ class Lifecycle:
         self._plugins = plugins
         self._schedule_release = schedule_release
         self._notifying: set[asyncio.Task[None]] = set()
+        # The engine this lifecycle moves jobs for: a job it submits is that engine's.
+        self.engine_id = engine_id
 
     @property
     def config(self) -> Config:
@@ -77,7 +80,12 @@ class Lifecycle:
         refund_line = await self.budget.refund_entry(job.id, job.model) if refund else None
         try:
             failed = await self.store.transition(
-                job.id, JobStatus.FAILED, event="failed", reason=reason, ledger=refund_line
+                job.id,
+                JobStatus.FAILED,
+                event="failed",
+                reason=reason,
+                ledger=refund_line,
+                engine=None,  # nobody holds a failed job
             )
         except StaleTransition:
             return None
@@ -123,6 +131,7 @@ class Lifecycle:
                 expect={JobStatus.PROCESSING},
                 before_commit=write_sidecar,
                 completed_at=utcnow(),
+                engine=None,
             )
         except StaleTransition:
             return None
@@ -135,7 +144,8 @@ class Lifecycle:
 
     async def submitting(self, job: Job, *, credits: int, server: str | None) -> Job | None:
         """`queued` -> `submitting`, written before the POST with the credits it reserves
-        (one transaction). None when the job was cancelled meanwhile."""
+        (one transaction, refused with `OverBudget` when another daemon sharing the store
+        spent the room meanwhile). None when the job was cancelled meanwhile."""
         budget = self.budget
         ledger = (
             budget.ledger_entry(job.id, job.model, credits, "reserve")
@@ -147,13 +157,16 @@ class Lifecycle:
                 job.id,
                 JobStatus.SUBMITTING,
                 event="submitting",
+                reason=f"by engine {self.engine_id}" if self.engine_id else None,
                 expect={JobStatus.QUEUED},
                 ledger=ledger,
+                caps=await budget.caps() if ledger is not None else None,
                 attempts=job.attempts + 1,
                 credits=credits,
                 resumes_at=None,
                 hold_kind=None,
                 server=server,
+                engine=self.engine_id,
             )
         except StaleTransition:
             return None
@@ -178,7 +191,7 @@ class Lifecycle:
                 reason=reason,
                 expect=expect,
                 ledger=await self.budget.refund_entry(job.id, job.model),
-                **fields,
+                **{"engine": None, **fields},
             )
         except StaleTransition:
             return None
@@ -256,6 +269,8 @@ class Lifecycle:
             reason=CANCELLED_SPENT if spent else CANCELLED_UNSENT,
             expect={s for s in JobStatus if not s.is_final},
             hold_kind=SETTLING if settling else None,
+            # A settling task is still its engine's to watch; anything else nobody's.
+            **({} if settling else {"engine": None}),
         )
 
     async def retry(self, job: Job, warnings: list[str]) -> Job:
@@ -280,6 +295,7 @@ class Lifecycle:
             result={k: v for k, v in job.result.items() if k == "request_before_plugins"},
             submitted_at=None,
             completed_at=None,
+            engine=None,
         )
 
     # -- notifications ----------------------------------------------------------------

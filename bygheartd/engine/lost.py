@@ -106,6 +106,7 @@ class LostTasks:
                 submitted_at=None,
                 resubmits=number,
                 result=job.result.but(unknown_polls=0, lost_on=lost_on),
+                engine=None,
             )
         except StaleTransition:
             return False

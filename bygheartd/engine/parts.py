@@ -28,6 +28,9 @@ class EngineParts:
     ticker: Ticker
     # Every server's client and health: polls and downloads go to the server of the task.
     pool: ServerPool
+    # This engine on the store (its lease, the jobs it holds): it polls and delivers only
+    # the jobs that name it, so engines sharing one store never act on one job.
+    engine_id: str = ""
     # Set once the engine drains: no stage starts new work, and what is cut off resumes
     # from the store at the next start instead of failing.
     stopping: bool = False

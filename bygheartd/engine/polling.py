@@ -91,7 +91,9 @@ class Poller:
                 duration=float(duration) if isinstance(duration, int | float) else None,
                 queue_position=queue_position,
             )
-        running = await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
+        running = await self.parts.store.list_jobs(
+            [JobStatus.RUNNING], summary=True, engine=self.parts.engine_id
+        )
         self._plan_next_poll(running, after_submit=True)
 
     def _track(self, job: Job) -> None:
@@ -146,11 +148,16 @@ class Poller:
         now = utcnow()
         if self._poll_paused_until is not None and now < self._poll_paused_until:
             return
-        running = [j for j in await self.parts.store.list_jobs([JobStatus.RUNNING]) if j.task_id]
+        mine = self.parts.engine_id  # jobs another engine holds are that engine's to poll
+        running = [
+            j
+            for j in await self.parts.store.list_jobs([JobStatus.RUNNING], engine=mine)
+            if j.task_id
+        ]
         settling = [
             j
             for j in await self.parts.store.find_by("hold_kind", SETTLING)
-            if j.status is JobStatus.CANCELLED and j.task_id
+            if j.status is JobStatus.CANCELLED and j.task_id and j.engine in (mine, None)
         ]
         if not running and not settling:
             return
@@ -178,7 +185,9 @@ class Poller:
         self._misses = self._misses + 1 if self._expected_done and not finished else 0
         still = [
             j
-            for j in await self.parts.store.list_jobs([JobStatus.RUNNING], summary=True)
+            for j in await self.parts.store.list_jobs(
+                [JobStatus.RUNNING], summary=True, engine=self.parts.engine_id
+            )
             if j.task_id
         ]
         self._plan_next_poll(still)

@@ -76,6 +76,10 @@ class JobRecord(BaseModel):
     server: str | None = Field(
         default=None, description="the server holding the task (its URL, never a key)"
     )
+    engine: str | None = Field(
+        default=None,
+        description="the engine (daemon) that holds the job on a shared store, or null",
+    )
     source: str | None = None
     warnings: list[str] = Field(default_factory=list)
     generated: GeneratedSong | None = Field(

@@ -10,9 +10,12 @@ same methods. Every method raises only the errors in `store/errors.py`.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from bygheartd.jobs import Event, Job, JobStatus
+from bygheartd.store.columns import CreditCaps
+from bygheartd.store.engines import EngineInfo
 from bygheartd.store.events import JobEvent
 
 
@@ -63,7 +66,10 @@ class JobStore(Protocol):
         limit: int | None = None,
         *,
         summary: bool = False,
-    ) -> list[Job]: ...
+        engine: str | None = None,
+    ) -> list[Job]:
+        """Newest first; `engine` keeps the jobs that engine holds."""
+        ...
 
     async def search_jobs(
         self,
@@ -76,7 +82,7 @@ class JobStore(Protocol):
 
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]: ...
 
-    async def counts(self) -> dict[str, int]: ...
+    async def counts(self, engine: str | None = None) -> dict[str, int]: ...
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]: ...
 
@@ -90,9 +96,12 @@ class JobStore(Protocol):
         expect: Iterable[JobStatus] | None = None,
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
+        caps: CreditCaps | None = None,
         **fields: Any,
     ) -> Job:
         """One move of `jobs.ALLOWED_MOVES`, its history line and ledger line, atomically.
+        With `caps`, a ledger line that would pass a credit cap is refused (`OverBudget`)
+        under one lock per account: daemons sharing the store never overspend together.
         Only the lifecycle (`engine/lifecycle.py`) and the engine's stages call this."""
         ...
 
@@ -130,6 +139,23 @@ class JobStore(Protocol):
     async def source_path(self, job_id: str) -> str | None: ...
 
     async def checkpoint(self) -> None: ...
+
+    # -- engines and their leases (store/engines.py) -----------------------------------------
+
+    async def register_engine(self, info: EngineInfo) -> None: ...
+
+    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
+        """False when the engine's row is gone (another engine took it for dead)."""
+        ...
+
+    async def retire_engine(self, engine_id: str) -> None: ...
+
+    async def list_engines(self) -> list[EngineInfo]: ...
+
+    async def adopt_jobs(self, engine_id: str, *, everyone_else: bool = False) -> list[Job]:
+        """Take over the jobs of engines whose lease ran out (with `everyone_else`, of every
+        other engine) and jobs that no engine holds; two engines never adopt one job."""
+        ...
 
     # -- the credit ledger ----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,26 @@ WRITABLE = {
     "server",
     "resubmits",
     "progress_at",
+    "engine",
 }
+
+
+@dataclass(frozen=True)
+class CreditCaps:
+    """What a reservation may not pass, for the ledger's `day` and `month` it is booked in;
+    None: that period has no cap."""
+
+    day: str
+    month: str
+    daily: int | None
+    monthly: int | None
+
+    def refusal(self, credits: int, spent_today: int, spent_month: int) -> str | None:
+        if self.daily is not None and spent_today + credits > self.daily:
+            return f"daily credit cap reached: {spent_today} of {self.daily} used today"
+        if self.monthly is not None and spent_month + credits > self.monthly:
+            return f"monthly credits used up: {spent_month} of {self.monthly} this month"
+        return None
 
 
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -11,7 +11,8 @@ is behind the boundary, callers catch these.
      │    └── IllegalMove    the lifecycle has no such move (ALLOWED_MOVES)
      ├── JobNotFound
      ├── KeyTaken            an idempotency key names a job already
-     └── DropTaken           another process made a job of this exact drop just now
+     ├── DropTaken           another process made a job of this exact drop just now
+     └── OverBudget          a reservation would pass a credit cap (another daemon spent)
 """
 
 from __future__ import annotations
@@ -66,3 +67,8 @@ class StoreDamaged(StoreError):
     def __init__(self, message: str, *, detail: str) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class OverBudget(BygheartdError):
+    """A reservation would pass the daily or monthly cap: checked in the transaction that
+    would make it, under one lock per account, so daemons sharing a store never overspend."""

@@ -22,15 +22,18 @@ from bygheartd.store.columns import (
     JSON_COLUMNS,
     TIME_COLUMNS,
     WRITABLE,
+    CreditCaps,
     dumps,
     jsonable,
     new_job_id,
 )
+from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
     JobNotFound,
     KeyTaken,
+    OverBudget,
     StaleTransition,
     StoreError,
 )
@@ -134,7 +137,7 @@ class PostgresJobStore:
             async with pool.connection() as conn:
                 conn.row_factory = dict_row  # type: ignore[assignment]
                 yield conn
-        except (KeyTaken, DropTaken, StaleTransition, JobNotFound, StoreError):
+        except (KeyTaken, DropTaken, StaleTransition, JobNotFound, StoreError, OverBudget):
             raise
         except psycopg.errors.UniqueViolation:
             raise  # `insert_job` names which key was taken
@@ -291,12 +294,19 @@ class PostgresJobStore:
         limit: int | None = None,
         *,
         summary: bool = False,
+        engine: str | None = None,
     ) -> list[Job]:
         sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
+        where: list[str] = []
         args: list[Any] = []
         if statuses is not None:
-            sql += " WHERE status = ANY(%s)"
+            where.append("status = ANY(%s)")
             args.append([s.value for s in statuses])
+        if engine is not None:
+            where.append("engine = %s")
+            args.append(engine)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT %s"
@@ -341,9 +351,89 @@ class PostgresJobStore:
         )
         return [row_to_job(r) for r in rows]
 
-    async def counts(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+    async def counts(self, engine: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE engine = %s ", [engine]) if engine is not None else ("", [])
+        rows = await self._rows(
+            f"SELECT status, COUNT(*) AS n FROM jobs {where}GROUP BY status", args
+        )
         return {str(r["status"]): int(r["n"]) for r in rows}
+
+    # -- engines and their leases (store/engines.py) --------------------------------------
+
+    async def register_engine(self, info: EngineInfo) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO engines (id, host, pid, role, started_at, lease_until) "
+                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+                "lease_until = EXCLUDED.lease_until",
+                (
+                    info.id,
+                    info.host,
+                    info.pid,
+                    info.role,
+                    iso(info.started_at),
+                    iso(info.lease_until),
+                ),
+            )
+
+    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
+        async with self._conn() as db:
+            cursor = await db.execute(
+                "UPDATE engines SET lease_until = %s WHERE id = %s",
+                (iso(lease_until), engine_id),
+            )
+            return cursor.rowcount > 0
+
+    async def retire_engine(self, engine_id: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM engines WHERE id = %s", (engine_id,))
+
+    async def list_engines(self) -> list[EngineInfo]:
+        rows = await self._rows(
+            "SELECT id, host, pid, role, started_at, lease_until FROM engines ORDER BY id"
+        )
+        return [
+            EngineInfo(
+                id=str(r["id"]),
+                host=str(r["host"]),
+                pid=int(r["pid"]),
+                role=str(r["role"]),
+                started_at=parse_iso(r["started_at"]) or utcnow(),
+                lease_until=parse_iso(r["lease_until"]) or utcnow(),
+            )
+            for r in rows
+        ]
+
+    async def adopt_jobs(self, engine_id: str, *, everyone_else: bool = False) -> list[Job]:
+        now = iso(utcnow())
+        live = (
+            ""
+            if everyone_else
+            else " AND engine NOT IN (SELECT id FROM engines WHERE lease_until >= %s)"
+        )
+        args: list[Any] = [engine_id] if everyone_else else [engine_id, now]
+        async with self._tx() as db:
+            # SKIP LOCKED: a job another engine is moving right now is not waited for; it
+            # is still held by a live engine, or comes up again at the next lease tick.
+            cursor = await db.execute(
+                f"SELECT id, engine FROM jobs WHERE {ADOPT_WHERE} AND (engine IS NULL OR "
+                f"(engine != %s{live})) FOR UPDATE SKIP LOCKED",
+                args,
+            )
+            rows = await cursor.fetchall()
+            if everyone_else:
+                await db.execute("DELETE FROM engines WHERE id != %s", (engine_id,))
+            else:
+                await db.execute("DELETE FROM engines WHERE lease_until < %s", (now,))
+            adopted = []
+            for row in rows:
+                await _update(db, str(row["id"]), engine=engine_id)
+                if row["engine"] is not None:
+                    reason = f"from engine {row['engine']}"
+                    await _event(db, str(row["id"]), "taken over", None, None, reason)
+                found = await _fetch_one(db, "SELECT * FROM jobs WHERE id = %s", row["id"])
+                adopted.append(row_to_job(found))
+        return adopted
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
         rows = await self._rows(
@@ -363,6 +453,7 @@ class PostgresJobStore:
         expect: Iterable[JobStatus] | None = None,
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
+        caps: CreditCaps | None = None,
         **fields: Any,
     ) -> Job:
         wanted = None if expect is None else {s.value for s in expect}
@@ -378,6 +469,8 @@ class PostgresJobStore:
                 raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
             if not move_allowed(JobStatus(current), to):
                 raise IllegalMove(job_id, current, to.value)
+            if caps is not None and ledger is not None:
+                await _check_caps(db, caps, int(ledger["credits"]))
             fields.setdefault("reason", reason)
             await _update(db, job_id, status=to.value, **fields)
             await _event(db, job_id, event, current, to.value, reason)
@@ -603,6 +696,21 @@ class PostgresJobStore:
 
 
 # -- statements shared by the methods above ------------------------------------------------
+
+
+async def _check_caps(db: AsyncConnection[Any], caps: CreditCaps, credits: int) -> None:
+    """The account's lock, held to the end of the transaction: every daemon's reservation
+    waits here for the one before it, then sees what that one booked."""
+    await db.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-budget'))")
+    cursor = await db.execute(
+        "SELECT COALESCE(SUM(credits) FILTER (WHERE day = %s), 0) AS today, "
+        "COALESCE(SUM(credits) FILTER (WHERE month = %s), 0) AS month FROM ledger",
+        (caps.day, caps.month),
+    )
+    row = await cursor.fetchone()
+    refusal = caps.refusal(credits, int(row["today"]), int(row["month"])) if row else None
+    if refusal is not None:
+        raise OverBudget(refusal)
 
 
 async def _fetch_one(db: AsyncConnection[Any], sql: str, *args: Any) -> dict[str, Any]:

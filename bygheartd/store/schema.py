@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from bygheartd.jobs import HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -97,6 +97,20 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX jobs_hold_kind ON jobs(hold_kind);
     CREATE INDEX jobs_status_id ON jobs(status, id);
     """,
+    # Engines and their leases (issue 24): which engine holds a job (the one that submitted
+    # it, or took it over), the same on SQLite (one engine at a time) as on PostgreSQL.
+    5: """
+    ALTER TABLE jobs ADD COLUMN engine TEXT;
+    CREATE INDEX jobs_engine ON jobs(engine);
+    CREATE TABLE engines (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        lease_until TEXT NOT NULL
+    );
+    """,
 }
 
 
@@ -105,7 +119,7 @@ SUMMARY_COLUMNS = (
     "id, status, title, model, task_id, attempts, reason, resumes_at, hold_kind, credits, "
     "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
-    "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at"
+    "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, engine"
 )
 
 
@@ -154,4 +168,5 @@ def row_to_job(row: _Row | sqlite3.Row) -> Job:
         server=row["server"],
         resubmits=int(row["resubmits"] or 0),
         progress_at=parse_iso(row["progress_at"]),
+        engine=row["engine"],
     )

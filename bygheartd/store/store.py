@@ -29,15 +29,17 @@ from bygheartd.jobs import (
 from bygheartd.store.columns import JSON_COLUMNS as _JSON_COLUMNS
 from bygheartd.store.columns import TIME_COLUMNS as _TIME_COLUMNS
 from bygheartd.store.columns import WRITABLE as _WRITABLE
+from bygheartd.store.columns import CreditCaps, new_job_id
 from bygheartd.store.columns import dumps as _dumps
 from bygheartd.store.columns import jsonable as _jsonable
-from bygheartd.store.columns import new_job_id
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
+from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
     JobNotFound,
     KeyTaken,
+    OverBudget,
     StaleTransition,
     StoreBusy,
     StoreError,
@@ -289,14 +291,22 @@ class Store:
         limit: int | None = None,
         *,
         summary: bool = False,
+        engine: str | None = None,
     ) -> list[Job]:
-        """Newest first; `summary=True` skips the request and result bodies (for listings)."""
+        """Newest first; `summary=True` skips the request and result bodies (for listings);
+        `engine` keeps the jobs that engine holds."""
         sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
+        where: list[str] = []
         args: list[Any] = []
         wanted = [s.value for s in statuses] if statuses is not None else None
         if wanted is not None:
-            sql += f" WHERE status IN ({','.join('?' * len(wanted))})"
+            where.append(f"status IN ({','.join('?' * len(wanted))})")
             args.extend(wanted)
+        if engine is not None:
+            where.append("engine = ?")
+            args.append(engine)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -387,10 +397,77 @@ class Store:
             ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, engine: str | None = None) -> dict[str, int]:
+        """Jobs per status; with `engine`, only the jobs that engine holds."""
+        where, args = ("WHERE engine = ? ", [engine]) if engine is not None else ("", [])
         with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+            rows = self._db.execute(
+                f"SELECT status, COUNT(*) FROM jobs {where}GROUP BY status", args
+            ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- engines and their leases (store/engines.py) --------------------------------------
+
+    def register_engine(self, info: EngineInfo) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO engines (id, host, pid, role, started_at, lease_until) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    info.id,
+                    info.host,
+                    info.pid,
+                    info.role,
+                    iso(info.started_at),
+                    iso(info.lease_until),
+                ),
+            )
+
+    def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
+        """False when the engine's row is gone (taken for dead by another engine)."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE engines SET lease_until = ? WHERE id = ?", (iso(lease_until), engine_id)
+            )
+            return cursor.rowcount > 0
+
+    def retire_engine(self, engine_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM engines WHERE id = ?", (engine_id,))
+
+    def list_engines(self) -> list[EngineInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, host, pid, role, started_at, lease_until FROM engines ORDER BY id"
+            ).fetchall()
+        return [_engine(r) for r in rows]
+
+    def adopt_jobs(self, engine_id: str, *, everyone_else: bool = False) -> list[Job]:
+        """Take over the jobs of engines whose lease ran out (or, with `everyone_else`, of
+        every other engine: SQLite's lock file already says they are gone), and jobs no
+        engine holds; each with a history line that says from whom."""
+        now = iso(utcnow())
+        with self._tx() as db:
+            live = (
+                ""
+                if everyone_else
+                else (" AND engine NOT IN (SELECT id FROM engines WHERE lease_until >= ?)")
+            )
+            args: list[Any] = [engine_id] if everyone_else else [engine_id, now]
+            rows = db.execute(
+                f"SELECT id, engine FROM jobs WHERE {ADOPT_WHERE} AND (engine IS NULL OR "
+                f"(engine != ?{live}))",
+                args,
+            ).fetchall()
+            if not everyone_else:
+                db.execute("DELETE FROM engines WHERE lease_until < ?", (now,))
+            else:
+                db.execute("DELETE FROM engines WHERE id != ?", (engine_id,))
+            for job_id, previous in rows:
+                self._update(db, job_id, engine=engine_id)
+                if previous is not None:
+                    self._event(db, job_id, "taken over", None, None, f"from engine {previous}")
+            return [self._get(db, str(r[0])) for r in rows]
 
     def transition(
         self,
@@ -402,9 +479,12 @@ class Store:
         expect: Iterable[JobStatus] | None = None,
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
+        caps: CreditCaps | None = None,
         **fields: Any,
     ) -> Job:
         """Move a job to `to` and append history (and a ledger line), atomically.
+        With `caps`, the ledger line is refused (`OverBudget`) when it would pass a cap,
+        checked in this transaction (SQLite's write lock is the account's lock).
 
         Only moves in `jobs.ALLOWED_MOVES` are made (`IllegalMove` names both statuses).
         With `expect`, the move happens only from one of those statuses: that is how a
@@ -422,6 +502,8 @@ class Store:
                 raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
             if not move_allowed(JobStatus(current), to):
                 raise IllegalMove(job_id, current, to.value)
+            if caps is not None and ledger is not None:
+                _check_caps(db, caps, int(ledger["credits"]))
             fields.setdefault("reason", reason)
             self._update(db, job_id, status=to.value, **fields)
             self._event(db, job_id, event, current, to.value, reason)
@@ -743,6 +825,27 @@ class Store:
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _check_caps(db: sqlite3.Connection, caps: CreditCaps, credits: int) -> None:
+    day = db.execute("SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE day = ?", (caps.day,))
+    month = db.execute(
+        "SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE month = ?", (caps.month,)
+    )
+    refusal = caps.refusal(credits, int(day.fetchone()[0]), int(month.fetchone()[0]))
+    if refusal is not None:
+        raise OverBudget(refusal)
+
+
+def _engine(row: Any) -> EngineInfo:
+    return EngineInfo(
+        id=str(row[0]),
+        host=str(row[1]),
+        pid=int(row[2]),
+        role=str(row[3]),
+        started_at=parse_iso(str(row[4])) or utcnow(),
+        lease_until=parse_iso(str(row[5])) or utcnow(),
+    )
 
 
 def _busy(path: Path, exc: sqlite3.OperationalError) -> StoreError:

@@ -14,10 +14,13 @@ import functools
 import threading
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bygheartd.jobs import Event, Job, JobStatus
+from bygheartd.store.columns import CreditCaps
+from bygheartd.store.engines import EngineInfo
 from bygheartd.store.errors import StoreError
 from bygheartd.store.events import JobEvent
 from bygheartd.store.store import DB_NAME, Store
@@ -122,9 +125,10 @@ class SqliteJobStore:
         limit: int | None = None,
         *,
         summary: bool = False,
+        engine: str | None = None,
     ) -> list[Job]:
         wanted = list(statuses) if statuses is not None else None
-        return await self._read(Store.list_jobs, wanted, limit, summary=summary)
+        return await self._read(Store.list_jobs, wanted, limit, summary=summary, engine=engine)
 
     async def search_jobs(
         self,
@@ -140,8 +144,23 @@ class SqliteJobStore:
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         return await self._read(Store.list_oldest, status, limit)
 
-    async def counts(self) -> dict[str, int]:
-        return await self._read(Store.counts)
+    async def counts(self, engine: str | None = None) -> dict[str, int]:
+        return await self._read(Store.counts, engine)
+
+    async def register_engine(self, info: EngineInfo) -> None:
+        await self._write(Store.register_engine, info)
+
+    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
+        return await self._write(Store.renew_engine, engine_id, lease_until)
+
+    async def retire_engine(self, engine_id: str) -> None:
+        await self._write(Store.retire_engine, engine_id)
+
+    async def list_engines(self) -> list[EngineInfo]:
+        return await self._read(Store.list_engines)
+
+    async def adopt_jobs(self, engine_id: str, *, everyone_else: bool = False) -> list[Job]:
+        return await self._write(Store.adopt_jobs, engine_id, everyone_else=everyone_else)
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
         return await self._read(Store.counts_by_server, list(statuses))
@@ -156,6 +175,7 @@ class SqliteJobStore:
         expect: Iterable[JobStatus] | None = None,
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
+        caps: CreditCaps | None = None,
         **fields: Any,
     ) -> Job:
         return await self._write(
@@ -167,6 +187,7 @@ class SqliteJobStore:
             expect=None if expect is None else frozenset(expect),
             ledger=ledger,
             before_commit=before_commit,
+            caps=caps,
             **fields,
         )
 

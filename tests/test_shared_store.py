@@ -1,0 +1,207 @@
+"""Many daemons, one queue: engines on one PostgreSQL store (a real server, started by the
+tests) make every song exactly once, take over a killed engine's songs without a second
+submit, and share one budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _daemon import Daemon, write_songs
+from conftest import write_config
+
+from bygheartd.config import Config, load_config
+from bygheartd.jobs import FINAL_STATUSES, JobStatus
+from bygheartd.runtime import EngineRole, Runtime
+from bygheartd.service.service import open_service
+from bygheartd.simulator import RunningSimulator, SimulatorSettings
+
+pytestmark = pytest.mark.anyio
+
+SONG = "style: synth pop, {marker}\nmodel: bygheart-melody-fast\nduration: 10\n\n[Verse]\nla\n"
+
+
+@pytest.fixture
+def sim_settings() -> SimulatorSettings:
+    return SimulatorSettings(latency=1.0, audio_scale=0.02, seed=3)
+
+
+def _config(
+    root: Path,
+    name: str,
+    sim: RunningSimulator,
+    url: str,
+    **sections: dict[str, Any],
+) -> Path:
+    home = root / name
+    folders = {
+        n: str(home / n) for n in ("inbox", "output", "archive", "failed", "drafts", "state")
+    }
+    for folder in folders.values():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    values: dict[str, dict[str, Any]] = {
+        "api": {"base_url": sim.base_url},
+        "folders": folders,
+        "watch": {"settle_seconds": 0.2},
+        "queue": {
+            "poll_min_seconds": 0.2,
+            "poll_max_seconds": 0.5,
+            "retry_base_seconds": 0.1,
+            "retry_max_seconds": 0.5,
+            "max_in_flight": 4,
+        },
+        "budget": {"plan": "pro"},
+        "plugins": {"enabled": []},
+        "store": {"url": url, "lease_seconds": 2},
+    }
+    for section, extra in sections.items():
+        values.setdefault(section, {}).update(extra)
+    return write_config(home / "config.toml", values)
+
+
+def _submits(sim: RunningSimulator) -> int:
+    return int(sim.sim.stats.http_requests.get("/release_task", 0))
+
+
+async def _all_final(config: Config, count: int, timeout: float = 60) -> list[Any]:
+    service = open_service(config)
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                jobs = await service.list()
+                if len(jobs) >= count and all(j.status in FINAL_STATUSES for j in jobs):
+                    return jobs
+                await anyio.sleep(0.1)
+    finally:
+        await service.close()
+
+
+async def test_three_engines_on_one_store_make_every_song_exactly_once(
+    simulator: RunningSimulator,
+    postgres_url: str,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    configs = [
+        load_config(_config(tmp_path, f"host{n}", simulator, postgres_url)) for n in range(3)
+    ]
+    async with (
+        Runtime(configs[0], role=EngineRole.DAEMON) as first,
+        Runtime(configs[1], role=EngineRole.DAEMON) as second,
+        Runtime(configs[2], role=EngineRole.DAEMON) as third,
+    ):
+        runtimes = (first, second, third)
+        assert all(r.engine is not None for r in runtimes)
+        for n in range(12):  # each face queues on its own host, into the one queue
+            song = tmp_path / f"song-{n}.txt"
+            song.write_text(SONG.format(marker=f"once-{n}"))
+            await runtimes[n % 3].service.submit_file(song)
+        jobs = await _all_final(configs[0], 12)
+        engines = {r.engine.info.id for r in runtimes if r.engine is not None}
+        histories = [await first.service.history(job) for job in jobs]
+        listed = await first.store.list_engines()
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 12
+    assert _submits(simulator) == 12  # every song made once, none twice
+    submitted_by = {
+        (e.reason or "").removeprefix("by engine ")
+        for history in histories
+        for e in history
+        if e.to_status == "submitting"
+    }
+    assert len(submitted_by) >= 2 and submitted_by <= engines  # the work was shared
+    for history in histories:
+        assert [e.to_status for e in history].count("submitting") == 1
+    assert {e.id for e in listed} == engines  # each engine registered with its lease
+    # Each host's songs land in its own output folder.
+    for job in jobs:
+        assert job.files and all(f.path.exists() for f in job.files)
+
+
+async def test_a_second_engine_takes_over_a_killed_engines_songs_without_submitting_again(
+    simulator: RunningSimulator,
+    postgres_url: str,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    simulator.sim.settings.latency = 3.0  # long enough to kill the daemon mid-generation
+    first_path = _config(tmp_path, "host-a", simulator, postgres_url)
+    daemon = Daemon(first_path, tmp_path / "a.log")
+    songs = write_songs(tmp_path / "songs", 4, tag="takeover")
+    try:
+        daemon.start()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bygheartd",
+                "--config",
+                str(first_path),
+                "submit",
+                *map(str, songs),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        assert done.returncode == 0, done.stderr
+        config_a = load_config(first_path)
+        service = open_service(config_a)
+        try:
+            with anyio.fail_after(30):
+                while (await service.counts()).get("running", 0) < 4:
+                    await anyio.sleep(0.05)
+        finally:
+            await service.close()
+        daemon.kill9()  # mid-generation: its lease runs out in 2 s
+        second = load_config(_config(tmp_path, "host-b", simulator, postgres_url))
+        async with Runtime(second, role=EngineRole.DAEMON) as runtime:
+            jobs = await _all_final(second, 4, timeout=60)
+            histories = [await runtime.service.history(job) for job in jobs]
+    finally:
+        daemon.stop()
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 4
+    assert _submits(simulator) == 4  # polled and downloaded by the other: never resubmitted
+    for history in histories:
+        taken = [e for e in history if e.event == "taken over"]
+        assert len(taken) == 1 and "from engine" in (taken[0].reason or "")
+    assert "pg-s3cret" not in daemon.log()  # the database password in no log
+
+
+async def test_two_engines_racing_for_the_last_credits_of_the_day_never_overspend(
+    simulator: RunningSimulator,
+    postgres_url: str,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    budget = {"plan": "pro", "daily_credits": 10, "monthly_credits": 500}
+    configs = [
+        load_config(_config(tmp_path, f"racer{n}", simulator, postgres_url, budget=budget))
+        for n in range(2)
+    ]
+    async with (
+        Runtime(configs[0], role=EngineRole.DAEMON) as first,
+        Runtime(configs[1], role=EngineRole.DAEMON) as second,
+    ):
+        for n in range(8):  # two credits each: 16 wanted, 10 allowed today
+            song = tmp_path / f"race-{n}.txt"
+            song.write_text(SONG.format(marker=f"race-{n}"))
+            await (first, second)[n % 2].service.submit_file(song)
+        counts: dict[str, int] = {}
+        with anyio.move_on_after(60):
+            while True:
+                counts = await first.service.counts()
+                if counts.get("done", 0) == 5 and counts.get("held", 0) == 3:
+                    break
+                await anyio.sleep(0.1)
+        assert counts == {"done": 5, "held": 3}, [
+            (j.status.value, j.reason) for j in await first.service.list()
+        ]
+        credits = await first.service.credits()
+    assert credits["today"]["spent"] == 10  # never past the cap, however many daemons
+    assert _submits(simulator) == 5
