@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from _daemon import Daemon, write_songs
+from _postgres import PASSWORD
 from conftest import write_config
 
 from bygheartd.config import Config, load_config
@@ -170,7 +171,7 @@ async def test_a_second_engine_takes_over_a_killed_engines_songs_without_submitt
     for history in histories:
         taken = [e for e in history if e.event == "taken over"]
         assert len(taken) == 1 and "from engine" in (taken[0].reason or "")
-    assert "pg-s3cret" not in daemon.log()  # the database password in no log
+    assert PASSWORD not in daemon.log()  # the database password in no log
 
 
 async def test_two_engines_racing_for_the_last_credits_of_the_day_never_overspend(
@@ -205,3 +206,28 @@ async def test_two_engines_racing_for_the_last_credits_of_the_day_never_overspen
         credits = await first.service.credits()
     assert credits["today"]["spent"] == 10  # never past the cap, however many daemons
     assert _submits(simulator) == 5
+
+
+async def test_a_database_restart_under_load_loses_nothing_and_pays_nothing_twice(
+    simulator: RunningSimulator,
+    postgres_server: Any,
+    tmp_path: Path,
+    api_key: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = postgres_server.new_database()
+    config = load_config(_config(tmp_path, "host", simulator, url))
+    async with Runtime(config, role=EngineRole.DAEMON) as runtime:
+        for n in range(8):
+            song = tmp_path / f"load-{n}.txt"
+            song.write_text(SONG.format(marker=f"load-{n}"))
+            await runtime.service.submit_file(song)
+        with anyio.fail_after(30):
+            while (await runtime.service.counts()).get("running", 0) < 2:
+                await anyio.sleep(0.05)
+        # The server goes away (as in a crash: connections cut) and comes back.
+        await anyio.to_thread.run_sync(postgres_server.restart)
+        jobs = await _all_final(config, 8, timeout=90)
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 8, [j.reason for j in jobs]
+    assert _submits(simulator) == 8
+    assert PASSWORD not in caplog.text

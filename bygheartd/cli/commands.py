@@ -160,6 +160,7 @@ async def status_command(config: Config, as_json: bool) -> None:
         summary = await service.credits()
         counts = await service.counts()
         servers = await service.servers()
+        engines = await service.engines()
     if holder and isinstance(holder.get("since"), int | float):
         # The lock file keeps epoch seconds; every JSON output speaks ISO-8601 UTC.
         from datetime import UTC, datetime
@@ -167,8 +168,10 @@ async def status_command(config: Config, as_json: bool) -> None:
         holder = {**holder, "since": iso(datetime.fromtimestamp(holder["since"], UTC))}
     data = {
         "engine": holder,
+        "engines": engines,
         "counts": counts,
         "state_dir": str(config.state_dir),
+        "store": config.store.display_url() or str(config.state_dir / "jobs.sqlite3"),
         "next_daily_release": summary["next_daily_release"],
         "servers": servers,
     }
@@ -179,6 +182,14 @@ async def status_command(config: Config, as_json: bool) -> None:
         print(f"engine: running ({holder.get('owner')}, pid {holder.get('pid')})")
     else:
         print("engine: not running (start it with `bygheartd run`)")
+    if config.store.shared:
+        print(f"store: {data['store']} (shared), {len(engines)} engine(s):")
+        for engine in engines:
+            lease = "lease live" if engine["live"] else "lease expired"
+            print(
+                f"  {engine['id']} on {engine['host']} (pid {engine['pid']}, {engine['role']}), "
+                f"{engine['jobs_held']} job(s) held, {lease} until {engine['lease_until']}"
+            )
     listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
     print(f"jobs: {listed}")
     from bygheartd.service.servers import server_line

@@ -68,6 +68,8 @@ def check_config(
         print(f"  warning: {warning}")
     if not _show_pool(config):
         ok = False
+    if not _show_store(config):
+        ok = False
     print("folders:")
     for name, folder in folder_map(config).items():
         print(f"  {name:8} {folder}")
@@ -161,3 +163,33 @@ def write_starter_config(explicit: Path | None, force: bool) -> int:
         print(f"  {name:8} {folder}")
     print("next: set BYGHEART_API_KEY (or api_key_file), then `bygheartd config check`")
     return 0
+
+
+def _show_store(config: Config) -> bool:
+    """Where jobs live; a PostgreSQL store is asked (reachable, ours, its schema), since a
+    wrong password or host otherwise shows up only when the daemon starts."""
+    if not config.store.shared:
+        print(f"store: SQLite, {config.state_dir / 'jobs.sqlite3'}")
+        return True
+    import asyncio
+
+    from bygheartd.service.service import open_service
+
+    async def ask() -> str:
+        service = open_service(config)
+        try:
+            counts = await service.counts()
+            engines = await service.engines()
+        finally:
+            await service.close()
+        live = sum(1 for e in engines if e["live"])
+        return f"{sum(counts.values())} jobs, {live} engine(s) running on it"
+
+    shown = config.store.display_url()
+    try:
+        text = asyncio.run(ask())
+    except BygheartdError as exc:
+        print(f"store: PostgreSQL, {shown}: ERROR {str(exc).splitlines()[0]}")
+        return False
+    print(f"store: PostgreSQL, {shown} (shared): {text}")
+    return True

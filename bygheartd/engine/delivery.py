@@ -31,7 +31,7 @@ from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import write_new_text
 from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobStatus, iso, utcnow
-from bygheartd.store.errors import StaleTransition
+from bygheartd.store.errors import StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,11 @@ class Delivery:
 
     async def _deliver(self, job_id: str) -> None:
         async with self._slots:
-            job = await self.parts.store.get(job_id)
+            try:
+                job = await self.parts.store.get(job_id)
+            except StoreError as exc:  # the engine's lease tick starts it again
+                log.warning("delivery of job %s waits for the store: %s", job_id, exc)
+                return
             try:
                 if job.status is JobStatus.DOWNLOADING:
                     job = await self._download_all(job)
@@ -131,6 +135,8 @@ class Delivery:
                 pass
             except StaleTransition:
                 log.info("job %s changed status during delivery (cancelled?)", job_id)
+            except StoreError as exc:  # gone away: what was done is kept, the rest resumes
+                log.warning("delivery of job %s waits for the store: %s", job_id, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the job: fail it with the reason

@@ -41,7 +41,7 @@ from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.engines import EngineInfo
-from bygheartd.store.errors import OverBudget, StaleTransition
+from bygheartd.store.errors import OverBudget, StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,14 @@ class Engine:
                 self.info.id,
             )
             await self.store.register_engine(self.info)
-        if not self.config.store.shared or self.parts.stopping:
+        if self.parts.stopping:
+            return
+        # Deliveries cut off by a store that went away start again once it answers.
+        for job in await self.store.list_jobs(
+            [JobStatus.DOWNLOADING, JobStatus.PROCESSING], engine=self.info.id
+        ):
+            self.delivery.start(job)
+        if not self.config.store.shared:
             return
         adopted = await self.store.adopt_jobs(self.info.id)
         if not adopted:
@@ -412,16 +419,7 @@ class Engine:
             await self.lifecycle.fail(job, f"cannot read the source audio: {exc}")
         else:
             try:
-                job = await self.store.transition(
-                    job.id,
-                    JobStatus.RUNNING,
-                    event="submitted",
-                    reason=f"task {submitted.task_id}",
-                    expect={JobStatus.SUBMITTING},
-                    task_id=submitted.task_id,
-                    submitted_at=utcnow(),
-                    progress=0.0,
-                )
+                job = await self._record_submitted(job, submitted.task_id)
             except StaleTransition:
                 # cancelled while the POST was in flight: keep the task id for the record
                 await self.store.update(job.id, task_id=submitted.task_id, event="submitted")
@@ -432,6 +430,37 @@ class Engine:
                 await self.lifecycle.record_hook_failures(job.id, failures)
         finally:
             self._changed()
+
+    async def _record_submitted(self, job: Job, task_id: str) -> Job:
+        """The task exists on the server (and is paid for): its id must reach the store.
+        A store that went away is waited for (with backoff) rather than leave the job in
+        `submitting`, which a restart would have to fail as "outcome unknown"."""
+        pause = 0.5
+        while True:
+            try:
+                return await self.store.transition(
+                    job.id,
+                    JobStatus.RUNNING,
+                    event="submitted",
+                    reason=f"task {task_id}",
+                    expect={JobStatus.SUBMITTING},
+                    task_id=task_id,
+                    submitted_at=utcnow(),
+                    progress=0.0,
+                )
+            except StoreError as exc:
+                if self.parts.stopping:
+                    log.error("job %s: task %s could not be recorded: %s", job.id, task_id, exc)
+                    raise
+                log.warning(
+                    "job %s: task %s made, the store is unavailable (%s): trying again in %.0f s",
+                    job.id,
+                    task_id,
+                    exc,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(30.0, pause * 2)
 
     async def _to_another_server(self, job: Job, exc: TransientError) -> bool:
         """A pool server that provably took nothing (no connection, a gateway's 5xx) is

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bygheartd.store.errors import StoreDamaged
+from bygheartd.store.errors import StoreDamaged, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class Ticker:
         # The run of each tick still going, and the ticks woken meanwhile (run once more).
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        # Why the store could not be reached at the last tick (None: it answers).
+        self.store_trouble: str | None = None
 
     def start(self) -> None:
         self._sched.start()
@@ -126,7 +128,16 @@ class Ticker:
                 await func()
             except StoreDamaged as exc:  # its message is the explanation: no traceback
                 log.error("scheduled %s failed: %s", name, exc)
+            except StoreError as exc:  # a database gone away: said once, not every tick
+                if self.store_trouble is None:
+                    log.error("the job store is unavailable, work waits for it: %s", exc)
+                self.store_trouble = str(exc)
+                return
             except Exception:
                 log.exception("scheduled %s failed; it runs again at its next time", name)
+                return
+            if self.store_trouble is not None:
+                log.warning("the job store answers again: work goes on")
+                self.store_trouble = None
 
         return trigger

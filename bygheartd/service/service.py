@@ -411,6 +411,18 @@ class SongService:
     async def counts(self) -> dict[str, int]:
         return await self.store.counts()
 
+    async def engines(self) -> Sequence[dict[str, Any]]:
+        """Every engine on the store (one per daemon sharing it): id, host, pid, role,
+        started, lease until, whether the lease is live, and how many jobs it holds."""
+        now = utcnow()
+        records = []
+        for info in await self.store.list_engines():
+            held = sum((await self.store.counts(engine=info.id)).values())
+            record = info.as_record(jobs_held=held)
+            record["live"] = info.lease_until >= now
+            records.append(record)
+        return records
+
     async def servers(self) -> Sequence[dict[str, Any]]:
         """Every server with health, in flight, done, average seconds and queue size."""
         from bygheartd.service.servers import server_report
