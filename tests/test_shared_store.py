@@ -231,3 +231,44 @@ async def test_a_database_restart_under_load_loses_nothing_and_pays_nothing_twic
     assert [j.status for j in jobs] == [JobStatus.DONE] * 8, [j.reason for j in jobs]
     assert _submits(simulator) == 8
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize("case", ["wrong password", "unreachable", "not ours"])
+def test_a_store_that_cannot_be_used_is_one_clear_line_at_start_and_in_config_check(
+    case: str, postgres_server: Any, tmp_path: Path, api_key: str
+) -> None:
+    database = postgres_server.new_database().rsplit("/", 1)[1]
+    if case == "wrong password":
+        url = postgres_server.url(database, password="not-the-password")
+        expected = "password authentication failed"
+    elif case == "unreachable":
+        url = "postgresql://bygheartd:some-pw@127.0.0.1:9/bygheartd"
+        expected = "Connection refused"
+    else:
+        postgres_server.admin("CREATE TABLE invoices (id int)", database=database)
+        postgres_server.admin("ALTER TABLE invoices OWNER TO bygheartd", database=database)
+        url = postgres_server.url(database)
+        expected = "holds other tables (invoices...) and no bygheartd schema"
+    home = tmp_path / "home"
+    folders = {
+        n: str(home / n) for n in ("inbox", "output", "archive", "failed", "drafts", "state")
+    }
+    for folder in folders.values():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    config = write_config(
+        tmp_path / "c.toml",
+        {"api": {"base_url": "http://127.0.0.1:9"}, "folders": folders, "store": {"url": url}},
+    )
+    for command in (["run"], ["config", "check"], ["list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bygheartd", "--config", str(config), *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output
+        assert expected in output and "Traceback" not in output, output
+        assert "some-pw" not in output and PASSWORD not in output
+        assert "not-the-password" not in output

@@ -803,48 +803,66 @@ async def _migrate(url: str, shown: str) -> None:
     except Exception as exc:
         raise StoreError(f"cannot open the job store {shown}: {_reason(exc, url)}") from None
     async with conn:
-        version = conn.info.server_version
-        if version < MIN_SERVER_VERSION:
+        try:
+            await _bring_up_to_date(conn, shown)
+        except psycopg.errors.InsufficientPrivilege as exc:
             raise StoreError(
-                f"the job store {shown} runs PostgreSQL {version // 10000}: bygheartd needs "
-                "PostgreSQL 12 or newer"
+                f"the job store {shown}: {_reason(exc, url)}: give bygheartd a database of "
+                "its own that its user may create tables in (createdb -O USER bygheartd)"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot prepare the job store {shown}: {_reason(exc, url)}") from None
+
+
+async def _bring_up_to_date(conn: AsyncConnection[Any], shown: str) -> None:
+    """The server new enough, the database ours (or empty), the schema up to date: under an
+    advisory lock, so two daemons starting together migrate once."""
+    version = conn.info.server_version
+    if version < MIN_SERVER_VERSION:
+        raise StoreError(
+            f"the job store {shown} runs PostgreSQL {version // 10000}: bygheartd needs "
+            "PostgreSQL 12 or newer"
+        )
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-migrate'))")
+        cursor = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        tables = {str(r[0]) for r in await cursor.fetchall()}
+        current = 0
+        if VERSION_TABLE in tables:
+            cursor = await conn.execute(f"SELECT version FROM {VERSION_TABLE}")
+            row = await cursor.fetchone()
+            current = int(row[0]) if row else 0
+        elif tables:
+            raise StoreError(
+                f"the database of {shown} holds other tables ({', '.join(sorted(tables)[:3])}"
+                "...) and no bygheartd schema: give bygheartd a database of its own "
+                "(createdb bygheartd)"
             )
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-migrate'))")
-            cursor = await conn.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = current_schema()"
+        if current > PG_SCHEMA_VERSION:
+            raise StoreError(
+                f"the job store {shown} was written by a newer bygheartd (schema "
+                f"{current}, this version knows {PG_SCHEMA_VERSION}): upgrade bygheartd"
             )
-            tables = {str(r[0]) for r in await cursor.fetchall()}
-            current = 0
-            if VERSION_TABLE in tables:
-                cursor = await conn.execute(f"SELECT version FROM {VERSION_TABLE}")
-                row = await cursor.fetchone()
-                current = int(row[0]) if row else 0
-            elif tables:
-                raise StoreError(
-                    f"the database of {shown} holds other tables ({', '.join(sorted(tables)[:3])}"
-                    "...) and no bygheartd schema: give bygheartd a database of its own "
-                    "(createdb bygheartd)"
-                )
-            if current > PG_SCHEMA_VERSION:
-                raise StoreError(
-                    f"the job store {shown} was written by a newer bygheartd (schema "
-                    f"{current}, this version knows {PG_SCHEMA_VERSION}): upgrade bygheartd"
-                )
-            for target in range(current + 1, PG_SCHEMA_VERSION + 1):
-                for statement in PG_MIGRATIONS[target]:
-                    await conn.execute(statement)
-                await conn.execute(f"DELETE FROM {VERSION_TABLE}")
-                await conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", (target,))
-            if current < PG_SCHEMA_VERSION:
-                log.info("job store %s: schema %d", shown, PG_SCHEMA_VERSION)
+        for target in range(current + 1, PG_SCHEMA_VERSION + 1):
+            for statement in PG_MIGRATIONS[target]:
+                await conn.execute(statement)
+            await conn.execute(f"DELETE FROM {VERSION_TABLE}")
+            await conn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (%s)", (target,))
+        if current < PG_SCHEMA_VERSION:
+            log.info("job store %s: schema %d", shown, PG_SCHEMA_VERSION)
 
 
 def _reason(exc: BaseException, url: str) -> str:
     """A driver's message as one line, without the password (libpq never echoes it, but a
     URL that failed to parse can end up in a message)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    lines = [
+        line.strip()
+        for line in str(exc).splitlines()
+        if line.strip() and not line.lstrip().startswith(("LINE ", "^"))
+    ]  # the SQL excerpt a server error quotes says nothing to a user
+    text = " ".join(" ".join(lines).split()) or type(exc).__name__
     text = text.replace(url, redact_url(url))
     from urllib.parse import unquote, urlsplit
 
