@@ -442,6 +442,14 @@ class Job:
     # The engine that holds the job (submitted it, or took it over): it alone polls and
     # delivers it. None while queued, and once nobody needs to act on it.
     engine: str | None = None
+    # The output folder the job was queued for (and, once delivery chose, the one its
+    # files are in): on a shared store, a host that lacks it delivers into its own.
+    output: str | None = None
+
+    def output_folder(self, default: Path) -> Path:
+        """Where this job's files go (or went): its own folder once delivery chose one,
+        else `default` (this host's `[folders] output`)."""
+        return Path(self.output) if self.output and self.base_name else default
 
     def generated(self) -> dict[str, Any] | None:
         """What the model wrote (style, lyrics, metas) when it differs from the request."""

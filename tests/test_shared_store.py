@@ -272,3 +272,45 @@ def test_a_store_that_cannot_be_used_is_one_clear_line_at_start_and_in_config_ch
         assert expected in output and "Traceback" not in output, output
         assert "some-pw" not in output and PASSWORD not in output
         assert "not-the-password" not in output
+
+
+async def test_hosts_sharing_an_output_folder_never_pick_one_name_and_a_missing_folder_is_said(
+    simulator: RunningSimulator,
+    postgres_url: str,
+    tmp_path: Path,
+    api_key: str,
+) -> None:
+    shared = tmp_path / "nas" / "songs"
+    shared.mkdir(parents=True)
+    configs = [
+        load_config(
+            _config(
+                tmp_path, f"studio{n}", simulator, postgres_url, folders={"output": str(shared)}
+            )
+        )
+        for n in range(2)
+    ]
+    # Queued on a laptop whose output folder no daemon here has.
+    laptop = load_config(
+        _config(tmp_path, "laptop", simulator, postgres_url, folders={"output": "/mnt/laptop/x"})
+    )
+    queuer = open_service(laptop)
+    song = tmp_path / "same.txt"
+    song.write_text(SONG.format(marker="same"))
+    try:
+        away = await queuer.submit_file(song)
+    finally:
+        await queuer.close()
+    async with (
+        Runtime(configs[0], role=EngineRole.DAEMON) as first,
+        Runtime(configs[1], role=EngineRole.DAEMON) as second,
+    ):
+        for n in range(8):  # one title for all: every one needs a name of its own
+            await (first, second)[n % 2].service.submit_file(song)
+        jobs = await _all_final(configs[0], 9)
+        history = await first.service.history(await first.service.get(away.id))
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 9
+    names = sorted(f.path.name for j in jobs for f in j.files)
+    assert len(set(names)) == 9 and all(f.path.parent == shared for j in jobs for f in j.files)
+    moved = [e for e in history if e.event == "delivered elsewhere"]
+    assert len(moved) == 1 and "/mnt/laptop/x is not on this host" in (moved[0].reason or "")

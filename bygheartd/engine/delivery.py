@@ -13,6 +13,7 @@ import glob
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,26 @@ class Delivery:
 
     # -- download ---------------------------------------------------------------------
 
+    async def _delivery_folder(self, job: Job) -> Path:
+        """The folder the job was queued for when this host has it; else this host's own
+        output folder, and the history says so (a daemon on another host queued it)."""
+        own = self.parts.config.folders.output
+        if job.base_name and job.output:
+            return Path(job.output)  # chosen already (files may be there)
+        if not job.output or Path(job.output) == own:
+            return own
+        wanted = Path(job.output)
+        if await asyncio.to_thread(wanted.is_dir):
+            return wanted
+        await self.parts.store.add_event(
+            job.id,
+            "delivered elsewhere",
+            f"{wanted} is not on this host ({socket.gethostname()}): delivered to {own}",
+        )
+        return own
+
     async def _download_all(self, job: Job) -> Job:
-        output = self.parts.config.folders.output
+        output = await self._delivery_folder(job)
         try:
             output.mkdir(exist_ok=True)  # only when its parent exists: never invent a share
         except OSError as exc:
@@ -165,15 +184,19 @@ class Delivery:
         base = job.base_name
         if base is None:
             async with self._naming_lock:
-                reserved = await self.parts.store.reserved_take_stems()
                 takes = len(job.result.takes)
-                # A big output folder is listed once per candidate: off the event loop.
-                base = await asyncio.to_thread(
-                    choose_base, output, job.title, job.id, reserved, takes, source=job.source
-                )
-                job = await self.parts.store.update(
-                    job.id, base_name=base, expect={JobStatus.DOWNLOADING}
-                )
+                while True:  # claimed in the store: another host may take a name first
+                    reserved = await self.parts.store.reserved_take_stems()
+                    # A big output folder is listed once per candidate: off the event loop.
+                    base = await asyncio.to_thread(
+                        choose_base, output, job.title, job.id, reserved, takes, source=job.source
+                    )
+                    claimed = await self.parts.store.claim_base_name(
+                        job.id, base, takes, str(output)
+                    )
+                    if claimed:
+                        break
+                job = await self.parts.store.get(job.id)
         done: dict[int, JobFile] = dict(job.result.downloaded)
         for index, take in enumerate(job.result.takes):
             if index in done:
@@ -305,7 +328,7 @@ class Delivery:
             job = await self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=job.result.but(postprocess={})
             )
-        output = self.parts.config.folders.output
+        output = job.output_folder(self.parts.config.folders.output)
 
         def write_sidecar(done: Job, history: list[Event]) -> None:
             # Inside the transaction that commits `done`, from exactly what it commits.
@@ -321,7 +344,7 @@ class Delivery:
 
     def _sidecar(self, job: Job, events: list[Event]) -> dict[str, Any]:
         """The sidecar of a job as committed `done` (its history ends with that line)."""
-        output = self.parts.config.folders.output
+        output = job.output_folder(self.parts.config.folders.output)
         history = [e.as_record() for e in events]
         generated = job.generated()
         plugins = dict(job.result.postprocess or {})
@@ -355,7 +378,7 @@ class Delivery:
 
     def _write_sidecar(self, job: Job, sidecar: dict[str, Any]) -> None:
         assert job.base_name is not None
-        path = self.parts.config.folders.output / f"{job.base_name}.json"
+        path = job.output_folder(self.parts.config.folders.output) / f"{job.base_name}.json"
         write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -98,7 +98,7 @@ class Lifecycle:
         return failed
 
     async def _after_failure(self, failed: Job, reason: str) -> None:
-        output = self.config.folders.output
+        output = failed.output_folder(self.config.folders.output)
         if failed.base_name:
             await asyncio.to_thread(remove_parts, output, failed.base_name)
         if failed.origin == "drop":

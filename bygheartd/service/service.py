@@ -290,6 +290,9 @@ class SongService:
                 dedupe_key=dedupe_key,
                 idempotency_key=key,
                 archived_as=drop.archived_as or None,
+                # The folder it was queued for: on a shared store another host may deliver
+                # it, into this folder when that host has it.
+                output=str(self.config.folders.output),
             )
         except KeyTaken:  # another process queued the same key just now: that job it is
             known = await self._keyed(key or "", dedupe_key)
@@ -502,7 +505,7 @@ class SongService:
         """The finished job's sidecar, as written in the output folder."""
         if job.status is not JobStatus.DONE or not job.base_name:
             return None
-        path = self.config.folders.output / f"{job.base_name}.json"
+        path = job.output_folder(self.config.folders.output) / f"{job.base_name}.json"
         return await asyncio.to_thread(_read_json, path)
 
     async def wait(

@@ -47,6 +47,7 @@ class JobStore(Protocol):
         dedupe_key: str | None = None,
         idempotency_key: str | None = None,
         archived_as: str | None = None,
+        output: str | None = None,
     ) -> Job:
         """A new `queued` job; `KeyTaken` / `DropTaken` when another process just stored
         the same idempotency key or drop."""
@@ -133,6 +134,12 @@ class JobStore(Protocol):
     ) -> list[tuple[str | None, float | None, float]]: ...
 
     async def reserved_take_stems(self) -> set[str]: ...
+
+    async def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
+        """Give a `downloading` job its output base and folder unless an unfinished delivery
+        holds one of its take names (False: choose again): claimed in the store, so hosts
+        sharing one output folder never pick the same name."""
+        ...
 
     async def api_body(self, job_id: str) -> dict[str, Any]: ...
 

@@ -41,6 +41,7 @@ WRITABLE = {
     "resubmits",
     "progress_at",
     "engine",
+    "output",
 }
 
 

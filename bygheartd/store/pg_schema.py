@@ -50,7 +50,8 @@ PG_MIGRATIONS: dict[int, list[str]] = {
             server TEXT,
             resubmits INTEGER NOT NULL DEFAULT 0,
             progress_at TEXT,
-            engine TEXT
+            engine TEXT,
+            output TEXT
         )""",
         "CREATE UNIQUE INDEX jobs_idempotency_key ON jobs(idempotency_key)",
         "CREATE UNIQUE INDEX jobs_drop_identity ON jobs(drop_identity)",

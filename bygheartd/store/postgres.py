@@ -213,6 +213,7 @@ class PostgresJobStore:
         dedupe_key: str | None = None,
         idempotency_key: str | None = None,
         archived_as: str | None = None,
+        output: str | None = None,
     ) -> Job:
         import psycopg
 
@@ -223,8 +224,8 @@ class PostgresJobStore:
                 await db.execute(
                     """INSERT INTO jobs (id, status, title, model, request_json, api_body_json,
                        credits, source, source_path, origin, drop_identity, content_sha256,
-                       dedupe_key, idempotency_key, archived_as, created_at, updated_at)
-                       VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
+                       dedupe_key, idempotency_key, archived_as, created_at, updated_at, output)
+                       VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)""",
                     (
                         job_id,
                         JobStatus.QUEUED.value,
@@ -243,6 +244,7 @@ class PostgresJobStore:
                         archived_as,
                         now,
                         now,
+                        output,
                     ),
                 )
                 await _event(db, job_id, "created", None, "queued", f"from {origin}")
@@ -579,6 +581,29 @@ class PostgresJobStore:
             takes = max(1, len(json.loads(row["result_json"]).get("outputs") or []))
             stems.update(take_stems(str(row["base_name"]), takes))
         return stems
+
+    async def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
+        async with self._tx() as db:
+            await db.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-names'))")
+            cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if str(row["status"]) != JobStatus.DOWNLOADING.value:
+                raise StaleTransition(f"job {job_id} is {row['status']} now")
+            cursor = await db.execute(
+                "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
+                "status NOT IN ('done', 'failed', 'cancelled') AND id != %s",
+                (job_id,),
+            )
+            taken: set[str] = set()
+            for other in await cursor.fetchall():
+                count = max(1, len(json.loads(other["result_json"]).get("outputs") or []))
+                taken.update(take_stems(str(other["base_name"]), count))
+            if not taken.isdisjoint(take_stems(base, takes)):
+                return False
+            await _update(db, job_id, base_name=base, output=output)
+            return True
 
     async def api_body(self, job_id: str) -> dict[str, Any]:
         return dict(json.loads(await self._column(job_id, "api_body_json") or "{}"))

@@ -101,6 +101,7 @@ MIGRATIONS: dict[int, str] = {
     # it, or took it over), the same on SQLite (one engine at a time) as on PostgreSQL.
     5: """
     ALTER TABLE jobs ADD COLUMN engine TEXT;
+    ALTER TABLE jobs ADD COLUMN output TEXT;
     CREATE INDEX jobs_engine ON jobs(engine);
     CREATE TABLE engines (
         id TEXT PRIMARY KEY,
@@ -119,7 +120,8 @@ SUMMARY_COLUMNS = (
     "id, status, title, model, task_id, attempts, reason, resumes_at, hold_kind, credits, "
     "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
-    "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, engine"
+    "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, "
+    "engine, output"
 )
 
 
@@ -169,4 +171,5 @@ def row_to_job(row: _Row | sqlite3.Row) -> Job:
         resubmits=int(row["resubmits"] or 0),
         progress_at=parse_iso(row["progress_at"]),
         engine=row["engine"],
+        output=row["output"],
     )

@@ -154,6 +154,7 @@ class Store:
         dedupe_key: str | None = None,
         idempotency_key: str | None = None,
         archived_as: str | None = None,
+        output: str | None = None,
     ) -> Job:
         now = iso(utcnow())
         job_id = new_job_id()
@@ -176,6 +177,7 @@ class Store:
                 dedupe_key=dedupe_key,
                 idempotency_key=idempotency_key,
                 archived_as=archived_as,
+                output=output,
             )
         except sqlite3.IntegrityError as exc:
             if idempotency_key and "idempotency_key" in str(exc):
@@ -207,13 +209,14 @@ class Store:
         dedupe_key: str | None,
         idempotency_key: str | None,
         archived_as: str | None,
+        output: str | None = None,
     ) -> None:
         with self._tx() as db:
             db.execute(
                 """INSERT INTO jobs (id, status, title, model, request_json, api_body_json,
                    credits, source, source_path, origin, reason, drop_identity, content_sha256,
-                   dedupe_key, idempotency_key, archived_as, created_at, updated_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                   dedupe_key, idempotency_key, archived_as, created_at, updated_at, output)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (
                     job_id,
                     status.value,
@@ -233,6 +236,7 @@ class Store:
                     archived_as,
                     now,
                     now,
+                    output,
                 ),
             )
             self._event(db, job_id, "created", None, status.value, reason or f"from {origin}")
@@ -619,6 +623,27 @@ class Store:
             out.append((model, length, (end - start).total_seconds()))
         return out
 
+    def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
+        """Give a job in `downloading` its output base (and folder) unless an unfinished
+        delivery holds one of its take names: claimed in the store, so two hosts writing
+        into one shared folder never pick the same name. False: choose again."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if str(row[0]) != JobStatus.DOWNLOADING.value:
+                raise StaleTransition(f"job {job_id} is {row[0]} now")
+            rows = db.execute(
+                "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
+                "status NOT IN ('done', 'failed', 'cancelled') AND id != ?",
+                (job_id,),
+            ).fetchall()
+            taken = _stems_of(rows)
+            if not taken.isdisjoint(take_stems(base, takes)):
+                return False
+            self._update(db, job_id, base_name=base, output=output)
+            return True
+
     def reserved_take_stems(self) -> set[str]:
         """Every take name (`base`, `base.take2`, ...) an unfinished delivery will write."""
         with self._lock:
@@ -626,11 +651,7 @@ class Store:
                 "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
                 "status NOT IN ('done', 'failed', 'cancelled')"
             ).fetchall()
-        stems: set[str] = set()
-        for base, result in rows:
-            takes = max(1, len(json.loads(result).get("outputs") or []))
-            stems.update(take_stems(str(base), takes))
-        return stems
+        return _stems_of(rows)
 
     def _update(self, db: sqlite3.Connection, job_id: str, **fields: Any) -> None:
         sets = ["updated_at = ?"]
@@ -825,6 +846,15 @@ class Store:
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _stems_of(rows: Iterable[Any]) -> set[str]:
+    """Every take name of (base_name, result_json) rows."""
+    stems: set[str] = set()
+    for base, result in rows:
+        takes = max(1, len(json.loads(result).get("outputs") or []))
+        stems.update(take_stems(str(base), takes))
+    return stems
 
 
 def _check_caps(db: sqlite3.Connection, caps: CreditCaps, credits: int) -> None:

@@ -228,6 +228,9 @@ class SqliteJobStore:
     ) -> list[tuple[str | None, float | None, float]]:
         return await self._read(Store.recent_generations, limit)
 
+    async def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
+        return await self._write(Store.claim_base_name, job_id, base, takes, output)
+
     async def reserved_take_stems(self) -> set[str]:
         return await self._read(Store.reserved_take_stems)
 
