@@ -155,8 +155,18 @@ def test_run_without_a_key_refuses_and_suggests_the_demo(cfg: Path) -> None:
 
 
 def test_list_does_not_import_mcp_or_the_simulator(cfg: Path) -> None:
-    # pydantic too: building its models was most of a cold `list` (bench/store.py).
-    heavy = ("mcp", "starlette", "uvicorn", "watchdog", "apscheduler", "httpx", "pydantic")
+    # pydantic too: building its models was most of a cold `list` (bench/store.py); and
+    # asyncio: on SQLite a read-only command runs without an event loop.
+    heavy = (
+        "mcp",
+        "starlette",
+        "uvicorn",
+        "watchdog",
+        "apscheduler",
+        "httpx",
+        "pydantic",
+        "asyncio",
+    )
     code = "\n".join(
         [
             "import sys",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from bygheartd.catalog import credits_phrase
 from bygheartd.cli.display import (
@@ -39,6 +39,7 @@ class Described:
 
 
 SongSource = Path | Described
+T = TypeVar("T")
 
 
 def _parse_source(service: SongService, item: SongSource, preset: str | None) -> SongRequest:
@@ -72,14 +73,31 @@ def _err_console() -> Console:
 
 @asynccontextmanager
 async def opened_service(config: Config) -> AsyncIterator[SongService]:
-    """The service over the store, without an engine, closed when the command is done."""
+    """The service over the store, without an engine, closed when the command is done.
+    A command is alone in its process, so a SQLite store answers inline (no threads)."""
     from bygheartd.service.service import open_service
 
-    service = open_service(config)
+    service = open_service(config, inline=True)
     try:
         yield service
     finally:
         await service.close()
+
+
+def run_read(config: Config, command: Coroutine[Any, Any, T]) -> T:
+    """Run a command that only talks to the store. On SQLite (inline) its coroutine never
+    waits, so it is driven to the end without an event loop: importing asyncio was most
+    of a cold `bygheartd list`. A PostgreSQL store needs the loop."""
+    if config.store.shared:
+        import asyncio
+
+        return asyncio.run(command)
+    try:
+        command.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    command.close()
+    raise RuntimeError("a store command waited on something: it needs an event loop")
 
 
 def parse_statuses(text: str | None) -> list[JobStatus] | None:

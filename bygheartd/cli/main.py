@@ -78,7 +78,10 @@ def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -
         from bygheartd.cli.commands import recent_jobs
 
         state = ctx.find_object(State) or State()
-        jobs = run_async(recent_jobs(state.config(), 50))
+        from bygheartd.cli.commands import run_read
+
+        config = state.config()
+        jobs = run_read(config, recent_jobs(config, 50))
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [
@@ -95,6 +98,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _read(command: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+    """A command that only talks to the store, on the config of this invocation (see
+    `commands.run_read`: on SQLite, no event loop)."""
+    from bygheartd.cli.commands import run_read
+
+    config = _state().config()
+    return run_read(config, command(config, *args, **kwargs))
 
 
 class FullHelpGroup(click.Group):
@@ -250,7 +262,7 @@ def list_jobs(
     if show_all and limit is not None:
         raise click.UsageError("--limit and --all exclude each other")
     limit = None if show_all else (limit or DEFAULT_LIST_LIMIT)
-    run_async(list_command(_state().config(), status, limit, as_json, wide=wide))
+    _read(list_command, status, limit, as_json, wide=wide)
 
 
 @main.command()
@@ -262,7 +274,7 @@ def show(job: str, wide: bool, as_json: bool) -> None:
     """One job in full, with its history."""
     from bygheartd.cli.commands import show_command
 
-    run_async(show_command(_state().config(), job, as_json, wide=wide))
+    _read(show_command, job, as_json, wide=wide)
 
 
 @main.command()
@@ -284,7 +296,7 @@ def cancel(job: str) -> None:
     """Cancel a job (a submitted generation still runs on the server)."""
     from bygheartd.cli.commands import change_command
 
-    run_async(change_command(_state().config(), job, "cancel"))
+    _read(change_command, job, "cancel")
 
 
 @main.command()
@@ -294,7 +306,7 @@ def retry(job: str) -> None:
     """Queue a failed or cancelled job again (a new submission, new credits)."""
     from bygheartd.cli.commands import change_command
 
-    run_async(change_command(_state().config(), job, "retry"))
+    _read(change_command, job, "retry")
 
 
 @main.command()
@@ -304,7 +316,7 @@ def credits(as_json: bool) -> None:
     """The local credit ledger: today, this month, per model."""
     from bygheartd.cli.commands import credits_command
 
-    run_async(credits_command(_state().config(), as_json))
+    _read(credits_command, as_json)
 
 
 @main.command()
@@ -314,7 +326,7 @@ def status(as_json: bool) -> None:
     """Who holds the engine lock, queue counts, next budget release."""
     from bygheartd.cli.commands import status_command
 
-    run_async(status_command(_state().config(), as_json))
+    _read(status_command, as_json)
 
 
 @main.command()
@@ -378,7 +390,7 @@ def config_example() -> None:
 
 @main.group()
 def store() -> None:
-    """The job store: integrity check, and going back to a backup."""
+    """The job store: integrity check, going back to a backup, moving it to PostgreSQL."""
 
 
 @store.command(name="check")
@@ -403,6 +415,24 @@ def store_restore(backup: str | None, force: bool) -> None:
     from bygheartd.cli.store_commands import restore_command
 
     raise SystemExit(restore_command(_state().config(), backup, force=force))
+
+
+@store.command(name="migrate")
+@common
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    metavar="URL",
+    help="The empty PostgreSQL database: postgresql://USER@HOST/DB (a password may come "
+    "from ~/.pgpass or PGPASSWORD instead of the URL).",
+)
+def store_migrate(url: str) -> None:
+    """Copy the SQLite job store (jobs, history, ledger) into an empty PostgreSQL database,
+    checking the counts; the SQLite file is left untouched."""
+    from bygheartd.cli.store_commands import migrate_command
+
+    raise SystemExit(migrate_command(_state().config(), url))
 
 
 @main.command()
@@ -434,7 +464,7 @@ def open_take(job: str, take: int) -> None:
     """Open a take with the desktop's default player, or print its path when there is none."""
     from bygheartd.cli.extras import open_command
 
-    raise SystemExit(run_async(open_command(_state().config(), job, take)))
+    raise SystemExit(_read(open_command, job, take))
 
 
 @main.command()

@@ -10,7 +10,6 @@ the service (cancel, retry), MCP, the web page and `store restore` all come here
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import logging
 import re
@@ -27,7 +26,10 @@ from bygheartd.jobs import SETTLING, Event, HoldKind, Job, JobStatus, iso, utcno
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.errors import StaleTransition
 
-if TYPE_CHECKING:  # the plugin host (pluggy, entry points) only where plugins run:
+if TYPE_CHECKING:
+    import asyncio
+
+    # the plugin host (pluggy, entry points) only where plugins run:
     # a cold `bygheartd list` builds a service, and so a lifecycle, without them
     from bygheartd.hooks.host import HookFailure, PluginHost
 
@@ -98,6 +100,8 @@ class Lifecycle:
         return failed
 
     async def _after_failure(self, failed: Job, reason: str) -> None:
+        import asyncio
+
         output = failed.output_folder(self.config.folders.output)
         if failed.base_name:
             await asyncio.to_thread(remove_parts, output, failed.base_name)
@@ -301,6 +305,8 @@ class Lifecycle:
     # -- notifications ----------------------------------------------------------------
 
     def _track(self, work: Any) -> None:
+        import asyncio
+
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._notifying.add(task)
         task.add_done_callback(self._notification_done)
@@ -316,6 +322,8 @@ class Lifecycle:
     async def drain(self, timeout: float) -> None:
         """Finish the notifications in flight (within `timeout`) before the engine stops;
         what is still running then is cancelled and said so, never left unobserved."""
+        import asyncio
+
         pending = list(self._notifying)
         if not pending:
             return

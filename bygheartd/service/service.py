@@ -8,7 +8,6 @@ the engine's lifecycle); the engine, wherever it runs, does the rest.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -503,6 +502,8 @@ class SongService:
 
     async def sidecar(self, job: Job) -> dict[str, Any] | None:
         """The finished job's sidecar, as written in the output folder."""
+        import asyncio
+
         if job.status is not JobStatus.DONE or not job.base_name:
             return None
         path = job.output_folder(self.config.folders.output) / f"{job.base_name}.json"
@@ -517,6 +518,8 @@ class SongService:
         interval: float = 0.2,
     ) -> Job:
         """Wait until the job is final or `timeout` passes; never changes the job."""
+        import asyncio
+
         job = await self.get(ref)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -570,8 +573,9 @@ class SongService:
         return retried
 
 
-def open_service(config: Config | LiveConfig) -> SongService:
-    """A service over the store `config` names, without an engine (read-only commands, a
-    second process in tests); the caller closes it (`await service.close()`)."""
+def open_service(config: Config | LiveConfig, *, inline: bool = False) -> SongService:
+    """A service over the store `config` names, without an engine (commands, a second
+    process in tests); the caller closes it (`await service.close()`). `inline`: a SQLite
+    store answers on the caller's thread (a one-shot command: see `SqliteJobStore`)."""
     live = LiveConfig.of(config)
-    return SongService(live, open_store(live.current))
+    return SongService(live, open_store(live.current, inline=inline))

@@ -9,7 +9,6 @@ the watcher, MCP over HTTP and the library page go on.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -33,24 +32,31 @@ READER_THREADS = 2
 class SqliteJobStore:
     """`JobStore` on the SQLite file of one state folder (the default store)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, inline: bool = False) -> None:
+        """`inline`: every call runs at once on the caller's thread (one connection, no
+        threads, no event loop needed): for a one-shot command that nothing else shares
+        the process with, such as `bygheartd list`, never for the daemon."""
         self.path = path
+        self._inline = inline
         # Opened here (it migrates, and a damaged file says so at once, not at first use),
         # then only ever touched by the writer thread.
         self._writer_db = Store(path)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-reader")
         self._local = threading.local()
         self._reader_dbs: list[Store] = []
         self._reader_lock = threading.Lock()
+        self._closed = False
+        if inline:
+            self._watch_db = self._writer_db
+            return
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-reader")
         # `PRAGMA data_version` is per connection: one connection of its own answers it,
         # so successive answers compare (a reader pool would mix two counters).
         self._watch_db = Store(path, migrate=False)
-        self._closed = False
 
     @classmethod
-    def open(cls, state_dir: Path) -> SqliteJobStore:
-        return cls(state_dir / DB_NAME)
+    def open(cls, state_dir: Path, *, inline: bool = False) -> SqliteJobStore:
+        return cls(state_dir / DB_NAME, inline=inline)
 
     @property
     def location(self) -> str:
@@ -70,12 +76,19 @@ class SqliteJobStore:
     async def _write(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._closed:
             raise StoreError(f"the job store {self.path} is closed")
+        if self._inline:
+            return func(self._writer_db, *args, **kwargs)
+        import asyncio  # here: an inline store (a cold `bygheartd list`) never needs it
+
         call = functools.partial(func, self._writer_db, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._writer, call)
 
     async def _read(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._closed:
             raise StoreError(f"the job store {self.path} is closed")
+        if self._inline:
+            return func(self._writer_db, *args, **kwargs)
+        import asyncio  # here: an inline store (a cold `bygheartd list`) never needs it
 
         def run() -> T:
             return func(self._reader_db(), *args, **kwargs)
@@ -87,13 +100,21 @@ class SqliteJobStore:
         if self._closed:
             return
         self._closed = True
+        if self._inline:
+            self._writer_db.close()
+            return
+        import asyncio
+
         await asyncio.to_thread(self._shut_down)
 
     def close_sync(self) -> None:
         """For code that owns the store outside any event loop (a test, a CLI exit path)."""
         if not self._closed:
             self._closed = True
-            self._shut_down()
+            if self._inline:
+                self._writer_db.close()
+            else:
+                self._shut_down()
 
     def _shut_down(self) -> None:
         self._readers.shutdown(wait=True)
