@@ -1,18 +1,28 @@
 """`bygheartd store check` and `bygheartd store restore`: a damaged store, explained and
 recovered. Both work when the store does not open at all, which is when they are needed.
+`bygheartd store migrate --to URL` moves the SQLite store into PostgreSQL; `store check`
+on PostgreSQL connects as a daemon would and says what is there, or why it cannot be used.
 """
 
 from __future__ import annotations
 
-from bygheartd.config import Config
+import asyncio
+
+from bygheartd.config import Config, redact_url
+from bygheartd.jobs import utcnow
 from bygheartd.service.store_care import (
     Backup,
     Health,
+    Migrated,
+    SharedStoreReport,
     StoreReport,
     backup_folder,
+    check_shared_store,
     check_store,
+    migrate_store,
     plan_restore,
     restore_store,
+    store_file,
     when_text,
 )
 
@@ -20,7 +30,10 @@ MAX_PROBLEMS = 5  # integrity_check can list many; the first few say enough
 
 
 def check_command(config: Config) -> int:
-    """Exit 0 when the store is healthy (or not made yet), 1 when it is damaged."""
+    """Exit 0 when the store is healthy (or not made yet), 1 when it is damaged (or, on
+    PostgreSQL, cannot be used)."""
+    if config.store.shared:
+        return _shared_check(asyncio.run(check_shared_store(config)))
     report = check_store(config)
     health = report.health
     if not health.exists:
@@ -112,6 +125,86 @@ def restore_command(config: Config, ref: str | None, *, force: bool) -> int:
         f"jobs and credits since {when_text(backup.taken_at)} are not in the restored store; "
         "the songs in the output folder are untouched"
     )
+    return 0
+
+
+def _shared_check(report: SharedStoreReport) -> int:
+    health = report.health
+    if health is None:
+        print(report.problem)  # one line, naming the store without its password
+        return 1
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(health.by_status.items()))
+    print(
+        f"job store {health.url}: OK (PostgreSQL {health.server_version}, reachable; schema "
+        f"{health.schema_version}; {health.jobs} jobs, {health.events} history lines, "
+        f"{health.ledger} ledger lines; {_size(health.size)})"
+    )
+    if statuses:
+        print(f"  jobs: {statuses}")
+    if not health.engines:
+        print("engines: none registered (each `bygheartd run` on this store registers itself)")
+    else:
+        print(f"engines: {len(health.engines)}")
+        now = utcnow()
+        for state in health.engines:
+            info = state.info
+            lease = (
+                f"lease live until {when_text(info.lease_until, now)}"
+                if state.live
+                else f"lease expired {when_text(info.lease_until, now)}: its jobs go to the "
+                "next engine that renews its lease"
+            )
+            print(
+                f"  {info.id} on {info.host} (pid {info.pid}, {info.role}), {state.jobs_held} "
+                f"job(s) held, {lease}"
+            )
+    print(
+        "backups: the database's own (pg_dump, and pg_restore to go back): bygheartd takes "
+        "none of its own for a PostgreSQL store"
+    )
+    local = report.local
+    if local.exists:
+        jobs = f"{local.jobs} jobs, " if local.jobs is not None else ""
+        print(
+            f"the SQLite store {local.path} is not used while [store] url is set ({jobs}left "
+            "as it was)"
+        )
+    return 0
+
+
+def migrate_command(config: Config, url: str) -> int:
+    """Copy the SQLite store into an empty PostgreSQL database, then say what comes next."""
+    shown = redact_url(url)
+    print(f"copying the job store {store_file(config)} into {shown} ...")
+    done: Migrated = asyncio.run(migrate_store(config, url))
+    tally = done.copied.tally
+    print(
+        f"copied {tally.jobs} jobs, {tally.events} history lines, {tally.ledger} ledger lines "
+        f"({tally.credits} credits) and {tally.meta} named values; the counts match on both "
+        "sides"
+    )
+    if tally.by_status:
+        print("  jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(tally.by_status.items())))
+    if tally.in_flight:
+        print(
+            f"{tally.in_flight} job(s) were in flight: the first daemon on the new store takes "
+            "them over (one that was being sent gets the crash rule, never a second submit)"
+        )
+    print(f"the SQLite store {done.copied.source} is untouched (it was only read)")
+    where = f" in {config.source_path}" if config.source_path else " in the config"
+    if done.config_names_it:
+        print("next: the config names this database already: start the daemon(s)")
+    else:
+        print(f"next: point every daemon and command at it{where}:")
+        print("  [store]")
+        print(f'  url = "{shown}"')
+        if shown != url:
+            print(
+                "  (with the password where *** stands, or leave it out of the URL and keep it "
+                "in ~/.pgpass or PGPASSFILE), then start the daemon(s)"
+            )
+        else:
+            print("then start the daemon(s)")
     return 0
 
 

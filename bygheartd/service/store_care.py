@@ -1,4 +1,5 @@
-"""The job store's care, for the faces: its integrity check, daily backups, restoring one.
+"""The job store's care, for the faces: its integrity check, daily backups, restoring one,
+moving it to PostgreSQL and checking it there.
 
 `bygheartd store check` and `bygheartd store restore` must work on a store that does not
 open at all, so nothing here opens a `Store` on the live file: a check reads it read-only,
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bygheartd.config import Config
+from bygheartd.config import Config, redact_url
 from bygheartd.engine.lock import EngineLock, EngineRole, holder_role
 from bygheartd.service.errors import ServiceError
 from bygheartd.store.backups import Backup as Backup  # re-exported: faces see these
@@ -30,6 +31,10 @@ from bygheartd.store.backups import (
     take_backup,
 )
 from bygheartd.store.backups import when_text as when_text
+from bygheartd.store.errors import StoreError
+from bygheartd.store.migrate import Copied as Copied
+from bygheartd.store.migrate import PgHealth as PgHealth
+from bygheartd.store.migrate import check_postgres, copy_to_postgres
 from bygheartd.store.restore import restore_backup
 from bygheartd.store.store import DB_NAME
 
@@ -70,6 +75,64 @@ def backup_store_if_due(config: Config, now: datetime | None = None) -> Backup |
     if keep == 0 or not path.exists() or not backup_due(path, now):
         return None
     return take_backup(path, keep, now)
+
+
+@dataclass(frozen=True)
+class SharedStoreReport:
+    """`bygheartd store check` with `[store] url`: the database's health, or the one line
+    that says why it cannot be used; and the SQLite file it left behind, if any."""
+
+    url: str  # without its password
+    health: PgHealth | None
+    problem: str | None
+    local: Health  # the state folder's SQLite store, unused while [store] url is set
+
+
+async def check_shared_store(config: Config) -> SharedStoreReport:
+    """Connect as a daemon would (the same checks; the first use makes the schema) and
+    count what the store holds; never raises for a store that cannot be used."""
+    import asyncio
+
+    local = await asyncio.to_thread(check, store_file(config), full=False)
+    try:
+        health = await check_postgres(config.store.url)
+    except StoreError as exc:
+        return SharedStoreReport(config.store.display_url(), None, str(exc), local)
+    return SharedStoreReport(config.store.display_url(), health, None, local)
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What `bygheartd store migrate` did, and whether the config names the new store yet."""
+
+    copied: Copied
+    config_names_it: bool
+
+
+async def migrate_store(config: Config, url: str) -> Migrated:
+    """Copy the state folder's SQLite store into the empty PostgreSQL database at `url`
+    (all or nothing, counts checked, the file only read); refused while an engine runs on
+    it or when the file is damaged."""
+    import asyncio
+
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ServiceError(
+            f"--to must be a postgresql:// URL (got {redact_url(url)!r}), like "
+            "postgresql://bygheartd@db.example.net/bygheartd"
+        )
+    _refuse_while_engine_runs(config, "store migrate")
+    path = store_file(config)
+    health = await asyncio.to_thread(check, path)
+    if not health.exists:
+        raise ServiceError(f"there is no job store at {path}: nothing to migrate")
+    if not health.ok:
+        raise ServiceError(
+            f"the job store {path} fails its integrity check ({health.problem}): "
+            "`bygheartd store check` explains it; restore a backup (`bygheartd store "
+            "restore`), then migrate"
+        )
+    copied = await copy_to_postgres(path, url)
+    return Migrated(copied, config.store.url == url)
 
 
 @dataclass(frozen=True)
@@ -130,7 +193,7 @@ def restore_store(config: Config, plan: RestorePlan) -> Restored:
         lock.release()
 
 
-def _refuse_while_engine_runs(config: Config) -> None:
+def _refuse_while_engine_runs(config: Config, command: str = "store restore") -> None:
     holder = EngineLock(config.state_dir).holder()
     if holder is None:
         return
@@ -148,19 +211,25 @@ def _refuse_while_engine_runs(config: Config) -> None:
     )
     raise ServiceError(
         f"{who} is running an engine on the job store {store_file(config)}: {how}, then run "
-        "`bygheartd store restore` again"
+        f"`bygheartd {command}` again"
     )
 
 
 __all__ = [
     "Backup",
+    "Copied",
     "Health",
+    "Migrated",
+    "PgHealth",
     "RestorePlan",
     "Restored",
+    "SharedStoreReport",
     "StoreReport",
     "backup_folder",
     "backup_store_if_due",
+    "check_shared_store",
     "check_store",
+    "migrate_store",
     "plan_restore",
     "restore_store",
     "store_file",

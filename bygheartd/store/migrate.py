@@ -114,10 +114,7 @@ def _sqlite_tally(db: sqlite3.Connection) -> Tally:
         str(s): int(n)
         for s, n in db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
     }
-    in_flight = 0
-    if "hold_kind" in _sqlite_columns(db, "jobs"):
-        where = ADOPT_WHERE
-        in_flight = int(db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}").fetchone()[0])
+    in_flight = int(db.execute(f"SELECT COUNT(*) FROM jobs WHERE {ADOPT_WHERE}").fetchone()[0])
     return Tally(jobs, events, int(lines), int(credits), meta, in_flight, by_status)
 
 
