@@ -129,6 +129,15 @@ class FoldersSection(_Section, frozen=True):
     failed: Path = Path("~/Music/Bygheart/failed")
     drafts: Path = Path("~/Music/Bygheart/drafts")
     state: Path | None = None
+    # When set, one copy of each job's keeper lands here (a music library, a phone sync).
+    keepers: str = ""
+
+    @property
+    def keepers_folder(self) -> Path | None:
+        """`keepers` as a folder (`~` and `$VARS` expanded), or None when not set."""
+        if not self.keepers.strip():
+            return None
+        return Path(os.path.expandvars(self.keepers.strip())).expanduser()
 
     def __post_init__(self) -> None:
         # `~` and `$VARS` in every folder, the defaults included: a literal `~` folder in

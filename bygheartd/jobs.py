@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from bygheartd.catalog import AUDIO_SUFFIXES
+
 
 class JobStatus(enum.StrEnum):
     """Pinned status names (DESIGN.md, "Job lifecycle")."""
@@ -308,6 +310,12 @@ class JobResult(Mapping[str, Any]):
     legacy_unknown_since: datetime | None = None
     # Servers that lost this job's task (a restart): its next submit prefers another one.
     lost_on: tuple[str, ...] = ()
+    # The take to keep (its file name), and who chose it: "gate" or "person".
+    keeper: str | None = None
+    keeper_by: str | None = None
+    # The copy in `[folders] keepers` this job placed (path, sha256, source): replaced when
+    # the keeper changes, unless someone changed it.
+    keeper_copy: Mapping[str, Any] | None = None
 
     @property
     def seeds(self) -> list[str]:
@@ -334,6 +342,11 @@ class JobResult(Mapping[str, Any]):
             data["request_before_plugins"] = dict(self.request_before_plugins)
         if self.lost_on:
             data["lost_on"] = list(self.lost_on)
+        if self.keeper is not None:
+            data["keeper"] = self.keeper
+            data["keeper_by"] = self.keeper_by
+        if self.keeper_copy is not None:
+            data["keeper_copy"] = dict(self.keeper_copy)
         return data
 
     @classmethod
@@ -361,6 +374,11 @@ class JobResult(Mapping[str, Any]):
                 else None
             ),
             lost_on=tuple(str(u) for u in data.get("lost_on") or () if isinstance(u, str)),
+            keeper=str(data["keeper"]) if isinstance(data.get("keeper"), str) else None,
+            keeper_by=str(data["keeper_by"]) if isinstance(data.get("keeper_by"), str) else None,
+            keeper_copy=(
+                dict(data["keeper_copy"]) if isinstance(data.get("keeper_copy"), Mapping) else None
+            ),
         )
 
     def generated(self, request: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -446,6 +464,23 @@ class Job:
     # files are in): on a shared store, a host that lacks it delivers into its own.
     output: str | None = None
 
+    def takes(self) -> list[JobFile]:
+        """The job's takes in order (its audio files; a plugin may add other files)."""
+        return [f for f in self.files if f.path.suffix.lower() in AUDIO_SUFFIXES]
+
+    def keeper_record(self) -> dict[str, Any] | None:
+        """`{take, path, uri, by}` of the take to keep (take counts from 1), or None."""
+        for number, take in enumerate(self.takes(), start=1):
+            if take.path.name == self.result.keeper:
+                record = take.as_record()
+                return {
+                    "take": number,
+                    "path": record["path"],
+                    "uri": record["uri"],
+                    "by": self.result.keeper_by,
+                }
+        return None
+
     def output_folder(self, default: Path) -> Path:
         """Where this job's files go (or went): its own folder once delivery chose one,
         else `default` (this host's `[folders] output`)."""
@@ -471,6 +506,7 @@ class Job:
             "credits": self.credits,
             "server": self.server,
             "engine": self.engine,
+            "keeper": self.keeper_record(),
             "source": self.source,
             "warnings": list(self.warnings),
             "created_at": iso(self.created_at),

@@ -163,6 +163,13 @@ async def change_command(config: Config, ref: str, action: str) -> None:
     print(f"{job.id} {job.status.value}: {job.reason or ''}".rstrip(": "))
 
 
+async def keep_command(config: Config, ref: str, take: int) -> None:
+    async with opened_service(config) as service:
+        job = await service.keep(ref, take)
+    record = job.keeper_record() or {}
+    print(f"{job.id}: keeping take {record.get('take')} ({record.get('path')})")
+
+
 async def credits_command(config: Config, as_json: bool) -> None:
     async with opened_service(config) as service:
         summary = await service.credits()

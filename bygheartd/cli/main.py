@@ -311,6 +311,24 @@ def retry(job: str) -> None:
 
 @main.command()
 @common
+@click.argument("job", shell_complete=_complete_job)
+@click.option(
+    "--take",
+    "take",
+    type=click.IntRange(min=1),
+    required=True,
+    help="The take to keep (1, 2, ...).",
+)
+def keep(job: str, take: int) -> None:
+    """Keep TAKE of a finished JOB instead of the quality gate's choice: the sidecar, the
+    job's records and the [folders] keepers copy follow."""
+    from bygheartd.cli.commands import keep_command
+
+    run_async(keep_command(_state().config(), job, take))
+
+
+@main.command()
+@common
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def credits(as_json: bool) -> None:
     """The local credit ledger: today, this month, per model."""

@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,12 @@ from bygheartd.api.errors import (
     TransientError,
 )
 from bygheartd.config import Config
+from bygheartd.engine.keepers import GATE, gate_keeper, place_copy, with_keeper
 from bygheartd.engine.lifecycle import Lifecycle, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
 from bygheartd.folders.moves import write_new_text
-from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobResult, JobStatus, iso, utcnow
 from bygheartd.store.errors import StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
@@ -314,19 +317,21 @@ class Delivery:
             for path in gone:
                 log.warning("job %s: %s was removed during post-processing", job.id, path)
                 problems.append(f"{path.name} was removed by a plugin during post-processing")
+            result = job.result.but(postprocess=outcome.sidecar)
             job = await self.parts.store.update(
                 job.id,
                 expect={JobStatus.PROCESSING},
                 event="post-processed",
                 warnings=[*job.warnings, *problems],
                 files=now,
-                result=job.result.but(postprocess=outcome.sidecar),
+                result=_gate_keeper(result, replace(job, files=tuple(now))),
             )
             if problems:
                 await self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
-        elif job.result.postprocess is None:
+        elif job.result.postprocess is None or job.result.keeper is None:
+            result = job.result.but(postprocess=job.result.postprocess or {})
             job = await self.parts.store.update(
-                job.id, expect={JobStatus.PROCESSING}, result=job.result.but(postprocess={})
+                job.id, expect={JobStatus.PROCESSING}, result=_gate_keeper(result, job)
             )
         output = job.output_folder(self.parts.config.folders.output)
 
@@ -341,6 +346,23 @@ class Delivery:
             log.info("job %s was cancelled before it was done: no sidecar", job.id)
             return
         log.info("%s", done_line(done))
+        await self._copy_keeper(done)
+
+    async def _copy_keeper(self, job: Job) -> None:
+        """The keeper's copy in `[folders] keepers` (after `done`: the song is delivered
+        whether or not that folder can be written)."""
+        folder = self.parts.config.folders.keepers_folder
+        if folder is None:
+            return
+        try:
+            copy = await asyncio.to_thread(place_copy, job, folder)
+        except OSError as exc:
+            await self.parts.store.add_event(
+                job.id, "keeper not copied", f"{folder}: {exc.strerror or exc}"
+            )
+            return
+        if copy is not None and copy != job.result.keeper_copy:
+            await self.parts.store.update(job.id, result=job.result.but(keeper_copy=copy))
 
     def _sidecar(self, job: Job, events: list[Event]) -> dict[str, Any]:
         """The sidecar of a job as committed `done` (its history ends with that line)."""
@@ -366,6 +388,9 @@ class Delivery:
             # alone would not say what was sung.
             **({"generated": generated} if generated is not None else {}),
             "files": [f.stored(relative_to=output) for f in job.files],
+            # The take to keep: the quality gate's best, or a person's choice (`keep`).
+            "keeper": job.result.keeper,
+            "keeper_by": job.result.keeper_by,
             **({"quality": quality} if quality is not None else {}),
             "source": job.source,
             "archived_as": job.archived_as,
@@ -380,6 +405,21 @@ class Delivery:
         assert job.base_name is not None
         path = job.output_folder(self.parts.config.folders.output) / f"{job.base_name}.json"
         write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+
+
+def _gate_keeper(result: JobResult, job: Job) -> JobResult:
+    """The gate's keeper from the quality plugin's verdicts (without them: the take
+    closest to the request, else the first); a person's choice is never overridden."""
+    if result.keeper is not None:
+        return result
+    quality = (result.postprocess or {}).get("quality")
+    duration = job.request.get("duration")
+    keeper = gate_keeper(
+        job.takes(),
+        quality if isinstance(quality, Mapping) else None,
+        float(duration) if isinstance(duration, int | float) else None,
+    )
+    return with_keeper(result, keeper, GATE)
 
 
 def _describe_files(paths: list[Path]) -> list[JobFile]:

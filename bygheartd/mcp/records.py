@@ -80,6 +80,11 @@ class JobRecord(BaseModel):
         default=None,
         description="the engine (daemon) that holds the job on a shared store, or null",
     )
+    keeper: dict[str, Any] | None = Field(
+        default=None,
+        description="the take to keep ({take, path, uri, by}: by the quality gate or a "
+        "person), once the song is done",
+    )
     source: str | None = None
     warnings: list[str] = Field(default_factory=list)
     generated: GeneratedSong | None = Field(

@@ -739,6 +739,31 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         record = JobRecord.of(job)
         return _result(record, f"Queued again: {record.summary()}")
 
+    @tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True
+        )
+    )
+    async def keep_take(
+        job_id: JobId,
+        take: Annotated[
+            Any,
+            schema(type="integer", minimum=1, maximum=64),
+            Field(description="the take to keep, counting from 1 (as in the take URIs)"),
+        ],
+    ) -> Annotated[CallToolResult, JobRecord]:
+        """Keep this take of a finished song instead of the quality gate's choice: the
+        song's sidecar and records say so, and the keepers folder (when set) holds it."""
+        job = await songs.job(job_id)
+        if isinstance(take, bool) or not isinstance(take, int):
+            raise ToolError("take must be a whole number, counting from 1")
+        try:
+            kept = await songs.service.keep(job.id, take)
+        except BygheartdError as exc:
+            raise ToolError(str(exc)) from None
+        record = JobRecord.of(kept)
+        return _result(record, f"Keeping take {take}: {record.summary()}")
+
     @tool(annotations=READ_ONLY)
     async def get_credits() -> Annotated[CallToolResult, CreditsResult]:
         """The local credit ledger (today, this month, per model) and the plan's limits."""

@@ -542,6 +542,43 @@ class SongService:
 
     # -- changing ---------------------------------------------------------------------
 
+    async def keep(self, ref: str, take: int) -> Job:
+        """A person's keeper for a finished job (`take` counts from 1): the job records, the
+        sidecar and the `[folders] keepers` copy follow the choice."""
+        import asyncio
+
+        from bygheartd.engine.keepers import PERSON, place_copy, set_in_sidecar, with_keeper
+
+        job = await self.get(ref)
+        if job.status is not JobStatus.DONE:
+            raise ServiceError(
+                f"job {job.id} is {job.status.value}: a keeper is chosen among the takes of "
+                "a finished song"
+            )
+        takes = job.takes()
+        if not 1 <= take <= len(takes):
+            count = len(takes)
+            raise ServiceError(
+                f"job {job.id} has {count} take{'s' if count != 1 else ''}: choose 1"
+                + (f" to {count}" if count > 1 else "")
+            )
+        name = takes[take - 1].path.name
+        job = await self.store.update(
+            job.id,
+            event="keeper",
+            reason=f"take {take} ({name}), chosen by a person",
+            result=with_keeper(job.result, name, PERSON),
+        )
+        if job.base_name:
+            sidecar = job.output_folder(self.config.folders.output) / f"{job.base_name}.json"
+            await asyncio.to_thread(set_in_sidecar, sidecar, name, PERSON)
+        folder = self.config.folders.keepers_folder
+        if folder is not None:
+            copy = await asyncio.to_thread(place_copy, job, folder)
+            if copy is not None and copy != job.result.keeper_copy:
+                job = await self.store.update(job.id, result=job.result.but(keeper_copy=copy))
+        return job
+
     async def cancel(self, ref: str) -> Job:
         """Queued and held jobs never get submitted; running ones stop being polled.
 
