@@ -14,6 +14,7 @@ import threading
 from typing import TextIO
 
 from bygheartd.errors import ConfigError
+from bygheartd.safetext import visible
 
 __all__ = [
     "NOISY_LOGGERS",
@@ -89,6 +90,22 @@ def _redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+class VisibleTextFilter(logging.Filter):
+    """A log line's text from servers, song files or plugins (a failure reason, a title)
+    cannot drive the terminal or the journal: control characters and bidi overrides are
+    shown as escapes. Newlines stay (tracebacks); the message is rendered first."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as usual
+            return True
+        safe = visible(message)
+        if safe != message or record.args:
+            record.msg, record.args = safe, None
+        return True
 
 
 class SecretRedactingFilter(logging.Filter):
@@ -188,6 +205,7 @@ def setup_logging(level: str = "info", *, stream: TextIO | None = None) -> None:
     else:
         handler.setFormatter(logging.Formatter(TERMINAL_FORMAT, TERMINAL_DATEFMT))
     handler.addFilter(SecretRedactingFilter())
+    handler.addFilter(VisibleTextFilter())
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _BygheartdHandler)]:

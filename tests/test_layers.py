@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "bygheartd"
 
 # The shared vocabulary, in the order its modules may use one another.
-VOCABULARY = ["errors", "catalog", "jobs", "config", "logs", "__init__"]
+VOCABULARY = ["safetext", "errors", "catalog", "jobs", "config", "logs", "__init__"]
 BASE = {"songs", "store", "api", "folders"}
 CORE = {"engine", "hooks"}
 SERVICE = {"service"}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
+from bygheartd.safetext import visible
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for `--json`
     from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -68,6 +69,22 @@ def short_path(path: Path) -> str:
         return str(path)
 
 
+def shown(value: object) -> str:
+    """Text from a server, a song file or a plugin as one table cell: control characters
+    made visible (never interpreted by the terminal) and rich markup escaped (a title with
+    `[/bold]` or `[link=...]` is text, never markup)."""
+    from rich.markup import escape
+
+    return escape(visible(str(value), one_line=True))
+
+
+def shown_lines(value: object) -> str:
+    """The same for text whose lines matter (lyrics): newlines kept."""
+    from rich.markup import escape
+
+    return escape(visible(str(value)))
+
+
 def status_text(job: Job) -> str:
     text = job.status.value
     if job.status is JobStatus.RUNNING and job.progress:
@@ -101,10 +118,10 @@ def jobs_table(jobs: list[Job], *, charged: Mapping[str, int] | None = None) -> 
         table.add_column("why", overflow="ellipsis", no_wrap=True)
     for job in jobs:
         paid = None if charged is None else charged.get(job.id, 0)
-        cells = [job.id, _status_cell(job), job.title]
-        cells += [job.model or "(default)", credits_cell(job, paid), ago(job.created_at)]
+        cells = [job.id, _status_cell(job), shown(job.title)]
+        cells += [shown(job.model or "(default)"), credits_cell(job, paid), ago(job.created_at)]
         if len(table.columns) > len(cells):
-            cells.append((job.reason or "") if job.status in NOTED else "")
+            cells.append(shown(job.reason or "") if job.status in NOTED else "")
         table.add_row(*cells)
     return table
 
@@ -126,8 +143,8 @@ def files_table(jobs: list[Job]) -> tuple[Table, list[str]]:
             folder = short_path(file.path.parent)
             if folder not in folders:
                 folders.append(folder)
-        names = "\n".join(f.path.name for f in job.files)
-        table.add_row(job.id, _status_cell(job), job.title, names or (job.reason or ""))
+        names = "\n".join(shown(f.path.name) for f in job.files)
+        table.add_row(job.id, _status_cell(job), shown(job.title), names or shown(job.reason or ""))
     return table, folders
 
 
@@ -149,7 +166,6 @@ def job_detail(
     terminal, or with `wide` every value on its lines whole, for copying a path or a reason
     (the caller widens the console: `print_job_detail`)."""
     from rich.console import Group
-    from rich.markup import escape
     from rich.table import Table
 
     facts = Table.grid(padding=(0, 2))
@@ -159,28 +175,34 @@ def job_detail(
     rows: list[tuple[str, str]] = [
         ("id", job.id),
         ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"),
-        ("title", job.title),
-        ("model", job.model or "(backend default)"),
+        ("title", shown(job.title)),
+        ("model", shown(job.model or "(backend default)")),
         ("credits", credits_cell(job, charged)),
-        ("task", job.task_id or "-"),
-        ("source", job.source or "-"),
+        ("task", shown(job.task_id or "-")),
+        ("source", shown(job.source or "-")),
     ]
     if job.server:
-        rows.insert(-1, ("server", job.server))
+        rows.insert(-1, ("server", shown(job.server)))
+    if job.engine:
+        rows.insert(-1, ("engine", shown(job.engine)))
     if job.resubmits:
         rows.append(("made again", f"{job.resubmits} time(s): its server lost the task"))
     if job.archived_as:
-        rows.append(("archived as", job.archived_as))
+        rows.append(("archived as", shown(job.archived_as)))
     if job.reason:
-        rows.append(("reason", job.reason))
+        rows.append(("reason", shown(job.reason)))
+    keeper = job.keeper_record()
     for f in job.files:
-        rows.append(("file", f"{f.path} ({f.size} bytes)"))
+        mark = ""
+        if keeper is not None and str(f.path) == keeper["path"]:
+            mark = f" [bold]keeper[/] ({'your choice' if keeper['by'] == 'person' else 'the gate'})"
+        rows.append(("file", f"{shown(f.path)} ({f.size} bytes){mark}"))
     for warning in job.warnings:
-        rows.append(("warning", warning))
+        rows.append(("warning", shown(warning)))
     generated = job.generated() or {}
     for name, value in generated.items():  # what the model wrote (Simple mode, thinking)
         if name != "lyrics":
-            rows.append((f"sung {name.replace('_', ' ')}", escape(str(value))))
+            rows.append((f"sung {name.replace('_', ' ')}", shown(value)))
     for name, value in rows:
         facts.add_row(name, value)
     events = Table(box=None, header_style="bold", title="history", title_justify="left")
@@ -188,10 +210,12 @@ def job_detail(
         events.add_column(column, overflow="ellipsis", no_wrap=True)
     for e in history:
         move = f"{e.from_status or ''} → {e.to_status}" if e.to_status else ""
-        events.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.event, move, e.reason or "")
+        events.add_row(
+            e.at.strftime("%Y-%m-%d %H:%M:%S"), shown(e.event), move, shown(e.reason or "")
+        )
     parts: list[Any] = [facts, ""]
     if generated.get("lyrics"):
-        parts += ["[bold]lyrics the model wrote[/]", escape(str(generated["lyrics"])), ""]
+        parts += ["[bold]lyrics the model wrote[/]", shown_lines(generated["lyrics"]), ""]
     return Group(*parts, events if wide else Fitted(events, flexible={"event": 1, "reason": 2}))
 
 

@@ -16,6 +16,7 @@ from rich.cells import cell_len, set_cell_size
 
 from bygheartd.config import Config
 from bygheartd.jobs import FINAL_STATUSES, JobStatus
+from bygheartd.safetext import visible
 
 if TYPE_CHECKING:
     from bygheartd.service.service import JobEvent, SongService
@@ -91,14 +92,15 @@ def event_line(item: JobEvent, width: int | None = None) -> str:
     local time (a live view, like journalctl), the id prefix `show` accepts, the title cut
     to a column, then what happened; cut to `width` with an ellipsis on a terminal."""
     e = item.event
-    title = fit_cells(item.title, TITLE_WIDTH)
+    # Titles and reasons come from song files and servers: shown, never interpreted.
+    title = fit_cells(visible(item.title, one_line=True), TITLE_WIDTH)
     title += " " * (TITLE_WIDTH - cell_len(title))
     text = f"{e.at.astimezone().strftime('%H:%M:%S')} {item.job_id[:8]} {title} "
-    text += e.event
+    text += visible(e.event, one_line=True)
     if e.to_status:
         text += f" {e.from_status} → {e.to_status}" if e.from_status else f" → {e.to_status}"
     if e.reason:
-        text += f": {e.reason}"
+        text += f": {visible(e.reason, one_line=True)}"
     return text if width is None else fit_cells(text, width)
 
 

@@ -1,0 +1,84 @@
+"""Text from a server, a song file or a plugin is data: on the terminal and in the log its
+control characters are shown, never interpreted, and rich markup in it is text."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MakeConfig
+
+from bygheartd.cli.follow import event_line
+from bygheartd.jobs import Event, JobStatus, utcnow
+from bygheartd.logs import setup_logging
+from bygheartd.store.events import JobEvent
+from bygheartd.store.store import Store
+
+CLEAR = "\x1b[2J"
+CLIPBOARD = "\x1b]52;c;cm0gLXJmIH4=\x07"
+LINK = "\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\"
+BIDI = "\u202egnp.exe"
+C1 = "\x9b31m"
+TITLE = f"Night [/bold] [link=http://evil.example]x[/link] {CLEAR}"
+REASON = f"the server said {CLIPBOARD}{LINK}{BIDI}{C1}"
+
+
+def _hostile_job(config_path: Path, state: Path) -> str:
+    store = Store(state / "jobs.sqlite3")
+    try:
+        job = store.insert_job(title=TITLE, model=None, request={}, api_body={}, credits=0)
+        store.transition(job.id, JobStatus.FAILED, event="failed", reason=REASON)
+        return job.id
+    finally:
+        store.close()
+
+
+def _run(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["list", "--wide"], ["show", "JOB"], ["show", "JOB", "--wide"]]
+)
+def test_list_and_show_print_hostile_titles_and_reasons_as_text(
+    make_config: MakeConfig, command: list[str]
+) -> None:
+    config = make_config()
+    assert config.source_path is not None
+    job_id = _hostile_job(config.source_path, config.state_dir)
+    done = _run(config.source_path, *[job_id if c == "JOB" else c for c in command])
+    assert done.returncode == 0, done.stderr  # one title never stops the listing
+    out = done.stdout
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in out
+    assert "[/bold]" in out and "[link=http://evil.example]" in out  # text, not markup
+    if command[0] == "show":
+        assert "\\x1b]52;c;" in out and "\\u202e" in out and "\\x9b" in out
+
+
+def test_follow_lines_show_control_characters() -> None:
+    item = JobEvent(
+        1, "0123456789abcd", TITLE, Event(utcnow(), "failed", "running", "failed", REASON)
+    )
+    line = event_line(item)
+    assert "\x1b" not in line and "\u202e" not in line and "\\x1b]52;c;" in line
+
+
+def test_the_daemon_log_shows_control_characters() -> None:
+    stream = io.StringIO()
+    setup_logging("info", stream=stream)
+    logging.getLogger("bygheartd.test").warning("job %s failed: %s", "abc", REASON)
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\u202e" not in text and "\x9b" not in text
+    assert "\\x1b]8;;http://evil.example" in text
