@@ -494,3 +494,17 @@ async def test_a_poll_chunk_whose_reply_hangs_does_not_hold_back_the_others(
     assert slow_then.status is JobStatus.RUNNING  # no reply of its ever came through
     assert slow_done.status is JobStatus.DONE
     assert stall.pinned is not None and (slow_done.task_id or "?") in stall.pinned
+
+
+async def test_status_shows_the_hosted_apis_health_live_while_an_engine_runs(
+    simulator: Any, make_config: MakeConfig
+) -> None:
+    async with Runtime(make_config(simulator), role=EngineRole.MCP) as runtime:
+
+        async def live() -> bool:
+            servers = await runtime.service.servers()
+            return bool(servers and servers[0]["live"] and servers[0]["healthy"] is not None)
+
+        await until(live)
+        [server] = await runtime.service.servers()
+    assert server["url"] == simulator.base_url and server["healthy"] is True

@@ -23,6 +23,7 @@ DRAIN_SECONDS = 20.0
 # Settings a reload cannot change in a running daemon (it says so in the log).
 RESTART_ONLY = (
     "folders",
+    "store",
     "api.backend",
     "mcp",
     "web",

@@ -356,15 +356,19 @@ class Engine:
                     return None
                 body = request.to_api_body()
                 credits = request.credit_cost(self.config.backend)
-                job = await self.store.update(
-                    job.id,
-                    event="changed by plugins",
-                    request=request.model_dump(mode="json", exclude_none=True),
-                    api_body=body,
-                    credits=credits,
-                    model=request.model,
-                    result=job.result.but(request_before_plugins=original),
-                )
+                try:
+                    job = await self.store.update(
+                        job.id,
+                        expect={JobStatus.QUEUED},  # another engine may have taken it meanwhile
+                        event="changed by plugins",
+                        request=request.model_dump(mode="json", exclude_none=True),
+                        api_body=body,
+                        credits=credits,
+                        model=request.model,
+                        result=job.result.but(request_before_plugins=original),
+                    )
+                except StaleTransition:
+                    return None  # another engine took it (or it was cancelled) meanwhile
         too_much = self.budget.too_expensive(credits)
         if too_much is not None:
             await self.lifecycle.fail(job, too_much, refund=False)

@@ -346,8 +346,11 @@ class ServerPool:
         return state
 
     async def tend(self) -> None:
-        """Probe down servers whose time has come; refresh healthy servers' stats."""
+        """Probe down servers whose time has come; refresh healthy servers' stats; publish
+        the pool's state (the hosted API's too: `status` reads it live, not from the last
+        process)."""
         if self.live.current.backend != "acestep":
+            await self.write_snapshot()
             return
         now = time.time()
         due = [

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 Tick = Callable[[], Awaitable[None]]
 
 
+# Ticks that can succeed without reaching the store (the change watch reads a counter the
+# listener keeps; the pool keeps its snapshot to itself when the store is away): their
+# success says nothing about the store coming back.
+STORELESS_TICKS = frozenset({"store-watch", "pool"})
+
+
 class Ticker:
     def __init__(self) -> None:
         self._sched = AsyncIOScheduler(timezone=UTC)
@@ -136,7 +142,7 @@ class Ticker:
             except Exception:
                 log.exception("scheduled %s failed; it runs again at its next time", name)
                 return
-            if self.store_trouble is not None:
+            if self.store_trouble is not None and name not in STORELESS_TICKS:
                 log.warning("the job store answers again: work goes on")
                 self.store_trouble = None
 

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
+# The pool says "error connecting" every second while the server is away, over several
+# lines; the engine says once that the store is unavailable, and when it is back.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 CHANNEL = "bygheartd_jobs"
 MIN_SERVER_VERSION = 120000  # PostgreSQL 12
