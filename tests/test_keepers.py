@@ -164,3 +164,17 @@ async def test_the_keep_command_changes_the_keeper_from_the_command_line(
         env=dict(os.environ),
     )
     assert json.loads(shown.stdout)["keeper"]["take"] == 3
+
+
+async def test_a_keepers_folder_that_cannot_be_written_never_holds_a_song_back(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    config = make_config(simulator, folders={"keepers": str(blocker / "keepers")})
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        done = await _made(runtime, tmp_path)
+        history = await runtime.service.history(done)
+    noted = [e for e in history if e.event == "keeper not copied"]
+    assert done.status is JobStatus.DONE and len(noted) == 1
+    assert str(blocker / "keepers") in (noted[0].reason or "")
