@@ -383,6 +383,121 @@ async def test_cancel_and_retry_from_the_page(web: Web) -> None:
         assert twice.status_code == 409 and "already cancelled" in twice.text
 
 
+async def judged(web: Web, title: str = "Two Takes") -> tuple[Job, list[str]]:
+    """A finished song of two takes whose sidecar has the quality gate's verdicts: take 1
+    passed, take 2 failed with a finding whose message carries markup."""
+    job = await finished(web, title, takes=2)
+    names = [take.path.name for take in job.takes()]
+    assert len(names) == 2
+    sidecar = web.service.config.folders.output / f"{job.base_name}.json"
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    message = f'{names[1]} is <b>cut short</b> & <script>alert("x")</script>'
+    data["quality"] = {
+        names[0]: {"take": 1, "duration": 20.0, "verdict": "pass", "findings": []},
+        names[1]: {
+            "take": 2,
+            "duration": 4.0,
+            "verdict": "fail",
+            "findings": [{"code": "cut_short", "message": message}],
+            "warnings": [f"quality: {message}"],
+        },
+    }
+    sidecar.write_text(json.dumps(data), encoding="utf-8")
+    return job, names
+
+
+def take_html(page: str, number: int) -> str:
+    """The markup of take `number` on a song page."""
+    found = re.search(
+        rf'<div class="take[^"]*" id="take-{number}".*?(?=<div class="take[ "]|</section>)',
+        page,
+        re.S,
+    )
+    assert found is not None, number
+    return found.group(0)
+
+
+async def test_each_takes_verdict_and_the_keeper_show_on_the_song_page(web: Web) -> None:
+    job, _ = await judged(web)
+    record = job.keeper_record()
+    assert record is not None and record["take"] == 1 and record["by"] == "gate"
+    async with web.client() as http:
+        await web.login(http)
+        page = (await http.get(f"/songs/{job.id}", headers=HTML)).text
+    first, second = take_html(page, 1), take_html(page, 2)
+    assert 'data-testid="keeper"' in first and "chosen by the quality gate" in first
+    assert 'data-testid="keeper"' not in second
+    assert 'id="verdict-1"' in first and "Passed the quality gate" in first
+    assert 'data-verdict="fail"' in second and "Failed the quality gate" in second
+    assert 'data-finding="cut_short"' in second and "cut short" in second
+    # The finding's message is text, never markup, and not repeated as a warning.
+    assert "<script>alert" not in page and "<b>cut short</b>" not in page
+    assert "&lt;script&gt;alert(" in second and "&lt;b&gt;cut short&lt;/b&gt; &amp;" in second
+    assert second.count("cut short") == 1
+    assert 'id="keep-1"' not in page  # the keeper has no button; every other take has one
+    assert f'action="/songs/{job.id}/takes/2/keep"' in second and 'id="keep-2"' in second
+    assert "Keep this take" in second
+
+
+async def test_keep_this_take_makes_it_the_keeper(web: Web) -> None:
+    job, names = await judged(web, "Pick Me")
+    sidecar = web.service.config.folders.output / f"{job.base_name}.json"
+    async with web.client() as http:
+        csrf = await web.login(http)
+        reply = await http.post(f"/songs/{job.id}/takes/2/keep", data={"csrf": csrf}, headers=HTML)
+        assert reply.status_code == 303, reply.text
+        assert reply.headers["location"] == f"/songs/{job.id}#take-2"
+        record = (await web.service.get(job.id)).keeper_record()
+        assert record is not None and record["take"] == 2 and record["by"] == "person"
+        assert json.loads(sidecar.read_text(encoding="utf-8"))["keeper"] == names[1]
+        page = (await http.get(f"/songs/{job.id}", headers=HTML)).text
+        second = take_html(page, 2)
+        assert 'data-testid="keeper"' in second and "chosen by a person" in second
+        assert 'id="keep-2"' not in page and 'id="keep-1"' in page
+        # The library plays the keeper first and marks it.
+        library = (await http.get("/", headers=HTML)).text
+        row = library[library.index(f'id="job-{job.id}"') :].split("</article>")[0]
+        assert re.findall(r'<audio [^>]*data-take="(\d)"', row) == ["2", "1"]
+        assert 'data-field="keeper"' in row
+        # Back to take 1: the choice can change again.
+        back = await http.post(f"/songs/{job.id}/takes/1/keep", data={"csrf": csrf}, headers=HTML)
+        assert back.status_code == 303
+        record = (await web.service.get(job.id)).keeper_record()
+        assert record is not None and record["take"] == 1
+
+
+async def test_keeping_a_take_needs_csrf_and_a_take_of_a_finished_song(web: Web) -> None:
+    job, _ = await judged(web, "Guarded")
+    pending = await web.enqueue("Not Yet", takes=2)
+    await web.service.cancel(pending.id)
+    async with web.client() as http:
+        csrf = await web.login(http)
+        for data in ({}, {"csrf": "not-the-token"}):
+            refused = await http.post(f"/songs/{job.id}/takes/2/keep", data=data, headers=HTML)
+            assert refused.status_code == 403 and "CSRF" in refused.text, data
+        record = (await web.service.get(job.id)).keeper_record()
+        assert record is not None and record["take"] == 1 and record["by"] == "gate"
+        missing = await http.post(
+            f"/songs/{job.id}/takes/3/keep", data={"csrf": csrf}, headers=HTML
+        )
+        assert missing.status_code == 409 and "has 2 takes" in missing.text
+        assert 'id="message"' in missing.text
+        unfinished = await http.post(
+            f"/songs/{pending.id}/takes/1/keep", data={"csrf": csrf}, headers=HTML
+        )
+        assert unfinished.status_code == 409 and "finished song" in unfinished.text
+        page = (await http.get(f"/songs/{pending.id}", headers=HTML)).text
+        assert "Keep this take" not in page
+        gone = await http.post("/songs/nosuchjob00000/takes/1/keep", data={"csrf": csrf})
+        assert gone.status_code == 404
+    # Scripts with the bearer token get the keeper back as JSON.
+    auth = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    async with web.client(headers=auth) as script:
+        kept = await script.post(f"/songs/{job.id}/takes/2/keep")
+        assert kept.status_code == 200
+        assert kept.json()["keeper"]["take"] == 2 and kept.json()["keeper"]["by"] == "person"
+
+
 # -- the form ----------------------------------------------------------------------------
 
 
@@ -844,7 +959,7 @@ class _Controls(HTMLParser):
 
 
 async def test_every_control_has_a_label_and_every_button_says_what_it_does(web: Web) -> None:
-    job = await finished(web, "Labelled")
+    job, _ = await judged(web, "Labelled")
     failed = await web.enqueue("Cancel me")
     await web.service.cancel(failed.id)
     async with web.client() as http:

@@ -271,8 +271,12 @@ def test_the_one_time_link_logs_in_once_and_a_finished_song_plays(
     assert page.locator("#waveform-1 path").get_attribute("d")
     recorded = float(page.locator("#quality-1 [data-quality=duration]").inner_text())
     assert recorded == pytest.approx(duration, abs=0.05)
-    warning = page.locator("#take-1 [data-testid=quality-warning]").inner_text()
-    assert "harbour-lights.mp3" in warning and "of the requested 20 s" in warning
+    # Its verdict: the 2 s take of a 20 s request is cut short (a finding, not a warning),
+    # and, the only take, it is the gate's keeper.
+    assert page.locator("#verdict-1").inner_text() == "Failed the quality gate"
+    finding = page.locator("#findings-1 [data-finding=cut_short]").inner_text()
+    assert "harbour-lights.mp3" in finding and "of the requested 20 s" in finding
+    assert "quality gate" in page.locator("#take-1 [data-testid=keeper]").inner_text()
 
     # The link worked once: another browser cannot use it again.
     other = browser.new_context(base_url=site.base)

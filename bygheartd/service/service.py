@@ -563,12 +563,9 @@ class SongService:
                 + (f" to {count}" if count > 1 else "")
             )
         name = takes[take - 1].path.name
-        job = await self.store.update(
-            job.id,
-            event="keeper",
-            reason=f"take {take} ({name}), chosen by a person",
-            result=with_keeper(job.result, name, PERSON),
-        )
+        job = await self.store.update(job.id, result=with_keeper(job.result, name, PERSON))
+        # A history line only: the job's `reason` (where its files went) stays as it is.
+        await self.store.add_event(job.id, "keeper", f"take {take} ({name}), chosen by a person")
         if job.base_name:
             sidecar = job.output_folder(self.config.folders.output) / f"{job.base_name}.json"
             await asyncio.to_thread(set_in_sidecar, sidecar, name, PERSON)

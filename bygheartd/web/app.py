@@ -124,6 +124,11 @@ class WebApp:
             Route("/songs/{job_id}/files/{name}", page(self.download, api=True)),
             Route("/songs/{job_id}/cancel", page(self.cancel, change=True), methods=["POST"]),
             Route("/songs/{job_id}/retry", page(self.retry, change=True), methods=["POST"]),
+            Route(
+                "/songs/{job_id}/takes/{number:int}/keep",
+                page(self.keep, change=True),
+                methods=["POST"],
+            ),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -293,11 +298,11 @@ class WebApp:
         requested = _duration(job)
         low, high, hint = views.length_summary(lengths, requested)
         takes = views.takes_of(job, None)
+        listed = [(take, lengths[n] if n < len(lengths) else None) for n, take in enumerate(takes)]
         return {
             "job": job,
-            "takes": [
-                (take, lengths[n] if n < len(lengths) else None) for n, take in enumerate(takes)
-            ],
+            # The keeper's player first (it is the one to hear), the others in take order.
+            "takes": sorted(listed, key=lambda pair: not pair[0].keeper),
             "duration": requested,
             "low": low,
             "high": high,
@@ -315,10 +320,11 @@ class WebApp:
         sidecar = await self.service.sidecar(job)
         takes = views.takes_of(job, sidecar)
         per_take = {w for take in takes for w in take.warnings}
+        per_take |= {f"quality: {m}" for take in takes for _, m in take.findings}
         return {
             "job": job,
             "takes": takes,
-            # A take's own warnings show beside it; the rest at the top.
+            # A take's own warnings and findings show beside it; the rest at the top.
             "job_warnings": [w for w in job.warnings if w not in per_take],
             "generated": views.generated_text(sidecar),
             "history": await self.service.history(job),
@@ -329,6 +335,7 @@ class WebApp:
             "final": job.status in FINAL_STATUSES,
             "can_cancel": job.status not in FINAL_STATUSES,
             "can_retry": job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+            "can_keep": job.status is JobStatus.DONE,
             "charged": (await self.service.charged([job])).get(job.id, 0),
         }
 
@@ -346,8 +353,22 @@ class WebApp:
     async def retry(self, request: Request, access: Access) -> Response:
         return await self._change(request, access, self.service.retry)
 
+    async def keep(self, request: Request, access: Access) -> Response:
+        """A person's keeper: take `number` of a finished song (back to that take)."""
+        number = int(request.path_params["number"])
+
+        async def keep(job_id: str) -> Job:
+            return await self.service.keep(job_id, number)
+
+        return await self._change(request, access, keep, anchor=f"take-{number}")
+
     async def _change(
-        self, request: Request, access: Access, action: Callable[[str], Awaitable[Job]]
+        self,
+        request: Request,
+        access: Access,
+        action: Callable[[str], Awaitable[Job]],
+        *,
+        anchor: str = "",
     ) -> Response:
         job = await self.service.get(request.path_params["job_id"])
         try:
@@ -359,8 +380,12 @@ class WebApp:
                 request, access, "message.html", 409, title="Not possible", message=str(exc)
             )
         if "text/html" not in request.headers.get("accept", ""):
-            return JSONResponse({"id": job.id, "status": job.status.value})
-        return RedirectResponse(f"/songs/{job.id}", status_code=303)
+            return JSONResponse(
+                {"id": job.id, "status": job.status.value, "keeper": job.keeper_record()}
+            )
+        return RedirectResponse(
+            f"/songs/{job.id}" + (f"#{anchor}" if anchor else ""), status_code=303
+        )
 
     # -- audio ------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """What the templates show, worked out in Python: a job's takes and their URLs, the quality
-figures and waveform of each take (from the `quality` plugin's sidecar entry, when there is
-one), the lyrics the model wrote, and the 30-day usage chart as SVG bars.
+figures, verdict, findings and waveform of each take (from the `quality` plugin's sidecar
+entry, when there is one), which take is the keeper, the lyrics the model wrote, and the
+30-day usage chart as SVG bars.
 
 Pictures are plain SVG attributes computed here, so the page needs no script to draw them
 and no inline style (the Content-Security-Policy allows none).
@@ -26,10 +27,12 @@ __all__ = [
     "audio_files",
     "content_type",
     "figures_of",
+    "findings_of",
     "generated_text",
     "quality_entries",
     "takes_of",
     "usage_bars",
+    "verdict_of",
     "waveform_path",
 ]
 
@@ -69,6 +72,17 @@ class TakeView:
     waveform: str = ""  # an SVG path, empty without peaks
     warnings: tuple[str, ...] = ()
     figures: tuple[tuple[str, str, str], ...] = ()  # (key, label, text) for the page
+    verdict: str | None = None  # the quality gate's "pass" or "fail"; None when not judged
+    findings: tuple[tuple[str, str], ...] = ()  # (code, message), why it failed
+    keeper: bool = False  # the job's keeper...
+    keeper_by: str | None = None  # ...chosen by "gate" or "person"
+
+    @property
+    def other_warnings(self) -> tuple[str, ...]:
+        """The take's warnings that do not repeat a finding (shown beside the findings)."""
+        said = {message for _, message in self.findings}
+        said |= {f"quality: {message}" for message in said}
+        return tuple(w for w in self.warnings if w not in said)
 
 
 # The `quality` plugin's figures in reading order, with a label and a way to print each.
@@ -100,10 +114,37 @@ def figures_of(quality: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
             text = str(value)
         shown.append((key, label, text))
     for key, value in quality.items():
-        hidden = key in known or key in ("peaks", "warnings", "take")
+        hidden = key in known or key in ("peaks", "warnings", "take", "verdict", "findings")
         if not hidden and isinstance(value, str | int | float | bool):
             shown.append((key, key.replace("_", " "), str(value)))
     return tuple(shown)
+
+
+def findings_of(quality: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The `(code, message)` of each finding the quality gate recorded for a take (a bare
+    string is a message without a code)."""
+    raw = quality.get("findings")
+    if not isinstance(raw, list):
+        return ()
+    found = []
+    for item in raw:
+        if isinstance(item, Mapping):
+            code, message = item.get("code"), item.get("message")
+            if message is None and code is None:
+                continue
+            found.append((str(code or ""), str(message if message is not None else code)))
+        elif isinstance(item, str):
+            found.append(("", item))
+    return tuple(found)
+
+
+def verdict_of(quality: Mapping[str, Any], findings: Sequence[object]) -> str | None:
+    """The gate's verdict on a take: "pass", "fail", or None when it was not judged (a take
+    with findings fails even when the verdict itself is missing)."""
+    verdict = quality.get("verdict")
+    if verdict in ("pass", "fail"):
+        return str(verdict)
+    return "fail" if findings else None
 
 
 def quality_entries(
@@ -151,13 +192,18 @@ def waveform_path(peaks: Any, *, width: int = 600, height: int = 64) -> str:
 
 
 def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
+    """The job's takes in take order, each with its quality entry and whether it is the
+    keeper (from the job's record, so the library rows know it without the sidecar)."""
     files = audio_files(job)
     entries = quality_entries(sidecar, [p.name for p in files])
     seeds = job.result.seeds
+    keeper = job.result.keeper
     takes = []
     for n, (path, quality) in enumerate(zip(files, entries, strict=True), start=1):
         raw_warnings = quality.get("warnings") or ()
         warnings = tuple(str(w) for w in raw_warnings) if isinstance(raw_warnings, list) else ()
+        findings = findings_of(quality)
+        is_keeper = keeper is not None and path.name == keeper
         takes.append(
             TakeView(
                 number=n,
@@ -169,6 +215,10 @@ def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
                 waveform=waveform_path(quality.get("peaks")),
                 warnings=warnings,
                 figures=figures_of(quality),
+                verdict=verdict_of(quality, findings),
+                findings=findings,
+                keeper=is_keeper,
+                keeper_by=job.result.keeper_by if is_keeper else None,
             )
         )
     return takes
