@@ -87,6 +87,7 @@ class Server:
                 *(sys.executable, "-m", "bygheartd", "simulator", "--backend", "acestep"),
                 *("--workers", "1", "--latency", str(self.latency), "--seed", "7"),
                 *("--audio-dir", str(self.audio_dir), "--port", str(self.port)),
+                *("--audio-scale", "0.02"),  # the pool's pace, not mp3 encoding
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

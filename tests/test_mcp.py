@@ -78,6 +78,7 @@ async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: 
         "list_songs",
         "cancel_song",
         "retry_song",
+        "keep_take",
         "get_credits",
         "list_models",
         "suggest_song",
@@ -90,7 +91,7 @@ async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: 
     for name in ("get_song", "list_songs", "get_credits", "list_models", "get_guide"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint is True, name
-    for name in ("cancel_song", "retry_song"):
+    for name in ("cancel_song", "retry_song", "keep_take"):
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint is False, name
     assert all(t.output_schema for name, t in tools.items() if name != "get_guide")

@@ -45,10 +45,12 @@ def write(path: Path, data: np.ndarray[Any, Any], rate: int = RATE) -> Path:
 
 
 def tone(seconds: float, amplitude: float = 0.3, rate: int = RATE) -> np.ndarray[Any, Any]:
+    """Two sines that end as music does: faded out (over 0.3 s, by 80 dB), not cut off."""
     t = np.arange(round(seconds * rate)) / rate
     left = amplitude * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))
     right = amplitude * 0.7 * np.sin(2 * np.pi * 330 * t)
-    return np.stack([left, right], axis=1)
+    fade = 10 ** (-4 * np.clip((t - (seconds - 0.3)) / 0.3, 0, 1))
+    return np.stack([left, right], axis=1) * fade[:, None]
 
 
 def reference_lufs(path: Path) -> float:
@@ -82,7 +84,7 @@ async def test_a_clean_take_is_measured_like_pyloudnorm_and_the_samples_say(
     assert (entry["sample_rate"], entry["channels"]) == (RATE, 2)
     assert entry["peak_dbfs"] == pytest.approx(20 * math.log10(np.abs(data).max()), abs=0.01)
     assert entry["lufs"] == pytest.approx(reference_lufs(take), abs=0.01)
-    assert entry["silence_ratio"] == 0.0
+    assert entry["silence_ratio"] < 0.05  # the end of the fade
     assert entry["clipped"] == 0
     peaks = entry["peaks"]
     assert len(peaks) == 200 and all(0 <= p <= 1 for p in peaks)
@@ -90,6 +92,8 @@ async def test_a_clean_take_is_measured_like_pyloudnorm_and_the_samples_say(
     # The envelope follows the left channel's slow swell: loud stretches and quiet ones.
     assert min(peaks) < 0.75 * max(peaks)
     assert outcome.warnings == [] and entry["warnings"] == []
+    assert entry["verdict"] == "pass" and entry["findings"] == []
+    assert entry["longest_silence"] < 0.5 and entry["end_level_db"] < -40
 
 
 @pytest.mark.parametrize("rate", [22050, 48000])
@@ -135,26 +139,32 @@ async def test_a_take_mostly_silent_is_reported_with_its_share(tmp_path: Path) -
     take = write(tmp_path / "song.flac", data)
     outcome = await measure([take], duration=4)
     entry = outcome.sidecar["quality"]["song.flac"]
-    assert entry["silence_ratio"] == pytest.approx(0.75, abs=0.02)
+    assert entry["silence_ratio"] == pytest.approx(0.78, abs=0.02)  # 3 s and the fade's end
     assert entry["lufs"] == pytest.approx(reference_lufs(take), abs=0.01)
     [warning] = outcome.warnings
-    assert "75% silence" in warning
-    quieter = await measure([take], duration=4, max_silence_ratio=0.8)
+    assert f"{entry['silence_ratio']:.0%} silence" in warning
+    quieter = await measure([take], duration=4, max_silence_ratio=0.8, max_dropout_seconds=0)
     assert quieter.warnings == []
 
 
 async def test_a_clipped_take_is_counted_and_reported(tmp_path: Path) -> None:
     t = np.arange(2 * RATE) / RATE
-    # A sine driven to twice full scale: |2 sin| >= 1 for two thirds of the time.
-    mono = np.clip(2.0 * np.sin(2 * np.pi * 100 * t), -1.0, 1.0)
+    # A sine driven to twice full scale: |2 sin| >= 1 for two thirds of the time (until
+    # its fade-out, over the last 0.3 s, takes it below full scale).
+    fade = 10 ** (-4 * np.clip((t - 1.7) / 0.3, 0, 1))
+    mono = np.clip(2.0 * np.sin(2 * np.pi * 100 * t) * fade, -1.0, 1.0)
     take = write(tmp_path / "song.wav", np.stack([mono, mono], axis=1))
     outcome = await measure([take], duration=2)
     entry = outcome.sidecar["quality"]["song.wav"]
-    assert entry["clipped"] == pytest.approx(2 / 3 * mono.size * 2, rel=0.01)
+    full = int((np.abs(mono) >= 0.999).sum()) * 2
+    assert full > 0.5 * mono.size * 2
+    assert entry["clipped"] == pytest.approx(full, rel=0.01)
     assert entry["peak_dbfs"] == pytest.approx(0.0, abs=0.01)
     [warning] = outcome.warnings
     assert warning.startswith(f"quality: song.wav is clipped ({entry['clipped']} samples")
     assert entry["warnings"] == [warning]  # each take's own, for the page to show beside it
+    assert entry["verdict"] == "fail"
+    assert entry["findings"] == [{"code": "clipped", "message": warning.removeprefix("quality: ")}]
 
 
 async def test_a_single_full_scale_sample_is_not_clipping(tmp_path: Path) -> None:
@@ -188,9 +198,11 @@ async def test_files_that_are_not_audio_are_left_alone_and_undecodable_takes_war
     m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))
     outcome = await measure([notes, m4a], duration=10)
     assert set(outcome.sidecar["quality"]) == {"song.m4a"}
-    assert outcome.sidecar["quality"]["song.m4a"]["error"].startswith("cannot decode")
+    entry = outcome.sidecar["quality"]["song.m4a"]
+    assert entry["error"].startswith("cannot decode")
     [warning] = outcome.warnings
     assert warning.startswith("quality: cannot decode song.m4a: ")
+    assert entry["verdict"] == "fail" and [f["code"] for f in entry["findings"]] == ["undecodable"]
 
 
 async def test_a_real_aac_take_is_decoded_with_pyav(tmp_path: Path) -> None:
@@ -228,6 +240,17 @@ async def test_unknown_or_impossible_options_fail_the_hook_naming_the_known_ones
     host = first_party(["quality"], quality={"max_silence_ratio": 2})
     [failure] = (await host.on_complete(make_job(), [take])).failures
     assert "between 0 and 1" in failure.error
+    for table, says in (
+        ({"strict_key": "yes"}, "true or false"),
+        ({"tempo_tolerance": 0.5}, "below 0.5"),
+        ({"cut_off_db": 3}, "below 0"),
+        ({"max_dropout_seconds": -1}, "0 or more"),
+        ({"peaks": 2.5}, "whole number"),
+        ({"min_key_confidence": "high"}, "a number"),
+    ):
+        host = first_party(["quality"], quality=table)
+        [failure] = (await host.on_complete(make_job(), [take])).failures
+        assert says in failure.error, (table, failure.error)
 
 
 async def test_plugin_warnings_must_be_a_list_of_strings(tmp_path: Path) -> None:
@@ -305,9 +328,12 @@ async def test_a_simulated_song_gets_figures_and_warnings_and_a_sidecar_true_to_
         assert entry["requested_duration"] == 60
         assert entry["lufs"] == pytest.approx(reference_lufs(path), abs=0.01)
         assert entry["silence_ratio"] < 0.1 and entry["clipped"] == 0
+        # Only short: the simulator's takes fade out, never drop out and never clip.
+        assert [f["code"] for f in entry["findings"]] == ["cut_short"]
+        assert entry["verdict"] == "fail"
     assert "tags" in sidecar["plugins"]
     short = [w for w in sidecar["warnings"] if "of the requested 60 s" in w]
-    assert len(short) == 2 and list(job.warnings) == sidecar["warnings"]
+    assert len(short) == 2 and list(job.warnings) == sidecar["warnings"] == short
     assert {e["event"] for e in sidecar["history"]} >= {"plugin warnings"}
     # `show` and MCP's records carry the same warnings.
     shown = cli(config.source_path, "show", job.id)
@@ -316,3 +342,15 @@ async def test_a_simulated_song_gets_figures_and_warnings_and_a_sidecar_true_to_
     from bygheartd.mcp.records import JobRecord
 
     assert JobRecord.of(job).warnings == sidecar["warnings"]  # what get_song answers
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    from bygheartd_plugins import quality
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    section = docs[docs.index("### `quality`") : docs.index("### `tags`")]
+    for key, default in quality.DEFAULTS.items():
+        shown = str(default).lower() if isinstance(default, bool) else repr(default)
+        assert f"| `{key}` | `{shown}` |" in section, key
+    for code in quality.CODES:
+        assert f"| `{code}` |" in section, code

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from . import lm
 from .admin import admin_routes
 from .auth import Caller, authenticate
+from .defects import audio_plan_used, with_audio_plan
 from .downloads import audio_route
 from .faults import FaultMiddleware
 from .params import StrictFieldError, parse_params
@@ -158,6 +159,7 @@ async def release_task(request: Request) -> Response:
         settings.server_error_on_submit -= 1
         sim.stats.faults_fired["server_error_on_submit"] += 1
         return internal_error()
+    params = with_audio_plan(params, settings, request.app.state)
     outcome = sim.submit(params, key=caller.key, plan=caller.plan)
     if isinstance(outcome, CreditRefusal):
         return JSONResponse(
@@ -165,6 +167,7 @@ async def release_task(request: Request) -> Response:
         )
     if isinstance(outcome, QueueFull):
         return detail(429, outcome.detail)
+    audio_plan_used(params, settings, request.app.state)
     if upload_size is not None:
         sim.stats.uploads += 1
     if reference_size is not None:

@@ -9,6 +9,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from .defects import AudioPlan
+
 ALIASES: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt", "caption"),
     "audio_duration": (
@@ -67,6 +69,9 @@ class GenParams:
     sample_query: str = ""
     has_reference_audio: bool = False
     track_classes: tuple[str, ...] = ()
+    # How the takes are made (defects, tempo, key): set at submit from the knobs and the
+    # prompt's `[sim:...]` markers (defects.py); not a request field, not in the names.
+    audio_plan: AudioPlan | None = None
 
     def naming_params(self) -> dict[str, Any]:
         """What the output names hash over (everything that shapes the audio)."""

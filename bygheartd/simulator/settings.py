@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from .defects import DEFECTS, parse_defects, parse_key
+
 Backend = Literal["bygheart", "acestep"]
 FileForm = Literal["relative", "absolute_url", "raw_path", "mixed"]
 FILE_FORMS: tuple[str, ...] = ("relative", "absolute_url", "raw_path", "mixed")
@@ -53,6 +55,11 @@ class SimulatorSettings:
     slow_reply_seconds: float = 0.0
     lose_submit_reply: int = 0
     server_error_on_submit: int = 0
+    # Defective takes (see defects.py; prompt markers `[sim:...]` do the same per request).
+    defect: str = ""
+    defect_burst: int = 0
+    audio_bpm: float | None = None
+    audio_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -66,6 +73,10 @@ class SimulatorSettings:
         if self.path_prefix and not self.path_prefix.startswith("/"):
             self.path_prefix = "/" + self.path_prefix
         self.path_prefix = self.path_prefix.rstrip("/")
+        if self.audio_bpm is not None and not 0 < self.audio_bpm <= 400:
+            raise ValueError(f"audio_bpm must be between 0 and 400, not {self.audio_bpm}")
+        if self.audio_key is not None and parse_key(self.audio_key) is None:
+            raise ValueError(f"audio_key {self.audio_key!r} is not a key (e.g. 'A minor', 'F#')")
         _check_runtime_values(self)
 
 
@@ -88,6 +99,8 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "server_error_on_submit",
     "file_form",
     "task_timeout_seconds",
+    "defect",
+    "defect_burst",
 )
 
 
@@ -111,11 +124,13 @@ def _check_runtime_values(s: SimulatorSettings) -> None:
         "lose_submit_reply",
         "server_error_on_submit",
         "task_timeout_seconds",
+        "defect_burst",
     ):
         if getattr(s, name) < 0:
             raise ValueError(f"{name} must not be negative")
     if s.file_form not in FILE_FORMS:
         raise ValueError(f"file_form must be one of {', '.join(FILE_FORMS)}")
+    parse_defects(s.defect)  # ValueError names an unknown defect
 
 
 def apply_runtime_changes(settings: SimulatorSettings, changes: dict[str, Any]) -> None:
@@ -195,7 +210,11 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         "Seed for the generated seeds, latency jitter and random faults (reproducible runs).",
     ),
     CliOption(
-        "audio_scale", float, 0.02, "Audio length = requested duration (auto: 30 s) times this."
+        "audio_scale",
+        float,
+        1.0,
+        "Audio length = requested duration (auto: 30 s) times this (SimulatorSettings in "
+        "Python defaults to 0.02: short takes for tests).",
     ),
     CliOption("min_audio_seconds", float, 0.5, "Shortest audio file written."),
     CliOption("sample_rate", int, 48000, "Sample rate of the synthesised audio."),
@@ -285,13 +304,40 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         0,
         "The next N submits answer 500 text/plain 'Internal Server Error' and create nothing.",
     ),
+    CliOption(
+        "defect",
+        str,
+        "",
+        "Defective takes: a comma-separated list of " + ", ".join(DEFECTS) + " ('' none). "
+        "Per request: a marker such as [sim:cut_short] in the caption (see the README's "
+        "simulator section).",
+    ),
+    CliOption(
+        "defect_burst",
+        int,
+        0,
+        "Only the next N tasks get --defect, then it is cleared (0: every task while set).",
+    ),
+    CliOption(
+        "audio_bpm",
+        float,
+        None,
+        "Tempo of every take (default: the requested bpm, else one per take, 80-140).",
+    ),
+    CliOption(
+        "audio_key",
+        str,
+        None,
+        "Key of every take, e.g. 'A minor' (default: the requested key, else one per take).",
+    ),
 )
 
 
 def settings_from_cli(**kwargs: Any) -> SimulatorSettings:
     """Build settings from CLI values (dashes or underscores; None means the default)."""
     names = {f.name for f in dataclasses.fields(SimulatorSettings)}
-    values: dict[str, Any] = {}
+    # The command line's own defaults where they differ from the dataclass's (audio_scale).
+    values: dict[str, Any] = {o.name: o.default for o in CLI_OPTIONS if o.default is not None}
     for key, value in kwargs.items():
         name = key.replace("-", "_")
         if name not in names:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .audio import audio_format_for, output_name, take_seconds, write_take
+from .audio import audio_format_for, output_name, take_music, take_seconds, write_take
 from .params import NEEDS_SOURCE_AUDIO, GenParams
 from .plans import Charge, CreditRefusal, Ledger, Plan, credit_cost
 from .settings import SimulatorSettings
@@ -277,15 +277,20 @@ class Simulator:
         duration = task.written.duration if task.written else p.duration
         seconds = take_seconds(duration, self.settings.audio_scale, self.settings.min_audio_seconds)
         naming = p.naming_params()
+        names = [output_name(naming, seed, fmt.suffix) for seed in task.seeds]
+        bpm, key = (
+            (task.written.bpm, task.written.keyscale) if task.written else (p.bpm, p.key_scale)
+        )
         task.files = [
             write_take(
                 self.audio_dir,
-                output_name(naming, seed, fmt.suffix),
+                name,
                 fmt,
                 seconds,
                 self.settings.sample_rate,
+                take_music(p.audio_plan, number, name, bpm, key),
             )
-            for seed in task.seeds
+            for number, name in enumerate(names, start=1)
         ]
 
     def _fail(self, task: SimTask, why: str) -> None:
