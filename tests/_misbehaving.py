@@ -1,22 +1,29 @@
-"""A misbehaving HTTP proxy on 127.0.0.1 for the time-limit and redirect tests.
+"""A misbehaving HTTP proxy on 127.0.0.1 for the time-limit, redirect and hostile-reply
+tests.
 
 It forwards each request to a real server (the simulator, or the scripted API of
 `_servers.py`) and then, for the requests its rules pick, drips the reply a byte at a time,
-stops the body part-way and goes quiet, or answers with a redirect instead. Those are the
-peers that per-read timeouts never catch and no ASGI app imitates faithfully: the bytes
-really arrive (or stop arriving) on the socket, as from a slow proxy or a stuck server.
+stops the body part-way and goes quiet, or answers with a redirect instead; or it answers
+itself with a reply no sane server sends (a compression bomb streamed without end, a body
+of hundreds of megabytes, JSON nested 100,000 deep), or passes the server's reply on with a
+lying Content-Length. Those are the peers that no ASGI app imitates faithfully: the bytes
+really arrive (or stop arriving) on the socket, as from a broken proxy or a hostile server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import threading
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-Action = Literal["drip", "stall", "redirect", "refuse"]
+Action = Literal["drip", "stall", "redirect", "refuse", "reply", "lie_length", "gzip"]
+Body = bytes | Callable[[], Iterable[bytes]]
 
 
 @dataclass
@@ -29,7 +36,15 @@ class Rule:
       stays open until the client gives up);
     - `redirect`: a 302 to `location`, without asking the server;
     - `refuse`: `status` (with `retry_after` as its Retry-After header when set), without
-      asking the server: a busy file server, say.
+      asking the server: a busy file server, say;
+    - `reply`: `status`, `headers` and `body` without asking the server; `body` is bytes or
+      a callable giving the chunks to stream (made as they are sent: a 2.5 GiB bomb is never
+      held whole); with `content_length` None the body ends when the connection closes;
+    - `lie_length`: the server's reply with its Content-Length replaced by `content_length`
+      (the whole body still sent);
+    - `gzip`: the server's reply, its body gzip-encoded (Content-Encoding: gzip).
+
+    `sent` counts the body bytes the rule's replies put on the socket (`reply`).
 
     `times` limits how many requests the rule takes (None: all). With `first_target_only`
     the rule keeps to the first request line it took, and its repeats (a resumed download);
@@ -46,8 +61,12 @@ class Rule:
     times: int | None = None
     first_target_only: bool = False
     first_body_only: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Body = b""
+    content_length: int | None = None
     hits: int = 0
     pinned: str | None = None
+    sent: int = 0
 
     def takes(self, line: str, body: bytes = b"") -> bool:
         if self.match not in line or (self.times is not None and self.hits >= self.times):
@@ -156,7 +175,14 @@ class MisbehavingProxy:
             )
             await writer.drain()
             return
+        if rule is not None and rule.action == "reply":
+            await self._reply(writer, rule)
+            return
         reply = await self._forward(method, target, headers, body)
+        if rule is not None and rule.action in ("lie_length", "gzip"):
+            writer.write(_rewritten(reply, rule))
+            await writer.drain()
+            return
         if rule is None:
             writer.write(reply)
             await writer.drain()
@@ -175,6 +201,19 @@ class MisbehavingProxy:
             writer.write(reply[start : start + step])
             await writer.drain()
             await asyncio.sleep(pause)
+
+    async def _reply(self, writer: asyncio.StreamWriter, rule: Rule) -> None:
+        lines = [f"HTTP/1.1 {rule.status} Scripted", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in rule.headers.items()]
+        if rule.content_length is not None:
+            lines.append(f"Content-Length: {rule.content_length}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        chunks = [rule.body] if isinstance(rule.body, bytes) else rule.body()
+        for chunk in chunks:
+            writer.write(chunk)
+            rule.sent += len(chunk)
+            await writer.drain()
+        await writer.drain()
 
     async def _forward(
         self, method: str, target: str, headers: list[tuple[str, ...]], body: bytes
@@ -195,3 +234,62 @@ class MisbehavingProxy:
         reply = await up_reader.read()
         up_writer.close()
         return reply
+
+
+def _rewritten(reply: bytes, rule: Rule) -> bytes:
+    """The upstream's reply with its Content-Length lying (`lie_length`) or its body
+    gzip-encoded (`gzip`)."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    assert not any(line.lower().startswith("transfer-encoding") for line in lines), lines
+    kept = [line for line in lines if not line.lower().startswith("content-length")]
+    if rule.action == "gzip":
+        body = gzip.compress(body)
+        kept.append("Content-Encoding: gzip")
+        length = len(body)
+    else:
+        assert rule.content_length is not None
+        length = rule.content_length
+    kept.append(f"Content-Length: {length}")
+    return "\r\n".join([status, *kept]).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def deflate_bomb(
+    decoded: int, *, coding: str = "gzip", prefix: bytes = b"", block: int = 1 << 20
+) -> Callable[[], Iterator[bytes]]:
+    """The chunks of a body that decodes to `prefix` then zeros, `decoded` bytes in all
+    (gzip: about 1 KiB per MiB, so 2.5 GiB is 2.5 MiB on the wire), made as they are sent.
+
+    One block of zeros is compressed once and repeated: after a full flush a deflate stream
+    starts afresh, so the same compressed bytes stand for every further block. The stream
+    has no end (no final block, no trailer): a client that reads it all finds it cut off.
+    """
+
+    def chunks() -> Iterator[bytes]:
+        squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        start = squeeze.compress(prefix) + squeeze.flush(zlib.Z_FULL_FLUSH)
+        repeat = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        zeros = repeat.compress(bytes(block)) + repeat.flush(zlib.Z_FULL_FLUSH)
+        if coding == "gzip":
+            yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + start
+        else:  # "deflate" as most servers send it: zlib-wrapped
+            yield b"\x78\xda" + start
+        for _ in range(max(0, decoded - len(prefix)) // block):
+            yield zeros
+
+    return chunks
+
+
+def streamed(
+    head: bytes, filler: bytes, total: int, *, tail: bytes = b""
+) -> Callable[[], Iterator[bytes]]:
+    """The chunks of `head`, then `filler` repeated up to `total` bytes, then `tail`: a
+    huge reply made as it is sent."""
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(max(0, total - len(head) - len(tail)) // len(filler)):
+            yield filler
+        yield tail
+
+    return chunks

@@ -2,7 +2,10 @@
 
 It speaks API.md (envelopes, double-encoded results, the three `file` forms), retries only
 what is safe to retry, bounds every exchange as a whole (a reply that drips is cut off like
-one that never comes), and keeps the API key out of every repr, message and log line.
+one that never comes) and every reply's size (read streamed, decoded in bounded steps,
+refused past a limit fitting its endpoint: replies.py, decoding.py), and keeps the API key
+out of every repr, message and log line. Whatever a server sends, what comes out is a value
+or an ApiError with a reason, never another exception.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import logging
 import mimetypes
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any, Literal, Self, TypeVar
 import anyio
 import httpx
 
+from bygheartd.api.decoding import ACCEPT_ENCODING
 from bygheartd.api.download import (
     DownloadedFile,
     DownloadLimits,
@@ -35,6 +39,7 @@ from bygheartd.api.errors import (
     SIMPLE_MODE_HINT,
     ApiError,
     AuthError,
+    DownloadTooLarge,
     LmUnavailable,
     PlanError,
     ProtocolError,
@@ -48,11 +53,14 @@ from bygheartd.api.errors import (
     error_for_transport,
     redact,
 )
+from bygheartd.api.jsonsafe import TooDeep, read_json
+from bygheartd.api.replies import ReplyLimits, ReplyTooLarge, read_body, with_body
 from bygheartd.api.results import (
     Submitted,
     TaskResult,
     TaskState,
     parse_task_entry,
+    reported_seconds,
 )
 from bygheartd.errors import ConfigError
 
@@ -61,6 +69,7 @@ __all__ = [
     "AuthError",
     "BygheartClient",
     "DownloadLimits",
+    "DownloadTooLarge",
     "DownloadedFile",
     "Draft",
     "LmUnavailable",
@@ -69,6 +78,8 @@ __all__ = [
     "RateLimited",
     "RefusedAudioUrl",
     "RejectedError",
+    "ReplyLimits",
+    "ReplyTooLarge",
     "RetryPolicy",
     "Submitted",
     "TaskResult",
@@ -80,6 +91,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Backend = Literal["bygheart", "acestep"]
+# How many takes' reported durations a client remembers between the poll that reported
+# them and their download (the bound on what a download may decode to).
+_REMEMBERED_TAKES = 4096
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,7 @@ class BygheartClient:
 
     `timeout` bounds each exchange as a whole (connecting, sending and the complete reply),
     and, for downloads, the wait for the reply to begin; `download_limits` bound the body.
+    `reply_limits` bound the size of every other reply (read streamed, refused past it).
     """
 
     def __init__(
@@ -189,6 +204,7 @@ class BygheartClient:
         backend: Backend = "bygheart",
         timeout: float = 30,
         download_limits: DownloadLimits | None = None,
+        reply_limits: ReplyLimits | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -205,6 +221,9 @@ class BygheartClient:
         self.requests_made: Counter[str] = Counter()
         self.timeout = float(timeout)
         self.download_limits = download_limits or DownloadLimits()
+        self.reply_limits = reply_limits or ReplyLimits()
+        # file reference -> the take's duration as the poll reported it
+        self._take_seconds: OrderedDict[str, float] = OrderedDict()
         self._key = _Secret(api_key)
         self._traced = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
         self._http = httpx.AsyncClient(
@@ -214,7 +233,12 @@ class BygheartClient:
             # No pool limit: our own limits bound concurrency (max_in_flight submits, the
             # delivery slots, one poll), so a slow download never makes a poll or a submit
             # wait for a connection.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            # An idle connection is let go well before a server closes it (uvicorn, and so
+            # ACE-Step and the simulator, after 5 s): a request sent on a connection the
+            # server has just closed is lost, and a lost submit is an unknown outcome.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=20, keepalive_expiry=2.0
+            ),
         )
 
     def __repr__(self) -> str:
@@ -241,30 +265,59 @@ class BygheartClient:
 
     def _auth_headers(self) -> dict[str, str]:
         key = self._key.reveal()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if not key:
+            return {}
+        if not (key.isascii() and key.isprintable()):
+            # httpx would raise UnicodeEncodeError from deep inside the request
+            raise AuthError(
+                "the API key holds characters an HTTP header cannot carry (only printable "
+                "ASCII can): look for a curly quote, a line break or a stray character in it"
+            )
+        return {"Authorization": f"Bearer {key}"}
 
     def _url(self, path: str) -> httpx.URL:
         return httpx.URL(self.base_url + path)
 
     async def _send(
-        self, method: str, path: str, *, what: str, submit: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        limit: int,
+        kind: str,
+        submit: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One whole exchange, reply body included, within `timeout` seconds.
 
         httpx's timeouts bound each read, so a reply that drips a byte a second would hold
         the caller (and every job waiting on it) forever; the cancel scope bounds the total.
+        The body is read streamed and decoded here, at most `limit` bytes (ReplyTooLarge
+        past it, naming `kind`, what the endpoint is); an error reply is read up to
+        `reply_limits.error_bytes` for its message. The reply returned holds the body.
         """
         phase = _Phase(self._traced)
         failure: ApiError | None = None
+        headers = {**self._auth_headers(), "Accept-Encoding": ACCEPT_ENCODING}
         with anyio.CancelScope(deadline=anyio.current_time() + self.timeout) as scope:
             try:
-                return await self._http.request(
+                async with self._http.stream(
                     method,
                     self._url(path),
-                    headers=self._auth_headers(),
+                    headers=headers,
                     extensions={"trace": phase.event} if self._traced else None,
                     **kwargs,
-                )
+                ) as response:
+                    failed = not response.is_success
+                    body = await read_body(
+                        response,
+                        limit=self.reply_limits.error_bytes if failed else limit,
+                        what=what,
+                        kind=kind,
+                        keep_prefix=failed,
+                    )
+                    return with_body(response, body)
             except httpx.HTTPError as exc:
                 # Built here, raised outside the handler: no chained httpx error (with its
                 # request and headers) rides along with ours.
@@ -302,7 +355,9 @@ class BygheartClient:
         if not response.is_success:
             raise error_for_response(response, what=what, secret=secret)
         try:
-            body = json.loads(response.content)
+            body = read_json(response.content)
+        except TooDeep as exc:
+            raise ProtocolError(f"{what}: HTTP {response.status_code}: {exc}") from None
         except ValueError:
             snippet = redact(response.content[:80].decode("utf-8", "replace"), secret)
             raise ProtocolError(
@@ -379,15 +434,26 @@ class BygheartClient:
             payload: dict[str, Any] = {"json": dict(body)}
             if uploads:
                 payload = {"data": _form_fields(body), "files": dict(uploads)}
-            response = await self._send("POST", "/release_task", what=what, submit=True, **payload)
+            response: httpx.Response | None = None
             try:
+                response = await self._send(
+                    "POST",
+                    "/release_task",
+                    what=what,
+                    limit=self.reply_limits.submit_bytes,
+                    kind="a submit reply",
+                    submit=True,
+                    **payload,
+                )
                 data = self._envelope(response, what)
                 task_id = data.get("task_id") if isinstance(data, dict) else None
                 if not isinstance(task_id, str) or not task_id:
                     raise ProtocolError(f"{what}: reply has no task_id")
             except ProtocolError as exc:
-                # A 2xx we cannot read may still have created a task.
+                # A 2xx we cannot read (or that was too large to read) may still have
+                # created a task.
                 message = exc.message
+                status = response.status_code if response is not None else exc.status
             else:
                 position = data.get("queue_position")
                 if isinstance(position, bool) or not isinstance(position, int):
@@ -395,7 +461,7 @@ class BygheartClient:
                 return Submitted(task_id=task_id, queue_position=position)
             raise TransientError(
                 message + " (the task may or may not exist)",
-                response.status_code,
+                status,
                 outcome_unknown=True,
             )
 
@@ -419,8 +485,14 @@ class BygheartClient:
     async def _query(self, chunk: list[str]) -> dict[str, TaskResult]:
         what = "POST /query_result"
         self.requests_made["query"] += 1
+        ids = f"{len(chunk)} id{'s' if len(chunk) != 1 else ''}"
         response = await self._send(
-            "POST", "/query_result", what=what, json={"task_id_list": chunk}
+            "POST",
+            "/query_result",
+            what=what,
+            limit=self.reply_limits.poll(len(chunk)),
+            kind=f"a poll of {ids}",
+            json={"task_id_list": chunk},
         )
         data = self._envelope(response, what)
         if data is None:
@@ -430,17 +502,42 @@ class BygheartClient:
         wanted = set(chunk)
         found: dict[str, TaskResult] = {}
         for entry in data:
-            if isinstance(entry, dict) and entry.get("task_id") in wanted:
-                found[entry["task_id"]] = parse_task_entry(entry)
+            if not isinstance(entry, dict):
+                continue
+            task_id = entry.get("task_id")
+            if isinstance(task_id, str) and task_id in wanted:
+                found[task_id] = result = parse_task_entry(entry)
+                for take in result.outputs:
+                    self._remember(take.file, reported_seconds(take.metas))
         return found
 
-    async def download(self, file_ref: str, stem: Path) -> DownloadedFile:
+    def _remember(self, file_ref: str, seconds: float | None) -> None:
+        """A take's reported duration, for the download that follows the poll."""
+        if seconds is None:
+            return
+        self._take_seconds[file_ref] = seconds
+        self._take_seconds.move_to_end(file_ref)
+        while len(self._take_seconds) > _REMEMBERED_TAKES:
+            self._take_seconds.popitem(last=False)
+
+    async def download(
+        self, file_ref: str, stem: Path, *, seconds: float | None = None
+    ) -> DownloadedFile:
         """Fetch one result file to stem + ext (ext from the bytes), resuming a .part.
 
+        `seconds` is the take's duration as the server reported it (its `metas`); None: the
+        one the last poll of this client reported for `file_ref`, if any; 0 (or any value
+        that is no duration): unknown. What the file may decode to is bounded by it
+        (`DownloadLimits.ceiling`: the absolute cap when unknown).
+
         Raises FileExistsError rather than overwrite; RejectedError on 403/404 (unretried);
-        RefusedAudioUrl (a RejectedError) for a URL or redirect to another host; TimedOut
-        when every attempt ran past the limits (each retry resumes the part).
+        RefusedAudioUrl (a RejectedError) for a URL or redirect to another host, and its
+        DownloadTooLarge for a file past the ceiling (a compression bomb); ProtocolError for
+        a reply that is not audio or a file cut short; TimedOut when every attempt ran past
+        the limits (each retry resumes the part).
         """
+        if seconds is None:
+            seconds = self._take_seconds.get(file_ref)
         url = resolve_audio_url(self.base_url, file_ref)
         what = f"GET {url.raw_path.decode('ascii', 'replace')[:200]}"
         state = PartState(Path(stem))
@@ -456,6 +553,7 @@ class BygheartClient:
                 secret=self._key.reveal(),
                 limits=self.download_limits,
                 reply_seconds=self.timeout,
+                seconds=seconds,
             )
 
         await self._retrying(attempt)
@@ -517,7 +615,14 @@ class BygheartClient:
 
         async def attempt() -> Draft:
             self.requests_made[purpose] += 1
-            response = await self._send("POST", path, what=what, json=dict(body))
+            response = await self._send(
+                "POST",
+                path,
+                what=what,
+                limit=self.reply_limits.helper_bytes,
+                kind="a helper's draft",
+                json=dict(body),
+            )
             if response.status_code in (404, 405):
                 raise unavailable(f"HTTP {response.status_code}: no such endpoint", 404)
             try:
@@ -553,7 +658,7 @@ class BygheartClient:
         server that cannot be reached, times out or answers 5xx is raised (it is down)."""
         for path in ("/v1/stats", "/health"):
             what = f"GET {path}"
-            response = await self._send("GET", path, what=what)
+            response = await self._status_get(path, what)
             if response.status_code in (404, 405):
                 continue
             data = self._envelope(response, what, wrapped=False)
@@ -565,7 +670,7 @@ class BygheartClient:
         server offers, for `config check --online`; None when it has no such endpoint.
         Unlike `health`, a server that cannot be reached is raised, never None."""
         what = "GET /v1/models"
-        response = await self._send("GET", "/v1/models", what=what)
+        response = await self._status_get("/v1/models", what)
         if response.status_code in (404, 405):
             return None
         data = self._envelope(response, what, wrapped=False)
@@ -576,10 +681,15 @@ class BygheartClient:
         names = [m.get("id") or m.get("name") for m in data if isinstance(m, dict)]
         return [str(n) for n in names if n]
 
+    async def _status_get(self, path: str, what: str) -> httpx.Response:
+        return await self._send(
+            "GET", path, what=what, limit=self.reply_limits.status_bytes, kind="a status reply"
+        )
+
     async def _optional_get(self, path: str) -> dict[str, Any] | None:
         what = f"GET {path}"
         try:
-            response = await self._send("GET", path, what=what)
+            response = await self._status_get(path, what)
         except TransientError as err:
             # No connection: no such server here. A probe that timed out is raised, so
             # that nobody reads "no /health endpoint" into a server that hangs.

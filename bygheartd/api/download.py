@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import anyio
 import httpx
 
+from bygheartd.api.audiocheck import incomplete
+from bygheartd.api.decoding import ACCEPT_ENCODING, ContentDecoder
 from bygheartd.api.errors import (
+    DownloadTooLarge,
     ProtocolError,
     RefusedAudioUrl,
     TimedOut,
@@ -29,14 +34,32 @@ from bygheartd.api.errors import (
     host_label,
     redirect_target,
 )
+from bygheartd.api.replies import (
+    ERROR_BYTES,
+    MiB,
+    header_length,
+    read_body,
+    show_size,
+    with_body,
+)
 from bygheartd.folders.moves import fsync_dir
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(
+    r"bytes\s+(\d{1,18})-(\d{1,18})/(\d{1,18}|\*)", re.ASCII | re.IGNORECASE
+)
 _HEAD_BYTES = 64
 _HASH_BLOCK = 1 << 20
 # Redirects on the API's own origin are followed (the key stays there), a few at most.
 MAX_REDIRECTS = 5
+# The most a take can be, decoded: uncompressed WAV at the highest rate a server plausibly
+# writes (96 kHz, 32-bit float, stereo: twice ACE-Step's 48 kHz) with half as much again for
+# headroom, for the duration the server reported (a minute's worth at least); and never more
+# than MAX_DOWNLOAD_BYTES, which holds the API's longest take (600 s) at that rate (439 MiB).
+WAV_HIGHEST_BYTES_PER_SECOND = 96_000 * 2 * 4
+CEILING_HEADROOM = 1.5
+CEILING_MIN_SECONDS = 60.0
+MAX_DOWNLOAD_BYTES = 512 * MiB
 
 
 @dataclass(frozen=True)
@@ -52,21 +75,48 @@ class DownloadedFile:
 
 @dataclass(frozen=True)
 class DownloadLimits:
-    """How long one download attempt may take once its reply has begun.
+    """How long one download attempt may take once its reply has begun, and how large the
+    file may grow.
 
     A per-read timeout never ends a server that drips a byte a second, and a delivery slot
     held forever stops other songs; so an attempt ends when no byte came for
     `stall_seconds`, or when it runs past `[api] timeout_seconds + size /
     min_bytes_per_second` (the whole exchange limit is the grace before the rate counts).
     The client retries a cut attempt, resuming the `.part` with Range.
+
+    What the file decodes to is bounded by `ceiling()`: `bytes_per_reported_second` for
+    the duration the server reported (at least `min_ceiling_seconds`), and `max_bytes`
+    whatever it reported; past it the download stops at once (DownloadTooLarge).
     """
 
     stall_seconds: float = 30.0
     min_bytes_per_second: float = 16384.0
+    max_bytes: int = MAX_DOWNLOAD_BYTES
+    bytes_per_reported_second: float = WAV_HIGHEST_BYTES_PER_SECOND * CEILING_HEADROOM
+    min_ceiling_seconds: float = CEILING_MIN_SECONDS
 
     def __post_init__(self) -> None:
-        if self.stall_seconds <= 0 or self.min_bytes_per_second <= 0:
+        if (
+            self.stall_seconds <= 0
+            or self.min_bytes_per_second <= 0
+            or self.max_bytes <= 0
+            or self.bytes_per_reported_second <= 0
+            or self.min_ceiling_seconds < 0
+        ):
             raise ValueError("download limits must be positive")
+
+    def ceiling(self, seconds: float | None) -> tuple[int, str]:
+        """(the most the take may decode to, why: for a reason a person reads)."""
+        cap = show_size(self.max_bytes)
+        if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+            return self.max_bytes, f"the server reported no duration, and no take is over {cap}"
+        allowed = max(seconds, self.min_ceiling_seconds) * self.bytes_per_reported_second
+        if allowed >= self.max_bytes:
+            return self.max_bytes, f"the take is {seconds:.0f} s, and no take is over {cap}"
+        return int(allowed), (
+            f"the take is {seconds:.0f} s, and no take of {seconds:.0f} s is over "
+            f"{show_size(int(allowed))}, even as 96 kHz 32-bit stereo WAV"
+        )
 
 
 class _AttemptClock:
@@ -144,13 +194,18 @@ def resolve_audio_url(base_url: str, file_ref: str) -> httpx.URL:
     An absolute URL is followed only to the API's own scheme, host and port: the request
     carries the key, which must never go anywhere else.
     """
+    try:
+        return _resolve(base_url, file_ref)
+    except httpx.InvalidURL as exc:  # a `file` with control characters, say
+        shown = file_ref[:200]
+        raise RefusedAudioUrl(f"result file {shown!r} is not a valid URL: {exc}") from None
+
+
+def _resolve(base_url: str, file_ref: str) -> httpx.URL:
     ref = file_ref.strip()
     base = httpx.URL(base_url)
     if ref.lower().startswith(("http://", "https://")):
-        try:
-            url = httpx.URL(ref)
-        except httpx.InvalidURL as exc:
-            raise RefusedAudioUrl(f"audio URL {ref!r} is not a valid URL: {exc}") from None
+        url = httpx.URL(ref)
         if _origin(url) != _origin(base):
             raise RefusedAudioUrl(
                 f"the result's audio URL points to another host ({_where(url, base)}), not the "
@@ -164,7 +219,9 @@ def resolve_audio_url(base_url: str, file_ref: str) -> httpx.URL:
         return httpx.URL(root + "/" + ref.lstrip("/"))
     if ref.startswith("/") and not has_query:
         return httpx.URL(root + "/v1/audio?path=" + quote(ref, safe=""))
-    raise RefusedAudioUrl(f"result file {ref!r} is none of the known forms (API.md section 3)")
+    raise RefusedAudioUrl(
+        f"result file {ref[:200]!r} is none of the known forms (API.md section 3)"
+    )
 
 
 def sniff_audio_ext(head: bytes) -> str | None:
@@ -197,6 +254,7 @@ class PartState:
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     etag: str | None = None
     content_type: str | None = None
+    announced: int | None = None  # the size the last reply announced for the whole file
 
     @property
     def part(self) -> Path:
@@ -237,9 +295,8 @@ def _expected_total(response: httpx.Response, offset: int) -> tuple[int | None, 
             return None, False
         total = None if match.group(3) == "*" else int(match.group(3))
         return total, int(match.group(1)) == offset
-    length = response.headers.get("content-length")
-    total = int(length) if identity and length and length.isdigit() else None
-    return total, True
+    length = header_length(response.headers.get("content-length"))
+    return (length if identity else None), True
 
 
 async def fetch_attempt(
@@ -252,25 +309,35 @@ async def fetch_attempt(
     secret: str | None,
     limits: DownloadLimits | None = None,
     reply_seconds: float = 30.0,
+    seconds: float | None = None,
 ) -> None:
     """One GET that appends to NAME.part; returns when the part holds the whole file.
 
     The attempt is bounded as a whole, not per read: a reply must begin within
     `reply_seconds` (`[api] timeout_seconds`), then `limits` apply while the body streams.
     A cut attempt raises TimedOut and keeps what arrived, so the retry resumes it.
+    `seconds` is the take's duration as the server reported it (None: unknown): what the
+    file may decode to is bounded by `limits.ceiling(seconds)`.
     """
+    limits = limits or DownloadLimits()
+    ceiling = limits.ceiling(seconds)
     await state.sync_with_disk()
     offset = state.size
+    # Only what ContentDecoder decodes in bounded steps (httpx would add br, zstd when
+    # installed, and decode them whole).
+    headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}
     if offset:
         headers = {**headers, "Range": f"bytes={offset}-"}
         if state.etag:
             headers["If-Range"] = state.etag
-    clock = _AttemptClock(limits or DownloadLimits(), reply_seconds, anyio.current_time())
+    clock = _AttemptClock(limits, reply_seconds, anyio.current_time())
     failure: TransientError | ProtocolError | None = None
     total: int | None = None
     with anyio.CancelScope(deadline=clock.deadline()[0]) as scope:
         try:
-            total = await _stream(http, url, headers, state, offset, clock, scope, what, secret)
+            total = await _stream(
+                http, url, headers, state, offset, clock, scope, what, secret, ceiling
+            )
         except httpx.HTTPError as exc:
             failure = error_for_transport(exc, what=what, secret=secret)
     if scope.cancelled_caught:
@@ -287,8 +354,7 @@ def _reply_length(response: httpx.Response) -> int | None:
     """The bytes this reply's body promises (a 206 promises its range), when it says so."""
     if response.headers.get("content-encoding", "identity").lower() != "identity":
         return None
-    length = response.headers.get("content-length", "")
-    return int(length) if length.isdigit() else None
+    return header_length(response.headers.get("content-length"))
 
 
 async def _stream(
@@ -301,6 +367,7 @@ async def _stream(
     scope: anyio.CancelScope,
     what: str,
     secret: str | None,
+    ceiling: tuple[int, str],
 ) -> int | None:
     """The GET itself, following redirects only on the API's own origin; the file's total
     size when the reply says it. Moves `scope`'s deadline on as the limits allow."""
@@ -327,29 +394,100 @@ async def _stream(
                 state.restart()
                 raise TransientError(f"{what}: HTTP 416: the partial file no longer fits")
             if status not in (200, 206):
-                await response.aread()
+                # Read for its message, and no further: an error page can be a bomb too.
+                body = await read_body(
+                    response, limit=ERROR_BYTES, what=what, kind="an error", keep_prefix=True
+                )
                 if 200 < status < 300:
                     raise ProtocolError(f"{what}: HTTP {status} without a body")
-                raise error_for_response(response, what=what, secret=secret, audio=True)
+                raise error_for_response(
+                    with_body(response, body), what=what, secret=secret, audio=True
+                )
             total, continues = _expected_total(response, offset)
+            decoder = ContentDecoder.for_headers(response.headers, what)
+            if decoder.codings and status == 206:  # a range of an encoded body: start over
+                state.restart()
+                raise TransientError(
+                    f"{what}: HTTP 206 with Content-Encoding {decoder.label}; restarting"
+                )
             if status == 200 or not continues:
                 state.restart()
                 if not continues:
                     raise TransientError(f"{what}: HTTP 206 for another range; restarting")
+            most, why = ceiling
+            if total is not None and total > most:
+                state.restart()
+                raise DownloadTooLarge(
+                    f"{what}: the server announced {show_size(total)} of audio ({why}): "
+                    "refused unread"
+                )
             state.etag = response.headers.get("etag")
             state.content_type = response.headers.get("content-type")
+            state.announced = total
             already = offset if status == 206 else 0
             clock.replied(_reply_length(response), already, anyio.current_time())
             scope.deadline = clock.deadline()[0]
-            with state.part.open("ab") as fh:
-                async for chunk in response.aiter_bytes():
-                    fh.write(chunk)
-                    state.hasher.update(chunk)
-                    state.size += len(chunk)
-                    clock.received(len(chunk), anyio.current_time())
-                    scope.deadline = clock.deadline()[0]
+            try:
+                await _write_body(response, decoder, state, clock, scope, what, ceiling)
+            except (DownloadTooLarge, _NotAudio):
+                state.restart()  # nothing of it is kept: the next attempt starts afresh
+                raise
             return total
     raise RefusedAudioUrl(f"{what}: redirected more than {MAX_REDIRECTS} times")
+
+
+class _NotAudio(ProtocolError):
+    """The first bytes of a fresh download are not audio: the rest is not worth fetching."""
+
+
+def _not_audio(what: str, state: PartState, head: bytes) -> _NotAudio:
+    return _NotAudio(
+        f"{what}: the reply is not audio (content-type {state.content_type}, "
+        f"first bytes {head[:8].hex()})"
+    )
+
+
+async def _write_body(
+    response: httpx.Response,
+    decoder: ContentDecoder,
+    state: PartState,
+    clock: _AttemptClock,
+    scope: anyio.CancelScope,
+    what: str,
+    ceiling: tuple[int, str],
+) -> None:
+    """Append the decoded body to the part, never past the ceiling: each decoded piece (at
+    most 64 KiB) is counted before it is written. A fresh file whose first bytes are not
+    audio is refused at once (an HTML page, a bomb of zeros) rather than fetched in full."""
+    most, why = ceiling
+    head: bytearray | None = bytearray() if state.size == 0 else None
+
+    def put(fh: Any, piece: bytes) -> None:
+        nonlocal head
+        if state.size + len(piece) > most:
+            coding = "" if decoder.label == "identity" else f" (from {decoder.label})"
+            raise DownloadTooLarge(
+                f"{what}: the download decoded past {show_size(most)}{coding}: {why}: "
+                "refused, and the partial file deleted"
+            )
+        if head is not None:
+            head += piece[: _HEAD_BYTES - len(head)]
+            if len(head) >= _HEAD_BYTES:
+                if sniff_audio_ext(bytes(head)) is None:
+                    raise _not_audio(what, state, bytes(head))
+                head = None
+        fh.write(piece)
+        state.hasher.update(piece)
+        state.size += len(piece)
+
+    with state.part.open("ab") as fh:
+        async for raw in response.aiter_raw():
+            for piece in decoder.feed(raw):
+                put(fh, piece)
+            clock.received(len(raw), anyio.current_time())
+            scope.deadline = clock.deadline()[0]
+        for piece in decoder.finish():
+            put(fh, piece)
 
 
 def _place(part: Path, target: Path) -> None:
@@ -379,7 +517,11 @@ def _place(part: Path, target: Path) -> None:
 
 
 async def finish(state: PartState, *, what: str) -> DownloadedFile:
-    """Check the completed part (non-empty, real audio) and move it to stem + ext."""
+    """Check the completed part (non-empty, real audio, whole) and move it to stem + ext.
+
+    "Whole" is what the file's own header promises (audiocheck.py): a file cut short by a
+    Content-Length that lied, or by a proxy that stopped, is refused and fetched again.
+    """
     if state.size == 0:
         state.restart()
         raise ProtocolError(f"{what}: the server sent an empty file")
@@ -388,9 +530,15 @@ async def finish(state: PartState, *, what: str) -> DownloadedFile:
     ext = sniff_audio_ext(head)
     if ext is None:
         state.restart()
+        raise _not_audio(what, state, head)
+    problem = await anyio.to_thread.run_sync(incomplete, state.part, ext)
+    if problem is not None:
+        size = state.size
+        said = ", all the server announced" if state.announced == size else ""
+        state.restart()
         raise ProtocolError(
-            f"{what}: the reply is not audio (content-type {state.content_type}, "
-            f"first bytes {head[:8].hex()})"
+            f"{what}: the file is incomplete: {problem} (got {size} bytes{said}): refused, "
+            "the download starts again"
         )
     target = Path(f"{state.stem}{ext}")
     await anyio.to_thread.run_sync(_place, state.part, target)

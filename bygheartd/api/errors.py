@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from bygheartd.api.jsonsafe import read_json
 from bygheartd.errors import BygheartdError
 
 _MAX_MESSAGE_CHARS = 300
@@ -107,6 +108,14 @@ class RefusedAudioUrl(ProtocolError, RejectedError):
     """
 
 
+class DownloadTooLarge(RefusedAudioUrl):
+    """A download that ran past the most its take can be (decoded): a compression bomb, or
+    a server streaming without end. Refused at once, the partial file deleted; final like
+    any refused audio location (the stored result gives the same file every time), so the
+    job fails once with a reason that says what the server sent, never fills the disk.
+    """
+
+
 def redact(text: str, secret: str | None) -> str:
     """Remove the key from text that came from outside (a server may echo what it got)."""
     if secret:
@@ -118,8 +127,8 @@ def server_message(response: httpx.Response) -> tuple[str, Any]:
     """The human-readable message of an error reply, whatever its shape, and the JSON body."""
     body: Any = None
     try:
-        body = json.loads(response.content) if response.content else None
-    except ValueError:
+        body = read_json(response.content) if response.content else None
+    except ValueError:  # not JSON, or nested too deep to use: the text is the message
         body = None
     text = ""
     if isinstance(body, dict):

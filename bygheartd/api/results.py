@@ -7,12 +7,13 @@ missing, and a success without a file is a failure: all of that is settled here.
 from __future__ import annotations
 
 import enum
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bygheartd.api.errors import ProtocolError
+from bygheartd.api.jsonsafe import TooDeep, read_json
 from bygheartd.jobs import Take
 
 
@@ -49,13 +50,30 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def reported_seconds(metas: Mapping[str, Any]) -> float | None:
+    """A take's duration as its `metas` report it (a number, or a numeric text), in
+    seconds; None when it says nothing usable ("N/A", zero, negative, not finite)."""
+    value = metas.get("duration")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if len(value) < 32 else None
+        except ValueError:
+            return None
+    seconds = _number(value)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
 def _decode_result(task_id: str, raw: Any) -> list[dict[str, Any]]:
     """The `result` list: a JSON string (decoded a second time) or an already-decoded list."""
     if raw is None or raw == "":
         return []
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = read_json(raw)
+        except TooDeep as exc:
+            raise ProtocolError(f"task {task_id}: `result`: {exc}") from None
         except ValueError:
             raise ProtocolError(f"task {task_id}: `result` is not valid JSON") from None
     if isinstance(raw, dict):
@@ -97,7 +115,7 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
     elements = _decode_result(task_id, entry.get("result"))
     outputs = _outputs(elements)
     status = entry.get("status", 0)
-    if isinstance(status, str) and status.strip().isdigit():
+    if isinstance(status, str) and status.strip() in ("0", "1", "2"):
         status = int(status)
     if status == 1:
         state = TaskState.SUCCEEDED if outputs else TaskState.FAILED

@@ -28,6 +28,7 @@ from bygheartd.api.errors import (
     RejectedError,
     TransientError,
 )
+from bygheartd.api.results import reported_seconds
 from bygheartd.config import Config
 from bygheartd.engine.keepers import GATE, gate_keeper, place_copy, with_keeper
 from bygheartd.engine.lifecycle import Lifecycle, describe_failure
@@ -212,7 +213,12 @@ class Delivery:
                 else:
                     # From the server that made the take: its URLs are relative to it.
                     client = self.parts.pool.client_for(job.server)
-                    got = await client.download(take.file, stem)
+                    # The length the server reported bounds what the download may decode to
+                    # (unknown for cover/repaint: the output follows the source audio).
+                    seconds = (
+                        0.0 if job.request.get("source_audio") else reported_seconds(take.metas)
+                    )
+                    got = await client.download(take.file, stem, seconds=seconds)
                     record = JobFile(got.path, got.size, got.sha256)
             except FileExistsError:
                 adopted = await asyncio.to_thread(_adopt_existing, stem)

@@ -318,7 +318,7 @@ class Engine:
             by_server[server] = by_server.get(server, 0) + 1
             task = asyncio.create_task(self._submit(*prepared))
             self._submitting.add(task)
-            task.add_done_callback(self._submitting.discard)
+            task.add_done_callback(self._submit_done)
             if self._submit_paused_until is not None:
                 break
 
@@ -398,11 +398,17 @@ class Engine:
         job = submitting
         return job, body
 
+    def _submit_done(self, task: asyncio.Task[None]) -> None:
+        """No submit task dies unobserved: what escaped it is logged."""
+        self._submitting.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a submit task failed unexpectedly: %r", exc)
+
     async def _submit(self, job: Job, body: dict[str, Any]) -> None:
-        source_audio = await self._source_audio(job)
-        reference_audio = await self._source_audio(job, "reference_audio")
         client = self.parts.pool.client_for(job.server)
         try:
+            source_audio = await self._source_audio(job)
+            reference_audio = await self._source_audio(job, "reference_audio")
             submitted = await client.submit(body, src_audio=source_audio, ref_audio=reference_audio)
         except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
             await self._auth_problem(job, f"{exc} ({self._key_hint()})")
@@ -421,6 +427,9 @@ class Engine:
             await self.lifecycle.fail(job, f"the API refused the request: {exc}")
         except OSError as exc:
             await self.lifecycle.fail(job, f"cannot read the source audio: {exc}")
+        except Exception as exc:  # a bug must not strand the job in `submitting`
+            log.exception("submit of job %s failed", job.id)
+            await self._outcome_unknown(job, f"internal error while submitting: {exc}")
         else:
             try:
                 job = await self._record_submitted(job, submitted.task_id)

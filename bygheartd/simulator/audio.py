@@ -217,7 +217,9 @@ def undecodable_bytes(fmt: AudioFormat) -> bytes:
     """A file that passes for the format at a glance (its first bytes) but holds no audio:
     a client keeps it as a take, and nothing can decode it."""
     if fmt.sf_format == "WAV":
-        head = b"RIFF\x24\x10\x00\x00WAVEjunk\x00\x10\x00\x00"
+        # Its sizes agree with its length (4,108 after the RIFF header): a whole file, only
+        # not audio (a `junk` chunk and no `fmt `), so it reaches the quality plugin.
+        head = b"RIFF\x0c\x10\x00\x00WAVEjunk\x00\x10\x00\x00"
     elif fmt.sf_format == "FLAC":
         head = b"fLaC\x00\x00\x00\x22"
     elif fmt.sf_format == "OGG":
