@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bygheartd.jobs import JobFile, JobResult
+from bygheartd.jobs import JobFile, JobResult, iso, take_stems, utcnow
 
 JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
 TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at", "progress_at"}
@@ -91,3 +93,35 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     return value
+
+
+def update_statement(job_id: str, mark: str, fields: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """`UPDATE jobs SET ...` for these job fields, with `mark` as the driver's placeholder
+    (`?` for SQLite, `%s` for PostgreSQL): one mapping of fields to columns for both stores."""
+    sets = [f"updated_at = {mark}"]
+    args: list[Any] = [iso(utcnow())]
+    for key, value in fields.items():
+        if key == "status":
+            column = key
+        elif key in WRITABLE:
+            column = f"{key}_json" if f"{key}_json" in JSON_COLUMNS else key
+        else:
+            raise ValueError(f"not a writable job field: {key}")
+        if column in JSON_COLUMNS:
+            value = dumps(jsonable(value))
+        elif column in TIME_COLUMNS and isinstance(value, datetime):
+            value = iso(value)
+        sets.append(f"{column} = {mark}")
+        args.append(value)
+    args.append(job_id)
+    return f"UPDATE jobs SET {', '.join(sets)} WHERE id = {mark}", args
+
+
+def take_names(rows: Iterable[tuple[Any, Any]]) -> set[str]:
+    """Every take name of (base_name, result_json) rows: the names unfinished deliveries
+    hold (`jobs.take_stems`)."""
+    stems: set[str] = set()
+    for base, result in rows:
+        takes = max(1, len(json.loads(result).get("outputs") or []))
+        stems.update(take_stems(str(base), takes))
+    return stems

@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 from bygheartd.config import redact_url
 from bygheartd.jobs import Event, Job, JobStatus, iso, move_allowed, parse_iso, take_stems, utcnow
 from bygheartd.store.columns import (
-    JSON_COLUMNS,
-    TIME_COLUMNS,
-    WRITABLE,
     CreditCaps,
     dumps,
-    jsonable,
     new_job_id,
+    take_names,
+    update_statement,
 )
 from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
 from bygheartd.store.errors import (
@@ -579,11 +577,7 @@ class PostgresJobStore:
             "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
             "status NOT IN ('done', 'failed', 'cancelled')"
         )
-        stems: set[str] = set()
-        for row in rows:
-            takes = max(1, len(json.loads(row["result_json"]).get("outputs") or []))
-            stems.update(take_stems(str(row["base_name"]), takes))
-        return stems
+        return take_names((r["base_name"], r["result_json"]) for r in rows)
 
     async def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
         async with self._tx() as db:
@@ -599,10 +593,8 @@ class PostgresJobStore:
                 "status NOT IN ('done', 'failed', 'cancelled') AND id != %s",
                 (job_id,),
             )
-            taken: set[str] = set()
-            for other in await cursor.fetchall():
-                count = max(1, len(json.loads(other["result_json"]).get("outputs") or []))
-                taken.update(take_stems(str(other["base_name"]), count))
+            rows = await cursor.fetchall()
+            taken = take_names((r["base_name"], r["result_json"]) for r in rows)
             if not taken.isdisjoint(take_stems(base, takes)):
                 return False
             await _update(db, job_id, base_name=base, output=output)
@@ -768,23 +760,7 @@ async def _history(db: AsyncConnection[Any], job_id: str) -> list[Event]:
 
 
 async def _update(db: AsyncConnection[Any], job_id: str, **fields: Any) -> None:
-    sets = ["updated_at = %s"]
-    args: list[Any] = [iso(utcnow())]
-    for key, value in fields.items():
-        if key == "status":
-            column = key
-        elif key in WRITABLE:
-            column = f"{key}_json" if f"{key}_json" in JSON_COLUMNS else key
-        else:
-            raise ValueError(f"not a writable job field: {key}")
-        if column in JSON_COLUMNS:
-            value = dumps(jsonable(value))
-        elif column in TIME_COLUMNS and isinstance(value, datetime):
-            value = iso(value)
-        sets.append(f"{column} = %s")
-        args.append(value)
-    args.append(job_id)
-    await db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", args)
+    await db.execute(*update_statement(job_id, "%s", fields))
 
 
 async def _event(

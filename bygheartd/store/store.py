@@ -26,12 +26,8 @@ from bygheartd.jobs import (
     take_stems,
     utcnow,
 )
-from bygheartd.store.columns import JSON_COLUMNS as _JSON_COLUMNS
-from bygheartd.store.columns import TIME_COLUMNS as _TIME_COLUMNS
-from bygheartd.store.columns import WRITABLE as _WRITABLE
-from bygheartd.store.columns import CreditCaps, new_job_id
+from bygheartd.store.columns import CreditCaps, new_job_id, take_names, update_statement
 from bygheartd.store.columns import dumps as _dumps
-from bygheartd.store.columns import jsonable as _jsonable
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
 from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
 from bygheartd.store.errors import (
@@ -638,7 +634,7 @@ class Store:
                 "status NOT IN ('done', 'failed', 'cancelled') AND id != ?",
                 (job_id,),
             ).fetchall()
-            taken = _stems_of(rows)
+            taken = take_names(rows)
             if not taken.isdisjoint(take_stems(base, takes)):
                 return False
             self._update(db, job_id, base_name=base, output=output)
@@ -651,26 +647,10 @@ class Store:
                 "SELECT base_name, result_json FROM jobs WHERE base_name IS NOT NULL AND "
                 "status NOT IN ('done', 'failed', 'cancelled')"
             ).fetchall()
-        return _stems_of(rows)
+        return take_names(rows)
 
     def _update(self, db: sqlite3.Connection, job_id: str, **fields: Any) -> None:
-        sets = ["updated_at = ?"]
-        args: list[Any] = [iso(utcnow())]
-        for key, value in fields.items():
-            if key == "status":
-                column = key
-            elif key in _WRITABLE:
-                column = f"{key}_json" if f"{key}_json" in _JSON_COLUMNS else key
-            else:
-                raise ValueError(f"not a writable job field: {key}")
-            if column in _JSON_COLUMNS:
-                value = _dumps(_jsonable(value))
-            elif column in _TIME_COLUMNS and isinstance(value, datetime):
-                value = iso(value)
-            sets.append(f"{column} = ?")
-            args.append(value)
-        args.append(job_id)
-        db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", args)
+        db.execute(*update_statement(job_id, "?", fields))
 
     @staticmethod
     def _event(
@@ -846,15 +826,6 @@ class Store:
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
-
-
-def _stems_of(rows: Iterable[Any]) -> set[str]:
-    """Every take name of (base_name, result_json) rows."""
-    stems: set[str] = set()
-    for base, result in rows:
-        takes = max(1, len(json.loads(result).get("outputs") or []))
-        stems.update(take_stems(str(base), takes))
-    return stems
 
 
 def _check_caps(db: sqlite3.Connection, caps: CreditCaps, credits: int) -> None:
