@@ -15,7 +15,18 @@ def open_store(config: Config, *, inline: bool = False) -> JobStore:
     else SQLite in its state folder (`inline`: answered on the caller's thread, for a
     one-shot command; see `SqliteJobStore`)."""
     if config.store.url:
+        from urllib.parse import unquote, urlsplit
+
+        from bygheartd.logs import register_secret
         from bygheartd.store.postgres import PostgresJobStore
+
+        try:
+            password = urlsplit(config.store.url).password
+        except ValueError:  # a malformed URL: the store says so when it is first used
+            password = None
+        if password:  # defence in depth: no log line may carry it, whatever says it
+            register_secret(password)
+            register_secret(unquote(password))
 
         return PostgresJobStore(config.store.url)
     from bygheartd.store.threaded import SqliteJobStore
