@@ -339,6 +339,7 @@ class Delivery:
             job = await self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=_gate_keeper(result, job)
             )
+        job = await self._copy_keeper(job)
         output = job.output_folder(self.parts.config.folders.output)
 
         def write_sidecar(done: Job, history: list[Event]) -> None:
@@ -352,23 +353,27 @@ class Delivery:
             log.info("job %s was cancelled before it was done: no sidecar", job.id)
             return
         log.info("%s", done_line(done))
-        await self._copy_keeper(done)
 
-    async def _copy_keeper(self, job: Job) -> None:
-        """The keeper's copy in `[folders] keepers` (after `done`: the song is delivered
-        whether or not that folder can be written)."""
+    async def _copy_keeper(self, job: Job) -> Job:
+        """The keeper's copy in `[folders] keepers`, placed while the job is still
+        `processing`: once a job is `done` its copy is settled, so a person's `keep` never
+        races the delivery's copy. A folder that cannot be written is noted in the history
+        and never holds the song back."""
         folder = self.parts.config.folders.keepers_folder
         if folder is None:
-            return
+            return job
         try:
             copy = await asyncio.to_thread(place_copy, job, folder)
         except OSError as exc:
             await self.parts.store.add_event(
                 job.id, "keeper not copied", f"{folder}: {exc.strerror or exc}"
             )
-            return
-        if copy is not None and copy != job.result.keeper_copy:
-            await self.parts.store.update(job.id, result=job.result.but(keeper_copy=copy))
+            return job
+        if copy is None or copy == job.result.keeper_copy:
+            return job
+        return await self.parts.store.update(
+            job.id, expect={JobStatus.PROCESSING}, result=job.result.but(keeper_copy=copy)
+        )
 
     def _sidecar(self, job: Job, events: list[Event]) -> dict[str, Any]:
         """The sidecar of a job as committed `done` (its history ends with that line)."""
