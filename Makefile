@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store_lock.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/shared_store.py
+	$(BIN)/python bench/submit.py
 
 # The MCP Bundle (a zip of mcpb/): checked against the MCPB schema, then packed by the
 # official tool (npm registry needed once). Installs with a double click in Claude Desktop.

@@ -32,7 +32,7 @@ from bygheartd.hooks.discovery import (
     path_candidates,
 )
 from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
-from bygheartd.jobs import ACTIVE_STATUSES
+from bygheartd.jobs import ACTIVE_STATUSES, JobStatus
 from bygheartd.service.service import SongService, open_service
 from bygheartd.store.opening import open_store
 
@@ -113,6 +113,15 @@ def _key_fingerprint(config: Config) -> str | None:
     """Which key is in use, without keeping it: a digest to notice a change by."""
     key = find_api_key(config).value
     return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
+IN_FLIGHT_STATUSES = (
+    JobStatus.SUBMITTING,
+    JobStatus.RUNNING,
+    JobStatus.DOWNLOADING,
+    JobStatus.PROCESSING,
+)
+"""Paid for and not yet delivered: a song half made."""
 
 
 class Runtime:
@@ -350,6 +359,33 @@ class Runtime:
         await self.engine.recheck_auth()
         if old_client is not None:
             await old_client.aclose()
+
+    async def finish_in_flight(self, limit_seconds: float, *, every: float = 0.5) -> int:
+        """Keep the engine here until the songs it has paid for are safe: nothing left
+        `submitting`, `running`, `downloading` or `processing` on this engine, or
+        `limit_seconds` passed, or the engine went (a daemon took the lock over). For
+        `bygheartd mcp`, whose client may close while a song is half made: the song is
+        finished now rather than when some engine next starts. Returns how many were still
+        in flight at the end (they resume, from the store, wherever an engine next runs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_seconds
+        said = False
+        while True:
+            engine = self.engine
+            if engine is None:
+                return 0
+            counts = await self.store.counts(engine=engine.info.id)
+            left = sum(counts.get(s.value, 0) for s in IN_FLIGHT_STATUSES)
+            if left == 0 or loop.time() >= deadline:
+                return left
+            if not said:
+                log.info(
+                    "the client closed: finishing %d song(s) in flight before exiting "
+                    "(stopped sooner, they resume when an engine next starts)",
+                    left,
+                )
+                said = True
+            await asyncio.sleep(every)
 
     async def has_work(self) -> bool:
         counts = await self.store.counts()

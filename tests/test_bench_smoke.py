@@ -151,3 +151,22 @@ def test_quick_shared_store_benchmark_makes_every_song_once_on_every_engine(
         assert 0 <= row["claim"]["p50_ms"] <= row["claim"]["p95_ms"]
     assert set(results["pace"]) == {"postgresql", "sqlite"}
     assert all(p["songs_per_minute"] > 0 for p in results["pace"].values())
+
+
+def test_quick_submit_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "submit.json"
+    env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "submit.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "plain ms/file" in done.stdout
+    results = json.loads(out.read_text())
+    assert [size["jobs"] for size in results["sizes"]] == [0, 2_000]
+    for size in results["sizes"]:
+        assert size["plain"]["ms_per_file"] > 0 and size["json"]["ms_per_file"] > 0

@@ -228,6 +228,18 @@ def test_submit_shows_what_is_left_after_each_job(offline_cfg: Path, tmp_path: P
     assert "1 credit, 28 left today after this job" in second.stdout, second.stdout
 
 
+def test_submit_of_several_files_counts_each_earlier_one_as_spent(
+    offline_cfg: Path, tmp_path: Path
+) -> None:
+    # One read of the queue for the whole batch (the cost per file stays flat however large
+    # the store is: bench/submit.py), and still each line counts the jobs queued before it.
+    bgh("submit", str(write(tmp_path, "first.txt", SONG)), config=offline_cfg)
+    songs = [write(tmp_path, f"song-{n}.txt", SONG) for n in range(3)]
+    batch = bgh("submit", *map(str, songs), config=offline_cfg)
+    lefts = re.findall(r"1 credit, (\d+) left today after this job", batch.stdout)
+    assert lefts == ["28", "27", "26"], batch.stdout
+
+
 def test_dry_run_says_plainly_when_a_job_will_wait(offline_cfg: Path, tmp_path: Path) -> None:
     big = write(tmp_path, "big.txt", BIG_SONG)
     queued = bgh("submit", str(big), config=offline_cfg)

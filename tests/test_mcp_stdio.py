@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from conftest import TEST_KEY, MakeConfig
 from mcp import Client, StdioServerParameters
 
 from bygheartd.jobs import JobStatus
-from bygheartd.simulator import RunningSimulator
+from bygheartd.simulator import RunningSimulator, SimulatorSettings
 from bygheartd.store.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +100,62 @@ def test_stdout_carries_only_protocol_and_logs_go_to_stderr(
     assert "engine running in this process" in stderr
     assert TEST_KEY not in stdout + stderr
     assert proc.returncode == 0, stderr
+
+
+@pytest.mark.parametrize(
+    "sim_settings", [SimulatorSettings(latency=3.0, audio_scale=0.02, seed=1)], ids=["3s"]
+)
+def test_a_song_in_flight_is_finished_when_the_client_closes(
+    simulator: RunningSimulator, make_config: MakeConfig
+) -> None:
+    """An assistant that closes `bygheartd mcp` while its song generates (no daemon
+    running) does not leave it half made until some engine next starts."""
+    config = make_config(simulator)
+    env = dict(os.environ, BYGHEARTD_CONFIG=str(config.source_path))
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    make = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "generate_song", "arguments": {"lyrics": LYRICS, "title": "Static"}},
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bygheartd", "mcp", "--log-level", "info"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(json.dumps(m) + "\n" for m in (hello, initialized, make)))
+    proc.stdin.flush()
+    replies = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    job_id = replies[1]["result"]["structuredContent"]["id"]
+    store = Store.open(config.state_dir)
+    try:
+        deadline = time.monotonic() + 30
+        while store.get(job_id).status is not JobStatus.RUNNING:  # paid for, generating
+            assert time.monotonic() < deadline, store.get(job_id).status
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=60)  # closes stdin: the client is gone
+        assert proc.returncode == 0, stderr
+        assert "finishing 1 song(s) in flight before exiting" in stderr
+        done = store.get(job_id)
+    finally:
+        store.close()
+    assert done.status is JobStatus.DONE, done.reason
+    assert all(f.path.is_file() for f in done.files)
 
 
 def test_only_the_mcp_modules_import_mcp() -> None:

@@ -142,6 +142,5 @@ async def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engi
 
 async def print_queued(service: SongService, jobs: Sequence[Job]) -> None:
     """Each job's id first, so that a script or a person has it before the bars start."""
-    for job in jobs:
-        outlook = await service.budget_outlook(job.credits, job=job)
+    for job, outlook in zip(jobs, await service.budget_outlooks(jobs), strict=True):
         print(f"queued {job.id} {job.title}: {outlook.text()}", flush=True)

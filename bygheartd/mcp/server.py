@@ -975,6 +975,9 @@ def run_stdio(config: Config) -> None:
         try:
             server = build_server(runtime.service, lifespan=_stdout_to_stderr)
             await server.run_stdio_async()
+            # The client closed stdin: a song it started and paid for is finished here
+            # before exiting, rather than left half made until some engine next starts.
+            await runtime.finish_in_flight(config.queue.job_deadline_seconds)
         finally:
             with contextlib.redirect_stdout(sys.stderr):
                 await runtime.__aexit__(None, None, None)

@@ -8,7 +8,9 @@ the engine's lifecycle); the engine, wherever it runs, does the rest.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -452,16 +454,36 @@ class SongService:
         when `job` is None, as for a dry run) count as spent, and so does `ahead` (earlier
         files of the same dry run).
         """
-        queued = [
-            j
-            for j in await self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
-            if job is None or (j.id != job.id and j.created_at <= job.created_at)
-        ]
-        ahead += sum(j.credits for j in queued)
+        if job is not None:
+            return (await self.budget_outlooks([job]))[0]
+        queued = await self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
+        return await self._outlook(cost, ahead + sum(j.credits for j in queued), paid=0)
+
+    async def budget_outlooks(self, jobs: Sequence[Job]) -> list[BudgetOutlook]:
+        """`budget_outlook` for each of `jobs` (just queued, as by `submit`), reading the
+        queue and the ledger once for the batch: queuing many files costs the same per
+        file however large the store or the queue is."""
+        if not jobs:
+            return []
+        queued = sorted(
+            await self.store.list_jobs([JobStatus.QUEUED], None, summary=True),
+            key=lambda j: j.created_at,
+        )
+        times = [j.created_at for j in queued]
+        running = list(itertools.accumulate((j.credits for j in queued), initial=0))
+        own = {j.id: j.credits for j in queued}
+        paid = await self.store.credit_balances([j.id for j in jobs])
+        outlooks = []
+        for job in jobs:
+            # Queued jobs are paid in order: those created up to this one are ahead of it.
+            ahead = running[bisect.bisect_right(times, job.created_at)] - own.get(job.id, 0)
+            outlooks.append(await self._outlook(job.credits, ahead, paid=paid.get(job.id, 0)))
+        return outlooks
+
+    async def _outlook(self, cost: int, ahead: int, *, paid: int) -> BudgetOutlook:
         left = await self._budget.left_today()
         available = None if left is None else max(0, left - ahead)
         # A daemon may already have submitted (and so reserved) the job: count it once.
-        paid = await self.store.job_credit_balance(job.id) if job is not None else 0
         due = max(0, cost - paid)
         hold = await self._budget.check(ahead + due) if due > 0 else None
         return BudgetOutlook(
