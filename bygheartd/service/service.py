@@ -9,6 +9,7 @@ the engine's lifecycle); the engine, wherever it runs, does the rest.
 from __future__ import annotations
 
 import bisect
+import builtins
 import hashlib
 import itertools
 import json
@@ -459,7 +460,7 @@ class SongService:
         queued = await self.store.list_jobs([JobStatus.QUEUED], None, summary=True)
         return await self._outlook(cost, ahead + sum(j.credits for j in queued), paid=0)
 
-    async def budget_outlooks(self, jobs: Sequence[Job]) -> list[BudgetOutlook]:
+    async def budget_outlooks(self, jobs: Sequence[Job]) -> Sequence[BudgetOutlook]:
         """`budget_outlook` for each of `jobs` (just queued, as by `submit`), reading the
         queue and the ledger once for the batch: queuing many files costs the same per
         file however large the store or the queue is."""
@@ -473,7 +474,7 @@ class SongService:
         running = list(itertools.accumulate((j.credits for j in queued), initial=0))
         own = {j.id: j.credits for j in queued}
         paid = await self.store.credit_balances([j.id for j in jobs])
-        outlooks = []
+        outlooks: builtins.list[BudgetOutlook] = []
         for job in jobs:
             # Queued jobs are paid in order: those created up to this one are ahead of it.
             ahead = running[bisect.bisect_right(times, job.created_at)] - own.get(job.id, 0)
