@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the config is loaded when a command needs it: `--help` stay
     from bygheartd.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=click.Command)
 T = TypeVar("T")
 LEVELS = ["debug", "info", "warning", "error", "critical"]
 # A listing fits a screen or two; a state folder of years holds thousands of jobs.
@@ -49,25 +50,50 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def _common_options() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--config"],
+            type=click.Path(path_type=Path, dir_okay=False),
+            callback=_remember,
+            expose_value=False,
+            is_eager=True,
+            help="Config file (default: $BYGHEARTD_CONFIG, then ~/.config/bygheartd/config.toml).",
+        ),
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(LEVELS, case_sensitive=False),
+            callback=_remember,
+            expose_value=False,
+            is_eager=True,
+            help="Log detail on stderr (default: [log] level).",
+        ),
+    ]
+
+
+def with_common(command: C) -> C:
+    """`--config` and `--log-level` work before or after the subcommand: every command
+    added to our groups gets them (a command defined without them cannot slip through)."""
+    names = {p.name for p in command.params}
+    command.params.extend(o for o in _common_options() if o.name not in names)
+    return command
+
+
 def common(func: F) -> F:
-    """`--config` and `--log-level` work before or after the subcommand."""
-    func = click.option(
-        "--config",
-        type=click.Path(path_type=Path, dir_okay=False),
-        callback=_remember,
-        expose_value=False,
-        is_eager=True,
-        help="Config file (default: $BYGHEARTD_CONFIG, then ~/.config/bygheartd/config.toml).",
-    )(func)
-    func = click.option(
-        "--log-level",
-        type=click.Choice(LEVELS, case_sensitive=False),
-        callback=_remember,
-        expose_value=False,
-        is_eager=True,
-        help="Log detail on stderr (default: [log] level).",
-    )(func)
+    """For the top-level group itself (`bygheartd --config X list`)."""
+    for option in reversed(_common_options()):
+        func = click.option(*option.opts, **_option_kwargs(option))(func)
     return func
+
+
+def _option_kwargs(option: click.Option) -> dict[str, Any]:
+    return {
+        "type": option.type,
+        "callback": option.callback,
+        "expose_value": option.expose_value,
+        "is_eager": option.is_eager,
+        "help": option.help,
+    }
 
 
 def _complete_job(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -111,7 +137,11 @@ def _read(command: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: 
 
 class FullHelpGroup(click.Group):
     """Command lists show each command's whole summary, wrapped, never cut off with "...":
-    click's default cuts at the terminal width, which hid half of most descriptions."""
+    click's default cuts at the terminal width, which hid half of most descriptions. Every
+    command added gets `--config` and `--log-level` (`with_common`)."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(with_common(cmd), name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -148,7 +178,7 @@ class Group(FullHelpGroup):
             from bygheartd.simulator.cli import simulator_command
 
             command: click.Command = simulator_command
-            return command
+            return with_common(command)
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -168,7 +198,6 @@ def main() -> None:
 
 
 @main.command()
-@common
 def run() -> None:
     """Run the daemon: drop-folder watcher, engine, scheduler (and MCP over HTTP)."""
     from bygheartd.daemon.daemon import run_daemon
@@ -179,7 +208,6 @@ def run() -> None:
 
 
 @main.command()
-@common
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--describe",
@@ -242,7 +270,6 @@ def submit(
 
 
 @main.command(name="list")
-@common
 @click.option("--status", default=None, help="Only these statuses, comma-separated.")
 @click.option(
     "--limit",
@@ -266,7 +293,6 @@ def list_jobs(
 
 
 @main.command()
-@common
 @click.argument("job", shell_complete=_complete_job)
 @click.option("--wide", is_flag=True, help="Whole values (paths, reasons, lyrics), however wide.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
@@ -278,7 +304,6 @@ def show(job: str, wide: bool, as_json: bool) -> None:
 
 
 @main.command()
-@common
 @click.argument("jobs", nargs=-1, shell_complete=_complete_job)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
 def follow(jobs: tuple[str, ...], as_json: bool) -> None:
@@ -290,7 +315,6 @@ def follow(jobs: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
-@common
 @click.argument("job", shell_complete=_complete_job)
 def cancel(job: str) -> None:
     """Cancel a job (a submitted generation still runs on the server)."""
@@ -300,7 +324,6 @@ def cancel(job: str) -> None:
 
 
 @main.command()
-@common
 @click.argument("job", shell_complete=_complete_job)
 def retry(job: str) -> None:
     """Queue a failed or cancelled job again (a new submission, new credits)."""
@@ -310,7 +333,6 @@ def retry(job: str) -> None:
 
 
 @main.command()
-@common
 @click.argument("job", shell_complete=_complete_job)
 @click.option(
     "--take",
@@ -328,7 +350,6 @@ def keep(job: str, take: int) -> None:
 
 
 @main.command()
-@common
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger as JSON.")
 def credits(as_json: bool) -> None:
     """The local credit ledger: today, this month, per model."""
@@ -338,7 +359,6 @@ def credits(as_json: bool) -> None:
 
 
 @main.command()
-@common
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(as_json: bool) -> None:
     """Who holds the engine lock, queue counts, next budget release."""
@@ -348,7 +368,6 @@ def status(as_json: bool) -> None:
 
 
 @main.command()
-@common
 def mcp() -> None:
     """MCP server over stdio (for Claude Desktop, Claude Code, Cursor)."""
     from bygheartd.mcp.server import run_stdio
@@ -360,7 +379,6 @@ def mcp() -> None:
 
 
 @main.command()
-@common
 @click.option("--json", "as_json", is_flag=True, help="Print the plugins as JSON.")
 def plugins(as_json: bool) -> None:
     """Plugins: where they came from, their hooks, load errors."""
@@ -388,7 +406,6 @@ def config() -> None:
     help="With --online: give each server this long to answer [default: 10, or [api] "
     "timeout_seconds when that is shorter].",
 )
-@common
 def config_check(online: bool, timeout: float | None) -> None:
     """Validate the config; show effective paths and where the key comes from."""
     from bygheartd.cli.commands import config_check_command
@@ -412,7 +429,6 @@ def store() -> None:
 
 
 @store.command(name="check")
-@common
 def store_check() -> None:
     """Check the job store's integrity; show its job count and the newest backup (exit 1
     when it is damaged)."""
@@ -422,7 +438,6 @@ def store_check() -> None:
 
 
 @store.command(name="restore")
-@common
 @click.argument("backup", required=False)
 @click.option(
     "--force", is_flag=True, help="Restore even though the current store passes its check."
@@ -436,7 +451,6 @@ def store_restore(backup: str | None, force: bool) -> None:
 
 
 @store.command(name="migrate")
-@common
 @click.option(
     "--to",
     "url",
@@ -454,7 +468,6 @@ def store_migrate(url: str) -> None:
 
 
 @main.command()
-@common
 def guide() -> None:
     """The songwriting guide: styles, section tags, every option (plain text when piped)."""
     from bygheartd.cli.extras import guide_command
@@ -463,7 +476,6 @@ def guide() -> None:
 
 
 @main.command()
-@common
 @click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
 def models(as_json: bool) -> None:
     """Models of the configured backend with their credit cost and purpose."""
@@ -473,7 +485,6 @@ def models(as_json: bool) -> None:
 
 
 @main.command(name="open")
-@common
 @click.argument("job", shell_complete=_complete_job)
 @click.option(
     "--take", type=click.IntRange(min=1), default=1, show_default=True, help="Which take."
@@ -486,7 +497,6 @@ def open_take(job: str, take: int) -> None:
 
 
 @main.command()
-@common
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 def init(force: bool) -> None:
     """Write a starter config and create the folders."""
@@ -496,7 +506,6 @@ def init(force: bool) -> None:
 
 
 @main.command()
-@common
 @click.option(
     "--dir",
     "directory",
@@ -515,7 +524,6 @@ def demo(directory: Path) -> None:
 
 
 @main.command()
-@common
 @click.option("--no-open", is_flag=True, help="Only print the link; do not open a browser.")
 def web(no_open: bool) -> None:
     """Print (and open) a one-time login link to the library page ([web] enabled = true)."""
@@ -531,7 +539,6 @@ def _state() -> State:
 
 
 @main.command()
-@common
 @click.argument("description", required=False)
 @click.option("--instrumental", is_flag=True, help="No vocals: the draft has no lyrics.")
 @click.option("--language", default=None, help="Language of the lyrics: a code or its name.")
@@ -563,7 +570,6 @@ def inspire(
 
 
 @main.command()
-@common
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def polish(file: Path) -> None:
     """The model's rewrite of FILE's style and lyrics, written beside it as
