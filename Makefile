@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv bench clean system-deps mcpb
+.PHONY: demo test lint typecheck venv bench clean system-deps mcpb mcp-app
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ mcpb:
 	mkdir -p dist
 	rm -f dist/bygheartd-$(VERSION).mcpb
 	$(MCPB) pack mcpb dist/bygheartd-$(VERSION).mcpb
+
+# The song view MCP Apps hosts show inline (mcp-app/src -> bygheartd/mcp/ui/song.html, one
+# self-contained file, committed). Only needed after changing mcp-app/src: installing and
+# testing bygheartd never build it. Versions are fixed by mcp-app/package-lock.json.
+mcp-app:
+	cd mcp-app && npm ci && npm run build
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bygheartd-demo

@@ -1,9 +1,10 @@
 """Engine benchmark: HTTP requests per song, throughput, a 10,000-job queue, CLI start-up,
-and polls timed to predicted finishes against a client that polls every task every 5 s.
+polls timed to predicted finishes against a client that polls every task every 5 s, and
+the same against a fake shaped like the real server's captures (bench/capture_fake.py).
 
 Runs the simulator on a thread and the engine in this process (a child process for the
 memory figure), prints a table and writes bench/results/engine.json. See bench/README.md.
-Usage: `.venv/bin/python bench/engine.py [--quick] [--out PATH]`.
+Usage: `.venv/bin/python bench/engine.py [--quick] [--spread-only | --capture-only] [--out PATH]`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BURST_40_GOAL = 2.05
 COLD_START_GOAL = 0.35
 SPREAD_RPS_GOAL = 3.0
 SPREAD_LAG_GOAL = 0.5
+CAPTURE_RPS_GOAL = 2.75
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Sizes:
     spread_queue: tuple[tuple[str, float], ...] = ()
     reference_every: float = 5.0
     spread_in_flight: int = 8
+    # (g): generation seconds of each phase (+-5 %), songs per phase (all in flight).
+    jump_seconds: tuple[float, ...] = (3.0, 45.0, 3.0)
+    jump_songs: int = 4
 
 
 FULL = Sizes(40, 2.0, 3.0, 30.0, 1000, 10_000, 10)
@@ -74,6 +79,8 @@ QUICK = Sizes(
     spread_queue=(("poll_min_seconds", 0.15), ("poll_max_seconds", 1.5)),
     reference_every=0.25,
     spread_in_flight=3,
+    jump_seconds=(0.3, 2.0, 0.3),
+    jump_songs=2,
 )
 
 
@@ -84,9 +91,11 @@ def _setup_env() -> None:
         os.environ.pop(name, None)
 
 
-def write_config(root: Path, base_url: str, queue: dict[str, float | int]) -> Path:
+def write_config(
+    root: Path, base_url: str, queue: dict[str, float | int], backend: str = "bygheart"
+) -> Path:
     """A real TOML config, as a user writes it; folders live under `root`."""
-    lines = ["[api]", f'base_url = "{base_url}"', "", "[folders]"]
+    lines = ["[api]", f'base_url = "{base_url}"', f'backend = "{backend}"', "", "[folders]"]
     for name in ("inbox", "output", "archive", "failed", "drafts", "state"):
         (root / name).mkdir(parents=True, exist_ok=True)
         lines.append(f'{name} = "{root / name}"')
@@ -97,23 +106,24 @@ def write_config(root: Path, base_url: str, queue: dict[str, float | int]) -> Pa
     return path
 
 
-def _request_data(n: int) -> dict[str, Any]:
+def _request_data(n: int, **extra: Any) -> dict[str, Any]:
     return {
         "title": f"Bench song {n}",
         "style": f"synth pop, bench {n}",
         "model": MODEL,
         "duration": 10,
         "lyrics": "[Verse]\nla la la\n[Chorus]\noh oh oh",
+        **extra,
     }
 
 
-async def _enqueue(service: Any, count: int, start: int = 0) -> list[str]:
+async def _enqueue(service: Any, count: int, start: int = 0, **extra: Any) -> list[str]:
     from bygheartd.jobs import Origin
     from bygheartd.service.submission import Submission
 
     ids = []
     for n in range(start, start + count):
-        request = service.build_request(_request_data(n))
+        request = service.build_request(_request_data(n, **extra))
         submission = Submission(request, Origin.CLI, source=f"bench-{n}.txt")
         ids.append((await service.submit(submission)).job.id)
     return ids
@@ -297,6 +307,122 @@ async def bench_spread(sim: Any, work: Path, sizes: Sizes) -> dict[str, Any]:
         "ours": ours,
         "reference": reference,
     }
+
+
+# -- (f) and (g): a fake shaped like the real server's captures ---------------------------
+
+
+def poll_floor(finishes: list[float], lag: float) -> int:
+    """The fewest polls that find every one of these finishes within `lag` seconds: what
+    an oracle that knew every finish time would need (the greedy cover is optimal)."""
+    polls, covered_until = 0, -math.inf
+    for finish in sorted(finishes):
+        if finish > covered_until:
+            polls += 1
+            covered_until = finish + lag
+    return polls
+
+
+def _lag_figures(lags: list[float]) -> dict[str, float]:
+    return {
+        "tasks": len(lags),
+        "lag_p50": round(_percentile(lags, 0.5), 3),
+        "lag_p95": round(_percentile(lags, 0.95), 3),
+        "lag_max": round(max(lags, default=0.0), 3),
+    }
+
+
+async def _run_on_fake(
+    fake: Any,
+    root: Path,
+    phases: tuple[tuple[float, float, int], ...],
+    queue: dict[str, float | int],
+) -> dict[str, Any]:
+    """Phases of (low, high, songs) one after the other through the engine, against the
+    capture-shaped fake as a self-hosted ACE-Step server; each phase's songs are queued
+    when the one before has ended, their generations `uniform(low, high)` seconds."""
+    from bygheartd.config import load_config
+    from bygheartd.runtime import EngineRole, Runtime
+
+    config = load_config(write_config(root, fake.base_url, queue, backend="acestep"))
+    fake.reset()
+    out: list[dict[str, Any]] = []
+    total = 0
+    async with Runtime(config, role=EngineRole.SUBMIT) as runtime:
+        assert runtime.engine_running, runtime.engine_error
+        started = time.perf_counter()
+        for low, high, songs in phases:
+            fake.set_generation(low, high)
+            before = set(fake.tasks)
+            await _enqueue(
+                runtime.service, songs, start=total, audio_format="wav", model="acestep-v15-turbo"
+            )
+            total += songs
+            counts = await _wait_all_final(runtime.store, total, timeout=600)
+            lags = fake.lags(exclude=before)
+            out.append({"generation_seconds": [low, high], "songs": songs, **_lag_figures(lags)})
+        wall = time.perf_counter() - started
+    requests = {
+        "submit": fake.requests["/release_task"],
+        "poll": fake.requests["/query_result"],
+        "download": fake.requests["/v1/audio"],
+    }
+    done = counts.get("done", 0)
+    floor = poll_floor(fake.finishes(), SPREAD_LAG_GOAL)
+    return {
+        "songs": total,
+        "done": done,
+        "queue": queue,
+        "wall_seconds": round(wall, 2),
+        "requests": requests,
+        "other_requests": {
+            k: n
+            for k, n in fake.requests.items()
+            if k not in ("/release_task", "/query_result", "/v1/audio")
+        },
+        "requests_per_song": round(sum(requests.values()) / max(1, done), 3),
+        "polls": requests["poll"],
+        "ids_per_poll_max": max(fake.ids_per_poll, default=0),
+        "poll_floor_at_lag_goal": floor,
+        "requests_per_song_floor": round(
+            (requests["submit"] + requests["download"] + floor) / max(1, done), 3
+        ),
+        **_lag_figures(fake.lags()),
+        "phases": out,
+    }
+
+
+async def bench_capture(work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(f) scenario (e)'s songs against a fake that answers as the captured real server
+    does (bench/capture_fake.py): requests per song and completion lag."""
+    from capture_fake import CaptureFake
+
+    low, high = sizes.spread_mean - sizes.spread_half, sizes.spread_mean + sizes.spread_half
+    queue: dict[str, float | int] = dict(sizes.spread_queue)
+    queue["max_in_flight"] = sizes.spread_in_flight
+    fake = CaptureFake(low=low, high=high, key=BENCH_KEY, seed=7)
+    with fake.serve():
+        result = await _run_on_fake(
+            fake, work / "capture", ((low, high, sizes.spread_songs),), queue
+        )
+    result["generation_seconds"] = f"{sizes.spread_mean} +- {sizes.spread_half} (uniform)"
+    result["max_in_flight"] = sizes.spread_in_flight
+    return result
+
+
+async def bench_jump(work: Path, sizes: Sizes) -> dict[str, Any]:
+    """(g) generation times that jump (3 s, then 45 s, then 3 s) on the capture-shaped fake:
+    how late each phase's songs are fetched while the predictions catch up."""
+    from capture_fake import CaptureFake
+
+    queue: dict[str, float | int] = dict(sizes.spread_queue)
+    queue["max_in_flight"] = sizes.jump_songs
+    phases = tuple((s * 0.95, s * 1.05, sizes.jump_songs) for s in sizes.jump_seconds)
+    fake = CaptureFake(low=1.0, high=1.0, key=BENCH_KEY, seed=11)
+    with fake.serve():
+        result = await _run_on_fake(fake, work / "jump", phases, queue)
+    result["generation_seconds"] = " then ".join(f"{s:g}" for s in sizes.jump_seconds)
+    return result
 
 
 # -- (c): a large queue ------------------------------------------------------------------
@@ -511,6 +637,68 @@ def spread_table(results: dict[str, Any]) -> str:
     return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)
 
 
+def capture_table(results: dict[str, Any]) -> str:
+    """(f) and (g): against the capture-shaped fake."""
+    rows: list[tuple[str, str, str]] = []
+    if "capture" in results:
+        f = results["capture"]
+        rps_ok = "ok" if f["requests_per_song"] <= CAPTURE_RPS_GOAL else "MISSED"
+        lag_ok = "ok" if f["lag_p95"] <= SPREAD_LAG_GOAL else "MISSED"
+        rows += [
+            (
+                f"(f) {f['songs']} songs, {f['generation_seconds']} s gen, max_in_flight "
+                f"{f['max_in_flight']}, capture-shaped fake",
+                "requests/song",
+                f"{f['requests_per_song']} (goal <= {CAPTURE_RPS_GOAL}: {rps_ok})",
+            ),
+            ("", "submit/poll/download", "{submit}/{poll}/{download}".format(**f["requests"])),
+            (
+                "",
+                "completion lag p50/p95/max",
+                f"{f['lag_p50']} / {f['lag_p95']} / {f['lag_max']} s "
+                f"(goal p95 <= {SPREAD_LAG_GOAL}: {lag_ok})",
+            ),
+            (
+                "",
+                f"oracle floor at lag <= {SPREAD_LAG_GOAL} s",
+                f"{f['poll_floor_at_lag_goal']} polls "
+                f"({f['requests_per_song_floor']} requests/song)",
+            ),
+            ("", "wall time", f"{f['wall_seconds']} s"),
+        ]
+    if "jump" in results:
+        g = results["jump"]
+        rows.append(
+            (
+                f"(g) generation {g['generation_seconds']} s, {g['phases'][0]['songs']} songs each",
+                "requests/song",
+                f"{g['requests_per_song']} ({g['polls']} polls)",
+            )
+        )
+        for phase in g["phases"]:
+            low, high = phase["generation_seconds"]
+            rows.append(
+                (
+                    "",
+                    f"lag, {low:g}-{high:g} s phase (p50/max)",
+                    f"{phase['lag_p50']} / {phase['lag_max']} s",
+                )
+            )
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)
+
+
+async def run_capture_only(sizes: Sizes, quick: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bygheartd-bench-") as tmp:
+        return {
+            "quick": quick,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": os.getloadavg(),
+            "capture": await bench_capture(Path(tmp), sizes),
+            "jump": await bench_jump(Path(tmp), sizes),
+        }
+
+
 async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
     from bygheartd.simulator import SimulatorSettings, run_in_thread
 
@@ -530,6 +718,9 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
             "large_queue": await bench_large_queue(sim, work, sizes),
             "cold_start": await bench_cold_start(sim, work, sizes),
             "spread": await bench_spread(sim, work, sizes),
+            "capture": await bench_capture(work, sizes),
+            "jump": await bench_jump(work, sizes),
+            "load_average": os.getloadavg(),
         }
 
 
@@ -557,6 +748,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only (e), the spread-out completions against the 5 s poller (engine-spread.json)",
     )
+    parser.add_argument(
+        "--capture-only",
+        action="store_true",
+        help="only (f) and (g), against the capture-shaped fake (engine-capture.json)",
+    )
     parser.add_argument("--resume-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     _setup_env()
@@ -572,10 +768,19 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {out}")
         return 0
+    if args.capture_only:
+        results = asyncio.run(run_capture_only(sizes, args.quick))
+        print(capture_table(results))
+        out = args.out or RESULTS.with_name("engine-capture.json")
+        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {out}")
+        return 0
     results = asyncio.run(run_all(sizes, args.quick))
     print(table(results))
     print()
     print(spread_table(results))
+    print()
+    print(capture_table(results))
     out = args.out or (RESULTS.with_name("engine-quick.json") if args.quick else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -95,6 +95,16 @@ def credits_phrase(count: int) -> str:
     return f"{count} credit" if count in (1, -1) else f"{count} credits"
 
 
+def cost_phrase(cost: int, retakes: int = 0) -> str:
+    """What a song may cost, retakes included: `2 credits, up to 4 with one retake`. The
+    one way every face says it before anything is spent (`[retakes]`: each retake is a new
+    submission at the same cost, made only when no take passes the quality gate)."""
+    if retakes <= 0 or cost <= 0:
+        return credits_phrase(cost)
+    how_many = "one retake" if retakes == 1 else f"{retakes} retakes"
+    return f"{credits_phrase(cost)}, up to {cost * (1 + retakes)} with {how_many}"
+
+
 def acestep_base_models() -> list[str]:
     """The base family: the only models that do extract, lego and complete."""
     return list(constants()["models"]["dit"]["families"]["base"])

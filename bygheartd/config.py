@@ -204,6 +204,24 @@ class BudgetSection(_Section, frozen=True):
             ) from exc
 
 
+# Every finding the quality gate can make (plugins/quality.py CODES): `[retakes] when` names
+# some of them. Here, not imported from the plugin: the config knows no plugin code.
+FindingCode = Literal[
+    "cut_short", "cut_off", "silent", "clipped", "undecodable", "off_tempo", "off_key"
+]
+
+
+class RetakesSection(_Section, frozen=True):
+    """`[retakes]`: when no take passes the quality gate, the song is made again with a new
+    seed, up to `max` times per job and within `daily_credits` a day (and the budget)."""
+
+    max: Annotated[int, Meta(ge=0, le=5)] = 1
+    when: list[FindingCode] = field(
+        default_factory=lambda: ["cut_short", "cut_off", "silent", "clipped"]
+    )
+    daily_credits: Count = 10
+
+
 class McpSection(_Section, frozen=True):
     http: bool = False
     host: str = "127.0.0.1"
@@ -287,6 +305,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     watch: WatchSection = field(default_factory=WatchSection)
     queue: QueueSection = field(default_factory=QueueSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
+    retakes: RetakesSection = field(default_factory=RetakesSection)
     mcp: McpSection = field(default_factory=McpSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
     log: LogSection = field(default_factory=LogSection)
@@ -678,10 +697,13 @@ def _plain(message: str, kind: type[_Section], where: str) -> str:
 
 
 def _choices(kind: type[_Section], where: str) -> str:
-    field_name = where.rsplit(".", 1)[-1]
+    field_name = re.sub(r"\[\d+\]$", "", where.rsplit(".", 1)[-1])  # `when[0]`: a list item
     for info in msgspec.structs.fields(kind):
-        if info.name == field_name and get_origin(info.type) is Literal:
-            return ", ".join(repr(v) for v in get_args(info.type))
+        if info.name != field_name:
+            continue
+        value_type = get_args(info.type)[0] if get_origin(info.type) is list else info.type
+        if get_origin(value_type) is Literal:
+            return ", ".join(repr(v) for v in get_args(value_type))
     return ""
 
 

@@ -7,7 +7,7 @@ The store persists jobs; everything above it (engine, plugins, CLI, MCP) receive
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,8 +80,9 @@ ALLOWED_MOVES: Mapping[JobStatus, frozenset[JobStatus]] = {
     _R: frozenset({_D, _Q, _F, _C}),
     # every take verified; held until a download can resume
     _D: frozenset({_P, _H, _F, _C}),
-    # plugins ran and the sidecar was written
-    _P: frozenset({_DONE, _F, _C}),
+    # plugins ran and the sidecar was written; no take passed the quality gate: a retake
+    # (a new submission whose takes join the job's, `engine/retakes.py`)
+    _P: frozenset({_DONE, _Q, _F, _C}),
     # the hold is over (a held download resumes its download), or it ends there
     _H: frozenset({_Q, _D, _F, _C}),
     _DONE: frozenset(),
@@ -316,6 +317,18 @@ class JobResult(Mapping[str, Any]):
     # The copy in `[folders] keepers` this job placed (path, sha256, source): replaced when
     # the keeper changes, unless someone changed it.
     keeper_copy: Mapping[str, Any] | None = None
+    # Retakes made so far (DESIGN.md "Takes you can keep"): each `{at, findings, credits}`,
+    # `credits` being what the submission it follows cost (so the job's total is known).
+    retakes: tuple[Mapping[str, Any], ...] = ()
+    # The takes judged before a retake (file names) and what plugins said of them: the
+    # retake's own takes alone are post-processed, and the two are merged.
+    processed_files: tuple[str, ...] = ()
+    processed_before: Mapping[str, Any] | None = None
+
+    @property
+    def earlier_credits(self) -> int:
+        """What the job's submissions before the current one cost (its retakes' forerunners)."""
+        return sum(int(r.get("credits") or 0) for r in self.retakes)
 
     @property
     def seeds(self) -> list[str]:
@@ -324,6 +337,10 @@ class JobResult(Mapping[str, Any]):
 
     def but(self, **changes: Any) -> JobResult:
         return replace(self, **changes)
+
+    def with_takes(self, takes: Iterable[Take]) -> JobResult:
+        """The takes a generation reported; a retake's join the earlier ones (`base.take3`)."""
+        return self.but(takes=(*self.takes, *takes) if self.retakes else tuple(takes))
 
     def stored(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -347,6 +364,12 @@ class JobResult(Mapping[str, Any]):
             data["keeper_by"] = self.keeper_by
         if self.keeper_copy is not None:
             data["keeper_copy"] = dict(self.keeper_copy)
+        if self.retakes:
+            data["retakes"] = [dict(r) for r in self.retakes]
+        if self.processed_files:
+            data["processed_files"] = list(self.processed_files)
+        if self.processed_before is not None:
+            data["processed_before"] = dict(self.processed_before)
         return data
 
     @classmethod
@@ -378,6 +401,15 @@ class JobResult(Mapping[str, Any]):
             keeper_by=str(data["keeper_by"]) if isinstance(data.get("keeper_by"), str) else None,
             keeper_copy=(
                 dict(data["keeper_copy"]) if isinstance(data.get("keeper_copy"), Mapping) else None
+            ),
+            retakes=tuple(dict(r) for r in data.get("retakes") or () if isinstance(r, Mapping)),
+            processed_files=tuple(
+                str(n) for n in data.get("processed_files") or () if isinstance(n, str)
+            ),
+            processed_before=(
+                dict(data["processed_before"])
+                if isinstance(data.get("processed_before"), Mapping)
+                else None
             ),
         )
 
@@ -463,6 +495,14 @@ class Job:
     # The output folder the job was queued for (and, once delivery chose, the one its
     # files are in): on a shared store, a host that lacks it delivers into its own.
     output: str | None = None
+    # A track of an album (DESIGN.md "Albums"): the album's id and this track's number
+    # (from 1), with the album's title, artist and track count copied from the album when
+    # queued (they never change), so that plugins and records need no second read.
+    album: str | None = None
+    track: int | None = None
+    album_title: str | None = None
+    album_artist: str | None = None
+    album_tracks: int | None = None
 
     def takes(self) -> list[JobFile]:
         """The job's takes in order (its audio files; a plugin may add other files)."""
@@ -503,12 +543,49 @@ class Job:
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,
             "files": [f.as_record() for f in self.files],
-            "credits": self.credits,
+            # Every submission's cost: a job that was made again paid for each.
+            "credits": self.credits + self.result.earlier_credits,
             "server": self.server,
             "engine": self.engine,
             "keeper": self.keeper_record(),
+            "album": self.album,
+            "album_title": self.album_title,
+            "track": self.track,
             "source": self.source,
             "warnings": list(self.warnings),
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class Album:
+    """Several songs that belong together (DESIGN.md "Albums"): each track is a job that
+    records this album's id and its track number; the album itself is only what they share.
+
+    `folder` is the album's folder name under the output folder (its slug, decided when it
+    was queued); `output` the output folder it was queued for.
+    """
+
+    id: str
+    title: str
+    artist: str | None
+    tracks: int
+    created_at: datetime
+    folder: str
+    output: str | None = None
+    source: str | None = None
+    origin: str = "cli"
+    credits: int = 0
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "artist": self.artist,
+            "tracks": self.tracks,
+            "folder": self.folder,
+            "source": self.source,
+            "credits": self.credits,
+            "created_at": iso(self.created_at),
         }

@@ -27,6 +27,7 @@ from mutagen.wave import WAVE
 from numpy.typing import NDArray
 
 from bygheartd import hookimpl
+from bygheartd.jobs import Job
 
 try:
     import pyloudnorm
@@ -122,6 +123,21 @@ def _write_atomically(path: Path, data: NDArray[np.float64], rate: int, info: An
     return tmp
 
 
+def _put_in_place(tmp: Path, path: Path, tags: Any) -> None:
+    """The rewritten file, with the original's tags and mode, atomically in its place."""
+    _write_tags(tmp, path.suffix.lower(), tags)
+    shutil.copymode(path, tmp)  # mkstemp made it 0600: keep the original's mode
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # not every file system syncs directories
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def normalise_file(path: Path, target: float, ceiling: float) -> dict[str, Any]:
     """Normalise one file in place; returns its sidecar entry."""
     info = sf.info(str(path))
@@ -150,20 +166,10 @@ def normalise_file(path: Path, target: float, ceiling: float) -> dict[str, Any]:
             tmp = _write_atomically(path, out, rate, info)
             written, _ = sf.read(str(tmp), dtype="float64", always_2d=True)
             peak_after = true_peak_dbtp(written)
-        _write_tags(tmp, path.suffix.lower(), tags)
-        shutil.copymode(path, tmp)  # mkstemp made it 0600: keep the original's mode
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _put_in_place(tmp, path, tags)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    with contextlib.suppress(OSError):  # not every file system syncs directories
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     return {
         **entry,
         "input_lufs": round(input_lufs, 2),
@@ -173,13 +179,86 @@ def normalise_file(path: Path, target: float, ceiling: float) -> dict[str, Any]:
     }
 
 
+_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga")
+ALBUM_PENDING = "a track of an album: one album gain is applied when every track is done"
+
+
 @hookimpl
-def on_complete(files: list[Path], config: dict[str, Any]) -> dict[str, Any]:
-    """Normalise every readable audio file; measurements go to the sidecar, keyed by file."""
+def on_complete(job: Job, files: list[Path], config: dict[str, Any]) -> dict[str, Any]:
+    """Normalise every readable audio file; measurements go to the sidecar, keyed by file.
+    A track of an album is left as it is: the album gets one gain (`on_album_complete`)."""
     target, ceiling = _settings(config)
     measured: dict[str, Any] = {}
     for path in files:
-        if path.suffix.lower() not in (".mp3", ".wav", ".flac", ".ogg", ".oga"):
+        if path.suffix.lower() not in _SUFFIXES:
+            continue
+        if job.album is not None:
+            measured[path.name] = {"target": target, "ceiling": ceiling, "album": ALBUM_PENDING}
             continue
         measured[path.name] = normalise_file(path, target, ceiling)
     return {"files": [], "sidecar": measured}
+
+
+def _album_loudness(tracks: list[tuple[NDArray[np.float64], int]]) -> float:
+    """EBU R128 album loudness: the integrated loudness of the tracks played one after the
+    other (gated over all of them together). Tracks of different sample rates or channel
+    counts cannot be joined: then the energy mean of their loudness, weighted by length."""
+    if len({(rate, data.shape[1]) for data, rate in tracks}) == 1:
+        joined = np.concatenate([data for data, _ in tracks])
+        return integrated_loudness(joined, tracks[0][1])
+    energy = sum(len(d) / r * 10 ** (integrated_loudness(d, r) / 10) for d, r in tracks)
+    seconds = sum(len(d) / r for d, r in tracks)
+    return 10 * math.log10(energy / seconds) if energy > 0 else -math.inf
+
+
+@hookimpl
+def on_album_complete(files: list[Path], config: dict[str, Any]) -> dict[str, Any]:
+    """One gain for the whole album (EBU R128 album mode): the album's loudness is brought
+    to the target and every track moves by the same amount, so the loudness steps between
+    tracks stay; the peak ceiling lowers that one gain when any track would pass it."""
+    target, ceiling = _settings(config)
+    audio: list[tuple[Path, Any, NDArray[np.float64], int]] = []
+    skipped: dict[str, str] = {}
+    for path in files:
+        if path.suffix.lower() not in _SUFFIXES:
+            continue
+        info = sf.info(str(path))
+        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+        if len(data) < MIN_SECONDS * rate:
+            skipped[path.name] = f"shorter than {MIN_SECONDS} s: not measured"
+            continue
+        audio.append((path, info, data, rate))
+    entry: dict[str, Any] = {"target": target, "ceiling": ceiling, "skipped": skipped}
+    if not audio:
+        return {"sidecar": {**entry, "warning": "no track could be measured"}}
+    album_lufs = _album_loudness([(d, r) for _, _, d, r in audio])
+    if not math.isfinite(album_lufs):
+        return {"sidecar": {**entry, "warning": "silent: nothing to normalise"}}
+    gain_db = target - album_lufs
+    loudest_peak = max(true_peak_dbtp(d) for _, _, d, _ in audio) + gain_db
+    limited = loudest_peak > ceiling
+    if limited:
+        gain_db -= loudest_peak - ceiling
+    tracks: dict[str, Any] = {}
+    for path, info, data, rate in audio:
+        tags = _read_tags(path)
+        tmp = _write_atomically(path, data * 10 ** (gain_db / 20), rate, info)
+        try:
+            _put_in_place(tmp, path, tags)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written, _ = sf.read(str(path), dtype="float64", always_2d=True)
+        tracks[path.name] = {
+            "input_lufs": round(integrated_loudness(data, rate), 2),
+            "output_lufs": round(integrated_loudness(written, rate), 2),
+        }
+    return {
+        "sidecar": {
+            **entry,
+            "album_input_lufs": round(album_lufs, 2),
+            "gain_db": round(gain_db, 2),
+            "limited_by_ceiling": limited,
+            "tracks": tracks,
+        }
+    }

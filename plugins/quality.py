@@ -110,7 +110,8 @@ def note() -> str:
     """One line on what the plugin judges, for `bygheartd plugins` to show beside it: tempo
     and key only with the `analysis` extra installed."""
     if ANALYSIS_INSTALLED:
-        return "judges takes: " + ", ".join(CODES)
+        measured = f"tempo and key measured with librosa {_librosa_version()}"
+        return "judges takes: " + ", ".join(CODES) + f"; {measured}"
     judged = ", ".join(c for c in CODES if c not in ("off_tempo", "off_key"))
     return f"judges takes: {judged}; tempo and key are not measured ({ANALYSIS_EXTRA})"
 
@@ -343,7 +344,14 @@ def end_level_db(
 def clipped_samples(magnitudes: Samples) -> int:
     """Samples in runs of CLIP_RUN or more at full scale (in any one channel), from each
     channel's absolute samples."""
+    return clipped_runs(magnitudes)[0]
+
+
+def clipped_runs(magnitudes: Samples) -> tuple[int, int | None]:
+    """(clipped samples, the frame where the first clipped run starts, or None): where it
+    is, so that a waveform can show it."""
     total = 0
+    first: int | None = None
     for channel in magnitudes:
         full = channel >= FULL_SCALE
         if not full.any():
@@ -351,8 +359,17 @@ def clipped_samples(magnitudes: Samples) -> int:
         edges = np.diff(np.concatenate([[0], full.astype(np.int8), [0]]))
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
         lengths = ends - starts
+        runs = starts[lengths >= CLIP_RUN]
         total += int(lengths[lengths >= CLIP_RUN].sum())
-    return total
+        if runs.size:
+            first = int(runs[0]) if first is None else min(first, int(runs[0]))
+    return total, first
+
+
+def sound_end(loudest: Samples, rate: int) -> float | None:
+    """Seconds to the end of the sound (trailing digital silence left out), or None."""
+    loud = np.flatnonzero(loudest >= TAIL_FLOOR)
+    return round((int(loud[-1]) + 1) / rate, 3) if loud.size else None
 
 
 def peak_envelope(loudest: Samples, points: int) -> list[float]:
@@ -570,6 +587,7 @@ def measure(
     body = float(np.median(rms[~silent])) if (~silent).any() else 0.0
     end = end_level_db(channels, loudest, rate, cut_off_seconds, body)
     lufs = integrated_lufs(channels, rate)
+    clipped, clipped_from = clipped_runs(magnitudes)
     entry: dict[str, Any] = {
         "duration": round(duration, 3),
         "requested_duration": requested,
@@ -581,7 +599,9 @@ def measure(
         "longest_silence": round(gap, 2),
         "longest_silence_at": round(gap_at, 2),
         "end_level_db": round(end, 1) if end is not None else None,
-        "clipped": clipped_samples(magnitudes),
+        "sound_end": sound_end(loudest, rate),
+        "clipped": clipped,
+        "clipped_at": round(clipped_from / rate, 3) if clipped_from is not None else None,
         "bpm": None,
         "key": None,
         "key_confidence": None,
@@ -620,13 +640,21 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
-def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, str]]:
+def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
     """What is wrong with one measured take, judged against its request: `{code, message}`
-    each, the message naming the file and saying what to do about it."""
-    found: list[dict[str, str]] = []
+    each, the message naming the file and saying what to do about it, and where a finding
+    has a place in the take, `at` (and `until`): seconds from its start, for a waveform."""
+    found: list[dict[str, Any]] = []
 
-    def add(code: str, message: str) -> None:
-        found.append({"code": code, "message": message})
+    def add(
+        code: str, message: str, where: float | None = None, until: float | None = None
+    ) -> None:
+        finding: dict[str, Any] = {"code": code, "message": message}
+        if where is not None:
+            finding["at"] = round(max(0.0, where), 3)
+            if until is not None:
+                finding["until"] = round(until, 3)
+        found.append(finding)
 
     requested = entry["requested_duration"]
     ratio = settings["min_duration_ratio"]
@@ -636,6 +664,7 @@ def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list
             f"{name} is {entry['duration']:.1f} s long, "
             f"{entry['duration'] / requested:.0%} of the requested {requested:g} s: "
             "the generation may have been cut short; listen to it, and retry the job if so",
+            entry["duration"],
         )
     end, limit = entry["end_level_db"], settings["cut_off_db"]
     if settings["cut_off_seconds"] and end is not None and end >= limit:
@@ -645,6 +674,7 @@ def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list
             f"sound are at {end:.0f} dB against its median level (a natural ending fades "
             f"below {limit:g} dB): it may have been cut off mid-sound; listen to its end, and "
             "retry the job if so",
+            *_ending(entry, settings["cut_off_seconds"]),
         )
     dbfs = settings["silence_dbfs"]
     if entry["silence_ratio"] > settings["max_silence_ratio"]:
@@ -662,6 +692,8 @@ def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list
             f"{name} drops out: {entry['longest_silence']:.1f} s of silence from "
             f"{_clock(entry['longest_silence_at'])} (below {dbfs:g} dBFS, longer than "
             f"{settings['max_dropout_seconds']:g} s): listen to it, and retry the job if so",
+            entry["longest_silence_at"],
+            entry["longest_silence_at"] + entry["longest_silence"],
         )
     clip_limit = int(settings["max_clipped"])
     if clip_limit and entry["clipped"] >= clip_limit:
@@ -669,6 +701,7 @@ def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list
             "clipped",
             f"{name} is clipped ({entry['clipped']} samples at full scale): "
             "retry the job, or lower the loudness before mastering",
+            entry.get("clipped_at"),
         )
     bpm, wanted_bpm = entry["bpm"], entry.get("requested_bpm")
     if bpm and wanted_bpm:
@@ -692,6 +725,12 @@ def findings(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list
                 "listen to it, and retry the job if so",
             )
     return found
+
+
+def _ending(entry: dict[str, Any], seconds: float) -> tuple[float | None, float | None]:
+    """Where the abrupt end is: the last `seconds` of sound."""
+    end = entry.get("sound_end")
+    return (end - seconds, end) if isinstance(end, int | float) else (None, None)
 
 
 def problems(name: str, entry: dict[str, Any], settings: dict[str, Any]) -> list[str]:
@@ -725,7 +764,7 @@ def _requested_key(job: Job) -> str | None:
 
 def judge(
     path: Path, number: int, job: Job, settings: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, str]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One take's sidecar entry (figures, verdict, findings) and its findings."""
     try:
         entry = measure(
@@ -738,7 +777,9 @@ def judge(
             min_analysis_seconds=settings["min_analysis_seconds"],
         )
     except UndecodableTake as exc:
-        found = [{"code": "undecodable", "message": f"cannot decode {path.name}: {exc}"}]
+        found: list[dict[str, Any]] = [
+            {"code": "undecodable", "message": f"cannot decode {path.name}: {exc}"}
+        ]
         return {"take": number, "error": f"cannot decode: {exc}", "verdict": "fail"}, found
     entry = {"take": number, **entry}
     entry["requested_bpm"] = _requested_bpm(job)
@@ -756,8 +797,10 @@ def on_complete(job: Job, files: list[Path], config: dict[str, Any]) -> dict[str
     figures: dict[str, Any] = {}
     warnings_: list[str] = []
     takes = [f for f in files if f.suffix.lower() in TAKE_SUFFIXES]
-    for number, path in enumerate(takes, start=1):
-        entry, found = judge(path, number, job, settings)
+    # After a retake only its takes are judged: they keep their number in the job (3, 4).
+    numbers = {f.path.name: n for n, f in enumerate(job.takes(), start=1)}
+    for position, path in enumerate(takes, start=1):
+        entry, found = judge(path, numbers.get(path.name, position), job, settings)
         entry["findings"] = found
         entry["warnings"] = [f"quality: {f['message']}" for f in found]
         figures[path.name] = entry

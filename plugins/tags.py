@@ -23,6 +23,8 @@ from mutagen.id3 import (
     TDRC,
     TIT2,
     TPE1,
+    TPE2,
+    TRCK,
     TXXX,
     USLT,
     Encoding,
@@ -196,6 +198,12 @@ def song_fields(job: Job, settings: dict[str, Any], take: int) -> dict[str, str]
         "BYGHEART_SEED": seeds[take] if take < len(seeds) else "",
         "AI_GENERATED": str(settings["provenance"]),
     }
+    if job.album_title:  # a track of an album: album, album artist, track n/N
+        fields["album"] = job.album_title
+        if job.album_artist:
+            fields["artist"] = fields["albumartist"] = job.album_artist
+        if job.track:
+            fields["tracknumber"] = f"{job.track}/{job.album_tracks or job.track}"
     return {k: v for k, v in fields.items() if v}
 
 
@@ -213,7 +221,15 @@ def _cover(settings: dict[str, Any]) -> tuple[bytes, str] | None:
 
 def _id3_frames(tags: ID3, fields: dict[str, str], cover: tuple[bytes, str] | None) -> None:
     enc = Encoding.UTF16
-    simple = {"title": TIT2, "artist": TPE1, "album": TALB, "genre": TCON, "date": TDRC}
+    simple = {
+        "title": TIT2,
+        "artist": TPE1,
+        "album": TALB,
+        "albumartist": TPE2,
+        "tracknumber": TRCK,
+        "genre": TCON,
+        "date": TDRC,
+    }
     for key, frame in simple.items():
         if key in fields:
             tags.setall(frame.__name__, [frame(encoding=enc, text=[fields[key]])])
@@ -247,7 +263,11 @@ def _tag_wav(path: Path, fields: dict[str, str], cover: Any, version: int) -> No
 
 
 def _vorbis_names(fields: dict[str, str]) -> dict[str, str]:
-    return {key.upper(): value for key, value in fields.items()}
+    names = {key.upper(): value for key, value in fields.items()}
+    if "TRACKNUMBER" in names:  # Vorbis comments say n and N apart
+        number, _, total = names["TRACKNUMBER"].partition("/")
+        names["TRACKNUMBER"], names["TRACKTOTAL"] = number, total
+    return names
 
 
 def _tag_vorbis(path: Path, fields: dict[str, str], cover: tuple[bytes, str] | None) -> None:

@@ -1,4 +1,5 @@
-"""First-party plugin `webhook`: POSTs a signed JSON summary when a job completes or fails.
+"""First-party plugin `webhook`: POSTs a signed JSON summary when a job completes or fails
+(or is held, or made again by a retake: events `held`, `retake`).
 
 The body is signed with HMAC-SHA256 over `"<timestamp>.<body>"` so that a receiver can
 check both the sender and the freshness; 5xx answers and connection errors are retried.
@@ -24,12 +25,13 @@ from bygheartd.jobs import Job
 DEFAULTS: dict[str, Any] = {
     "url": "",
     "secret": "",
-    "events": ["complete", "failed"],
+    # `retake` spends credits: announced unless a config leaves it out.
+    "events": ["complete", "failed", "retake"],
     "attempts": 4,
     "backoff_seconds": 1.0,
     "timeout_seconds": 10.0,
 }
-EVENTS = ("complete", "failed", "held")
+EVENTS = ("complete", "failed", "held", "retake")
 
 
 def _settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -128,3 +130,9 @@ async def on_failed(job: Job, reason: str, config: dict[str, Any]) -> None:
 @hookimpl
 async def on_held(job: Job, reason: str, config: dict[str, Any]) -> None:
     await _send("held", job, [], reason, config)
+
+
+@hookimpl
+async def on_retake(job: Job, reason: str, config: dict[str, Any]) -> None:
+    # No take passed the quality gate: the song is made again, and that costs credits.
+    await _send("retake", job, [], reason, config)

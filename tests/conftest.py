@@ -106,6 +106,9 @@ def make_config(tmp_path: Path, api_key: str) -> MakeConfig:
             },
             "budget": {"plan": "pro"},
             "plugins": {"enabled": []},
+            # Off unless a test turns them on (tests/test_retakes.py), like plugins: a test
+            # of a defective take's verdict must not get a retake it did not ask for.
+            "retakes": {"max": 0},
         }
         for section, values in overrides.items():
             sections.setdefault(section, {}).update(values)

@@ -196,6 +196,11 @@ async def test_unknown_preset_folder_is_rejected_with_the_nearest_preset(drop: D
     note = drop.note("dem/quick.txt")
     assert "no [presets.dem]" in note and "did you mean 'demo'?" in note
     assert (drop.failed / "dem" / "quick.txt").read_bytes() == SONG
+    # Dropped again where the note says, it would be accepted: the preset's folder, not dem/.
+    assert f"inbox again ({(drop.inbox / 'demo').as_posix()}/)" in note
+    assert "dem/)" not in note
+    await drop.intake.process(drop.put("xyzzy/quick.txt"))  # nothing near: the top level
+    assert f"inbox again ({drop.inbox.as_posix()}/)" in drop.note("xyzzy/quick.txt")
 
 
 async def test_other_extension_is_rejected_listing_the_supported_formats(drop: Drop) -> None:
@@ -203,6 +208,7 @@ async def test_other_extension_is_rejected_listing_the_supported_formats(drop: D
     note = drop.note("song.docx")
     assert "is not a song file (extension '.docx')" in note
     assert ".txt, .md, .lyrics, .yaml, .yml, .toml, .json" in note
+    assert note.count("again") == 1, note  # the re-drop said once, at the end
 
 
 @pytest.mark.parametrize(

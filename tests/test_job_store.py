@@ -4,6 +4,8 @@ a real PostgreSQL database (Debian's server, started by the tests) must behave t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,14 @@ import pytest
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.columns import CreditCaps
+from bygheartd.store.engines import EngineInfo
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
     JobNotFound,
     KeyTaken,
     OverBudget,
+    ServerFull,
     StaleTransition,
 )
 from bygheartd.store.postgres import PostgresJobStore
@@ -308,3 +312,260 @@ async def test_reservations_past_a_cap_are_refused_however_many_processes_race(
     assert sorted(outcomes) == ["refused"] * 3 + ["reserved"] * 5
     assert await first.credits_spent(day=caps.day) == 10
     assert (await first.counts()) == {"queued": 3, "submitting": 5}
+
+
+# -- albums (issue 26) -------------------------------------------------------------------
+
+
+def _new_album(title: str = "Night Drive", tracks: int = 3, **keys: Any) -> Any:
+    from bygheartd.store.albums import NewAlbum, NewTrack
+
+    return NewAlbum(
+        title=title,
+        artist="The Night Shift",
+        slug="night-drive",
+        tracks=[
+            NewTrack(
+                title=f"Track {n}",
+                model="bygheart-melody-fast",
+                request={"style": "synthwave", "lyrics": f"[Verse]\nline {n}"},
+                api_body={"prompt": "synthwave"},
+                credits=2,
+            )
+            for n in range(1, tracks + 1)
+        ],
+        output="/music/out",
+        source="night-drive.album.yaml",
+        **keys,
+    )
+
+
+async def test_an_album_goes_in_whole_with_a_job_per_track_in_order(store: JobStore) -> None:
+    album, jobs = await store.insert_album(_new_album())
+    assert (album.title, album.artist, album.tracks, album.folder) == (
+        "Night Drive",
+        "The Night Shift",
+        3,
+        "night-drive",
+    )
+    assert album.credits == 6
+    assert [j.track for j in jobs] == [1, 2, 3]
+    assert all(j.status is JobStatus.QUEUED and j.album == album.id for j in jobs)
+    assert jobs[0].album_title == "Night Drive" and jobs[0].album_tracks == 3
+    assert jobs[0].as_record()["album"] == album.id and jobs[0].as_record()["track"] == 1
+    tracks = await store.album_jobs(album.id)
+    assert [j.id for j in tracks] == [j.id for j in jobs]
+    listed = await store.list_jobs(summary=True)
+    assert {j.track for j in listed} == {1, 2, 3}  # summaries carry album and track too
+    assert (await store.get_album(album.id)) == album
+    assert [a.id for a in await store.find_albums("night drive")] == [album.id]
+    assert [a.id for a in await store.find_albums(album.id[:7])] == [album.id]
+    assert (await store.history(jobs[1].id))[0].reason == (
+        "from cli: track 2 of 3 of 'Night Drive'"
+    )
+
+
+async def test_albums_of_one_title_get_folders_of_their_own(store: JobStore) -> None:
+    first, _ = await store.insert_album(_new_album())
+    second, _ = await store.insert_album(_new_album())
+    third, _ = await store.insert_album(_new_album(taken={"night-drive-3"}))
+    assert [first.folder, second.folder, third.folder] == [
+        "night-drive",
+        "night-drive-2",
+        "night-drive-4",
+    ]
+    assert [a.id for a in await store.list_albums()] == [third.id, second.id, first.id]
+    assert [a.id for a in await store.list_albums(1)] == [third.id]
+
+
+async def test_an_unknown_album_is_not_found(store: JobStore) -> None:
+    with pytest.raises(JobNotFound, match="no album"):
+        await store.get_album("0000000000000")
+    assert await store.find_albums("no such album") == []
+
+
+async def _engine(store: JobStore, name: str, lease_seconds: float = 30) -> str:
+    info = replace(EngineInfo.new("test", lease_seconds), id=name)
+    await store.register_engine(info, lease_seconds)
+    return name
+
+
+async def test_claims_take_the_oldest_queued_jobs_for_one_engine_until_given_back(
+    store: JobStore,
+) -> None:
+    jobs = [await _job(store, title=f"song {n}") for n in range(3)]
+    a, b = await _engine(store, "engine-a"), await _engine(store, "engine-b")
+    claimed = await store.claim_queued(a, 2)
+    assert [j.id for j in claimed] == [jobs[0].id, jobs[1].id]
+    assert all(j.engine == a and j.status is JobStatus.QUEUED for j in claimed)
+    assert [j.id for j in await store.claim_queued(b, 5)] == [jobs[2].id]  # a's are not b's
+    # An engine's own claims come back to it (a tick cut off before it sent them).
+    assert [j.id for j in await store.claim_queued(a, 5)] == [jobs[0].id, jobs[1].id]
+    assert await store.release_claims(a, [jobs[0].id]) == 1
+    assert [j.id for j in await store.claim_queued(b, 5)] == [jobs[0].id, jobs[2].id]
+    assert await store.release_claims(a) == 1  # all of a's: jobs[1]
+    assert (await store.get(jobs[1].id)).engine is None
+    assert await store.claim_queued(a, 0) == []
+
+
+async def test_a_claim_lapses_with_its_engines_lease(store: JobStore) -> None:
+    job = await _job(store)
+    gone = await _engine(store, "engine-gone", lease_seconds=0)  # its lease ends at once
+    live = await _engine(store, "engine-live")
+    assert [j.id for j in await store.claim_queued(gone, 1)] == [job.id]
+    await anyio.sleep(0.01)
+    taken = await store.claim_queued(live, 1)
+    assert [(j.id, j.engine) for j in taken] == [(job.id, live)]
+
+
+async def test_two_engines_claiming_at_once_never_get_one_job_and_never_lose_a_move(
+    two_stores: tuple[JobStore, JobStore],
+) -> None:
+    first, second = two_stores
+    jobs = [await _job(first, title=f"song {n}") for n in range(24)]
+    took: dict[str, list[str]] = {"engine-1": [], "engine-2": []}
+    stale: list[str] = []
+    await _engine(first, "engine-1")
+    await _engine(second, "engine-2")
+
+    async def work(store: JobStore, engine: str) -> None:
+        while claimed := await store.claim_queued(engine, 3):
+            for job in claimed:
+                try:
+                    await store.transition(
+                        job.id,
+                        JobStatus.SUBMITTING,
+                        event="submitting",
+                        expect={JobStatus.QUEUED},
+                        engine=engine,
+                    )
+                except StaleTransition:
+                    stale.append(job.id)
+                took[engine].append(job.id)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(work, first, "engine-1")
+        tasks.start_soon(work, second, "engine-2")
+    assert stale == []  # nobody prepared a job another engine had
+    assert not set(took["engine-1"]) & set(took["engine-2"])
+    assert sorted(took["engine-1"] + took["engine-2"]) == sorted(j.id for j in jobs)
+    assert await first.counts() == {"submitting": 24}
+
+
+async def test_a_server_limit_holds_however_many_processes_submit_to_it(
+    two_stores: tuple[JobStore, JobStore],
+) -> None:
+    first, second = two_stores
+    jobs = [await _job(first) for _ in range(6)]
+    outcomes: list[str] = []
+
+    async def submit(store: JobStore, job: Job) -> None:
+        try:
+            await store.transition(
+                job.id,
+                JobStatus.SUBMITTING,
+                event="submitting",
+                server="http://gpu-1:8001",
+                server_limit=2,
+            )
+            outcomes.append("sent")
+        except ServerFull as exc:
+            assert "2 of 2 songs in flight" in str(exc)
+            outcomes.append("full")
+
+    async with anyio.create_task_group() as tasks:
+        for n, job in enumerate(jobs):
+            tasks.start_soon(submit, (first, second)[n % 2], job)
+    assert sorted(outcomes) == ["full"] * 4 + ["sent"] * 2
+    assert await first.counts_by_server([JobStatus.SUBMITTING]) == {"http://gpu-1:8001": 2}
+
+
+async def test_a_lease_is_measured_with_the_stores_clock_not_the_hosts(
+    two_stores: tuple[JobStore, JobStore],
+) -> None:
+    first, second = two_stores
+    job = await _walk(first, await _job(first), JobStatus.SUBMITTING, JobStatus.RUNNING)
+    # A host whose clock runs an hour behind registers with a 30 s lease: its own idea of
+    # the time makes the lease look long over; the store's clock says it is live.
+    behind = utcnow() - timedelta(hours=1)
+    info = EngineInfo("slow-clock", "host-b", 1, "test", behind, behind + timedelta(seconds=30))
+    await first.register_engine(info, 30)
+    await first.update(job.id, engine="slow-clock")
+    assert await second.adopt_jobs("other-engine") == []
+    renewed = await first.renew_engine("slow-clock", 30)
+    assert renewed is not None and abs((renewed - utcnow()).total_seconds() - 30) < 5
+    assert await first.renew_engine("no-such-engine", 30) is None
+    await first.renew_engine("slow-clock", 0)  # now it runs out (on the store's clock)
+    await anyio.sleep(0.01)
+    adopted = await second.adopt_jobs("other-engine")
+    assert [(j.id, j.engine) for j in adopted] == [(job.id, "other-engine")]
+
+
+async def test_one_process_at_a_time_holds_a_duty(
+    two_stores: tuple[JobStore, JobStore],
+) -> None:
+    first, second = two_stores
+    assert await first.lead("pool-snapshot")
+    assert await first.lead("pool-snapshot")  # held, and still held
+    if isinstance(first, SqliteJobStore):  # one engine per SQLite store: it holds them all
+        assert await second.lead("pool-snapshot")
+        return
+    assert not await second.lead("pool-snapshot")
+    assert await second.lead("daily-release")  # one lock per duty
+    await first.close()  # the holder stops: the next to ask takes the duty
+    with anyio.fail_after(10):  # (once the server has ended the holder's session)
+        while not await second.lead("pool-snapshot"):
+            await anyio.sleep(0.02)
+
+
+async def test_only_work_for_engines_wakes_them(two_stores: tuple[JobStore, JobStore]) -> None:
+    mine, theirs = two_stores
+    kinds: list[str] = []
+    if not mine.on_work(kinds.append):
+        assert isinstance(mine, SqliteJobStore)  # polled through data_version instead
+        return
+    await mine.counts()  # opens the store and its listener
+    with anyio.fail_after(10):
+        while "reconnected" not in kinds:
+            await anyio.sleep(0.01)
+    kinds.clear()
+    engine = await _engine(theirs, "engine-x")
+    job = await _job(theirs)  # queued: work
+    await theirs.claim_queued(engine, 1)  # no one else's business
+    await theirs.update(job.id, title="renamed")
+    await theirs.set_meta("k", "v")
+    await theirs.release_claims(engine)  # back in the queue: work
+    moved = await theirs.transition(job.id, JobStatus.SUBMITTING, event="submitting")
+    await theirs.transition(moved.id, JobStatus.RUNNING, event="submitted")
+    await theirs.transition(job.id, JobStatus.CANCELLED, event="cancelled")  # work
+    await theirs.retire_engine(engine)  # its jobs are free: work
+    with anyio.fail_after(10):
+        while len(kinds) < 4:
+            await anyio.sleep(0.01)
+    assert kinds == ["queued", "queued", "cancelled", "engines"]  # in commit order
+
+
+async def test_names_are_claimed_under_a_lock_per_output_folder(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    import psycopg
+
+    url = postgres_server.new_database()
+    store = PostgresJobStore(url)
+    try:
+        jobs = []
+        for n in range(2):
+            job = await _job(store, title=f"song {n}")
+            path = (JobStatus.SUBMITTING, JobStatus.RUNNING, JobStatus.DOWNLOADING)
+            jobs.append(await _walk(store, job, *path))
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
+            # Another host holds the name lock of /nas/a for as long as it likes...
+            await other.execute("SELECT pg_advisory_lock(hashtext('bygheartd-names:/nas/a'))")
+            with anyio.fail_after(10):  # ...a delivery into /nas/b does not wait for it
+                assert await store.claim_base_name(jobs[0].id, "night", 1, "/nas/b")
+            await other.execute("SELECT pg_advisory_unlock_all()")
+        with anyio.fail_after(10):
+            assert not await store.claim_base_name(jobs[1].id, "night", 1, "/nas/a")
+            assert await store.claim_base_name(jobs[1].id, "night-2", 1, "/nas/a")
+    finally:
+        await store.close()

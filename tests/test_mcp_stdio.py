@@ -39,10 +39,15 @@ async def test_bygheartd_mcp_makes_a_song_over_stdio(
     }
     params = StdioServerParameters(command=sys.executable, args=["-m", "bygheartd", "mcp"], env=env)
     async with Client(params, mode=mode) as client:
+        version = client.protocol_version
         tools = {t.name for t in (await client.list_tools()).tools}
+        view = await client.read_resource("ui://bygheartd/song.html")
         result = await client.call_tool(
             "generate_song", {"lyrics": LYRICS, "title": "Static", "wait_seconds": 30}
         )
+    # The current protocol, and the older one that many clients still speak.
+    assert version == {"legacy": "2025-11-25", "auto": "2026-07-28"}[mode]
+    assert view.contents[0].mime_type == "text/html;profile=mcp-app"  # the package's view
     assert "generate_song" in tools
     assert not result.is_error, result.content
     song = result.structured_content or {}

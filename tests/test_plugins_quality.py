@@ -164,7 +164,9 @@ async def test_a_clipped_take_is_counted_and_reported(tmp_path: Path) -> None:
     assert warning.startswith(f"quality: song.wav is clipped ({entry['clipped']} samples")
     assert entry["warnings"] == [warning]  # each take's own, for the page to show beside it
     assert entry["verdict"] == "fail"
-    assert entry["findings"] == [{"code": "clipped", "message": warning.removeprefix("quality: ")}]
+    [finding] = entry["findings"]
+    assert (finding["code"], finding["message"]) == ("clipped", warning.removeprefix("quality: "))
+    assert isinstance(finding["at"], float)  # where the first clipped run starts
 
 
 async def test_a_single_full_scale_sample_is_not_clipping(tmp_path: Path) -> None:

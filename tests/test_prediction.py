@@ -59,11 +59,14 @@ def test_the_servers_average_serves_until_we_have_our_own_history() -> None:
 
 
 def test_a_queue_position_moves_the_expected_finish_back() -> None:
+    """The real server's `queue_position` counts the task itself: an idle server answers 1
+    (API-TRANSCRIPTS.md step 2), the task behind one waiting task 2."""
     predictor = Predictor(server_average=30.0)
-    predictor.submitted("first", 0.0, queue_position=0)
-    predictor.submitted("third", 0.0, queue_position=2)
+    predictor.submitted("first", 0.0, queue_position=1)
+    predictor.submitted("third", 0.0, queue_position=3)
     first, third = predictor.estimate("first"), predictor.estimate("third")
     assert first is not None and third is not None
+    assert first.expected == pytest.approx(30.0)  # nothing ahead of it: it starts at once
     assert third.expected == pytest.approx(first.expected + 60.0)
     assert third.spread > first.spread
 

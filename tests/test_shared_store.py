@@ -4,6 +4,7 @@ submit, and share one budget."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,11 +14,14 @@ from typing import Any
 import anyio
 import pytest
 from _daemon import Daemon, write_songs
+from _jobs import song
 from _postgres import PASSWORD
-from conftest import write_config
+from _simprocs import SimProcess
+from conftest import TEST_KEY, write_config
 
 from bygheartd.config import Config, load_config
-from bygheartd.jobs import FINAL_STATUSES, JobStatus
+from bygheartd.engine.pool_snapshot import read_snapshot
+from bygheartd.jobs import FINAL_STATUSES, HoldKind, JobStatus
 from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.service.service import open_service
 from bygheartd.simulator import RunningSimulator, SimulatorSettings
@@ -35,7 +39,7 @@ def sim_settings() -> SimulatorSettings:
 def _config(
     root: Path,
     name: str,
-    sim: RunningSimulator,
+    sim: RunningSimulator | SimProcess,
     url: str,
     **sections: dict[str, Any],
 ) -> Path:
@@ -46,7 +50,7 @@ def _config(
     for folder in folders.values():
         Path(folder).mkdir(parents=True, exist_ok=True)
     values: dict[str, dict[str, Any]] = {
-        "api": {"base_url": sim.base_url},
+        "api": {"base_url": sim.base_url if isinstance(sim, RunningSimulator) else sim.url},
         "folders": folders,
         "watch": {"settle_seconds": 0.2},
         "queue": {
@@ -62,6 +66,8 @@ def _config(
     }
     for section, extra in sections.items():
         values.setdefault(section, {}).update(extra)
+    if values["api"].get("servers"):  # a pool names its servers instead of base_url
+        values["api"].pop("base_url", None)
     return write_config(home / "config.toml", values)
 
 
@@ -314,3 +320,104 @@ async def test_hosts_sharing_an_output_folder_never_pick_one_name_and_a_missing_
     assert len(set(names)) == 9 and all(f.path.parent == shared for j in jobs for f in j.files)
     moved = [e for e in history if e.event == "delivered elsewhere"]
     assert len(moved) == 1 and "/mnt/laptop/x is not on this host" in (moved[0].reason or "")
+
+
+async def test_engines_sharing_a_pool_never_put_more_than_a_servers_limit_on_it(
+    postgres_url: str, tmp_path: Path, api_key: str
+) -> None:
+    with SimProcess(tmp_path / "gpu", latency=0.3) as gpu:
+        gpu.start()
+        pool = {"backend": "acestep", "servers": [{"url": gpu.url, "max_in_flight": 2}]}
+        configs = [
+            load_config(_config(tmp_path, f"pool{n}", gpu, postgres_url, api=pool))
+            for n in range(2)
+        ]
+        async with (
+            Runtime(configs[0], role=EngineRole.DAEMON) as first,
+            Runtime(configs[1], role=EngineRole.DAEMON) as second,
+        ):
+            for n in range(8):
+                path = song(tmp_path, f"pool-{n}.txt", model="acestep-v15-turbo", duration=10)
+                await (first, second)[n % 2].service.submit_file(path)
+            jobs = await _all_final(configs[0], 8)
+            histories = [await first.service.history(job) for job in jobs]
+        submits = int(gpu.stats()["http_requests"].get("/release_task", 0))
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 8 and submits == 8
+    # In flight from the submitting move to the move out of running, by the history's
+    # times: each submit counted the others under the server's lock, after their commits.
+    edges: list[tuple[Any, int]] = []
+    for history in histories:
+        start = next(e.at for e in history if e.to_status == "submitting")
+        end = next(e.at for e in history if e.from_status == "running")
+        edges += [(start, 1), (end, -1)]
+    in_flight = peak = 0
+    for _, step in sorted(edges, key=lambda edge: (edge[0], edge[1])):
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == 2  # the server's max_in_flight over both engines, and used
+
+
+async def test_one_engine_at_a_time_writes_the_pool_snapshot(
+    simulator: RunningSimulator, postgres_url: str, tmp_path: Path, api_key: str
+) -> None:
+    configs = [
+        load_config(_config(tmp_path, f"snap{n}", simulator, postgres_url)) for n in range(2)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(Runtime(configs[0], role=EngineRole.DAEMON))
+        assert first.engine is not None
+        first_id = first.engine.info.id
+        with anyio.fail_after(10):
+            while ((await read_snapshot(first.store)) or {}).get("engine") != first_id:
+                await anyio.sleep(0.05)
+        async with Runtime(configs[1], role=EngineRole.DAEMON) as second:
+            assert second.engine is not None
+            assert not await second.store.lead("pool-snapshot")  # the first holds the duty
+            snapshot = await read_snapshot(second.store) or {}
+            assert snapshot.get("engine") == first_id
+            await stack.aclose()  # the holder stops: the second takes the duty over
+            with anyio.fail_after(20):
+                while (await read_snapshot(second.store) or {}).get(
+                    "engine"
+                ) != second.engine.info.id:
+                    await anyio.sleep(0.05)
+
+
+async def test_a_refused_key_on_one_daemon_holds_only_its_own_songs(
+    simulator: RunningSimulator,
+    postgres_url: str,
+    tmp_path: Path,
+    api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BYGHEART_API_KEY")  # each daemon reads its own key file
+    keys = {"good": TEST_KEY, "bad": "not-a-key-anyone-knows"}
+    configs = {}
+    for name, key in keys.items():
+        key_file = tmp_path / f"{name}.key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        configs[name] = load_config(
+            _config(tmp_path, name, simulator, postgres_url, api={"api_key_file": str(key_file)})
+        )
+    async with Runtime(configs["bad"], role=EngineRole.DAEMON) as bad:
+        for n in range(8):
+            path = tmp_path / f"auth-{n}.txt"
+            path.write_text(SONG.format(marker=f"auth-{n}"))
+            await bad.service.submit_file(path)
+        counts: dict[str, int] = {}
+        with anyio.fail_after(30):  # the bad key meets its 401s on the songs it claimed
+            while not counts.get("held") or counts.get("submitting"):
+                counts = await bad.service.counts()
+                await anyio.sleep(0.05)
+        held = await bad.service.list([JobStatus.HELD])
+        assert 1 <= len(held) <= configs["bad"].queue.max_in_flight, counts
+        assert all(j.hold_kind is HoldKind.AUTH for j in held)
+        assert counts == {"held": len(held), "queued": 8 - len(held)}  # the rest waits
+        refused = _submits(simulator)
+        # A daemon with a good key takes the queue, and at its start the songs held for a
+        # refused key too (a key may have been fixed: `recheck_auth`).
+        async with Runtime(configs["good"], role=EngineRole.DAEMON):
+            jobs = await _all_final(configs["good"], 8)
+    assert [j.status for j in jobs] == [JobStatus.DONE] * 8
+    assert _submits(simulator) == refused + 8

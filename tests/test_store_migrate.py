@@ -42,6 +42,7 @@ TABLES = {
     "ORDER BY id",
     "ledger": "SELECT id, job_id, at, day, month, model, credits, kind FROM ledger ORDER BY id",
     "meta": "SELECT key, value FROM meta ORDER BY key",
+    "albums": "SELECT * FROM albums ORDER BY id",
 }
 
 

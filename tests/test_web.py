@@ -326,7 +326,9 @@ async def test_the_song_page_shows_takes_texts_parameters_and_history(web: Web) 
         await web.login(http)
         page = (await http.get(f"/songs/{job.id}", headers=HTML)).text
     assert 'id="song-title">Harbour Lights<' in page
-    assert 'id="player-1"' in page and 'id="player-2"' in page
+    # One player for the song, a switch to each take (links: they work without script).
+    assert page.count('data-testid="player"') == 1 and 'id="deck-audio"' in page
+    assert 'id="switch-1"' in page and 'href="?take=2#deck"' in page
     assert "dark synth pop" in page and "we run until the morning" in page
     assert 'data-param="bpm">96<' in page
     assert 'id="history"' in page and "created" in page and "done" in page

@@ -165,6 +165,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "budget": {"plan": "pro"},
                 "mcp": {"http": False, "port": 0},
                 "web": {"enabled": True},
+                # Every take here is short of its request: no retakes, which would spend
+                # the day's credits on songs the tests only look at.
+                "retakes": {"max": 0},
                 "plugins": {"enabled": ["quality", "tags"]},
                 # The simulator's takes are a tenth of the requested length: each take gets
                 # the quality plugin's "much shorter than requested" warning, to be shown.
@@ -263,10 +266,10 @@ def test_the_one_time_link_logs_in_once_and_a_finished_song_plays(
     page.wait_for_url(f"**/songs/{site.finished}")
     assert page.locator("#song-title").inner_text() == "Harbour Lights"
     assert "the ferries hum below" in page.locator("#song-lyrics").inner_text()
-    duration = audio_duration(page, "#player-1")
+    duration = audio_duration(page, "#deck-audio")
     assert duration == pytest.approx(2.0, abs=0.2)  # the simulator's 2 s take
-    page.eval_on_selector("#player-1", "a => a.play()")
-    until(page, "() => document.querySelector('#player-1').currentTime > 0")
+    page.eval_on_selector("#deck-audio", "a => a.play()")
+    until(page, "() => document.querySelector('#deck-audio').currentTime > 0")
     # The quality plugin's figures, and the waveform drawn from its peaks.
     assert page.locator("#waveform-1 path").get_attribute("d")
     recorded = float(page.locator("#quality-1 [data-quality=duration]").inner_text())
@@ -314,7 +317,7 @@ def test_a_song_made_with_the_form_arrives_live_on_the_library_and_its_page(
     # The song page follows the job to the end by itself, and then it can be heard.
     page.wait_for_selector("#song-body[data-status=done]")
     assert not_reloaded(page)
-    assert audio_duration(page, "#player-1") > 0
+    assert audio_duration(page, "#deck-audio") > 0
     assert page.locator("#song-title").inner_text() == "Paper Boats"
     # The library, open all along in another tab, shows the new song done, unreloaded.
     library.wait_for_selector(f"#job-{job_id}[data-status=done]")
@@ -358,7 +361,7 @@ def test_a_running_song_is_cancelled_and_retried_from_its_page(
     page.wait_for_selector("#song-body[data-status=done]")
     mark(page)
     assert site.status(job_id) == "done"
-    assert audio_duration(page, "#player-1") > 0
+    assert audio_duration(page, "#deck-audio") > 0
 
 
 # --- what is refused ---------------------------------------------------------------------
@@ -446,7 +449,7 @@ def test_without_javascript_the_library_a_song_and_the_form_work(
         page.wait_for_selector(f"#job-{site.finished}[data-status=done]")
         page.click(f"#job-{site.finished} [data-testid=job-link]")
         assert page.locator("#song-title").inner_text() == "Harbour Lights"
-        assert page.locator("#player-1").count() == 1
+        assert page.locator("#deck-audio").count() == 1
         # A plain form post: refused beside the field, the page a normal 400 result.
         before = site.job_count()
         page.goto("/new")
@@ -522,3 +525,311 @@ def test_after_a_daemon_restart_the_page_says_to_log_in_again(
     finally:
         context.close()
         daemon.stop()
+
+
+# --- the listening room (issue 25) ----------------------------------------------------------
+
+THREE_TAKES = """---
+title: {title}
+style: dreamy synth pop, female vocal
+model: bygheart-melody-fast
+duration: 60
+takes: 3
+---
+[Verse]
+{line}
+"""
+
+
+def three_takes(site: Site, title: str) -> str:
+    """A finished song of three 6 s takes of the simulator's real audio; its job id."""
+    song = site.config.folders.drafts / f"{title.lower().replace(' ', '-')}.txt"
+    song.write_text(THREE_TAKES.format(title=title, line="three ways to say it"), "utf-8")
+    done = subprocess.run(
+        [*site.command, "submit", "--json", str(song)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=site.env,
+    )
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(done.stdout)
+    wait_for(
+        lambda: site.status(record["id"]) in ("done", "failed", "held"),
+        what="the three takes",
+        timeout=60,
+    )
+    assert site.status(record["id"]) == "done"
+    return str(record["id"])
+
+
+@pytest.fixture(scope="module")
+def trio(site: Site) -> str:
+    return three_takes(site, "Three Ways")
+
+
+def deck_state(page: Page) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            "() => { const a = document.querySelector('#deck-audio');"
+            " return {take: a.dataset.take, src: a.currentSrc || a.src, time: a.currentTime,"
+            " paused: a.paused, ready: a.readyState,"
+            " shown: document.querySelector('#waveform-' + a.dataset.take).classList"
+            ".contains('current')}; }"
+        )
+    )
+
+
+def settled_on(page: Page, take: int) -> dict[str, Any]:
+    """Wait until the deck has loaded take `take`; its state."""
+    until(
+        page,
+        "n => { const a = document.querySelector('#deck-audio'); return a.dataset.take == n"
+        " && (a.currentSrc || a.src).endsWith('/takes/' + n) && a.readyState >= 1"
+        " && !a.seeking; }",
+        take,
+    )
+    return deck_state(page)
+
+
+def test_switching_takes_keeps_the_position_with_clicks_and_keys(
+    context: BrowserContext, site: Site, trio: str
+) -> None:
+    page = logged_in(context, site)
+    page.goto(f"/songs/{trio}")
+    assert page.locator("[data-testid=player]").count() == 1  # one player for the song
+    assert page.locator("[data-testid=switch]").count() == 3
+    duration = audio_duration(page, "#deck-audio")
+    assert duration == pytest.approx(6.0, abs=0.3)
+    start = int(deck_state(page)["take"])  # the keeper's take
+    # Paused at 3.2 s: each switch lands on the same moment of the other take.
+    page.eval_on_selector("#deck-audio", "a => { a.currentTime = 3.2; }")
+    until(page, "() => Math.abs(document.querySelector('#deck-audio').currentTime - 3.2) < 0.01")
+    other = 2 if start != 2 else 3
+    page.click(f"#switch-{other}")
+    state = settled_on(page, other)
+    assert state["time"] == pytest.approx(3.2, abs=0.05) and state["paused"] and state["shown"]
+    assert page.locator(f"#switch-{other}").get_attribute("aria-current") == "true"
+    assert urlsplit(page.url).query == f"take={other}"  # a reload opens the same take
+    page.keyboard.press("1")
+    state = settled_on(page, 1)
+    assert state["time"] == pytest.approx(3.2, abs=0.05)
+    assert page.locator("#deck-take").inner_text() == "1"
+    # Space plays; switching while playing goes on playing from where it was.
+    page.keyboard.press("Space")
+    until(page, "() => document.querySelector('#deck-audio').currentTime > 3.5")
+    assert not deck_state(page)["paused"]
+    page.keyboard.press("3")
+    state = settled_on(page, 3)
+    assert state["time"] >= 3.4  # not back to the start of the take
+    until(page, "() => !document.querySelector('#deck-audio').paused")
+    page.keyboard.press("Space")
+    until(page, "() => document.querySelector('#deck-audio').paused")
+    # A key for a take the song does not have changes nothing.
+    page.keyboard.press("8")
+    assert deck_state(page)["take"] == "3"
+
+
+def test_the_waveform_seeks_where_clicked_and_loops_a_stretch(
+    context: BrowserContext, site: Site, trio: str
+) -> None:
+    page = logged_in(context, site)
+    page.goto(f"/songs/{trio}?take=2")
+    duration = audio_duration(page, "#deck-audio")
+    assert deck_state(page)["take"] == "2"
+    assert page.locator("#waveform-2 path").get_attribute("d")  # drawn from the peaks
+    wave = page.locator("#deck-wave")
+    box = wave.bounding_box()
+    assert box is not None
+    wave.click(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
+    until(page, "() => document.querySelector('#deck-audio').currentTime > 0")
+    assert deck_state(page)["time"] == pytest.approx(duration / 2, abs=0.15)
+    head = float(page.locator("#deck-head").get_attribute("x1") or 0)
+    assert head == pytest.approx(300, abs=12)  # the play head is drawn there
+    # A loop from 1 s to 2 s: playing never passes its end, and comes round again.
+    page.eval_on_selector("#deck-audio", "a => { a.currentTime = 1.0; }")
+    until(page, "() => Math.abs(document.querySelector('#deck-audio').currentTime - 1) < 0.01")
+    page.click("#loop-start")
+    page.eval_on_selector("#deck-audio", "a => { a.currentTime = 2.0; }")
+    until(page, "() => Math.abs(document.querySelector('#deck-audio').currentTime - 2) < 0.01")
+    page.click("#loop-end")
+    assert page.locator("#deck-audio").get_attribute("data-loop") == "1.00-2.00"
+    assert "looping 0:01–0:02" in page.locator("#loop-text").inner_text()
+    page.evaluate(
+        "() => { const a = document.querySelector('#deck-audio'); window.__seen = [];"
+        " a.addEventListener('timeupdate', () => window.__seen.push(a.currentTime)); a.play(); }"
+    )
+    until(
+        page,
+        "() => { const s = window.__seen; const i = s.findIndex(t => t > 1.7);"
+        " return i >= 0 && s.slice(i).some(t => t < 1.4); }",
+    )
+    assert max(page.evaluate("window.__seen")) < 2.35
+    # The loop stays when the take changes (the same stretch of another take).
+    page.keyboard.press("1")
+    settled_on(page, 1)
+    assert page.locator("#deck-audio").get_attribute("data-loop") == "1.00-2.00"
+    page.click("#loop-clear")
+    assert page.locator("#deck-audio").get_attribute("data-loop") == ""
+
+
+def test_keep_changes_the_keeper_as_the_cli_sees_it_without_stopping_the_music(
+    context: BrowserContext, site: Site
+) -> None:
+    job_id = three_takes(site, "Pick The Second")
+    page = logged_in(context, site)
+    page.goto(f"/songs/{job_id}?take=2")
+    audio_duration(page, "#deck-audio")
+    mark(page)
+    page.keyboard.press("Space")
+    until(page, "() => document.querySelector('#deck-audio').currentTime > 0.3")
+    if page.locator("#keep-2").count() == 0:  # the gate chose take 2 already: keep 1 first
+        page.click("#keep-1")
+        page.wait_for_selector("#take-1 [data-testid=keeper][data-keeper-by=person]")
+    page.click("#keep-2")
+    badge = page.locator("#take-2 [data-testid=keeper]")
+    badge.wait_for()
+    assert badge.get_attribute("data-keeper-by") == "person"
+    assert "Your keeper" in badge.inner_text()
+    assert page.locator("#switch-2 .switch-keeper").count() == 1
+    assert page.locator("#keep-2").count() == 0 and page.locator("#keep-1").count() == 1
+    assert not_reloaded(page) and not deck_state(page)["paused"]  # the music played on
+    shown = subprocess.run(
+        [*site.command, "show", "--json", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=site.env,
+    )
+    assert shown.returncode == 0, shown.stderr
+    keeper = json.loads(shown.stdout)["keeper"]
+    assert keeper["take"] == 2 and keeper["by"] == "person"
+    # The library plays the keeper first and says it is the person's choice.
+    page.goto("/")
+    row = page.locator(f"#job-{job_id}")
+    assert row.locator("audio[data-testid=player]").first.get_attribute("data-take") == "2"
+    assert row.locator("[data-field=keeper]").inner_text() == "your keeper"
+
+
+def test_the_library_filters_keepers_only_and_failed_the_gate(
+    context: BrowserContext, site: Site, trio: str
+) -> None:
+    page = logged_in(context, site)
+    page.select_option("#show-filter", "keepers")
+    page.click("#search-button")
+    page.wait_for_url("**show=keepers*")
+    rows = page.locator("[data-testid=job-row]")
+    assert rows.count() >= 2
+    for n in range(rows.count()):
+        row = rows.nth(n)
+        assert row.get_attribute("data-status") == "done"
+        assert row.locator("audio[data-testid=player]").count() == 1
+    trio_row = page.locator(f"#job-{trio}")
+    keeper = trio_row.locator("audio").get_attribute("data-take")
+    assert keeper == str(site_keeper(site, trio))
+    # Every song of this site asked for 20 s or 60 s and got a tenth: each failed the gate.
+    page.select_option("#show-filter", "failed")
+    page.click("#search-button")
+    page.wait_for_url("**show=failed*")
+    assert page.locator(f"#job-{site.finished}").count() == 1
+    assert page.locator(f"#job-{site.finished} [data-field=verdict]").count() >= 1
+    assert "found" in page.locator("#job-count").inner_text()
+
+
+def site_keeper(site: Site, job_id: str) -> int:
+    store = Store.open(site.config.state_dir)
+    try:
+        record = store.get(job_id).keeper_record()
+    finally:
+        store.close()
+    assert record is not None
+    return int(record["take"])
+
+
+def test_the_library_plays_on_from_song_to_song_showing_the_current_one(
+    context: BrowserContext, site: Site, trio: str
+) -> None:
+    page = logged_in(context, site)
+    page.goto("/?show=keepers")
+    rows = page.locator("[data-testid=job-row]")
+    assert rows.count() >= 2
+    first, second = rows.nth(0), rows.nth(1)
+    first_title = first.locator("[data-testid=job-link]").inner_text()
+    second_title = second.locator("[data-testid=job-link]").inner_text()
+    page.click("#play-all")
+    page.wait_for_selector("#now-playing:not([hidden])")
+    assert page.locator("#now-title").inner_text() == first_title
+    until(page, "() => !document.querySelector('article.job.now audio').paused")
+    # Near the end of the first: when it ends, the second plays and is shown.
+    page.evaluate(
+        "() => { const a = document.querySelector('article.job.now audio');"
+        " a.currentTime = Math.max(0, a.duration - 0.3); }"
+    )
+    until(
+        page,
+        "t => document.querySelector('#now-title').textContent === t"
+        " && !document.querySelector('article.job.now audio').paused",
+        second_title,
+    )
+    assert second.get_attribute("class") and "now" in (second.get_attribute("class") or "")
+    assert page.locator("article.job.now").count() == 1
+    page.click("#play-next")
+    until(
+        page,
+        "t => document.querySelector('#now-title').textContent !== t"
+        " || document.querySelector('#now-playing').dataset.ended === 'yes'",
+        second_title,
+    )
+    page.click("#play-stop")
+    assert page.locator("#now-playing").is_hidden()
+    assert page.evaluate("() => [...document.querySelectorAll('audio')].every(a => a.paused)")
+
+
+def test_a_running_songs_progress_never_moves_back_and_shows_a_percentage_and_time_left(
+    context: BrowserContext, site: Site
+) -> None:
+    site.sim.set_faults(latency=6)
+    try:
+        job_id = site.submit("Slow Bloom", "it opens as the day goes")
+        page = logged_in(context, site)
+        page.goto(f"/songs/{job_id}")
+        page.wait_for_selector("#song-progress")
+        page.evaluate(
+            "() => { window.__bars = []; window.__texts = [];"
+            " setInterval(() => { const b = document.querySelector('#song-progress');"
+            " const t = document.querySelector('#song-progress-text');"
+            " if (b) window.__bars.push(Number(b.value));"
+            " if (t) window.__texts.push(t.textContent); }, 50); }"
+        )
+        page.wait_for_selector("#song-body[data-status=done]", timeout=60_000)
+        bars = page.evaluate("window.__bars")
+        texts = page.evaluate("window.__texts")
+    finally:
+        site.sim.set_faults(latency=0.3)
+    assert len(bars) > 20
+    assert bars == sorted(bars), bars  # never backwards
+    assert bars[-1] > bars[0]
+    assert any("%" in t and "left" in t for t in texts), texts[-5:]
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_no_page_scrolls_sideways_on_a_phone(browser: Browser, site: Site, trio: str) -> None:
+    context = browser.new_context(base_url=site.base, viewport=PHONE, is_mobile=True)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = logged_in(context, site)
+        # A song whose file names and parameters are long: they must wrap, not widen.
+        for path in ("/", f"/songs/{trio}", f"/songs/{site.finished}", "/new", "/guide"):
+            page.goto(path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+            for link in ("#nav-library", "#nav-new", "#nav-guide", "#logout"):
+                box = page.locator(link).bounding_box()
+                assert box is not None and box["x"] + box["width"] <= 390, (path, link, box)
+        page.goto("/")
+        box = page.locator("#search-button").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 390
+    finally:
+        context.close()

@@ -681,6 +681,20 @@ class BygheartClient:
         names = [m.get("id") or m.get("name") for m in data if isinstance(m, dict)]
         return [str(n) for n in names if n]
 
+    async def model_inventory(self) -> dict[str, Any] | None:
+        """GET /v1/model_inventory (header key, enveloped): every DiT model the server has,
+        whether it is loaded and which tasks it supports (ACESTEP-TASKS.md §2.2; not
+        `/v1/models`, which lists only loaded ids, and none before the first job). None when
+        the server has no such route (the hosted API); read with `api.inventory`."""
+        what = "GET /v1/model_inventory"
+        response = await self._status_get("/v1/model_inventory", what)
+        if response.status_code in (404, 405):
+            return None
+        data = self._envelope(response, what)
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{what}: `data` is not an object")
+        return data
+
     async def _status_get(self, path: str, what: str) -> httpx.Response:
         return await self._send(
             "GET", path, what=what, limit=self.reply_limits.status_bytes, kind="a status reply"

@@ -38,6 +38,8 @@ class TaskResult:
     progress: float | None = None
     stage: str | None = None
     progress_text: str | None = None
+    # An analysis task's answer (`full_analysis_only`): the raw element, and no file.
+    analysis: Mapping[str, Any] | None = None
 
 
 def _opt_str(value: Any) -> str | None:
@@ -117,8 +119,10 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
     status = entry.get("status", 0)
     if isinstance(status, str) and status.strip() in ("0", "1", "2"):
         status = int(status)
+    # An analysis answers with a raw dict and no file: a success without audio, by design.
+    analysis = next((e for e in elements if "status_message" in e and not e.get("file")), None)
     if status == 1:
-        state = TaskState.SUCCEEDED if outputs else TaskState.FAILED
+        state = TaskState.SUCCEEDED if outputs or analysis is not None else TaskState.FAILED
     elif status == 2:
         state = TaskState.FAILED
     elif status == 0 and elements:
@@ -134,4 +138,5 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
         progress=progress,
         stage=stage,
         progress_text=_opt_str(entry.get("progress_text")),
+        analysis=analysis if status == 1 else None,
     )

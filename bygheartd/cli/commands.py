@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from bygheartd.catalog import credits_phrase
+from bygheartd.cli.albums import albums_lines, is_album_path, print_album, submit_album
 from bygheartd.cli.display import (
     credits_text,
     print_files_table,
@@ -108,8 +109,13 @@ def parse_statuses(text: str | None) -> list[JobStatus] | None:
         try:
             wanted.append(JobStatus(name.strip().lower()))
         except ValueError:
-            valid = ", ".join(s.value for s in JobStatus)
-            raise BygheartdError(f"unknown status {name!r}: use one of {valid}") from None
+            import click
+
+            from bygheartd.songs.values import suggest
+
+            hint = suggest(name.strip().lower(), [s.value for s in JobStatus])
+            # A usage error (exit 2), like any other bad option value.
+            raise click.BadParameter(f"unknown status {name!r}: {hint}", param_hint="'--status'")
     return wanted
 
 
@@ -127,12 +133,17 @@ async def list_command(
         jobs = await service.list(statuses, limit, summary=True)
         charged = await service.charged(jobs)
         counts = await service.counts() if limit is not None and len(jobs) == limit else {}
+        albums = await service.albums(limit) if not as_json and statuses is None else []
     if as_json:
         print_json([j.as_record() | {"charged": charged[j.id]} for j in jobs])
     elif not jobs:
         print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
     else:
         print_jobs_table(_console(), jobs, charged=charged, wide=wide)
+    if not as_json and statuses is None and (lines := albums_lines(list(albums))):
+        print("\nalbums (`bygheartd show ALBUM` lists the tracks):")
+        for line in lines:
+            print(f"  {line}")
     if limit is not None and len(jobs) == limit:
         wanted = None if statuses is None else {s.value for s in statuses}
         total = sum(n for s, n in counts.items() if wanted is None or s in wanted)
@@ -141,8 +152,23 @@ async def list_command(
 
 
 async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = False) -> None:
+    from bygheartd.service.errors import ServiceError
+
     async with opened_service(config) as service:
-        job = await service.get(ref)
+        try:
+            job = await service.get(ref)
+        except ServiceError:
+            try:  # an album (its id or title)
+                view = await service.album(ref)
+            except ServiceError:
+                raise ServiceError(
+                    f"no job or album {ref!r}: `bygheartd list` shows both"
+                ) from None
+            if as_json:
+                print_json(view.as_record(config.folders.output))
+            else:
+                print_album(_console(), view, config.folders.output)
+            return
         history = await service.history(job)
         charged = (await service.charged([job]))[job.id]
     if as_json:
@@ -228,6 +254,7 @@ async def status_command(config: Config, as_json: bool) -> None:
 
 def plugins_command(config: Config, as_json: bool) -> None:
     from bygheartd.runtime import describe_plugins
+    from bygheartd.safetext import visible
 
     infos = describe_plugins(config)
     if as_json:
@@ -240,6 +267,8 @@ def plugins_command(config: Config, as_json: bool) -> None:
         print(f"{info.name} [{state}] {info.source} {info.version or ''}".rstrip())
         if info.hooks:
             print(f"  hooks: {', '.join(info.hooks)}")
+        if info.note:  # the plugin's own text: shown, never interpreted
+            print(f"  note: {visible(info.note, one_line=True)}")
         if info.error:
             print(f"  error: {info.error}")
 
@@ -271,6 +300,9 @@ async def submit_files(
         refused: list[dict[str, Any]] = []
         for path in files:
             try:
+                if isinstance(path, Path) and is_album_path(path):  # a job per track
+                    jobs.extend(await submit_album(runtime.service, path, preset, as_json=as_json))
+                    continue
                 job = await _submit_source(runtime.service, path, preset)
             except BygheartdError as exc:
                 refused.append(refusal(path, exc))
@@ -322,16 +354,21 @@ async def submit_files(
             states = ", ".join(sorted({j.status.value for j in unfinished}))
             print(
                 f"{len(unfinished)} job(s) still {states} after the timeout; they keep going: "
-                "`bygheartd show ID` follows one",
+                "`bygheartd follow ID` follows one, `bygheartd show ID` shows where it is",
                 file=sys.stderr,
             )
     return 0 if not failed and all(j.status is JobStatus.DONE for j in finished) else 1
 
 
+def source_file(source: SongSource) -> str | None:
+    """The `file` of a `--json` entry: the song file, or null for `--describe` (no file)."""
+    return str(source) if isinstance(source, Path) else None
+
+
 def refusal(path: SongSource, exc: BygheartdError) -> dict[str, Any]:
     """A refused file as a `--json` entry beside the job records: `file` and `error` (the
     whole message), and `problems` (line, key, message, hint of each) for scripts."""
-    entry: dict[str, Any] = {"file": str(path), "error": str(exc)}
+    entry: dict[str, Any] = {"file": source_file(path), "error": str(exc)}
     if isinstance(exc, RequestError):
         entry["problems"] = [
             {"line": p.line, "key": p.key, "message": p.reason, "hint": p.hint}
@@ -354,6 +391,31 @@ async def _dry_run(
     refused: list[dict[str, Any]] = []
     ahead = 0  # the files before this one would be paid first
     for path in files:
+        if isinstance(path, Path) and is_album_path(path):
+            try:
+                album = service.parse_album(path, preset=preset, display=str(path))
+            except BygheartdError as exc:
+                refused.append(refusal(path, exc))
+                if not as_json:
+                    print(f"error: {exc}", file=sys.stderr)
+                continue
+            cost = album.credit_cost(config.backend)
+            outlook = await service.budget_outlook(cost, ahead=ahead)
+            ahead += cost
+            rows.append(
+                {
+                    "file": str(path),
+                    "title": album.title,
+                    "album": album.title,
+                    "tracks": len(album.tracks),
+                    "model": None,
+                    "credits": cost,
+                    "credits_left_today": outlook.left_today,
+                    "will_wait_until": iso(outlook.hold.resumes_at) if outlook.hold else None,
+                    "budget": outlook.text(),
+                }
+            )
+            continue
         try:
             request = _parse_source(service, path, preset)
         except BygheartdError as exc:  # checked like submit: every file, every problem
@@ -369,7 +431,7 @@ async def _dry_run(
         ahead += cost
         rows.append(
             {
-                "file": str(path),
+                "file": source_file(path),
                 "title": request.display_title(path.stem if isinstance(path, Path) else ""),
                 "model": request.model,
                 "takes": request.takes,
@@ -377,6 +439,8 @@ async def _dry_run(
                 "credits_left_today": outlook.left_today,
                 "will_wait_until": iso(outlook.hold.resumes_at) if outlook.hold else None,
                 "budget": outlook.text(),
+                # What `submit` would warn about (no style, ...), as `submit --json` records it.
+                "warnings": list(request.warnings()),
                 "request": request.model_dump(mode="json", exclude_none=True),
             }
         )
@@ -384,6 +448,12 @@ async def _dry_run(
         print_json([*rows, *refused])
     else:
         for row in rows:
+            if "album" in row:
+                print(
+                    f"ok {row['file']}: album {row['title']!r}, {row['tracks']} tracks, "
+                    f"{row['budget']}"
+                )
+                continue
             print(f"ok {row['file']}: {row['title']!r}, {row['model']}, {row['budget']}")
         total = sum(int(str(r["credits"])) for r in rows)
         print(f"total: {credits_phrase(total)} (nothing was spent)")

@@ -11,9 +11,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bygheartd.config import parse_config
-from bygheartd.jobs import JobStatus
+from bygheartd.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from bygheartd.service.service import SongService
 
 DEMO_KEY = "bgh_demo_offline_key"
 
@@ -75,6 +79,28 @@ enabled = ["quality", "tags"]
 """
 
 
+async def retake_lines(service: SongService, jobs: list[Job]) -> list[str]:
+    """What the quality gate did to the demo's songs: each retake (why) and the keeper."""
+    from bygheartd.cli.display import shown
+
+    lines = []
+    for job in jobs:
+        if not job.result.retakes:
+            continue
+        for event in await service.history(job):
+            if event.event == "retake":
+                lines.append(f"retake  {job.id}  {shown(job.title)}: {shown(event.reason or '')}")
+        keeper = job.keeper_record()
+        if keeper is not None:
+            by = "the quality gate" if keeper["by"] == "gate" else "a person"
+            name = Path(str(keeper["path"])).name
+            lines.append(
+                f"keeper  {job.id}  {shown(job.title)}: take {keeper['take']}, "
+                f"{shown(name)} (chosen by {by})"
+            )
+    return lines
+
+
 async def run_demo(directory: Path) -> int:
     from rich.console import Console
 
@@ -89,8 +115,11 @@ async def run_demo(directory: Path) -> int:
         return 1
     root = directory.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    # Takes of the requested length, so the quality gate judges them as it would real ones.
-    settings = SimulatorSettings(latency=1.5, audio_scale=1.0, seed=7)
+    # Takes of the requested length, so the quality gate judges them as it would real ones;
+    # the first task comes back cut short, so the demo shows a retake and its keeper.
+    settings = SimulatorSettings(
+        latency=1.5, audio_scale=1.0, seed=7, defect="cut_short", defect_burst=1
+    )
     console.print(f"[bold]bygheartd demo[/]: {len(examples)} example songs, offline, in {root}")
     started = time.monotonic()
     with run_in_thread(settings) as sim:
@@ -113,7 +142,10 @@ async def run_demo(directory: Path) -> int:
                 console.print(f"  queued {job.id}  {job.title}  ({path.name})")
                 jobs.append(job)
             finished = [await runtime.service.wait(j.id, timeout=120) for j in jobs]
+            retakes = await retake_lines(runtime.service, finished)
     print_files_table(Console(highlight=False), finished)
+    for line in retakes:
+        console.print(line, soft_wrap=True)
     ok = all(j.status is JobStatus.DONE for j in finished)
     elapsed = time.monotonic() - started
     console.print(

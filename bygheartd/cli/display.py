@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bygheartd.jobs import Event, Job, JobStatus, utcnow
 from bygheartd.safetext import visible
+from bygheartd.service.progress import estimate
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for `--json`
     from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -86,9 +87,13 @@ def shown_lines(value: object) -> str:
 
 
 def status_text(job: Job) -> str:
+    """The status word, with the shared progress estimate while the song is made (the
+    figure the `submit --wait` bars and the library page show)."""
     text = job.status.value
-    if job.status is JobStatus.RUNNING and job.progress:
-        text += f" {job.progress:.0%}"
+    if job.status in (JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.PROCESSING):
+        found = estimate(job).text()
+        if found:
+            text += f" {found}"
     if job.status is JobStatus.HELD and job.resumes_at:
         text += f" ({ago(job.resumes_at)})"
     return text
@@ -238,7 +243,20 @@ def print_job_detail(
             for part in detail.renderables
         ]
         console.width = max(console.width, *needed)
+        _print_trimmed(console, detail)
+        return
     console.print(detail)
+
+
+def _print_trimmed(console: Console, renderable: object) -> None:
+    """A wide rendering without the spaces rich pads every line with up to the widest one
+    (into a pipe they are hundreds of characters of nothing); a terminal gets it as is."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def _longest_line(part: object) -> int:
@@ -274,7 +292,7 @@ def print_jobs_table(
     if wide:
         table = jobs_table(jobs, charged=charged)
         console.width = max(console.width, natural_width(table))
-        console.print(table)
+        _print_trimmed(console, table)
         return
     shown = [replace(job, model=short_model(job.model)) for job in jobs]
     console.print(

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from bygheartd import catalog
 from bygheartd.cli.display import print_json
@@ -24,7 +25,11 @@ def guide_command() -> None:
         from rich.console import Console
         from rich.markdown import Markdown
 
-        Console(highlight=False).print(Markdown(text))
+        console = Console(highlight=False)
+        # Two hundred lines and more: through the pager ($PAGER, else less), colours kept.
+        os.environ.setdefault("LESS", "-R")
+        with console.pager(styles=True):
+            console.print(Markdown(text))
     else:
         sys.stdout.write(text)
 
@@ -107,18 +112,40 @@ async def open_command(config: Config, ref: str, take: int) -> int:
         return 0
     try:
         # Detached: the player outlives this command, and its chatter stays off our output.
-        subprocess.Popen(
+        started = subprocess.Popen(
             [opener, str(path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-    except OSError:
+    except OSError as exc:
+        print(
+            f"error: could not start {opener} ({exc.strerror or exc}): the take is at",
+            file=sys.stderr,
+        )
         print(path)
-        return 0
+        return 1
+    # An opener that fails (xdg-open with no application for audio: exit 3) says so at
+    # once; one still running after a moment is playing (some openers wait for the player).
+    try:
+        code = started.wait(timeout=OPENER_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        code = 0
+    if code != 0:
+        print(
+            f"error: {Path(opener).name} could not open it (exit {code}): no application for "
+            "this audio type? The take is at",
+            file=sys.stderr,
+        )
+        print(path)
+        return 1
     print(f"opening {path}")
     return 0
+
+
+# How long `open` waits to hear whether the desktop's opener failed.
+OPENER_GRACE_SECONDS = 3.0
 
 
 def desktop_opener() -> str | None:

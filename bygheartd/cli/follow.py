@@ -48,7 +48,10 @@ async def _follow(
 ) -> int:
     import asyncio
 
-    job_ids = [(await service.get(ref)).id for ref in refs] or None
+    from bygheartd.cli.albums import job_ids_of
+
+    # A job, or an album: its track jobs, followed until every one has ended.
+    job_ids = [job_id for ref in refs for job_id in await job_ids_of(service, ref)] or None
     seq = 0 if job_ids else await service.event_seq(RECENT)
     width = _line_width()
     seen_version: int | None = None

@@ -478,10 +478,84 @@ def guide() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
 def models(as_json: bool) -> None:
-    """Models of the configured backend with their credit cost and purpose."""
+    """Models of the configured backend with their credit cost and purpose; on ACE-Step,
+    also what each server has loaded and can do (its /v1/model_inventory)."""
     from bygheartd.cli.extras import models_command
 
-    models_command(_state().config(), as_json)
+    config = _state().config()
+    if config.backend == "acestep":
+        from bygheartd.cli.edit_commands import models_inventory_command
+
+        if not as_json:
+            models_command(config, as_json)
+        raise SystemExit(run_async(models_inventory_command(config, as_json)))
+    models_command(config, as_json)
+
+
+@main.command()
+@click.argument("job", shell_complete=_complete_job)
+@click.option("--take", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seconds", type=float, required=True, help="How many seconds to add.")
+@click.option("--before", is_flag=True, help="Add them before the start, not after the end.")
+@click.option("--wait", is_flag=True, help="Show progress until the song is finished.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+def extend(
+    job: str, take: int, seconds: float, before: bool, wait: bool, timeout: float | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """A finished song made longer: a new job "<title> (extended)" whose takes are the whole
+    song with SECONDS more after its end (or before its start). One generation."""
+    from bygheartd.cli.edit_commands import extend_command
+
+    config = _state().config()
+    command = extend_command(
+        config, job, take=take, seconds=seconds, before=before, wait=wait, timeout=timeout,
+        as_json=as_json,
+    )  # fmt: skip
+    raise SystemExit(run_async(command))
+
+
+@main.command()
+@click.argument("source", metavar="JOB|AUDIO", shell_complete=_complete_job)
+@click.option("--take", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--tracks", default="vocals,drums,bass", show_default=True, help="Stems to make.")
+@click.option("--model", default=None, help="The model (ACE-Step: a base model, found loaded).")
+@click.option("--wait", is_flag=True, help="Show progress until every stem is finished.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job records as JSON.")
+def stems(
+    source: str, take: int, tracks: str, model: str | None, wait: bool, timeout: float | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Split a finished job's take, or any audio file, into stems: one generation per stem,
+    delivered together as output/<slug>-stems/<slug>.<track>.<ext>."""
+    from bygheartd.cli.edit_commands import stems_command
+
+    names = [t.strip() for t in tracks.split(",") if t.strip()]
+    if not names:
+        raise click.UsageError("--tracks names no track: e.g. --tracks vocals,drums")
+    config = _state().config()
+    command = stems_command(
+        config, source, take=take, tracks=names, model=model, wait=wait, timeout=timeout,
+        as_json=as_json,
+    )  # fmt: skip
+    raise SystemExit(run_async(command))
+
+
+@main.command()
+@click.argument("audio", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-o", "--output", default=None, metavar="FILE",
+    help="Write the draft to FILE (never over one), or '-' for stdout (default: drafts folder).",
+)  # fmt: skip
+def describe(audio: Path, output: str | None) -> None:
+    """The model listens to AUDIO and writes a song-file draft like it (style, lyrics, bpm,
+    key, time signature, language), so "make one like this" is one command. ACE-Step only;
+    makes no audio and spends no generation."""
+    from bygheartd.cli.edit_commands import describe_command
+
+    raise SystemExit(run_async(describe_command(_state().config(), audio, output)))
 
 
 @main.command(name="open")

@@ -3,18 +3,19 @@
 The bars read the store the way any face does (through the service), so they move the same
 whether this process drives the engine or a running daemon does. Between two polls of the
 server the bar keeps moving on the job's ETA, since a bar frozen at 0% until the audio
-arrives looks like a hang.
+arrives looks like a hang. The figure is the one `show` and the library page print
+(`bygheartd.service.progress`), and a bar never moves backwards (its `Ratchet`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+from bygheartd.jobs import FINAL_STATUSES, Job
+from bygheartd.service.progress import Ratchet, estimate
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 # The bars redraw this often even when the store has nothing new (the ETA runs down).
 REDRAW_SECONDS = 0.5
-# An estimate never claims the job is done: only the store can say that.
-ESTIMATE_CEILING = 0.97
 
 
 @dataclass(frozen=True)
@@ -36,30 +35,11 @@ class Shown:
     left: str
 
 
-def shown(job: Job, *, now: float | None = None) -> Shown:
-    """The bar of `job`: the server's progress, or (before the server reports any) the time
-    since submission against the ETA; the status word and the time left."""
-    if job.status in FINAL_STATUSES:
-        return Shown(1.0, job.status.value, "")
-    now = time.time() if now is None else now
-    fraction = job.progress or 0.0
-    left = ""
-    if job.status is JobStatus.RUNNING and job.eta_seconds is not None:
-        # The ETA was true when the job was last written; it has run down since.
-        remaining = max(0.0, job.eta_seconds - (now - job.updated_at.timestamp()))
-        started = job.submitted_at.timestamp() if job.submitted_at else job.updated_at.timestamp()
-        elapsed = max(0.0, now - started)
-        if elapsed + remaining > 0:
-            fraction = max(fraction, min(ESTIMATE_CEILING, elapsed / (elapsed + remaining)))
-        left = f"~{_seconds(remaining)} left" if remaining >= 1 else "any moment"
-    elif job.status is JobStatus.HELD and job.resumes_at is not None:
-        left = f"held {_seconds(max(0.0, job.resumes_at.timestamp() - now))}"
-    return Shown(fraction, job.status.value, left)
-
-
-def _seconds(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+def shown(job: Job, *, now: float | None = None, ratchet: Ratchet | None = None) -> Shown:
+    """The bar of `job`: the shared estimate (`bygheartd.service.progress`), the status
+    word and the time left; with `ratchet`, never below what that bar showed before."""
+    found = ratchet.see(job, now=now) if ratchet is not None else estimate(job, now=now)
+    return Shown(found.fraction, job.status.value, found.left)
 
 
 async def wait_all(
@@ -88,9 +68,11 @@ async def wait_all(
         for j in jobs
     }
 
+    ratchet = Ratchet()
+
     def redraw() -> None:
         for job_id, job in latest.items():
-            view = shown(job)
+            view = shown(job, ratchet=ratchet)
             progress.update(
                 bars[job_id], completed=view.fraction, status=view.status, left=view.left
             )

@@ -11,11 +11,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bygheartd.config import Config, LiveConfig
-from bygheartd.jobs import iso, parse_iso, utcnow
+from bygheartd.jobs import Job, iso, parse_iso, utcnow
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.columns import CreditCaps
 
 SERVER_CAP_KEY = "server_cap_until"
+# Ledger kinds of a retake's reservation and of its refund: the daily retake allowance
+# (`[retakes] daily_credits`) is what lines of these kinds add up to in a day.
+RETAKE_RESERVE = "retake"
+RETAKE_REFUND = "retake refund"
+
+
+def is_retake(job: Job) -> bool:
+    """Whether the job's current submission is a retake (the quality gate asked for it)."""
+    return bool(job.result.retakes)
 
 
 @dataclass(frozen=True)
@@ -136,16 +145,19 @@ class Budget:
             "month": month,
         }
 
-    async def refund(self, job_id: str, model: str | None) -> int:
+    async def refund(self, job_id: str, model: str | None, *, retake: bool = False) -> int:
         """Give back what the job's latest reservation still holds; returns the amount."""
-        entry = await self.refund_entry(job_id, model)
+        entry = await self.refund_entry(job_id, model, retake=retake)
         if entry is None:
             return 0
         await self.store.record_credits(**entry)
         return -int(entry["credits"])
 
-    async def refund_entry(self, job_id: str, model: str | None) -> dict[str, Any] | None:
-        """The ledger line of a refund, to commit with the status change it belongs to."""
+    async def refund_entry(
+        self, job_id: str, model: str | None, *, retake: bool = False
+    ) -> dict[str, Any] | None:
+        """The ledger line of a refund, to commit with the status change it belongs to
+        (`retake`: of a retake's reservation, given back to the day's retake allowance too)."""
         if not self.counts_credits:
             return None
         reservation = await self.store.open_reservation(job_id)
@@ -156,10 +168,15 @@ class Budget:
             "job_id": job_id,
             "model": model,
             "credits": -held,
-            "kind": "refund",
+            "kind": RETAKE_REFUND if retake else "refund",
             "day": day,
             "month": month,
         }
+
+    async def retake_credits_today(self, at: datetime | None = None) -> int:
+        """Credits retakes reserved today (less their refunds), in the budget's time zone."""
+        day, _ = self.period(at)
+        return await self.store.credits_of_kinds((RETAKE_RESERVE, RETAKE_REFUND), day=day)
 
     async def server_capped_until(self, until: datetime) -> None:
         await self.store.set_meta(SERVER_CAP_KEY, iso(until))

@@ -30,10 +30,20 @@ from bygheartd.api.errors import (
 )
 from bygheartd.api.results import reported_seconds
 from bygheartd.config import Config
+from bygheartd.engine.albums import album_folder, track_done, track_title
 from bygheartd.engine.keepers import GATE, gate_keeper, place_copy, with_keeper
 from bygheartd.engine.lifecycle import Lifecycle, describe_failure
 from bygheartd.engine.naming import choose_base, take_stem
 from bygheartd.engine.parts import EngineParts
+from bygheartd.engine.retakes import (
+    NO_PASS_WARNING,
+    gate_failure,
+    merged_postprocess,
+    plan_retake,
+    retake_line,
+    retake_refusal,
+)
+from bygheartd.engine.stems import stem_base, stems_folder
 from bygheartd.folders.moves import write_new_text
 from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobResult, JobStatus, iso, utcnow
 from bygheartd.store.errors import StaleTransition, StoreError
@@ -176,6 +186,15 @@ class Delivery:
         )
         return own
 
+    async def _album_place(self, job: Job, output: Path) -> tuple[Path, str]:
+        """A track's folder (`output/<album-slug>/`, made when its first track lands) and
+        the title its files are named after (`01 Neon On` -> `01-neon-on.mp3`)."""
+        assert job.album is not None
+        album = await self.parts.store.get_album(job.album)
+        folder = album_folder(output, album)
+        await asyncio.to_thread(folder.mkdir, exist_ok=True)
+        return folder, track_title(job)
+
     async def _download_all(self, job: Job) -> Job:
         output = await self._delivery_folder(job)
         try:
@@ -186,6 +205,25 @@ class Delivery:
             )
             raise _Interrupted from exc
         base = job.base_name
+        title = job.title
+        if base is None and job.album is not None:  # a track: in its album's folder
+            try:
+                output, title = await self._album_place(job, output)
+            except OSError as exc:
+                await self._download_later(
+                    job, f"the album folder in {output} is unavailable: {exc.strerror}", disk=True
+                )
+                raise _Interrupted from exc
+        stems = stems_folder(output, job.request) if base is None else None
+        if stems is not None:  # a stem: beside the song's other stems (engine/stems.py)
+            try:
+                await asyncio.to_thread(stems.mkdir, exist_ok=True)
+            except OSError as exc:
+                await self._download_later(
+                    job, f"the stems folder {stems} is unavailable: {exc.strerror}", disk=True
+                )
+                raise _Interrupted from exc
+            output = stems
         if base is None:
             async with self._naming_lock:
                 takes = len(job.result.takes)
@@ -193,8 +231,10 @@ class Delivery:
                     reserved = await self.parts.store.reserved_take_stems()
                     # A big output folder is listed once per candidate: off the event loop.
                     base = await asyncio.to_thread(
-                        choose_base, output, job.title, job.id, reserved, takes, source=job.source
-                    )
+                        choose_base, output, title, job.id, reserved, takes, source=job.source
+                    ) if stems is None else await asyncio.to_thread(
+                        stem_base, output, job.request, reserved, takes
+                    )  # fmt: skip
                     claimed = await self.parts.store.claim_base_name(
                         job.id, base, takes, str(output)
                     )
@@ -314,7 +354,11 @@ class Delivery:
     async def _process(self, job: Job) -> None:
         files = [f.path for f in job.files]
         if self.parts.plugins is not None and job.result.postprocess is None:
-            outcome = await self.parts.plugins.on_complete(job, files)
+            # After a retake only its own takes are post-processed: the earlier ones were
+            # judged (and tagged, normalised) already, and what plugins said is merged.
+            judged = set(job.result.processed_files)
+            fresh = [path for path in files if path.name not in judged]
+            outcome = await self.parts.plugins.on_complete(job, fresh)
             # A plugin's warnings about the song (a clipped take) come first, then failures.
             problems = [*outcome.warnings, *(describe_failure(f) for f in outcome.failures)]
             # Plugins rewrite files in place (tags, loudness) and may remove or add some:
@@ -323,7 +367,8 @@ class Delivery:
             for path in gone:
                 log.warning("job %s: %s was removed during post-processing", job.id, path)
                 problems.append(f"{path.name} was removed by a plugin during post-processing")
-            result = job.result.but(postprocess=outcome.sidecar)
+            sidecar = merged_postprocess(job.result.processed_before, outcome.sidecar)
+            result = job.result.but(postprocess=sidecar)
             job = await self.parts.store.update(
                 job.id,
                 expect={JobStatus.PROCESSING},
@@ -335,11 +380,15 @@ class Delivery:
             if problems:
                 await self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
         elif job.result.postprocess is None or job.result.keeper is None:
-            result = job.result.but(postprocess=job.result.postprocess or {})
+            earlier = job.result.processed_before or {}
+            result = job.result.but(postprocess=job.result.postprocess or dict(earlier))
             job = await self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=_gate_keeper(result, job)
             )
-        job = await self._copy_keeper(job)
+        checked = await self._retake_or_warn(job)
+        if checked is None:
+            return  # made again: the retake's takes come back to this stage
+        job = await self._copy_keeper(checked)
         output = job.output_folder(self.parts.config.folders.output)
 
         def write_sidecar(done: Job, history: list[Event]) -> None:
@@ -353,6 +402,40 @@ class Delivery:
             log.info("job %s was cancelled before it was done: no sidecar", job.id)
             return
         log.info("%s", done_line(done))
+        if done.album is not None:  # album.json, the playlist and, at the end, album gain
+            await track_done(
+                self.parts.store, self.parts.plugins, done.album, self.parts.config.folders.output
+            )
+
+    async def _retake_or_warn(self, job: Job) -> Job | None:
+        """The quality gate's word once every take is judged: a job none of whose takes
+        passed goes back to the queue for a retake when `[retakes]` and the budget allow
+        (None: it did), else it is finished with the warning that no take passed."""
+        config = self.parts.config
+        failure = gate_failure(job, config)
+        if failure is None:
+            return job
+        refusal: str | None
+        if failure.asking:
+            refusal = await retake_refusal(job, config, self.parts.budget)
+        else:
+            refusal = f"{', '.join(failure.codes)} not in [retakes] when"
+        if refusal is None:
+            plan = plan_retake(job, config, failure)
+            number = len(job.result.retakes) + 1
+            reason = retake_line(job, failure, number, config.retakes.max)
+            if await self.lifecycle.retake(job, reason, **plan.fields) is not None:
+                self.parts.ticker.wake("submit")
+            return None
+        if any(w.startswith(NO_PASS_WARNING) for w in job.warnings):
+            return job  # said before a restart
+        warning = f"{NO_PASS_WARNING} ({refusal})"
+        log.warning("job %s (%s): %s", job.id, job.title, warning)
+        job = await self.parts.store.update(
+            job.id, expect={JobStatus.PROCESSING}, warnings=[*job.warnings, warning]
+        )
+        await self.parts.store.add_event(job.id, "no retake", f"{failure.reason}; {refusal}")
+        return job
 
     async def _copy_keeper(self, job: Job) -> Job:
         """The keeper's copy in `[folders] keepers`, placed while the job is still
@@ -392,7 +475,8 @@ class Delivery:
             "title": job.title,
             "model": job.model,
             "request": job.request,
-            "credits": job.credits,
+            # Every submission's cost: a retake paid again.
+            "credits": job.credits + job.result.earlier_credits,
             "seeds": job.result.seeds,
             "metas": [take.metas for take in job.result.takes],
             # What the model wrote (Simple mode, thinking), only when it differs: the request

@@ -33,7 +33,7 @@ from bygheartd.engine.delivery import Delivery, disk_wait_seconds, output_proble
 from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.parts import EngineParts
 from bygheartd.engine.polling import Poller
-from bygheartd.engine.pool import ServerPool, down_reason
+from bygheartd.engine.pool import ServerPool, down_reason, model_needed
 from bygheartd.engine.ticker import Ticker
 from bygheartd.errors import BygheartdError, PluginError, RejectJob
 from bygheartd.hooks.host import PluginHost
@@ -41,11 +41,13 @@ from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.engines import EngineInfo
-from bygheartd.store.errors import OverBudget, StaleTransition, StoreError
+from bygheartd.store.errors import OverBudget, ServerFull, StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_OUTCOME = "submission outcome unknown"
+# Duties one engine on a shared store does at a time (`JobStore.lead`).
+RELEASE_DUTY = "daily-release"
 AUTH_RECHECK_SECONDS = 600.0
 STORE_WATCH_SECONDS = 0.25
 
@@ -73,6 +75,7 @@ class Engine:
             pool=ServerPool(live, store, lambda: self.parts.client),
             engine_id=self.info.id,
         )
+        self.parts.pool.engine_id = self.info.id
         self.store = store
         self.lifecycle = Lifecycle(
             live,
@@ -114,7 +117,9 @@ class Engine:
     async def start(self) -> None:
         """Register on the store, take over what no live engine holds, rebuild everything
         else from the store, then start the ticks."""
-        await self.store.register_engine(self.info)
+        await self.store.register_engine(self.info, self.config.store.lease_seconds)
+        # PostgreSQL pushes the work other processes commit; SQLite is polled (store-watch).
+        pushed = self.store.on_work(self._work_arrived)
         # SQLite: the lock file says every earlier engine is gone. PostgreSQL: only those
         # whose lease ran out; the live ones keep theirs.
         adopted = await self.store.adopt_jobs(
@@ -126,7 +131,8 @@ class Engine:
         q = self.config.queue
         self.ticker.every("submit", max(0.5, q.poll_min_seconds), self.submit_due)
         self.ticker.every("poll", q.poll_min_seconds, self.poller.poll_due, start_now=True)
-        self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
+        if not pushed:
+            self.ticker.every("store-watch", STORE_WATCH_SECONDS, self._watch_store)
         self.ticker.every("release-held", 30.0, self.release_due)
         # Probe down servers, refresh healthy ones' stats, publish the pool's state.
         self.ticker.every("pool", max(0.2, q.poll_min_seconds), self._tend_pool)
@@ -236,14 +242,16 @@ class Engine:
     async def _tend_lease(self) -> None:
         """Renew this engine's lease; on a shared store, take over the jobs of engines whose
         lease ran out (a `kill -9`, a host gone down)."""
-        until = utcnow() + timedelta(seconds=self.config.store.lease_seconds)
-        self.info = replace(self.info, lease_until=until)
-        if not await self.store.renew_engine(self.info.id, until):
+        lease = self.config.store.lease_seconds
+        until = await self.store.renew_engine(self.info.id, lease)
+        if until is None:
             log.warning(
                 "engine %s: its lease had run out (the process stalled?): registered again",
                 self.info.id,
             )
-            await self.store.register_engine(self.info)
+            await self.store.register_engine(self.info, lease)
+        else:
+            self.info = replace(self.info, lease_until=until)
         if self.parts.stopping:
             return
         # Deliveries cut off by a store that went away start again once it answers.
@@ -276,6 +284,18 @@ class Engine:
         if self._on_change is not None:
             self._on_change()
 
+    def _work_arrived(self, kind: str) -> None:
+        """A store that pushes (PostgreSQL's LISTEN) says another process committed work:
+        the stage that acts on it runs now, not at its next tick."""
+        if self.parts.stopping:
+            return
+        if kind in ("queued", "reconnected"):
+            self.ticker.wake("submit")
+        if kind in ("cancelled", "reconnected"):
+            self.ticker.wake("poll")
+        if kind in ("engines", "reconnected"):
+            self.ticker.wake("lease")
+
     async def _watch_store(self) -> None:
         """Other processes (CLI, MCP) commit jobs; react within a fraction of a second."""
         version = await self.store.data_version()
@@ -304,15 +324,29 @@ class Engine:
             slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
             return
-        for job in await self.store.list_oldest(JobStatus.QUEUED, slots):
+        # The claim: these jobs are this engine's to prepare and send, no other engine's.
+        left = await self.store.claim_queued(self.info.id, slots)
+        while left:
+            job = left.pop(0)
+            needs = model_needed(job.request)  # stems, layers: a server with that model
+            if (missing := pool.missing_model(needs)) is not None:
+                await self.lifecycle.fail(job, missing, refund=False)
+                continue
             server = (
-                pool.choose(by_server, avoid=job.result.lost_on)
-                if pool.pooled
+                pool.choose(by_server, avoid=job.result.lost_on, model=needs)
+                if pool.pooled or needs
                 else pool.default_url()
             )
             if server is None:
+                left.insert(0, job)
                 break  # every healthy server is full
-            prepared = await self._prepare(job, server)
+            state = pool.state(server) if pool.pooled else None
+            try:
+                prepared = await self._prepare(job, server, state.max_in_flight if state else None)
+            except ServerFull:  # another engine filled it meanwhile: another server, or wait
+                by_server[server] = state.max_in_flight if state else 0
+                left.insert(0, job)
+                continue
             if prepared is None:
                 continue
             by_server[server] = by_server.get(server, 0) + 1
@@ -321,12 +355,15 @@ class Engine:
             task.add_done_callback(self._submit_done)
             if self._submit_paused_until is not None:
                 break
+        if left:  # not sent now: back to the queue, for whichever engine has room first
+            await self.store.release_claims(self.info.id, [j.id for j in left])
 
     async def _prepare(
-        self, job: Job, server: str | None = None
+        self, job: Job, server: str | None = None, server_limit: int | None = None
     ) -> tuple[Job, dict[str, Any]] | None:
-        """Plugins, budget and the `submitting` mark (with the server it goes to):
-        everything decided before the POST."""
+        """Plugins, budget and the `submitting` mark (with the server it goes to, within
+        its `server_limit` over every engine: else `ServerFull`): everything decided
+        before the POST, on a job this engine claimed."""
         body = await self.store.api_body(job.id)
         credits = job.credits
         if self.plugins is not None:
@@ -385,7 +422,9 @@ class Engine:
             await self.lifecycle.hold(job, HoldKind.BUDGET, hold.reason, hold.resumes_at)
             return None
         try:
-            submitting = await self.lifecycle.submitting(job, credits=credits, server=server)
+            submitting = await self.lifecycle.submitting(
+                job, credits=credits, server=server, server_limit=server_limit
+            )
         except OverBudget as exc:  # another daemon on the shared store spent it first
             hold = await self.budget.check(credits)
             until = hold.resumes_at if hold else utcnow() + timedelta(seconds=60)
@@ -515,12 +554,23 @@ class Engine:
         return f"the key came from {source}" if source else "no key source was found"
 
     async def _auth_problem(self, job: Job, reason: str) -> None:
-        """Nothing was created; every other submit would fail the same way: hold them all."""
+        """Nothing was created; every other submit with this key would fail the same way.
+        Alone on its store, the engine holds the whole queue (where the hold says why). On
+        a shared store other daemons may have a good key: this engine holds this job, gives
+        back its claims and stops submitting until its key changes; the queue goes on."""
         until = utcnow() + timedelta(seconds=AUTH_RECHECK_SECONDS)
         self._submit_paused_until = until
         await self.lifecycle.hold(
             job, HoldKind.AUTH, reason, until, expect={JobStatus.SUBMITTING}, refund=True
         )
+        if self.config.store.shared:
+            await self.store.release_claims(self.info.id)
+            log.error(
+                "%s; this daemon sends nothing until its key or plan changes (the other "
+                "daemons on the store go on with the queue)",
+                reason,
+            )
+            return
         for other in await self.store.list_jobs([JobStatus.QUEUED]):
             await self.lifecycle.hold(other, HoldKind.AUTH, reason, until)
         log.error("%s; submissions paused until the key or plan changes", reason)
@@ -575,14 +625,22 @@ class Engine:
         self.ticker.at(f"release-at-{until.timestamp():.1f}", until, self.release_due)
 
     async def release_due(self) -> None:
-        """Held jobs whose time has come go back to the queue (or back to their download)."""
+        """Held jobs whose time has come go back to the queue (or back to their download).
+        Budget holds (the daily and monthly release, all at one instant) are released by one
+        engine of a shared store at a time; each other hold by whichever engine comes first."""
         now = utcnow()
         released = 0
+        releases_budget: bool | None = None  # asked only when a budget hold is due
         for job in await self.store.list_jobs([JobStatus.HELD]):
             if job.resumes_at is not None and job.resumes_at > now:
                 continue
             if job.hold_kind is HoldKind.DOWNLOAD and job.engine not in (self.info.id, None):
                 continue  # another engine's paid take: that engine resumes its download
+            if job.hold_kind is HoldKind.BUDGET:
+                if releases_budget is None:
+                    releases_budget = await self.store.lead(RELEASE_DUTY)
+                if not releases_budget:
+                    continue
             released_job = await self.lifecycle.release(job)
             if released_job is None:
                 continue

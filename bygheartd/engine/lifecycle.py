@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
-from bygheartd.engine.budget import Budget
+from bygheartd.engine.budget import RETAKE_RESERVE, Budget, is_retake
 from bygheartd.folders.moves import copy_no_clobber, write_note
 from bygheartd.jobs import SETTLING, Event, HoldKind, Job, JobStatus, iso, utcnow
 from bygheartd.store.boundary import JobStore
@@ -79,7 +79,11 @@ class Lifecycle:
         None when the job had moved on meanwhile (finished, cancelled): it is left alone.
         """
         # The refund commits with the failure: a crash between them must not keep it.
-        refund_line = await self.budget.refund_entry(job.id, job.model) if refund else None
+        refund_line = (
+            await self.budget.refund_entry(job.id, job.model, retake=is_retake(job))
+            if refund
+            else None
+        )
         try:
             failed = await self.store.transition(
                 job.id,
@@ -146,13 +150,18 @@ class Lifecycle:
 
     # -- the submit ---------------------------------------------------------------------
 
-    async def submitting(self, job: Job, *, credits: int, server: str | None) -> Job | None:
+    async def submitting(
+        self, job: Job, *, credits: int, server: str | None, server_limit: int | None = None
+    ) -> Job | None:
         """`queued` -> `submitting`, written before the POST with the credits it reserves
         (one transaction, refused with `OverBudget` when another daemon sharing the store
-        spent the room meanwhile). None when the job was cancelled meanwhile."""
+        spent the room meanwhile, `ServerFull` when `server` has `server_limit` songs in
+        flight from every engine). None when the job was cancelled meanwhile."""
         budget = self.budget
         ledger = (
-            budget.ledger_entry(job.id, job.model, credits, "reserve")
+            budget.ledger_entry(
+                job.id, job.model, credits, RETAKE_RESERVE if is_retake(job) else "reserve"
+            )
             if budget.counts_credits and credits
             else None
         )
@@ -165,6 +174,7 @@ class Lifecycle:
                 expect={JobStatus.QUEUED},
                 ledger=ledger,
                 caps=await budget.caps() if ledger is not None else None,
+                server_limit=server_limit,
                 attempts=job.attempts + 1,
                 credits=credits,
                 resumes_at=None,
@@ -194,11 +204,35 @@ class Lifecycle:
                 event=event,
                 reason=reason,
                 expect=expect,
-                ledger=await self.budget.refund_entry(job.id, job.model),
+                ledger=await self.budget.refund_entry(job.id, job.model, retake=is_retake(job)),
                 **{"engine": None, **fields},
             )
         except StaleTransition:
             return None
+
+    async def retake(self, job: Job, reason: str, **fields: Any) -> Job | None:
+        """`processing` -> `queued`: no take passed the quality gate and a retake was
+        decided (`retakes.py`). The request with its new seed, the retake count and the
+        queue fields commit in one transaction, so a crash either side of it never makes
+        the song twice; its cost is reserved at the submit like any other's. The history,
+        the log and the `on_retake` plugins (the webhook's `retake`) say so: nothing is
+        spent silently. None when the job moved on meanwhile (cancelled)."""
+        try:
+            queued = await self.store.transition(
+                job.id,
+                JobStatus.QUEUED,
+                event="retake",
+                reason=reason,
+                expect={JobStatus.PROCESSING},
+                **{"engine": None, **fields},
+            )
+        except StaleTransition:
+            return None
+        log.warning("job %s (%s) is made again: %s", job.id, job.title, reason)
+        plugins = self._plugins()
+        if plugins is not None:
+            self._track(self._notify_retake(plugins, queued, reason))
+        return queued
 
     # -- holds ------------------------------------------------------------------------
 
@@ -216,6 +250,8 @@ class Lifecycle:
         """Hold a job until `until`; `refund` gives back its reservation in the same
         transaction (a submit that provably created nothing), so a crash cannot separate
         the two. None when the job moved on meanwhile."""
+        if kind is not HoldKind.DOWNLOAD:  # nobody's until released (any engine claims it then)
+            fields.setdefault("engine", None)
         try:
             held = await self.store.transition(
                 job.id,
@@ -223,7 +259,11 @@ class Lifecycle:
                 event=f"held ({kind})",
                 reason=reason,
                 expect=expect or {JobStatus.QUEUED},
-                ledger=await self.budget.refund_entry(job.id, job.model) if refund else None,
+                ledger=(
+                    await self.budget.refund_entry(job.id, job.model, retake=is_retake(job))
+                    if refund
+                    else None
+                ),
                 resumes_at=until,
                 hold_kind=kind,
                 **fields,
@@ -253,6 +293,7 @@ class Lifecycle:
                 expect={JobStatus.HELD},
                 resumes_at=None,
                 hold_kind=None,
+                **({"engine": None} if target is JobStatus.QUEUED else {}),
             )
         except StaleTransition:
             return None
@@ -339,6 +380,9 @@ class Lifecycle:
 
     async def _notify_held(self, plugins: PluginHost, job: Job, reason: str) -> None:
         await self.record_hook_failures(job.id, await plugins.on_held(job, reason))
+
+    async def _notify_retake(self, plugins: PluginHost, job: Job, reason: str) -> None:
+        await self.record_hook_failures(job.id, await plugins.on_retake(job, reason))
 
     async def _notify_done(self, plugins: PluginHost, job: Job) -> None:
         """`on_done` after the sidecar and the `done` status: a webhook tells the truth."""

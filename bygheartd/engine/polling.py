@@ -14,7 +14,9 @@ from typing import Any
 
 from bygheartd.api.client import TaskResult, TaskState
 from bygheartd.api.errors import ApiError, RateLimited
+from bygheartd.api.inventory import ran_elsewhere
 from bygheartd.catalog import credits_phrase
+from bygheartd.engine.budget import is_retake
 from bygheartd.engine.delivery import Delivery
 from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.lost import (
@@ -119,7 +121,11 @@ class Poller:
             self.predictor.keep_only(keys)
         now = utcnow().timestamp()
         predicted, self._expected_done = self.predictor.plan(
-            now, keys, confidence=POLL_CONFIDENCE, gather_seconds=GATHER_SECONDS
+            now,
+            keys,
+            confidence=POLL_CONFIDENCE,
+            gather_seconds=GATHER_SECONDS,
+            look_after=q.poll_min_seconds,
         )
         unpredicted: float | None = None
         if predicted is None or any(self.predictor.estimate(k) is None for k in keys):
@@ -339,7 +345,7 @@ class Poller:
         started = job.submitted_at or job.created_at
         overdue = (now - started).total_seconds() > self.parts.config.queue.job_deadline_seconds
         if result.state is TaskState.FAILED:
-            refunded = await self.parts.budget.refund(job.id, job.model)
+            refunded = await self.parts.budget.refund(job.id, job.model, retake=is_retake(job))
             outcome = f"failed on the server after the cancel: {credits_phrase(refunded)} back"
         elif result.state is TaskState.SUCCEEDED:
             outcome = "the server finished it after the cancel (charged, not downloaded)"
@@ -377,10 +383,11 @@ class Poller:
 
     async def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
         """Act on one task's answer; True when the job left `running`."""
-        if result.state is TaskState.SUCCEEDED:
+        if result.state is TaskState.SUCCEEDED and result.outputs:
             self._observe_generation(job, now)
             self.predictor.finished(job.id, self._answered_at or now.timestamp())
             takes = tuple(result.outputs)
+            elsewhere = ran_elsewhere(job.model, takes)  # the server ran slot 1 instead
             try:
                 job = await self.parts.store.transition(
                     job.id,
@@ -388,15 +395,16 @@ class Poller:
                     event="generated",
                     reason=f"{len(takes)} file(s) ready",
                     expect={JobStatus.RUNNING},
-                    result=job.result.but(takes=takes),
+                    result=job.result.with_takes(takes),
                     progress=1.0,
                     eta_seconds=None,
+                    warnings=[*job.warnings, *([elsewhere] if elsewhere else [])],
                 )
             except StaleTransition:
                 return True
             self.delivery.start(job)
             return True
-        if result.state is TaskState.FAILED:
+        if result.state in (TaskState.FAILED, TaskState.SUCCEEDED):  # no file: a failure
             if self.parts.config.backend == "acestep" and one_hour_rule(job, now):
                 await self.lifecycle.fail(job, ONE_HOUR_REASON, refund=False)
                 return True
@@ -413,11 +421,12 @@ class Poller:
                 refund=False,
             )
             return True
-        if result.state is TaskState.UNKNOWN:
-            return await self._unknown(job, now)
+        # Looked at: "[]" is status 0 too (unknown, or not yet known), without a progress.
         self.predictor.sighted(
             job.id, result.progress, result.stage, self._answered_at or now.timestamp()
         )
+        if result.state is TaskState.UNKNOWN:
+            return await self._unknown(job, now)
         updates: dict[str, Any] = {}
         if job.result.unknown_polls or job.unknown_since is not None:
             # Known again: a later stretch of "[]" starts its own grace period.

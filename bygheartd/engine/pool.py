@@ -12,7 +12,9 @@ the engine's own client, so a single server and a pool follow the same code path
 
 The engine process is the only one that knows the live health of the servers; it writes a
 small snapshot into the store's meta table (`server_pool`) so that `bygheartd status`, in
-another process, shows it with its age. In-flight and done counts are read from the jobs
+another process, shows it with its age. On a shared store one engine at a time writes it
+(the `pool-snapshot` duty, `JobStore.lead`), so `status` shows one engine's view, not
+whichever wrote last. In-flight and done counts are read from the jobs
 rows themselves, never from the snapshot.
 """
 
@@ -30,10 +32,12 @@ from typing import Any
 from bygheartd.api.client import BygheartClient
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
 from bygheartd.api.factory import build_client
+from bygheartd.api.inventory import parse_inventory
 from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
+from bygheartd.songs.edits import family, needs_base_model
 from bygheartd.store.boundary import JobStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 STATS_SECONDS = 30.0
 # At most this often a snapshot is written for an unchanged health picture.
 SNAPSHOT_SECONDS = 1.0
+SNAPSHOT_DUTY = "pool-snapshot"
 
 
 def down_reason(exc: BaseException) -> str | None:
@@ -79,6 +84,10 @@ class ServerState:
     # Generation seconds observed here (submit to result), a moving average.
     avg_seconds: float | None = None
     observed: int = 0
+    # The DiT models loaded there (`/v1/model_inventory`, read with its stats); None: not
+    # known yet, or the server has no inventory.
+    loaded_models: tuple[str, ...] | None = None
+    inventory_checked: bool = False
 
     def expected_seconds(self) -> float | None:
         """How long a generation takes on this server: observed, else its own average."""
@@ -99,6 +108,7 @@ class ServerState:
             "server_avg_seconds": self.server_avg_seconds,
             "avg_seconds": None if self.avg_seconds is None else round(self.avg_seconds, 2),
             "max_in_flight": self.max_in_flight,
+            "loaded_models": None if self.loaded_models is None else list(self.loaded_models),
         }
 
 
@@ -134,6 +144,8 @@ class ServerPool:
         # A server went down or came back: the next write does not wait its turn.
         self._snapshot_now = False
         self._written: str | None = None
+        # The engine this pool belongs to, named in the snapshot (several share a store).
+        self.engine_id: str | None = None
 
     # -- shape --------------------------------------------------------------------------
 
@@ -239,14 +251,17 @@ class ServerPool:
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def choose(self, in_flight: Mapping[str, int], avoid: Iterable[str] = ()) -> str | None:
+    def choose(
+        self, in_flight: Mapping[str, int], avoid: Iterable[str] = (), model: str | None = None
+    ) -> str | None:
         """The healthy server with the most free room, then the shortest expected wait
         (its queue times its average job); a server that lost this job before comes last.
-        None when every healthy server is full (or none is healthy)."""
+        With `model` (a task that needs that model: stems, layers), only servers that have
+        it loaded. None when every such healthy server is full (or none is healthy)."""
         shunned = set(avoid)
         best: tuple[tuple[bool, int, float, int], str] | None = None
         for order, state in enumerate(self.states()):
-            if not state.healthy:
+            if not state.healthy or not has_model(state, model):
                 continue
             mine = in_flight.get(state.url, 0)
             free = state.max_in_flight - mine
@@ -327,8 +342,36 @@ class ServerPool:
             self.mark_down(state.url, reason)
             return False
         self._take_stats(state, stats)
+        await self._take_inventory(state)
         self.mark_up(state)
         return True
+
+    async def _take_inventory(self, state: ServerState) -> None:
+        """Which models the server has loaded, read with its stats (ACE-Step only)."""
+        if self.live.current.backend != "acestep":
+            return
+        try:
+            data = await self.client_for(state.url).model_inventory()
+        except (ApiError, OSError) as exc:  # unknown: tasks go there as they always did
+            log.debug("server %s: no model inventory: %s", state.url, exc)
+            data = None
+        state.loaded_models = None if data is None else tuple(parse_inventory(data).loaded())
+        state.inventory_checked = True
+
+    def missing_model(self, model: str | None) -> str | None:
+        """Why no server can run a task that needs `model`: every server's inventory is
+        known and none has it loaded (a server not asked yet may have it: None)."""
+        if model is None:
+            return None
+        states = self.states()
+        if any(has_model(s, model) or not s.inventory_checked for s in states):
+            return None
+        where = "; ".join(f"{s.url or 'the server'}: {', '.join(s.loaded_models or ()) or 'none'}"
+                          for s in states)  # fmt: skip
+        return (
+            f"no server has {model} loaded (loaded: {where}): load it on a server "
+            "(ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is loaded"
+        )
 
     async def fresh_stats(self, url: str | None) -> ServerState | None:
         """The server's counters read now (the evidence for a task it lost)."""
@@ -387,8 +430,18 @@ class ServerPool:
         if not force and text == self._written and now - self._written_at < STATS_SECONDS:
             return  # unchanged: rewritten now and then, so its time says the engine lives
         self._written, self._written_at = text, now
-        payload = {"updated_at": iso(utcnow()), "pid": _pid(), "servers": servers}
+        payload = {
+            "updated_at": iso(utcnow()),
+            "pid": _pid(),
+            "engine": self.engine_id,
+            "servers": servers,
+        }
         try:
+            if not await self.store.lead(SNAPSHOT_DUTY):
+                # Another engine on the shared store publishes its view; asked again in a
+                # second, and written at once when the duty comes here.
+                self._written = None
+                return
             await self.store.set_meta(SNAPSHOT_KEY, json.dumps(payload, sort_keys=True))
         except Exception as exc:
             log.debug("server pool snapshot not written: %s", exc)
@@ -399,6 +452,26 @@ class ServerPool:
         self._retired.clear()
         for client in clients:
             await client.aclose()
+
+
+def model_needed(request: Mapping[str, Any]) -> str | None:
+    """The model a job must run on, for routing: stems, layers and accompaniment need
+    their base-family model loaded (a server that lacks it silently runs slot 1, turbo)."""
+    model = request.get("model")
+    if not isinstance(model, str) or family(model) is None:  # not an ACE-Step model
+        return None
+    return model if needs_base_model(str(request.get("task_type"))) else None
+
+
+def has_model(state: ServerState, model: str | None) -> bool:
+    """Whether a task that needs `model` may go to this server: it has it loaded. An
+    inventory not read yet counts as no (the next health check reads it); a server without
+    one (an older server, the hosted API) as yes: nothing better is known."""
+    if model is None:
+        return True
+    if not state.inventory_checked:
+        return False
+    return state.loaded_models is None or model in state.loaded_models
 
 
 def key_problem(section: ServerSection, exc: BaseException) -> str:

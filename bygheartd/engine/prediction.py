@@ -19,6 +19,14 @@ One poll carries every in-flight id, so the plan is one time for all: when the f
 is likely done (its expected finish plus `z` spreads), moved later by up to `gather_seconds`
 when that also catches the next tasks predicted to finish just after: one request for two
 or three songs instead of one each.
+
+What a server says about one task outranks what other tasks taught: the history is a guess
+about a typical task, so once a poll contradicts it (the task still runs well past the
+history's likely finish, or its progress points far from it) it is dropped for that task
+rather than averaged in, and a history that suddenly stops fitting (the server got slower or
+faster) starts again from the new times. And a task predicted from history alone is looked
+at once soon after its submit (`look_after`): a server that got faster is seen then, not at
+a finish the old history put far too late.
 """
 
 from __future__ import annotations
@@ -40,6 +48,12 @@ MIN_SPREAD_SECONDS = 0.05
 PROGRESS_MODEL_ERROR = 0.02
 HISTORY_PER_KEY = 50
 DURATION_BUCKETS = (30.0, 60.0, 120.0, 240.0)
+# An estimate this many spreads from what a poll reported is contradicted by it.
+CONTRADICTED_Z = 3.0
+# A new generation time this far from its history (relative, and in that history's own
+# spreads) means the server changed: the history starts again from it.
+CHANGED_RELATIVE = 0.5
+CHANGED_Z = 4.0
 
 
 def duration_bucket(duration: float | None) -> str:
@@ -90,7 +104,13 @@ class GenerationHistory:
         if not math.isfinite(seconds) or seconds <= 0:
             return
         key = (model or "", duration_bucket(duration))
-        self._seconds.setdefault(key, deque(maxlen=self._per_key)).append(seconds)
+        kept = self._seconds.setdefault(key, deque(maxlen=self._per_key))
+        if len(kept) >= 3:
+            mean, spread = summary(list(kept))
+            gap = abs(seconds - mean)
+            if gap > CHANGED_RELATIVE * mean and gap > CHANGED_Z * spread:
+                kept.clear()  # a server that got slower or faster: its old times mislead
+        kept.append(seconds)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._seconds.values())
@@ -106,14 +126,19 @@ class GenerationHistory:
             [s for v in self._seconds.values() for s in v],
         ):
             if pool:
-                mean = fmean(pool)
-                # Few samples say little about the spread: lean on the prior guess then.
-                guess = PRIOR_RELATIVE_SPREAD * mean
-                measured = pstdev(pool) if len(pool) > 1 else guess
-                weight = min(1.0, (len(pool) - 1) / 10)
-                spread = weight * measured + (1 - weight) * guess
-                return mean, max(MIN_SPREAD_SECONDS, spread)
+                return summary(pool)
         return None
+
+
+def summary(pool: list[float]) -> tuple[float, float]:
+    """(mean, spread) of some generation times. Few samples say little about the spread:
+    it leans on the prior guess then."""
+    mean = fmean(pool)
+    guess = PRIOR_RELATIVE_SPREAD * mean
+    measured = pstdev(pool) if len(pool) > 1 else guess
+    weight = min(1.0, (len(pool) - 1) / 10)
+    spread = weight * measured + (1 - weight) * guess
+    return mean, max(MIN_SPREAD_SECONDS, spread)
 
 
 @dataclass(frozen=True)
@@ -226,20 +251,38 @@ class Predictor:
         return None if track is None else self.estimate_track(track)
 
     def estimate_track(self, track: Track) -> Finish | None:
-        parts: list[Finish] = []
+        observed = [] if track.last is None else self._from_progress(track, track.last)
+        guess = self._from_history(track)
+        if guess is not None and not self._contradicted(track, guess, observed):
+            observed.append(guess)
+        return combine(observed)
+
+    def _from_history(self, track: Track) -> Finish | None:
         typical = self.typical(track.model, track.duration)
-        if typical is not None:
-            mean, spread = typical
-            # Tasks ahead of it, each about as long; no longer once a poll saw it running.
-            waits = 0 if track.last is not None else (track.queue_position or 0)
-            start = track.submitted_at + waits * mean
-            if track.queued_seen is not None:
-                start = max(start, track.queued_seen)
-            parts.append(Finish(start + mean, spread * math.sqrt(1 + waits)))
-        last = track.last
-        if last is not None:
-            parts.extend(self._from_progress(track, last))
-        return combine(parts)
+        if typical is None:
+            return None
+        mean, spread = typical
+        # The tasks waiting ahead of it, each about as long; none once a poll saw it running.
+        # A server's `queue_position` counts the task itself (an idle server answers 1).
+        waits = 0 if track.last is not None else max(0, (track.queue_position or 0) - 1)
+        start = track.submitted_at + waits * mean
+        if track.queued_seen is not None:
+            start = max(start, track.queued_seen)
+        return Finish(start + mean, spread * math.sqrt(1 + waits))
+
+    @staticmethod
+    def _contradicted(track: Track, guess: Finish, observed: list[Finish]) -> bool:
+        """The history's guess for this task, against what the polls said of it: still
+        running well past the guess, or a progress that points far from it."""
+        seen = track.running_seen
+        if seen is not None and seen > guess.likely_by(CONTRADICTED_Z):
+            return True
+        told = combine(observed)
+        if told is None:
+            return False
+        return abs(told.expected - guess.expected) > CONTRADICTED_Z * math.hypot(
+            told.spread, guess.spread
+        )
 
     def _from_progress(self, track: Track, last: Sighting) -> list[Finish]:
         """Extrapolations of the server's progress: from the start, and between sightings."""
@@ -279,16 +322,23 @@ class Predictor:
         *,
         confidence: float = 0.8,
         gather_seconds: float = 0.5,
+        look_after: float | None = None,
     ) -> tuple[float | None, int]:
         """Seconds from `now` until the poll that the predictions call for, and how many
         tasks it is expected to find done; (None, 0) when no task has a prediction.
 
         The first task likely done (`confidence`) sets the time; a poll that waits up to
         `gather_seconds` longer and so also catches the next ones is one request saved for
-        each of them, at a small lag for the first."""
+        each of them, at a small lag for the first.
+
+        With `look_after`, a task that no poll has seen yet is looked at between
+        `look_after` and twice that after its submit, whatever its history predicts: the
+        history may be wrong about it (a server that got faster), and its progress says so.
+        A poll planned within that window serves as the look; one is added otherwise."""
         z = NormalDist().inv_cdf(min(0.999, max(0.5, confidence)))
+        wanted = list(keys)
         targets = sorted(
-            finish.likely_by(z) for key in keys if (finish := self.estimate(key)) is not None
+            finish.likely_by(z) for key in wanted if (finish := self.estimate(key)) is not None
         )
         if not targets:
             return None, 0
@@ -298,8 +348,27 @@ class Predictor:
             if target - first > gather_seconds:
                 break
             chosen = target
+        look = self._look_window(wanted, look_after)
+        if look is not None and look[1] < chosen:
+            chosen = look[0]
         caught = sum(1 for t in targets if t <= chosen)
         return max(0.0, chosen - now), caught
+
+    def _look_window(self, keys: list[str], look_after: float | None) -> tuple[float, float] | None:
+        """(earliest, latest) time for the first look at the predicted tasks no poll has
+        seen yet; None when there are none."""
+        if look_after is None:
+            return None
+        unseen = [
+            track.submitted_at
+            for key in keys
+            if (track := self.tracks.get(key)) is not None
+            and track.running_seen is None
+            and self.estimate_track(track) is not None
+        ]
+        if not unseen:
+            return None
+        return min(unseen) + look_after, min(unseen) + 2 * look_after
 
 
 def poll_delay(

@@ -51,7 +51,16 @@ __all__ = [
     "hookimpl",
 ]
 
-HOOK_NAMES = ("before_submit", "after_submit", "on_complete", "on_done", "on_failed", "on_held")
+HOOK_NAMES = (
+    "before_submit",
+    "after_submit",
+    "on_complete",
+    "on_done",
+    "on_failed",
+    "on_held",
+    "on_retake",
+    "on_album_complete",
+)
 
 
 @dataclass
@@ -76,6 +85,9 @@ class PluginInfo:
     hooks: tuple[str, ...]
     enabled: bool
     error: str | None = None
+    # What the plugin says of itself (a module-level `note()`): the quality plugin says
+    # whether tempo and key are measured (the `analysis` extra installed or not).
+    note: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -85,6 +97,7 @@ class PluginInfo:
             "hooks": list(self.hooks),
             "enabled": self.enabled,
             "error": self.error,
+            "note": self.note,
         }
 
 
@@ -137,6 +150,18 @@ def _unknown_hooks(names: list[str]) -> str:
         close = difflib.get_close_matches(name, HOOK_NAMES, n=1)
         parts.append(f"unknown hook {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return "; ".join(parts) + f"; the hooks are: {', '.join(HOOK_NAMES)}"
+
+
+def _plugin_note(plugin: Any, secrets: Iterable[str]) -> str | None:
+    """A plugin's `note()` (one line about itself), or None; a failing one says so."""
+    note = getattr(plugin, "note", None)
+    if not callable(note):
+        return None
+    try:
+        text = note()
+    except Exception as exc:
+        return f"its note() failed: {_one_line(exc, secrets)}"
+    return _masked(" ".join(str(text).split()), secrets)[:300] if text else None
 
 
 def _names(value: str) -> list[str]:
@@ -246,7 +271,15 @@ class PluginHost:
         for secret in found:  # libraries log URLs and headers at debug: redact them there too
             if isinstance(secret, str):
                 register_secret(secret)
-        return PluginInfo(cand.name, cand.source, version, tuple(sorted(hooks)), True, None)
+        return PluginInfo(
+            cand.name,
+            cand.source,
+            version,
+            tuple(sorted(hooks)),
+            True,
+            None,
+            _plugin_note(plugin, found),
+        )
 
     # -- calling ----------------------------------------------------------------------------
 
@@ -354,6 +387,27 @@ class PluginHost:
 
     async def on_held(self, job: Job, reason: str) -> list[HookFailure]:
         return self._failures(await self._each("on_held", {"job": job, "reason": reason}))
+
+    async def on_retake(self, job: Job, reason: str) -> list[HookFailure]:
+        return self._failures(await self._each("on_retake", {"job": job, "reason": reason}))
+
+    async def on_album_complete(
+        self, album: dict[str, Any], jobs: list[Job], files: list[Path]
+    ) -> CompleteOutcome:
+        """Every track of an album is done: plugins post-process the album whole."""
+        outcome = CompleteOutcome()
+        kwargs = {"album": dict(album), "jobs": list(jobs), "files": list(files)}
+        for name, result, failure in await self._each("on_album_complete", kwargs):
+            if failure is None and isinstance(result, Mapping) and "sidecar" in result:
+                try:
+                    json.dumps(result["sidecar"])
+                except (TypeError, ValueError) as exc:
+                    failure = HookFailure(name, "on_album_complete", f"sidecar data: {exc}")
+                else:
+                    outcome.sidecar[name] = result["sidecar"]
+            if failure is not None:
+                outcome.failures.append(failure)
+        return outcome
 
     @staticmethod
     def _failures(results: list[tuple[str, Any, HookFailure | None]]) -> list[HookFailure]:

@@ -76,3 +76,29 @@ def on_held(job: Job, reason: str, config: dict[str, Any]) -> Any:
     `job.resumes_at` says when the job is expected to resume, when known. The return value
     is ignored; an exception is recorded and changes nothing.
     """
+
+
+@hookspec
+def on_retake(job: Job, reason: str, config: dict[str, Any]) -> Any:
+    """Called when no take passed the quality gate and the job is made again: observe.
+
+    A retake is a new submission that spends credits (`[retakes]`), so it is announced like
+    a failure or a hold (the webhook's `retake` event). `job` is queued again, its
+    `result["retakes"]` lists every retake so far; `reason` says what the gate found. The
+    return value is ignored; an exception is recorded and changes nothing.
+    """
+
+
+@hookspec
+def on_album_complete(
+    album: dict[str, Any], jobs: list[Job], files: list[Path], config: dict[str, Any]
+) -> Any:
+    """Called once, when every track of an album is `done`: post-process the album whole.
+
+    `album` is `{id, title, artist, tracks}`; `jobs` are its track records in track order;
+    `files` are the audio files of every track (every take), in track order. Change them in
+    place (the `loudnorm` plugin applies one album gain here); every track's records and
+    sidecar are described again from the disk afterwards. Return None or a dict
+    `{"sidecar": {JSON-serialisable data}}`, kept in the album's `album.json` under the
+    plugin's name. An exception is recorded (a warning in `album.json`) and the tracks stay.
+    """

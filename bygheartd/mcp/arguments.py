@@ -58,6 +58,11 @@ class Wait:
     seconds: float
     note: str | None = None
 
+    def note_for(self, status: JobStatus) -> str | None:
+        """The note once the wait is over: only a song still being made is worth waiting on
+        (a finished one never gets an invitation to wait more)."""
+        return None if status.is_final else self.note
+
 
 def wait_seconds(value: Any, limit: float) -> Wait:
     """Seconds to wait: a number (or numeric text) from 0; above `limit` it is clamped, not

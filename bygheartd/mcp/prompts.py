@@ -5,13 +5,27 @@ it spends credits on one.
 from __future__ import annotations
 
 
-def write_song_prompt(topic: str, genre: str, mood: str, *, guide_uri: str) -> str:
+def write_song_prompt(
+    topic: str,
+    genre: str,
+    mood: str,
+    *,
+    guide_uri: str,
+    language: str = "",
+    model: str = "",
+) -> str:
     """The `write_song` prompt: a complete song file first, then one generate_song call."""
     genre_line = f"Genre: {genre}." if genre.strip() else "Pick a genre that suits the topic."
     mood_line = f"Mood: {mood}." if mood.strip() else "Pick a mood that suits the topic."
+    extra = []
+    if language.strip():
+        extra.append(f"Write the lyrics in {language.strip()} (language: {language.strip()}).")
+    if model.strip():
+        extra.append(f"Generate it with model={model.strip()}.")
+    extra_line = (" ".join(extra) + "\n") if extra else ""
     return f"""Write a complete, original song about: {topic}
 {genre_line} {mood_line}
-
+{extra_line}
 First read the songwriting guide ({guide_uri}) and call list_models and get_credits.
 
 1. Write the whole song file, front matter and lyrics, like this:

@@ -85,6 +85,11 @@ class JobRecord(BaseModel):
         description="the take to keep ({take, path, uri, by}: by the quality gate or a "
         "person), once the song is done",
     )
+    album: str | None = Field(
+        default=None, description="the album id when the song is a track of an album"
+    )
+    album_title: str | None = Field(default=None, description="that album's title")
+    track: int | None = Field(default=None, description="its track number (from 1)")
     source: str | None = None
     warnings: list[str] = Field(default_factory=list)
     generated: GeneratedSong | None = Field(

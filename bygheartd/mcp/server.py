@@ -19,19 +19,29 @@ from typing import Annotated, Any, TypeAlias
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INVALID_PARAMS,
+    INVALID_REQUEST,
     CallToolResult,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    EmptyResult,
     GetPromptResult,
     InputRequiredResult,
+    PromptReference,
     ResourceLink,
+    ResourceTemplateReference,
+    SubscribeRequestParams,
     TextContent,
     Tool,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
 from pydantic import BaseModel, Field, ValidationError
 
@@ -40,7 +50,11 @@ from bygheartd.config import Config
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import Job, JobStatus, Origin, iso
 from bygheartd.mcp import arguments
+from bygheartd.mcp.albums import register_album_tools
 from bygheartd.mcp.arguments import plain_validation_text, schema, unknown_arguments
+from bygheartd.mcp.completions import SongCompletions
+from bygheartd.mcp.edit_tools import register_edit_tools
+from bygheartd.mcp.feed import SongFeed
 from bygheartd.mcp.lyrics_file import resolve_song_file
 from bygheartd.mcp.prompts import write_song_prompt
 from bygheartd.mcp.records import (
@@ -60,6 +74,7 @@ from bygheartd.mcp.records import (
     progress_message,
     progress_value,
 )
+from bygheartd.mcp.view import song_view, view_meta
 from bygheartd.runtime import EngineRole, Runtime
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import Submission
@@ -80,6 +95,7 @@ GUIDE_URI = "bygheart://guide"
 SONG_URI = "bygheart://songs/{job_id}"
 TAKE_URI = "bygheart://songs/{job_id}/takes/{n}"
 _TAKE_PATTERN = re.compile(r"^bygheart://songs/([^/]+)/takes/([^/]+)$")
+_SONG_PATTERN = re.compile(r"^bygheart://songs/([^/]+)$")
 # Read as a base64 blob up to this size; a bigger take is answered with its size and path
 # (a 10 MiB take is ~14 MB of JSON, which most clients will not put in a model's context).
 TAKE_BLOB_LIMIT = 10 * 1024 * 1024
@@ -178,6 +194,16 @@ def _description(fn: Callable[..., Any]) -> str:
     return reflow(fn.__doc__ or "")
 
 
+def sentences(text: str, *more: str | None) -> str:
+    """Text followed by further sentences, each after a full stop (a summary can end with a
+    file path, which a note must not run into)."""
+    out = text
+    for extra in more:
+        if extra:
+            out = f"{out.rstrip()}{'' if out.rstrip().endswith(('.', '!', '?')) else '.'} {extra}"
+    return out
+
+
 def job_error(exc: BygheartdError) -> str:
     """A job lookup that failed, pointing at the tool an assistant has (the store's own
     hint names the `bygheartd list` command, which it cannot run)."""
@@ -271,6 +297,42 @@ class _Server(MCPServer[Any]):
 
     take_type: Callable[[str, str], Awaitable[str | None]] | None = None
     _arguments: dict[str, dict[str, str]] | None = None
+
+    def follow_songs(self, feed: SongFeed) -> None:
+        """`resources/subscribe` on a song (2025-era clients; 2026-07-28 clients open a
+        `subscriptions/listen` stream, which the SDK serves from the feed's bus)."""
+
+        async def subscribe(ctx: ServerRequestContext[Any, Any], params: Any) -> EmptyResult:
+            uri = str(params.uri)
+            match = _SONG_PATTERN.match(uri)
+            if match is None:
+                raise MCPError(
+                    INVALID_PARAMS,
+                    f"only songs can be subscribed to (bygheart://songs/<job id>), not {uri}",
+                )
+            if ctx.request is not None:
+                # Stateless HTTP: the connection ends with this reply, so nothing could
+                # ever reach the client later.
+                raise MCPError(
+                    INVALID_REQUEST,
+                    "resources/subscribe needs a lasting connection, which stateless HTTP "
+                    "does not keep: use protocol 2026-07-28 (subscriptions/listen), stdio, "
+                    "or get_song with wait_seconds",
+                )
+            try:
+                job = await feed.service.get(match.group(1))
+            except BygheartdError as exc:
+                raise MCPError(INVALID_PARAMS, job_error(exc)) from None
+            await feed.subscribe(SONG_URI.format(job_id=job.id), ctx.session)
+            return EmptyResult()
+
+        async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: Any) -> EmptyResult:
+            feed.unsubscribe(str(params.uri), ctx.session)
+            return EmptyResult()
+
+        low = self._lowlevel_server
+        low.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
     async def _argument_names(self, name: str) -> dict[str, str] | None:
         """A tool's arguments as its advertised schema declares them, each with its
@@ -438,16 +500,28 @@ class _Songs:
         return [f"Nothing can generate songs right now ({problem}); the job stays queued."]
 
 
-def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> MCPServer[Any]:
-    """The MCP server over one service (its store, and maybe an engine in this process)."""
+def build_server(
+    service: SongService, *, lifespan: Lifespan | None = None, feed_seconds: float = 0.5
+) -> MCPServer[Any]:
+    """The MCP server over one service (its store, and maybe an engine in this process).
+    `feed_seconds`: how often song subscriptions look for status changes."""
     from bygheartd import __version__
 
     songs = _Songs(service)
     backend = service.config.backend  # a backend change needs a restart
+    feed = SongFeed(
+        service, lambda job_id: SONG_URI.format(job_id=job_id), poll_seconds=feed_seconds
+    )
     server = _Server(
-        "bygheartd", instructions=reflow(INSTRUCTIONS), version=__version__, lifespan=lifespan
+        "bygheartd",
+        instructions=reflow(INSTRUCTIONS),
+        version=__version__,
+        lifespan=feed.lifespan(lifespan),
+        extensions=[song_view()],  # MCP Apps: the song view, for hosts that render it
+        subscriptions=feed.bus,  # 2026-07-28 `subscriptions/listen` streams
     )
     server.take_type = songs.take_type
+    server.follow_songs(feed)
 
     def tool(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -470,6 +544,18 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
     bpm_low, bpm_high = catalog.bpm_range(backend)
     dur_low, dur_high = catalog.duration_range()
     names = catalog.acestep_models() if backend == "acestep" else list(catalog.HOSTED_MODELS)
+    completions = SongCompletions(service, names)
+
+    @server.completion()  # type: ignore[no-untyped-call,untyped-decorator]
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if isinstance(ref, ResourceTemplateReference):
+            return await completions.template(ref.uri, argument, context)
+        return completions.prompt(ref.name, argument)
+
     text = {"type": "string"}
 
     @tool(
@@ -479,7 +565,8 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             destructive_hint=False,
             idempotent_hint=True,
             open_world_hint=True,
-        )
+        ),
+        meta=view_meta(),
     )
     async def generate_song(
         ctx: Context[Any, Any],
@@ -652,11 +739,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             budget_hold=None
             if hold is None or job.status.is_final
             else BudgetHold(reason=hold.reason, resumes_at=iso(hold.resumes_at) or ""),
-            notes=[n for n in (wait.note,) if n] + songs.notes(),
+            notes=[n for n in (wait.note_for(job.status),) if n] + songs.notes(),
         )
         return _result(result, result.summary(), await take_links(songs.service, job))
 
-    @tool(annotations=READ_ONLY)
+    @tool(annotations=READ_ONLY, meta=view_meta())
     async def get_song(
         ctx: Context[Any, Any], job_id: JobId, wait_seconds: WaitSeconds = 0
     ) -> Annotated[CallToolResult, JobRecord]:
@@ -669,9 +756,11 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
             raise ToolError(str(exc)) from None
         job = await songs.wait(ctx, await songs.job(job_id), wait.seconds)
         record = JobRecord.of(job)
-        summary = record.summary()
-        text = f"{summary} {wait.note}" if wait.note else summary
-        return _result(record, text, await take_links(songs.service, job))
+        return _result(
+            record,
+            sentences(record.summary(), wait.note_for(job.status)),
+            await take_links(songs.service, job),
+        )
 
     @tool(annotations=READ_ONLY)
     async def list_songs(
@@ -945,10 +1034,20 @@ def build_server(service: SongService, *, lifespan: Lifespan | None = None) -> M
         mood: Annotated[
             str, Field(description="the mood, e.g. bittersweet; left out, the model picks one")
         ] = "",
+        language: Annotated[
+            str, Field(description="the lyrics' language, a code or its name, e.g. en")
+        ] = "",
+        model: Annotated[
+            str, Field(description="the model to generate with (see list_models)")
+        ] = "",
     ) -> str:
         """Write a complete song file (front matter + tagged lyrics), then generate it."""
-        return write_song_prompt(topic, genre, mood, guide_uri=GUIDE_URI)
+        return write_song_prompt(
+            topic, genre, mood, guide_uri=GUIDE_URI, language=language, model=model
+        )
 
+    register_album_tools(tool, lambda: songs.service)  # make_album (mcp/albums.py)
+    register_edit_tools(tool, lambda: songs.service)  # extend, stems, describe (edit_tools.py)
     return server
 
 

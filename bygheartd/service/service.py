@@ -20,11 +20,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bygheartd.catalog import credits_phrase
+from bygheartd.catalog import cost_phrase, credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget, Hold
 from bygheartd.engine.lifecycle import Lifecycle
 from bygheartd.engine.lock import EngineLock
+from bygheartd.engine.retakes import retakes_possible
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import FINAL_STATUSES, Event, Job, JobStatus, Origin, utcnow
 from bygheartd.service.errors import IdempotencyConflict, ServiceError
@@ -37,7 +38,9 @@ from bygheartd.store.opening import open_store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
     from bygheartd.hooks.host import PluginHost
+    from bygheartd.service.albums import AlbumView
     from bygheartd.service.drafts import Polished, SongDraft
+    from bygheartd.songs.albums import AlbumRequest
     from bygheartd.songs.request import RequestRules, SongRequest
 
 ProgressCallback = Callable[[Job], Awaitable[None] | None]
@@ -75,10 +78,11 @@ class BudgetOutlook:
     counts_credits: bool
     available_today: int | None = None  # before this job, after the jobs ahead of it
     daily: bool = False  # the hold is the daily cap (it lifts at the next day turn)
+    retakes: int = 0  # how many retakes ([retakes]) the job may get when no take passes
 
     def text(self) -> str:
-        """`2 credits, 26 left today after this job`, or, when it will wait,
-        `needs 16 credits, 13 left today: it will wait until 00:00 UTC`."""
+        """`2 credits, up to 4 with one retake, 26 left today after this job`, or, when it
+        will wait, `needs 16 credits, 13 left today: it will wait until 00:00 UTC`."""
         cost = credits_phrase(self.cost)
         if not self.counts_credits:
             return "free (a self-hosted server)"
@@ -89,6 +93,7 @@ class BudgetOutlook:
                     f"needs {cost}, {self.available_today} left today: it will wait until {until}"
                 )
             return f"needs {cost}: it will wait until {until} ({self.hold.reason})"
+        cost = cost_phrase(self.cost, self.retakes)
         if self.left_today is None:
             return f"{cost} (no daily cap)"
         return f"{cost}, {self.left_today} left today after this job"
@@ -258,6 +263,10 @@ class SongService:
         names one request: the same key with another request raises `IdempotencyConflict`
         rather than answer with a job that is not what was asked for.
         """
+        if submission.request.stems:  # one extract job per stem (service/edits.py)
+            from bygheartd.service.edits import submit_stems
+
+            return (await submit_stems(self, submission))[0]
         enqueued = await self._store_submission(submission)
         if enqueued.created:
             self._wake()
@@ -345,6 +354,91 @@ class SongService:
             source_path=path.resolve(),
         )
         return (await self.submit(submission)).job
+
+    # -- albums (service/albums.py) -----------------------------------------------------
+
+    def parse_album(
+        self, path: Path, *, preset: str | None = None, display: str | None = None
+    ) -> AlbumRequest:
+        """An album file and the song files it names, validated whole (songs/albums.py)."""
+        from bygheartd.songs.albums import parse_album_file
+
+        return parse_album_file(
+            path,
+            self.rules(preset),
+            max_bytes=self.config.watch.max_file_kib * 1024,
+            display_name=display,
+        )
+
+    def parse_album_text(
+        self, text: str, *, name: str = "album.album.yaml", base_dir: Path | None = None
+    ) -> AlbumRequest:
+        """An album file's content (MCP `make_album`); `file:` tracks only with `base_dir`."""
+        from bygheartd.songs.albums import parse_album_bytes
+
+        return parse_album_bytes(
+            text.encode("utf-8"),
+            self.rules(),
+            name=name,
+            base_dir=base_dir,
+            max_bytes=self.config.watch.max_file_kib * 1024,
+        )
+
+    async def submit_album(
+        self,
+        request: AlbumRequest,
+        origin: Origin,
+        *,
+        source: str | None = None,
+        source_path: Path | None = None,
+        drop: DropIdentity | None = None,
+    ) -> AlbumView:
+        """Queue a whole album: the album and a job per track in one transaction."""
+        from bygheartd.service.albums import AlbumView, new_album
+
+        album, jobs = await self.store.insert_album(
+            new_album(
+                request,
+                backend=self.config.backend,
+                origin=origin,
+                output=self.config.folders.output,
+                source=source,
+                source_path=source_path,
+                drop=drop,
+            )
+        )
+        for track, job in zip(request.tracks, jobs, strict=True):
+            if warnings := track.request.warnings():
+                await self.store.update(job.id, warnings=[*job.warnings, *warnings])
+        self._wake()
+        return AlbumView(album, tuple(await self.store.album_jobs(album.id)))
+
+    async def submit_album_file(
+        self, path: Path, *, preset: str | None = None, origin: Origin = Origin.CLI
+    ) -> AlbumView:
+        """An album file given on the command line (the same format as the inbox)."""
+        request = self.parse_album(path, preset=preset, display=str(path))
+        return await self.submit_album(
+            request, origin, source=os.path.abspath(path), source_path=path.resolve()
+        )
+
+    async def album(self, ref: str) -> AlbumView:
+        """An album by id, id prefix or title, with its tracks in order, keepers, total
+        length and cost (`AlbumView`)."""
+        from bygheartd.service.albums import album_view
+
+        return await album_view(self.store, ref)
+
+    async def albums(self, limit: int | None = None) -> Sequence[AlbumView]:
+        """Albums, newest first, each with its tracks."""
+        from bygheartd.service.albums import album_views
+
+        return await album_views(self.store, limit)
+
+    async def album_outlook(self, request: AlbumRequest) -> BudgetOutlook:
+        """What the whole album costs and what it leaves today (before anything is spent):
+        tracks past today's budget wait as usual."""
+        return await self.budget_outlook(request.credit_cost(self.config.backend))
 
     # -- the drop folder's bookkeeping ------------------------------------------------
 
@@ -494,6 +588,7 @@ class SongService:
             counts_credits=self._budget.counts_credits,
             available_today=available,
             daily=hold is not None and hold.resumes_at == self._budget.next_day(),
+            retakes=retakes_possible(cost, self.config),
         )
 
     async def charged(self, jobs: Sequence[Job]) -> dict[str, int]:
@@ -597,6 +692,10 @@ class SongService:
             copy = await asyncio.to_thread(place_copy, job, folder)
             if copy is not None and copy != job.result.keeper_copy:
                 job = await self.store.update(job.id, result=job.result.but(keeper_copy=copy))
+        if job.album is not None:  # the album's playlist and album.json follow the keeper
+            from bygheartd.service.albums import refresh
+
+            await refresh(self.store, job, self.config.folders.output)
         return job
 
     async def cancel(self, ref: str) -> Job:

@@ -4,7 +4,9 @@ quirks of the real server) plus the `/_sim/...` admin routes tests use to steer 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -26,11 +28,12 @@ from .auth import Caller, authenticate
 from .defects import audio_plan_used, with_audio_plan
 from .downloads import audio_route
 from .faults import FaultMiddleware
-from .params import StrictFieldError, parse_params
+from .params import SOURCE_DIGEST, SOURCE_SECONDS, StrictFieldError, parse_params
 from .plans import HOSTED_MODEL_PURPOSE, CreditRefusal
-from .results import DIT_MODEL, query_entries
+from .results import query_entries
 from .settings import SimulatorSettings
 from .state import QueueFull, Simulator
+from .tasks import audio_seconds, inventory, loaded_models
 
 UNSUPPORTED = (
     "Unsupported Content-Type: {0}; use application/json, "
@@ -91,11 +94,16 @@ async def read_body(request: Request) -> tuple[dict[str, Any], int | None] | Res
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         sizes: dict[str, int] = {}
+        heard: dict[str, Any] = {}
         for part in (*SOURCE_PARTS, *REFERENCE_PARTS):
             upload = form.get(part)
             if isinstance(upload, UploadFile):
-                sizes[part] = len(await upload.read())  # counted, never kept
-        values = _form_values(form)
+                data = await upload.read()
+                sizes[part] = len(data)  # counted (and measured), never kept
+                if part in SOURCE_PARTS and not heard:
+                    heard[SOURCE_SECONDS] = await asyncio.to_thread(audio_seconds, data)
+                    heard[SOURCE_DIGEST] = hashlib.sha256(data).hexdigest()
+        values = _form_values(form) | heard
         await form.close()
         size = next((sizes[p] for p in SOURCE_PARTS if p in sizes), None)
         reference = next((sizes[p] for p in REFERENCE_PARTS if p in sizes), None)
@@ -232,7 +240,7 @@ async def health(request: Request) -> Response:
             "version": "1.0",
             "models_initialized": ready,
             "llm_initialized": ready,
-            "loaded_model": DIT_MODEL,
+            "loaded_model": loaded_models(sim.settings.dit_models)[0],
             "loaded_lm_model": None,
         }
     )
@@ -273,12 +281,8 @@ async def models(request: Request) -> Response:
     created = int(sim.started_at)
     if sim.settings.backend == "acestep":
         cards = [
-            _model_card(
-                f"acestep/{DIT_MODEL}",
-                f"ACE-Step {DIT_MODEL}",
-                "AI music generation model",
-                created,
-            )
+            _model_card(f"acestep/{name}", f"ACE-Step {name}", "AI music generation model", created)
+            for name in loaded_models(sim.settings.dit_models)
         ]
     else:
         cards = [
@@ -293,30 +297,7 @@ async def model_inventory(request: Request) -> Response:
     caller = authenticate(sim.settings, request.headers, header_only=True)
     if not isinstance(caller, Caller):
         return caller
-    return envelope(
-        {
-            "models": [
-                {
-                    "name": DIT_MODEL,
-                    "is_default": True,
-                    "is_loaded": True,
-                    "supported_task_types": [
-                        "text2music",
-                        "repaint",
-                        "cover",
-                        "cover-nofsq",
-                        "extract",
-                        "lego",
-                        "complete",
-                    ],
-                }
-            ],
-            "default_model": DIT_MODEL,
-            "lm_models": [],
-            "loaded_lm_model": None,
-            "llm_initialized": sim.models_initialized,
-        }
-    )
+    return envelope(inventory(sim.settings.dit_models, sim.models_initialized))
 
 
 async def _lm_request(request: Request, *, needs_lm: bool = True) -> dict[str, Any] | Response:

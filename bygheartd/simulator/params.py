@@ -34,7 +34,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "sample_mode": ("sample_mode", "sampleMode"),
     "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
     "track_classes": ("track_classes", "trackClasses", "instruments"),
+    "track_name": ("track_name", "trackName"),
+    "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
 }
+# What the app learnt from an uploaded `src_audio` (its length and digest), noted in the
+# body under these names; never a request field.
+SOURCE_SECONDS = "_src_audio_seconds"
+SOURCE_DIGEST = "_src_audio_sha256"
 REPAINT_MODES = ("conservative", "balanced", "aggressive")
 NEEDS_SOURCE_AUDIO = ("cover", "cover-nofsq", "repaint", "lego", "extract", "complete")
 MAX_BATCH = 8
@@ -69,6 +75,13 @@ class GenParams:
     sample_query: str = ""
     has_reference_audio: bool = False
     track_classes: tuple[str, ...] = ()
+    track_name: str | None = None
+    repainting_start: float | None = None
+    repainting_end: float | None = None
+    full_analysis_only: bool = False
+    # The uploaded source's length in seconds and digest (None: none, or unreadable).
+    source_seconds: float | None = None
+    source_digest: str = ""
     # How the takes are made (defects, tempo, key): set at submit from the knobs and the
     # prompt's `[sim:...]` markers (defects.py); not a request field, not in the names.
     audio_plan: AudioPlan | None = None
@@ -175,6 +188,9 @@ def parse_params(
     repaint_mode = body.get("repaint_mode")
     if repaint_mode is not None and repaint_mode not in REPAINT_MODES:
         raise StrictFieldError("repaint_mode: invalid literal")
+    strength = _as_float("repaint_strength", body.get("repaint_strength"))
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        raise StrictFieldError("repaint_strength: out of range")
     batch = _as_int("batch_size", _get(body, "batch_size"))
     batch = 2 if batch is None else min(MAX_BATCH, max(1, batch))
     duration = _as_float("audio_duration", _get(body, "audio_duration"))
@@ -191,6 +207,8 @@ def parse_params(
     classes = _get(body, "track_classes") or ()
     classes = [classes] if isinstance(classes, str) else classes  # as the server does
     ref_path = body.get("reference_audio_path") or body.get("ref_audio_path")
+    track = _get(body, "track_name")
+    seconds = body.get(SOURCE_SECONDS)
     return GenParams(
         prompt=str(_get(body, "prompt") or ""),
         lyrics=str(body.get("lyrics") or ""),
@@ -215,4 +233,12 @@ def parse_params(
         sample_query=query,
         has_reference_audio=has_reference_upload or bool(ref_path),
         track_classes=tuple(str(c) for c in classes) if isinstance(classes, list) else (),
+        track_name=None if track is None else str(track),
+        repainting_start=_as_float("repainting_start", _get(body, "repainting_start")),
+        repainting_end=_as_float("repainting_end", _get(body, "repainting_end")),
+        full_analysis_only=_as_bool(
+            "full_analysis_only", _get(body, "full_analysis_only"), False
+        ),
+        source_seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        source_digest=str(body.get(SOURCE_DIGEST) or ""),
     )

@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import quote
 
 from .state import SimTask, Simulator
+from .tasks import analysis, ran_on
 from .writer import success_fields
 
 ENV = "development"
 LM_MODEL = "acestep-5Hz-lm-0.6B"
-DIT_MODEL = "acestep-v15-turbo"
 FORMS = ("relative", "absolute_url", "raw_path")
 
 
@@ -60,6 +60,8 @@ def elements(task: SimTask, sim: Simulator, origin: str) -> list[dict[str, Any]]
         return [base | {"progress": progress, "stage": stage}]
     if task.state == "failed":
         return [base | {"status": 2, "progress": 0.0, "stage": "failed"}]
+    if task.params.full_analysis_only:  # the raw dict: no file, status or stage
+        return [analysis(task.params)]
     written = success_fields(task.params, task.written)
     seed_value = ",".join(str(s) for s in task.seeds)
     info = _generation_info(len(task.files), task.generation_seconds)
@@ -78,7 +80,7 @@ def elements(task: SimTask, sim: Simulator, origin: str) -> list[dict[str, Any]]
                 "generation_info": info,
                 "seed_value": seed_value,
                 "lm_model": LM_MODEL,
-                "dit_model": DIT_MODEL,
+                "dit_model": ran_on(task.params, sim.settings.dit_models),
                 "progress": 1.0,
                 "stage": "succeeded",
             }

@@ -40,6 +40,8 @@ class SimulatorSettings:
     max_tasks_kept: int = 10000
     lm_available: bool = True
     lm_helpers: bool = True
+    # The DiT models loaded in the server's slots, comma-separated; the first is slot 1.
+    dit_models: str = "acestep-v15-turbo"
     # Faults: each may also be changed at run time through POST /_sim/faults.
     failure_rate: float = 0.0
     fail_marker: str = "FAIL"
@@ -263,6 +265,13 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         "Whether /v1/create_sample and /format_input answer; --no-lm-helpers (or "
         "--no-lm-available) makes them answer 503 'LLM not initialized', while "
         "/create_random_sample still answers from the bundled examples, as the real server does.",
+    ),
+    CliOption(
+        "dit_models",
+        str,
+        "acestep-v15-turbo",
+        "DiT models loaded in the server's slots, comma-separated (the first is slot 1, the "
+        "default); a request naming another model runs on slot 1, as the real server does.",
     ),
     CliOption("failure_rate", float, 0.0, "Probability that a task fails (status 2)."),
     CliOption(

@@ -23,6 +23,7 @@ from .audio import audio_format_for, output_name, take_music, take_seconds, writ
 from .params import NEEDS_SOURCE_AUDIO, GenParams
 from .plans import Charge, CreditRefusal, Ledger, Plan, credit_cost
 from .settings import SimulatorSettings
+from .tasks import instruction, output_seconds
 from .writer import Written, written_for
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,8 @@ class Simulator:
             return "fail"  # the real server's LM init fails: status 2, no reason
         if params.task_type in NEEDS_SOURCE_AUDIO and not params.has_source_audio:
             return "fail"
+        if params.full_analysis_only and not (params.has_source_audio and s.lm_available):
+            return "fail"  # "Please upload source audio first" / "LLM not initialized"
         if draw_fail < s.failure_rate:
             return "fail"
         if draw_forget < s.forget_rate:
@@ -263,7 +266,10 @@ class Simulator:
         if task.fate == "fail":
             self._fail(task, "generation failed")
             return
-        await asyncio.to_thread(self._write_files, task)
+        if task.params.full_analysis_only:
+            self.log_line("full analysis done")
+        else:
+            await asyncio.to_thread(self._write_files, task)
         task.generation_seconds = time.monotonic() - task.started
         task.state, task.finished = "succeeded", time.monotonic()
         task.finished_at = self.clock()
@@ -276,6 +282,11 @@ class Simulator:
         fmt = audio_format_for(p.audio_format)
         duration = task.written.duration if task.written else p.duration
         seconds = take_seconds(duration, self.settings.audio_scale, self.settings.min_audio_seconds)
+        edited = output_seconds(p)  # audio-input tasks follow (and pad) the source
+        if edited is not None:
+            seconds = max(self.settings.min_audio_seconds, edited)
+        if told := instruction(p):
+            self.log_line(f"instruction={told!r}")
         naming = p.naming_params()
         names = [output_name(naming, seed, fmt.suffix) for seed in task.seeds]
         bpm, key = (

@@ -69,12 +69,17 @@ ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "use_adg": (),
     "cfg_interval_start": (),
     "cfg_interval_end": (),
+    # Edit tasks (songs/edits.py): the stems to make (one extract job each).
+    "stems": (),
 }
 # Read by the request, never stored: a pasted API body says `seed: -1, use_random_seed: true`.
 USE_RANDOM_SEED: Final = "use_random_seed"
+# Set by bygheartd, not written by people: the group a stem job belongs to (its files go to
+# `<group>-stems/<group>.<track>.<ext>`, service/edits.py).
+STEM_GROUP: Final = "stem_group"
 CANONICAL: Final[dict[str, str]] = {
     name: canon for canon, names in ALIASES.items() for name in (canon, *names)
-} | {USE_RANDOM_SEED: USE_RANDOM_SEED}
+} | {USE_RANDOM_SEED: USE_RANDOM_SEED, STEM_GROUP: STEM_GROUP}
 
 
 def boolean(name: str, value: Any, backend: str) -> bool:
@@ -291,6 +296,30 @@ def track_name(value: Any, backend: str) -> str | None:
     return _track("track_name", value)
 
 
+def stems(value: Any, backend: str) -> list[str] | None:
+    """The tracks to split a song into: a list, or one text with commas."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise values.problem(
+            f"stems must be a list of track names, not {show(value)}",
+            "write stems: [vocals, drums, bass]",
+        )
+    return list(dict.fromkeys(_track("stems", item) for item in value)) or None
+
+
+def stem_group(value: Any, backend: str) -> str | None:
+    """A stem job's group: a slug (it names a folder), so nothing else is accepted."""
+    text = values.text_value("stem_group", value).strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,79}", text):
+        raise values.problem(
+            f"stem_group {show(value)} is not a slug", "use lowercase letters, digits and -"
+        )
+    return text
+
+
 def track_classes(value: Any, backend: str) -> list[str] | None:
     """A list of track names, or one text with commas (`guitar, drums`)."""
     if isinstance(value, str):
@@ -391,7 +420,8 @@ NORMALISERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "lm_top_k": _bounded("lm_top_k", 0, 1000, integer=True),
     "lm_top_p": _bounded("lm_top_p", 0, 1),
     "task_type": task_type,
-    "repainting_start": _bounded("repainting_start", 0, 6000),
+    # Negative: silence padded before the source (extend_before), as the server does.
+    "repainting_start": _bounded("repainting_start", -600, 6000),
     "repainting_end": repainting_end,
     "source_audio": source_audio,
     "description": description,
@@ -414,5 +444,7 @@ NORMALISERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "use_adg": _flag("use_adg"),
     "cfg_interval_start": _bounded("cfg_interval_start", 0, 1),
     "cfg_interval_end": _bounded("cfg_interval_end", 0, 1),
+    "stems": stems,
+    "stem_group": stem_group,
     USE_RANDOM_SEED: _flag(USE_RANDOM_SEED),
 }

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, mod
 
 from bygheartd import catalog
 from bygheartd.errors import RequestError
-from bygheartd.songs import fields
+from bygheartd.songs import edits, fields
 
 __all__ = ["KEY_SYNONYMS", "RequestRules", "SongRequest", "normalise_request", "slugify"]
 
@@ -122,6 +122,8 @@ class SongRequest(BaseModel):
     use_adg: bool | None = None
     cfg_interval_start: float | None = None
     cfg_interval_end: float | None = None
+    stems: list[str] | None = None
+    stem_group: str | None = None
 
     @property
     def simple_mode(self) -> bool:
@@ -233,6 +235,9 @@ class SongRequest(BaseModel):
         }
         optional |= {api: getattr(self, name) for name, api in _EXPERT_FIELDS.items()}
         body.update({k: v for k, v in optional.items() if v is not None})
+        # The model family's steps, guidance and shift where the song sets none (edits.py).
+        for name, value in edits.model_defaults(self.model).items():
+            body.setdefault(name, value)
         if self.seed is None:
             body["seed"], body["use_random_seed"] = -1, True
         elif isinstance(self.seed, list):
@@ -269,7 +274,8 @@ class SongRequest(BaseModel):
                 " key and length you leave on auto by itself); set bpm, key, time_signature"
                 " and duration to fix them, or remove use_cot_metas"
             )
-        if not (self.style.strip() or self.simple_mode):  # in Simple mode the model picks it
+        # In Simple mode the model picks it; a stem (extract) has no use for one.
+        if not (self.style.strip() or self.simple_mode or self.task_type == "extract"):
             found.insert(
                 0,
                 "no style: the song goes out without one; give it a style (`style:` in a"
@@ -393,6 +399,21 @@ _SYNONYMS = {
     "steps": "inference_steps",
     "audio": "source_audio",
 }
+# What an unknown key is most likely meant to be, when nothing is near: the keys most songs
+# use (the guide lists all fifty).
+COMMON_KEYS = (
+    "title",
+    "style",
+    "lyrics",
+    "description",
+    "model",
+    "duration",
+    "bpm",
+    "key",
+    "language",
+    "instrumental",
+    "takes",
+)
 # The same words for other callers that name fields (MCP tool arguments).
 KEY_SYNONYMS: Mapping[str, str] = _SYNONYMS
 
@@ -403,11 +424,13 @@ def _near_key(raw: str) -> str:
     tokens = name.split("_")
     if not near:  # `tempo_bpm`, `song_title`: a valid name inside the key
         near = [t for t in tokens if t in fields.CANONICAL or t in _SYNONYMS][-1:]
+    if not near and len(name) >= 3:  # `dur`, `inst`: the start of one key
+        near = [k for k in (*fields.CANONICAL, *_SYNONYMS) if k.startswith(name)][:1]
     if near:
         valid = near[0] if near[0] in fields.CANONICAL else _SYNONYMS[near[0]]
         return f"did you mean {valid!r}?"
-    keys = ", ".join(fields.ALIASES)
-    return f"the valid keys are {keys} (`bygheartd guide` explains each)"
+    common = ", ".join(k for k in COMMON_KEYS if k in fields.CANONICAL)
+    return f"the usual keys are {common} (`bygheartd guide` lists every key)"
 
 
 def _normalise_into(
@@ -625,6 +648,15 @@ def _check_expert(clean: dict[str, Any], fail: Any) -> None:
     )
     only(repaint, _REPAINT_TASKS, "repaint")
     only(("track_name",), ("extract", "lego"), "extract")
+    only(("stems",), ("extract",), "extract")
+    if "stems" in clean and "track_name" in clean:
+        problems.append(
+            fail(
+                "stems and track_name both given",
+                "stems",
+                "keep stems (one stem per track) or track_name (one stem), not both",
+            )
+        )
     only(("track_classes",), ("complete",), "complete")
     mode = clean.get("repaint_mode", "balanced")
     if "repaint_strength" in clean and mode != "balanced":

@@ -9,7 +9,7 @@ import json
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Final
@@ -18,6 +18,8 @@ import yaml
 
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.songs import fields
+from bygheartd.songs.audiolength import audio_seconds
+from bygheartd.songs.edits import expand_edit_keys
 from bygheartd.songs.request import DEFAULT_RULES, RequestRules, SongRequest
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "parse_song_bytes",
     "parse_song_file",
     "parse_song_text",
+    "read_song_keys",
 ]
 
 SUPPORTED_SUFFIXES: Final = (".txt", ".md", ".lyrics", ".yaml", ".yml", ".toml", ".json")
@@ -107,6 +110,27 @@ def parse_song_bytes(
     overrides: Mapping[str, Any] | None = None,
 ) -> SongRequest:
     """Decode UTF-8 (with or without BOM) and parse; binary and other encodings are errors."""
+    return parse_song_text(
+        _decoded(data, name),
+        rules,
+        name=name,
+        suffix=suffix,
+        base_dir=base_dir,
+        overrides=overrides,
+    )
+
+
+def read_song_keys(
+    data: bytes, *, name: str, suffix: str | None = None
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """A song file's keys as written (the lyrics under `lyrics`) and the line of each,
+    not yet validated: for an album (songs/albums.py), which puts its own defaults under
+    them before the request is built."""
+    parsed = _keys_of_text(_decoded(data, name), name, suffix)
+    return parsed.data, parsed.lines
+
+
+def _decoded(data: bytes, name: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise SongFileError("is UTF-16 text", source=name, hint="save it as UTF-8")
     if b"\x00" in data:
@@ -127,14 +151,7 @@ def parse_song_bytes(
             line=line,
             hint="save it as UTF-8",
         ) from None
-    return parse_song_text(
-        text,
-        rules,
-        name=name,
-        suffix=suffix,
-        base_dir=base_dir,
-        overrides=overrides,
-    )
+    return text
 
 
 def parse_song_text(
@@ -148,23 +165,11 @@ def parse_song_text(
 ) -> SongRequest:
     """Parse a song file's text. The format follows `suffix`, else `name`'s extension, else
     a text file (front matter optional)."""
-    if suffix is None:
-        suffix = PurePath(name).suffix.lower()
-        suffix = suffix if suffix in SUPPORTED_SUFFIXES else ".txt"
-    suffix = suffix.lower()
-    _check_suffix(suffix, name)
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SongFileError("contains a NUL character", source=name, line=line, hint="remove it")
-    if not text.strip():
-        raise SongFileError(
-            "is empty", source=name, hint="write lyrics, or front matter and lyrics; " + _SEE_DOCS
-        )
-    fmt = _STRUCTURED.get(suffix)
-    parsed = _load(fmt, text, name, 0) if fmt else _split_text_file(text, name)
+    parsed = _keys_of_text(text, name, suffix)
     data = _merged(parsed.data, overrides) if overrides else parsed.data
     try:
+        # extend, stems, add_layer, accompany: plain request keys (songs/edits.py).
+        data = expand_edit_keys(data, _measure(base_dir, name), rules.backend)
         request = SongRequest.build(data, rules, source=name)
     except RequestError as exc:
         raise _located(exc, parsed, name) from None
@@ -180,6 +185,43 @@ def parse_song_text(
                 hint="put the audio file in the same folder, or fix the name",
             )
     return request
+
+
+def _keys_of_text(text: str, name: str, suffix: str | None) -> _Parsed:
+    """The keys of a song file's text as written, with their lines."""
+    if suffix is None:
+        suffix = PurePath(name).suffix.lower()
+        suffix = suffix if suffix in SUPPORTED_SUFFIXES else ".txt"
+    suffix = suffix.lower()
+    _check_suffix(suffix, name)
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise SongFileError("contains a NUL character", source=name, line=line, hint="remove it")
+    if not text.strip():
+        raise SongFileError(
+            "is empty", source=name, hint="write lyrics, or front matter and lyrics; " + _SEE_DOCS
+        )
+    fmt = _STRUCTURED.get(suffix)
+    return _load(fmt, text, name, 0) if fmt else _split_text_file(text, name)
+
+
+def _measure(base_dir: Path | None, name: str) -> Callable[[str], float] | None:
+    """Reads the length of an audio file beside the song file (None: no folder to look in)."""
+    if base_dir is None:
+        return None
+
+    def seconds(audio: str) -> float:
+        path = base_dir / audio
+        if not path.is_file():
+            raise RequestError(
+                f"source_audio {audio!r} does not exist next to the song file",
+                key="source_audio",
+                hint="put the audio file in the same folder, or fix the name",
+            )
+        return audio_seconds(path)
+
+    return seconds
 
 
 def _located(exc: RequestError, parsed: _Parsed, name: str) -> SongFileError:

@@ -67,14 +67,15 @@ def kind(value: Any) -> str:
 
 def to_number(name: str, value: Any, *, integer: bool = False) -> float:
     """Ints, floats and numeric strings; never booleans, NaN or infinity."""
+    fix = "write a plain number, without quotes or words (for example 120)"
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise problem(f"{name} must be a number, not {show(value)}")
+        raise problem(f"{name} must be a number, not {show(value)}", fix)
     if isinstance(value, str):
         digits = value.strip().replace("_", "")
         try:
             value = int(digits) if re.fullmatch(r"[-+]?\d{1,30}", digits) else float(digits)
         except ValueError:
-            raise problem(f"{name} must be a number, not {show(value)}") from None
+            raise problem(f"{name} must be a number, not {show(value)}", fix) from None
     number = float(value) if not isinstance(value, int) else value
     if isinstance(number, float) and not math.isfinite(number):
         raise problem(f"{name} must be a finite number, not {show(value)}")

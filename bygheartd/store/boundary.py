@@ -13,7 +13,8 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from bygheartd.jobs import Event, Job, JobStatus
+from bygheartd.jobs import Album, Event, Job, JobStatus
+from bygheartd.store.albums import NewAlbum
 from bygheartd.store.columns import CreditCaps
 from bygheartd.store.engines import EngineInfo
 from bygheartd.store.events import JobEvent
@@ -53,6 +54,30 @@ class JobStore(Protocol):
         the same idempotency key or drop."""
         ...
 
+    # -- albums (store/albums.py) ---------------------------------------------------------
+
+    async def insert_album(self, album: NewAlbum) -> tuple[Album, list[Job]]:
+        """The album and a queued job per track, in one transaction: whole or not at all;
+        its folder is the first free of its slug, slug-2, ... (not held by another album,
+        not in `album.taken`)."""
+        ...
+
+    async def get_album(self, album_id: str) -> Album:
+        """`JobNotFound` when there is no such album."""
+        ...
+
+    async def find_albums(self, ref: str) -> list[Album]:
+        """By id prefix (6+ characters) or exact title (any case), newest first."""
+        ...
+
+    async def list_albums(self, limit: int | None = None) -> list[Album]:
+        """Newest first."""
+        ...
+
+    async def album_jobs(self, album_id: str) -> list[Job]:
+        """The album's tracks, in track order."""
+        ...
+
     async def get(self, job_id: str) -> Job: ...
 
     async def find(self, ref: str) -> Job:
@@ -87,6 +112,19 @@ class JobStore(Protocol):
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]: ...
 
+    async def claim_queued(self, engine_id: str, limit: int) -> list[Job]:
+        """Up to `limit` of the oldest queued jobs, oldest first, marked as this engine's
+        (`engine`) in the statement that takes them: those of no engine, its own, and those
+        whose engine's lease ran out. On PostgreSQL rows being claimed elsewhere are skipped
+        (`FOR UPDATE SKIP LOCKED`): two engines never get one job, neither waits. The job
+        stays `queued` until the engine's `submitting` move."""
+        ...
+
+    async def release_claims(self, engine_id: str, job_ids: Collection[str] | None = None) -> int:
+        """Give back queued jobs this engine claimed and will not submit now (all of them
+        without `job_ids`), for any engine to claim; how many."""
+        ...
+
     async def transition(
         self,
         job_id: str,
@@ -98,11 +136,14 @@ class JobStore(Protocol):
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
         caps: CreditCaps | None = None,
+        server_limit: int | None = None,
         **fields: Any,
     ) -> Job:
         """One move of `jobs.ALLOWED_MOVES`, its history line and ledger line, atomically.
         With `caps`, a ledger line that would pass a credit cap is refused (`OverBudget`)
         under one lock per account: daemons sharing the store never overspend together.
+        With `server_limit`, a move that would put more than that many songs in flight on
+        `fields["server"]` is refused (`ServerFull`) under one lock per server.
         Only the lifecycle (`engine/lifecycle.py`) and the engine's stages call this."""
         ...
 
@@ -126,7 +167,20 @@ class JobStore(Protocol):
     async def event_seq(self, back: int = 0) -> int: ...
 
     async def data_version(self) -> int:
-        """Changes whenever another process commits: the cheap cross-process wake-up."""
+        """Changes whenever another process commits (at least: a job and its history):
+        what `follow` polls, and the engine on a store that cannot push (`on_work`)."""
+        ...
+
+    def on_work(self, wake: Callable[[str], None]) -> bool:
+        """Call `wake(kind)` on the event loop when any process commits work an engine must
+        act on (`queued`: a new or requeued job, claims given back; `cancelled`; `engines`:
+        an engine left; `reconnected`: anything may have changed). True when the store
+        pushes these (PostgreSQL's LISTEN); False when the caller must poll `data_version`."""
+        ...
+
+    async def lead(self, duty: str) -> bool:
+        """True while this process holds `duty` (the daily release, the pool snapshot):
+        one process at a time on the store, until it stops or loses the database."""
         ...
 
     async def recent_generations(
@@ -149,10 +203,14 @@ class JobStore(Protocol):
 
     # -- engines and their leases (store/engines.py) -----------------------------------------
 
-    async def register_engine(self, info: EngineInfo) -> None: ...
+    async def register_engine(self, info: EngineInfo, lease_seconds: float | None = None) -> None:
+        """With a lease of `lease_seconds` (else as long as `info`'s), measured with the
+        store's clock (the database's on PostgreSQL, never the hosts')."""
+        ...
 
-    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
-        """False when the engine's row is gone (another engine took it for dead)."""
+    async def renew_engine(self, engine_id: str, lease_seconds: float) -> datetime | None:
+        """The lease's new end (the store's clock); None when the engine's row is gone
+        (another engine took it for dead)."""
         ...
 
     async def retire_engine(self, engine_id: str) -> None: ...
@@ -180,6 +238,10 @@ class JobStore(Protocol):
     async def open_reservation(self, job_id: str) -> tuple[int, str, str] | None: ...
 
     async def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int: ...
+
+    async def credits_of_kinds(self, kinds: Collection[str], *, day: str) -> int:
+        """Credits of a day's ledger lines of these kinds (what retakes spent that day)."""
+        ...
 
     async def credits_by_model(self, month: str) -> dict[str, int]: ...
 

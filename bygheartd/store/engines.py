@@ -19,12 +19,23 @@ from bygheartd.jobs import iso, utcnow
 
 # What an engine holds and another must take over when it is gone: the statuses in which
 # the engine that submitted a job is the one to act on it. `held` only for a download
-# hold, `cancelled` only while its task still runs (settling); queued jobs have no engine.
+# hold, `cancelled` only while its task still runs (settling). A queued job names the engine
+# that claimed it for its next submit (`claimable`): not adopted, the claim just lapses.
 ADOPT_WHERE = (
     "(status IN ('submitting', 'running', 'downloading', 'processing') "
     "OR (status = 'held' AND hold_kind = 'download') "
     "OR (status = 'cancelled' AND hold_kind = 'settling'))"
 )
+
+
+def claimable(mark: str, now: str) -> str:
+    """Which queued jobs an engine may claim: no engine's, its own (claimed before and not
+    sent), or an engine's whose lease ran out (a claim lapses with its lease). `mark` is the
+    driver's placeholder for the engine's id, `now` the store's current time (text)."""
+    return (
+        f"(engine IS NULL OR engine = {mark} OR engine NOT IN "
+        f"(SELECT id FROM engines WHERE lease_until >= {now}))"
+    )
 
 
 @dataclass(frozen=True)

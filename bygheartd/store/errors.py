@@ -72,3 +72,8 @@ class StoreDamaged(StoreError):
 class OverBudget(BygheartdError):
     """A reservation would pass the daily or monthly cap: checked in the transaction that
     would make it, under one lock per account, so daemons sharing a store never overspend."""
+
+
+class ServerFull(BygheartdError):
+    """A pool server already has its `max_in_flight` songs in flight (counted over every
+    engine on the store, under one lock per server): the submit goes elsewhere or waits."""

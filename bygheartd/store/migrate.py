@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 BATCH = 1000  # rows read from SQLite and sent to PostgreSQL at a time
-COPIED_TABLES = ("jobs", "events", "ledger", "meta")
+COPIED_TABLES = ("jobs", "events", "ledger", "meta", "albums")
+# Tables every SQLite store has; `albums` came with schema 6 (an older store has none).
+_REQUIRED_TABLES = ("jobs", "events", "ledger", "meta")
 LEFT_BEHIND = ("engines",)  # every engine registers itself on the new store
 EVENT_COLUMNS = ("id", "job_id", "at", "event", "from_status", "to_status", "reason")
 LEDGER_COLUMNS = ("id", "job_id", "at", "day", "month", "model", "credits", "kind")
@@ -140,7 +142,7 @@ async def copy_to_postgres(source: Path, url: str, *, batch: int = BATCH) -> Cop
             tables = {
                 str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
-            if not set(COPIED_TABLES) <= tables:
+            if not set(_REQUIRED_TABLES) <= tables:
                 raise StoreError(f"{source} is not a bygheartd job store (no jobs table)")
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -167,6 +169,8 @@ async def copy_to_postgres(source: Path, url: str, *, batch: int = BATCH) -> Cop
                 await _copy_rows(conn, db, "events", list(EVENT_COLUMNS), batch)
                 await _copy_rows(conn, db, "ledger", list(LEDGER_COLUMNS), batch)
                 await _copy_meta(conn, db, batch)
+                if "albums" in tables:  # schema 6 on: the albums the tracks name
+                    await _copy_albums(conn, db, shown, batch)
                 for table in ("events", "ledger"):  # new ids follow the copied ones
                     await conn.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
@@ -257,6 +261,21 @@ async def _copy_rows(
         for rows in _batches(db, f"SELECT {names} FROM {table} ORDER BY rowid", batch):
             for row in rows:
                 await copy.write_row(row)
+
+
+async def _copy_albums(
+    conn: AsyncConnection[Any], db: sqlite3.Connection, shown: str, batch: int
+) -> None:
+    """The albums (issue 26), checked by count like the jobs: a track never names an
+    album the copy left behind."""
+    await _copy_rows(conn, db, "albums", _sqlite_columns(db, "albums"), batch)
+    wanted = int(db.execute("SELECT COUNT(*) FROM albums").fetchone()[0])
+    found = await _count(conn, "SELECT COUNT(*) FROM albums")
+    if found != wanted:
+        raise StoreError(
+            f"the copy into {shown} does not match the SQLite store (albums: {found} copied "
+            f"of {wanted}): nothing was written there"
+        )
 
 
 async def _copy_meta(conn: AsyncConnection[Any], db: sqlite3.Connection, batch: int) -> None:

@@ -7,7 +7,7 @@ prefixes mean the same on both. Migrations only ever add.
 
 from __future__ import annotations
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 
 # The table that says a database is ours, and how far its schema has come.
 VERSION_TABLE = "bygheartd_schema"
@@ -94,5 +94,27 @@ PG_MIGRATIONS: dict[int, list[str]] = {
             started_at TEXT NOT NULL,
             lease_until TEXT NOT NULL
         )""",
+    ],
+    # Albums (issue 26), as SQLite's schema 6.
+    2: [
+        "ALTER TABLE jobs ADD COLUMN album TEXT",
+        "ALTER TABLE jobs ADD COLUMN track INTEGER",
+        "ALTER TABLE jobs ADD COLUMN album_title TEXT",
+        "ALTER TABLE jobs ADD COLUMN album_artist TEXT",
+        "ALTER TABLE jobs ADD COLUMN album_tracks INTEGER",
+        "CREATE INDEX jobs_album ON jobs(album, track)",
+        """CREATE TABLE albums (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            title TEXT NOT NULL,
+            artist TEXT,
+            tracks INTEGER NOT NULL,
+            folder TEXT NOT NULL,
+            output TEXT,
+            source TEXT,
+            origin TEXT NOT NULL DEFAULT 'cli',
+            credits INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX albums_title ON albums(title)",
     ],
 }

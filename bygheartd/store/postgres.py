@@ -1,9 +1,11 @@
 """The job store on PostgreSQL: one database shared by every daemon and command that names it.
 
-The same `JobStore` as SQLite's, through psycopg 3's async connection pool. Every move
-locks its row (`FOR UPDATE`), so two engines never make one move twice; every write
-transaction sends a `NOTIFY`, so other processes wake at once instead of polling the table.
-Nothing here logs or raises the URL's password (`config.redact_url`).
+The same `JobStore` as SQLite's, through psycopg 3's async connection pool. Engines claim
+queued jobs in the statement that marks them (`FOR UPDATE SKIP LOCKED`), and every move
+locks its row (`FOR UPDATE`), so two engines never take one job and never wait for each
+other; a write that gives engines work (a queued job, a cancel, an engine gone) sends a
+`NOTIFY`, which wakes the others at once. Leases run on the database's clock. Nothing here
+logs or raises the URL's password (`config.redact_url`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bygheartd.config import redact_url
-from bygheartd.jobs import Event, Job, JobStatus, iso, move_allowed, parse_iso, take_stems, utcnow
+from bygheartd.jobs import (
+    Album,
+    Event,
+    Job,
+    JobStatus,
+    iso,
+    move_allowed,
+    parse_iso,
+    take_stems,
+    utcnow,
+)
+from bygheartd.store import albums
+from bygheartd.store.albums import NewAlbum
 from bygheartd.store.columns import (
     CreditCaps,
     dumps,
@@ -25,19 +39,20 @@ from bygheartd.store.columns import (
     take_names,
     update_statement,
 )
-from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
+from bygheartd.store.engines import ADOPT_WHERE, EngineInfo, claimable
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
     JobNotFound,
     KeyTaken,
     OverBudget,
+    ServerFull,
     StaleTransition,
     StoreError,
 )
 from bygheartd.store.events import JobEvent
 from bygheartd.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, VERSION_TABLE
-from bygheartd.store.schema import SUMMARY_COLUMNS, row_to_job
+from bygheartd.store.schema import SUMMARY_COLUMNS, row_to_album, row_to_job
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -49,6 +64,14 @@ log = logging.getLogger(__name__)
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 CHANNEL = "bygheartd_jobs"
+# What a notification says (its payload), for the engines' wake-up (`on_work`).
+QUEUED, CANCELLED, ENGINES = "queued", "cancelled", "engines"
+# The database's time as the stores write times (`jobs.iso`): leases are measured with one
+# clock, whatever the hosts' clocks say.
+_ISO = """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"""
+DB_NOW = f"to_char(now() AT TIME ZONE 'UTC', {_ISO})"
+DB_LATER = f"to_char((now() + make_interval(secs => %s)) AT TIME ZONE 'UTC', {_ISO})"
+_CLAIMABLE = claimable("%s", DB_NOW)
 MIN_SERVER_VERSION = 120000  # PostgreSQL 12
 CONNECT_SECONDS = 10.0
 _FIND_BY = {"drop_identity", "content_sha256", "dedupe_key", "idempotency_key", "task_id"}
@@ -67,6 +90,11 @@ class PostgresJobStore:
         self._version = 0  # changes whenever a NOTIFY arrives: `data_version`
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self._wakes: list[Callable[[str], None]] = []
+        # Duties (`lead`): session advisory locks on a connection of their own.
+        self._duty_conn: AsyncConnection[Any] | None = None
+        self._duty_lock: asyncio.Lock | None = None
+        self._duties: set[str] = set()
 
     @property
     def location(self) -> str:
@@ -121,6 +149,9 @@ class PostgresJobStore:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        if self._duty_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._duty_conn.close()  # its duties pass to another engine at once
         if self._pool is not None:
             await self._pool.close()
 
@@ -138,7 +169,15 @@ class PostgresJobStore:
             async with pool.connection() as conn:
                 conn.row_factory = dict_row  # type: ignore[assignment]
                 yield conn
-        except (KeyTaken, DropTaken, StaleTransition, JobNotFound, StoreError, OverBudget):
+        except (
+            KeyTaken,
+            DropTaken,
+            StaleTransition,
+            JobNotFound,
+            StoreError,
+            OverBudget,
+            ServerFull,
+        ):
             raise
         except psycopg.errors.UniqueViolation:
             raise  # `insert_job` names which key was taken
@@ -152,11 +191,14 @@ class PostgresJobStore:
             raise
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """One write transaction; other processes are told when it commits."""
+    async def _tx(self, notify: str | None = None) -> AsyncIterator[AsyncConnection[Any]]:
+        """One write transaction; with `notify`, other processes are told when it commits.
+        Only for what other engines must act on: every NOTIFY takes a lock that orders the
+        commits of the whole database."""
         async with self._conn() as conn, conn.transaction():
             yield conn
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            if notify is not None:
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notify))
 
     async def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         async with self._conn() as conn:
@@ -167,9 +209,24 @@ class PostgresJobStore:
         rows = await self._rows(sql, args)
         return rows[0] if rows else None
 
+    def on_work(self, wake: Callable[[str], None]) -> bool:
+        """`wake(kind)` at every notification from any process (ours too): `queued`,
+        `cancelled`, `engines`, and `reconnected` after the listener was away (anything may
+        have changed meanwhile). Listening starts with the store."""
+        self._wakes.append(wake)
+        return True
+
+    def _wake(self, kind: str) -> None:
+        self._version += 1
+        for wake in self._wakes:
+            try:
+                wake(kind)
+            except Exception:  # one listener's bug must not stop the others' wake-ups
+                log.exception("a job store wake-up failed")
+
     async def _listen(self) -> None:
-        """Count NOTIFYs from every process (ours too): `data_version` changes with them.
-        A dropped connection is opened again after a pause; never fatal."""
+        """Wake the subscribers at every NOTIFY from every process (ours too). A dropped
+        connection is opened again after a pause; never fatal."""
         import psycopg
 
         pause = 0.5
@@ -180,10 +237,10 @@ class PostgresJobStore:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self._version += 1  # (re)connected: anything may have changed
+                    self._wake("reconnected")  # anything may have changed meanwhile
                     pause = 0.5
-                    async for _ in conn.notifies():
-                        self._version += 1
+                    async for notice in conn.notifies():
+                        self._wake(notice.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -221,7 +278,7 @@ class PostgresJobStore:
         now = iso(utcnow())
         job_id = new_job_id()
         try:
-            async with self._tx() as db:
+            async with self._tx(notify=QUEUED) as db:
                 await db.execute(
                     """INSERT INTO jobs (id, status, title, model, request_json, api_body_json,
                        credits, source, source_path, origin, drop_identity, content_sha256,
@@ -259,6 +316,37 @@ class PostgresJobStore:
                 raise DropTaken("another process made a job of this drop just now") from None
             raise StoreError(f"the job store refused the job: {exc}") from None
         return await self.get(job_id)
+
+    # -- albums (store/albums.py) ------------------------------------------------------
+
+    async def insert_album(self, album: NewAlbum) -> tuple[Album, list[Job]]:
+        """The album and a queued job per track, in one transaction: whole or not at all."""
+        async with self._tx() as db:
+            album_id, job_ids = await albums.insert_postgres(db, album)
+        return await self.get_album(album_id), [await self.get(j) for j in job_ids]
+
+    async def get_album(self, album_id: str) -> Album:
+        row = await self._one(albums.album_by_id_sql("%s"), (album_id,))
+        if row is None:
+            raise JobNotFound(f"no album {album_id!r}")
+        return row_to_album(row)
+
+    async def find_albums(self, ref: str) -> list[Album]:
+        ref = ref.strip()
+        low = ref.lower() if len(ref) >= 6 else "\uffff"
+        rows = await self._rows(albums.albums_by_ref_sql("%s"), (low, low + "\U0010ffff", ref))
+        return [row_to_album(r) for r in rows]
+
+    async def list_albums(self, limit: int | None = None) -> list[Album]:
+        rows = await self._rows(
+            "SELECT * FROM albums ORDER BY id DESC" + (" LIMIT %s" if limit else ""),
+            (limit,) if limit else (),
+        )
+        return [row_to_album(r) for r in rows]
+
+    async def album_jobs(self, album_id: str) -> list[Job]:
+        rows = await self._rows(albums.album_jobs_sql("%s"), (album_id,))
+        return [row_to_job(r) for r in rows]
 
     async def get(self, job_id: str) -> Job:
         row = await self._one("SELECT * FROM jobs WHERE id = %s", (job_id,))
@@ -363,32 +451,31 @@ class PostgresJobStore:
 
     # -- engines and their leases (store/engines.py) --------------------------------------
 
-    async def register_engine(self, info: EngineInfo) -> None:
+    async def register_engine(self, info: EngineInfo, lease_seconds: float | None = None) -> None:
+        """The lease ends `lease_seconds` (else as long as `info`'s) after the database's
+        now: a host whose clock runs behind or ahead neither loses nor keeps jobs by it."""
+        seconds = (
+            lease_seconds
+            if lease_seconds is not None
+            else (info.lease_until - info.started_at).total_seconds()
+        )
         async with self._tx() as db:
             await db.execute(
                 "INSERT INTO engines (id, host, pid, role, started_at, lease_until) "
-                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+                f"VALUES (%s,%s,%s,%s,%s,{DB_LATER}) ON CONFLICT (id) DO UPDATE SET "
                 "lease_until = EXCLUDED.lease_until",
-                (
-                    info.id,
-                    info.host,
-                    info.pid,
-                    info.role,
-                    iso(info.started_at),
-                    iso(info.lease_until),
-                ),
+                (info.id, info.host, info.pid, info.role, iso(info.started_at), seconds),
             )
 
-    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
-        async with self._conn() as db:
-            cursor = await db.execute(
-                "UPDATE engines SET lease_until = %s WHERE id = %s",
-                (iso(lease_until), engine_id),
-            )
-            return cursor.rowcount > 0
+    async def renew_engine(self, engine_id: str, lease_seconds: float) -> datetime | None:
+        row = await self._one(
+            f"UPDATE engines SET lease_until = {DB_LATER} WHERE id = %s RETURNING lease_until",
+            (lease_seconds, engine_id),
+        )
+        return None if row is None else parse_iso(row["lease_until"])
 
     async def retire_engine(self, engine_id: str) -> None:
-        async with self._tx() as db:
+        async with self._tx(notify=ENGINES) as db:  # the others take its jobs at once
             await db.execute("DELETE FROM engines WHERE id = %s", (engine_id,))
 
     async def list_engines(self) -> list[EngineInfo]:
@@ -408,13 +495,12 @@ class PostgresJobStore:
         ]
 
     async def adopt_jobs(self, engine_id: str, *, everyone_else: bool = False) -> list[Job]:
-        now = iso(utcnow())
         live = (
             ""
             if everyone_else
-            else " AND engine NOT IN (SELECT id FROM engines WHERE lease_until >= %s)"
+            else f" AND engine NOT IN (SELECT id FROM engines WHERE lease_until >= {DB_NOW})"
         )
-        args: list[Any] = [engine_id] if everyone_else else [engine_id, now]
+        args: list[Any] = [engine_id]
         async with self._tx() as db:
             # SKIP LOCKED: a job another engine is moving right now is not waited for; it
             # is still held by a live engine, or comes up again at the next lease tick.
@@ -427,7 +513,7 @@ class PostgresJobStore:
             if everyone_else:
                 await db.execute("DELETE FROM engines WHERE id != %s", (engine_id,))
             else:
-                await db.execute("DELETE FROM engines WHERE lease_until < %s", (now,))
+                await db.execute(f"DELETE FROM engines WHERE lease_until < {DB_NOW}")
             adopted = []
             for row in rows:
                 await _update(db, str(row["id"]), engine=engine_id)
@@ -437,6 +523,72 @@ class PostgresJobStore:
                 found = await _fetch_one(db, "SELECT * FROM jobs WHERE id = %s", row["id"])
                 adopted.append(row_to_job(found))
         return adopted
+
+    async def claim_queued(self, engine_id: str, limit: int) -> list[Job]:
+        """The claim is the statement that marks the jobs: rows another engine is claiming
+        (or a face is moving) right now are skipped, never waited for, so two engines get
+        distinct jobs and neither waits for the other."""
+        if limit <= 0:
+            return []
+        rows = await self._rows(
+            "WITH next AS (SELECT id FROM jobs WHERE status = 'queued' AND "
+            f"{_CLAIMABLE} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "UPDATE jobs SET engine = %s FROM next WHERE jobs.id = next.id RETURNING jobs.*",
+            (engine_id, limit, engine_id),
+        )
+        return sorted((row_to_job(r) for r in rows), key=lambda job: job.id)
+
+    async def release_claims(self, engine_id: str, job_ids: Collection[str] | None = None) -> int:
+        where = "status = 'queued' AND engine = %s"
+        args: list[Any] = [engine_id]
+        if job_ids is not None:
+            if not job_ids:
+                return 0
+            where += " AND id = ANY(%s)"
+            args.append(list(job_ids))
+        async with self._tx() as db:
+            cursor = await db.execute(f"UPDATE jobs SET engine = NULL WHERE {where}", args)
+            if cursor.rowcount > 0:  # work for the other engines
+                await db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, QUEUED))
+            return int(cursor.rowcount)
+
+    async def lead(self, duty: str) -> bool:
+        """A session advisory lock per duty, on a connection of this store's own: held
+        until the process stops or that connection breaks (then another engine takes the
+        duty at its next try). Checked at every call, so a lock lost with the connection
+        (the server restarted) is known at once."""
+        import psycopg
+
+        if self._closed:
+            return False
+        if self._duty_lock is None:
+            self._duty_lock = asyncio.Lock()
+        async with self._duty_lock:
+            try:
+                if self._duty_conn is None or self._duty_conn.closed:
+                    self._duties.clear()
+                    self._duty_conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)
+                    )
+                if duty in self._duties:
+                    await self._duty_conn.execute("SELECT 1")
+                    return True
+                cursor = await self._duty_conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))", (f"bygheartd-duty:{duty}",)
+                )
+                row = await cursor.fetchone()
+            except psycopg.Error as exc:
+                log.debug("job store %s: duty %s: %s", self.location, duty, _reason(exc, self._url))
+                if self._duty_conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._duty_conn.close()
+                self._duty_conn = None
+                self._duties.clear()
+                return False
+            if row is not None and row[0]:
+                self._duties.add(duty)
+                return True
+            return False
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
         rows = await self._rows(
@@ -457,10 +609,12 @@ class PostgresJobStore:
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
         caps: CreditCaps | None = None,
+        server_limit: int | None = None,
         **fields: Any,
     ) -> Job:
         wanted = None if expect is None else {s.value for s in expect}
-        async with self._tx() as db:
+        notify = {JobStatus.QUEUED: QUEUED, JobStatus.CANCELLED: CANCELLED}.get(to)
+        async with self._tx(notify=notify) as db:
             # The row lock: a second engine making a move on this job waits here, then
             # finds it moved and is refused (two never act on one job).
             cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
@@ -472,6 +626,8 @@ class PostgresJobStore:
                 raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
             if not move_allowed(JobStatus(current), to):
                 raise IllegalMove(job_id, current, to.value)
+            if server_limit is not None and fields.get("server"):
+                await _check_server(db, str(fields["server"]), server_limit, job_id)
             if caps is not None and ledger is not None:
                 await _check_caps(db, caps, int(ledger["credits"]))
             fields.setdefault("reason", reason)
@@ -550,7 +706,10 @@ class PostgresJobStore:
         return 0 if row is None else int(row["id"])
 
     async def data_version(self) -> int:
-        return self._version
+        """The newest history line (every move and note writes one) plus the notifications
+        seen: writes no longer notify each, so followers read the one indexed row."""
+        row = await self._one("SELECT COALESCE(MAX(id), 0) AS seq FROM events")
+        return int(row["seq"] if row else 0) + self._version
 
     async def recent_generations(
         self, limit: int = 200
@@ -581,7 +740,10 @@ class PostgresJobStore:
 
     async def claim_base_name(self, job_id: str, base: str, takes: int, output: str) -> bool:
         async with self._tx() as db:
-            await db.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-names'))")
+            # One lock per output folder: deliveries into other folders never wait for it.
+            await db.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('bygheartd-names:' || %s))", (output,)
+            )
             cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
             row = await cursor.fetchone()
             if row is None:
@@ -634,8 +796,8 @@ class PostgresJobStore:
 
     async def open_reservation(self, job_id: str) -> tuple[int, str, str] | None:
         row = await self._one(
-            "SELECT id, day, month FROM ledger WHERE job_id = %s AND kind = 'reserve' "
-            "ORDER BY id DESC LIMIT 1",
+            "SELECT id, day, month FROM ledger WHERE job_id = %s "
+            "AND kind IN ('reserve', 'retake') ORDER BY id DESC LIMIT 1",
             (job_id,),
         )
         if row is None:
@@ -650,6 +812,13 @@ class PostgresJobStore:
         column, value = ("day", day) if day is not None else ("month", month)
         row = await self._one(
             f"SELECT COALESCE(SUM(credits), 0) AS n FROM ledger WHERE {column} = %s", (value,)
+        )
+        return int(row["n"] if row else 0)
+
+    async def credits_of_kinds(self, kinds: Collection[str], *, day: str) -> int:
+        row = await self._one(
+            "SELECT COALESCE(SUM(credits), 0) AS n FROM ledger WHERE day = %s AND kind = ANY(%s)",
+            (day, list(kinds)),
         )
         return int(row["n"] if row else 0)
 
@@ -731,6 +900,21 @@ async def _check_caps(db: AsyncConnection[Any], caps: CreditCaps, credits: int) 
     refusal = caps.refusal(credits, int(row["today"]), int(row["month"])) if row else None
     if refusal is not None:
         raise OverBudget(refusal)
+
+
+async def _check_server(db: AsyncConnection[Any], server: str, limit: int, job_id: str) -> None:
+    """The server's lock, held to the end of the transaction: every engine's submit to this
+    server counts the songs in flight there after the one before it committed."""
+    await db.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-server:' || %s))", (server,))
+    cursor = await db.execute(
+        "SELECT COUNT(*) AS n FROM jobs WHERE server = %s "
+        "AND status IN ('submitting', 'running') AND id != %s",
+        (server, job_id),
+    )
+    row = await cursor.fetchone()
+    in_flight = int(row["n"]) if row else 0
+    if in_flight >= limit:
+        raise ServerFull(f"{server} has {in_flight} of {limit} songs in flight")
 
 
 async def _fetch_one(db: AsyncConnection[Any], sql: str, *args: Any) -> dict[str, Any]:

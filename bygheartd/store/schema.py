@@ -10,9 +10,9 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from bygheartd.jobs import HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
+from bygheartd.jobs import Album, HoldKind, Job, JobFile, JobResult, JobStatus, parse_iso, utcnow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -112,6 +112,30 @@ MIGRATIONS: dict[int, str] = {
         lease_until TEXT NOT NULL
     );
     """,
+    # Albums (issue 26): each track is a job that records its album and track number, with
+    # the album's title, artist and track count beside them (they never change: plugins and
+    # records read them without a second query); the album itself is one row.
+    6: """
+    ALTER TABLE jobs ADD COLUMN album TEXT;
+    ALTER TABLE jobs ADD COLUMN track INTEGER;
+    ALTER TABLE jobs ADD COLUMN album_title TEXT;
+    ALTER TABLE jobs ADD COLUMN album_artist TEXT;
+    ALTER TABLE jobs ADD COLUMN album_tracks INTEGER;
+    CREATE INDEX jobs_album ON jobs(album, track);
+    CREATE TABLE albums (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        artist TEXT,
+        tracks INTEGER NOT NULL,
+        folder TEXT NOT NULL,
+        output TEXT,
+        source TEXT,
+        origin TEXT NOT NULL DEFAULT 'cli',
+        credits INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX albums_title ON albums(title);
+    """,
 }
 
 
@@ -121,7 +145,7 @@ SUMMARY_COLUMNS = (
     "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
     "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, "
-    "engine, output"
+    "engine, output, album, track, album_title, album_artist, album_tracks"
 )
 
 
@@ -172,4 +196,25 @@ def row_to_job(row: _Row | sqlite3.Row) -> Job:
         progress_at=parse_iso(row["progress_at"]),
         engine=row["engine"],
         output=row["output"],
+        album=row["album"],
+        track=row["track"],
+        album_title=row["album_title"],
+        album_artist=row["album_artist"],
+        album_tracks=row["album_tracks"],
+    )
+
+
+def row_to_album(row: _Row | sqlite3.Row) -> Album:
+    """A row of `albums` (SQLite or PostgreSQL)."""
+    return Album(
+        id=row["id"],
+        title=row["title"],
+        artist=row["artist"],
+        tracks=int(row["tracks"]),
+        created_at=parse_iso(row["created_at"]) or utcnow(),
+        folder=row["folder"],
+        output=row["output"],
+        source=row["source"],
+        origin=row["origin"],
+        credits=int(row["credits"] or 0),
     )

@@ -12,11 +12,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bygheartd.jobs import (
+    Album,
     Event,
     Job,
     JobStatus,
@@ -26,24 +28,34 @@ from bygheartd.jobs import (
     take_stems,
     utcnow,
 )
+from bygheartd.store import albums
+from bygheartd.store.albums import NewAlbum
 from bygheartd.store.columns import CreditCaps, new_job_id, take_names, update_statement
 from bygheartd.store.columns import dumps as _dumps
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
-from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
+from bygheartd.store.engines import ADOPT_WHERE, EngineInfo, claimable
 from bygheartd.store.errors import (
     DropTaken,
     IllegalMove,
     JobNotFound,
     KeyTaken,
     OverBudget,
+    ServerFull,
     StaleTransition,
     StoreBusy,
     StoreError,
 )
 from bygheartd.store.events import JobEvent
-from bygheartd.store.schema import MIGRATIONS, SCHEMA_VERSION, SUMMARY_COLUMNS, row_to_job
+from bygheartd.store.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SUMMARY_COLUMNS,
+    row_to_album,
+    row_to_job,
+)
 
 DB_NAME = "jobs.sqlite3"
+_CLAIMABLE = claimable("?", "?")
 
 
 class Store:
@@ -237,6 +249,42 @@ class Store:
             )
             self._event(db, job_id, "created", None, status.value, reason or f"from {origin}")
 
+    # -- albums (store/albums.py) ------------------------------------------------------
+
+    def insert_album(self, album: NewAlbum) -> tuple[Album, list[Job]]:
+        """The album and a queued job per track, in one transaction: whole or not at all."""
+        with self._tx() as db:
+            album_id, job_ids = albums.insert_sqlite(db, album)
+        return self.get_album(album_id), [self.get(j) for j in job_ids]
+
+    def get_album(self, album_id: str) -> Album:
+        with self._lock:
+            row = self._db.execute(albums.album_by_id_sql("?"), (album_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no album {album_id!r}")
+        return row_to_album(row)
+
+    def find_albums(self, ref: str) -> list[Album]:
+        """Albums whose id starts with `ref` (6 characters or more) or titled `ref`."""
+        ref = ref.strip()
+        low = ref.lower() if len(ref) >= 6 else "\uffff"
+        with self._lock:
+            rows = self._db.execute(
+                albums.albums_by_ref_sql("?"), (low, low + "\U0010ffff", ref)
+            ).fetchall()
+        return [row_to_album(r) for r in rows]
+
+    def list_albums(self, limit: int | None = None) -> list[Album]:
+        with self._lock:
+            rows = self._db.execute(albums.list_albums_sql("?"), (limit or -1,)).fetchall()
+        return [row_to_album(r) for r in rows]
+
+    def album_jobs(self, album_id: str) -> list[Job]:
+        """The album's tracks in order."""
+        with self._lock:
+            rows = self._db.execute(albums.album_jobs_sql("?"), (album_id,)).fetchall()
+        return [row_to_job(r) for r in rows]
+
     def get(self, job_id: str) -> Job:
         with self._lock:
             return self._get(self._db, job_id)
@@ -385,6 +433,40 @@ class Store:
             ).fetchall()
         return [row_to_job(r) for r in rows]
 
+    def claim_queued(self, engine_id: str, limit: int) -> list[Job]:
+        """Up to `limit` of the oldest queued jobs that no live engine claimed, marked as
+        this engine's (`jobs.engine`) in one write, oldest first. One engine per SQLite
+        store: nothing to skip; the write is only made when there is something to claim."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            waiting = self._db.execute(
+                f"SELECT id FROM jobs WHERE status = 'queued' AND {_CLAIMABLE} LIMIT 1",
+                (engine_id, iso(utcnow())),
+            ).fetchone()
+        if waiting is None:
+            return []
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE jobs SET engine = ? WHERE id IN (SELECT id FROM jobs WHERE status = "
+                f"'queued' AND {_CLAIMABLE} ORDER BY id LIMIT ?) RETURNING *",
+                (engine_id, engine_id, iso(utcnow()), limit),
+            ).fetchall()
+        return sorted((row_to_job(r) for r in rows), key=lambda job: job.id)
+
+    def release_claims(self, engine_id: str, job_ids: Collection[str] | None = None) -> int:
+        """Give back queued jobs this engine claimed (all of them without `job_ids`)."""
+        ids = list(job_ids) if job_ids is not None else None
+        if ids == []:
+            return 0
+        where = "status = 'queued' AND engine = ?"
+        args: list[Any] = [engine_id]
+        if ids is not None:
+            where += f" AND id IN ({', '.join('?' for _ in ids)})"
+            args += ids
+        with self._tx() as db:
+            return int(db.execute(f"UPDATE jobs SET engine = NULL WHERE {where}", args).rowcount)
+
     def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
         """Jobs in these statuses per server URL (the pool's in-flight and done counts)."""
         wanted = [s.value for s in statuses]
@@ -408,7 +490,10 @@ class Store:
 
     # -- engines and their leases (store/engines.py) --------------------------------------
 
-    def register_engine(self, info: EngineInfo) -> None:
+    def register_engine(self, info: EngineInfo, lease_seconds: float | None = None) -> None:
+        """One host per SQLite store: its clock is the store's clock."""
+        if lease_seconds is not None:
+            info = replace(info, lease_until=utcnow() + timedelta(seconds=lease_seconds))
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO engines (id, host, pid, role, started_at, lease_until) "
@@ -423,13 +508,15 @@ class Store:
                 ),
             )
 
-    def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
-        """False when the engine's row is gone (taken for dead by another engine)."""
+    def renew_engine(self, engine_id: str, lease_seconds: float) -> datetime | None:
+        """The new end of the lease; None when the engine's row is gone (taken for dead by
+        another engine)."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE engines SET lease_until = ? WHERE id = ?", (iso(lease_until), engine_id)
+                "UPDATE engines SET lease_until = ? WHERE id = ?", (iso(until), engine_id)
             )
-            return cursor.rowcount > 0
+            return until if cursor.rowcount > 0 else None
 
     def retire_engine(self, engine_id: str) -> None:
         with self._tx() as db:
@@ -480,6 +567,7 @@ class Store:
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
         caps: CreditCaps | None = None,
+        server_limit: int | None = None,
         **fields: Any,
     ) -> Job:
         """Move a job to `to` and append history (and a ledger line), atomically.
@@ -502,6 +590,8 @@ class Store:
                 raise StaleTransition(f"job {job_id} is {current}, not {to.value}-able")
             if not move_allowed(JobStatus(current), to):
                 raise IllegalMove(job_id, current, to.value)
+            if server_limit is not None and fields.get("server"):
+                _check_server(db, str(fields["server"]), server_limit, job_id)
             if caps is not None and ledger is not None:
                 _check_caps(db, caps, int(ledger["credits"]))
             fields.setdefault("reason", reason)
@@ -709,8 +799,8 @@ class Store:
         """
         with self._lock:
             row = self._db.execute(
-                "SELECT id, day, month FROM ledger WHERE job_id = ? AND kind = 'reserve' "
-                "ORDER BY id DESC LIMIT 1",
+                "SELECT id, day, month FROM ledger WHERE job_id = ? "
+                "AND kind IN ('reserve', 'retake') ORDER BY id DESC LIMIT 1",
                 (job_id,),
             ).fetchone()
             if row is None:
@@ -726,6 +816,16 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 f"SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE {column} = ?", (value,)
+            ).fetchone()
+        return int(row[0])
+
+    def credits_of_kinds(self, kinds: Collection[str], *, day: str) -> int:
+        """Credits a day's ledger lines of these kinds add up to (what retakes spent)."""
+        marks = ",".join("?" * len(kinds))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT COALESCE(SUM(credits), 0) FROM ledger WHERE day = ? AND kind IN ({marks})",
+                (day, *sorted(kinds)),
             ).fetchone()
         return int(row[0])
 
@@ -836,6 +936,16 @@ def _check_caps(db: sqlite3.Connection, caps: CreditCaps, credits: int) -> None:
     refusal = caps.refusal(credits, int(day.fetchone()[0]), int(month.fetchone()[0]))
     if refusal is not None:
         raise OverBudget(refusal)
+
+
+def _check_server(db: sqlite3.Connection, server: str, limit: int, job_id: str) -> None:
+    row = db.execute(
+        "SELECT COUNT(*) FROM jobs WHERE server = ? AND status IN ('submitting', 'running') "
+        "AND id != ?",
+        (server, job_id),
+    ).fetchone()
+    if int(row[0]) >= limit:
+        raise ServerFull(f"{server} has {row[0]} of {limit} songs in flight")
 
 
 def _engine(row: Any) -> EngineInfo:

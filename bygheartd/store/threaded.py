@@ -17,7 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bygheartd.jobs import Event, Job, JobStatus
+from bygheartd.jobs import Album, Event, Job, JobStatus
+from bygheartd.store.albums import NewAlbum
 from bygheartd.store.columns import CreditCaps
 from bygheartd.store.engines import EngineInfo
 from bygheartd.store.errors import StoreError
@@ -131,6 +132,21 @@ class SqliteJobStore:
     async def insert_job(self, **fields: Any) -> Job:
         return await self._write(Store.insert_job, **fields)
 
+    async def insert_album(self, album: NewAlbum) -> tuple[Album, list[Job]]:
+        return await self._write(Store.insert_album, album)
+
+    async def get_album(self, album_id: str) -> Album:
+        return await self._read(Store.get_album, album_id)
+
+    async def find_albums(self, ref: str) -> list[Album]:
+        return await self._read(Store.find_albums, ref)
+
+    async def list_albums(self, limit: int | None = None) -> list[Album]:
+        return await self._read(Store.list_albums, limit)
+
+    async def album_jobs(self, album_id: str) -> list[Job]:
+        return await self._read(Store.album_jobs, album_id)
+
     async def get(self, job_id: str) -> Job:
         return await self._read(Store.get, job_id)
 
@@ -168,11 +184,26 @@ class SqliteJobStore:
     async def counts(self, engine: str | None = None) -> dict[str, int]:
         return await self._read(Store.counts, engine)
 
-    async def register_engine(self, info: EngineInfo) -> None:
-        await self._write(Store.register_engine, info)
+    async def claim_queued(self, engine_id: str, limit: int) -> list[Job]:
+        return await self._write(Store.claim_queued, engine_id, limit)
 
-    async def renew_engine(self, engine_id: str, lease_until: datetime) -> bool:
-        return await self._write(Store.renew_engine, engine_id, lease_until)
+    async def release_claims(self, engine_id: str, job_ids: Collection[str] | None = None) -> int:
+        ids = None if job_ids is None else list(job_ids)
+        return await self._write(Store.release_claims, engine_id, ids)
+
+    async def lead(self, duty: str) -> bool:
+        """One engine per SQLite store (its lock file): it holds every duty."""
+        return not self._closed
+
+    def on_work(self, wake: Callable[[str], None]) -> bool:
+        """SQLite cannot push: the engine polls `data_version` instead."""
+        return False
+
+    async def register_engine(self, info: EngineInfo, lease_seconds: float | None = None) -> None:
+        await self._write(Store.register_engine, info, lease_seconds)
+
+    async def renew_engine(self, engine_id: str, lease_seconds: float) -> datetime | None:
+        return await self._write(Store.renew_engine, engine_id, lease_seconds)
 
     async def retire_engine(self, engine_id: str) -> None:
         await self._write(Store.retire_engine, engine_id)
@@ -197,6 +228,7 @@ class SqliteJobStore:
         ledger: dict[str, Any] | None = None,
         before_commit: Callable[[Job, list[Event]], None] | None = None,
         caps: CreditCaps | None = None,
+        server_limit: int | None = None,
         **fields: Any,
     ) -> Job:
         return await self._write(
@@ -209,6 +241,7 @@ class SqliteJobStore:
             ledger=ledger,
             before_commit=before_commit,
             caps=caps,
+            server_limit=server_limit,
             **fields,
         )
 
@@ -291,6 +324,9 @@ class SqliteJobStore:
 
     async def credits_spent(self, *, day: str | None = None, month: str | None = None) -> int:
         return await self._read(Store.credits_spent, day=day, month=month)
+
+    async def credits_of_kinds(self, kinds: Collection[str], *, day: str) -> int:
+        return await self._read(Store.credits_of_kinds, list(kinds), day=day)
 
     async def credits_by_model(self, month: str) -> dict[str, int]:
         return await self._read(Store.credits_by_model, month)

@@ -13,14 +13,24 @@ class Rejection(Exception):
     """Why a dropped file cannot become a job: the `RequestError` its error note explains
     (what is wrong, where, how to fix it)."""
 
-    def __init__(self, error: RequestError) -> None:
+    def __init__(self, error: RequestError, *, redrop: str | None = None) -> None:
         super().__init__(error.reason)
         self.error = error
+        # Where in the inbox the fixed file belongs, when not where it was dropped (a file
+        # in the folder of a preset that does not exist goes to the right preset's folder).
+        self.redrop = redrop
 
     @classmethod
-    def because(cls, reason: str, *, hint: str | None = None, key: str | None = None) -> Rejection:
+    def because(
+        cls,
+        reason: str,
+        *,
+        hint: str | None = None,
+        key: str | None = None,
+        redrop: str | None = None,
+    ) -> Rejection:
         """A rejection of the drop folder's own (a link, a preset, a duplicate)."""
-        return cls(RequestError(reason, hint=hint, key=key))
+        return cls(RequestError(reason, hint=hint, key=key), redrop=redrop)
 
     @property
     def reason(self) -> str:

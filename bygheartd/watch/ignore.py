@@ -41,6 +41,10 @@ BUILTIN_IGNORE: Final = (
 AUDIO_SUFFIXES: Final = (*catalog.AUDIO_SUFFIXES, ".aif", ".aiff")
 
 
+# `NAME.album/` beside `NAME.album.yaml` holds the album's song files (DESIGN.md "Albums").
+ALBUM_FOLDER_SUFFIX: Final = ".album"
+
+
 class PathKind(enum.Enum):
     SONG = "song"  # a supported extension: becomes a job or a rejection
     IGNORED = "ignored"  # an ignore rule matched: never touched
@@ -64,6 +68,8 @@ class IgnoreRules:
 
     def is_ignored(self, relative: PurePosixPath) -> bool:
         parts = [p.lower() for p in relative.parts]
+        if any(p.endswith(ALBUM_FOLDER_SUFFIX) for p in parts[:-1]):
+            return True  # a song file of an album: the album takes it, never alone
         for part in parts:
             if any(fnmatch.fnmatchcase(part, pat) for pat in self.component_patterns):
                 return True
@@ -82,4 +88,4 @@ class IgnoreRules:
 
     def skips_folder(self, relative: PurePosixPath) -> bool:
         """A folder the scan need not enter (everything inside it is ignored)."""
-        return self.is_ignored(relative)
+        return relative.name.lower().endswith(ALBUM_FOLDER_SUFFIX) or self.is_ignored(relative)

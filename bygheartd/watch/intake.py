@@ -31,6 +31,7 @@ from bygheartd.jobs import Job, JobStatus, Origin
 from bygheartd.service.errors import DropTaken
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import DropIdentity, Submission
+from bygheartd.songs.albums import is_album_file
 from bygheartd.songs.request import SongRequest
 from bygheartd.songs.songfile import SUPPORTED_SUFFIXES
 from bygheartd.watch.errors import Rejection, Unstable
@@ -132,8 +133,8 @@ class Intake:
             what = f"extension {relative.suffix!r}" if relative.suffix else "no extension"
             raise Rejection.because(
                 f"is not a song file ({what})",
-                hint=f"song files end in {', '.join(SUPPORTED_SUFFIXES)} (any case); "
-                "rename or convert it, then drop it into the inbox again",
+                hint=f"song files end in {', '.join(SUPPORTED_SUFFIXES)} (any case): "
+                "rename or convert it",
             )
         preset = preset_of(relative)
         if preset is not None and preset not in self.config.presets:
@@ -157,8 +158,7 @@ class Intake:
         except PermissionError:
             raise Rejection.because(
                 "cannot be read (permission denied)",
-                hint="make it readable by the user bygheartd runs as (chmod a+r), then drop "
-                "it into the inbox again",
+                hint="make it readable by the user bygheartd runs as (chmod a+r)",
             ) from None
         try:
             with os.fdopen(fd, "rb") as handle:
@@ -181,6 +181,17 @@ class Intake:
         content: str,
         base: tuple[str, int, int, str],
     ) -> Outcome:
+        if is_album_file(relative.name):  # an album: a job per track (watch/albums.py)
+            from bygheartd.watch.albums import accept_album
+
+            duplicate = await self._live_duplicate(content, preset, None)
+            if duplicate is not None and self.config.watch.on_duplicate == "skip":
+                raise self._duplicate(relative, duplicate)  # a sync tool must not pay twice
+            taken = await accept_album(
+                self, path, relative, preset, data, content, drop_identity(*base)
+            )
+            kind: OutcomeKind = "recovered" if taken.recovered else "accepted"
+            return Outcome(kind, path, job_id=taken.job_id, moved_to=taken.moved_to)
         n = 0
         earlier: Job | None = None
         while True:
@@ -362,7 +373,8 @@ class Intake:
         else:
             lines.append(f"What is wrong: {rejection.reason}")
             lines += _where_and_fix(error, indent="")
-        folder = (self.inbox / relative.parent).as_posix()
+        where = relative.parent if rejection.redrop is None else PurePosixPath(rejection.redrop)
+        folder = (self.inbox / where).as_posix().rstrip("/")
         lines += [
             "",
             f"Then drop the file into the inbox again ({folder}/). Nothing was spent.",
@@ -392,6 +404,7 @@ class Intake:
             f"is in the subfolder {preset}/, but there is no [presets.{preset}] (presets: {known})",
             hint=hint + f"move the file to the right preset folder or the inbox top level, "
             f"or add [presets.{preset}] to the config",
+            redrop=nearest or "",
         )
 
     def _duplicate(self, relative: PurePosixPath, job: Job) -> Rejection:

@@ -36,10 +36,11 @@ from bygheartd.catalog import AUDIO_SUFFIXES, data_text
 from bygheartd.errors import RequestError
 from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus, Origin
 from bygheartd.service.errors import ServiceError
+from bygheartd.service.progress import Estimate, Ratchet, estimate
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import Submission
+from bygheartd.web import filters, uploads, views
 from bygheartd.web import form as song_form
-from bygheartd.web import uploads, views
 from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
 
 __all__ = ["CSP", "PAGE_SIZE", "WebApp", "web_routes"]
@@ -228,20 +229,23 @@ class WebApp:
         params = request.query_params
         text = params.get("q", "").strip()[:200]
         statuses = _statuses(params.get("status", ""))
+        show = params.get("show", "")
+        show = show if show in filters.SHOWS else ""
         try:
             page = max(1, int(params.get("page", "1")))
         except ValueError:
             page = 1
-        jobs, total = await self.service.search(
-            text, statuses, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        jobs, total = await filters.find_page(
+            self.service, text, statuses, show, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
         pages = max(1, -(-total // PAGE_SIZE))
         credits = await self.service.credits()
         bars, peak = views.usage_bars(await self.service.usage_by_day(30))
-        rows = await self._rows(jobs)
+        rows = await self._rows(jobs, keepers_only=show == "keepers")
 
         def link(n: int) -> str:
-            query = {"q": text, "status": params.get("status", ""), "page": str(n)}
+            query = {"q": text, "status": params.get("status", ""), "show": show}
+            query["page"] = str(n)
             return "/?" + urlencode({k: v for k, v in query.items() if v and v != "1"})
 
         return self.render(
@@ -257,13 +261,17 @@ class WebApp:
             q=text,
             status_filter=params.get("status", ""),
             statuses=[s.value for s in JobStatus],
+            show=show,
+            shows=filters.SHOWS,
             credits=credits,
             bars=bars,
             peak=peak,
-            live=page == 1 and not text and not statuses,
+            live=page == 1 and not text and not statuses and not show,
         )
 
-    async def _rows(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    async def _rows(
+        self, jobs: Sequence[Job], *, keepers_only: bool = False
+    ) -> list[dict[str, Any]]:
         """The library rows; a row's length is what its takes measure (blocking, off the
         loop: a `stat` per row, a take's header when the sidecar has no figure), the
         requested one a hint when far off. A sidecar is read only when it changed."""
@@ -287,22 +295,28 @@ class WebApp:
 
         def rows() -> list[dict[str, Any]]:
             return [
-                self._row(job, self.lengths.measure(job, seen, sidecars.get(job.id)))
+                self._row(job, self.lengths.measure(job, seen, sidecars.get(job.id)), keepers_only)
                 for job, seen in zip(jobs, looks, strict=True)
             ]
 
         return await asyncio.to_thread(rows)
 
     @staticmethod
-    def _row(job: Job, lengths: list[float | None]) -> dict[str, Any]:
+    def _row(job: Job, lengths: list[float | None], keepers_only: bool = False) -> dict[str, Any]:
         requested = _duration(job)
         low, high, hint = views.length_summary(lengths, requested)
-        takes = views.takes_of(job, None)
+        # Verdicts from the record (the plugins' results are kept there too): no sidecar read.
+        takes = views.takes_of(job, job.result.postprocess, draw=False)
         listed = [(take, lengths[n] if n < len(lengths) else None) for n, take in enumerate(takes)]
+        # The keeper's player first (it is the one to hear), the others in take order.
+        listed.sort(key=lambda pair: not pair[0].keeper)
+        if keepers_only:
+            listed = listed[:1]
         return {
             "job": job,
-            # The keeper's player first (it is the one to hear), the others in take order.
-            "takes": sorted(listed, key=lambda pair: not pair[0].keeper),
+            "takes": listed,
+            "progress": estimate(job),
+            "making": _making(job),
             "duration": requested,
             "low": low,
             "high": high,
@@ -316,14 +330,21 @@ class WebApp:
 
     # -- one song ---------------------------------------------------------------------
 
-    async def _song_data(self, job: Job) -> dict[str, Any]:
+    async def _song_data(self, job: Job, wanted_take: str = "") -> dict[str, Any]:
         sidecar = await self.service.sidecar(job)
         takes = views.takes_of(job, sidecar)
+        # The take the player starts on: the one asked for (`?take=N`), else the keeper.
+        current = next((t for t in takes if str(t.number) == wanted_take), None)
+        current = current or next((t for t in takes if t.keeper), None)
+        current = current or (takes[0] if takes else None)
         per_take = {w for take in takes for w in take.warnings}
         per_take |= {f"quality: {m}" for take in takes for _, m in take.findings}
         return {
             "job": job,
             "takes": takes,
+            "current": current,
+            "progress": estimate(job),
+            "making": _making(job),
             # A take's own warnings and findings show beside it; the rest at the top.
             "job_warnings": [w for w in job.warnings if w not in per_take],
             "generated": views.generated_text(sidecar),
@@ -341,11 +362,13 @@ class WebApp:
 
     async def song(self, request: Request, access: Access) -> Response:
         job = await self.service.get(request.path_params["job_id"])
-        return self.render(request, access, "song.html", **await self._song_data(job))
+        wanted = request.query_params.get("take", "")
+        return self.render(request, access, "song.html", **await self._song_data(job, wanted))
 
     async def song_fragment(self, request: Request, access: Access) -> Response:
         job = await self.service.get(request.path_params["job_id"])
-        return self.render(request, access, "_song.html", **await self._song_data(job))
+        wanted = request.query_params.get("take", "")
+        return self.render(request, access, "_song.html", **await self._song_data(job, wanted))
 
     async def cancel(self, request: Request, access: Access) -> Response:
         return await self._change(request, access, self.service.cancel)
@@ -685,7 +708,12 @@ class WebApp:
         )
 
     async def _stream(self, seq: int) -> AsyncIterator[str]:
-        seen: dict[str, tuple[Any, ...]] = {}
+        """`job` events when a job changes status or gains a history line (the page reloads
+        that row); `progress` events when the shared estimate's figure or time left moves
+        (the page updates the bar in place; a `Ratchet` per stream keeps it from falling)."""
+        seen: dict[str, JobStatus] = {}
+        shown: dict[str, tuple[int, str]] = {}
+        ratchet = Ratchet()
         quiet = 0.0
         yield "retry: 2000\n\n"
         while True:
@@ -694,18 +722,28 @@ class WebApp:
                 seq = event.seq
                 if event.job_id not in changed:
                     changed.append(event.job_id)
+            moving: list[tuple[Job, Estimate]] = []
             for job in await self.service.list(list(ACTIVE_STATUSES), None, summary=True):
-                marker = (job.status, job.progress, job.eta_seconds)
-                if seen.get(job.id) != marker and job.id not in changed:
+                if seen.get(job.id) != job.status and job.id not in changed:
                     changed.append(job.id)
-                seen[job.id] = marker
+                seen[job.id] = job.status
+                found = ratchet.see(job)
+                if shown.get(job.id) != (found.percent, found.left):
+                    shown[job.id] = (found.percent, found.left)
+                    moving.append((job, found))
             for job_id in changed:
                 try:
                     job = await self.service.get(job_id)
                 except ServiceError:
                     continue
-                seen[job.id] = (job.status, job.progress, job.eta_seconds)
+                seen[job.id] = job.status
                 yield f"id: {seq}\nevent: job\ndata: {json.dumps(_event_data(job))}\n\n"
+                quiet = 0.0
+            for job, found in moving:
+                if job.id in changed:
+                    continue  # its row is read again whole
+                data = {"id": job.id, "status": job.status.value, "making": _making(job)}
+                yield f"event: progress\ndata: {json.dumps(data | found.as_record())}\n\n"
                 quiet = 0.0
             quiet += self.poll_seconds
             if quiet >= 15:
@@ -714,12 +752,20 @@ class WebApp:
             await asyncio.sleep(self.poll_seconds)
 
 
+def _making(job: Job) -> str:
+    """Which making of the job a progress figure belongs to (a retry or a retake is a new
+    one, starting again from zero): the page keeps a bar from falling within one."""
+    submitted = job.submitted_at.isoformat() if job.submitted_at else ""
+    return f"{submitted}/{job.attempts}"
+
+
 def _event_data(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "title": job.title,
         "status": job.status.value,
-        "progress": job.progress,
+        "making": _making(job),
+        "progress": estimate(job).as_record(),
         "reason": job.reason,
         "final": job.status in FINAL_STATUSES,
         "takes": len(views.audio_files(job)),

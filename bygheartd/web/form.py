@@ -111,6 +111,7 @@ LAYOUT: list[tuple[str, str, bool, str, list[str]]] = [
             "reference_audio",
             "track_name",
             "track_classes",
+            "stems",
         ],
     ),
     (
@@ -304,6 +305,9 @@ def _field(key: str, backend: str) -> Field:
         "track_name": Field("track_name", "Track", help="For lego/extract: one track name."),
         "track_classes": Field(
             "track_classes", "Tracks", help="For complete: track names with commas."
+        ),
+        "stems": Field(
+            "stems", "Stems", help="For extract: one stem per track name (one generation each)."
         ),
         "takes": Field(
             "takes",

@@ -22,6 +22,7 @@ from bygheartd.jobs import Job
 __all__ = [
     "LengthCache",
     "LengthLook",
+    "Mark",
     "TakeView",
     "UsageBar",
     "audio_files",
@@ -29,6 +30,7 @@ __all__ = [
     "figures_of",
     "findings_of",
     "generated_text",
+    "marks_of",
     "quality_entries",
     "takes_of",
     "usage_bars",
@@ -61,6 +63,63 @@ def audio_files(job: Job) -> list[Path]:
     return [f.path for f in job.files if f.path.suffix.lower() in AUDIO_SUFFIXES]
 
 
+WAVE_WIDTH = 600  # the waveform's SVG box: 600 x WAVE_HEIGHT, stretched to the page
+WAVE_HEIGHT = 80
+MARK_MIN_WIDTH = 4.0  # a finding at one instant is still a mark you can see and hover
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A finding drawn on a take's waveform where it is: `x` and `width` in the SVG box,
+    `at` and `until` in seconds (None for a point)."""
+
+    code: str
+    message: str
+    at: float
+    until: float | None
+    x: float
+    width: float
+
+
+def marks_of(quality: Mapping[str, Any], *, width: int = WAVE_WIDTH) -> tuple[Mark, ...]:
+    """The findings that say where they are (`at`, and `until` for a stretch: the quality
+    plugin's dropout, cut-off end, first clipping, the end of a take cut short), placed on
+    the waveform by the take's measured `duration`; findings without a place are left to
+    the list beside it."""
+    duration = quality.get("duration")
+    raw = quality.get("findings")
+    if not isinstance(raw, list) or not _number(duration) or float(duration) <= 0:
+        return ()
+    length = float(duration)
+    marks = []
+    for item in raw:
+        if not isinstance(item, Mapping) or not _number(item.get("at")):
+            continue
+        at = min(length, max(0.0, float(item["at"])))
+        until = item.get("until")
+        end = min(length, max(at, float(until))) if _number(until) else None
+        x = at / length * width
+        span = (end - at) / length * width if end is not None else 0.0
+        span = max(MARK_MIN_WIDTH, span)
+        x = min(x, width - span)  # a mark at the very end stays inside the box
+        message = item.get("message")
+        marks.append(
+            Mark(
+                str(item.get("code") or ""),
+                str(message if message is not None else item.get("code") or ""),
+                round(at, 2),
+                round(end, 2) if end is not None else None,
+                round(x, 1),
+                round(span, 1),
+            )
+        )
+    return tuple(marks)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class TakeView:
     number: int  # 1-based: /songs/<id>/takes/<number>
@@ -76,6 +135,8 @@ class TakeView:
     findings: tuple[tuple[str, str], ...] = ()  # (code, message), why it failed
     keeper: bool = False  # the job's keeper...
     keeper_by: str | None = None  # ...chosen by "gate" or "person"
+    marks: tuple[Mark, ...] = ()  # findings placed on the waveform
+    duration: float | None = None  # the measured length (the quality plugin's), if any
 
     @property
     def other_warnings(self) -> tuple[str, ...]:
@@ -173,7 +234,7 @@ def quality_entries(
     return [{} for _ in names]
 
 
-def waveform_path(peaks: Any, *, width: int = 600, height: int = 64) -> str:
+def waveform_path(peaks: Any, *, width: int = WAVE_WIDTH, height: int = WAVE_HEIGHT) -> str:
     """A mirrored waveform outline (an SVG path in a `width` x `height` box) from peaks in
     0..1; empty when there are none to draw."""
     if not isinstance(peaks, list | tuple) or not peaks:
@@ -191,9 +252,12 @@ def waveform_path(peaks: Any, *, width: int = 600, height: int = 64) -> str:
     return "M" + " L".join(top + bottom) + " Z"
 
 
-def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
+def takes_of(
+    job: Job, sidecar: Mapping[str, Any] | None, *, draw: bool = True
+) -> list[TakeView]:
     """The job's takes in take order, each with its quality entry and whether it is the
-    keeper (from the job's record, so the library rows know it without the sidecar)."""
+    keeper (from the job's record, so the library rows know it without the sidecar); the
+    waveforms only with `draw` (the library's rows show none)."""
     files = audio_files(job)
     entries = quality_entries(sidecar, [p.name for p in files])
     seeds = job.result.seeds
@@ -212,13 +276,15 @@ def takes_of(job: Job, sidecar: Mapping[str, Any] | None) -> list[TakeView]:
                 mime=content_type(path),
                 seed=seeds[n - 1] if n - 1 < len(seeds) else None,
                 quality=quality,
-                waveform=waveform_path(quality.get("peaks")),
+                waveform=waveform_path(quality.get("peaks")) if draw else "",
                 warnings=warnings,
                 figures=figures_of(quality),
                 verdict=verdict_of(quality, findings),
                 findings=findings,
                 keeper=is_keeper,
                 keeper_by=job.result.keeper_by if is_keeper else None,
+                marks=marks_of(quality),
+                duration=float(quality["duration"]) if _number(quality.get("duration")) else None,
             )
         )
     return takes

@@ -1,4 +1,6 @@
-// bygheartd library page: live updates over server-sent events, the form's cost estimate.
+// bygheartd library page: live updates over server-sent events, progress that never moves
+// back, playing the library on, the listening deck on a song page (player.js), keeping a
+// take without a reload, the form's cost estimate.
 // No framework, no build step; served from /static under a strict Content-Security-Policy.
 "use strict";
 
@@ -34,10 +36,29 @@
   // EventSource reconnects by itself after a network error (the server sends `retry:`);
   // a refused reconnect (401 after a restart) closes it for good: then ask /session
   // whether the login ended, or whether the daemon is only not back yet.
-  function listen(onJob) {
+  // -- progress ----------------------------------------------------------------------
+  // The figure is the server's shared estimate (`show` prints the same); a bar that has
+  // shown more of the same making keeps it: a progress bar never moves backwards.
+  function showProgress(box, data) {
+    if (!box) return;
+    const bar = box.querySelector("progress");
+    const text = box.querySelector("[data-field=progress-text], #song-progress-text");
+    const same = box.dataset.making === data.making;
+    const before = bar ? Number(bar.value) : 0;
+    if (same && before > data.percent) {
+      if (text) text.textContent = before + " %" + (data.left ? ", " + data.left : "");
+      return;
+    }
+    box.dataset.making = data.making;
+    if (bar) bar.value = data.percent;
+    if (text) text.textContent = data.text;
+  }
+
+  function listen(onJob, onProgress) {
     if (!window.EventSource) return;
     const source = new EventSource("/events");
     source.addEventListener("job", (e) => onJob(JSON.parse(e.data)));
+    if (onProgress) source.addEventListener("progress", (e) => onProgress(JSON.parse(e.data)));
     source.addEventListener("open", () => show("offline", false));
     source.addEventListener("error", async () => {
       if (source.readyState !== EventSource.CLOSED) {
@@ -52,7 +73,7 @@
         loginEnded();
       } else {
         show("offline", status !== 200);
-        setTimeout(() => listen(onJob), 2000);
+        setTimeout(() => listen(onJob, onProgress), 2000);
       }
     });
     window.bygheartdEvents = source;
@@ -71,23 +92,175 @@
       const fresh = await fetchHtml("/fragments/rows/" + encodeURIComponent(job.id));
       if (!fresh) return;
       if (row) {
+        const box = row.querySelector("[data-field=making]");
+        const kept = box ? { making: box.dataset.making, percent: Number(box.querySelector("progress").value) } : null;
         row.replaceWith(fresh);
+        const freshBox = fresh.querySelector("[data-field=making]");
+        if (kept && freshBox && freshBox.dataset.making === kept.making) {
+          const bar = freshBox.querySelector("progress");
+          if (bar && Number(bar.value) < kept.percent) bar.value = kept.percent;
+        }
       } else {
         const empty = document.getElementById("empty");
         if (empty) empty.remove();
         list.prepend(fresh);
       }
+    }, (data) => {
+      const row = document.getElementById("job-" + data.id);
+      if (row) showProgress(row.querySelector("[data-field=making]"), data);
     });
+    playOn(list);
+  }
+
+  // -- playing the library on ----------------------------------------------------------
+  // "Play these in order": each song's first player (its keeper) in the order shown, the
+  // next page's songs fetched and added when the last one ends. Starting any player makes
+  // it the current one (and pauses the others).
+  function playOn(list) {
+    const button = document.getElementById("play-all");
+    const bar = document.getElementById("now-playing");
+    if (!button || !bar) return;
+    let on = false;
+    let currentId = null;
+    const firstPlayer = (row) => row.querySelector("audio[data-testid=player]");
+    const rows = () => Array.from(list.querySelectorAll("article.job")).filter(firstPlayer);
+    button.hidden = rows().length === 0;
+
+    function announce(row, audio) {
+      bar.hidden = false;
+      const title = document.getElementById("now-title");
+      title.textContent = audio.dataset.title || "";
+      title.href = "/songs/" + encodeURIComponent(row.dataset.jobId);
+      document.getElementById("now-take").textContent = "take " + (audio.dataset.take || "1");
+      bar.dataset.jobId = row.dataset.jobId;
+      list.querySelectorAll("article.job.now").forEach((r) => r.classList.remove("now"));
+      row.classList.add("now");
+    }
+
+    function start(row) {
+      const audio = firstPlayer(row);
+      currentId = row.dataset.jobId;
+      announce(row, audio);
+      audio.currentTime = 0;
+      audio.play().catch(() => {});
+      row.scrollIntoView({ block: "nearest" });
+    }
+
+    async function more() {
+      const link = document.getElementById("next-page");
+      if (!link) return false;
+      const reply = await fetch(link.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!reply.ok) return false;
+      const doc = new DOMParser().parseFromString(await reply.text(), "text/html");
+      const added = Array.from(doc.querySelectorAll("#jobs > article.job"));
+      added.forEach((row) => list.appendChild(document.importNode(row, true)));
+      const pages = doc.getElementById("pagination");
+      const here = document.getElementById("pagination");
+      if (pages && here) here.replaceWith(document.importNode(pages, true));
+      return added.length > 0;
+    }
+
+    async function next() {
+      const all = rows();
+      const index = all.findIndex((r) => r.dataset.jobId === currentId);
+      if (index + 1 < all.length) {
+        start(all[index + 1]);
+      } else if (await more()) {
+        next();
+      } else {
+        on = false;
+        bar.dataset.ended = "yes";
+        document.getElementById("now-take").textContent = "the end of the list";
+      }
+    }
+
+    button.addEventListener("click", () => {
+      on = true;
+      bar.dataset.ended = "";
+      const all = rows();
+      if (all.length) start(all[0]);
+    });
+    document.getElementById("play-next").addEventListener("click", () => { on = true; next(); });
+    document.getElementById("play-stop").addEventListener("click", () => {
+      on = false;
+      list.querySelectorAll("audio").forEach((a) => a.pause());
+      bar.hidden = true;
+    });
+    // Media events do not bubble: listen in the capture phase on the list.
+    list.addEventListener("play", (e) => {
+      const audio = e.target;
+      list.querySelectorAll("audio").forEach((a) => { if (a !== audio) a.pause(); });
+      const row = audio.closest("article.job");
+      if (row) {
+        currentId = row.dataset.jobId;
+        announce(row, audio);
+      }
+    }, true);
+    list.addEventListener("ended", (e) => {
+      const row = e.target.closest("article.job");
+      if (on && row && row.dataset.jobId === currentId) next();
+    }, true);
   }
 
   if (page === "song") {
     const body = () => document.getElementById("song-body");
+    const deck = () => {
+      const root = body();  // the deck and the take cards' "Take N" links
+      if (root && window.BygheartdPlayer) window.BygheartdPlayer.attach(root);
+    };
+    deck();
+    keepInPlace();
     listen(async (job) => {
       const current = body();
       if (!current || current.dataset.jobId !== job.id || playing(current)) return;
-      const fresh = await fetchHtml("/songs/" + encodeURIComponent(job.id) + "/fragment");
-      if (fresh) current.replaceWith(fresh);
+      const fresh = await fetchHtml("/songs/" + encodeURIComponent(job.id) + "/fragment" + window.location.search);
+      if (fresh) {
+        current.replaceWith(fresh);
+        deck();
+        keepInPlace();
+      }
+    }, (data) => {
+      const current = body();
+      if (current && current.dataset.jobId === data.id) showProgress(document.getElementById("song-making"), data);
     });
+  }
+
+  // Keep a take without leaving the page (the music plays on): the same POST the form
+  // makes, then the takes' badges and buttons are read again. Without script, the form.
+  function keepInPlace() {
+    document.querySelectorAll("form.keep-take").forEach((form) => {
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const button = form.querySelector("button");
+        if (button) button.disabled = true;
+        const reply = await fetch(form.action, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "X-CSRF-Token": csrf(), Accept: "application/json" },
+        });
+        if (reply.status === 401) { loginEnded(); return; }
+        if (!reply.ok) { form.submit(); return; }  // let the page say why
+        const current = body();
+        const fresh = await fetchHtml("/songs/" + encodeURIComponent(current.dataset.jobId) + "/fragment" + window.location.search);
+        if (!fresh) return;
+        const swap = (sel) => {
+          const old = current.querySelector(sel);
+          const now = fresh.querySelector(sel);
+          if (old && now) old.replaceWith(now);
+        };
+        swap("#takes");
+        // The switch badges (the keeper's star), keeping which take is playing.
+        const switches = current.querySelectorAll("#take-switch [data-take]");
+        switches.forEach((s) => {
+          const now = fresh.querySelector('#take-switch [data-take="' + s.dataset.take + '"]');
+          if (!now) return;
+          s.className = now.className;
+          s.replaceChildren(...Array.from(now.childNodes).map((n) => n.cloneNode(true)));
+        });
+        keepInPlace();
+      });
+    });
+    function body() { return document.getElementById("song-body"); }
   }
 
   // -- the new-song form -------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""What a new user tripped on (issue 29): usage errors that say what was meant, notes that
+say how to fix, messages that name the right command."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MakeConfig
+from test_cli_extras import bgh, write
+
+from bygheartd.simulator import RunningSimulator
+
+
+@pytest.fixture
+def offline_cfg(make_config: MakeConfig) -> Path:
+    config = make_config(None)
+    assert config.source_path is not None
+    return config.source_path
+
+
+def test_a_mistyped_status_is_a_usage_error_with_the_nearest_status(offline_cfg: Path) -> None:
+    result = bgh("list", "--status", "faild", config=offline_cfg)
+    assert result.returncode == 2, result.stderr
+    assert "unknown status 'faild': did you mean 'failed'?" in result.stderr
+
+
+def test_a_shortened_key_is_matched_to_the_key_it_starts(offline_cfg: Path, tmp_path: Path) -> None:
+    song = write(tmp_path, "short.txt", "---\ndur: 30\nstyle: pop\n---\n[Verse]\nla\n")
+    result = bgh("submit", "--dry-run", str(song), config=offline_cfg)
+    assert "unknown key 'dur': did you mean 'duration'?" in result.stderr, result.stderr
+    odd = write(tmp_path, "odd.txt", "---\nzzqqx: 30\n---\n[Verse]\nla\n")
+    result = bgh("submit", "--dry-run", str(odd), config=offline_cfg)
+    # Nothing near: the usual keys, not all fifty.
+    assert "the usual keys are title, style, lyrics" in result.stderr, result.stderr
+    assert "repaint_crossfade_frames" not in result.stderr
+
+
+def test_a_word_where_a_number_belongs_says_how_to_write_it(
+    offline_cfg: Path, tmp_path: Path
+) -> None:
+    song = write(tmp_path, "fast.toml", 'bpm = "fast"\nlyrics = "[Verse]\\nla"\n')
+    result = bgh("submit", "--dry-run", str(song), config=offline_cfg)
+    assert "bpm must be a number, not 'fast': write a plain number" in result.stderr
+
+
+def test_a_wait_that_times_out_points_at_follow(offline_cfg: Path, tmp_path: Path) -> None:
+    song = write(tmp_path, "slow.txt", "---\nstyle: pop\n---\n[Verse]\nla\n")
+    result = bgh("submit", "--wait", "--timeout", "1", str(song), config=offline_cfg)
+    assert "after the timeout; they keep going: `bygheartd follow ID` follows one" in (
+        result.stderr
+    ), result.stderr
+
+
+@pytest.mark.parametrize(("code", "rc"), [(3, 1), (0, 0)])
+def test_open_says_when_the_desktop_opener_fails(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path, code: int, rc: int
+) -> None:
+    config = make_config(simulator).source_path
+    assert config is not None
+    song = write(tmp_path, "paper.txt", "---\nstyle: pop\n---\n[Verse]\nla\n")
+    [record] = json.loads(bgh("submit", str(song), "--wait", "--json", config=config).stdout)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    opener = tools / "xdg-open"
+    opener.write_text(f"#!/bin/sh\nexit {code}\n")
+    opener.chmod(0o755)
+    env = {"DISPLAY": ":0", "PATH": f"{tools}:{os.environ['PATH']}"}
+    result = bgh("open", record["id"], config=config, env=env)
+    assert result.returncode == rc, result.stderr
+    path = record["files"][0]["path"]
+    if code:
+        assert "xdg-open could not open it (exit 3)" in result.stderr
+        assert result.stdout.strip() == path  # what the user needs instead
+    else:
+        assert result.stdout.strip() == f"opening {path}"
+
+
+def test_guide_on_a_terminal_goes_through_the_pager(tmp_path: Path) -> None:
+    paged = tmp_path / "paged.txt"
+    pager = tmp_path / "pager"
+    pager.write_text(f"#!/bin/sh\ncat > {paged}\n")
+    pager.chmod(0o755)
+    main, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bygheartd", "guide"],
+            stdin=secondary,
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PAGER": str(pager), "MANPAGER": str(pager), "TERM": "xterm"},
+            timeout=60,
+        )
+    finally:
+        os.close(secondary)
+        os.close(main)
+    assert done.returncode == 0, done.stderr
+    assert "songwriting guide" in paged.read_text(encoding="utf-8")  # the guide, paged
+
+
+def test_a_dry_run_in_json_warns_as_submit_does(offline_cfg: Path, tmp_path: Path) -> None:
+    song = write(tmp_path, "plain.txt", "[Verse]\nno style anywhere\n")
+    [row] = json.loads(bgh("submit", "--dry-run", "--json", str(song), config=offline_cfg).stdout)
+    [record] = json.loads(bgh("submit", "--json", str(song), config=offline_cfg).stdout)
+    assert row["warnings"] == record["warnings"] and any("style" in w for w in row["warnings"])
+    described = bgh(
+        "submit", "--dry-run", "--json", "--describe", "a rainy night", config=offline_cfg
+    )
+    [entry] = json.loads(described.stdout)
+    assert entry["file"] is None  # no file: not the option's name
+
+
+def test_wide_output_into_a_pipe_has_no_padding(offline_cfg: Path, tmp_path: Path) -> None:
+    lyrics = "[Verse]\n" + "a long line of lyrics that makes show wide " * 4 + "\n"
+    song = write(tmp_path, "wide.txt", "---\nstyle: pop\n---\n" + lyrics)
+    [record] = json.loads(bgh("submit", "--json", str(song), config=offline_cfg).stdout)
+    for args in (("show", record["id"], "--wide"), ("list", "--wide")):
+        out = bgh(*args, config=offline_cfg).stdout
+        assert record["id"] in out
+        assert all(line == line.rstrip() for line in out.splitlines()), args
