@@ -557,16 +557,18 @@ def parse_config(
         if name == "folders" and table.get("state") == "":
             del table["state"]  # `state = ""`: the default place
         unknown: list[str] = []
-        _find_unknown(kind, table, name, unknown)
-        if unknown:
-            problems += [f"{source}: {text}" for text in unknown]
-            continue
+        tainted = set()  # keys that are unknown or hold an unknown key ([[api.servers]])
+        for key, value in table.items():
+            said = len(unknown)
+            _find_unknown(kind, {key: value}, name, unknown)
+            if len(unknown) > said:
+                tainted.add(key)
+        problems += [f"{source}: {text}" for text in unknown]
+        # The other keys are checked too, so that one round of fixing is enough.
+        table = {k: v for k, v in table.items() if k not in tainted}
         if kind.TABLES is not None:
             table[kind.TABLES] = tables
-        try:
-            built[name] = msgspec.convert(table, kind, dec_hook=_decode)
-        except msgspec.ValidationError as exc:
-            problems.append(f"{source}: {_explain(exc, name, kind, table)}")
+        problems += [f"{source}: {text}" for text in _convert(name, kind, table, built)]
     presets = raw.get("presets", {})
     if not isinstance(presets, dict):
         problems.append(f"{source}: presets must be tables: write each as [presets.NAME]")
@@ -582,6 +584,38 @@ def parse_config(
         return Config(**built, presets={k: dict(v) for k, v in presets.items()}, source_path=path)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _convert(
+    name: str, kind: type[_Section], table: dict[str, Any], built: dict[str, Any]
+) -> list[str]:
+    """Build one section into `built`, or say every bad value in it: msgspec stops at the
+    first, so each bad key is set aside in turn and the rest checked again."""
+    found: list[str] = []
+    for _ in range(len(table) + 1):
+        try:
+            section = msgspec.convert(table, kind, dec_hook=_decode)
+        except msgspec.ValidationError as exc:
+            found.append(_explain(exc, name, kind, table))
+            key = _top_key(exc)
+            if key is None or key not in table:
+                return found  # a rule over the whole section: nothing to set aside
+            table = {k: v for k, v in table.items() if k != key}
+            continue
+        if not found:
+            built[name] = section
+        return found
+    return found
+
+
+def _top_key(exc: msgspec.ValidationError) -> str | None:
+    """The section key a validation error is about (`$.servers[0].url` → `servers`)."""
+    if isinstance(exc.__cause__, KeyProblem):
+        return exc.__cause__.key
+    found = _AT.match(str(exc))
+    where = (found["where"] if found else "") or ""
+    top = re.split(r"[.\[]", where.lstrip("."), maxsplit=1)[0]
+    return top or None
 
 
 def _unknown_top_level(raw: Mapping[str, Any], sections: Mapping[str, type[_Section]]) -> list[str]:

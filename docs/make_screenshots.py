@@ -1,8 +1,10 @@
 """Make the screenshots of the library page in docs/screenshots/ (README and docs use them).
 
 Offline like `bygheartd demo`: the simulator on loopback, `bygheartd run` with the web on in
-a child process, a few songs made from song files, and Debian's chromium (driven by
-Playwright, never downloaded) photographing `/`, `/songs/<id>` and `/new`.
+a child process, a few songs made from song files (one of three takes, one with a dropout the
+quality gate marks on its waveform), and Debian's chromium (driven by Playwright, never
+downloaded) photographing `/`, `/songs/<id>` (the listening deck) and `/new`, and the library
+and a song on a phone-sized screen (390 px).
 
     .venv/bin/python docs/make_screenshots.py [--out docs/screenshots]
 """
@@ -10,6 +12,7 @@ Playwright, never downloaded) photographing `/`, `/songs/<id>` and `/new`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -19,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bygheartd.config import load_config
-from bygheartd.service.service import SongService
+from bygheartd.config import Config, load_config
+from bygheartd.runtime import open_service
 from bygheartd.simulator import SimulatorSettings, run_in_thread
 from bygheartd.store.store import Store
 
@@ -73,12 +76,21 @@ min_duration_ratio = 0  # the simulator's takes are short on purpose
 """
 
 
-def song_text(title: str, style: str, line: str, duration: int) -> str:
+async def login_code(config: Config) -> str:
+    """A one-time login code, as `bygheartd web` makes it."""
+    service = open_service(config)
+    try:
+        return await service.logins.new_code()
+    finally:
+        await service.close()
+
+
+def song_text(title: str, style: str, line: str, duration: int, takes: int = 2) -> str:
     lyrics = f"[Verse]\n{line}\n[Chorus]\nand we sing it back to the night\n" if line else ""
     instrumental = "instrumental: true\n" if not line else ""
     return (
         f"---\ntitle: {title}\nstyle: {style}\nmodel: bygheart-studio-pro\n"
-        f"duration: {duration}\ntakes: 2\n{instrumental}---\n{lyrics}"
+        f"duration: {duration}\ntakes: {takes}\n{instrumental}---\n{lyrics}"
     )
 
 
@@ -119,9 +131,12 @@ def main() -> int:
             wait(lambda: store.get_meta("web-address"), "the daemon's web address")
             base = str(store.get_meta("web-address")).rstrip("/")
             ids = []
-            for title, style, line, duration in SONGS:
+            for n, (title, style, line, duration) in enumerate(SONGS):
                 path = root / "drafts" / f"{title.lower().replace(' ', '-')}.txt"
-                path.write_text(song_text(title, style, line, duration), encoding="utf-8")
+                # The first song: three takes, with a dropout for the waveform to mark.
+                sim.set_faults(defect="dropout" if n == 0 else "", defect_burst=0)
+                text = song_text(title, style, line, duration, takes=3 if n == 0 else 2)
+                path.write_text(text, encoding="utf-8")
                 done = subprocess.run(
                     [*command, "submit", "--json", str(path)],
                     capture_output=True,
@@ -131,15 +146,14 @@ def main() -> int:
                 )
                 ids.append(json.loads(done.stdout)[0]["id"])
             wait(lambda: all(store.get(i).status.value == "done" for i in ids), "the songs")
-            sim.set_faults(latency=600)  # one song still being made: the live row
+            sim.set_faults(defect="", latency=600)  # one song still being made: the live row
             path = root / "drafts" / "still-going.txt"
             path.write_text(song_text("Still Going", "lo-fi hip hop, vinyl crackle", "", 30))
             subprocess.run(
                 [*command, "submit", str(path)], env=env, check=True, capture_output=True
             )
-            service = SongService.open(config)
-            code = service.new_login_code()
-            service.store.close()
+            code = asyncio.run(login_code(config))
+            phone_code = asyncio.run(login_code(config))  # the phone is another browser
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=chromium,
@@ -149,9 +163,17 @@ def main() -> int:
                 page.goto(f"{base}/login?code={code}")
                 page.wait_for_selector("#jobs [data-status=running]", timeout=60_000)
                 page.screenshot(path=str(args.out / "library.png"))
-                page.goto(f"{base}/songs/{ids[0]}")
-                page.wait_for_selector("#waveform-1")
+                page.goto(f"{base}/songs/{ids[0]}?take=2")
+                page.wait_for_selector("#waveform-2")
+                page.eval_on_selector("#deck-audio", "a => { a.currentTime = 4.2; }")
                 page.screenshot(path=str(args.out / "song.png"), full_page=True)
+                phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+                phone.goto(f"{base}/login?code={phone_code}")
+                phone.wait_for_selector("#jobs [data-status=running]", timeout=60_000)
+                phone.screenshot(path=str(args.out / "phone-library.png"))
+                phone.goto(f"{base}/songs/{ids[0]}?take=2")
+                phone.wait_for_selector("#deck-wave")
+                phone.screenshot(path=str(args.out / "phone-song.png"))
                 page.goto(f"{base}/new?from={ids[2]}&seed=new")
                 page.wait_for_selector("#estimate[data-cost]:not([data-cost=''])")
                 # The cost bar sticks to the window's bottom: a window as tall as the form
@@ -166,7 +188,7 @@ def main() -> int:
             daemon.wait(20)
             log.close()
     shutil.rmtree(workdir, ignore_errors=True)
-    for name in ("library", "song", "new"):
+    for name in ("library", "song", "new", "phone-library", "phone-song"):
         print(args.out / f"{name}.png")
     return 0
 

@@ -78,6 +78,7 @@ def test_every_problem_of_a_file_is_reported_at_once_in_config_words() -> None:
         "bad.toml: defaults.takes: must be a whole number of at most 8 (got 9)",
         "bad.toml: watch.on_duplicate: must be one of 'skip', 'allow' (got 'never')",
         "bad.toml: queue.poll_batch: must be a whole number (got 'fifty')",
+        "bad.toml: queue.max_attempts: must be a whole number (got 2.5)",  # every one
         'bad.toml: mcp.allowed_hosts: must be a list like ["a", "b"] (got \'localhost\')',
         "bad.toml: log.level: must be one of 'debug', 'info', 'warning', 'error', 'critical'"
         " (got 'loud')",

@@ -212,11 +212,12 @@ def test_sigterm_drains_and_exits_zero_with_a_one_line_summary(
     summary = [line for line in daemon.log().splitlines() if "shutdown on SIGTERM" in line]
     assert len(summary) == 1, daemon.log()
     counts = re.search(
-        r"(\d+) jobs done ◆ (\d+) failed ◆ (\d+) still queued or running", summary[0]
+        r"(\d+) jobs? done ◆ (\d+) failed ◆ (\d+) cancelled ◆ (\d+) still queued or running",
+        summary[0],
     )
     assert counts is not None, summary
-    done, failed, still = map(int, counts.groups())
-    assert (done + still, failed) == (2, 0)
+    done, failed, cancelled, still = map(int, counts.groups())
+    assert (done + still, failed, cancelled) == (2, 0, 0)
 
     daemon.start()  # what was running is picked up again
     wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="every job", proc=daemon)

@@ -47,10 +47,15 @@ def test_sighup_with_a_changed_setting_logs_the_change_and_keeps_every_job(
     try:
         ids = [r["id"] for r in submit(daemon.config_path, write_songs(tmp_path / "s", 2))]
         wait_for(lambda: jobs.all_in(ids, {"running"}), what="running", proc=daemon)
-        make_config(simulator, queue={**QUEUE, "poll_max_seconds": 0.4})
+        make_config(
+            simulator, queue={**QUEUE, "poll_max_seconds": 0.4}, watch={"rescan_seconds": 99}
+        )
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: "reloaded config" in daemon.log(), what="the reload", proc=daemon)
-        assert "queue.poll_max_seconds" in daemon.log()
+        log = daemon.log()
+        assert "these changes wait for a restart: watch.rescan_seconds" in log
+        # Said once: the applied list names only what was applied.
+        assert "reloaded config: queue.poll_max_seconds\n" in log + "\n", log
         wait_for(lambda: jobs.all_in(ids, {"done", "failed"}), what="the jobs", proc=daemon)
     finally:
         jobs.close()

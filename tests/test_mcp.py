@@ -81,6 +81,9 @@ async def test_the_pinned_tools_are_listed_with_their_annotations(idle_runtime: 
         "retry_song",
         "keep_take",
         "make_album",
+        "extend_song",
+        "make_stems",
+        "describe_audio",
         "get_credits",
         "list_models",
         "suggest_song",
@@ -190,7 +193,19 @@ async def test_the_same_request_again_returns_the_existing_job(idle_runtime: Run
     assert structured(second)["id"] == first["id"]
     assert structured(second)["deduplicated"] is True
     assert "Not queued again" in text_of(second)
+    assert "pass a new `seed` or an `idempotency_key`" in text_of(second)  # how to, then
     assert len(await idle_runtime.service.list()) == 1
+
+
+async def test_the_job_id_examples_look_like_real_ids(idle_runtime: Runtime) -> None:
+    from bygheartd.mcp.server import build_server
+
+    first = structured(await call(idle_runtime, "generate_song", {"lyrics": LYRICS}))
+    async with Client(build_server(idle_runtime.service)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    examples = tools["get_song"].input_schema["properties"]["job_id"]["examples"]
+    assert len(examples[0]) == len(first["id"])  # a whole id, then a prefix
+    assert all(e.isalnum() and e.islower() for e in examples)
 
 
 async def test_an_idempotency_key_always_maps_to_one_job(idle_runtime: Runtime) -> None:

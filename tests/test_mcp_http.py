@@ -95,6 +95,7 @@ async def test_mcp_without_the_right_token_is_401(served: McpHttpServer, auth: s
     assert reply.status_code == 401
     assert reply.headers["www-authenticate"].startswith("Bearer")
     assert TOKEN not in reply.text
+    assert "'Authorization: Bearer TOKEN'" in reply.json()["detail"]
 
 
 async def test_a_foreign_host_header_is_refused(served: McpHttpServer) -> None:

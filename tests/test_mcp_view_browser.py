@@ -16,7 +16,7 @@ from typing import Any
 import anyio.from_thread
 import pytest
 from _browser import browser_fixture
-from conftest import MakeConfig
+from conftest import REPO, MakeConfig
 from mcp import Client
 from playwright.sync_api import Browser, FrameLocator, Page, expect
 
@@ -29,49 +29,8 @@ __all__ = ["browser_fixture"]
 
 LYRICS = "[Verse]\nStreetlights hum a quiet tune\n\n[Chorus]\nStay until the morning"
 
-# The host's side of the bridge, in the words of the MCP Apps spec: answer `ui/initialize`,
-# send the tool's input and result once the view says it is initialized, and pass the
-# view's server requests on to the MCP client (window.mcp, exposed by the test).
-HOST_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>test host</title></head>
-<body>
-<iframe id="view" sandbox="allow-scripts" style="width:700px;height:900px"
-        srcdoc="{srcdoc}"></iframe>
-<script>
-window.bridgeLog = [];
-const frame = document.getElementById("view");
-const toolInput = {tool_input};
-const toolResult = {tool_result};
-function send(message) {{ frame.contentWindow.postMessage(message, "*"); }}
-window.addEventListener("message", async (event) => {{
-  if (event.source !== frame.contentWindow) return;
-  const msg = event.data;
-  if (!msg || msg.jsonrpc !== "2.0" || !msg.method) return;
-  window.bridgeLog.push(msg.method);
-  if (msg.method === "ui/initialize") {{
-    send({{ jsonrpc: "2.0", id: msg.id, result: {{
-      protocolVersion: msg.params.protocolVersion,
-      hostInfo: {{ name: "test-host", version: "1" }},
-      hostCapabilities: {{ serverTools: {{}}, serverResources: {{}} }},
-      hostContext: {{ theme: "light", displayMode: "inline" }},
-    }} }});
-  }} else if (msg.method === "ui/notifications/initialized") {{
-    send({{ jsonrpc: "2.0", method: "ui/notifications/tool-input", params: toolInput }});
-    send({{ jsonrpc: "2.0", method: "ui/notifications/tool-result", params: toolResult }});
-  }} else if (msg.method === "tools/call" || msg.method === "resources/read") {{
-    try {{
-      const result = JSON.parse(await window.mcp(msg.method, JSON.stringify(msg.params)));
-      send({{ jsonrpc: "2.0", id: msg.id, result }});
-    }} catch (err) {{
-      send({{ jsonrpc: "2.0", id: msg.id, error: {{ code: -32603, message: String(err) }} }});
-    }}
-  }} else if (msg.id !== undefined) {{
-    send({{ jsonrpc: "2.0", id: msg.id, result: {{}} }});
-  }}
-}});
-</script>
-</body></html>
-"""
+# The host page: a sandboxed iframe for the view and the host's side of the bridge.
+HOST_PAGE = (REPO / "mcp-app" / "test-host.html").read_text(encoding="utf-8")
 
 
 class Bridge:

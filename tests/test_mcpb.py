@@ -89,6 +89,7 @@ def test_server_json_describes_the_pypi_package() -> None:
     assert server["$schema"].endswith("/server.schema.json")
     assert re.fullmatch(r"io\.github\.[A-Za-z0-9-]+/bygheartd", server["name"])
     assert server["version"] == version
+    assert len(server["description"]) <= 100  # the registry refuses a longer description
     (package,) = server["packages"]
     assert (package["registryType"], package["identifier"]) == ("pypi", "bygheartd")
     assert package["version"] == version and package["transport"] == {"type": "stdio"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,41 @@ def test_wide_output_into_a_pipe_has_no_padding(offline_cfg: Path, tmp_path: Pat
         out = bgh(*args, config=offline_cfg).stdout
         assert record["id"] in out
         assert all(line == line.rstrip() for line in out.splitlines()), args
+
+
+def test_show_gives_what_the_model_sang_with_units(
+    simulator: RunningSimulator, make_config: MakeConfig
+) -> None:
+    config = make_config(simulator).source_path
+    assert config is not None
+    made = bgh("submit", "--describe", "a rainy night", "--wait", "--json", config=config)
+    [record] = json.loads(made.stdout)
+    shown = bgh("show", record["id"], config=config).stdout
+    assert re.search(r"sung duration\s+\d+(\.\d+)? s\b", shown), shown
+    if "sung bpm" in shown:
+        assert re.search(r"sung bpm\s+\d+ bpm", shown), shown
+
+
+def test_store_check_counts_one_job_in_the_singular(offline_cfg: Path, tmp_path: Path) -> None:
+    bgh("submit", str(write(tmp_path, "one.txt", "---\nstyle: pop\n---\nla\n")), config=offline_cfg)
+    checked = bgh("store", "check", config=offline_cfg)
+    assert "integrity check passed: 1 job," in checked.stdout, checked.stdout
+
+
+def test_config_check_reports_every_problem_at_once(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "config.toml",
+        '[defaults]\ntakes = 9\nbpm = 120\nlanguage = 5\n[queue]\nmax_in_flight = "x"\n'
+        'poll_min_seconds = "y"\n',
+    )
+    checked = bgh("config", "check", config=config)
+    assert checked.returncode == 1
+    for problem in (
+        "unknown key 'defaults.bpm'",
+        "defaults.takes: must be a whole number of at most 8 (got 9)",
+        "defaults.language: must be text",
+        "queue.max_in_flight: must be a whole number (got 'x')",
+        "queue.poll_min_seconds: must be a number (got 'y')",
+    ):
+        assert problem in checked.stdout + checked.stderr, checked

@@ -138,9 +138,7 @@ def test_whatever_the_store_says_next_a_followed_figure_never_falls(
             status = wanted
         elif wanted is JobStatus.HELD and status is JobStatus.DOWNLOADING:
             status = JobStatus.HELD
-        job = replace(
-            running(eta=eta, written=clock, progress=progress), status=status
-        )
+        job = replace(running(eta=eta, written=clock, progress=progress), status=status)
         for look in (0.0, gap / 3, gap / 2):
             figure = ratchet.see(job, now=at(clock + look)).fraction
             assert figure >= shown_before

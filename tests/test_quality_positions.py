@@ -13,7 +13,6 @@ import soundfile as sf
 from plugin_fixtures.factories import first_party, make_job
 
 from bygheartd.simulator.audio import audio_format_for, music_for, write_take
-from bygheartd_plugins import quality
 
 pytestmark = pytest.mark.anyio
 

@@ -149,6 +149,8 @@ async def test_track_classes_reach_the_server_as_a_list_in_a_multipart_upload(
         "model: acestep-v15-base\ntrack_classes: [Guitar, drums]\ninstrumental: true\n"
     )
     config = make_config(simulator, api={"backend": "acestep"})
+    # Routed only to a server that has the base model loaded (its inventory says so).
+    simulator.sim.settings.dit_models = "acestep-v15-turbo,acestep-v15-base"
     async with Runtime(config, role=EngineRole.MCP) as runtime:
         job = await runtime.service.submit_file(song)
         job = await runtime.service.wait(job.id, timeout=30)

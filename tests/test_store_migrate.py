@@ -517,7 +517,7 @@ async def test_store_check_on_postgresql_reports_schema_jobs_engines_and_backups
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"job store {redact_url(postgres_url)}: OK (PostgreSQL " in out, out
-    assert "reachable; schema 1; 6 jobs," in out, out
+    assert "reachable; schema 2; 6 jobs," in out, out
     assert "engines: 1" in out, out  # the expired one was let go by the adopting engine
     assert f"{live.id} on {live.host} (pid {live.pid}, bygheartd run), 1 job(s) held" in out
     assert "lease live until" in out
@@ -543,7 +543,7 @@ def test_store_check_on_a_new_database_makes_the_schema(
     result = cli(config_file(config), "store", "check")
     assert_no_secret(result)
     assert result.returncode == 0, result.stderr
-    assert "schema 1; 0 jobs" in result.stdout
+    assert "schema 2; 0 jobs" in result.stdout
     assert "engines: none registered" in result.stdout
     assert _has_schema(postgres_url)
 

@@ -920,6 +920,8 @@ async def test_an_ended_login_says_log_in_again_and_the_stream_sets_retry(web: W
         async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as fresh:
             never = await fresh.get("/session")
             assert never.status_code == 401 and never.json()["error"] == "unauthorized"
+            # The header to send, whole, in words that survive any rendering of the reply.
+            assert "'Authorization: Bearer TOKEN'" in never.json()["detail"]
     finally:
         await server.stop()
 
@@ -1123,3 +1125,75 @@ async def test_an_unknown_song_is_a_page_that_says_so(web: Web) -> None:
         )
     assert page.status_code == 404 and "bygheartd list" in page.text
     assert retry.status_code == 404
+
+
+# -- the listening room (issue 25) ------------------------------------------------------
+
+
+async def test_findings_with_a_place_are_drawn_on_the_waveform_where_they_are(web: Web) -> None:
+    job = await finished(web, "Marked")
+    sidecar = web.service.config.folders.output / f"{job.base_name}.json"
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    name = job.files[0].path.name
+    gap = 'drops out <img src=x onerror="alert(1)">'
+    data["quality"] = {
+        name: {
+            "take": 1,
+            "duration": 20.0,
+            "peaks": [0.2, 0.9, 0.1, 0.7],
+            "verdict": "fail",
+            "findings": [
+                {"code": "silent", "message": gap, "at": 5.0, "until": 9.0},
+                {"code": "cut_off", "message": "ends abruptly", "at": 19.95, "until": 20.0},
+                {"code": "off_key", "message": "in another key"},  # no place: listed only
+            ],
+        }
+    }
+    sidecar.write_text(json.dumps(data), encoding="utf-8")
+    async with web.client() as http:
+        await web.login(http)
+        page = (await http.get(f"/songs/{job.id}", headers=HTML)).text
+    dropout = re.search(r'<rect class="mark mark-silent" x="([\d.]+)" y="0" width="([\d.]+)"', page)
+    assert dropout is not None and dropout.groups() == ("150.0", "120.0")  # 5-9 s of 20 s
+    end = re.search(r'<rect class="mark mark-cut_off" x="([\d.]+)" y="0" width="([\d.]+)"', page)
+    assert end is not None and float(end[1]) + float(end[2]) <= 600  # inside the box, visible
+    assert float(end[2]) >= 4
+    assert 'data-finding="off_key"' in page and "mark-off_key" not in page
+    assert "<img src=x" not in page and "drops out &lt;img src=x" in page
+
+
+async def test_the_deck_opens_on_the_keeper_or_the_take_asked_for(web: Web) -> None:
+    job, _ = await judged(web, "Which One")
+    async with web.client() as http:
+        await web.login(http)
+        for query, take in (("", 1), ("?take=2", 2), ("?take=9", 1), ("?take=x", 1)):
+            page = (await http.get(f"/songs/{job.id}{query}", headers=HTML)).text
+            deck = re.search(r'<audio [^>]*id="deck-audio"[^>]*>', page)
+            assert deck is not None and f'src="/songs/{job.id}/takes/{take}"' in deck[0], query
+            assert re.search(rf'id="switch-{take}"[^>]*aria-current="true"', page), query
+            assert f'<g class="wave-take current" id="waveform-{take}"' in page
+
+
+async def test_the_library_filters_keepers_only_and_failed_the_gate(web: Web) -> None:
+    good, _ = await judged(web, "Good Song")
+    bad = await finished(web, "Bad Song", takes=2)
+    await web.service.store.update(
+        bad.id, warnings=("quality: bad-song.mp3 is 20% of the requested 20 s",)
+    )
+    waiting = await web.enqueue("Not Made")
+    await web.service.cancel(waiting.id)
+    async with web.client() as http:
+        await web.login(http)
+        keepers = (await http.get("/?show=keepers", headers=HTML)).text
+        failed = (await http.get("/?show=failed", headers=HTML)).text
+        both = (await http.get("/?show=failed&q=bad", headers=HTML)).text
+        none = (await http.get("/?show=failed&status=cancelled", headers=HTML)).text
+    for job_id in (good.id, bad.id):
+        row = keepers[keepers.index(f'id="job-{job_id}"') :].split("</article>")[0]
+        assert len(re.findall(r"<audio ", row)) == 1  # the keeper alone
+    assert f'id="job-{waiting.id}"' not in keepers
+    assert f'id="job-{bad.id}"' in failed and f'id="job-{good.id}"' not in failed
+    assert f'id="job-{waiting.id}"' not in failed
+    assert f'id="job-{bad.id}"' in both and "1 song found" in both
+    assert "0 songs found" in none
+    assert 'value="failed" selected' in failed

@@ -83,9 +83,9 @@ async def job_ids_of(service: SongService, ref: str) -> list[str]:
 
     try:
         return [(await service.get(ref)).id]
-    except ServiceError:
+    except ServiceError as not_a_job:
         try:
             view = await service.album(ref)
         except ServiceError:
-            raise ServiceError(f"no job or album {ref!r}: `bygheartd list` shows both") from None
+            raise ServiceError(f"{not_a_job} (and no album has that id or title)") from None
         return [job.id for job in view.tracks]

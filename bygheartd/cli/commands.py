@@ -157,13 +157,11 @@ async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = 
     async with opened_service(config) as service:
         try:
             job = await service.get(ref)
-        except ServiceError:
+        except ServiceError as not_a_job:
             try:  # an album (its id or title)
                 view = await service.album(ref)
             except ServiceError:
-                raise ServiceError(
-                    f"no job or album {ref!r}: `bygheartd list` shows both"
-                ) from None
+                raise ServiceError(f"{not_a_job} (and no album has that id or title)") from None
             if as_json:
                 print_json(view.as_record(config.folders.output))
             else:

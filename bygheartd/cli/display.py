@@ -86,14 +86,16 @@ def shown_lines(value: object) -> str:
     return escape(visible(str(value)))
 
 
-def status_text(job: Job) -> str:
+def status_text(job: Job, *, brief: bool = False) -> str:
     """The status word, with the shared progress estimate while the song is made (the
-    figure the `submit --wait` bars and the library page show)."""
+    figure the `submit --wait` bars and the library page show); `brief`: the percentage
+    without the time left (a listing's narrow column)."""
     text = job.status.value
     if job.status in (JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.PROCESSING):
-        found = estimate(job).text()
-        if found:
-            text += f" {found}"
+        found = estimate(job)
+        extra = found.percent_text() if brief else found.text()
+        if extra:
+            text += f" {extra}"
     if job.status is JobStatus.HELD and job.resumes_at:
         text += f" ({ago(job.resumes_at)})"
     return text
@@ -161,7 +163,7 @@ def print_files_table(console: Console, jobs: list[Job]) -> None:
 
 
 def _status_cell(job: Job) -> str:
-    return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"
+    return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job, brief=True)}[/]"
 
 
 def job_detail(
@@ -207,7 +209,7 @@ def job_detail(
     generated = job.generated() or {}
     for name, value in generated.items():  # what the model wrote (Simple mode, thinking)
         if name != "lyrics":
-            rows.append((f"sung {name.replace('_', ' ')}", shown(value)))
+            rows.append((f"sung {name.replace('_', ' ')}", shown(_with_unit(name, value))))
     for name, value in rows:
         facts.add_row(name, value)
     events = Table(box=None, header_style="bold", title="history", title_justify="left")
@@ -222,6 +224,17 @@ def job_detail(
     if generated.get("lyrics"):
         parts += ["[bold]lyrics the model wrote[/]", shown_lines(generated["lyrics"]), ""]
     return Group(*parts, events if wide else Fitted(events, flexible={"event": 1, "reason": 2}))
+
+
+_UNITS = {"duration": "s", "bpm": "bpm"}
+
+
+def _with_unit(name: str, value: object) -> object:
+    """`124 s`, `96 bpm`: a bare 124.0 beside "sung duration" leaves the reader guessing."""
+    unit = _UNITS.get(name)
+    if unit is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return f"{value:g} {unit}"
 
 
 def print_job_detail(

@@ -43,7 +43,7 @@ def check_command(config: Config) -> int:
         )
     elif health.ok:
         print(
-            f"job store {health.path}: OK (integrity check passed: {health.jobs} jobs, "
+            f"job store {health.path}: OK (integrity check passed: {_jobs(health.jobs)}, "
             f"schema {health.schema_version}, {_size(health.size)})"
         )
     else:
@@ -85,12 +85,16 @@ def _backups_text(config: Config, report: StoreReport) -> str:
     return "\n".join(lines)
 
 
+def _jobs(count: int | None) -> str:
+    return f"{count} job" if count == 1 else f"{count} jobs"
+
+
 def _backup_line(backup: Backup, health: Health | None) -> str:
     text = f"{backup.name}, {when_text(backup.taken_at)}"
     if health is None:
         return text
     if health.ok:
-        return f"{text}: {health.jobs} jobs"
+        return f"{text}: {_jobs(health.jobs)}"
     return f"{text}: DAMAGED ({health.problem})"
 
 
@@ -98,15 +102,15 @@ def restore_command(config: Config, ref: str | None, *, force: bool) -> int:
     plan = plan_restore(config, ref, force=force)
     backup, health = plan.backup, plan.backup_health
     print(
-        f"restoring {backup.path.name}, taken {when_text(backup.taken_at)}: {health.jobs} "
-        f"jobs, schema {health.schema_version}"
+        f"restoring {backup.path.name}, taken {when_text(backup.taken_at)}: "
+        f"{_jobs(health.jobs)}, schema {health.schema_version}"
     )
     done = restore_store(config, plan)
     if done.set_aside:
         store, *others = done.set_aside
         extra = f" (with its {', '.join(p.name[len(store.name) :] for p in others)})"
         print(f"set the {plan.label} store aside as {store}{extra if others else ''}")
-    print(f"restored {plan.current.path}: {health.jobs} jobs")
+    print(f"restored {plan.current.path}: {_jobs(health.jobs)}")
     if done.unsent:
         print(
             f"{len(done.unsent)} job(s) were still waiting to be sent when the backup was "
@@ -136,7 +140,7 @@ def _shared_check(report: SharedStoreReport) -> int:
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(health.by_status.items()))
     print(
         f"job store {health.url}: OK (PostgreSQL {health.server_version}, reachable; schema "
-        f"{health.schema_version}; {health.jobs} jobs, {health.events} history lines, "
+        f"{health.schema_version}; {_jobs(health.jobs)}, {health.events} history lines, "
         f"{health.ledger} ledger lines; {_size(health.size)})"
     )
     if statuses:

@@ -208,9 +208,14 @@ class Daemon:
             from bygheartd.logs import setup_logging
 
             setup_logging(new.log.level)
+        applied = [c for c in changed if c not in needs_restart]
         if needs_restart:
-            log.warning("reloaded; these changes need a restart: %s", ", ".join(needs_restart))
-        log.info("reloaded config: %s", ", ".join(changed) or "no changes (key re-read)")
+            log.warning("reloaded; these changes wait for a restart: %s", ", ".join(needs_restart))
+        log.info(
+            "reloaded config: %s",
+            ", ".join(applied)
+            or ("nothing else changed" if needs_restart else "no changes (key re-read)"),
+        )
         if self.runtime is not None:
             self.notifier.ready(await self._status_text(self.runtime))
 
@@ -229,10 +234,12 @@ class Daemon:
 
 
 def _summary(counts: dict[str, int]) -> str:
+    """`3 jobs done ◆ 1 failed ◆ 1 cancelled ◆ 2 still queued or running`: every job."""
     active = sum(n for s, n in counts.items() if s not in ("done", "failed", "cancelled"))
+    done = counts.get("done", 0)
     return (
-        f"{counts.get('done', 0)} jobs done ◆ {counts.get('failed', 0)} failed ◆ "
-        f"{active} still queued or running"
+        f"{done} job{'' if done == 1 else 's'} done ◆ {counts.get('failed', 0)} failed ◆ "
+        f"{counts.get('cancelled', 0)} cancelled ◆ {active} still queued or running"
     )
 
 

@@ -368,7 +368,8 @@ class Delivery:
                 log.warning("job %s: %s was removed during post-processing", job.id, path)
                 problems.append(f"{path.name} was removed by a plugin during post-processing")
             sidecar = merged_postprocess(job.result.processed_before, outcome.sidecar)
-            result = job.result.but(postprocess=sidecar)
+            # Merged in the same update: the earlier plugin data is not kept twice.
+            result = job.result.but(postprocess=sidecar, processed_before=None)
             job = await self.parts.store.update(
                 job.id,
                 expect={JobStatus.PROCESSING},
@@ -381,7 +382,9 @@ class Delivery:
                 await self.parts.store.add_event(job.id, "plugin warnings", "; ".join(problems))
         elif job.result.postprocess is None or job.result.keeper is None:
             earlier = job.result.processed_before or {}
-            result = job.result.but(postprocess=job.result.postprocess or dict(earlier))
+            result = job.result.but(
+                postprocess=job.result.postprocess or dict(earlier), processed_before=None
+            )
             job = await self.parts.store.update(
                 job.id, expect={JobStatus.PROCESSING}, result=_gate_keeper(result, job)
             )

@@ -46,6 +46,10 @@ PRIOR_RELATIVE_SPREAD = 0.3
 MIN_SPREAD_SECONDS = 0.05
 # Progress may not be linear in time; trust its extrapolation a little less the further.
 PROGRESS_MODEL_ERROR = 0.02
+# What a progress reading cannot say (one standard deviation): how old the last write is
+# (the captured server wrote one a step, 4 a second; the real one throttles them to 0.5 s)
+# and the files written after the last one (0.3 s in the captures).
+UNREPORTED_SECONDS = 0.15
 HISTORY_PER_KEY = 50
 DURATION_BUCKETS = (30.0, 60.0, 120.0, 240.0)
 # An estimate this many spreads from what a poll reported is contradicted by it.
@@ -285,7 +289,11 @@ class Predictor:
         )
 
     def _from_progress(self, track: Track, last: Sighting) -> list[Finish]:
-        """Extrapolations of the server's progress: from the start, and between sightings."""
+        """Extrapolations of the server's progress: from the start, and between sightings.
+
+        A reading is not the progress at the moment of the poll: the server's model writes
+        it when a step starts, a poll reads the last write, and the files are written after
+        the last one (API-TRANSCRIPTS.md). Hence UNREPORTED_SECONDS in every spread."""
         half = PROGRESS_STEP / 2
         out: list[Finish] = []
         # From when it started generating: the submit, unless it was seen queued after it.
@@ -298,7 +306,7 @@ class Predictor:
             # Seen queued: it started somewhere between then and the sighting.
             unsure_start = elapsed / math.sqrt(12) if track.queued_seen is not None else 0.0
             spread = math.hypot(
-                rounding, unsure_start, PROGRESS_MODEL_ERROR * left, MIN_SPREAD_SECONDS
+                rounding, unsure_start, PROGRESS_MODEL_ERROR * left, UNREPORTED_SECONDS
             )
             out.append(Finish(start + total, spread))
         first = track.first
@@ -308,7 +316,10 @@ class Predictor:
                 left = (1 - last.progress) / rate
                 relative = math.sqrt(2) * (half / math.sqrt(3)) / (last.progress - first.progress)
                 spread = math.hypot(
-                    left * relative, half / math.sqrt(3) / rate, PROGRESS_MODEL_ERROR * left
+                    left * relative,
+                    half / math.sqrt(3) / rate,
+                    PROGRESS_MODEL_ERROR * left,
+                    UNREPORTED_SECONDS,
                 )
                 out.append(Finish(last.at + left, max(MIN_SPREAD_SECONDS, spread)))
         return out

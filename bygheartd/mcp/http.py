@@ -260,8 +260,8 @@ class BearerToken:
                 response = JSONResponse(
                     {
                         "error": "unauthorized",
-                        "detail": "send the token from [mcp] token_file as "
-                        "'Authorization: Bearer <token>'",
+                        "detail": "send the header 'Authorization: Bearer TOKEN', TOKEN "
+                        "being the content of [mcp] token_file",
                     },
                     status_code=401,
                     headers={"WWW-Authenticate": 'Bearer realm="bygheartd"'},

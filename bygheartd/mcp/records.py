@@ -162,7 +162,8 @@ class GenerateResult(JobRecord):
         if self.deduplicated:
             text = (
                 f"Not queued again: the same request is already job {self.id} "
-                f"({self.state()}), {self.title!r}."
+                f"({self.state()}), {self.title!r}. To make it once more, pass a new `seed` "
+                "or an `idempotency_key` of your own."
             )
         elif self.status == "queued":
             text = f"Queued {self.title!r} as job {self.id}: {cost}."

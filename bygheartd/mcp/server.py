@@ -144,7 +144,7 @@ WaitSeconds = Annotated[
 JobId = Annotated[
     Any,
     schema(type="string", minLength=6, maxLength=64),
-    Field(description="a job id or a unique prefix of 6+", examples=["01jb4m3k8q"]),
+    Field(description="a job id or a unique prefix of 6+", examples=["1m97hwtq4wnz9c", "1m97hw"]),
 ]
 STATUS_NAMES = [s.value for s in JobStatus]
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)

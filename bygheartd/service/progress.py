@@ -68,6 +68,10 @@ class Estimate:
             return self.left
         return f"{self.percent} %" + (f", {self.left}" if self.left else "")
 
+    def percent_text(self) -> str:
+        """`54 %` alone (a listing's narrow column); empty before anything has moved."""
+        return f"{self.percent} %" if self.fraction > 0 and not self.final else ""
+
     def as_record(self) -> dict[str, object]:
         """For the page's live updates (JSON)."""
         return {

@@ -177,8 +177,8 @@ class WebApp:
                 "your login ended (the daemon restarted or the session expired): log in "
                 "again with the link `bygheartd web` prints"
                 if ended
-                else "log in with the link `bygheartd web` prints, or send the token "
-                "from [mcp] token_file as 'Authorization: Bearer <token>'"
+                else "log in with the link `bygheartd web` prints, or send the header "
+                "'Authorization: Bearer TOKEN', TOKEN being the content of [mcp] token_file"
             )
             return JSONResponse(
                 {"error": "login_ended" if ended else "unauthorized", "detail": detail},

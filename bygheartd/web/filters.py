@@ -46,9 +46,7 @@ async def find_page(
     if show == "keepers":
         return await service.search(text, [JobStatus.DONE], limit=limit, offset=offset)
     if text:
-        matches, _ = await service.search(
-            text, [JobStatus.DONE], limit=TEXT_MATCH_LIMIT, offset=0
-        )
+        matches, _ = await service.search(text, [JobStatus.DONE], limit=TEXT_MATCH_LIMIT, offset=0)
         failed = [job for job in matches if failed_gate(job)]
         return failed[offset : offset + limit], len(failed)
     listed = await service.list([JobStatus.DONE], None, summary=True)

@@ -86,18 +86,18 @@ def marks_of(quality: Mapping[str, Any], *, width: int = WAVE_WIDTH) -> tuple[Ma
     plugin's dropout, cut-off end, first clipping, the end of a take cut short), placed on
     the waveform by the take's measured `duration`; findings without a place are left to
     the list beside it."""
-    duration = quality.get("duration")
+    length = _seconds_in(quality.get("duration"))
     raw = quality.get("findings")
-    if not isinstance(raw, list) or not _number(duration) or float(duration) <= 0:
+    if not isinstance(raw, list) or length is None or length <= 0:
         return ()
-    length = float(duration)
     marks = []
     for item in raw:
-        if not isinstance(item, Mapping) or not _number(item.get("at")):
+        start = _seconds_in(item.get("at")) if isinstance(item, Mapping) else None
+        if start is None:
             continue
-        at = min(length, max(0.0, float(item["at"])))
-        until = item.get("until")
-        end = min(length, max(at, float(until))) if _number(until) else None
+        at = min(length, max(0.0, start))
+        until = _seconds_in(item.get("until"))
+        end = min(length, max(at, until)) if until is not None else None
         x = at / length * width
         span = (end - at) / length * width if end is not None else 0.0
         span = max(MARK_MIN_WIDTH, span)
@@ -116,8 +116,11 @@ def marks_of(quality: Mapping[str, Any], *, width: int = WAVE_WIDTH) -> tuple[Ma
     return tuple(marks)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _seconds_in(value: Any) -> float | None:
+    """A figure from the sidecar as seconds, or None when it is not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True)
@@ -252,9 +255,7 @@ def waveform_path(peaks: Any, *, width: int = WAVE_WIDTH, height: int = WAVE_HEI
     return "M" + " L".join(top + bottom) + " Z"
 
 
-def takes_of(
-    job: Job, sidecar: Mapping[str, Any] | None, *, draw: bool = True
-) -> list[TakeView]:
+def takes_of(job: Job, sidecar: Mapping[str, Any] | None, *, draw: bool = True) -> list[TakeView]:
     """The job's takes in take order, each with its quality entry and whether it is the
     keeper (from the job's record, so the library rows know it without the sidecar); the
     waveforms only with `draw` (the library's rows show none)."""
@@ -284,7 +285,7 @@ def takes_of(
                 keeper=is_keeper,
                 keeper_by=job.result.keeper_by if is_keeper else None,
                 marks=marks_of(quality),
-                duration=float(quality["duration"]) if _number(quality.get("duration")) else None,
+                duration=_seconds_in(quality.get("duration")),
             )
         )
     return takes

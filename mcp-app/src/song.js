@@ -80,6 +80,10 @@ function statusLine(record) {
   if (record.status === "running" && typeof record.progress === "number") {
     parts[0] = `running, ${Math.round(record.progress * 100)}%`;
   }
+  if (record.status === "done") {
+    const count = takesOf(record).length;
+    parts.push(count === 1 ? "1 take" : `${count} takes`);
+  }
   if (record.eta_seconds && !FINAL.has(record.status)) parts.push(`about ${Math.round(record.eta_seconds)} s left`);
   if (record.reason && ["held", "failed", "cancelled"].includes(record.status)) parts.push(record.reason);
   if (record.resumes_at) parts.push(`resumes at ${record.resumes_at}`);

@@ -1,0 +1,134 @@
+"""Make docs/screenshots/mcp-view.png: the song view as an MCP Apps host shows it inline.
+
+Offline like the tests: the simulator on loopback, the MCP server in this process behind the
+official client, and Debian's chromium (driven by Playwright, never downloaded) showing the
+view in the test host page of mcp-app/ (`mcp-app/test-host.html`), which forwards the view's
+bridge requests to the server.
+
+    .venv/bin/python docs/mcp_view_screenshot.py [--out docs/screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio.from_thread
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "bgh_pro_screenshots_key_0001"
+CONFIG = """[api]
+base_url = "{base}"
+
+[folders]
+inbox = "{root}/inbox"
+output = "{root}/output"
+archive = "{root}/archive"
+failed = "{root}/failed"
+drafts = "{root}/drafts"
+state = "{root}/state"
+keepers = "{root}/keepers"
+
+[queue]
+poll_min_seconds = 0.1
+poll_max_seconds = 0.3
+
+[budget]
+plan = "pro"
+
+[plugins]
+enabled = ["quality"]
+
+[plugins.quality]
+min_duration_ratio = 0  # the simulator's takes are short on purpose
+"""
+SONG = {
+    "title": "Harbour Lights",
+    "style": "dreamy synth pop, female vocal",
+    "lyrics": "[Verse]\nThe ferries hum below\n\n[Chorus]\nAnd we sing it back to the night",
+    "takes": 2,
+    "wait_seconds": 45,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "screenshots")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("chromium is not installed: apt-get install chromium")
+    from mcp import Client
+    from playwright.sync_api import sync_playwright
+
+    from bygheartd.config import load_config
+    from bygheartd.mcp.server import build_server
+    from bygheartd.mcp.view import song_view_html
+    from bygheartd.runtime import EngineRole, Runtime
+    from bygheartd.simulator import SimulatorSettings, run_in_thread
+
+    os.environ["BYGHEART_API_KEY"] = KEY
+    os.environ.pop("BYGHEARTD_LOAD_PLUGINS", None)
+    workdir = Path(tempfile.mkdtemp(prefix="bygheartd-mcp-view-"))
+    os.environ["XDG_STATE_HOME"] = str(workdir / "xdg")
+    root = workdir / "music"
+    for name in ("inbox", "output", "archive", "failed", "drafts", "state", "keepers"):
+        (root / name).mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / "mcp-view.png"
+    settings = SimulatorSettings(latency=0.2, audio_scale=0.1, seed=21)
+    with run_in_thread(settings) as sim, anyio.from_thread.start_blocking_portal() as portal:
+        config_path = root / "config.toml"
+        config_path.write_text(CONFIG.format(base=sim.base_url, root=root), encoding="utf-8")
+        config = load_config(config_path)
+        runtime = Runtime(config, role=EngineRole.MCP, engine=True)
+        with portal.wrap_async_context_manager(runtime) as rt:
+            server = build_server(rt.service)
+            with portal.wrap_async_context_manager(Client(server)) as client:
+
+                def dump(result: Any) -> dict[str, Any]:
+                    data: dict[str, Any] = result.model_dump(
+                        mode="json", by_alias=True, exclude_none=True
+                    )
+                    return data
+
+                def handle(method: str, params_json: str) -> str:
+                    params = json.loads(params_json)
+                    if method == "tools/call":
+                        name, arguments = params["name"], params.get("arguments") or {}
+                        return json.dumps(dump(portal.call(client.call_tool, name, arguments)))
+                    return json.dumps(dump(portal.call(client.read_resource, params["uri"])))
+
+                result = dump(portal.call(client.call_tool, "generate_song", SONG))
+                host = (REPO / "mcp-app" / "test-host.html").read_text(encoding="utf-8")
+                page_html = host.format(
+                    srcdoc=html.escape(song_view_html(), quote=True),
+                    tool_input=json.dumps({"arguments": SONG}),
+                    tool_result=json.dumps(result),
+                )
+                with sync_playwright() as playwright:
+                    browser = playwright.chromium.launch(
+                        executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+                    )
+                    page = browser.new_page(viewport={"width": 760, "height": 620})
+                    page.expose_function("mcp", handle)
+                    page.set_content(page_html)
+                    frame = page.frame_locator("#view")
+                    frame.locator("audio[src^='blob:']").nth(1).wait_for(timeout=30_000)
+                    page.locator("#view").evaluate("f => { f.style.height = '400px'; }")
+                    page.locator("#view").screenshot(path=str(target))
+                    browser.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
