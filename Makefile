@@ -55,16 +55,22 @@ bench: $(STAMP)
 	$(BIN)/python bench/shared_store.py
 	$(BIN)/python bench/submit.py
 
-# The MCP Bundle (a zip of mcpb/): checked against the MCPB schema, then packed by the
-# official tool (npm registry needed once). Installs with a double click in Claude Desktop.
+# The MCP Bundle: mcpb/ plus bygheartd's own wheel beside the launcher (so the .mcpb file
+# alone installs it: the launcher runs the wheel with uvx, or in a venv of its own), checked
+# against the MCPB schema, then packed by the official tool (npm registry needed once).
+# Installs with a double click in Claude Desktop.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
 MCPB := npx -y @anthropic-ai/mcpb
 
-mcpb:
+mcpb: $(STAMP)
 	$(MCPB) validate mcpb/manifest.json
+	rm -rf build/mcpb build/mcpb-wheel
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w build/mcpb-wheel .
+	cp -R mcpb build/mcpb
+	cp build/mcpb-wheel/bygheartd-$(VERSION)-*.whl build/mcpb/server/
 	mkdir -p dist
 	rm -f dist/bygheartd-$(VERSION).mcpb
-	$(MCPB) pack mcpb dist/bygheartd-$(VERSION).mcpb
+	$(MCPB) pack build/mcpb dist/bygheartd-$(VERSION).mcpb
 
 # The song view MCP Apps hosts show inline (mcp-app/src -> bygheartd/mcp/ui/song.html, one
 # self-contained file, committed). Only needed after changing mcp-app/src: installing and

@@ -735,6 +735,7 @@ async def run_spread_only(sizes: Sizes, quick: bool) -> dict[str, Any]:
         return {
             "quick": quick,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": os.getloadavg(),
             "spread": await bench_spread(sim, Path(tmp), sizes),
         }
 

@@ -44,6 +44,8 @@ CASES = {
     "search (common word)": "/?q=synth",
     "filter status=failed": "/?status=failed",
     "page 100": "/?page=100",
+    "show keepers only": "/?show=keepers",
+    "show failed the gate": "/?show=failed",
 }
 
 
@@ -57,7 +59,8 @@ def make_config(root: Path) -> Config:
 
 
 def fill(store: Store, output: Path, count: int) -> float:
-    """`count` jobs, 90 % done with one take, the rest failed; one in 500 mentions a kazoo."""
+    """`count` jobs, 90 % done with one take, the rest failed; one in 500 mentions a kazoo;
+    one done job in 20 has a take that failed the quality gate (its finding a warning)."""
     started = time.perf_counter()
     for n in range(count):
         status = JobStatus.FAILED if n % 10 == 9 else JobStatus.DONE
@@ -80,7 +83,13 @@ def fill(store: Store, output: Path, count: int) -> float:
         )
         if status is JobStatus.DONE:
             take = output / f"bench-song-{n}.mp3"
-            store.update(job.id, base_name=take.stem, files=[JobFile(take, 1000, "0" * 64)])
+            warnings = [f"quality: {take.name} is cut short"] if n % 20 == 0 else []
+            store.update(
+                job.id,
+                base_name=take.stem,
+                files=[JobFile(take, 1000, "0" * 64)],
+                warnings=warnings,
+            )
             # The sidecar as the quality plugin leaves it: the rows read each take's length.
             quality = {"take": 1, "duration": 29.5, "requested_duration": 30.0}
             quality["peaks"] = [round((i % 17) / 17, 3) for i in range(200)]

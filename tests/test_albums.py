@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from _daemon import Daemon, cli, wait_for
 from conftest import MakeConfig
@@ -185,9 +186,7 @@ def test_a_dropped_album_lands_as_one_folder_with_playlist_album_json_and_tags(
     playlist = (album_dir / "night-drive.m3u8").read_text(encoding="utf-8").splitlines()
     assert playlist[0] == "#EXTM3U" and playlist[1] == "#PLAYLIST:Night Drive"
     assert [line for line in playlist if not line.startswith("#")] == keepers
-    assert playlist[2].startswith("#EXTINF:") and playlist[2].endswith(
-        ",The Night Shift - Neon On"
-    )
+    assert playlist[2].startswith("#EXTINF:") and playlist[2].endswith(",The Night Shift - Neon On")
 
     # One album gain (loudnorm's album mode), and every track's records follow the disk.
     gain = data["plugins"]["loudnorm"]
@@ -353,11 +352,22 @@ async def test_the_playlist_and_album_json_follow_a_keeper_a_person_chooses(
         view = await service.album(view.album.id)
         assert view.status == "done" and view.done == 2
         playlist = view.playlist(config.folders.output)
+        document = playlist.parent / "album.json"
+
+        def written() -> bool:  # the album's files follow just after the last `done`
+            if not document.exists():
+                return False
+            tracks = json.loads(document.read_text(encoding="utf-8"))["tracks"]
+            return all(t["status"] == "done" for t in tracks)
+
+        with anyio.fail_after(30):
+            while not written():
+                await anyio.sleep(0.02)
         assert playlist.read_text(encoding="utf-8").splitlines()[-1] == "02-second.mp3"
         await service.keep(view.tracks[1].id, 2)
         assert playlist.read_text(encoding="utf-8").splitlines()[-1] == "02-second.take2.mp3"
-        document = json.loads((playlist.parent / "album.json").read_text(encoding="utf-8"))
-        assert document["tracks"][1]["keeper"] == "02-second.take2.mp3"
+        data = json.loads(document.read_text(encoding="utf-8"))
+        assert data["tracks"][1]["keeper"] == "02-second.take2.mp3"
         # What the album web page reads: the album, its tracks in order, keepers, length, cost.
         again = await service.album("two takes")
         assert [k["take"] for k in again.keepers() if k] == [1, 2]
@@ -371,3 +381,42 @@ def test_an_album_of_more_than_50_tracks_is_refused(tmp_path: Path) -> None:
     path.write_text(f"album: Long\ntracks:\n{tracks}", encoding="utf-8")
     with pytest.raises(SongFileError, match="51 tracks is more than the 50"):
         parse_album_file(path)
+
+
+@pytest.mark.anyio
+async def test_the_intake_takes_an_album_once_and_refuses_a_track_beside_it(
+    make_config: MakeConfig,
+) -> None:
+    from bygheartd.runtime import open_service
+    from bygheartd.watch.intake import Intake
+
+    config = make_config(None)
+    inbox = config.folders.inbox
+    service = open_service(config)
+    try:
+        intake = Intake(config, service)
+        album = write_album(inbox)
+        song = inbox / "night-drive.album" / "last-exit.txt"
+        assert (await intake.process(song)).kind == "ignored"  # never taken alone
+        taken = await intake.process(album)
+        assert taken.kind == "accepted" and taken.job_id is not None
+        view = await service.album((await service.get(taken.job_id)).album or "")
+        assert [j.track for j in view.tracks] == [1, 2, 3]
+        # The `file:` track's song file is found in the archive from now on.
+        archived = config.folders.archive / "night-drive.album" / "last-exit.txt"
+        assert await service.source_path(view.tracks[2].id) == str(archived)
+        # The same album again (a sync tool re-delivering it) is not paid twice.
+        again = write_album(inbox)
+        skipped = await intake.process(again)
+        assert skipped.kind == "rejected" and "exactly the same content" in skipped.message
+        assert len(await service.albums()) == 1
+        # A `file:` track beside the album file would also be made alone: refused.
+        (inbox / "beside.txt").write_text(LAST_EXIT, encoding="utf-8")
+        beside = inbox / "beside.album.yaml"
+        beside.write_text("album: Beside\ntracks:\n  - file: beside.txt\n", encoding="utf-8")
+        refused = await intake.process(beside)
+        assert refused.kind == "rejected" and "beside.album/" in (
+            config.folders.failed / "beside.album.yaml.error.txt"
+        ).read_text(encoding="utf-8")
+    finally:
+        await service.close()

@@ -63,7 +63,7 @@ def test_a_schema_5_store_is_migrated_to_6_and_its_jobs_read_as_before(tmp_path:
         old = store.get("0old0job00001")
         assert (old.title, old.album, old.track) == ("Old song", None, None)
         assert old.as_record()["album"] is None
-        album, jobs = store.insert_album(_album())
+        album, _ = store.insert_album(_album())
         assert [j.track for j in store.album_jobs(album.id)] == [1, 2]
         assert store.list_albums() == [album]
     finally:

@@ -42,6 +42,15 @@ def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> 
         assert figures["requests"]["download"] == figures["songs"]
         assert 0 <= figures["lag_p50"] <= figures["lag_p95"] <= figures["lag_max"]
     assert "completion lag p50" in done.stdout and "every task every" in done.stdout
+    capture = results["capture"]  # (f): the same songs against the capture-shaped fake
+    assert capture["done"] == capture["songs"] == capture["tasks"]
+    assert capture["requests"]["download"] == capture["songs"]
+    assert 0 <= capture["lag_p50"] <= capture["lag_p95"] <= capture["lag_max"]
+    assert 1 <= capture["poll_floor_at_lag_goal"] <= capture["songs"]
+    jump = results["jump"]  # (g): generation times that jump, a lag per phase
+    assert jump["done"] == jump["songs"] and len(jump["phases"]) == 3
+    assert all(phase["tasks"] == phase["songs"] for phase in jump["phases"])
+    assert "capture-shaped fake" in done.stdout and "phase (p50/max)" in done.stdout
 
 
 def test_quick_store_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:

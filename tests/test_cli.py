@@ -138,7 +138,7 @@ def test_usage_errors_exit_2(cfg: Path) -> None:
 
 def test_unknown_status_filter_lists_the_valid_ones(cfg: Path) -> None:
     result = bgh("list", "--status", "finished", config=cfg)
-    assert result.returncode == 1 and "use one of queued" in result.stderr
+    assert result.returncode == 2 and "use one of queued" in result.stderr  # a usage error
 
 
 def test_run_without_a_key_refuses_and_suggests_the_demo(cfg: Path) -> None:

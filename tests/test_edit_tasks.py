@@ -373,3 +373,91 @@ async def test_a_dropped_stems_file_queues_every_stem_once(
     assert {j.request["stem_group"] for j in jobs} == {"tune"}
     assert [j.request["track_name"] for j in jobs] == ["bass", "vocals"]
     assert sum(1 for j in jobs if j.archived_as) == 1  # the drop is recorded on the first
+
+
+def test_describe_and_extend_refusals_say_what_to_do(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    audio = tmp_path / "tune.wav"
+    _write_wav(audio, 2.0)
+    settings = SimulatorSettings(backend="acestep", latency=0.05, lm_available=False)
+    with run_in_thread(settings) as sim:
+        make_config(api={"backend": "acestep", "base_url": sim.base_url})
+        path = tmp_path / "config.toml"
+        no_lm = cli(path, "describe", str(audio), "-o", "-")
+        queued = _json(cli(path, "submit", str(song(tmp_path, "q.txt", model=TURBO)), "--json"))
+        not_done = cli(path, "extend", queued[0]["id"], "--seconds", "5")
+    assert no_lm.returncode == 1 and "needs the server's language model" in no_lm.stderr
+    assert not_done.returncode == 1 and "is queued, not done" in not_done.stderr
+    make_config(api={"backend": "bygheart", "base_url": "http://127.0.0.1:9"})
+    hosted = cli(tmp_path / "config.toml", "describe", str(audio))
+    assert hosted.returncode == 1 and "needs a self-hosted ACE-Step server" in hosted.stderr
+
+
+def test_stems_on_the_hosted_api_are_the_same_tasks_with_their_cost_said_first(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    make_config(simulator)
+    path = tmp_path / "config.toml"
+    audio = tmp_path / "tune.wav"
+    _write_wav(audio, 1.0)
+    done = cli(path, "stems", str(audio), "--tracks", "vocals", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "1 stem (vocals): 1 generation, one per stem, 2 credits" in done.stderr
+    [task] = simulator.sim.tasks.values()
+    assert (task.params.task_type, task.params.track_name) == ("extract", "vocals")
+    assert (tmp_path / "bgh" / "output" / "tune-stems" / "tune.vocals.mp3").is_file()
+
+
+def test_per_model_defaults_fill_only_what_a_song_leaves_unset() -> None:
+    from bygheartd.songs.request import SongRequest
+
+    def body(**data: Any) -> dict[str, Any]:
+        request = SongRequest.build(
+            {"style": "pop", "instrumental": True, **data}, RequestRules(backend="acestep")
+        )
+        return request.to_api_body()
+
+    turbo = body(model="acestep-v15-xl-turbo")
+    assert turbo["inference_steps"] == 8 and "guidance_scale" not in turbo
+    mine = body(model=BASE, inference_steps=60, shift=1)
+    assert (mine["inference_steps"], mine["shift"], mine["guidance_scale"]) == (60, 1.0, 7.0)
+    unset = body()
+    assert "inference_steps" not in unset and "shift" not in unset
+
+
+@pytest.mark.parametrize(
+    ("task", "start", "end", "seconds"),
+    [
+        ("repaint", 2.0, 9.0, 9.0),  # R1-33: a 4 s source, 2..9
+        ("repaint", -3.0, 1.0, 7.0),  # R1-35: 3 s before it
+        ("repaint", 1.0, 0.0, 4.0),  # 0 is "to the end": nothing added
+        ("extract", None, None, 4.0),
+    ],
+)
+def test_the_simulators_output_follows_the_captured_padding(
+    task: str, start: float | None, end: float | None, seconds: float
+) -> None:
+    import dataclasses
+
+    from bygheartd.simulator.params import parse_params
+    from bygheartd.simulator.tasks import output_seconds
+
+    body: dict[str, Any] = {"task_type": task, "_src_audio_seconds": 4.0}
+    body |= {
+        k: v for k, v in (("repainting_start", start), ("repainting_end", end)) if v is not None
+    }
+    params = parse_params(body, has_upload=True)
+    assert output_seconds(params) == pytest.approx(seconds)
+    assert output_seconds(dataclasses.replace(params, source_seconds=None)) is None
+
+
+def test_the_simulator_answers_a_bad_repaint_strength_with_an_opaque_500() -> None:
+    import httpx
+
+    with run_in_thread(SimulatorSettings(backend="acestep", latency=0.05)) as sim:
+        bad = httpx.post(
+            sim.base_url + "/release_task",
+            json={"task_type": "repaint", "repaint_strength": 2, "src_audio_path": "x.wav"},
+        )
+    assert bad.status_code == 500 and bad.text == "Internal Server Error"

@@ -126,7 +126,7 @@ def test_the_view_is_shipped_in_the_package() -> None:
     built = Path(bygheartd.mcp.__file__).parent / "ui" / "song.html"
     assert built.is_file() and built.read_text(encoding="utf-8") == song_view_html()
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
-    assert '"bygheartd.mcp" = ["ui/*.html"]' in pyproject
+    assert '"bygheartd.mcp.ui" = ["*.html"]' in pyproject
     lock = json.loads((Path(__file__).parent.parent / "mcp-app" / "package-lock.json").read_text())
     assert "node_modules/@modelcontextprotocol/ext-apps" in lock["packages"]
 

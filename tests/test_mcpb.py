@@ -66,7 +66,7 @@ async def test_the_manifest_lists_the_servers_real_tools_and_prompts(
 
 def test_the_manifest_starts_bygheartd_mcp_with_the_key_as_a_secret() -> None:
     manifest = load(MANIFEST)
-    assert manifest["manifest_version"] == "0.3"
+    assert manifest["manifest_version"] == "0.4"  # the current MCPB manifest version
     assert manifest["version"] == project_version()
     server = manifest["server"]
     assert server["type"] == "binary" and server["entry_point"] == "server/bygheartd-mcp"
@@ -118,7 +118,11 @@ async def list_over_stdio(params: StdioServerParameters) -> tuple[list[str], str
     async with Client(params) as client:
         tools = [t.name for t in (await client.list_tools()).tools]
         guide = (await client.read_resource("bygheart://guide")).contents[0]
+        # The song view ships in the package (built once, never at install time).
+        view = (await client.read_resource("ui://bygheartd/song.html")).contents[0]
     assert isinstance(guide, TextResourceContents)
+    assert isinstance(view, TextResourceContents) and "<script>" in view.text
+    assert view.mime_type == "text/html;profile=mcp-app"
     return tools, guide.text
 
 
@@ -154,31 +158,22 @@ def test_the_launcher_says_how_to_install_bygheartd_when_it_finds_none(tmp_path:
     assert "pipx install bygheartd" in result.stderr
 
 
-def _setuptools_can_build() -> bool:
-    try:
-        import setuptools
-    except ImportError:
-        return False
-    return int(setuptools.__version__.split(".")[0]) >= 77
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-@pytest.mark.skipif(
-    not _setuptools_can_build(),
-    reason="building the wheel offline needs setuptools>=77 here (the dev extra has it)",
-)
-async def test_a_wheel_built_from_this_tree_serves_mcp_from_a_fresh_venv(
-    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
-) -> None:
-    """What pip, pipx and uvx install: the wheel, in a virtual environment of its own.
-    Its dependencies come from this environment (no network: the index is never asked)."""
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of this tree, built offline from a copy (as pip, pipx and uvx would)."""
     source = tmp_path / "src"
     shutil.copytree(
         REPO,
         source,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests"
+            ".git",
+            ".venv",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+            "tests",
+            "node_modules",
         ),
     )
     wheels = tmp_path / "wheels"
@@ -203,6 +198,29 @@ async def test_a_wheel_built_from_this_tree_serves_mcp_from_a_fresh_venv(
     )
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("bygheartd-*.whl")
+    return wheel
+
+
+def _setuptools_can_build() -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    return int(setuptools.__version__.split(".")[0]) >= 77
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    not _setuptools_can_build(),
+    reason="building the wheel offline needs setuptools>=77 here (the dev extra has it)",
+)
+async def test_a_wheel_built_from_this_tree_serves_mcp_from_a_fresh_venv(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """What pip, pipx and uvx install: the wheel, in a virtual environment of its own.
+    Its dependencies come from this environment (no network: the index is never asked)."""
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -242,3 +260,62 @@ async def test_a_wheel_built_from_this_tree_serves_mcp_from_a_fresh_venv(
     )
     tools, guide = await list_over_stdio(params)
     assert tools == EXPECTED_TOOLS and "[Chorus]" in guide
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    not _setuptools_can_build(),
+    reason="building the wheel offline needs setuptools>=77 here (the dev extra has it)",
+)
+async def test_the_bundle_carries_bygheartd_and_runs_it_with_uvx_or_a_venv_of_its_own(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """What `make mcpb` packs: the launcher with the wheel beside it, on a machine where
+    bygheartd was never installed. With uv, the launcher hands uvx the bundled wheel; without
+    it, it installs the wheel into a virtual environment of its own, once."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO / "mcpb", bundle)
+    wheel = shutil.copy(build_wheel(tmp_path), bundle / "server")
+    launcher = bundle / "server" / "bygheartd-mcp"
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    python_dir = tmp_path / "python"  # the interpreter of this environment, nothing else
+    python_dir.mkdir()
+    (python_dir / "python3").symlink_to(getattr(sys, "_base_executable", sys.executable))
+    path = f"{python_dir}:/usr/bin:/bin"
+    if shutil.which("bygheartd", path=path) or shutil.which("uvx", path=path):
+        pytest.skip("this machine has bygheartd or uvx installed system-wide")
+    config = make_config(simulator)
+    assert config.source_path is not None
+
+    # uv is there (a stand-in that records its arguments, then runs bygheartd mcp).
+    record = tmp_path / "uvx-args"
+    uvx = home / ".local" / "bin" / "uvx"
+    program = Path(sys.executable).parent / "bygheartd"
+    uvx.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\nexec "{program}" mcp\n')
+    uvx.chmod(0o755)
+    env = stdio_env(config.source_path, HOME=str(home), PATH=path)
+    tools, _ = await list_over_stdio(StdioServerParameters(command=str(launcher), env=env))
+    assert "generate_song" in tools  # (the tool list itself: the tests above)
+    assert record.read_text().split() == ["--from", str(wheel), "bygheartd", "mcp"]
+
+    # No uv: the launcher makes a venv of its own. Offline here: pip takes nothing from an
+    # index, and the dependencies come from this environment through PYTHONPATH.
+    uvx.unlink()
+    data = tmp_path / "data"
+    env |= {
+        "XDG_DATA_HOME": str(data),
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_DEPS": "1",
+        "PYTHONPATH": sysconfig.get_paths()["purelib"],
+    }
+    tools, _ = await list_over_stdio(StdioServerParameters(command=str(launcher), env=env))
+    assert "generate_song" in tools
+    (venv,) = (data / "bygheartd").iterdir()
+    assert venv.name == "mcpb-" + Path(wheel).stem and (venv / ".complete").is_file()
+    assert (venv / "bin" / "bygheartd").is_file()
+    # The next start uses it as it is.
+    stamp = (venv / ".complete").stat().st_mtime_ns
+    tools, _ = await list_over_stdio(StdioServerParameters(command=str(launcher), env=env))
+    assert "generate_song" in tools and (venv / ".complete").stat().st_mtime_ns == stamp

@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,79 @@ def test_config_check_reports_every_problem_at_once(tmp_path: Path) -> None:
         "queue.poll_min_seconds: must be a number (got 'y')",
     ):
         assert problem in checked.stdout + checked.stderr, checked
+
+
+@pytest.mark.anyio
+async def test_follow_prints_prefixes_that_show_accepts_for_jobs_made_together(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from bygheartd.cli.commands import opened_service
+    from bygheartd.cli.follow import Prefixes
+    from bygheartd.store.store import DB_NAME
+
+    config = make_config(None)
+    assert config.source_path is not None
+    songs = [write(tmp_path, f"twin-{n}.txt", "---\nstyle: pop\n---\nla\n") for n in (1, 2)]
+    first, second = json.loads(
+        bgh("submit", "--json", *map(str, songs), config=config.source_path).stdout
+    )
+    # Two jobs made in the same millisecond share their first nine characters and more.
+    twin = first["id"][:10] + "zzzz"
+    with sqlite3.connect(config.state_dir / DB_NAME) as db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("UPDATE events SET job_id = ? WHERE job_id = ?", (twin, second["id"]))
+        db.execute("UPDATE jobs SET id = ? WHERE id = ?", (twin, second["id"]))
+    async with opened_service(config) as service:
+        prefixes = Prefixes(service)
+        shown = [await prefixes.of(first["id"]), await prefixes.of(twin)]
+    assert [len(p) for p in shown] == [11, 11]
+    for prefix, job_id in zip(shown, (first["id"], twin), strict=True):
+        record = json.loads(bgh("show", prefix, "--json", config=config.source_path).stdout)
+        assert record["id"] == job_id
+
+
+def test_list_at_80_columns_keeps_titles_and_gives_reasons_their_own_lines(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    from bygheartd.store.store import DB_NAME
+
+    config = make_config(None)
+    assert config.source_path is not None
+    songs = [
+        write(tmp_path, f"m{n}.txt", f"---\ntitle: Midnight God Mode {n}\nstyle: pop\n---\nla\n")
+        for n in (1, 2)
+    ]
+    first, _ = json.loads(
+        bgh("submit", "--json", *map(str, songs), config=config.source_path).stdout
+    )
+    reason = (
+        "the server failed the task without a reason (HTTP 200, status 2): try again, or pick "
+        "another model"
+    )
+    with sqlite3.connect(config.state_dir / DB_NAME) as db:
+        db.execute(
+            "UPDATE jobs SET status = 'failed', reason = ? WHERE id = ?", (reason, first["id"])
+        )
+    listed = bgh("list", config=config.source_path, env={"COLUMNS": "80"}).stdout
+    assert all(len(line) <= 80 for line in listed.splitlines()), listed
+    assert "Midnight God Mode" in listed  # the titles keep their room
+    assert " ".join(listed.split()).count(reason) == 1, listed  # the reason whole, once
+
+
+def test_at_80_columns_paths_and_events_wrap_whole(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config(simulator).source_path
+    assert config is not None
+    title = "Rooftop Static in the Long Summer Evening Light"
+    song = write(tmp_path, "r.txt", f"---\ntitle: {title}\nstyle: pop\ntakes: 2\n---\nla\n")
+    narrow = {"COLUMNS": "80"}
+    made = bgh("submit", "--wait", str(song), config=config, env=narrow).stdout
+    [record] = json.loads(bgh("list", "--json", config=config).stdout)
+    shown = bgh("show", record["id"], config=config, env=narrow).stdout
+    assert all(len(line) <= 80 for line in shown.splitlines()), shown
+    for out in (made, shown):
+        joined = "".join(line.strip() for line in out.splitlines())
+        for file in record["files"]:
+            assert Path(file["path"]).name in joined, out  # folded, never cut
+    assert "post-processed" in shown and record["task_id"] in shown

@@ -4,6 +4,7 @@ is done."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ async def test_hook_on_album_complete_loudnorm_gives_the_album_one_gain(tmp_path
     entry = outcome.sidecar["loudnorm"]
     after = [lufs(p) for p in (quiet, middle, loud)]
     # Every track moved by the same gain: the steps between them are kept ...
-    steps_before = [b - a for a, b in zip(before, before[1:], strict=False)]
-    steps_after = [b - a for a, b in zip(after, after[1:], strict=False)]
+    steps_before = [b - a for a, b in itertools.pairwise(before)]
+    steps_after = [b - a for a, b in itertools.pairwise(after)]
     assert steps_after == pytest.approx(steps_before, abs=0.15)
     assert [a - b for a, b in zip(after, before, strict=True)] == pytest.approx(
         [entry["gain_db"]] * 3, abs=0.15

@@ -5,6 +5,7 @@ when one batched poll for every in-flight task goes out.
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -166,4 +167,152 @@ def test_planned_polls_find_spread_out_songs_at_about_one_poll_each() -> None:
         assert delay is not None
         now += poll_delay(delay, None, floor=0.5, ceiling=30)
     assert polls <= 9
-    assert sorted(lags)[len(lags) // 2] < 0.5
+    # Readings this fresh are what no real server gives (the captured one's are up to a
+    # step old): the margin every progress-based finish keeps for that costs some lag here.
+    assert sorted(lags)[len(lags) // 2] < 0.75
+
+
+# -- what the captured server says (API-TRANSCRIPTS.md), and predictions it contradicts ---
+
+STEPS_PER_SECOND = 4  # the captured stub: 1 s of diffusion in 4 steps, 6 s in 24
+FILES_SECONDS = 0.3  # written after the last step: no progress covers them
+
+
+def captured_progress(elapsed: float, diffusion: float) -> float | None:
+    """The progress the captured server holds `elapsed` s after a task started: step k of
+    N written as k / (N + 1) when it starts, unchanged until the next; None once the
+    result is there."""
+    if elapsed >= diffusion + FILES_SECONDS:
+        return None
+    steps = max(1, round(diffusion * STEPS_PER_SECOND))
+    return min(steps, math.floor(elapsed / (diffusion / steps)) + 1) / (steps + 1)
+
+
+def learned(seconds: float, times: int = 10) -> Predictor:
+    predictor = Predictor()
+    for n in range(times):
+        predictor.history.add(MODEL, 30, seconds * (1 + 0.01 * (n % 3 - 1)))
+    return predictor
+
+
+def test_progress_that_contradicts_the_history_replaces_it_at_once() -> None:
+    """History says 3 s; 3.2 s in, the server reports step 13 of 180 (45 s of diffusion):
+    the next poll is planned for the 45 s the progress says, not an average with 3 s."""
+    predictor = learned(3.0)
+    predictor.submitted("a", 0.0, model=MODEL, duration=30)
+    before = predictor.estimate("a")
+    assert before is not None and before.expected == pytest.approx(3.0, abs=0.1)
+    progress = captured_progress(3.2, 45.0)
+    assert progress is not None
+    predictor.sighted("a", progress, "stub diffusion step 13/180", 3.2)
+    after = predictor.estimate("a")
+    assert after is not None and after.expected == pytest.approx(45.3, abs=3 * after.spread)
+    delay, _ = predictor.plan(3.2, ["a"], confidence=0.98)
+    assert delay is not None and delay > 30
+
+
+def test_progress_that_says_sooner_than_the_history_wins_too() -> None:
+    """The other way: history says 45 s, the first look 3 s in finds the last step."""
+    predictor = learned(45.0)
+    predictor.submitted("a", 0.0, model=MODEL, duration=30)
+    progress = captured_progress(3.0, 3.0)
+    assert progress is not None
+    predictor.sighted("a", progress, "stub diffusion step 12/12", 3.0)
+    after = predictor.estimate("a")
+    assert after is not None and after.expected < 4.0
+
+
+def test_running_well_past_the_history_drops_it_for_that_task() -> None:
+    """No progress at all, but still running long after the history's likely finish: the
+    history no longer predicts this task (it waits on the plain growing interval)."""
+    predictor = learned(3.0)
+    predictor.submitted("a", 0.0, model=MODEL, duration=30)
+    predictor.sighted("a", None, None, 2.0)
+    assert predictor.estimate("a") is not None  # not contradicted yet
+    predictor.sighted("a", None, None, 10.0)
+    assert predictor.estimate("a") is None
+
+
+def test_a_history_starts_again_when_the_server_changes_speed() -> None:
+    history = GenerationHistory()
+    for _ in range(5):
+        history.add(MODEL, 30, 3.0)
+    history.add(MODEL, 30, 45.0)
+    typical = history.typical(MODEL, 30)
+    assert typical is not None and typical[0] == pytest.approx(45.0)
+    spread_out = GenerationHistory()  # times that merely vary are kept, however far apart
+    for seconds in (10.0, 30.0, 20.0, 11.0, 29.0, 15.0, 25.0, 10.5):
+        spread_out.add(MODEL, 30, seconds)
+    assert len(spread_out) == 8
+
+
+def test_a_task_known_only_from_history_is_looked_at_soon_after_its_submit() -> None:
+    predictor = learned(45.0)
+    predictor.submitted("a", 0.0, model=MODEL, duration=30)
+    delay, caught = predictor.plan(0.0, ["a"], confidence=0.98, look_after=3.0)
+    assert delay == pytest.approx(3.0) and caught == 0
+    alone, _ = predictor.plan(0.0, ["a"], confidence=0.98)
+    assert alone is not None and alone > 40  # without the look: the history's finish
+    # A poll already due inside the look's window (3 to 6 s) serves as the look.
+    predictor.submitted("b", -20.0, model=MODEL, duration=30)
+    predictor.sighted("b", 0.8, "running", -1.0)
+    b = predictor.estimate("b")
+    assert b is not None and 3.0 < b.expected < 5.0
+    delay, caught = predictor.plan(0.0, ["a", "b"], confidence=0.98, look_after=3.0)
+    assert delay is not None and delay > 3.0 and caught == 1
+    predictor.sighted("a", captured_progress(3.0, 45.0), "running", 3.0)
+    delay, _ = predictor.plan(3.0, ["a"], confidence=0.98, look_after=3.0)
+    assert delay is not None and delay > 30  # looked at: its progress sets the time
+
+
+def drive(phases: list[list[float]], *, look_after: float = 3.0) -> tuple[int, list[float]]:
+    """The poll loop against the captured server's progress: each phase's tasks submitted
+    together once the phase before has ended; (polls, lag of each task)."""
+    predictor = Predictor()
+    now, polls, lags, misses, n = 0.0, 0, [], 0, 0
+    for phase in phases:
+        running: dict[str, tuple[float, float]] = {}
+        for diffusion in phase:
+            key, n = f"t{n}", n + 1
+            predictor.submitted(key, now, model=MODEL, duration=30)
+            running[key] = (now, diffusion)
+        while running:
+            delay, expected = predictor.plan(
+                now, list(running), confidence=0.98, gather_seconds=1.0, look_after=look_after
+            )
+            unpredicted = (
+                look_after if any(predictor.estimate(k) is None for k in running) else None
+            )
+            now += poll_delay(delay, unpredicted, floor=0.5, ceiling=30, misses=misses)
+            polls += 1
+            found = 0
+            for key, (start, diffusion) in list(running.items()):
+                progress = captured_progress(now - start, diffusion)
+                if progress is None:
+                    lags.append(now - (start + diffusion + FILES_SECONDS))
+                    predictor.finished(key, now)
+                    del running[key]
+                    found += 1
+                else:
+                    predictor.sighted(key, progress, "running", now)
+            misses = misses + 1 if expected and not found else 0
+    return polls, lags
+
+
+def test_when_generation_times_jump_the_lag_stays_short() -> None:
+    """3 s, then 45 s, then 3 s again (bench/engine.py (g)): every song is fetched soon
+    after the server has it; before, the first 3 s song after the 45 s ones waited for a
+    poll the 45 s history had put 27 s late."""
+    polls, lags = drive([[3.0, 3.1, 2.9, 3.05], [45.0, 44.0, 46.0, 45.5], [3.0, 3.1, 2.9, 3.05]])
+    assert len(lags) == 12
+    assert max(lags) < 1.5
+    assert polls <= 3 * 12
+
+
+def test_planned_polls_on_the_captured_progress_find_songs_soon() -> None:
+    """Eight songs of 10 to 30 s at once, the captured server's step-wise progress: about
+    one poll per song, each song found soon after it finished."""
+    rng = random.Random(16)
+    polls, lags = drive([[rng.uniform(10, 30) for _ in range(8)]])
+    assert polls <= 10
+    assert sorted(lags)[len(lags) // 2] < 0.5 and max(lags) < 1.5

@@ -130,3 +130,39 @@ def test_kill_during_the_retakes_submit_fails_it_as_unknown_and_keeps_the_earlie
     assert sha(first) == before  # never sent again, and what it had is still there
     assert tasks_for(simulator, "marker-retake-2") <= 2
     assert not list(config.folders.output.glob("*.part"))
+
+
+def test_a_dropped_song_cut_short_ends_with_the_passing_retake_in_the_keepers_folder(
+    simulator: RunningSimulator,
+    setup: tuple[Config, Path, Daemon, Jobs],
+    make_config: MakeConfig,
+    tmp_path: Path,
+) -> None:
+    """The issue's "done when": nobody listens, and the keepers folder gets a whole song."""
+    _, config_path, daemon, jobs = setup
+    keepers = tmp_path / "keepers"
+    config = make_config(
+        simulator,
+        queue={"poll_min_seconds": 0.1, "poll_max_seconds": 0.3},
+        plugins={"enabled": ["quality", "tags"]},
+        retakes={"max": 1},
+        folders={"keepers": str(keepers)},
+        **{"plugins.quality": {"min_duration_ratio": 0.05}},
+    )
+    daemon.start()
+    song(tmp_path / "songs", 3).rename(config.folders.inbox / "dropped.txt")
+    wait_for(lambda: any(config.folders.archive.iterdir()), what="the drop taken", proc=daemon)
+    [record] = list_json(config_path)
+    wait_for(lambda: jobs.all_in([record["id"]], {"done", "failed"}), what="done", proc=daemon)
+    show = json.loads(cli(config_path, "show", "--json", record["id"]).stdout)
+    assert show["status"] == "done"
+    assert [Path(f["path"]).name for f in show["files"]] == [
+        "crash-retake-3.mp3",
+        "crash-retake-3.take2.mp3",
+    ]
+    assert show["keeper"]["take"] == 2 and show["keeper"]["by"] == "gate"
+    [copy] = keepers.iterdir()
+    assert copy.name == "crash-retake-3.mp3"
+    assert sha(copy) == sha(Path(show["keeper"]["path"]))
+    assert [e["event"] for e in show["history"]].count("retake") == 1
+    assert "is made again: retake 1 of 1" in daemon.log()

@@ -110,8 +110,11 @@ def credits_cell(job: Job, charged: int | None) -> str:
     return f"{charged} (cost {job.credits})"
 
 
-def jobs_table(jobs: list[Job], *, charged: Mapping[str, int] | None = None) -> Table:
-    """`list`: what each job is (id, status, title, model, credits, age, why)."""
+def jobs_table(
+    jobs: list[Job], *, charged: Mapping[str, int] | None = None, why: bool = True
+) -> Table:
+    """`list`: what each job is (id, status, title, model, credits, age, why); without
+    `why`, the reasons are left to `reasons_table`."""
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -121,7 +124,7 @@ def jobs_table(jobs: list[Job], *, charged: Mapping[str, int] | None = None) -> 
     table.add_column("model", overflow="ellipsis", no_wrap=True)
     table.add_column("credits", justify="right")
     table.add_column("created", no_wrap=True)
-    if any(j.reason and j.status in NOTED for j in jobs):
+    if why and _noted(jobs):
         table.add_column("why", overflow="ellipsis", no_wrap=True)
     for job in jobs:
         paid = None if charged is None else charged.get(job.id, 0)
@@ -131,6 +134,30 @@ def jobs_table(jobs: list[Job], *, charged: Mapping[str, int] | None = None) -> 
             cells.append(shown(job.reason or "") if job.status in NOTED else "")
         table.add_row(*cells)
     return table
+
+
+def _noted(jobs: list[Job]) -> list[Job]:
+    """The jobs whose reason `list` shows (failed, held, cancelled: why)."""
+    return [j for j in jobs if j.reason and j.status in NOTED]
+
+
+def reasons_table(jobs: list[Job]) -> Table:
+    """The reasons of a narrow `list`, each on lines of its own under the table, whole and
+    wrapped at words, beside the job's id."""
+    from rich.table import Table
+
+    table = Table(
+        box=None, show_header=False, padding=(0, 1, 0, 1), title="why", title_justify="left"
+    )
+    table.add_column("id", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for job in _noted(jobs):
+        table.add_row(job.id, shown(job.reason or ""))
+    return table
+
+
+# Below this many terminal cells for its "why" column, `list` puts reasons under the table.
+WHY_MIN = 30
 
 
 def files_table(jobs: list[Job]) -> tuple[Table, list[str]]:
@@ -143,7 +170,7 @@ def files_table(jobs: list[Job]) -> tuple[Table, list[str]]:
     table.add_column("id", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("title", overflow="ellipsis", no_wrap=True)
-    table.add_column("files (or reason)", overflow="ellipsis", no_wrap=True)
+    table.add_column("files (or reason)", overflow="fold")  # names whole, wrapped
     folders: list[str] = []
     for job in jobs:
         for file in job.files:
@@ -177,8 +204,9 @@ def job_detail(
 
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
-    # Long values wrap at words, never mid-word; `wide` keeps each on its line.
-    facts.add_column(overflow="ellipsis", no_wrap=wide)
+    # Long values wrap at words, and a path longer than the line folds onto the next one,
+    # its extension kept; `wide` keeps each on its line.
+    facts.add_column(overflow="fold", no_wrap=wide)
     rows: list[tuple[str, str]] = [
         ("id", job.id),
         ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"),
@@ -212,18 +240,60 @@ def job_detail(
             rows.append((f"sung {name.replace('_', ' ')}", shown(_with_unit(name, value))))
     for name, value in rows:
         facts.add_row(name, value)
-    events = Table(box=None, header_style="bold", title="history", title_justify="left")
-    for column in ("at", "event", "from → to", "reason"):
-        events.add_column(column, overflow="ellipsis", no_wrap=True)
-    for e in history:
-        move = f"{e.from_status or ''} → {e.to_status}" if e.to_status else ""
-        events.add_row(
-            e.at.strftime("%Y-%m-%d %H:%M:%S"), shown(e.event), move, shown(e.reason or "")
-        )
     parts: list[Any] = [facts, ""]
     if generated.get("lyrics"):
         parts += ["[bold]lyrics the model wrote[/]", shown_lines(generated["lyrics"]), ""]
-    return Group(*parts, events if wide else Fitted(events, flexible={"event": 1, "reason": 2}))
+    return Group(*parts, History(history, wide=wide))
+
+
+class History:
+    """`show`'s history: a table (at, event, from → to, reason) where the reasons have room
+    to say something, else each reason on lines of its own under its event, whole."""
+
+    def __init__(self, history: list[Event], *, wide: bool) -> None:
+        self.history = history
+        self.wide = wide
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        return [
+            (
+                e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                shown(e.event),
+                f"{e.from_status or ''} → {e.to_status}" if e.to_status else "",
+                shown(e.reason or ""),
+            )
+            for e in self.history
+        ]
+
+    def table(self, *, reasons: bool = True) -> Table:
+        from rich.table import Table
+
+        events = Table(box=None, header_style="bold", title="history", title_justify="left")
+        for column in ("at", "event", "from → to"):  # short words: never cut
+            events.add_column(column, no_wrap=True)
+        if reasons:
+            events.add_column("reason", overflow="fold", no_wrap=self.wide)  # wraps, whole
+        for at, event, move, reason in self._rows():
+            events.add_row(at, event, move, *([reason] if reasons else []))
+        return events
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.wide:
+            yield self.table()
+            return
+        room = options.max_width - natural_width(self.table(reasons=False)) - 2
+        if room >= WHY_MIN:
+            yield Fitted(self.table(), flexible={"reason": 1})
+            return
+        from rich.table import Table
+
+        lines = Table.grid(padding=(0, 2))
+        lines.add_column(no_wrap=True)
+        lines.add_column(overflow="fold")
+        for at, event, move, reason in self._rows():
+            lines.add_row(at, f"{event}  {move}".rstrip() + (f"\n{reason}" if reason else ""))
+        yield "[bold]history[/]"
+        yield lines
 
 
 _UNITS = {"duration": "s", "bpm": "bpm"}
@@ -252,7 +322,9 @@ def print_job_detail(
     detail = job_detail(job, history, charged=charged, wide=wide)
     if wide:
         needed = [
-            natural_width(part) if isinstance(part, Table) else _longest_line(part)
+            natural_width(part.table() if isinstance(part, History) else part)
+            if isinstance(part, Table | History)
+            else _longest_line(part)
             for part in detail.renderables
         ]
         console.width = max(console.width, *needed)
@@ -308,6 +380,14 @@ def print_jobs_table(
         _print_trimmed(console, table)
         return
     shown = [replace(job, model=short_model(job.model)) for job in jobs]
+    without = jobs_table(shown, charged=charged, why=False)
+    # Titles first: when what is left for "why" is too narrow to say anything ("the…"),
+    # the reasons go under the table, whole, and the titles keep their room.
+    room = console.width - natural_width(without) - 2
+    if _noted(shown) and room < WHY_MIN:
+        console.print(Fitted(without, flexible={"title": 2, "model": 1}))
+        console.print(reasons_table(shown))
+        return
     console.print(
         Fitted(jobs_table(shown, charged=charged), flexible={"title": 2, "model": 1, "why": 1})
     )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 RECENT = 10
 POLL_SECONDS = 0.2
 TITLE_WIDTH = 24
+PREFIX = 8  # id characters shown, more when another job shares them
 
 
 async def follow_command(
@@ -54,6 +55,7 @@ async def _follow(
     job_ids = [job_id for ref in refs for job_id in await job_ids_of(service, ref)] or None
     seq = 0 if job_ids else await service.event_seq(RECENT)
     width = _line_width()
+    prefixes = Prefixes(service)
     seen_version: int | None = None
     while True:
         version = await service.data_version()
@@ -62,7 +64,9 @@ async def _follow(
             # Statuses before events: a job's last transition commits with its event,
             # so a final status read here guarantees its last line is read below.
             finished = await _statuses(service, job_ids) if job_ids else None
-            seq = await _print_new(service, seq, job_ids, as_json=as_json, width=width)
+            seq = await _print_new(
+                service, seq, job_ids, as_json=as_json, width=width, prefixes=prefixes
+            )
             if finished is not None and all(s in FINAL_STATUSES for s in finished):
                 return 0 if all(s is JobStatus.DONE for s in finished) else 1
         await asyncio.sleep(poll_seconds)
@@ -72,8 +76,39 @@ async def _statuses(service: SongService, job_ids: list[str]) -> list[JobStatus]
     return [(await service.get(job_id)).status for job_id in job_ids]
 
 
+class Prefixes:
+    """The shortest id prefix (8 characters or more) that `show` resolves to that job
+    alone: jobs made in the same instant share their first 8 to 9 characters."""
+
+    def __init__(self, service: SongService) -> None:
+        self.service = service
+        self.known: dict[str, str] = {}
+
+    async def of(self, job_id: str) -> str:
+        if job_id not in self.known:
+            self.known[job_id] = await self._shortest(job_id)
+        return self.known[job_id]
+
+    async def _shortest(self, job_id: str) -> str:
+        from bygheartd.errors import BygheartdError
+
+        for length in range(PREFIX, len(job_id)):
+            try:
+                if (await self.service.get(job_id[:length])).id == job_id:
+                    return job_id[:length]
+            except BygheartdError:
+                continue  # several jobs share it: one character more
+        return job_id
+
+
 async def _print_new(
-    service: SongService, seq: int, job_ids: list[str] | None, *, as_json: bool, width: int | None
+    service: SongService,
+    seq: int,
+    job_ids: list[str] | None,
+    *,
+    as_json: bool,
+    width: int | None,
+    prefixes: Prefixes,
 ) -> int:
     """Print everything after `seq` (in batches); the new position."""
     while True:
@@ -84,13 +119,14 @@ async def _print_new(
             if as_json:
                 text = json.dumps(item.as_record(), ensure_ascii=False)
             else:
-                text = event_line(item, width)
+                prefix = await prefixes.of(item.job_id)
+                text = event_line(item, width, prefix=prefix)
             sys.stdout.write(text + "\n")
             seq = item.seq
         sys.stdout.flush()
 
 
-def event_line(item: JobEvent, width: int | None = None) -> str:
+def event_line(item: JobEvent, width: int | None = None, *, prefix: str | None = None) -> str:
     """`14:02:11 0hk3a4bx Midnight God Mode        held (rate) queued → held: 429 ...`:
     local time (a live view, like journalctl), the id prefix `show` accepts, the title cut
     to a column, then what happened; cut to `width` with an ellipsis on a terminal."""
@@ -98,7 +134,8 @@ def event_line(item: JobEvent, width: int | None = None) -> str:
     # Titles and reasons come from song files and servers: shown, never interpreted.
     title = fit_cells(visible(item.title, one_line=True), TITLE_WIDTH)
     title += " " * (TITLE_WIDTH - cell_len(title))
-    text = f"{e.at.astimezone().strftime('%H:%M:%S')} {item.job_id[:8]} {title} "
+    shown_id = prefix or item.job_id[:PREFIX]
+    text = f"{e.at.astimezone().strftime('%H:%M:%S')} {shown_id} {title} "
     text += visible(e.event, one_line=True)
     if e.to_status:
         text += f" {e.from_status} → {e.to_status}" if e.from_status else f" → {e.to_status}"

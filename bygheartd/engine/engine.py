@@ -289,7 +289,7 @@ class Engine:
         the stage that acts on it runs now, not at its next tick."""
         if self.parts.stopping:
             return
-        if kind in ("queued", "reconnected"):
+        if kind in ("queued", "engines", "reconnected"):  # an engine gone: its claims lapsed
             self.ticker.wake("submit")
         if kind in ("cancelled", "reconnected"):
             self.ticker.wake("poll")

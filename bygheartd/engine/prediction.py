@@ -49,7 +49,7 @@ PROGRESS_MODEL_ERROR = 0.02
 # What a progress reading cannot say (one standard deviation): how old the last write is
 # (the captured server wrote one a step, 4 a second; the real one throttles them to 0.5 s)
 # and the files written after the last one (0.3 s in the captures).
-UNREPORTED_SECONDS = 0.15
+UNREPORTED_SECONDS = 0.2
 HISTORY_PER_KEY = 50
 DURATION_BUCKETS = (30.0, 60.0, 120.0, 240.0)
 # An estimate this many spreads from what a poll reported is contradicted by it.
@@ -211,6 +211,8 @@ class Predictor:
             return
         if progress is None or not 0 < progress < 1:
             return
+        if track.last is not None and progress == track.last.progress:
+            return  # the same write, read again: its first reading is the closer to it
         sighting = Sighting(progress, at)
         if track.first is None:
             track.first = sighting
@@ -296,6 +298,10 @@ class Predictor:
         the last one (API-TRANSCRIPTS.md). Hence UNREPORTED_SECONDS in every spread."""
         half = PROGRESS_STEP / 2
         out: list[Finish] = []
+        # A value read again and again unchanged: this server writes no more often than
+        # that, and the next write (or the finish) may come as late.
+        unchanged = max(0.0, (track.running_seen or last.at) - last.at)
+        unreported = math.hypot(UNREPORTED_SECONDS, unchanged / math.sqrt(3))
         # From when it started generating: the submit, unless it was seen queued after it.
         start = track.queued_seen if track.queued_seen is not None else track.submitted_at
         elapsed = last.at - start
@@ -305,9 +311,7 @@ class Predictor:
             rounding = total * (half / math.sqrt(3)) / last.progress
             # Seen queued: it started somewhere between then and the sighting.
             unsure_start = elapsed / math.sqrt(12) if track.queued_seen is not None else 0.0
-            spread = math.hypot(
-                rounding, unsure_start, PROGRESS_MODEL_ERROR * left, UNREPORTED_SECONDS
-            )
+            spread = math.hypot(rounding, unsure_start, PROGRESS_MODEL_ERROR * left, unreported)
             out.append(Finish(start + total, spread))
         first = track.first
         if first is not None and last.progress - first.progress >= 5 * PROGRESS_STEP:
@@ -319,7 +323,7 @@ class Predictor:
                     left * relative,
                     half / math.sqrt(3) / rate,
                     PROGRESS_MODEL_ERROR * left,
-                    UNREPORTED_SECONDS,
+                    unreported,
                 )
                 out.append(Finish(last.at + left, max(MIN_SPREAD_SECONDS, spread)))
         return out

@@ -19,7 +19,6 @@ from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config
 from bygheartd.engine.budget import Budget
 from bygheartd.jobs import Job, iso, utcnow
-from bygheartd.songs.request import RequestRules, SongRequest
 
 NO_PASS_WARNING = "no take passed the quality gate"
 _SEED_MAX = 2**32 - 1
@@ -126,6 +125,10 @@ def plan_retake(job: Job, config: Config, failure: GateFailure) -> RetakePlan:
     """The job's next submission: the same request with new seeds; its result remembers
     what was judged so far, so the retake's takes join the job's instead of replacing them.
     The queue fields are reset as for a first submission (its own attempts and polls)."""
+    # Imported here: the service imports this module, and `bygheartd list` must start
+    # without the request model (pydantic).
+    from bygheartd.songs.request import RequestRules, SongRequest
+
     rules = RequestRules(backend=config.backend, max_job_credits=None)
     takes = int(job.request.get("takes") or 1)
     seed = fresh_seeds(takes, _seeds_used(job))

@@ -236,9 +236,7 @@ def parse_params(
         track_name=None if track is None else str(track),
         repainting_start=_as_float("repainting_start", _get(body, "repainting_start")),
         repainting_end=_as_float("repainting_end", _get(body, "repainting_end")),
-        full_analysis_only=_as_bool(
-            "full_analysis_only", _get(body, "full_analysis_only"), False
-        ),
+        full_analysis_only=_as_bool("full_analysis_only", _get(body, "full_analysis_only"), False),
         source_seconds=float(seconds) if isinstance(seconds, int | float) else None,
         source_digest=str(body.get(SOURCE_DIGEST) or ""),
     )

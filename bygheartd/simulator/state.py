@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 TaskState = Literal["queued", "running", "frozen", "succeeded", "failed"]
 Fate = Literal["succeed", "fail", "forget"]
-PROGRESS_STEPS = 8
+STEPS_PER_SECOND = 4.0  # the captured stub's pace: 1 s gave 4 steps, 6 s gave 24
+FIRST_WRITE_SHARE = 0.01  # the 0.01 "running" write shows before step 1 for this share
 BANNER = "INFO:     Application startup complete."
 
 
@@ -59,17 +60,21 @@ class SimTask:
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def progress(self) -> tuple[float, str]:
-        """Progress and stage text of a running task, computed from the elapsed time."""
+        """Progress and stage text of a running task, as the real server's cache holds them
+        (API-TRANSCRIPTS.md): not the elapsed share at the moment of the query, but the
+        last value the model wrote. `0.01` "running" first, then step k of N writes
+        `k / (N + 1)` (unrounded) when the step starts, N at the captured stub's pace of 4
+        steps a second; nothing after the last step, while the files are written."""
         if self.state == "frozen":
             return self.frozen_progress, self.frozen_stage
         if self.started is None:
             return 0.0, "queued"
         done = (time.monotonic() - self.started) / max(self.run_seconds, 1e-6)
-        value = round(min(0.99, max(0.01, done)), 2)
-        step = min(PROGRESS_STEPS, math.floor(done * PROGRESS_STEPS))
-        if step < 1:
-            return value, "running"
-        return value, f"simulated diffusion step {step}/{PROGRESS_STEPS}"
+        steps = max(1, round(self.run_seconds * STEPS_PER_SECOND))
+        if done < FIRST_WRITE_SHARE:
+            return 0.01, "running"
+        step = min(steps, math.floor(done * steps) + 1)
+        return step / (steps + 1), f"simulated diffusion step {step}/{steps}"
 
 
 @dataclass

@@ -47,6 +47,7 @@ __all__ = ["CSP", "PAGE_SIZE", "WebApp", "web_routes"]
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100  # `?per=N` songs a page
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -231,22 +232,21 @@ class WebApp:
         statuses = _statuses(params.get("status", ""))
         show = params.get("show", "")
         show = show if show in filters.SHOWS else ""
-        try:
-            page = max(1, int(params.get("page", "1")))
-        except ValueError:
-            page = 1
+        page = _whole(params.get("page", ""), 1, 1, 10**9)
+        per = _whole(params.get("per", ""), PAGE_SIZE, 1, MAX_PAGE_SIZE)
         jobs, total = await filters.find_page(
-            self.service, text, statuses, show, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+            self.service, text, statuses, show, limit=per, offset=(page - 1) * per
         )
-        pages = max(1, -(-total // PAGE_SIZE))
+        pages = max(1, -(-total // per))
         credits = await self.service.credits()
         bars, peak = views.usage_bars(await self.service.usage_by_day(30))
         rows = await self._rows(jobs, keepers_only=show == "keepers")
 
         def link(n: int) -> str:
             query = {"q": text, "status": params.get("status", ""), "show": show}
-            query["page"] = str(n)
-            return "/?" + urlencode({k: v for k, v in query.items() if v and v != "1"})
+            query["per"] = str(per) if per != PAGE_SIZE else ""
+            query["page"] = str(n) if n != 1 else ""
+            return "/?" + urlencode({k: v for k, v in query.items() if v})
 
         return self.render(
             request,
@@ -795,6 +795,14 @@ def _problems(exc: RequestError) -> dict[str, list[str]]:
         text = problem.reason + (f": {problem.hint}" if problem.hint else "")
         found.setdefault(problem.key or "", []).append(text)
     return found
+
+
+def _whole(raw: str, default: int, low: int, high: int) -> int:
+    """A whole number from the query within [low, high]; `default` when it is not one."""
+    try:
+        return min(high, max(low, int(raw)))
+    except ValueError:
+        return default
 
 
 def _statuses(raw: str) -> list[JobStatus] | None:

@@ -115,7 +115,9 @@
   // -- playing the library on ----------------------------------------------------------
   // "Play these in order": each song's first player (its keeper) in the order shown, the
   // next page's songs fetched and added when the last one ends. Starting any player makes
-  // it the current one (and pauses the others).
+  // it the current one (and pauses the others). `list` is any container of `article.job`
+  // rows in playing order with a `#play-all` button and a `#now-playing` bar beside it: an
+  // album page's tracks can use it as they are.
   function playOn(list) {
     const button = document.getElementById("play-all");
     const bar = document.getElementById("now-playing");
