@@ -523,3 +523,20 @@ async def test_a_file_whose_name_is_not_utf8_goes_to_failed_with_a_note(
     assert sorted(os.listdir(os.fsencode(failed))) == [raw, raw + b".error.txt"]
     note = (failed / os.fsdecode(raw + b".error.txt")).read_text(encoding="utf-8")
     assert "UTF-8" in note and "rename" in note
+
+
+async def test_a_drop_of_a_file_already_submitted_from_the_command_line_is_a_duplicate(
+    drop: Drop, tmp_path: Path
+) -> None:
+    # The quick start once paid twice: `bygheartd submit song.txt`, then the same file
+    # dropped into the inbox. The drop is the duplicate now ([watch] on_duplicate).
+    song = tmp_path / "midnight.txt"
+    song.write_bytes(SONG)
+    submitted = await drop.service.submit_file(song)
+    outcome = await drop.intake.process(drop.put("midnight.txt"))
+    assert outcome.kind == "rejected"
+    note = drop.note("midnight.txt")
+    assert f"the file that made job {submitted.id}" in note and "with bygheartd submit" in note
+    assert [j.id for j in await drop.jobs()] == [submitted.id]
+    # In a preset's folder the same bytes make another song: not a duplicate.
+    assert (await drop.intake.process(drop.put("demo/midnight.txt"))).kind == "accepted"

@@ -115,7 +115,9 @@ def parse_statuses(text: str | None) -> list[JobStatus] | None:
 
             hint = suggest(name.strip().lower(), [s.value for s in JobStatus])
             # A usage error (exit 2), like any other bad option value.
-            raise click.BadParameter(f"unknown status {name!r}: {hint}", param_hint="'--status'")
+            raise click.BadParameter(
+                f"unknown status {name!r}: {hint}", param_hint="'--status'"
+            ) from None
     return wanted
 
 

@@ -50,6 +50,8 @@ PROGRESS_MODEL_ERROR = 0.02
 # (the captured server wrote one a step, 4 a second; the real one throttles them to 0.5 s)
 # and the files written after the last one (0.3 s in the captures).
 UNREPORTED_SECONDS = 0.2
+RATE_AMP = 1.0
+START_AMP = 1.0
 HISTORY_PER_KEY = 50
 DURATION_BUCKETS = (30.0, 60.0, 120.0, 240.0)
 # An estimate this many spreads from what a poll reported is contradicted by it.
@@ -311,7 +313,13 @@ class Predictor:
             rounding = total * (half / math.sqrt(3)) / last.progress
             # Seen queued: it started somewhere between then and the sighting.
             unsure_start = elapsed / math.sqrt(12) if track.queued_seen is not None else 0.0
-            spread = math.hypot(rounding, unsure_start, PROGRESS_MODEL_ERROR * left, unreported)
+            # Seconds of work the reading may be off by count 1 / progress times over here.
+            spread = math.hypot(
+                rounding,
+                unsure_start,
+                PROGRESS_MODEL_ERROR * left,
+                unreported / last.progress ** START_AMP,
+            )
             out.append(Finish(start + total, spread))
         first = track.first
         if first is not None and last.progress - first.progress >= 5 * PROGRESS_STEP:
@@ -319,10 +327,12 @@ class Predictor:
             if rate > 0:
                 left = (1 - last.progress) / rate
                 relative = math.sqrt(2) * (half / math.sqrt(3)) / (last.progress - first.progress)
+                between = last.at - first.at
                 spread = math.hypot(
                     left * relative,
                     half / math.sqrt(3) / rate,
                     PROGRESS_MODEL_ERROR * left,
+                    RATE_AMP * left * math.sqrt(2) * unreported / between,
                     unreported,
                 )
                 out.append(Finish(last.at + left, max(MIN_SPREAD_SECONDS, spread)))

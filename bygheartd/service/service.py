@@ -99,6 +99,13 @@ class BudgetOutlook:
         return f"{cost}, {self.left_today} left today after this job"
 
 
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -297,7 +304,7 @@ class SongService:
                 source_path=str(submission.source_path) if submission.source_path else None,
                 origin=submission.origin.value,
                 drop_identity=drop.identity or None,
-                content_sha256=drop.content_sha256 or None,
+                content_sha256=drop.content_sha256 or submission.content_sha256,
                 dedupe_key=dedupe_key,
                 idempotency_key=key,
                 archived_as=drop.archived_as or None,
@@ -345,6 +352,9 @@ class SongService:
     ) -> Job:
         """A song file given on the command line (the same format as the inbox)."""
         request = self.parse_file(path, preset=preset, display=str(path))
+        import asyncio  # here: `bygheartd list` runs without an event loop (a test keeps it)
+
+        content = None if preset is not None else await asyncio.to_thread(_file_sha256, path)
         submission = Submission(
             request,
             origin,
@@ -352,6 +362,7 @@ class SongService:
             # Absolute: a path relative to wherever the CLI ran means nothing in a sidecar.
             source=os.path.abspath(path),
             source_path=path.resolve(),
+            content_sha256=content,
         )
         return (await self.submit(submission)).job
 

@@ -41,6 +41,9 @@ class Submission:
     # The same request again within this many seconds answers with the earlier job.
     dedupe_seconds: float | None = None
     drop: DropIdentity | None = None
+    # The song file's bytes (SHA-256), when it came from one without a preset: a drop of
+    # the same bytes later is then a duplicate of this job too ([watch] on_duplicate).
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True)

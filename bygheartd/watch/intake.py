@@ -238,13 +238,16 @@ class Intake:
     async def _live_duplicate(
         self, content: str, preset: str | None, earlier: Job | None
     ) -> Job | None:
-        """An earlier drop of identical bytes (same preset) that did not fail or get cancelled."""
+        """An earlier drop of identical bytes (same preset), or a `bygheartd submit` of them
+        (no preset), that did not fail or get cancelled."""
         candidates = [earlier] if earlier is not None else []
         candidates += await self.service.jobs_with_content(content)
         for job in candidates:
-            if job.origin != "drop" or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
                 continue
-            if preset_of(PurePosixPath(job.source or "")) == preset:
+            if job.origin == "drop" and preset_of(PurePosixPath(job.source or "")) == preset:
+                return job
+            if job.origin == "cli" and preset is None:
                 return job
         return None
 
@@ -411,7 +414,9 @@ class Intake:
         when = job.created_at.strftime("%Y-%m-%d %H:%M UTC")
         return Rejection.because(
             f"has exactly the same content as the file that made job {job.id} "
-            f"({job.title!r}, {job.status.value}, created {when}); it was not queued again, "
+            f"({job.title!r}, {job.status.value}, created {when}"
+            f"{', with bygheartd submit' if job.origin == 'cli' else ''}); it was not queued "
+            "again, "
             "so that a sync tool re-delivering a file never spends credits twice "
             '([watch] on_duplicate = "skip")',
             hint="to make it again, change the file (a new title or a seed) or set "
