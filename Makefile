@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv bench clean system-deps mcpb mcp-app
+.PHONY: demo test lint typecheck venv bench clean system-deps mcpb mcp-app conformance
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,17 @@ mcpb: $(STAMP)
 # testing bygheartd never build it. Versions are fixed by mcp-app/package-lock.json.
 mcp-app:
 	cd mcp-app && npm ci && npm run build
+
+# The official MCP conformance suite against our server (tests/test_mcp_conformance.py). It
+# needs Node 22, which the `node@22` npm package carries; both land in build/conformance once
+# (npm registry needed then).
+CONFORMANCE := build/conformance
+conformance: $(STAMP)
+	test -x $(CONFORMANCE)/node_modules/.bin/conformance || (mkdir -p $(CONFORMANCE) && \
+	  cd $(CONFORMANCE) && npm install --no-save --no-fund --no-audit \
+	  node@22 @modelcontextprotocol/conformance@0.1.16)
+	BYGHEARTD_CONFORMANCE_DIR=$(CURDIR)/$(CONFORMANCE) $(BIN)/python -m pytest -q -n 0 \
+	  tests/test_mcp_conformance.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bygheartd-demo

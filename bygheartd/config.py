@@ -67,6 +67,10 @@ class ServerSection(_Section, frozen=True):
     # One running and one waiting: the GPU never idles between songs, and the rest of the
     # queue stays free to go wherever a GPU frees up first.
     max_in_flight: InFlight = 2
+    # A LoRA adapter on that server (a path there: a PEFT directory or a LoKr file), loaded
+    # once through its /v1/lora/load when the pool first finds it healthy, and again when its
+    # /v1/lora/status no longer lists it (a restart); never per job: LoRA is server-global.
+    lora_path: str = ""
 
     def __post_init__(self) -> None:
         from urllib.parse import urlsplit
@@ -77,6 +81,12 @@ class ServerSection(_Section, frozen=True):
                 "url", f"server url {self.url!r} must be an http(s) URL like http://gpu1:8001"
             )
         force_setattr(self, "url", self.url.strip().rstrip("/"))
+        lora = self.lora_path.strip()
+        if lora and not lora.isprintable():
+            raise KeyProblem(
+                "lora_path", f"lora_path {lora!r} holds a control character: write the path alone"
+            )
+        force_setattr(self, "lora_path", lora)
 
 
 class ApiSection(_Section, frozen=True):

@@ -569,3 +569,33 @@ async def test_names_are_claimed_under_a_lock_per_output_folder(
             assert await store.claim_base_name(jobs[1].id, "night-2", 1, "/nas/a")
     finally:
         await store.close()
+
+
+async def test_search_keeps_jobs_with_a_warning_that_starts_with_the_prefix(
+    store: JobStore,
+) -> None:
+    """The library's "failed the gate": a store-side match on the warnings, exact prefix,
+    with text and status filters and paging."""
+    plain = await _job(store, title="Plain")
+    gated = await _job(store, title="Gated rain", request={"style": "folk", "lyrics": "rain"})
+    other = await _job(store, title="Other rain", request={"style": "folk", "lyrics": "rain"})
+    tricky = await _job(store, title="Tricky")
+    later = await _job(store, title="Later")
+    await store.update(plain.id, warnings=["tags: no cover"])
+    await store.update(gated.id, warnings=["tags: x", "quality: take 1 is cut short"])
+    await store.update(other.id, warnings=['server said "quality: fine" 100%_'])
+    await store.update(tricky.id, warnings=["Quality: upper case is another prefix"])
+    await store.update(later.id, warnings=["quality: take 2 is silent"])
+    found, total = await store.search_jobs("", limit=10, warning_prefix="quality: ")
+    assert [j.title for j in found] == ["Later", "Gated rain"] and total == 2
+    assert found[1].warnings == ("tags: x", "quality: take 1 is cut short")
+    page, total = await store.search_jobs("", limit=1, offset=1, warning_prefix="quality: ")
+    assert [j.title for j in page] == ["Gated rain"] and total == 2
+    found, total = await store.search_jobs("FOLK", limit=10, warning_prefix="quality: ")
+    assert [j.title for j in found] == ["Gated rain"] and total == 1
+    assert await store.search_jobs("", [JobStatus.DONE], limit=10, warning_prefix="quality: ") == (
+        [],
+        0,
+    )
+    found, _ = await store.search_jobs("", limit=10, warning_prefix='server said "')
+    assert [j.title for j in found] == ["Other rain"]

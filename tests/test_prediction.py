@@ -169,7 +169,7 @@ def test_planned_polls_find_spread_out_songs_at_about_one_poll_each() -> None:
     assert polls <= 9
     # Readings this fresh are what no real server gives (the captured one's are up to a
     # step old): the margin every progress-based finish keeps for that costs some lag here.
-    assert sorted(lags)[len(lags) // 2] < 0.75
+    assert sorted(lags)[len(lags) // 2] < 1.0
 
 
 # -- what the captured server says (API-TRANSCRIPTS.md), and predictions it contradicts ---
@@ -314,5 +314,5 @@ def test_planned_polls_on_the_captured_progress_find_songs_soon() -> None:
     one poll per song, each song found soon after it finished."""
     rng = random.Random(16)
     polls, lags = drive([[rng.uniform(10, 30) for _ in range(8)]])
-    assert polls <= 10
-    assert sorted(lags)[len(lags) // 2] < 0.5 and max(lags) < 1.5
+    assert polls <= 9  # songs finishing close together share one
+    assert sorted(lags)[len(lags) // 2] < 0.75 and max(lags) < 2.0

@@ -92,6 +92,9 @@ def test_the_ratchet_holds_when_the_eta_grows_then_moves_on() -> None:
     held = ratchet.see(slower, now=at(57))
     assert held.fraction == first.fraction  # never back
     assert held.left == "~60 s left"  # the time left stays honest
+    bar = Ratchet()  # a `submit --wait` bar holds the same way
+    assert shown(optimistic, now=at(56), ratchet=bar).fraction == first.fraction
+    assert shown(slower, now=at(57), ratchet=bar).fraction == first.fraction
     later = ratchet.see(slower, now=at(116))  # the estimate passes the held figure again
     assert later.fraction > first.fraction
     assert later.fraction == estimate(slower, now=at(116)).fraction

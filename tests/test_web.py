@@ -1197,3 +1197,36 @@ async def test_the_library_filters_keepers_only_and_failed_the_gate(web: Web) ->
     assert f'id="job-{bad.id}"' in both and "1 song found" in both
     assert "0 songs found" in none
     assert 'value="failed" selected' in failed
+
+
+async def test_the_event_stream_sends_the_shared_progress_figure_which_never_falls(
+    web: Web, simulator: RunningSimulator
+) -> None:
+    """A running song's bar moves by `progress` events (the row is not read again for
+    them): the figure `show` prints, with the time left, never lower than the one before."""
+    simulator.set_faults(latency=3)
+    figures: list[dict[str, Any]] = []
+    async with web.client() as http:
+        await web.login(http)
+        async with http.stream("GET", "/events") as stream:
+            job = await web.enqueue("Slow Live")
+            kind = ""
+            with anyio.fail_after(40):
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if data["id"] != job.id:
+                            continue
+                        if kind == "progress":
+                            figures.append(data)
+                        elif data["status"] == "done":
+                            break
+    running = [f for f in figures if f["status"] == "running"]
+    assert len(running) >= 2, figures
+    percents = [f["percent"] for f in figures]
+    assert percents == sorted(percents) and percents[-1] > percents[0]
+    assert all(f["text"].startswith(f"{f['percent']} %") for f in running)
+    assert any(f["left"].endswith("left") for f in running)
+    assert len({f["making"] for f in figures}) == 1

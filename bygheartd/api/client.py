@@ -695,6 +695,36 @@ class BygheartClient:
             raise ProtocolError(f"{what}: `data` is not an object")
         return data
 
+    async def lora_status(self) -> dict[str, Any] | None:
+        """GET /v1/lora/status (header key, enveloped): the server's loaded LoRA adapters
+        (read with `api.lora`). None when the server has no such route (the hosted API, a
+        wrapper that hides it); HTTP 500 "Model not initialized" before its model loads is
+        raised like any refusal (`api.lora.not_initialized` tells it apart)."""
+        what = "GET /v1/lora/status"
+        response = await self._status_get("/v1/lora/status", what)
+        if response.status_code in (404, 405):
+            return None
+        data = self._envelope(response, what)
+        if not isinstance(data, dict):
+            raise ProtocolError(f"{what}: `data` is not an object")
+        return data
+
+    async def load_lora(self, lora_path: str) -> dict[str, Any]:
+        """POST /v1/lora/load `{"lora_path": ...}`: load an adapter on the server (a path
+        there). Server-global state: called once per server by the pool, never per job. A
+        refusal (HTTP 400 `❌ ...`, 500) is raised with the server's words; not retried."""
+        what = "POST /v1/lora/load"
+        response = await self._send(
+            "POST",
+            "/v1/lora/load",
+            what=what,
+            limit=self.reply_limits.status_bytes,
+            kind="a status reply",
+            json={"lora_path": lora_path},
+        )
+        data = self._envelope(response, what)
+        return data if isinstance(data, dict) else {}
+
     async def _status_get(self, path: str, what: str) -> httpx.Response:
         return await self._send(
             "GET", path, what=what, limit=self.reply_limits.status_bytes, kind="a status reply"

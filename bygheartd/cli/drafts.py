@@ -11,12 +11,12 @@ import click
 
 from bygheartd.cli.commands import opened_service
 from bygheartd.config import Config
+from bygheartd.service.album_draft_file import write_named_draft
 from bygheartd.service.drafts import (
     SongDraft,
     draft_name,
     polished_name,
     write_draft,
-    write_exact,
 )
 
 __all__ = ["inspire_command", "polish_command"]
@@ -41,8 +41,10 @@ async def inspire_command(
     instrumental: bool,
     language: str | None,
     output: str | None,
+    force: bool = False,
 ) -> int:
-    """Write the model's draft to the drafts folder, to `output`, or to stdout (`-`)."""
+    """Write the model's draft to the drafts folder, to `output` (over an existing file
+    only with `force`), or to stdout (`-`)."""
     async with opened_service(config) as service:
         draft = await service.inspire(description, instrumental=instrumental, language=language)
     _notes(draft)
@@ -59,7 +61,7 @@ async def inspire_command(
                 "credits) as soon as it is written",
                 err=True,
             )
-        path = write_exact(text, target)
+        path = write_named_draft(text, target, overwrite=force)
     else:
         path = write_draft(text, config.folders.drafts, draft_name(draft))
     click.echo(f"Wrote {draft.title!r} to {path}")

@@ -152,6 +152,7 @@ async def models_inventory_command(config: Config, as_json: bool) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False)
     for record in records:
@@ -169,11 +170,29 @@ async def models_inventory_command(config: Config, as_json: bool) -> int:
         table.add_column("tasks", overflow="fold")
         for model in found["models"]:
             name = visible(model["name"]) + (" (default)" if model["default"] else "")
-            table.add_row(name, "yes" if model["loaded"] else "no", ", ".join(model["tasks"]))
+            tasks = visible(", ".join(model["tasks"]))
+            # Text, not markup: a name the server sends is data (`[bold]` stays as written).
+            table.add_row(Text(name), "yes" if model["loaded"] else "no", Text(tasks))
         console.print(table)
         llm = found.get("llm_initialized")
         console.print(
             f"  language model: {'ready' if llm else 'not loaded (describe needs it)'}",
             markup=False,
         )
+        # One line, however long its path: folded by the terminal, not cut into pieces.
+        console.print(f"  {_lora_line(record.get('lora'))}", markup=False, soft_wrap=True)
     return 0
+
+
+def _lora_line(lora: dict[str, Any] | None) -> str:
+    """The server's LoRA: the one configured for it and the adapters it has loaded."""
+    lora = lora or {}
+    path = lora.get("path")
+    said = "LoRA: " + (f"{path} (configured)" if path else "none configured")
+    if lora.get("error"):
+        return f"{said}; state not read: {visible(str(lora['error']))}"
+    status = lora.get("status") or {}
+    adapters = ", ".join(visible(str(a)) for a in status.get("adapters") or ()) or "none"
+    if path:
+        said += ", loaded" if lora.get("loaded") else ", NOT loaded (the engine loads it)"
+    return f"{said}; adapters loaded on the server: {adapters}"

@@ -617,18 +617,65 @@ def _state() -> State:
 @click.option("--instrumental", is_flag=True, help="No vocals: the draft has no lyrics.")
 @click.option("--language", default=None, help="Language of the lyrics: a code or its name.")
 @click.option(
+    "--album",
+    "album",
+    default=None,
+    metavar="DESCRIPTION",
+    help="Draft a whole album file (NAME.album.yaml) from DESCRIPTION instead of one song.",
+)
+@click.option(
+    "--tracks",
+    type=click.IntRange(1, 50),
+    default=None,
+    metavar="N",
+    help="How many tracks the album draft has (1 to 50; default 8). Only with --album.",
+)
+@click.option(
     "-o",
     "--output",
     default=None,
     metavar="FILE",
-    help="Write the draft to FILE (never over an existing one), or '-' for stdout "
-    "(default: a new file in the drafts folder, named after the title).",
+    help="Write the draft to FILE (never over an existing one without --force), or '-' for "
+    "stdout (default: a new file in the drafts folder, named after the title).",
 )
+@click.option("--force", is_flag=True, help="With -o FILE: replace FILE if it exists.")
 def inspire(
-    description: str | None, instrumental: bool, language: str | None, output: str | None
+    description: str | None,
+    instrumental: bool,
+    language: str | None,
+    album: str | None,
+    tracks: int | None,
+    output: str | None,
+    force: bool,
 ) -> None:
     """A complete draft song file (title, style, bpm, key, duration, language, lyrics) from
-    the model: from DESCRIPTION, or one of the server's examples without it. Spends nothing."""
+    the model: from DESCRIPTION, or one of the server's examples without it. With --album, a
+    draft album file: its title, its sound and N tracks with titles and lyrics. Spends
+    nothing."""
+    if force and output in (None, "-"):
+        raise click.UsageError("--force replaces the file named by -o FILE: name one")
+    if album is not None:
+        from bygheartd.cli.album_drafts import check_album_output, inspire_album_command
+
+        if description is not None:
+            raise click.UsageError(
+                "give the album's description once, after --album (no DESCRIPTION as well)"
+            )
+        check_album_output(output)
+        code = run_async(
+            inspire_album_command(
+                _state().config(),
+                album,
+                tracks or 8,
+                instrumental=instrumental,
+                language=language,
+                output=output,
+                force=force,
+            )
+        )
+        raise SystemExit(code)
+    if tracks is not None:
+        raise click.UsageError('--tracks goes with --album "a description of the album"')
     from bygheartd.cli.drafts import inspire_command
 
     code = run_async(
@@ -638,6 +685,7 @@ def inspire(
             instrumental=instrumental,
             language=language,
             output=output,
+            force=force,
         )
     )
     raise SystemExit(code)

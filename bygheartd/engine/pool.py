@@ -34,6 +34,7 @@ from bygheartd.api.errors import ApiError, RateLimited, TransientError
 from bygheartd.api.factory import build_client
 from bygheartd.api.inventory import parse_inventory
 from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
+from bygheartd.engine.lora import ensure_lora
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
@@ -88,6 +89,12 @@ class ServerState:
     # known yet, or the server has no inventory.
     loaded_models: tuple[str, ...] | None = None
     inventory_checked: bool = False
+    # Its configured LoRA ([[api.servers]] lora_path, "" for none): whether the server lists
+    # it (None: not known yet), a note while it waits, and when to look again meanwhile.
+    lora_path: str = ""
+    lora_loaded: bool | None = None
+    lora_note: str | None = None
+    lora_retry_at: float = 0.0
 
     def expected_seconds(self) -> float | None:
         """How long a generation takes on this server: observed, else its own average."""
@@ -109,6 +116,9 @@ class ServerState:
             "avg_seconds": None if self.avg_seconds is None else round(self.avg_seconds, 2),
             "max_in_flight": self.max_in_flight,
             "loaded_models": None if self.loaded_models is None else list(self.loaded_models),
+            "lora_path": self.lora_path or None,
+            "lora_loaded": self.lora_loaded,
+            "lora_note": self.lora_note,
         }
 
 
@@ -257,11 +267,12 @@ class ServerPool:
         """The healthy server with the most free room, then the shortest expected wait
         (its queue times its average job); a server that lost this job before comes last.
         With `model` (a task that needs that model: stems, layers), only servers that have
-        it loaded. None when every such healthy server is full (or none is healthy)."""
+        it loaded. A server with a LoRA configured gets nothing before its LoRA was checked.
+        None when every such healthy server is full (or none is healthy)."""
         shunned = set(avoid)
         best: tuple[tuple[bool, int, float, int], str] | None = None
         for order, state in enumerate(self.states()):
-            if not state.healthy or not has_model(state, model):
+            if not state.healthy or not has_model(state, model) or not self._lora_ready(state):
                 continue
             mine = in_flight.get(state.url, 0)
             free = state.max_in_flight - mine
@@ -273,6 +284,14 @@ class ServerPool:
             if best is None or rank < best[0]:
                 best = (rank, state.url)
         return None if best is None else best[1]
+
+    def _lora_ready(self, state: ServerState) -> bool:
+        """No LoRA configured, or it is loaded, or it waits for the server's first job."""
+        entry = self._entries.get(state.url) if self.pooled else None
+        wanted = "" if entry is None else entry.section.lora_path
+        if not wanted or self.live.current.backend != "acestep":
+            return True
+        return state.lora_path == wanted and (state.lora_loaded is True or bool(state.lora_note))
 
     def room(self, in_flight: Mapping[str, int]) -> int:
         """Free places on healthy servers: how many queued jobs may be submitted now."""
@@ -343,8 +362,33 @@ class ServerPool:
             return False
         self._take_stats(state, stats)
         await self._take_inventory(state)
+        problem = await self._take_lora(state)
+        if problem is not None:
+            self.mark_down(state.url, problem, until="it loads its LoRA")
+            return False
         self.mark_up(state)
         return True
+
+    async def _take_lora(self, state: ServerState) -> str | None:
+        """Its configured LoRA, loaded when the server does not list it (`engine.lora`);
+        the reason it must get no new jobs, or None."""
+        entry = self._entries.get(state.url) if self.pooled else None
+        state.lora_path = "" if entry is None else entry.section.lora_path
+        if not state.lora_path or self.live.current.backend != "acestep":
+            state.lora_loaded = state.lora_note = None
+            return None
+        found = await ensure_lora(
+            entry.client if entry else self.client_for(state.url),
+            state.url,
+            state.lora_path,
+            was_loaded=state.lora_loaded,
+        )
+        if found.note != state.lora_note and found.note:
+            log.info("server %s: LoRA %s", state.url, found.note)
+        state.lora_loaded, state.lora_note = found.loaded, found.note
+        # While it waits for the server's model, looked at again soon rather than with stats.
+        state.lora_retry_at = time.time() + max(1.0, self.live.current.queue.poll_min_seconds)
+        return found.problem
 
     async def _take_inventory(self, state: ServerState) -> None:
         """Which models the server has loaded, read with its stats (ACE-Step only)."""
@@ -359,19 +403,8 @@ class ServerPool:
         state.inventory_checked = True
 
     def missing_model(self, model: str | None) -> str | None:
-        """Why no server can run a task that needs `model`: every server's inventory is
-        known and none has it loaded (a server not asked yet may have it: None)."""
-        if model is None:
-            return None
-        states = self.states()
-        if any(has_model(s, model) or not s.inventory_checked for s in states):
-            return None
-        where = "; ".join(f"{s.url or 'the server'}: {', '.join(s.loaded_models or ()) or 'none'}"
-                          for s in states)  # fmt: skip
-        return (
-            f"no server has {model} loaded (loaded: {where}): load it on a server "
-            "(ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is loaded"
-        )
+        """Why no server can run a task that needs `model` (`no_server_has`), or None."""
+        return no_server_has(model, self.states())
 
     async def fresh_stats(self, url: str | None) -> ServerState | None:
         """The server's counters read now (the evidence for a task it lost)."""
@@ -401,6 +434,7 @@ class ServerPool:
             for s in self.states()
             if (not s.healthy and now >= s.next_probe)
             or (s.healthy and now - s.stats_at >= STATS_SECONDS)
+            or (s.healthy and s.lora_path and s.lora_loaded is None and now >= s.lora_retry_at)
         ]
         if due:
             await asyncio.gather(*(self.check(s) for s in due))
@@ -461,6 +495,31 @@ def model_needed(request: Mapping[str, Any]) -> str | None:
     if not isinstance(model, str) or family(model) is None:  # not an ACE-Step model
         return None
     return model if needs_base_model(str(request.get("task_type"))) else None
+
+
+def no_server_has(model: str | None, states: Iterable[ServerState]) -> str | None:
+    """Why no server can run a task that needs `model`: every server's inventory is known
+    and none has it loaded (a server not asked yet may have it: None). A server that has
+    loaded nothing at all (ACE-Step with ACESTEP_NO_INIT loads every slot on its first job,
+    and lists none before: capture R1-3) is named as such, with what to do."""
+    if model is None:
+        return None
+    states = list(states)
+    if any(has_model(s, model) or not s.inventory_checked for s in states):
+        return None
+    where = "; ".join(f"{s.url or 'the server'}: {', '.join(s.loaded_models or ()) or 'none'}"
+                      for s in states)  # fmt: skip
+    fix = (
+        "load it on a server (ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is "
+        "loaded"
+    )
+    if any(s.loaded_models == () for s in states):
+        fix = (
+            "a server that lists none has not loaded its models yet (started with "
+            "ACESTEP_NO_INIT, it loads them on its first job): make any song there first and "
+            "try again; else " + fix
+        )
+    return f"no server has {model} loaded (loaded: {where}): {fix}"
 
 
 def has_model(state: ServerState, model: str | None) -> bool:

@@ -12,8 +12,9 @@ finish with a spread (one standard deviation), combined by inverse-variance weig
   `avg_job_seconds` on ACE-Step), shifted by the `queue_position` it was given at submit;
 - the `progress` the server reports on running entries: elapsed / progress from when it
   started generating, and, once two sightings are far enough apart, the rate between them
-  (which does not depend on when the server started it). The server rounds progress to
-  about 0.01, which is where most of the spread comes from.
+  (which does not depend on when the server started it). A reading is the last value the
+  server's model wrote, at least 0.01 apart, up to a step old, and the files come after the
+  last one (API-TRANSCRIPTS.md): that is where most of the spread comes from.
 
 One poll carries every in-flight id, so the plan is one time for all: when the first task
 is likely done (its expected finish plus `z` spreads), moved later by up to `gather_seconds`
@@ -37,7 +38,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist, fmean, pstdev
 
-# The server's progress is rounded to two decimals: an error of up to 0.005 either way.
+# The real server writes a progress once it has moved 0.01 or more (its callback's
+# throttle): a reading is never finer than that.
 PROGRESS_STEP = 0.01
 # How much a generation time may differ from its model's history when we know nothing
 # else (relative, as one standard deviation): a guess until the history says better.
@@ -50,16 +52,13 @@ PROGRESS_MODEL_ERROR = 0.02
 # (the captured server wrote one a step, 4 a second; the real one throttles them to 0.5 s)
 # and the files written after the last one (0.3 s in the captures).
 UNREPORTED_SECONDS = 0.2
-RATE_AMP = 1.0
-START_AMP = 1.0
 HISTORY_PER_KEY = 50
 DURATION_BUCKETS = (30.0, 60.0, 120.0, 240.0)
 # An estimate this many spreads from what a poll reported is contradicted by it.
 CONTRADICTED_Z = 3.0
-# A new generation time this far from its history (relative, and in that history's own
-# spreads) means the server changed: the history starts again from it.
-CHANGED_RELATIVE = 0.5
-CHANGED_Z = 4.0
+# A new generation time this many times longer than the longest of its history, or shorter
+# than the shortest, means the server changed: the history starts again from it.
+CHANGED_FACTOR = 2.0
 
 
 def duration_bucket(duration: float | None) -> str:
@@ -87,6 +86,19 @@ class Finish:
         """When the task is done with the probability that `z` stands for."""
         return self.expected + z * self.spread
 
+    def within(self, low: float, high: float) -> float:
+        """The expected finish, knowing it lies between `low` and `high` (the mean of the
+        normal cut to that window; its edge when the window lies far out in a tail)."""
+        if high <= low:
+            return high
+        unit = NormalDist()
+        spread = max(self.spread, 1e-9)
+        a, b = (low - self.expected) / spread, (high - self.expected) / spread
+        mass = unit.cdf(b) - unit.cdf(a)
+        if mass < 1e-9:
+            return low if self.expected < low else high
+        return self.expected + spread * (unit.pdf(a) - unit.pdf(b)) / mass
+
 
 def combine(estimates: Iterable[Finish]) -> Finish | None:
     """Several independent estimates of one finish: their inverse-variance weighted mean."""
@@ -111,11 +123,11 @@ class GenerationHistory:
             return
         key = (model or "", duration_bucket(duration))
         kept = self._seconds.setdefault(key, deque(maxlen=self._per_key))
-        if len(kept) >= 3:
-            mean, spread = summary(list(kept))
-            gap = abs(seconds - mean)
-            if gap > CHANGED_RELATIVE * mean and gap > CHANGED_Z * spread:
-                kept.clear()  # a server that got slower or faster: its old times mislead
+        if (
+            len(kept) >= 3
+            and not min(kept) / CHANGED_FACTOR <= seconds <= max(kept) * CHANGED_FACTOR
+        ):
+            kept.clear()  # a server that got slower or faster: its old times mislead
         kept.append(seconds)
 
     def __len__(self) -> int:
@@ -231,7 +243,7 @@ class Predictor:
         done = at
         estimate = self.estimate_track(track)
         if estimate is not None:
-            done = min(at, max(track.running_seen or track.submitted_at, estimate.expected))
+            done = estimate.within(track.running_seen or track.submitted_at, at)
         self.history.add(track.model, track.duration, done - track.submitted_at)
 
     def forget(self, key: str) -> None:
@@ -313,12 +325,13 @@ class Predictor:
             rounding = total * (half / math.sqrt(3)) / last.progress
             # Seen queued: it started somewhere between then and the sighting.
             unsure_start = elapsed / math.sqrt(12) if track.queued_seen is not None else 0.0
-            # Seconds of work the reading may be off by count 1 / progress times over here.
+            # Seconds of work the reading is off by weigh more the earlier it was taken (up to
+            # 1 / progress times); the square root is what suited the captured progress best.
             spread = math.hypot(
                 rounding,
                 unsure_start,
                 PROGRESS_MODEL_ERROR * left,
-                unreported / last.progress ** START_AMP,
+                unreported / math.sqrt(last.progress),
             )
             out.append(Finish(start + total, spread))
         first = track.first
@@ -332,7 +345,7 @@ class Predictor:
                     left * relative,
                     half / math.sqrt(3) / rate,
                     PROGRESS_MODEL_ERROR * left,
-                    RATE_AMP * left * math.sqrt(2) * unreported / between,
+                    left * math.sqrt(2) * unreported / between,  # both readings' age
                     unreported,
                 )
                 out.append(Finish(last.at + left, max(MIN_SPREAD_SECONDS, spread)))

@@ -306,10 +306,9 @@ class _Server(MCPServer[Any]):
             uri = str(params.uri)
             match = _SONG_PATTERN.match(uri)
             if match is None:
-                raise MCPError(
-                    INVALID_PARAMS,
-                    f"only songs can be subscribed to (bygheart://songs/<job id>), not {uri}",
-                )
+                # Nothing else here ever changes (the guide, the view, a take once written):
+                # honoured and never fired, as the SDK's own `subscriptions/listen` does.
+                return EmptyResult()
             if ctx.request is not None:
                 # Stateless HTTP: the connection ends with this reply, so nothing could
                 # ever reach the client later.

@@ -29,6 +29,7 @@ from bygheartd.api.drafts import parse_draft
 from bygheartd.api.errors import ApiError
 from bygheartd.api.factory import make_client, make_server_client
 from bygheartd.api.inventory import Inventory, parse_inventory
+from bygheartd.api.lora import not_initialized, parse_lora_status
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.jobs import Job, JobStatus, Origin
@@ -236,26 +237,52 @@ def _take_file(job: Job, take: int) -> Path:
 # -- models ---------------------------------------------------------------------------
 
 
-def _clients(config: Config) -> list[tuple[str, BygheartClient]]:
+def _clients(config: Config, *, first: bool = False) -> list[tuple[str, str, BygheartClient]]:
+    """(url, its configured LoRA path or "", a client) per server (`first`: the first's)."""
     if config.api.servers:
-        return [(s.url, make_server_client(config, s)) for s in config.api.servers]
-    return [(config.api.effective_base_url(), make_client(config))]
+        servers = config.api.servers[:1] if first else config.api.servers
+        return [(s.url, s.lora_path, make_server_client(config, s)) for s in servers]
+    return [(config.api.effective_base_url(), "", make_client(config))]
+
+
+async def _lora(client: BygheartClient, lora_path: str) -> dict[str, Any]:
+    """The server's LoRA adapters (`/v1/lora/status`) beside the one configured for it."""
+    record: dict[str, Any] = {"path": lora_path or None, "loaded": None, "status": None}
+    try:
+        data = await client.lora_status()
+    except (ApiError, OSError) as exc:
+        message = getattr(exc, "message", str(exc))
+        record["error"] = (
+            "the server has not loaded its model yet (it does on its first job)"
+            if isinstance(exc, ApiError) and not_initialized(exc.status, message)
+            else str(exc)
+        )
+        return record
+    if data is None:
+        record["error"] = "no /v1/lora routes on this server"
+        return record
+    status = parse_lora_status(data)
+    record["status"] = status.as_record()
+    record["loaded"] = status.has(lora_path) if lora_path else None
+    return record
 
 
 async def inventories(config: Config) -> list[dict[str, Any]]:
     """Each server's inventory (ACE-Step): `url` and `inventory` (the record), or `error`
-    (why it could not be read), or `inventory: None` (the server has none)."""
+    (why it could not be read), or `inventory: None` (the server has none); and `lora`: the
+    LoRA configured for it (`[[api.servers]] lora_path`) and the adapters it has loaded."""
     records: list[dict[str, Any]] = []
-    for url, client in _clients(config):
+    for url, lora_path, client in _clients(config):
         client.retry = RetryPolicy(attempts=1)
         async with client:
             try:
                 data = await client.model_inventory()
             except (ApiError, OSError) as exc:
-                records.append({"url": url, "inventory": None, "error": str(exc)})
+                records.append({"url": url, "inventory": None, "error": str(exc), "lora": None})
                 continue
+            lora = await _lora(client, lora_path) if data is not None else None
         found = None if data is None else parse_inventory(data).as_record()
-        records.append({"url": url, "inventory": found, "error": None})
+        records.append({"url": url, "inventory": found, "error": None, "lora": lora})
     return records
 
 
@@ -322,7 +349,7 @@ async def describe_audio(
             f"{audio} is not an audio file: give a {', '.join(catalog.AUDIO_SUFFIXES)} file"
         )
     body = {"task_type": "text2music", "full_analysis_only": True, "batch_size": 1}
-    url, client = _clients(config)[0]
+    url, _, client = _clients(config, first=True)[0]
     client.retry = RetryPolicy(attempts=2, base_delay=0.5, max_delay=2.0)
     poll = max(0.1, config.queue.poll_min_seconds)
     async with client:

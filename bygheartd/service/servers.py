@@ -22,6 +22,7 @@ async def server_report(
     config: Config, store: JobStore, holder: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """One record per configured server (the one `base_url` without a pool)."""
+    loras = {s.url: s.lora_path for s in config.api.servers}
     if config.api.servers:
         servers = [(s.url, s.max_in_flight) for s in config.api.servers]
     else:
@@ -48,9 +49,35 @@ async def server_report(
                 "avg_seconds": known.get("avg_seconds") or known.get("server_avg_seconds"),
                 "queue_size": known.get("queue_size"),
                 "as_of": snapshot.get("updated_at") if known else None,
+                "lora": _lora_record(loras.get(url, ""), known),
             }
         )
     return records
+
+
+def _lora_record(path: str, known: dict[str, Any]) -> dict[str, Any] | None:
+    """The server's configured LoRA and what the engine last found (None: none set)."""
+    if not path:
+        return None
+    same = known.get("lora_path") == path
+    return {
+        "path": path,
+        "loaded": known.get("lora_loaded") if same else None,
+        "note": known.get("lora_note") if same else None,
+    }
+
+
+def lora_words(lora: dict[str, Any] | None) -> str:
+    """`LoRA <path> loaded` and the like, for status and models."""
+    if not lora:
+        return ""
+    if lora["loaded"] is True:
+        state = "loaded"
+    elif lora["loaded"] is False:
+        state = "NOT loaded"
+    else:
+        state = lora.get("note") or "not checked yet"
+    return f"LoRA {lora['path']} {state}"
 
 
 def server_line(record: dict[str, Any]) -> str:
@@ -65,7 +92,9 @@ def server_line(record: dict[str, Any]) -> str:
         health += f" (last known, {record['as_of']})"
     avg = f"{record['avg_seconds']:.1f} s" if record["avg_seconds"] else "-"
     queue = "-" if record["queue_size"] is None else str(record["queue_size"])
+    lora = lora_words(record.get("lora"))
     return (
         f"  {record['url']}: {health}; in flight {record['in_flight']}/"
         f"{record['max_in_flight']}, done {record['done']}, average {avg}, queue {queue}"
+        + (f"; {lora}" if lora else "")
     )

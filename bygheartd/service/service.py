@@ -38,6 +38,7 @@ from bygheartd.store.opening import open_store
 
 if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start fast
     from bygheartd.hooks.host import PluginHost
+    from bygheartd.service.album_draft_file import AlbumDraft
     from bygheartd.service.albums import AlbumView
     from bygheartd.service.drafts import Polished, SongDraft
     from bygheartd.songs.albums import AlbumRequest
@@ -228,6 +229,27 @@ class SongService:
         from bygheartd.service.drafts import inspire
 
         return await inspire(self.config, description, instrumental=instrumental, language=language)
+
+    async def inspire_album(
+        self,
+        description: str,
+        tracks: int,
+        *,
+        instrumental: bool = False,
+        language: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AlbumDraft:
+        """A draft album file from the model (see service/album_drafts.py)."""
+        from bygheartd.service.album_drafts import inspire_album
+
+        return await inspire_album(
+            self.config,
+            description,
+            tracks,
+            instrumental=instrumental,
+            language=language,
+            progress=progress,
+        )
 
     async def polish(self, path: Path) -> Polished:
         """The model's rewrite of a song file's style and lyrics (see service/drafts.py)."""
@@ -615,10 +637,14 @@ class SongService:
         *,
         limit: int = 25,
         offset: int = 0,
+        warning_prefix: str | None = None,
     ) -> tuple[Sequence[Job], int]:
         """One page of jobs, newest first, whose title, style or lyrics contain `text`, and
-        how many match in all (the library page)."""
-        return await self.store.search_jobs(text, statuses, limit=limit, offset=offset)
+        how many match in all (the library page); `warning_prefix` keeps those with a
+        warning that starts with it (`"quality: "`: a take failed the quality gate)."""
+        return await self.store.search_jobs(
+            text, statuses, limit=limit, offset=offset, warning_prefix=warning_prefix
+        )
 
     async def usage_by_day(self, days: int = 30) -> Sequence[tuple[str, int]]:
         """Credits spent on each of the last `days` days (oldest first, today last), in the

@@ -28,6 +28,7 @@ from .auth import Caller, authenticate
 from .defects import audio_plan_used, with_audio_plan
 from .downloads import audio_route
 from .faults import FaultMiddleware
+from .lora import lora_routes
 from .params import SOURCE_DIGEST, SOURCE_SECONDS, StrictFieldError, parse_params
 from .plans import HOSTED_MODEL_PURPOSE, CreditRefusal
 from .results import query_entries
@@ -389,6 +390,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/create_sample", create_sample, methods=["POST"]),
         Route("/create_random_sample", create_random_sample, methods=["POST"]),
         Route("/format_input", format_input, methods=["POST"]),
+        *lora_routes(),
         *admin_routes(),
     ]
 

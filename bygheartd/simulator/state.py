@@ -134,6 +134,9 @@ class Simulator:
         self.banner = BANNER
         self.progress_text = BANNER
         self.models_initialized = False
+        # LoRA adapters loaded on slot 1 (lora.py): name -> (path, kind); a restart forgets.
+        self.lora_adapters: dict[str, tuple[str, str]] = {}
+        self.lora_loads = 0
         self.job_seconds: deque[float] = deque(maxlen=1000)
         self.first_downloads: dict[Path, float] = {}
         self._seq = 0
@@ -356,6 +359,7 @@ class Simulator:
                 frozen += 1
         self._slots = None
         self.models_initialized = False
+        self.lora_adapters.clear()
         self.progress_text = self.banner
         return {"frozen": frozen, "kept": len(self.tasks)}
 
@@ -395,4 +399,6 @@ class Simulator:
         data["tasks"] = self.job_counts()
         data["backend"] = self.settings.backend
         data["audio_dir"] = str(self.audio_dir)
+        data["lora_loads"] = self.lora_loads
+        data["lora_adapters"] = list(self.lora_adapters)
         return data

@@ -104,7 +104,11 @@ class JobStore(Protocol):
         *,
         limit: int,
         offset: int = 0,
-    ) -> tuple[list[Job], int]: ...
+        warning_prefix: str | None = None,
+    ) -> tuple[list[Job], int]:
+        """Newest first, with how many match; `text` in the title, style or lyrics
+        (case-insensitive); `warning_prefix` keeps jobs with a warning starting with it."""
+        ...
 
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]: ...
 

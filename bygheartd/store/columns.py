@@ -125,3 +125,12 @@ def take_names(rows: Iterable[tuple[Any, Any]]) -> set[str]:
         takes = max(1, len(json.loads(result).get("outputs") or []))
         stems.update(take_stems(str(base), takes))
     return stems
+
+
+def warning_like(prefix: str) -> str:
+    """A LIKE pattern (escape character `\\`) for the raw `warnings_json` of a job with a
+    warning that starts with `prefix`: the JSON text holds `"<prefix>` as `dumps` wrote it.
+    It rules out most rows before any JSON is parsed; the exact test follows it (a quote
+    escaped inside another warning could match the pattern too)."""
+    raw = dumps(prefix)[:-1]  # the opening quote and the text, not the closing quote
+    return "%" + raw.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -38,6 +38,7 @@ from bygheartd.store.columns import (
     new_job_id,
     take_names,
     update_statement,
+    warning_like,
 )
 from bygheartd.store.engines import ADOPT_WHERE, EngineInfo, claimable
 from bygheartd.store.errors import (
@@ -411,12 +412,20 @@ class PostgresJobStore:
         *,
         limit: int,
         offset: int = 0,
+        warning_prefix: str | None = None,
     ) -> tuple[list[Job], int]:
         where: list[str] = []
         args: list[Any] = []
         if statuses is not None:
             where.append("status = ANY(%s)")
             args.append([s.value for s in statuses])
+        if warning_prefix:
+            # A LIKE on the raw JSON first: only the candidate rows are parsed.
+            where.append(
+                "(warnings_json LIKE %s AND EXISTS (SELECT 1 FROM jsonb_array_elements_text("
+                "warnings_json::jsonb) AS w(value) WHERE left(w.value, %s) = %s))"
+            )
+            args.extend([warning_like(warning_prefix), len(warning_prefix), warning_prefix])
         if text.strip():
             like = (
                 "%"

@@ -30,7 +30,13 @@ from bygheartd.jobs import (
 )
 from bygheartd.store import albums
 from bygheartd.store.albums import NewAlbum
-from bygheartd.store.columns import CreditCaps, new_job_id, take_names, update_statement
+from bygheartd.store.columns import (
+    CreditCaps,
+    new_job_id,
+    take_names,
+    update_statement,
+    warning_like,
+)
 from bygheartd.store.columns import dumps as _dumps
 from bygheartd.store.damage import GuardedConnection, refuse_empty_store
 from bygheartd.store.engines import ADOPT_WHERE, EngineInfo, claimable
@@ -370,9 +376,12 @@ class Store:
         *,
         limit: int,
         offset: int = 0,
+        warning_prefix: str | None = None,
     ) -> tuple[list[Job], int]:
         """One page of jobs, newest first, whose title, style or lyrics contain `text`
         (case-insensitive), and how many match in all: the library page's query.
+        `warning_prefix` keeps the jobs with a warning that starts with it (`"quality: "`:
+        a take failed the quality gate, each finding being such a warning).
 
         Without text the page is read through the primary key (`ORDER BY id DESC LIMIT`);
         a text match scans the table once (bench/web.py times both at 10,000 jobs)."""
@@ -382,6 +391,8 @@ class Store:
         if wanted is not None:
             where.append(f"status IN ({','.join('?' * len(wanted))})")
             args.extend(wanted)
+        if warning_prefix:
+            where.append(_warning_clause(warning_prefix, args))
         if text.strip():
             like = (
                 "%"
@@ -926,6 +937,16 @@ class Store:
                 "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _warning_clause(prefix: str, args: list[Any]) -> str:
+    """The WHERE term for "has a warning starting with `prefix`" (its arguments appended):
+    a LIKE on the raw JSON first, so that only the few candidate rows are parsed."""
+    args.extend([warning_like(prefix), len(prefix), prefix])
+    return (
+        "(warnings_json LIKE ? ESCAPE '\\' AND EXISTS (SELECT 1 FROM json_each(jobs.warnings_json)"
+        " WHERE substr(json_each.value, 1, ?) = ?))"
+    )
 
 
 def _check_caps(db: sqlite3.Connection, caps: CreditCaps, credits: int) -> None:

@@ -174,9 +174,17 @@ class SqliteJobStore:
         *,
         limit: int,
         offset: int = 0,
+        warning_prefix: str | None = None,
     ) -> tuple[list[Job], int]:
         wanted = list(statuses) if statuses is not None else None
-        return await self._read(Store.search_jobs, text, wanted, limit=limit, offset=offset)
+        return await self._read(
+            Store.search_jobs,
+            text,
+            wanted,
+            limit=limit,
+            offset=offset,
+            warning_prefix=warning_prefix,
+        )
 
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         return await self._read(Store.list_oldest, status, limit)

@@ -39,7 +39,7 @@ from bygheartd.service.errors import ServiceError
 from bygheartd.service.progress import Estimate, Ratchet, estimate
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import Submission
-from bygheartd.web import filters, uploads, views
+from bygheartd.web import albums, filters, uploads, views
 from bygheartd.web import form as song_form
 from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
 
@@ -131,6 +131,7 @@ class WebApp:
                 page(self.keep, change=True),
                 methods=["POST"],
             ),
+            *albums.AlbumPages(self).routes(),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -241,6 +242,11 @@ class WebApp:
         credits = await self.service.credits()
         bars, peak = views.usage_bars(await self.service.usage_by_day(30))
         rows = await self._rows(jobs, keepers_only=show == "keepers")
+        live = page == 1 and not text and not statuses and not show
+        # The newest albums head the first page (each links to its album page).
+        shelf = (
+            albums.album_summaries(await self.service.albums(albums.LIBRARY_ALBUMS)) if live else []
+        )
 
         def link(n: int) -> str:
             query = {"q": text, "status": params.get("status", ""), "show": show}
@@ -266,7 +272,8 @@ class WebApp:
             credits=credits,
             bars=bars,
             peak=peak,
-            live=page == 1 and not text and not statuses and not show,
+            live=live,
+            albums=shelf,
         )
 
     async def _rows(

@@ -118,7 +118,8 @@
   // it the current one (and pauses the others). `list` is any container of `article.job`
   // rows in playing order with a `#play-all` button and a `#now-playing` bar beside it: an
   // album page's tracks can use it as they are.
-  function playOn(list) {
+  // With `always` (the album page), starting any track plays on from it too.
+  function playOn(list, always) {
     const button = document.getElementById("play-all");
     const bar = document.getElementById("now-playing");
     if (!button || !bar) return;
@@ -194,6 +195,7 @@
       list.querySelectorAll("audio").forEach((a) => { if (a !== audio) a.pause(); });
       const row = audio.closest("article.job");
       if (row) {
+        if (always) { on = true; bar.dataset.ended = ""; }
         currentId = row.dataset.jobId;
         announce(row, audio);
       }
@@ -202,6 +204,12 @@
       const row = e.target.closest("article.job");
       if (on && row && row.dataset.jobId === currentId) next();
     }, true);
+  }
+
+  // The album page: its tracks play on in order, with the library's own code.
+  if (page === "album") {
+    const tracks = document.getElementById("tracks");
+    if (tracks) playOn(tracks, true);
   }
 
   if (page === "song") {
