@@ -64,7 +64,7 @@ MCPB := npx -y @anthropic-ai/mcpb
 
 mcpb: $(STAMP)
 	$(MCPB) validate mcpb/manifest.json
-	rm -rf build/mcpb build/mcpb-wheel
+	rm -rf build/mcpb build/mcpb-wheel build/lib build/bdist.*  # no stale files in the wheel
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w build/mcpb-wheel .
 	cp -R mcpb build/mcpb
 	cp build/mcpb-wheel/bygheartd-$(VERSION)-*.whl build/mcpb/server/

@@ -34,6 +34,19 @@ SONGS = [
     ("Neon Rain", "dark synthwave, driving bass, retro drums", "the city blinks in code", 120),
     ("Morning Tide", "ambient piano, soft strings", "", 45),
 ]
+ALBUM = """album: Night Drive
+artist: The Night Shift
+style: synthwave, analog pads, gated drums
+model: bygheart-melody-fast  # 1 credit a track: the day's 30 also pay for the live row
+duration: 40
+tracks:
+  - title: Neon On
+    lyrics: "[Verse]\\nNeon on, the city hums"
+  - title: Overpass
+    lyrics: "[Verse]\\nOver the pass the lights run out"
+  - title: Last Exit
+    lyrics: "[Verse]\\nOne more mile"
+"""
 CHROMIUM_ARGS = [
     "--no-sandbox",  # root on the build machines
     "--disable-gpu",
@@ -146,9 +159,24 @@ def main() -> int:
                 )
                 ids.append(json.loads(done.stdout)[0]["id"])
             wait(lambda: all(store.get(i).status.value == "done" for i in ids), "the songs")
+            # An album of three tracks, dropped into the inbox: its page.
+            (root / "inbox" / "night-drive.album.yaml").write_text(ALBUM, encoding="utf-8")
+            document = root / "output" / "night-drive" / "album.json"
+            wait(
+                lambda: (
+                    document.is_file()
+                    and all(
+                        t["status"] == "done" for t in json.loads(document.read_text())["tracks"]
+                    )
+                ),
+                "the album",
+            )
+            album_id = json.loads(document.read_text())["album_id"]
             sim.set_faults(defect="", latency=600)  # one song still being made: the live row
             path = root / "drafts" / "still-going.txt"
-            path.write_text(song_text("Still Going", "lo-fi hip hop, vinyl crackle", "", 30))
+            path.write_text(
+                song_text("Still Going", "lo-fi hip hop, vinyl crackle", "", 30, takes=1)
+            )
             subprocess.run(
                 [*command, "submit", str(path)], env=env, check=True, capture_output=True
             )
@@ -174,6 +202,13 @@ def main() -> int:
                 phone.goto(f"{base}/songs/{ids[0]}?take=2")
                 phone.wait_for_selector("#deck-wave")
                 phone.screenshot(path=str(args.out / "phone-song.png"))
+                page.goto(f"{base}/albums/{album_id}")
+                page.click("#play-all")
+                page.wait_for_selector("#now-playing:not([hidden])")
+                page.screenshot(path=str(args.out / "album.png"), full_page=True)
+                phone.goto(f"{base}/albums/{album_id}")
+                phone.wait_for_selector("#tracks")
+                phone.screenshot(path=str(args.out / "phone-album.png"))
                 page.goto(f"{base}/new?from={ids[2]}&seed=new")
                 page.wait_for_selector("#estimate[data-cost]:not([data-cost=''])")
                 # The cost bar sticks to the window's bottom: a window as tall as the form
@@ -188,7 +223,7 @@ def main() -> int:
             daemon.wait(20)
             log.close()
     shutil.rmtree(workdir, ignore_errors=True)
-    for name in ("library", "song", "new", "phone-library", "phone-song"):
+    for name in ("library", "song", "album", "new", "phone-library", "phone-song", "phone-album"):
         print(args.out / f"{name}.png")
     return 0
 

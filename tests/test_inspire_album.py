@@ -336,3 +336,40 @@ def test_a_song_draft_replaces_a_named_file_only_with_force(
     forced = bgh("inspire", "lullaby", "-o", str(target), "--force", config=config)
     assert forced.returncode == 0, forced.stderr
     assert target.read_text(encoding="utf-8").startswith("---\ntitle: ")
+
+
+def test_a_terminal_sees_each_helper_call_counted(
+    simulator: RunningSimulator, make_config: MakeConfig
+) -> None:
+    """A real LM takes seconds per track: on a terminal the calls are counted on one line."""
+    config = make_config(simulator)
+    assert config.source_path is not None
+    env = {**os.environ, "BYGHEART_API_KEY": TEST_KEY, "BYGHEARTD_LOAD_PLUGINS": ""}
+    cmd = [sys.executable, "-m", "bygheartd", "inspire", "--album", DESCRIPTION, "--tracks", "2"]
+    leader, follower = os.openpty()
+    try:
+        try:
+            result = subprocess.run(
+                [*cmd, "--config", str(config.source_path)],
+                stdout=subprocess.PIPE,
+                stderr=follower,
+                env=env,
+                timeout=120,
+            )
+        finally:
+            os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # Linux: EIO once the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert result.returncode == 0
+    text = shown.decode()
+    assert "drafting the album's sound..." in text
+    assert "drafting track 1 of 2..." in text and "drafting track 2 of 2..." in text

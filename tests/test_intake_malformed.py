@@ -49,7 +49,7 @@ CORPUS: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("topp.txt", fm("lm_top_p: 2"), ("lm_top_p 2 is above the maximum of 1",)),
     ("topk.txt", fm("lm_top_k: -5"), ("lm_top_k -5 is below the minimum of 0",)),
     ("cfg.txt", fm("lm_cfg_scale: 99"), ("lm_cfg_scale 99 is above the maximum of 10",)),
-    ("repaint.txt", fm("repainting_start: -5"), ("repainting_start -5 is below",)),
+    ("repaint.txt", fm("repainting_start: -5"), ("repainting_start is only used by task_type",)),
     ("task.txt", fm("task_type: dance"), ("unknown task_type 'dance'",)),
     ("bool.txt", fm("instrumental: maybe"), ("instrumental must be true or false",)),
     ("instr.txt", fm("instrumental: true"), ("instrumental: true, but there are lyrics",)),

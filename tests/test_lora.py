@@ -121,6 +121,27 @@ def test_lora_path_is_a_per_server_key_of_the_pool() -> None:
     assert "# lora_path = " in example
 
 
+def test_config_check_lists_each_servers_lora(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[api]\nbackend = "acestep"\n'
+        '[[api.servers]]\nurl = "http://127.0.0.1:9"\nlora_path = "/srv/loras/my-style"\n'
+        '[[api.servers]]\nurl = "http://127.0.0.1:10"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(config), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "http://127.0.0.1:9: max_in_flight 2, key from" in done.stdout
+    assert "LoRA /srv/loras/my-style (on that server)" in done.stdout
+    assert done.stdout.count("LoRA") == 1
+
+
 # -- the pool -----------------------------------------------------------------------------
 
 
@@ -132,8 +153,9 @@ async def test_the_lora_is_loaded_once_when_ready_and_again_after_a_restart(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A lazily loading server answers "Model not initialized" until its first job: it still
-    takes that job (nothing else would load its model), and its LoRA is loaded right after,
-    once; twelve more songs load nothing more; a restart forgets it and it is loaded again."""
+    takes that one job (nothing else would load its model), and its LoRA is loaded as soon as
+    it is done, once; twelve more songs load nothing more; a restart forgets it and it is
+    loaded again."""
     caplog.set_level(logging.INFO)
     with_lora, plain = sims
     folder = adapter(tmp_path)
@@ -179,6 +201,8 @@ async def test_the_lora_is_loaded_once_when_ready_and_again_after_a_restart(
     assert {j.server for j in first + more} == {with_lora.base_url, plain.base_url}
     assert "LoRA " + str(folder) + " not loaded yet" in shown
     assert after_many["lora_loads"] == 1  # once, not per job
+    # While it waited for the model, the server took one song only: the one that loaded it.
+    assert after_many["lora_loaded_after"] == [1] and after_many["submits"] > 1
     assert sim_stats(plain)["lora_loads"] == 0 and sim_stats(plain)["lora_adapters"] == []
     lora = {s["url"]: s["lora"] for s in status["servers"]}
     assert lora[with_lora.base_url] == {"path": str(folder), "loaded": True, "note": None}
@@ -188,6 +212,63 @@ async def test_the_lora_is_loaded_once_when_ready_and_again_after_a_restart(
     said = [r.getMessage() for r in caplog.records]
     assert sum("LoRA my-style loaded from" in line for line in said) == 2
     assert any("no longer lists its LoRA my-style (restarted?)" in line for line in said)
+
+
+@pytest.mark.anyio
+async def test_a_ready_server_gets_no_song_before_its_lora_is_loaded(
+    sims: tuple[RunningSimulator, RunningSimulator], make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Songs queued the moment the engine starts: the server with a LoRA takes its first
+    one only after the load (its only task before it is the warm-up)."""
+    with_lora, plain = sims
+    warm_up(with_lora)
+    folder = adapter(tmp_path)
+    config = make_config(
+        api={
+            "backend": "acestep",
+            "servers": [
+                {"url": with_lora.base_url, "lora_path": str(folder)},
+                {"url": plain.base_url},
+            ],
+        }
+    )
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        done = await make(runtime, tmp_path, 6)
+    stats = sim_stats(with_lora)
+    assert all(j.status is JobStatus.DONE for j in done)
+    assert with_lora.base_url in {j.server for j in done}
+    assert stats["lora_loaded_after"] == [1] and stats["submits"] > 1
+
+
+@pytest.mark.anyio
+async def test_a_reload_with_a_new_lora_path_loads_it_at_once(
+    sims: tuple[RunningSimulator, RunningSimulator],
+    make_config: MakeConfig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A new `lora_path` (SIGHUP) is loaded at the next tick, not at the next 30 s check,
+    and is not taken for a restart; the old adapter stays (bygheartd never unloads one)."""
+    caplog.set_level(logging.INFO)
+    with_lora, plain = sims
+    warm_up(with_lora)
+    first, second = adapter(tmp_path, "first-style"), adapter(tmp_path, "second-style")
+
+    def config_with(folder: Path) -> Any:
+        servers = [{"url": with_lora.base_url, "lora_path": str(folder)}, {"url": plain.base_url}]
+        return make_config(api={"backend": "acestep", "servers": servers})
+
+    async with Runtime(config_with(first), role=EngineRole.MCP) as runtime:
+
+        async def has(names: list[str]) -> bool:
+            return sim_stats(with_lora)["lora_adapters"] == names
+
+        await until(lambda: has(["first-style"]))
+        await runtime.reload(config_with(second), plugins_changed=False)
+        await until(lambda: has(["first-style", "second-style"]), timeout=10)
+        done = await make(runtime, tmp_path, 3)
+    assert all(j.status is JobStatus.DONE for j in done)
+    assert not any("no longer lists" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio

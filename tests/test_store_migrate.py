@@ -507,7 +507,7 @@ async def test_store_check_on_postgresql_reports_schema_jobs_engines_and_backups
     )
     try:
         await store.register_engine(live)
-        await store.register_engine(gone)
+        await store.register_engine(gone, lease_seconds=-300)  # ran out 5 min ago
         await store.adopt_jobs(live.id)  # takes the old engine's running job
     finally:
         await store.close()
@@ -527,7 +527,7 @@ async def test_store_check_on_postgresql_reports_schema_jobs_engines_and_backups
     # An engine whose lease ran out is listed as such.
     store = PostgresJobStore(postgres_url)
     try:
-        await store.register_engine(gone)
+        await store.register_engine(gone, lease_seconds=-300)  # ran out 5 min ago
     finally:
         await store.close()
     result = cli(config_file(config), "store", "check")

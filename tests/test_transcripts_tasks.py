@@ -41,7 +41,7 @@ from bygheartd.service.edits import describe_audio
 from bygheartd.service.errors import ServiceError
 from bygheartd.songs import edits
 from bygheartd.songs.request import RequestRules
-from bygheartd.songs.songfile import parse_song_file
+from bygheartd.songs.songfile import parse_song_file, parse_song_text
 
 pytestmark = pytest.mark.anyio
 
@@ -352,17 +352,21 @@ async def test_the_pool_waits_for_the_model_then_names_the_servers_refusal(
 ) -> None:
     """Before the lazy load (R1-4) the LoRA waits and the server still takes its first job;
     a path the server does not have (R1-12, then R1-15) is the server's reason to get none."""
-    api.expect("GET", "/v1/lora/status", replay("R1-4"), replay("R1-12"))
+    # ... and one without LoRA routes at all (FastAPI's 404, as R1-13 answers) gets none.
+    api.expect("GET", "/v1/lora/status", replay("R1-4"), replay("R1-12"), replay("R1-13"))
     api.expect("POST", "/v1/lora/load", replay("R1-15"))
     url = "http://gpu1:8001"
     async with client:
         waiting = await ensure_lora(client, url, "/nonexistent/adapter", was_loaded=None)
         refused = await ensure_lora(client, url, "/nonexistent/adapter", was_loaded=None)
+        hidden = await ensure_lora(client, url, "/srv/loras/x", was_loaded=None)
     assert waiting.loaded is None and waiting.note == PENDING and waiting.problem is None
     assert refused.loaded is False and refused.problem is not None
     assert "❌ LoRA path not found: /nonexistent/adapter" in refused.problem
     assert "fix lora_path in the [[api.servers]] entry of http://gpu1:8001" in refused.problem
     assert [c.json() for c in api.calls("/v1/lora/load")] == [{"lora_path": "/nonexistent/adapter"}]
+    assert hidden.loaded is False and "has no /v1/lora routes" in (hidden.problem or "")
+    assert "remove lora_path" in (hidden.problem or "")
 
 
 # -- what we send: the captured requests, field by field ----------------------------------
@@ -416,3 +420,32 @@ async def test_our_edit_requests_carry_the_captured_fields(
         assert "track_classes" not in sent.form
         assert json.loads(sent.form["param_obj"])["track_classes"] == captured["track_classes"]
     assert float(sent.form.get("repainting_end", "1")) != 0  # 0 would mean "to the end"
+
+
+def test_a_comma_joined_track_list_is_split_here_as_the_server_would_not() -> None:
+    """R2-6: the server reads `"drums,bass"` as one track (`Complete the input track with
+    DRUMS,BASS:`); a song file may write it so, and it is sent as two."""
+    captured = json.loads(CAPTURES["R2-6"]["request"].split(" -d ", 1)[1].strip("'"))
+    assert captured["track_classes"] == "drums,bass"
+    rules = RequestRules(backend="acestep")
+    for front in (
+        f'task_type: complete\ntrack_classes: "{captured["track_classes"]}"\nmodel: {BASE}',
+        'accompany: "drums, bass"',
+    ):
+        text = f"---\nstyle: x\n{front}\nsource_audio: a.wav\n---\n"
+        body = parse_song_text(text, rules, name="s.md").to_api_body()
+        assert body["track_classes"] == ["drums", "bass"], front
+
+
+async def test_a_lora_load_that_breaks_on_the_server_is_not_called_a_bad_path(
+    api: ScriptedApi, client: BygheartClient
+) -> None:
+    """An exception while loading is the route's HTTP 500 `Failed to load LoRA: ...` (its
+    source; not captured): the server is out until the next probe, but the path is not
+    blamed."""
+    api.expect("GET", "/v1/lora/status", replay("R1-12"))
+    api.expect("POST", "/v1/lora/load", Reply(500, {"detail": "Failed to load LoRA: CUDA OOM"}))
+    async with client:
+        found = await ensure_lora(client, "http://gpu1:8001", "/srv/loras/x", was_loaded=None)
+    assert found.loaded is False
+    assert found.problem == "its LoRA '/srv/loras/x' did not load: Failed to load LoRA: CUDA OOM"

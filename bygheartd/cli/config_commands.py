@@ -113,7 +113,8 @@ def _show_pool(config: Config) -> bool:
             print(f"  {server.url}: ERROR {exc}")
             continue
         source = lookup.source or "no key"
-        print(f"  {server.url}: max_in_flight {server.max_in_flight}, key from {source}")
+        lora = f", LoRA {server.lora_path} (on that server)" if server.lora_path else ""
+        print(f"  {server.url}: max_in_flight {server.max_in_flight}, key from {source}{lora}")
         for warning in lookup.warnings:
             print(f"    warning: {warning}")
     return ok

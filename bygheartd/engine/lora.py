@@ -10,7 +10,8 @@ What a check concludes:
 - loaded (or loaded now): the server takes jobs;
 - the server has not loaded its model yet (started with ACESTEP_NO_INIT: the model loads on
   its first job, and until then the LoRA routes answer "Model not initialized"): it takes
-  jobs, the LoRA is loaded at the next check after that first job, which runs without it;
+  one job (the pool's `choose`), which runs without it, and the LoRA is loaded when that job
+  is done;
 - the server refuses the path (not found, not an adapter) or has no LoRA routes: it gets no
   new jobs, with the server's words and the fix as its reason, until a later check loads it.
 """
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 __all__ = ["PENDING", "LoraCheck", "ensure_lora"]
 
 PENDING = (
-    "not loaded yet: the server loads its model on its first job (ACESTEP_NO_INIT), then "
-    "the LoRA is loaded at the next check (that first job runs without it)"
+    "not loaded yet: the server loads its model on its first job (ACESTEP_NO_INIT); it gets "
+    "that one song, which runs without the LoRA, and the LoRA is loaded when it is done"
 )
 
 
@@ -88,6 +89,8 @@ async def ensure_lora(
             return LoraCheck(loaded=None, note=PENDING)
         if already_loaded(exc.message):
             return LoraCheck(loaded=True)
+        if exc.status != 400:  # not a refusal of the path: tried again at the next probe
+            return LoraCheck(loaded=False, problem=f"its LoRA {lora_path!r} did not load: {said}")
         return LoraCheck(loaded=False, problem=_fix(url, lora_path, said))
     log.info("server %s: LoRA %s loaded from %s", url, visible(adapter_name(lora_path)), lora_path)
     return LoraCheck(loaded=True)

@@ -387,7 +387,11 @@ class Poller:
             self._observe_generation(job, now)
             self.predictor.finished(job.id, self._answered_at or now.timestamp())
             takes = tuple(result.outputs)
-            elsewhere = ran_elsewhere(job.model, takes)  # the server ran slot 1 instead
+            # An ACE-Step server runs its slot 1 when the model asked for is not loaded; the
+            # hosted API names its own models, which no `dit_model` it reports ever equals.
+            elsewhere = (
+                ran_elsewhere(job.model, takes) if self.parts.config.backend == "acestep" else None
+            )
             try:
                 job = await self.parts.store.transition(
                     job.id,

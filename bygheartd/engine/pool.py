@@ -95,6 +95,8 @@ class ServerState:
     lora_loaded: bool | None = None
     lora_note: str | None = None
     lora_retry_at: float = 0.0
+    # While its LoRA waits for the server's model: it took the one song that loads it.
+    lora_first_taken: bool = False
 
     def expected_seconds(self) -> float | None:
         """How long a generation takes on this server: observed, else its own average."""
@@ -136,6 +138,9 @@ class _Entry:
     key_print: str | None = field(default=None, repr=False)
     # Why this server's own key cannot be read (then it gets no new songs), or None.
     key_problem: str | None = None
+
+    def lora_changed(self, section: ServerSection) -> bool:
+        return self.section.lora_path != section.lora_path
 
 
 class ServerPool:
@@ -194,6 +199,8 @@ class ServerPool:
                 self.mark_down(url, reason, until="its key file can be read")
             return False
         key_print = _fingerprint(key)
+        if entry is not None and entry.lora_changed(section):
+            entry.state.stats_at = 0.0  # a new lora_path (a reload): checked at the next tick
         if entry is not None and entry.key_print == key_print:
             entry.section = section
             entry.state.max_in_flight = section.max_in_flight
@@ -267,15 +274,17 @@ class ServerPool:
         """The healthy server with the most free room, then the shortest expected wait
         (its queue times its average job); a server that lost this job before comes last.
         With `model` (a task that needs that model: stems, layers), only servers that have
-        it loaded. A server with a LoRA configured gets nothing before its LoRA was checked.
-        None when every such healthy server is full (or none is healthy)."""
+        it loaded. A server with a LoRA configured gets nothing before its LoRA was checked,
+        and while the LoRA waits for the server's model, one song only (the one that loads
+        the model; the LoRA is loaded as soon as it is done). None when every such healthy
+        server is full (or none is healthy)."""
         shunned = set(avoid)
         best: tuple[tuple[bool, int, float, int], str] | None = None
         for order, state in enumerate(self.states()):
             if not state.healthy or not has_model(state, model) or not self._lora_ready(state):
                 continue
             mine = in_flight.get(state.url, 0)
-            free = state.max_in_flight - mine
+            free = self._limit(state) - mine
             if free <= 0:
                 continue
             queue = max(state.queue_size or 0, mine)
@@ -283,7 +292,16 @@ class ServerPool:
             rank = (state.url in shunned, -free, wait, order)
             if best is None or rank < best[0]:
                 best = (rank, state.url)
-        return None if best is None else best[1]
+        if best is None:
+            return None
+        chosen = self.state(best[1])
+        if chosen is not None and self._lora_waiting(chosen):
+            chosen.lora_first_taken = True
+        return best[1]
+
+    def _lora_waiting(self, state: ServerState) -> bool:
+        """Its LoRA waits for the server to load its model (on its first job)."""
+        return bool(state.lora_path) and state.lora_loaded is None and bool(state.lora_note)
 
     def _lora_ready(self, state: ServerState) -> bool:
         """No LoRA configured, or it is loaded, or it waits for the server's first job."""
@@ -296,8 +314,14 @@ class ServerPool:
     def room(self, in_flight: Mapping[str, int]) -> int:
         """Free places on healthy servers: how many queued jobs may be submitted now."""
         return sum(
-            max(0, s.max_in_flight - in_flight.get(s.url, 0)) for s in self.states() if s.healthy
+            max(0, self._limit(s) - in_flight.get(s.url, 0)) for s in self.states() if s.healthy
         )
+
+    def _limit(self, state: ServerState) -> int:
+        """Its max_in_flight; one song (none once taken) while its LoRA waits (`choose`)."""
+        if self._lora_waiting(state):
+            return 0 if state.lora_first_taken else 1
+        return state.max_in_flight
 
     # -- health -------------------------------------------------------------------------
 
@@ -373,7 +397,7 @@ class ServerPool:
         """Its configured LoRA, loaded when the server does not list it (`engine.lora`);
         the reason it must get no new jobs, or None."""
         entry = self._entries.get(state.url) if self.pooled else None
-        state.lora_path = "" if entry is None else entry.section.lora_path
+        before, state.lora_path = state.lora_path, "" if entry is None else entry.section.lora_path
         if not state.lora_path or self.live.current.backend != "acestep":
             state.lora_loaded = state.lora_note = None
             return None
@@ -381,13 +405,18 @@ class ServerPool:
             entry.client if entry else self.client_for(state.url),
             state.url,
             state.lora_path,
-            was_loaded=state.lora_loaded,
+            # A new path (a reload) is not one the server forgot.
+            was_loaded=state.lora_loaded if before == state.lora_path else None,
         )
         if found.note != state.lora_note and found.note:
             log.info("server %s: LoRA %s", state.url, found.note)
         state.lora_loaded, state.lora_note = found.loaded, found.note
-        # While it waits for the server's model, looked at again soon rather than with stats.
-        state.lora_retry_at = time.time() + max(1.0, self.live.current.queue.poll_min_seconds)
+        # While it waits for the server's model: looked at again as soon as a song finishes
+        # there (`observe`), else with its stats. The one song it took may still run there;
+        # when the server runs and queues nothing (that song never went), another may go.
+        state.lora_retry_at = time.time() + STATS_SECONDS
+        busy = bool(state.running or state.queue_size)
+        state.lora_first_taken = state.lora_first_taken and busy and found.loaded is None
         return found.problem
 
     async def _take_inventory(self, state: ServerState) -> None:
@@ -446,6 +475,8 @@ class ServerPool:
         if state is None or seconds < 0:
             return
         state.observed += 1
+        if state.lora_path and state.lora_loaded is None:  # its model is loaded now
+            state.lora_retry_at = 0.0
         previous = state.avg_seconds
         state.avg_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
         self._written = None  # changed: the next tick writes it
@@ -510,8 +541,7 @@ def no_server_has(model: str | None, states: Iterable[ServerState]) -> str | Non
     where = "; ".join(f"{s.url or 'the server'}: {', '.join(s.loaded_models or ()) or 'none'}"
                       for s in states)  # fmt: skip
     fix = (
-        "load it on a server (ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is "
-        "loaded"
+        "load it on a server (ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is loaded"
     )
     if any(s.loaded_models == () for s in states):
         fix = (

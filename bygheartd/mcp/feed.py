@@ -72,14 +72,15 @@ class SongFeed:
         # 2025-era subscriptions: song URI -> the sessions that asked for it.
         self.sessions: dict[str, set[ServerSession]] = {}
         self._seq: int | None = None
-        self._interest = anyio.Event()
+        self._interest: anyio.Event | None = None  # made in `run`, inside the event loop
 
     @property
     def listening(self) -> bool:
         return bool(self.sessions) or self.bus.listeners > 0
 
     def _wake(self) -> None:
-        self._interest.set()
+        if self._interest is not None:
+            self._interest.set()
 
     async def subscribe(self, uri: str, session: ServerSession) -> None:
         """A `resources/subscribe`: from now on, this session hears of the song's changes."""

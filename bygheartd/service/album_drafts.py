@@ -149,16 +149,7 @@ def _hoisted_language(tracks: list[TrackDraft]) -> tuple[str | None, list[TrackD
     languages = {t.meta.get("language") for t in sung}
     if len(languages) != 1 or None in languages:
         return None, tracks
-    out = [
-        TrackDraft(
-            t.title,
-            t.lyrics,
-            {k: v for k, v in t.meta.items() if k != "language"},
-            t.instrumental,
-            t.description,
-        )
-        for t in tracks
-    ]
+    out = [replace(t, meta={k: v for k, v in t.meta.items() if k != "language"}) for t in tracks]
     return str(next(iter(languages))), out
 
 
@@ -245,21 +236,13 @@ async def inspire_album(
                 language=language,
             )
             notes += said
-            drafted.append(
-                TrackDraft(
-                    _unique(track.title, taken),
-                    track.lyrics,
-                    track.meta,
-                    track.instrumental,
-                    track.description,
-                )
-            )
+            drafted.append(replace(track, title=_unique(track.title, taken)))
     shared, drafted = _hoisted_language(drafted)
     draft = AlbumDraft(
         title=title,
         style=style,
         tracks=tuple(drafted),
-        language=language if language and not instrumental else shared,
+        language=shared,  # what --language asked for, unless nothing is sung
         instrumental=instrumental,
         source=text,
         notes=notes,

@@ -94,6 +94,7 @@ async def lora_load(request: Request) -> Response:
     if name in sim.lora_adapters:
         return _detail(400, f"❌ Adapter name already in use: {name}")
     sim.lora_adapters[name] = (lora_path, kind)
+    sim.lora_loaded_after.append(sim.stats.submits)
     message = (
         f"✅ LoKr loaded from {loaded}"
         if kind == "lokr"

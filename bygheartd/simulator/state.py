@@ -137,6 +137,8 @@ class Simulator:
         # LoRA adapters loaded on slot 1 (lora.py): name -> (path, kind); a restart forgets.
         self.lora_adapters: dict[str, tuple[str, str]] = {}
         self.lora_loads = 0
+        # How many tasks the server had been given when each adapter was loaded.
+        self.lora_loaded_after: list[int] = []
         self.job_seconds: deque[float] = deque(maxlen=1000)
         self.first_downloads: dict[Path, float] = {}
         self._seq = 0
@@ -401,4 +403,5 @@ class Simulator:
         data["audio_dir"] = str(self.audio_dir)
         data["lora_loads"] = self.lora_loads
         data["lora_adapters"] = list(self.lora_adapters)
+        data["lora_loaded_after"] = list(self.lora_loaded_after)
         return data

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -18,9 +18,7 @@ from bygheartd.service import album_download
 from bygheartd.service.albums import AlbumView
 from bygheartd.web import views
 from bygheartd.web.auth import Access
-
-if TYPE_CHECKING:
-    from bygheartd.web.app import WebApp
+from bygheartd.web.pages import PageHost
 
 __all__ = ["AlbumPages", "album_summaries"]
 
@@ -30,7 +28,7 @@ LIBRARY_ALBUMS = 20  # the newest albums the library's first page lists
 class AlbumPages:
     """The album routes, rendered and guarded by the library's `WebApp`."""
 
-    def __init__(self, app: WebApp) -> None:
+    def __init__(self, app: PageHost) -> None:
         self.app = app
         self.service = app.service
 

@@ -42,6 +42,7 @@ from bygheartd.service.submission import Submission
 from bygheartd.web import albums, filters, uploads, views
 from bygheartd.web import form as song_form
 from bygheartd.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Access, Sessions
+from bygheartd.web.edit_forms import EditForms
 
 __all__ = ["CSP", "PAGE_SIZE", "WebApp", "web_routes"]
 
@@ -97,6 +98,7 @@ class WebApp:
         self.poll_seconds = poll_seconds
         self.upload_keep_seconds = upload_keep_seconds
         self.lengths = views.LengthCache()
+        self.edit_forms = EditForms(self)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -132,6 +134,7 @@ class WebApp:
                 methods=["POST"],
             ),
             *albums.AlbumPages(self).routes(),
+            *self.edit_forms.routes(),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -365,6 +368,7 @@ class WebApp:
             "can_retry": job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
             "can_keep": job.status is JobStatus.DONE,
             "charged": (await self.service.charged([job])).get(job.id, 0),
+            "edits": await self.edit_forms.offer(job, len(takes)),
         }
 
     async def song(self, request: Request, access: Access) -> Response:

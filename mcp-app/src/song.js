@@ -19,6 +19,9 @@ const AUDIO = /\.(mp3|wav|flac|ogg|opus|aac|m4a)$/i;
 // Each follow-up call waits at most this long: well under the ~60 s after which hosts cut a
 // tool call, and under the server's own 50 s bound.
 const FOLLOW_SECONDS = 25;
+// A view left open does not poll forever (a song held until tomorrow's credits, say): after
+// this long it stops and offers to check again.
+const FOLLOW_FOR_MS = 30 * 60 * 1000;
 // The generate_song arguments a "make again" carries over from the finished song's request.
 const AGAIN_FIELDS = [
   "lyrics", "description", "style", "title", "model", "duration", "bpm", "key",
@@ -35,6 +38,7 @@ const state = {
   busy: false,
   error: null,
   following: null, // the job id being followed
+  paused: false, // followed long enough: "Check again" resumes
 };
 
 function el(tag, attrs = {}, ...children) {
@@ -157,6 +161,14 @@ function render() {
   );
   if (!FINAL.has(record.status)) {
     root.append(el("progress", { max: 1, value: progressValue(record) }));
+    if (state.paused) {
+      root.append(el("div", { class: "actions" }, el("button", {
+        type: "button",
+        "data-check": "",
+        onclick: () => follow(state.record),
+        text: "Check again",
+      })));
+    }
   }
   if (record.status === "done") {
     const takes = takesOf(record);
@@ -219,8 +231,15 @@ async function showDone(record) {
 async function follow(record) {
   state.record = record;
   state.following = record.id;
+  state.paused = false;
   render();
+  const until = Date.now() + FOLLOW_FOR_MS;
   while (!FINAL.has(state.record.status) && state.following === record.id) {
+    if (Date.now() > until) {
+      state.paused = true;
+      render();
+      return;
+    }
     try {
       const next = await call("get_song", { job_id: record.id, wait_seconds: FOLLOW_SECONDS });
       if (state.following !== record.id) return;

@@ -213,6 +213,18 @@
   }
 
   if (page === "song") {
+    // The stems form's cost follows the tracks ticked (one generation per stem).
+    document.addEventListener("change", (e) => {
+      const form = e.target.closest ? e.target.closest("#stems-form") : null;
+      const cost = form ? form.querySelector("#stems-cost") : null;
+      if (!cost || e.target.name !== "tracks" || !cost.dataset.perStem) return;
+      const count = form.querySelectorAll("input[name=tracks]:checked").length;
+      const per = Number(cost.dataset.perStem);
+      const stems = count + " stem" + (count === 1 ? "" : "s");
+      cost.textContent = cost.dataset.free === "yes"
+        ? "Cost: free (a self-hosted server), " + stems
+        : "Cost: " + per * count + " credit" + (per * count === 1 ? "" : "s") + " for " + stems + " (" + per + " per stem)";
+    });
     const body = () => document.getElementById("song-body");
     const deck = () => {
       const root = body();  // the deck and the take cards' "Take N" links
