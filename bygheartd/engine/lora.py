@@ -63,7 +63,9 @@ async def ensure_lora(
     except ApiError as exc:
         if not_initialized(exc.status, exc.message):
             return LoraCheck(loaded=None, note=PENDING)
-        return LoraCheck(loaded=False, problem=f"its LoRA state cannot be read: {exc}")
+        return LoraCheck(
+            loaded=False, problem=f"its LoRA state cannot be read: {visible(str(exc))}"
+        )
     if data is None:
         return LoraCheck(
             loaded=False,
