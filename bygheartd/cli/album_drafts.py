@@ -11,14 +11,13 @@ from pathlib import Path
 import click
 
 from bygheartd.cli.commands import opened_service
-from bygheartd.cli.drafts import _inside
+from bygheartd.cli.drafts import place_draft
 from bygheartd.config import Config
 from bygheartd.errors import RequestError
 from bygheartd.safetext import visible
 from bygheartd.service.album_draft_file import (
     AlbumDraft,
     write_album_to_drafts,
-    write_named_draft,
 )
 from bygheartd.service.service import SongService
 from bygheartd.songs.albums import is_album_file
@@ -92,21 +91,16 @@ async def inspire_album_command(
     for note in draft.notes:
         click.echo(f"note: {visible(note, one_line=True)}", err=True)
     text = draft.text()
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    path = place_draft(
+        text,
+        output,
+        inbox=config.folders.inbox,
+        force=force,
+        to_drafts=lambda: write_album_to_drafts(draft, config.folders.drafts),
+        what="the whole album",
+    )
+    if path is None:
         return 0
-    if output is not None:
-        target = Path(output).expanduser()
-        if _inside(target, config.folders.inbox):
-            click.echo(
-                f"note: {target} is in the inbox, so the watcher will queue the whole album "
-                "(and spend credits) as soon as it is written",
-                err=True,
-            )
-        path = write_named_draft(text, target, overwrite=force)
-    else:
-        path = write_album_to_drafts(draft, config.folders.drafts)
     title = visible(draft.title, one_line=True)
     click.echo(f'Wrote the album "{title}" ({len(draft.tracks)} tracks) to {path}')
     if cost:

@@ -5,6 +5,7 @@ written as song files that queue as they are. Nothing is generated, nothing is s
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -19,12 +20,41 @@ from bygheartd.service.drafts import (
     write_draft,
 )
 
-__all__ = ["inspire_command", "polish_command"]
+__all__ = ["inspire_command", "place_draft", "polish_command"]
 
 
 def _notes(draft: SongDraft) -> None:
     for note in draft.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def place_draft(
+    text: str,
+    output: str | None,
+    *,
+    inbox: Path,
+    force: bool,
+    to_drafts: Callable[[], Path],
+    what: str = "it",
+) -> Path | None:
+    """Where a draft goes, for every command that writes one: stdout for `-` (None), the
+    file named by `-o` (over an existing one only with `force`; said when that file is in
+    the inbox, where the watcher queues `what` at once and spends credits), else a fresh
+    file in the drafts folder (`to_drafts`)."""
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    if output is None:
+        return to_drafts()
+    target = Path(output).expanduser()
+    if _inside(target, inbox):
+        click.echo(
+            f"note: {target} is in the inbox, so the watcher will queue {what} (and spend "
+            "credits) as soon as it is written",
+            err=True,
+        )
+    return write_named_draft(text, target, overwrite=force)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -49,21 +79,15 @@ async def inspire_command(
         draft = await service.inspire(description, instrumental=instrumental, language=language)
     _notes(draft)
     text = draft.text()
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    path = place_draft(
+        text,
+        output,
+        inbox=config.folders.inbox,
+        force=force,
+        to_drafts=lambda: write_draft(text, config.folders.drafts, draft_name(draft)),
+    )
+    if path is None:
         return 0
-    if output is not None:
-        target = Path(output).expanduser()
-        if _inside(target, config.folders.inbox):
-            click.echo(
-                f"note: {target} is in the inbox, so the watcher will queue it (and spend "
-                "credits) as soon as it is written",
-                err=True,
-            )
-        path = write_named_draft(text, target, overwrite=force)
-    else:
-        path = write_draft(text, config.folders.drafts, draft_name(draft))
     click.echo(f"Wrote {draft.title!r} to {path}")
     click.echo(f"Edit it, then queue it with: bygheartd submit {path}")
     return 0

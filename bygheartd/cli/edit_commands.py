@@ -109,24 +109,26 @@ async def stems_command(
         return await _finish(runtime, [q.job for q in queued], wait, timeout, as_json)
 
 
-async def describe_command(config: Config, audio: Path, output: str | None) -> int:
-    from bygheartd.service.drafts import write_exact
+async def describe_command(
+    config: Config, audio: Path, output: str | None, *, force: bool = False
+) -> int:
+    from bygheartd.cli.drafts import place_draft
+    from bygheartd.service.drafts import draft_name, write_draft
     from bygheartd.service.edits import describe_audio
 
     draft = await describe_audio(config, audio)
     for note in draft.notes:
         click.echo(f"note: {visible(note)}", err=True)
     text = draft.text()
-    if output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    path = place_draft(
+        text,
+        output,
+        inbox=config.folders.inbox,
+        force=force,
+        to_drafts=lambda: write_draft(text, config.folders.drafts, draft_name(draft)),
+    )
+    if path is None:
         return 0
-    if output is not None:
-        path = write_exact(text, Path(output).expanduser())
-    else:
-        from bygheartd.service.drafts import draft_name, write_draft
-
-        path = write_draft(text, config.folders.drafts, draft_name(draft))
     click.echo(f"Wrote {visible(draft.title)!r} to {path}")
     click.echo(f"Edit it, then make it with: bygheartd submit {path}")
     return 0

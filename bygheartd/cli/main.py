@@ -547,15 +547,16 @@ def stems(
 @click.argument("audio", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "-o", "--output", default=None, metavar="FILE",
-    help="Write the draft to FILE (never over one), or '-' for stdout (default: drafts folder).",
+    help="Write the draft to FILE, or '-' for stdout (default: drafts folder).",
 )  # fmt: skip
-def describe(audio: Path, output: str | None) -> None:
+@click.option("--force", is_flag=True, help="With -o FILE: replace that file if it exists.")
+def describe(audio: Path, output: str | None, force: bool) -> None:
     """The model listens to AUDIO and writes a song-file draft like it (style, lyrics, bpm,
     key, time signature, language), so "make one like this" is one command. ACE-Step only;
     makes no audio and spends no generation."""
     from bygheartd.cli.edit_commands import describe_command
 
-    raise SystemExit(run_async(describe_command(_state().config(), audio, output)))
+    raise SystemExit(run_async(describe_command(_state().config(), audio, output, force=force)))
 
 
 @main.command(name="open")
