@@ -166,7 +166,8 @@ def test_a_dropped_album_lands_as_one_folder_with_playlist_album_json_and_tags(
         if not document.exists():
             return False
         data = json.loads(document.read_text(encoding="utf-8"))
-        return all(t["status"] == "done" for t in data["tracks"])
+        # The album gain comes once every track is done (on_album_complete): wait for it.
+        return all(t["status"] == "done" for t in data["tracks"]) and "plugins" in data
 
     wait_for(finished, what="every track of the album", timeout=60, proc=daemon)
     data = json.loads(document.read_text(encoding="utf-8"))
