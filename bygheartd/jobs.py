@@ -71,20 +71,22 @@ _DONE, _F, _C = JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED
 # that lost a race (a cancel, a retry) can never write a move the lifecycle does not have.
 # docs/architecture.md draws this table.
 ALLOWED_MOVES: Mapping[JobStatus, frozenset[JobStatus]] = {
-    # submitted; held for budget, disk or key; refused by a plugin or the budget; cancelled
-    _Q: frozenset({_S, _H, _F, _C}),
+    # submitted; held for budget, disk or key; refused by a plugin or the budget; cancelled.
+    # A retake that fails anywhere before its takes arrive goes back to `processing` with
+    # the takes the song had (`engine/lifecycle.py`): the `_P` in the next four rows.
+    _Q: frozenset({_S, _H, _F, _C, _P}),
     # the POST answered; back to the queue (provably nothing made, a crash with
     # resubmit_uncertain); held for a retry, rate limit or key; refused or unknown outcome
-    _S: frozenset({_R, _Q, _H, _F, _C}),
+    _S: frozenset({_R, _Q, _H, _F, _C, _P}),
     # generated; lost by its server and made again; failed on the server or past deadline
-    _R: frozenset({_D, _Q, _F, _C}),
+    _R: frozenset({_D, _Q, _F, _C, _P}),
     # every take verified; held until a download can resume
     _D: frozenset({_P, _H, _F, _C}),
     # plugins ran and the sidecar was written; no take passed the quality gate: a retake
     # (a new submission whose takes join the job's, `engine/retakes.py`)
     _P: frozenset({_DONE, _Q, _F, _C}),
     # the hold is over (a held download resumes its download), or it ends there
-    _H: frozenset({_Q, _D, _F, _C}),
+    _H: frozenset({_Q, _D, _F, _C, _P}),
     _DONE: frozenset(),
     # `retry`: a new submission, new credits
     _F: frozenset({_Q}),

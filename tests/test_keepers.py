@@ -164,6 +164,15 @@ async def test_the_keep_command_changes_the_keeper_from_the_command_line(
         env=dict(os.environ),
     )
     assert json.loads(shown.stdout)["keeper"]["take"] == 3
+    listed = subprocess.run(
+        [sys.executable, "-m", "bygheartd", "--config", str(config.source_path), "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    [row] = json.loads(listed.stdout)  # a listing reads no result bodies, but the keeper
+    assert (row["keeper"]["take"], row["keeper"]["by"]) == (3, "person")
 
 
 async def test_a_keepers_folder_that_cannot_be_written_never_holds_a_song_back(

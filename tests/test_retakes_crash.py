@@ -107,7 +107,7 @@ def test_kill_while_the_retake_runs_keeps_the_first_take_and_pays_once_more(
     assert not list(config.folders.output.glob("*.part"))
 
 
-def test_kill_during_the_retakes_submit_fails_it_as_unknown_and_keeps_the_earlier_take(
+def test_kill_during_the_retakes_submit_ends_the_song_with_the_takes_it_had(
     simulator: RunningSimulator, setup: tuple[Config, Path, Daemon, Jobs], tmp_path: Path
 ) -> None:
     config, config_path, daemon, jobs = setup
@@ -123,10 +123,18 @@ def test_kill_during_the_retakes_submit_fails_it_as_unknown_and_keeps_the_earlie
     simulator.set_faults(slow_reply_seconds=0.0)
 
     daemon.start()
-    wait_for(lambda: jobs.all_in([job_id], {"failed"}), what="the crash rule", proc=daemon)
-    [failed] = [r for r in list_json(config_path) if r["id"] == job_id]
-    assert "submission outcome unknown" in failed["reason"]
-    assert [Path(f["path"]).name for f in failed["files"]] == ["crash-retake-2.mp3"]
+    wait_for(lambda: jobs.all_in([job_id], {"done", "failed"}), what="the crash rule", proc=daemon)
+    # The retake's outcome is unknown (never sent again), and the song is not failed for
+    # it: it ends with the take it had, named its keeper, the retake's failure said.
+    [done] = [r for r in list_json(config_path) if r["id"] == job_id]
+    assert done["status"] == "done", done
+    assert [Path(f["path"]).name for f in done["files"]] == ["crash-retake-2.mp3"]
+    assert done["keeper"] is not None and done["keeper"]["take"] == 1
+    assert any(
+        w.startswith("the retake failed: submission outcome unknown") for w in done["warnings"]
+    ), done["warnings"]
+    events = [e.event for e in jobs.store.history(job_id)]
+    assert events.count("retake failed") == 1 and events[-1] == "done"
     assert sha(first) == before  # never sent again, and what it had is still there
     assert tasks_for(simulator, "marker-retake-2") <= 2
     assert not list(config.folders.output.glob("*.part"))

@@ -123,6 +123,12 @@ class Delivery:
     def start(self, job: Job) -> None:
         """Deliver a job in the background (at most one delivery per job)."""
         current = self._tasks.get(job.id)
+        running = asyncio.current_task()
+        if running is not None and running is current and not running.done():
+            # Asked from inside this job's own delivery (a retake that failed its download
+            # goes back to `processing`): start again once this one has ended.
+            running.add_done_callback(lambda _: self.start(job))
+            return
         if self.parts.stopping or (current is not None and not current.done()):
             return  # when stopping, the next start resumes it from the store
         task = asyncio.get_running_loop().create_task(self._deliver(job.id))

@@ -86,6 +86,7 @@ class Engine:
             engine_id=self.info.id,
         )
         self.delivery = Delivery(self.parts, self.lifecycle)
+        self.lifecycle.on_processing = self.delivery.start  # a failed retake's song
         self._on_change = on_change
         self.poller = Poller(self.parts, self.delivery, self.lifecycle, self._finished)
         self._submit_paused_until: datetime | None = None

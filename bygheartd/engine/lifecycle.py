@@ -45,6 +45,28 @@ CANCELLED_SPENT = (
 CANCELLED_UNSENT = "cancelled by the user before submission"
 
 
+# Where a retake can fail on its way (submit, generation, download, a hold): then the song
+# falls back to the takes it had instead of failing (`Lifecycle._keep_earlier_takes`).
+RETAKE_IN_FLIGHT = frozenset(
+    {
+        JobStatus.QUEUED,
+        JobStatus.SUBMITTING,
+        JobStatus.RUNNING,
+        JobStatus.DOWNLOADING,
+        JobStatus.HELD,
+    }
+)
+
+
+def _earlier_takes(job: Job) -> bool:
+    """Whether `job` is a retake in flight whose song already has takes to fall back to."""
+    return (
+        is_retake(job)
+        and job.status in RETAKE_IN_FLIGHT
+        and any(f.path.name in job.result.processed_files for f in job.files)
+    )
+
+
 class Lifecycle:
     """The side effects of moves; one per process that changes jobs (engine or face)."""
 
@@ -66,6 +88,9 @@ class Lifecycle:
         self._notifying: set[asyncio.Task[None]] = set()
         # The engine this lifecycle moves jobs for: a job it submits is that engine's.
         self.engine_id = engine_id
+        # Who finishes a job put back in `processing` (a failed retake): the engine's
+        # delivery; a face's lifecycle has none, and the next engine start resumes it.
+        self.on_processing: Callable[[Job], None] | None = None
 
     @property
     def config(self) -> Config:
@@ -84,6 +109,10 @@ class Lifecycle:
             if refund
             else None
         )
+        if _earlier_takes(job):
+            kept = await self._keep_earlier_takes(job, reason, refund_line)
+            if kept is not None:
+                return kept
         try:
             failed = await self.store.transition(
                 job.id,
@@ -102,6 +131,53 @@ class Lifecycle:
         log.warning("job %s (%s) failed: %s", job.id, job.title, reason)
         await self._after_failure(failed, reason)
         return failed
+
+    async def _keep_earlier_takes(
+        self, job: Job, reason: str, refund_line: dict[str, Any] | None
+    ) -> Job | None:
+        """A retake that fails (its submit, its generation or its download) does not fail
+        the song: it goes back to `processing` with the takes it had, judged as they were,
+        and is finished there (`done`, with the warning that no take passed the gate, or
+        another retake when `[retakes] max` leaves one). The retake's credits are refunded
+        as any failure's would be, in the same transaction. None when the job moved on."""
+        earlier = set(job.result.processed_files)
+        person = job.result.keeper_by == "person"
+        result = job.result.but(
+            postprocess=dict(job.result.processed_before or {}),
+            processed_before=None,
+            keeper=job.result.keeper if person else None,
+            keeper_by=job.result.keeper_by if person else None,
+        )
+        try:
+            kept = await self.store.transition(
+                job.id,
+                JobStatus.PROCESSING,
+                event="retake failed",
+                reason=f"{reason}; the song keeps the takes it had",
+                expect=RETAKE_IN_FLIGHT,
+                ledger=refund_line,
+                files=[f for f in job.files if f.path.name in earlier],
+                warnings=[*job.warnings, f"the retake failed: {reason}"],
+                result=result,
+                task_id=None,
+                progress=None,
+                eta_seconds=None,
+                resumes_at=None,
+                hold_kind=None,
+                engine=self.engine_id,
+            )
+        except StaleTransition:
+            return None
+        if refund_line is not None:
+            await self.store.add_event(
+                job.id, "refunded", f"{credits_phrase(-refund_line['credits'])} back"
+            )
+        log.warning(
+            "job %s (%s): the retake failed, keeping its takes: %s", job.id, job.title, reason
+        )
+        if self.on_processing is not None:
+            self.on_processing(kept)
+        return kept
 
     async def _after_failure(self, failed: Job, reason: str) -> None:
         import asyncio

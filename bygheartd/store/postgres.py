@@ -53,7 +53,7 @@ from bygheartd.store.errors import (
 )
 from bygheartd.store.events import JobEvent
 from bygheartd.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, VERSION_TABLE
-from bygheartd.store.schema import SUMMARY_COLUMNS, row_to_album, row_to_job
+from bygheartd.store.schema import PG_SUMMARY_COLUMNS, row_to_album, row_to_job
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -388,7 +388,7 @@ class PostgresJobStore:
         summary: bool = False,
         engine: str | None = None,
     ) -> list[Job]:
-        sql = f"SELECT {SUMMARY_COLUMNS if summary else '*'} FROM jobs"
+        sql = f"SELECT {PG_SUMMARY_COLUMNS if summary else '*'} FROM jobs"
         where: list[str] = []
         args: list[Any] = []
         if statuses is not None:

@@ -145,8 +145,15 @@ SUMMARY_COLUMNS = (
     "progress, "
     "eta_seconds, source, archived_as, base_name, files_json, warnings_json, origin, "
     "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, "
-    "engine, output, album, track, album_title, album_artist, album_tracks"
+    "engine, output, album, track, album_title, album_artist, album_tracks, "
+    # The keeper, from the result body that a listing leaves unread (`json_extract` is
+    # SQLite's; `PG_SUMMARY_COLUMNS` says the same for PostgreSQL).
+    "json_extract(result_json, '$.keeper') AS keeper, "
+    "json_extract(result_json, '$.keeper_by') AS keeper_by"
 )
+PG_SUMMARY_COLUMNS = SUMMARY_COLUMNS.replace(
+    "json_extract(result_json, '$.keeper')", "(result_json::jsonb ->> 'keeper')"
+).replace("json_extract(result_json, '$.keeper_by')", "(result_json::jsonb ->> 'keeper_by')")
 
 
 class _Row(Protocol):
@@ -161,7 +168,14 @@ def row_to_job(row: _Row | sqlite3.Row) -> Job:
     """A row of `SELECT *`, or of `SUMMARY_COLUMNS` (then request and result are empty)."""
     full = "request_json" in row.keys()  # noqa: SIM118 (`in row` would search the values)
     files = tuple(JobFile.from_stored(f) for f in json.loads(row["files_json"]))
-    result = JobResult.from_stored(json.loads(row["result_json"])) if full else JobResult()
+    if full:
+        result = JobResult.from_stored(json.loads(row["result_json"]))
+    else:  # a listing: only the keeper of the result (`SUMMARY_COLUMNS`)
+        keys = set(row.keys())
+        keeper = row["keeper"] if "keeper" in keys else None
+        result = JobResult(
+            keeper=keeper, keeper_by=row["keeper_by"] if keeper and "keeper_by" in keys else None
+        )
     created = parse_iso(row["created_at"]) or utcnow()
     return Job(
         id=row["id"],
