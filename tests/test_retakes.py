@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from conftest import TEST_KEY, MakeConfig
 from test_plugins_webhook import Receiver, receiver  # noqa: F401 (a fixture)
@@ -318,3 +319,40 @@ async def test_the_daily_retake_allowance_counts_retake_refunds_back(
             )
         assert await budget.retake_credits_today() == 2
         assert await store.credits_spent(day=day) == 5  # every kind counts against the caps
+
+
+async def test_a_retake_that_fails_on_the_server_ends_the_song_with_the_takes_it_had(
+    simulator: RunningSimulator,
+    make_config: MakeConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    store_url: str,
+) -> None:
+    config = gated(
+        make_config, simulator, monkeypatch, retakes={"max": 1}, store={"url": store_url}
+    )
+    async with Runtime(config, role=EngineRole.MCP) as runtime:
+        path = tmp_path / "night drive.txt"
+        path.write_text(SONG.format(title="night drive", marker=ONCE))
+        job = await runtime.service.submit_file(path)
+        with anyio.fail_after(30):
+            while (await runtime.service.get(job.id)).status in (
+                JobStatus.QUEUED,
+                JobStatus.SUBMITTING,
+            ):
+                await anyio.sleep(0.01)
+        # The first task's fate is decided: from now on the server fails every task, so
+        # the retake fails on the server (status 2, no reason), after its credits are paid.
+        simulator.set_faults(failure_rate=1.0)
+        done = await runtime.service.wait(job.id, timeout=60)
+        assert done.status is JobStatus.DONE, done.reason
+        [take] = done.takes()
+        assert take.path.name == "night-drive.mp3" and take.path.is_file()
+        assert done.keeper_record() is not None
+        assert any(w.startswith("the retake failed: ") for w in done.warnings), done.warnings
+        assert any(w.startswith(NO_PASS_WARNING) for w in done.warnings)  # it still did not
+        history = [e for e, _ in await events(runtime, done)]
+        assert history.count("retake") == 1 and history.count("retake failed") == 1
+        assert history[-1] == "done"
+        data = sidecar(done)
+        assert data["keeper"] == "night-drive.mp3" and data["status"] == "done"
