@@ -3,9 +3,10 @@ server over streamable HTTP, for every server scenario that needs none of the su
 fixture tools, prompts or resources.
 
 The suite needs Node 22 and comes from the npm registry, which tests never reach: `make
-conformance` installs both into build/conformance (once) and runs this module with
-BYGHEARTD_CONFORMANCE_DIR set; without it the module is skipped. The server is served
-without a bearer token here (the suite sends none): the token layer has tests of its own.
+test` (its `node-tools` step) installs both into build/node-tools once, where this module
+finds them (or in BYGHEARTD_CONFORMANCE_DIR); without them the module is skipped. The
+server is served without a bearer token here (the suite sends none): the token layer has
+tests of its own.
 """
 
 from __future__ import annotations
@@ -43,10 +44,15 @@ SCENARIOS = [
 ]
 
 
+NODE_TOOLS = Path(__file__).resolve().parent.parent / "build" / "node-tools"
+
+
 def suite() -> Path:
     folder = os.environ.get("BYGHEARTD_CONFORMANCE_DIR", "")
+    if not folder and (NODE_TOOLS / "node_modules" / ".bin" / "conformance").exists():
+        folder = str(NODE_TOOLS)  # installed by `make test` / `make node-tools`
     if not folder:
-        pytest.skip("the conformance suite is not installed here: `make conformance` runs it")
+        pytest.skip("the conformance suite is not installed here: `make node-tools` installs it")
     root = Path(folder)
     for needed in ("node_modules/.bin/node", "node_modules/.bin/conformance"):
         if not (root / needed).exists():

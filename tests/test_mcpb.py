@@ -319,3 +319,21 @@ async def test_the_bundle_carries_bygheartd_and_runs_it_with_uvx_or_a_venv_of_it
     stamp = (venv / ".complete").stat().st_mtime_ns
     tools, _ = await list_over_stdio(StdioServerParameters(command=str(launcher), env=env))
     assert "generate_song" in tools and (venv / ".complete").stat().st_mtime_ns == stamp
+
+
+def test_the_manifest_passes_the_official_validator() -> None:
+    """`mcpb validate` (the MCPB CLI from the npm registry, installed by `make test`'s
+    `node-tools` step into build/node-tools; the test itself reaches no registry)."""
+    tools = REPO / "build" / "node-tools" / "node_modules" / ".bin"
+    if not (tools / "mcpb").exists():
+        pytest.skip("the MCPB CLI is not installed here: `make node-tools` installs it")
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [str(tools / "mcpb"), "validate", str(MANIFEST)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passes" in done.stdout, done.stdout
