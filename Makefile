@@ -87,10 +87,11 @@ mcpb: $(STAMP)
 	$(MCPB) pack build/mcpb dist/bygheartd-$(VERSION).mcpb
 
 # The song view MCP Apps hosts show inline (mcp-app/src -> bygheartd/mcp/ui/song.html, one
-# self-contained file, committed). Only needed after changing mcp-app/src: installing and
+# self-contained file, committed), and the browser tests' host (mcp-app/test-host/host.js ->
+# host.bundle.js, committed). Only needed after changing either source: installing and
 # testing bygheartd never build it. Versions are fixed by mcp-app/package-lock.json.
 mcp-app:
-	cd mcp-app && npm ci && npm run build
+	cd mcp-app && npm ci && npm run build && npm run build:host
 
 # The official MCP conformance suite against our server (tests/test_mcp_conformance.py, part
 # of `make test` too). It needs Node 22, which the `node@22` npm package carries; both land in

@@ -1,9 +1,9 @@
 """Make docs/screenshots/mcp-view.png: the song view as an MCP Apps host shows it inline.
 
-Offline like the tests: the simulator on loopback, the MCP server in this process behind the
-official client, and Debian's chromium (driven by Playwright, never downloaded) showing the
-view in the test host page of mcp-app/ (`mcp-app/test-host.html`), which forwards the view's
-bridge requests to the server.
+Offline like the tests: the simulator on loopback, the MCP server over streamable HTTP on
+loopback, and Debian's chromium (driven by Playwright, never downloaded) showing the view in
+the test host of mcp-app/ (`mcp-app/test-host/`: the official TypeScript client plus ext-apps'
+`AppBridge`, served by tests/_mcp_host.py), which calls `get_song` and renders its view.
 
     .venv/bin/python docs/mcp_view_screenshot.py [--out docs/screenshots]
 """
@@ -11,14 +11,11 @@ bridge requests to the server.
 from __future__ import annotations
 
 import argparse
-import html
-import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import anyio.from_thread
 
@@ -42,6 +39,11 @@ poll_max_seconds = 0.3
 
 [budget]
 plan = "pro"
+
+[mcp]
+http = true
+port = 0
+token_file = "{token_file}"
 
 [plugins]
 enabled = ["quality"]
@@ -68,9 +70,12 @@ def main() -> int:
     from mcp import Client
     from playwright.sync_api import sync_playwright
 
+    sys.path.insert(0, str(REPO / "tests"))
+    from _mcp_host import HOST_SETTLED, host_routes, host_url
+
     from bygheartd.config import load_config
+    from bygheartd.mcp.http import McpHttpServer
     from bygheartd.mcp.server import build_server
-    from bygheartd.mcp.view import song_view_html
     from bygheartd.runtime import EngineRole, Runtime
     from bygheartd.simulator import SimulatorSettings, run_in_thread
 
@@ -86,45 +91,41 @@ def main() -> int:
     settings = SimulatorSettings(latency=0.2, audio_scale=0.1, seed=21)
     with run_in_thread(settings) as sim, anyio.from_thread.start_blocking_portal() as portal:
         config_path = root / "config.toml"
-        config_path.write_text(CONFIG.format(base=sim.base_url, root=root), encoding="utf-8")
+        token_file = workdir / "mcp-token"
+        token_file.write_text("screenshot-host-token-" + os.urandom(8).hex(), encoding="utf-8")
+        config_path.write_text(
+            CONFIG.format(base=sim.base_url, root=root, token_file=token_file), encoding="utf-8"
+        )
         config = load_config(config_path)
         runtime = Runtime(config, role=EngineRole.MCP, engine=True)
         with portal.wrap_async_context_manager(runtime) as rt:
-            server = build_server(rt.service)
-            with portal.wrap_async_context_manager(Client(server)) as client:
 
-                def dump(result: Any) -> dict[str, Any]:
-                    data: dict[str, Any] = result.model_dump(
-                        mode="json", by_alias=True, exclude_none=True
-                    )
-                    return data
+            async def make_song() -> str:
+                async with Client(build_server(rt.service)) as client:
+                    made = await client.call_tool("generate_song", SONG)
+                return str((made.structured_content or {})["id"])
 
-                def handle(method: str, params_json: str) -> str:
-                    params = json.loads(params_json)
-                    if method == "tools/call":
-                        name, arguments = params["name"], params.get("arguments") or {}
-                        return json.dumps(dump(portal.call(client.call_tool, name, arguments)))
-                    return json.dumps(dump(portal.call(client.read_resource, params["uri"])))
-
-                result = dump(portal.call(client.call_tool, "generate_song", SONG))
-                host = (REPO / "mcp-app" / "test-host.html").read_text(encoding="utf-8")
-                page_html = host.format(
-                    srcdoc=html.escape(song_view_html(), quote=True),
-                    tool_input=json.dumps({"arguments": SONG}),
-                    tool_result=json.dumps(result),
-                )
+            job_id = portal.call(make_song)
+            server = McpHttpServer(rt.service, extra_routes=host_routes)
+            portal.call(server.start)
+            try:
                 with sync_playwright() as playwright:
                     browser = playwright.chromium.launch(
                         executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
                     )
                     page = browser.new_page(viewport={"width": 760, "height": 620})
-                    page.expose_function("mcp", handle)
-                    page.set_content(page_html)
+                    page.goto(host_url(server.base_url, "get_song", {"job_id": job_id}))
+                    page.wait_for_function(HOST_SETTLED, timeout=30_000)
+                    state = page.evaluate("window.testHost")
+                    if state["phase"] != "shown":
+                        raise SystemExit(f"the test host failed: {state['error']}")
                     frame = page.frame_locator("#view")
                     frame.locator("audio[src^='blob:']").nth(1).wait_for(timeout=30_000)
                     page.locator("#view").evaluate("f => { f.style.height = '400px'; }")
                     page.locator("#view").screenshot(path=str(target))
                     browser.close()
+            finally:
+                portal.call(server.stop)
     shutil.rmtree(workdir, ignore_errors=True)
     print(target)
     return 0
