@@ -361,7 +361,7 @@ async def test_one_engine_at_a_time_writes_the_pool_snapshot(
     simulator: RunningSimulator, postgres_url: str, tmp_path: Path, api_key: str
 ) -> None:
     configs = [
-        load_config(_config(tmp_path, f"snap{n}", simulator, postgres_url)) for n in range(2)
+        load_config(_config(tmp_path, f"snap{n}", simulator, postgres_url)) for n in range(3)
     ]
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(Runtime(configs[0], role=EngineRole.DAEMON))
@@ -375,6 +375,12 @@ async def test_one_engine_at_a_time_writes_the_pool_snapshot(
             assert not await second.store.lead("pool-snapshot")  # the first holds the duty
             snapshot = await read_snapshot(second.store) or {}
             assert snapshot.get("engine") == first_id
+            # `status` from a third state folder, where no engine runs: the snapshot is
+            # another host's engine's, and live all the same while its lease is current.
+            async with Runtime(configs[2], role=EngineRole.SUBMIT, engine=False) as third:
+                assert third.service.engine_holder() is None
+                [server] = await third.service.servers()
+            assert server["live"] is True and server["healthy"] is True, server
             await stack.aclose()  # the holder stops: the second takes the duty over
             with anyio.fail_after(20):
                 while (await read_snapshot(second.store) or {}).get(

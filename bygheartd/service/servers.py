@@ -4,8 +4,9 @@ The CLI runs in another process than the engine, so it cannot ask the pool. It r
 honest sources instead: the jobs rows (in flight and done per server: the truth, whatever
 runs) and the small snapshot the engine writes into the store's meta table while it runs
 (health and why, the server's queue size, average generation seconds). The snapshot carries
-its time and the engine's pid; when no engine holds the lock, or another process wrote it,
-the health shown is marked as last known, not live.
+its time, the engine's pid and id; it is live when this state folder's engine wrote it, or
+(on a shared store) an engine whose lease is current did, wherever it runs; otherwise the
+health shown is marked as last known.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from bygheartd.config import Config
 from bygheartd.engine.pool_snapshot import read_snapshot
-from bygheartd.jobs import JobStatus
+from bygheartd.jobs import JobStatus, utcnow
 from bygheartd.store.boundary import JobStore
 
 
@@ -32,6 +33,13 @@ async def server_report(
     snapshot = await read_snapshot(store) or {}
     seen = {str(s.get("url")): s for s in snapshot.get("servers") or () if isinstance(s, dict)}
     live = holder is not None and holder.get("pid") == snapshot.get("pid")
+    if not live and snapshot.get("engine"):
+        # On a shared store the snapshot is written by whichever engine holds that duty,
+        # maybe on another host: live while that engine's lease is.
+        now = utcnow()
+        live = any(
+            e.id == snapshot["engine"] and e.lease_until > now for e in await store.list_engines()
+        )
     records = []
     for url, limit in servers:
         known = seen.get(url, {})
