@@ -142,6 +142,7 @@ async def test_a_take_cut_short_is_made_again_and_the_passing_retake_is_kept(
             f"retake 1 of 1, {catalog.credits_phrase(COST)}: "
         )
         assert "night-drive.mp3 is 1.2 s long" in why
+        assert "retry the job" not in why  # the retake is the retry: no advice to do it
         assert [e for e, _ in history].count("submitting") == 2
         assert not any(w.startswith(NO_PASS_WARNING) for w in done.warnings)
         assert data["history"][-1]["event"] == "done"

@@ -11,6 +11,7 @@ ledger) has room for it, and the budget has too; otherwise the job ends with a w
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ def gate_failure(job: Job, config: Config) -> GateFailure | None:
             if isinstance(finding, Mapping):
                 code = str(finding.get("code") or "")
                 codes.append(code)
-                messages.append(str(finding.get("message") or code))
+                messages.append(_finding_only(str(finding.get("message") or code)))
     unique = tuple(dict.fromkeys(c for c in codes if c))
     wanted = set(config.retakes.when)
     return GateFailure(
@@ -58,6 +59,15 @@ def gate_failure(job: Job, config: Config) -> GateFailure | None:
         asking=tuple(c for c in unique if c in wanted),
         reason="; ".join(dict.fromkeys(messages)) or "every take failed",
     )
+
+
+# The advice a finding ends with ("listen to it, and retry the job if so") is for a person
+# deciding alone; a retake's reason says what was found, the retake is the retry.
+_ADVICE = re.compile(r"\s*[;:]\s*(?:listen to\b.*|retry the job\b.*)$", re.IGNORECASE)
+
+
+def _finding_only(message: str) -> str:
+    return _ADVICE.sub("", message) or message
 
 
 async def retake_refusal(job: Job, config: Config, budget: Budget) -> str | None:
