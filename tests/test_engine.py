@@ -475,3 +475,37 @@ async def test_cancel_and_retry_during_a_download_never_gives_the_new_job_old_fi
     served = simulator.sim.tasks[str(job.task_id)].files
     got = [hashlib.sha256(f.path.read_bytes()).hexdigest() for f in job.files]
     assert got == [hashlib.sha256(p.read_bytes()).hexdigest() for p in served]
+
+
+async def test_a_budget_hold_made_elsewhere_is_released_at_its_instant(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """The holder of the daily-release duty releases a budget hold at its time even when
+    another engine of a shared store made it (here: written before this engine started),
+    not at its next half-minute tick."""
+    from datetime import timedelta
+
+    from bygheartd.jobs import HoldKind
+
+    config = make_config(simulator)
+    async with Runtime(config, role=EngineRole.MCP, engine=False) as front:
+        job = await front.service.submit_file(song(tmp_path, "later.txt"))
+    store = Store.open(config.state_dir)
+    try:
+        store.transition(
+            job.id,
+            JobStatus.HELD,
+            event="held (budget)",
+            reason="daily credit cap reached (made by another engine)",
+            expect={JobStatus.QUEUED},
+            hold_kind=HoldKind.BUDGET,
+            resumes_at=utcnow() + timedelta(seconds=1.5),
+        )
+    finally:
+        store.close()
+    async with Runtime(config, role=EngineRole.DAEMON) as runtime:
+        assert runtime.engine is not None
+        await runtime.engine.release_due()  # a half-minute tick: the hold is not due yet
+        with anyio.fail_after(10):  # the next tick is 30 s away: only its instant releases it
+            while (await runtime.service.get(job.id)).status is JobStatus.HELD:
+                await anyio.sleep(0.05)

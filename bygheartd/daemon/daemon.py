@@ -248,6 +248,7 @@ def _keep_restart_only(old: Config, new: Config) -> Config:
     that no component picks up half of such a change from the shared holder."""
     return new.replaced(
         folders=old.folders,
+        store=old.store,  # the daemon keeps the store it opened until it restarts
         mcp=old.mcp,
         web=old.web,
         # Another backend speaks another protocol to other servers: all of [api] waits.

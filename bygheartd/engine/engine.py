@@ -632,8 +632,13 @@ class Engine:
         now = utcnow()
         released = 0
         releases_budget: bool | None = None  # asked only when a budget hold is due
+        next_budget: datetime | None = None  # the next budget release, whoever held it
         for job in await self.store.list_jobs([JobStatus.HELD]):
             if job.resumes_at is not None and job.resumes_at > now:
+                if job.hold_kind is HoldKind.BUDGET and (
+                    next_budget is None or job.resumes_at < next_budget
+                ):
+                    next_budget = job.resumes_at
                 continue
             if job.hold_kind is HoldKind.DOWNLOAD and job.engine not in (self.info.id, None):
                 continue  # another engine's paid take: that engine resumes its download
@@ -649,6 +654,13 @@ class Engine:
             released += 1
             if job.status is JobStatus.DOWNLOADING:
                 self.delivery.start(job)
+        if next_budget is not None:
+            # The duty holder releases budget holds made by any engine of a shared store at
+            # their instant, not at its next half-minute tick.
+            if releases_budget is None:
+                releases_budget = await self.store.lead(RELEASE_DUTY)
+            if releases_budget:
+                self._schedule_release(next_budget)
         if self._submit_paused_until is not None and self._submit_paused_until <= now:
             self._submit_paused_until = None
         if released:
