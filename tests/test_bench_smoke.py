@@ -14,17 +14,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "engine.json"
+def quick(
+    tmp_path: Path, bench: str, *, timeout: float = 180
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`bench/<bench>.py --quick` as a user runs it (no API key: each brings its own), and
+    where it wrote its JSON."""
+    out = tmp_path / f"{bench}.json"
     env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(REPO / "bench" / f"{bench}.py"), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         env=env,
         cwd=tmp_path,
     )
+    return done, out
+
+
+def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
+    done, out = quick(tmp_path, "engine")
     assert done.returncode == 0, done.stderr
     assert "requests/song" in done.stdout
     results = json.loads(out.read_text())
@@ -54,16 +63,7 @@ def test_quick_engine_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> 
 
 
 def test_quick_store_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "store.json"
-    env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "store.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "store")
     assert done.returncode == 0, done.stderr
     assert "list --json (default limit)" in done.stdout
     results = json.loads(out.read_text())
@@ -73,14 +73,7 @@ def test_quick_store_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> N
 
 
 def test_quick_pool_benchmark_survives_a_server_restart(tmp_path: Path) -> None:
-    out = tmp_path / "pool.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "pool.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "pool", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "songs/min" in done.stdout
     results = json.loads(out.read_text())
@@ -92,14 +85,7 @@ def test_quick_pool_benchmark_survives_a_server_restart(tmp_path: Path) -> None:
 
 
 def test_quick_store_lock_benchmark_measures_every_window(tmp_path: Path) -> None:
-    out = tmp_path / "store_lock.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "store_lock.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "store_lock", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "during 1 s lock" in done.stdout
     results = json.loads(out.read_text())
@@ -112,14 +98,7 @@ def test_quick_store_lock_benchmark_measures_every_window(tmp_path: Path) -> Non
 
 
 def test_quick_quality_benchmark_prints_both_tables_and_meets_its_goals(tmp_path: Path) -> None:
-    out = tmp_path / "quality.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "quality.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "quality")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "CPU s per minute of audio" in done.stdout and "precision" in done.stdout
     results = json.loads(out.read_text())
@@ -140,14 +119,7 @@ def test_quick_quality_benchmark_prints_both_tables_and_meets_its_goals(tmp_path
 def test_quick_shared_store_benchmark_makes_every_song_once_on_every_engine(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "shared_store.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "shared_store.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "shared_store")
     if done.returncode == 2 and not os.environ.get("CI"):
         pytest.skip("Debian's postgresql is not installed (make system-deps)")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -163,16 +135,7 @@ def test_quick_shared_store_benchmark_makes_every_song_once_on_every_engine(
 
 
 def test_quick_submit_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "submit.json"
-    env = {k: v for k, v in os.environ.items() if k != "BYGHEART_API_KEY"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "submit.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        cwd=tmp_path,
-    )
+    done, out = quick(tmp_path, "submit")
     assert done.returncode == 0, done.stderr
     assert "plain ms/file" in done.stdout
     results = json.loads(out.read_text())
