@@ -82,3 +82,23 @@ def test_the_daemon_log_shows_control_characters() -> None:
     text = stream.getvalue()
     assert "\x1b" not in text and "\u202e" not in text and "\x9b" not in text
     assert "\\x1b]8;;http://evil.example" in text
+
+
+def test_a_models_draft_notes_and_title_are_shown_as_text(
+    make_config: MakeConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a language model wrote (`inspire`, `describe`) reaches the terminal as text."""
+    from bygheartd.cli.drafts import write_song_draft
+    from bygheartd.service.drafts import SongDraft
+
+    draft = SongDraft(
+        title="Clear\x1b[2Jscreen",
+        lyrics="[Verse]\nla",
+        meta={"style": "pop"},
+        notes=["the model says \x1b]52;c;cHduZWQ=\x07 hi"],
+    )
+    rc = write_song_draft(make_config(None), draft, None, force=False, then="queue it")
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "\x1b" not in out.out + out.err and "\x07" not in out.out + out.err
+    assert "note: the model says" in out.err and "Clear" in out.out

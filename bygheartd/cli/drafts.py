@@ -12,6 +12,7 @@ import click
 
 from bygheartd.cli.commands import opened_service
 from bygheartd.config import Config
+from bygheartd.safetext import visible
 from bygheartd.service.album_draft_file import write_named_draft
 from bygheartd.service.drafts import (
     SongDraft,
@@ -20,12 +21,33 @@ from bygheartd.service.drafts import (
     write_draft,
 )
 
-__all__ = ["inspire_command", "place_draft", "polish_command"]
+__all__ = ["inspire_command", "place_draft", "polish_command", "write_song_draft"]
 
 
 def _notes(draft: SongDraft) -> None:
-    for note in draft.notes:
-        click.echo(f"note: {note}", err=True)
+    for note in draft.notes:  # the model's words: shown, never interpreted by the terminal
+        click.echo(f"note: {visible(note)}", err=True)
+
+
+def write_song_draft(
+    config: Config, draft: SongDraft, output: str | None, *, force: bool, then: str
+) -> int:
+    """A model's song draft, for `inspire` and `describe`: its notes, then the draft where
+    `place_draft` puts it, and what to do next (`then`: "queue it", "make it")."""
+    _notes(draft)
+    text = draft.text()
+    path = place_draft(
+        text,
+        output,
+        inbox=config.folders.inbox,
+        force=force,
+        to_drafts=lambda: write_draft(text, config.folders.drafts, draft_name(draft)),
+    )
+    if path is None:
+        return 0
+    click.echo(f"Wrote {visible(draft.title, one_line=True)!r} to {path}")
+    click.echo(f"Edit it, then {then} with: bygheartd submit {path}")
+    return 0
 
 
 def place_draft(
@@ -77,20 +99,7 @@ async def inspire_command(
     only with `force`), or to stdout (`-`)."""
     async with opened_service(config) as service:
         draft = await service.inspire(description, instrumental=instrumental, language=language)
-    _notes(draft)
-    text = draft.text()
-    path = place_draft(
-        text,
-        output,
-        inbox=config.folders.inbox,
-        force=force,
-        to_drafts=lambda: write_draft(text, config.folders.drafts, draft_name(draft)),
-    )
-    if path is None:
-        return 0
-    click.echo(f"Wrote {draft.title!r} to {path}")
-    click.echo(f"Edit it, then queue it with: bygheartd submit {path}")
-    return 0
+    return write_song_draft(config, draft, output, force=force, then="queue it")
 
 
 async def polish_command(config: Config, source: Path) -> int:
@@ -108,6 +117,6 @@ async def polish_command(config: Config, source: Path) -> int:
         )
     path = write_draft(polished.after.text(), directory, polished_name(source))
     changes = polished.changes()
-    click.echo(changes if changes else "The model changed nothing.")
+    click.echo(visible(changes) if changes else "The model changed nothing.")
     click.echo(f"Wrote the rewrite to {path} ({source} is unchanged)")
     return 0

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
-
 from bygheartd import catalog
 from bygheartd.cli.display import print_files_table, print_json
 from bygheartd.config import Config
@@ -112,26 +110,11 @@ async def stems_command(
 async def describe_command(
     config: Config, audio: Path, output: str | None, *, force: bool = False
 ) -> int:
-    from bygheartd.cli.drafts import place_draft
-    from bygheartd.service.drafts import draft_name, write_draft
+    from bygheartd.cli.drafts import write_song_draft
     from bygheartd.service.edits import describe_audio
 
     draft = await describe_audio(config, audio)
-    for note in draft.notes:
-        click.echo(f"note: {visible(note)}", err=True)
-    text = draft.text()
-    path = place_draft(
-        text,
-        output,
-        inbox=config.folders.inbox,
-        force=force,
-        to_drafts=lambda: write_draft(text, config.folders.drafts, draft_name(draft)),
-    )
-    if path is None:
-        return 0
-    click.echo(f"Wrote {visible(draft.title)!r} to {path}")
-    click.echo(f"Edit it, then make it with: bygheartd submit {path}")
-    return 0
+    return write_song_draft(config, draft, output, force=force, then="make it")
 
 
 async def models_inventory_command(config: Config, as_json: bool) -> int:
