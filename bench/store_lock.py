@@ -7,7 +7,8 @@ to the store throughout, and fires GET /health every 20 ms (each on time, answer
 a baseline, then while a helper process holds `BEGIN IMMEDIATE` on `<state>/jobs.sqlite3`
 with plain sqlite3 (5 s), then after. /health's latency is the daemon's event-loop
 responsiveness seen from outside; a probe pending at any moment of the lock counts in
-"during". Prints a table, writes bench/results/store_lock.json (`--quick`: a 1 s lock,
+"during". The loop's lag is also read from inside: /health carries the daemon's own 0.1 s
+ticker (`loop_lag_ms`), and each tick's lateness is counted once. Prints two tables, writes bench/results/store_lock.json (`--quick`: a 1 s lock,
 store_lock-quick.json). Usage: `.venv/bin/python bench/store_lock.py [--quick] [--out PATH]`.
 """
 
@@ -43,8 +44,10 @@ CLIENT_TIMEOUT = 10.0
 MAX_PENDING = 1000  # probes waiting at once (a 10 s stall holds 500)
 STALL = 1.0  # a /health answer slower than this (or none) is a stall
 WINDOWS = ("baseline", "during lock", "after")
-# A probe: when it started (monotonic), its latency (None: timed out), outcome, job counts.
-Sample = tuple[float, float | None, str, dict[str, int]]
+# A probe: when it started (monotonic), its latency (None: timed out), outcome, job counts,
+# and the daemon's loop ticker as /health reported it: (ticks so far, last tick's lateness
+# in ms), None from a daemon without one (before issue 22).
+Sample = tuple[float, float | None, str, dict[str, int], tuple[int, float] | None]
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,18 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 
 async def probe(http: httpx.AsyncClient, url: str, samples: list[Sample]) -> None:
-    started, jobs = time.monotonic(), dict[str, int]()
+    started, jobs, loop = time.monotonic(), dict[str, int](), None
     try:
         reply = await http.get(url)
         outcome = "ok" if reply.status_code == 200 else str(reply.status_code)
-        jobs = reply.json()["jobs"] if outcome == "ok" else {}
+        body = reply.json() if outcome == "ok" else {}
+        jobs = body.get("jobs", {})
+        if "loop_lag_ms" in body:
+            loop = (int(body["loop_lag_ms"]["ticks"]), float(body["loop_lag_ms"]["last_ms"]))
     except httpx.HTTPError as exc:
         outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
     latency = None if outcome == "timeout" else time.monotonic() - started
-    samples.append((started, latency, outcome, jobs))
+    samples.append((started, latency, outcome, jobs, loop))
 
 
 async def probe_all(url: str, lines: list[str], after: float, hard_end: float) -> list[Sample]:
@@ -179,6 +185,31 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
+def summarize_loop(samples: list[Sample], seen: set[int]) -> dict[str, Any] | None:
+    """The daemon's own loop ticker over a window: each tick once (the first probe that
+    reported it), nearest-rank p50/p95 and max lateness; `ticks_missed` counts ticks that
+    came and went between two answers (their lateness unseen). `seen` carries across
+    windows. None when the daemon reports no ticker."""
+    reported = [s[4] for s in samples if s[4] is not None]
+    if not reported:
+        return None
+    lags, last = [], None
+    for ticks, lag in sorted(reported):
+        if ticks not in seen:
+            seen.add(ticks)
+            lags.append(lag)
+        last = ticks
+    first = min(t for t, _ in reported)
+    ms = sorted(lags) or [0.0]
+    return {
+        "ticks": len(lags),
+        "ticks_missed": max(0, (last or first) - first + 1 - len({t for t, _ in reported})),
+        "p50_ms": round(ms[max(0, math.ceil(0.5 * len(ms)) - 1)], 1),
+        "p95_ms": round(ms[max(0, math.ceil(0.95 * len(ms)) - 1)], 1),
+        "max_ms": round(ms[-1], 1),
+    }
+
+
 def measure(url: str, db: Path, env: dict[str, str], sizes: Sizes) -> dict[str, Any]:
     """Probe /health every 20 ms; a helper holds the write lock from `baseline` s on."""
     at = time.monotonic() + sizes.baseline
@@ -202,6 +233,7 @@ def measure(url: str, db: Path, env: dict[str, str], sizes: Sizes) -> dict[str, 
         window = "baseline" if answered < start else "during lock" if s[0] < end else "after"
         parts[window].append(s)
     counts = [s[3] for s in samples if s[3]] or [{}]
+    seen: set[int] = set()
     return {
         "lock": {
             "requested_seconds": sizes.lock,
@@ -209,6 +241,7 @@ def measure(url: str, db: Path, env: dict[str, str], sizes: Sizes) -> dict[str, 
             "wait_to_acquire_ms": round((start - float(marks["locked"][1])) * 1000, 1),
         },
         "windows": {w: summarize(parts[w]) for w in WINDOWS},
+        "loop_lag": {w: summarize_loop(parts[w], seen) for w in WINDOWS},
         "jobs_first": counts[0],
         "jobs_last": counts[-1],
         "songs_pending_at_end": sum(
@@ -273,6 +306,24 @@ def table(results: dict[str, Any]) -> str:
         f" -> {results['jobs_last']}; {results['songs_pending_at_end']} songs unfinished at"
         " the end)"
     )
+    loop = results.get("loop_lag") or {}
+    if any(loop.values()):
+        rows.append("\nthe daemon's event loop (its own 0.1 s ticker, read through /health):")
+        rows.append(
+            "{:<18} {:>5} {:>8} {:>8} {:>8} {:>7}".format(
+                "window", "ticks", "p50 ms", "p95 ms", "max ms", "missed"
+            )
+        )
+        for name, w in loop.items():
+            if w is None:
+                continue
+            label = (
+                f"during {lock['requested_seconds']:g} s lock" if name == "during lock" else name
+            )
+            rows.append(
+                f"{label:<18} {w['ticks']:>5} {w['p50_ms']:>8.1f} {w['p95_ms']:>8.1f} "
+                f"{w['max_ms']:>8.1f} {w['ticks_missed']:>7}"
+            )
     return "\n".join(rows)
 
 

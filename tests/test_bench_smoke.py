@@ -94,6 +94,9 @@ def test_quick_store_lock_benchmark_measures_every_window(tmp_path: Path) -> Non
     for window in results["windows"].values():
         assert window["n"] > 0 and window["errors"] == 0
         assert 0 < window["p50_ms"] <= window["p95_ms"] <= window["max_ms"]
+    assert "the daemon's event loop" in done.stdout
+    for loop in results["loop_lag"].values():  # the daemon's own ticker, every window
+        assert loop["ticks"] > 0 and 0 <= loop["p50_ms"] <= loop["p95_ms"] <= loop["max_ms"]
     assert results["jobs_first"] and results["jobs_last"]
 
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time as clock
 from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -275,6 +276,12 @@ def test_health_answers_without_a_token_and_mcp_without_one_is_401(
     origin = f"http://127.0.0.1:{setup.config.mcp.port}"
     with httpx.Client(timeout=10) as http:
         health = http.get(origin + "/health")
+        # The loop's own ticker (every 0.1 s) is counted in /health: it moves on.
+        ticks = health.json()["loop_lag_ms"]["ticks"]
+        deadline = clock.monotonic() + 10
+        while http.get(origin + "/health").json()["loop_lag_ms"]["ticks"] <= ticks:
+            assert clock.monotonic() < deadline, "the loop-lag ticker never ticked"
+            clock.sleep(0.05)
         refused = http.post(
             mcp_url(setup),
             json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
@@ -282,6 +289,9 @@ def test_health_answers_without_a_token_and_mcp_without_one_is_401(
         )
     assert health.status_code == 200
     assert health.json()["status"] == "ok" and health.json()["engine"] is True
+    lag = health.json()["loop_lag_ms"]
+    assert set(lag) == {"ticks", "last_ms", "p95_ms", "max_ms", "window_seconds"}
+    assert 0 <= lag["last_ms"] <= lag["max_ms"] and lag["window_seconds"] == 60
     assert token not in health.text and TEST_KEY not in health.text
     assert refused.status_code == 401
     assert token not in refused.text

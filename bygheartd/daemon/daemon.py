@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.config import Config, LiveConfig, find_api_key, load_config
+from bygheartd.daemon.looplag import LoopLag
 from bygheartd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import JobStatus
@@ -50,6 +51,7 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.watcher: Any = None
         self.mcp_http: Any = None
+        self.loop_lag = LoopLag()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -81,6 +83,7 @@ class Daemon:
             if not runtime.service.engine_running:
                 log.error("%s", runtime.engine_error or "the engine could not start")
                 return 1
+            self.loop_lag.start()
             await self._start_backups(runtime)
             await self._start_faces(runtime)
             interval = watchdog_interval()
@@ -99,6 +102,7 @@ class Daemon:
             for task in self._tasks:
                 task.cancel()
             await self._stop_faces()
+            await self.loop_lag.stop()
             counts = await runtime.shut_down(DRAIN_SECONDS)
         log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
         return 0
@@ -156,8 +160,12 @@ class Daemon:
 
                 service = runtime.service
                 extra = lambda token: web_routes(service, token)  # noqa: E731
+            lag = self.loop_lag
             self.mcp_http = McpHttpServer(
-                runtime.service, mcp=self.config.mcp.http, extra_routes=extra
+                runtime.service,
+                mcp=self.config.mcp.http,
+                extra_routes=extra,
+                health_extras=lambda: {"loop_lag_ms": lag.figures().as_record()},
             )
             await self.mcp_http.start()
             if web:  # `bygheartd web` reads it: the real port, even for [mcp] port = 0

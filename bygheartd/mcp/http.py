@@ -280,6 +280,8 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 ExtraRoutes = Callable[[str | None], Sequence[BaseRoute]]
+# Figures the daemon adds to /health (its event loop's lateness), by key.
+HealthExtras = Callable[[], Mapping[str, Any]]
 
 
 class McpHttpServer:
@@ -288,11 +290,17 @@ class McpHttpServer:
     daemon's service and one Host/Origin check."""
 
     def __init__(
-        self, service: SongService, *, mcp: bool = True, extra_routes: ExtraRoutes | None = None
+        self,
+        service: SongService,
+        *,
+        mcp: bool = True,
+        extra_routes: ExtraRoutes | None = None,
+        health_extras: HealthExtras | None = None,
     ) -> None:
         self.service = service
         self.mcp = mcp
         self.extra_routes = extra_routes
+        self.health_extras = health_extras
         self.port: int | None = None
         self._sock: socket.socket | None = None
         self._uvicorn: _EmbeddedServer | None = None
@@ -354,6 +362,8 @@ class McpHttpServer:
             "mcp": MCP_PATH if self.mcp else None,
             "web": self.extra_routes is not None,
         }
+        if self.health_extras is not None:
+            body.update(self.health_extras())
         return JSONResponse(body)
 
     async def start(self) -> None:
