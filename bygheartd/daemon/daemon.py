@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,13 @@ class Daemon:
             if not runtime.service.engine_running:
                 log.error("%s", runtime.engine_error or "the engine could not start")
                 return 1
-            self.loop_lag.start()
+            self._spawn(self.loop_lag.run(), "loop-lag")
             await self._start_backups(runtime)
             await self._start_faces(runtime)
             interval = watchdog_interval()
             if interval is not None:
-                self._tasks.append(asyncio.create_task(watchdog_loop(self.notifier, interval)))
-            self._tasks.append(asyncio.create_task(self._status_loop(runtime)))
+                self._spawn(watchdog_loop(self.notifier, interval), "systemd-watchdog")
+            self._spawn(self._status_loop(runtime), "service-status")
             self._log_setup(runtime)
             status = await self._status_text(runtime)
             if problems:
@@ -102,7 +103,6 @@ class Daemon:
             for task in self._tasks:
                 task.cancel()
             await self._stop_faces()
-            await self.loop_lag.stop()
             counts = await runtime.shut_down(DRAIN_SECONDS)
         log.info("shutdown on %s ◆ %s", self.stop_signal, _summary(counts))
         return 0
@@ -227,10 +227,19 @@ class Daemon:
         if self.runtime is not None:
             self.notifier.ready(await self._status_text(self.runtime))
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A task of the daemon's own, cancelled at stop; one that dies says so in the log."""
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(_report_death)
+        self._tasks.append(task)
+
     async def _status_loop(self, runtime: Runtime) -> None:
         while True:
             await asyncio.sleep(STATUS_SECONDS)
-            self.notifier.status(await self._status_text(runtime))
+            try:
+                self.notifier.status(await self._status_text(runtime))
+            except BygheartdError as exc:  # a busy or damaged store: try again next time
+                log.warning("the service status line was not updated: %s", exc)
 
     async def _status_text(self, runtime: Runtime) -> str:
         counts = await runtime.service.counts()
@@ -239,6 +248,11 @@ class Daemon:
         text = "jobs: " + (", ".join(parts) if parts else "none")
         paused = getattr(self.watcher, "status_text", None)
         return f"{text}; {paused}" if paused else text
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s stopped: %s", task.get_name(), exc, exc_info=exc)
 
 
 def _summary(counts: dict[str, int]) -> str:

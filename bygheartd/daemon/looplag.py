@@ -52,7 +52,7 @@ class LoopLagFigures:
 
 
 class LoopLag:
-    """A ticker on the running loop; `start()` it inside the loop, `stop()` before it ends."""
+    """A ticker on the running loop: `run()` it as a task; `figures()` reads it anywhere."""
 
     def __init__(
         self,
@@ -68,17 +68,6 @@ class LoopLag:
         self._ticks = 0
         self._last = 0.0
         self._warned_at = -math.inf
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loop-lag")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     def figures(self) -> LoopLagFigures:
         """The figures of the last `window` seconds (zeros before the first tick)."""
@@ -113,7 +102,8 @@ class LoopLag:
         while self._samples and self._samples[0][0] < now - self.window:
             self._samples.popleft()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Tick until cancelled (the daemon runs it as one of its own tasks)."""
         while True:
             asked = time.monotonic()
             await asyncio.sleep(self.every)
