@@ -8,8 +8,9 @@ a baseline, then while a helper process holds `BEGIN IMMEDIATE` on `<state>/jobs
 with plain sqlite3 (5 s), then after. /health's latency is the daemon's event-loop
 responsiveness seen from outside; a probe pending at any moment of the lock counts in
 "during". The loop's lag is also read from inside: /health carries the daemon's own 0.1 s
-ticker (`loop_lag_ms`), and each tick's lateness is counted once. Prints two tables, writes bench/results/store_lock.json (`--quick`: a 1 s lock,
-store_lock-quick.json). Usage: `.venv/bin/python bench/store_lock.py [--quick] [--out PATH]`.
+ticker (`loop_lag_ms`), and each tick's lateness is counted once. Prints two tables,
+writes bench/results/store_lock.json (`--quick`: a 1 s lock, store_lock-quick.json).
+Usage: `.venv/bin/python bench/store_lock.py [--quick] [--out PATH]`.
 """
 
 from __future__ import annotations
