@@ -599,3 +599,25 @@ async def test_search_keeps_jobs_with_a_warning_that_starts_with_the_prefix(
     )
     found, _ = await store.search_jobs("", limit=10, warning_prefix='server said "')
     assert [j.title for j in found] == ["Other rain"]
+
+
+async def test_jobs_made_from_a_songs_files_are_found_from_that_song_on(store: JobStore) -> None:
+    """A finished song's stems and edits record the take they were made from as their
+    `source`: found by those files, oldest first, reading only jobs newer than the song."""
+    older = await _job(store, title="older", source="/out/song.mp3")  # before the song
+    await anyio.sleep(0.002)  # ids sort by the millisecond they were made in
+    song = await _job(store, title="song")
+    await anyio.sleep(0.002)
+    vocals = await _job(store, title="song (vocals)", source="/out/song.mp3")
+    await anyio.sleep(0.002)
+    elsewhere = await _job(store, title="other", source="/out/other.mp3")
+    await anyio.sleep(0.002)
+    second = await _job(store, title="song (drums)", source="/out/song-2.mp3")
+    takes = ["/out/song.mp3", "/out/song-2.mp3"]
+    found = await store.jobs_made_from(takes, song.id)
+    assert [j.id for j in found] == [vocals.id, second.id]
+    assert found[0].source == "/out/song.mp3" and found[0].title == "song (vocals)"
+    assert [j.id for j in await store.jobs_made_from(takes, vocals.id)] == [second.id]
+    assert [j.id for j in await store.jobs_made_from(["/out/other.mp3"], song.id)] == [elsewhere.id]
+    assert await store.jobs_made_from([], song.id) == []
+    assert older.id not in {j.id for j in await store.jobs_made_from(takes, song.id)}

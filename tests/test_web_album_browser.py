@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from _browser import browser_fixture  # noqa: F401 - the `browser` fixture
@@ -19,8 +20,11 @@ from test_web_browser import (  # noqa: F401 - the `site` and `context` fixtures
     PHONE,
     WAIT_MS,
     Site,
+    audio_duration,
     context,
     logged_in,
+    mark,
+    not_reloaded,
     site,
     until,
 )
@@ -190,12 +194,11 @@ def test_extend_and_stems_from_the_song_page_queue_the_right_jobs(
     page.wait_for_selector("#stems-form")
     page.uncheck("#stem-bass")
     page.click("#stems-submit")
-    page.wait_for_url("**/?q=*")
-    assert parse_qs(urlsplit(page.url).query)["q"] == [f"{title} ("]
-    shown = page.locator("[data-testid=job-link]")
+    # The song's own page, at its stems: the stems only (not the extended song).
+    page.wait_for_url(f"**/songs/{site.finished}#stems")
+    shown = page.locator("#stems [data-testid=job-link]")
     assert sorted(shown.nth(n).inner_text() for n in range(shown.count())) == [
         f"{title} (drums)",
-        f"{title} (extended)",
         f"{title} (vocals)",
     ]
     assert site.job_count() == before + 3
@@ -229,3 +232,143 @@ def test_the_album_page_and_the_edit_forms_fit_a_phone(
             assert box is not None and box["x"] + box["width"] <= 390, (selector, box)
     finally:
         phone.close()
+
+
+# --- following the making live ----------------------------------------------------------
+
+LIVE_ALBUM = """\
+album: Low <Water>
+artist: The Ferries
+style: dreamy synth pop
+model: bygheart-melody-fast
+duration: 20
+tracks:
+  - title: Slack Tide
+    lyrics: |
+      [Verse]
+      the boats lie on their sides
+  - title: Mud <Flats>
+    lyrics: |
+      [Verse]
+      the gulls walk where we swam
+"""
+
+# A bar shown in each row (per job id) and the highest figure it reached, kept by the page
+# itself every 50 ms: proof the bars moved without anything read again by the test.
+WATCH_BARS = (
+    "sel => { window.__bars = {}; setInterval(() => {"
+    " document.querySelectorAll(sel + ' article.job').forEach((row) => {"
+    " const bar = row.querySelector('progress');"
+    " if (bar) window.__bars[row.dataset.jobId] = Math.max(window.__bars[row.dataset.jobId] || 0,"
+    " Number(bar.value)); }); }, 50); }"
+)
+
+
+def fits_a_phone(browser: Browser, site: Site, path: str) -> None:  # noqa: F811
+    """`path` has no sideways scroll at 390 px."""
+    phone = browser.new_context(base_url=site.base, viewport=PHONE, is_mobile=True)
+    phone.set_default_timeout(WAIT_MS)
+    try:
+        page = logged_in(phone, site)
+        page.goto(path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)
+    finally:
+        phone.close()
+
+
+def test_the_album_page_shows_each_track_turning_done_and_playable_without_a_reload(
+    browser: Browser,
+    context: BrowserContext,  # noqa: F811
+    site: Site,  # noqa: F811
+) -> None:
+    path = site.config.folders.drafts / "low-water.album.yaml"
+    path.write_text(LIVE_ALBUM, encoding="utf-8")
+    site.sim.set_faults(latency=4)  # the page opens while the tracks are being made
+    try:
+        done = subprocess.run(
+            [*site.command, "submit", "--json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=site.env,
+        )
+        assert done.returncode == 0, done.stderr
+        tracks = [str(r["id"]) for r in json.loads(done.stdout)]
+        album_id = json.loads(done.stdout)[0]["album"]
+        page = logged_in(context, site)
+        page.goto(f"/albums/{album_id}")
+        mark(page)
+        page.evaluate(WATCH_BARS, "#tracks")
+        # Nothing made yet: no player, no downloads, the album still being made.
+        assert page.locator("#album-status").inner_text() == "making"
+        assert page.locator("#tracks audio").count() == 0
+        assert page.locator("#album-nothing-yet").is_visible()
+        assert page.locator("#play-all").is_hidden()
+        fits_a_phone(browser, site, f"/albums/{album_id}")  # with its bars and badges
+        # Each track turns done and playable on the page as it is, then the totals.
+        for job_id in tracks:
+            page.wait_for_selector(f"#job-{job_id}[data-status=done] audio[data-testid=player]")
+        until(page, "() => document.querySelector('#album-status').textContent === 'done'")
+    finally:
+        site.sim.set_faults(latency=0.3)
+    assert not_reloaded(page)
+    assert page.locator("#album-done").inner_text() == "2 of 2 tracks done"
+    assert "long" in page.locator("#album-length").inner_text()
+    assert (
+        page.locator("#album-zip").is_visible() and page.locator("#album-nothing-yet").count() == 0
+    )
+    rows = page.locator("#tracks [data-testid=job-row]")
+    assert [rows.nth(n).get_attribute("data-job-id") for n in range(2)] == tracks  # in order
+    assert rows.nth(1).locator("[data-testid=job-link]").inner_text() == "Mud <Flats>"
+    assert audio_duration(page, f"#job-{tracks[0]} audio[data-testid=player]") > 0
+    bars = page.evaluate("window.__bars")
+    assert any(value > 0 for value in bars.values()), bars  # the bars moved meanwhile
+    # The tracks made meanwhile play on as the album, from the first.
+    assert page.locator("#play-all").is_visible()
+    page.click("#play-all")
+    until(page, "t => document.querySelector('#now-title').textContent === t", "Slack Tide")
+    page.click("#play-stop")
+    fits_a_phone(browser, site, f"/albums/{album_id}")
+
+
+def test_the_stems_form_lands_on_the_songs_stems_which_turn_playable_without_a_reload(
+    browser: Browser,
+    context: BrowserContext,  # noqa: F811
+    site: Site,  # noqa: F811
+) -> None:
+    song = site.submit("Tide <Bells>", "the bells ring under water")
+    wait_for(lambda: site.status(song) == "done", what="the song to split", timeout=60)
+    page = logged_in(context, site)
+    page.goto(f"/songs/{song}")
+    assert page.locator("#stems").is_hidden()  # none yet
+    page.uncheck("#stem-bass")
+    site.sim.set_faults(latency=4)  # the stems are listed while being made
+    try:
+        page.click("#stems-submit")
+        page.wait_for_url(f"**/songs/{song}#stems")
+        mark(page)
+        page.evaluate(WATCH_BARS, "#stems")
+        assert page.locator("#stems").is_visible()
+        shown = page.locator("#stems [data-testid=job-link]")
+        assert sorted(shown.nth(n).inner_text() for n in range(shown.count())) == [
+            "Tide <Bells> (drums)",
+            "Tide <Bells> (vocals)",
+        ]
+        assert page.locator("#stems-count").inner_text() == "0 of 2 stems done"
+        assert page.locator("#stems audio").count() == 0
+        stems = [
+            str(page.locator("#stems article.job").nth(n).get_attribute("data-job-id"))
+            for n in range(2)
+        ]
+        fits_a_phone(browser, site, f"/songs/{song}")  # with the stems being made
+        for job_id in stems:
+            page.wait_for_selector(f"#stems #job-{job_id}[data-status=done] audio")
+    finally:
+        site.sim.set_faults(latency=0.3)
+    until(page, "() => document.querySelector('#stems-count').textContent === '2 of 2 stems done'")
+    assert not_reloaded(page)
+    assert audio_duration(page, f"#job-{stems[0]} audio[data-testid=player]") > 0
+    assert any(value > 0 for value in page.evaluate("window.__bars").values())
+    assert page.locator("#deck-audio").count() == 1  # the song's own deck is still there
+    fits_a_phone(browser, site, f"/songs/{song}")

@@ -3,8 +3,9 @@
 ACE-Step runs a task on the slot its `model` names only when that model is loaded, and
 otherwise silently on slot 1; it never refuses a turbo model for stems, layers or
 accompaniment (ACESTEP-TASKS.md §1.7, §2.2-2.3). So the client decides itself: a task that
-needs a base-family model goes only to a server that has one loaded, and a result whose
-`dit_model` is not the model asked for carries a warning. The inventory's
+needs a base-family model goes only to a server that has one loaded (or one that has
+loaded nothing yet, `Inventory.pending`: its slots are unknown until its first job), and a
+result whose `dit_model` is not the model asked for carries a warning. The inventory's
 `supported_task_types` lists extract, lego and complete for SFT models too (the server
 derives it from `is_turbo`), while the docs and UI say base only: the model's family
 decides here, not that list.
@@ -47,10 +48,18 @@ class Inventory:
     def has_loaded(self, model: str) -> bool:
         return model in self.loaded()
 
+    def pending(self) -> bool:
+        """Nothing loaded and the LM not initialised: an ACE-Step server started with
+        ACESTEP_NO_INIT before its first job, which loads every configured slot (capture
+        R1-3, then R1-8). Which models its slots hold is not known until then: the list is
+        what is on disk, not what is configured, so "none loaded" is not "no base model"."""
+        return not self.loaded() and self.llm_initialized is not True
+
     def as_record(self) -> dict[str, Any]:
         return {
             "default_model": self.default_model,
             "llm_initialized": self.llm_initialized,
+            "initialized": not self.pending(),
             "models": [
                 {"name": m.name, "loaded": m.loaded, "default": m.default, "tasks": list(m.tasks)}
                 for m in self.models

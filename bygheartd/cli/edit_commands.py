@@ -159,6 +159,12 @@ async def models_inventory_command(config: Config, as_json: bool) -> int:
             # Text, not markup: a name the server sends is data (`[bold]` stays as written).
             table.add_row(Text(name), "yes" if model["loaded"] else "no", Text(tasks))
         console.print(table)
+        if found.get("initialized") is False:
+            console.print(
+                "  not initialised yet: it loads its configured models on its first job "
+                "(ACE-Step started with ACESTEP_NO_INIT); until then none shows as loaded",
+                markup=False,
+            )
         llm = found.get("llm_initialized")
         console.print(
             f"  language model: {'ready' if llm else 'not loaded (describe needs it)'}",

@@ -50,6 +50,8 @@ UNKNOWN_OUTCOME = "submission outcome unknown"
 RELEASE_DUTY = "daily-release"
 AUTH_RECHECK_SECONDS = 600.0
 STORE_WATCH_SECONDS = 0.25
+# At most this many jobs waiting for a server with their model are looked past per submit.
+MAX_MODEL_WAITING = 100
 
 
 class Engine:
@@ -90,6 +92,8 @@ class Engine:
         self._on_change = on_change
         self.poller = Poller(self.parts, self.delivery, self.lifecycle, self._finished)
         self._submit_paused_until: datetime | None = None
+        # Jobs that waited at the last submit for a server with their model (`submit_due`).
+        self._model_waiting = 0
         self._data_version = -1
         self._submitting: set[asyncio.Task[None]] = set()
 
@@ -178,10 +182,12 @@ class Engine:
     async def _tend_pool(self) -> None:
         if self.parts.stopping:
             return
-        before = {s.url for s in self.parts.pool.states() if s.healthy}
+        before = {s.url for s in self.parts.pool.states() if s.healthy and not s.models_pending}
         await self.parts.pool.tend()
-        after = {s.url for s in self.parts.pool.states() if s.healthy}
-        if after - before:  # a server came back: it has room for queued songs
+        after = {s.url for s in self.parts.pool.states() if s.healthy and not s.models_pending}
+        # A server came back, or has loaded its models now (the songs that waited for its
+        # inventory): it has room for queued songs.
+        if after - before:
             self.ticker.wake("submit")
 
     async def stop(self, drain_seconds: float = 10.0) -> dict[str, int]:
@@ -290,7 +296,9 @@ class Engine:
         the stage that acts on it runs now, not at its next tick."""
         if self.parts.stopping:
             return
-        if kind in ("queued", "engines", "reconnected"):  # an engine gone: its claims lapsed
+        # An engine gone: its claims lapsed. A song cancelled or off its server (`slot`):
+        # a place on that server is free.
+        if kind in ("queued", "engines", "reconnected", "cancelled", "slot"):
             self.ticker.wake("submit")
         if kind in ("cancelled", "reconnected"):
             self.ticker.wake("poll")
@@ -324,10 +332,16 @@ class Engine:
             in_flight = counts.get("submitting", 0) + counts.get("running", 0)
             slots = self.config.queue.max_in_flight - in_flight  # includes POSTs in flight
         if slots <= 0:
+            if pool.pooled:
+                await self._want_slot(by_server)
             return
-        # The claim: these jobs are this engine's to prepare and send, no other engine's.
-        left = await self.store.claim_queued(self.info.id, slots)
-        while left:
+        full = False  # every healthy server full with songs left: wait for a place
+        # The claim: these jobs are this engine's to prepare and send, no other engine's;
+        # past the ones that waited last time for a server with their model, so that the
+        # songs behind them are reached.
+        left = await self.store.claim_queued(self.info.id, slots + self._model_waiting)
+        waiting: list[Job] = []  # for a server with their model: the others still go
+        while left and slots > 0:
             job = left.pop(0)
             needs = model_needed(job.request)  # stems, layers: a server with that model
             if (missing := pool.missing_model(needs)) is not None:
@@ -338,26 +352,54 @@ class Engine:
                 if pool.pooled or needs
                 else pool.default_url()
             )
+            if server is None and needs is not None:
+                # No server with its model has room, or the one that has loaded nothing yet
+                # (ACESTEP_NO_INIT) is finding out with another such task: this one waits,
+                # songs behind it that need no particular model go on.
+                waiting.append(job)
+                continue
             if server is None:
                 left.insert(0, job)
+                full = True
                 break  # every healthy server is full
             state = pool.state(server) if pool.pooled else None
             try:
                 prepared = await self._prepare(job, server, state.max_in_flight if state else None)
             except ServerFull:  # another engine filled it meanwhile: another server, or wait
                 by_server[server] = state.max_in_flight if state else 0
+                pool.not_sent(server, needs)
                 left.insert(0, job)
                 continue
             if prepared is None:
+                pool.not_sent(server, needs)
                 continue
             by_server[server] = by_server.get(server, 0) + 1
+            slots -= 1
             task = asyncio.create_task(self._submit(*prepared))
             self._submitting.add(task)
             task.add_done_callback(self._submit_done)
             if self._submit_paused_until is not None:
                 break
+        self._model_waiting = min(len(waiting), MAX_MODEL_WAITING)
+        left += waiting
         if left:  # not sent now: back to the queue, for whichever engine has room first
             await self.store.release_claims(self.info.id, [j.id for j in left])
+        if full and pool.pooled:
+            await self._want_slot(by_server)
+
+    async def _want_slot(self, in_flight: dict[str, int]) -> None:
+        """Songs wait and every healthy pool server is full: on a shared store, the move
+        that frees a place there (another engine's song done, failed, cancelled) wakes this
+        engine at once (`on_work`: `slot`) instead of at its next submit tick; when one was
+        freed meanwhile, the submit runs again now. Alone on its store, the engine's own
+        moves and the store-watch wake it already."""
+        if not self.config.store.shared:
+            return
+        full = self.parts.pool.full(in_flight)
+        if not full or not await self.store.list_oldest(JobStatus.QUEUED, 1):
+            return
+        if await self.store.want_slot(self.info.id, full):
+            self.ticker.wake("submit")
 
     async def _prepare(
         self, job: Job, server: str | None = None, server_limit: int | None = None

@@ -38,6 +38,7 @@ from bygheartd.engine.lora import ensure_lora
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
 from bygheartd.errors import BygheartdError
 from bygheartd.jobs import iso, utcnow
+from bygheartd.safetext import visible
 from bygheartd.songs.edits import family, needs_base_model
 from bygheartd.store.boundary import JobStore
 
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # Healthy servers' /v1/stats (queue size, average job time) are read this often.
 STATS_SECONDS = 30.0
+# A server that has loaded no model yet (ACESTEP_NO_INIT) has its inventory read this
+# often until it has (and at once after a song finished there).
+PENDING_SECONDS = 5.0
 # At most this often a snapshot is written for an unchanged health picture.
 SNAPSHOT_SECONDS = 1.0
 SNAPSHOT_DUTY = "pool-snapshot"
@@ -89,6 +93,14 @@ class ServerState:
     # known yet, or the server has no inventory.
     loaded_models: tuple[str, ...] | None = None
     inventory_checked: bool = False
+    # Its inventory lists nothing loaded (ACE-Step started with ACESTEP_NO_INIT, before its
+    # first job): which models its slots hold is unknown, not "none" (`has_model`). Until
+    # its first job has loaded them, one task that needs a model goes there at a time
+    # (`probe_at`: when it was chosen), and its inventory is read again every
+    # PENDING_SECONDS (`inventory_retry_at`), at once after a song finished there.
+    models_pending: bool = False
+    probe_at: float | None = None
+    inventory_retry_at: float = 0.0
     # Its configured LoRA ([[api.servers]] lora_path, "" for none): whether the server lists
     # it (None: not known yet), a note while it waits, and when to look again meanwhile.
     lora_path: str = ""
@@ -118,6 +130,7 @@ class ServerState:
             "avg_seconds": None if self.avg_seconds is None else round(self.avg_seconds, 2),
             "max_in_flight": self.max_in_flight,
             "loaded_models": None if self.loaded_models is None else list(self.loaded_models),
+            "models_pending": self.models_pending,
             "lora_path": self.lora_path or None,
             "lora_loaded": self.lora_loaded,
             "lora_note": self.lora_note,
@@ -274,22 +287,28 @@ class ServerPool:
         """The healthy server with the most free room, then the shortest expected wait
         (its queue times its average job); a server that lost this job before comes last.
         With `model` (a task that needs that model: stems, layers), only servers that have
-        it loaded. A server with a LoRA configured gets nothing before its LoRA was checked,
-        and while the LoRA waits for the server's model, one song only (the one that loads
-        the model; the LoRA is loaded as soon as it is done). None when every such healthy
-        server is full (or none is healthy)."""
+        it loaded, and after them one that has loaded nothing yet (`models_pending`): it
+        takes one such task, whose run loads its slots, and the rest wait for its fresh
+        inventory (it may hold no such model: then they would all run on slot 1). A server
+        with a LoRA configured gets nothing before its LoRA was checked, and while the LoRA
+        waits for the server's model, one song only (the one that loads the model; the LoRA
+        is loaded as soon as it is done). None when every such healthy server is full (or
+        none is healthy)."""
         shunned = set(avoid)
-        best: tuple[tuple[bool, int, float, int], str] | None = None
+        best: tuple[tuple[bool, bool, int, float, int], str] | None = None
         for order, state in enumerate(self.states()):
             if not state.healthy or not has_model(state, model) or not self._lora_ready(state):
                 continue
+            unknown = model is not None and state.models_pending
+            if unknown and state.probe_at is not None:
+                continue  # its one task that finds out is there: the others wait for it
             mine = in_flight.get(state.url, 0)
             free = self._limit(state) - mine
             if free <= 0:
                 continue
             queue = max(state.queue_size or 0, mine)
             wait = queue * (state.expected_seconds() or 1.0)
-            rank = (state.url in shunned, -free, wait, order)
+            rank = (unknown, state.url in shunned, -free, wait, order)
             if best is None or rank < best[0]:
                 best = (rank, state.url)
         if best is None:
@@ -297,7 +316,17 @@ class ServerPool:
         chosen = self.state(best[1])
         if chosen is not None and self._lora_waiting(chosen):
             chosen.lora_first_taken = True
+        if chosen is not None and best[0][0]:
+            chosen.probe_at = time.time()
         return best[1]
+
+    def not_sent(self, url: str, model: str | None) -> None:
+        """The job `choose` picked this server for (with `model`) did not go there (a
+        plugin, the budget or a full server stopped it): if it was the one to find out a
+        lazily loading server's models, the next such job may go instead."""
+        state = self.state(url)
+        if state is not None and model is not None and state.models_pending:
+            state.probe_at = None
 
     def _lora_waiting(self, state: ServerState) -> bool:
         """Its LoRA waits for the server to load its model (on its first job)."""
@@ -316,6 +345,15 @@ class ServerPool:
         return sum(
             max(0, self._limit(s) - in_flight.get(s.url, 0)) for s in self.states() if s.healthy
         )
+
+    def full(self, in_flight: Mapping[str, int]) -> dict[str, int]:
+        """The healthy servers without room, with their limit: where a queued song waits
+        for a place (`JobStore.want_slot`); a down server's return wakes the submit anyway."""
+        return {
+            s.url: self._limit(s)
+            for s in self.states()
+            if s.healthy and in_flight.get(s.url, 0) >= self._limit(s)
+        }
 
     def _limit(self, state: ServerState) -> int:
         """Its max_in_flight; one song (none once taken) while its LoRA waits (`choose`)."""
@@ -386,7 +424,7 @@ class ServerPool:
             return False
         self._take_stats(state, stats)
         await self._take_inventory(state)
-        problem = await self._take_lora(state)
+        problem = await self._take_lora(state)  # after the inventory: a fresh load, at once
         if problem is not None:
             self.mark_down(state.url, problem, until="it loads its LoRA")
             return False
@@ -420,7 +458,8 @@ class ServerPool:
         return found.problem
 
     async def _take_inventory(self, state: ServerState) -> None:
-        """Which models the server has loaded, read with its stats (ACE-Step only)."""
+        """Which models the server has loaded, read with its stats (ACE-Step only); whether
+        it has loaded none yet (`models_pending`), and when that ends."""
         if self.live.current.backend != "acestep":
             return
         try:
@@ -428,8 +467,33 @@ class ServerPool:
         except (ApiError, OSError) as exc:  # unknown: tasks go there as they always did
             log.debug("server %s: no model inventory: %s", state.url, exc)
             data = None
-        state.loaded_models = None if data is None else tuple(parse_inventory(data).loaded())
+        inventory = None if data is None else parse_inventory(data)
+        was_pending = state.models_pending
+        state.loaded_models = None if inventory is None else tuple(inventory.loaded())
+        state.models_pending = inventory is not None and inventory.pending()
         state.inventory_checked = True
+        now = time.time()
+        if not state.models_pending:
+            state.probe_at = None
+            if was_pending:
+                loaded = ", ".join(visible(m) for m in state.loaded_models or ()) or "none"
+                log.info("server %s has loaded its models now: %s", state.url, loaded)
+            return
+        state.inventory_retry_at = now + PENDING_SECONDS
+        if not was_pending:
+            log.info(
+                "server %s has not loaded its models yet (an ACE-Step server started with "
+                "ACESTEP_NO_INIT loads every configured slot on its first job): songs that "
+                "need a particular model go there one at a time until it has",
+                state.url,
+            )
+        # Its one task that finds out: still on its way or there, unless the server runs and
+        # queues nothing a request timeout after it was chosen (it never went, or its run
+        # failed before loading anything): then the next may go.
+        grace = self.live.current.api.timeout_seconds
+        idle = not (state.running or state.queue_size)
+        if state.probe_at is not None and idle and now - state.probe_at >= grace:
+            state.probe_at = None
 
     def missing_model(self, model: str | None) -> str | None:
         """Why no server can run a task that needs `model` (`no_server_has`), or None."""
@@ -464,6 +528,7 @@ class ServerPool:
             if (not s.healthy and now >= s.next_probe)
             or (s.healthy and now - s.stats_at >= STATS_SECONDS)
             or (s.healthy and s.lora_path and s.lora_loaded is None and now >= s.lora_retry_at)
+            or (s.healthy and s.models_pending and now >= s.inventory_retry_at)
         ]
         if due:
             await asyncio.gather(*(self.check(s) for s in due))
@@ -477,6 +542,8 @@ class ServerPool:
         state.observed += 1
         if state.lora_path and state.lora_loaded is None:  # its model is loaded now
             state.lora_retry_at = 0.0
+        if state.models_pending:  # its first job loaded its slots: which, it says now
+            state.inventory_retry_at = 0.0
         previous = state.avg_seconds
         state.avg_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
         self._written = None  # changed: the next tick writes it
@@ -530,9 +597,9 @@ def model_needed(request: Mapping[str, Any]) -> str | None:
 
 def no_server_has(model: str | None, states: Iterable[ServerState]) -> str | None:
     """Why no server can run a task that needs `model`: every server's inventory is known
-    and none has it loaded (a server not asked yet may have it: None). A server that has
-    loaded nothing at all (ACE-Step with ACESTEP_NO_INIT loads every slot on its first job,
-    and lists none before: capture R1-3) is named as such, with what to do."""
+    and none has it loaded (a server not asked yet may have it, and so may one that has
+    loaded nothing yet: ACE-Step with ACESTEP_NO_INIT loads every slot on its first job and
+    lists none before, capture R1-3: None)."""
     if model is None:
         return None
     states = list(states)
@@ -543,24 +610,22 @@ def no_server_has(model: str | None, states: Iterable[ServerState]) -> str | Non
     fix = (
         "load it on a server (ACESTEP_CONFIG_PATH2 or /v1/init), or set model to one that is loaded"
     )
-    if any(s.loaded_models == () for s in states):
-        fix = (
-            "a server that lists none has not loaded its models yet (started with "
-            "ACESTEP_NO_INIT, it loads them on its first job): make any song there first and "
-            "try again; else " + fix
-        )
     return f"no server has {model} loaded (loaded: {where}): {fix}"
 
 
 def has_model(state: ServerState, model: str | None) -> bool:
-    """Whether a task that needs `model` may go to this server: it has it loaded. An
-    inventory not read yet counts as no (the next health check reads it); a server without
-    one (an older server, the hosted API) as yes: nothing better is known."""
+    """Whether a task that needs `model` may go to this server: it has it loaded, or it has
+    loaded nothing yet (`models_pending`: its slots are unknown until its first job; `choose`
+    sends one such task there at a time). An inventory not read yet counts as no (the next
+    health check reads it); a server without one (an older server, the hosted API) as yes:
+    nothing better is known."""
     if model is None:
         return True
     if not state.inventory_checked:
         return False
-    return state.loaded_models is None or model in state.loaded_models
+    if state.loaded_models is None or model in state.loaded_models:
+        return True
+    return state.models_pending
 
 
 def key_problem(section: ServerSection, exc: BaseException) -> str:

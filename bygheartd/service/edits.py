@@ -38,6 +38,7 @@ from bygheartd.service.submission import Enqueued, Submission
 from bygheartd.songs import edits
 from bygheartd.songs.audiolength import audio_seconds
 from bygheartd.songs.request import SongRequest, slugify
+from bygheartd.store.boundary import JobStore
 
 if TYPE_CHECKING:
     from bygheartd.service.drafts import SongDraft
@@ -64,6 +65,8 @@ __all__ = [
     "extend_job",
     "inventories",
     "make_stems",
+    "stem_group",
+    "stems_of",
     "submit_stems",
     "take_audio",
 ]
@@ -77,10 +80,15 @@ _DESCRIBE_SECONDS: Final = 600.0
 # -- stems ----------------------------------------------------------------------------
 
 
+def stem_group(title: str) -> str:
+    """The `stem_group` the stems of a song titled `title` carry (its slug)."""
+    return slugify(title) or "song"
+
+
 def split_stems(request: SongRequest, title: str, service: SongService) -> list[SongRequest]:
     """One extract request per stem of a stems request, grouped by `stem_group`."""
     tracks = request.stems or []
-    group = request.stem_group or slugify(title) or "song"
+    group = request.stem_group or stem_group(title)
     rules = service.rules()
     return [
         request.with_changes(
@@ -147,6 +155,18 @@ async def make_stems(
         idempotency_key=idempotency_key,
     )
     return await submit_stems(service, submission)
+
+
+async def stems_of(store: JobStore, job: Job) -> list[Job]:
+    """The stems made from `job`'s takes, by any face, oldest first. A stem job records the
+    take it was made from as its `source` (make_stems), so no link of its own is stored:
+    the jobs newer than `job` made from one of its takes that are stems (an extract with a
+    `stem_group`; an extended song has the same source and is not one)."""
+    takes = [str(f.path) for f in job.files if f.path.suffix.lower() in catalog.AUDIO_SUFFIXES]
+    made = await store.jobs_made_from(takes, job.id)
+    return [
+        j for j in made if j.request.get("task_type") == "extract" and j.request.get("stem_group")
+    ]
 
 
 # -- extend ---------------------------------------------------------------------------

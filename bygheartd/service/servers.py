@@ -58,6 +58,8 @@ async def server_report(
                 "queue_size": known.get("queue_size"),
                 "as_of": snapshot.get("updated_at") if known else None,
                 "lora": _lora_record(loras.get(url, ""), known),
+                # An ACE-Step server started with ACESTEP_NO_INIT, before its first job.
+                "models_pending": known.get("models_pending") is True,
             }
         )
     return records
@@ -101,8 +103,10 @@ def server_line(record: dict[str, Any]) -> str:
     avg = f"{record['avg_seconds']:.1f} s" if record["avg_seconds"] else "-"
     queue = "-" if record["queue_size"] is None else str(record["queue_size"])
     lora = lora_words(record.get("lora"))
+    pending = "; models not loaded yet (it loads them on its first job)"
     return (
         f"  {record['url']}: {health}; in flight {record['in_flight']}/"
         f"{record['max_in_flight']}, done {record['done']}, average {avg}, queue {queue}"
+        + (pending if record.get("models_pending") else "")
         + (f"; {lora}" if lora else "")
     )

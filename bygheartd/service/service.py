@@ -468,6 +468,12 @@ class SongService:
 
         return await album_views(self.store, limit)
 
+    async def stems_of(self, job: Job) -> builtins.list[Job]:
+        """The stems made from `job`'s takes (from any face), oldest first."""
+        from bygheartd.service.edits import stems_of
+
+        return await stems_of(self.store, job)
+
     async def album_outlook(self, request: AlbumRequest) -> BudgetOutlook:
         """What the whole album costs and what it leaves today (before anything is spent):
         tracks past today's budget wait as usual."""

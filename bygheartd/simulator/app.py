@@ -281,9 +281,11 @@ async def models(request: Request) -> Response:
     sim = _sim(request)
     created = int(sim.started_at)
     if sim.settings.backend == "acestep":
+        # Loaded slots only: none before a lazily started server's first job (R1-1).
+        loaded = sim.models_initialized or not sim.settings.lazy_init
         cards = [
             _model_card(f"acestep/{name}", f"ACE-Step {name}", "AI music generation model", created)
-            for name in loaded_models(sim.settings.dit_models)
+            for name in (loaded_models(sim.settings.dit_models) if loaded else ())
         ]
     else:
         cards = [
@@ -298,7 +300,15 @@ async def model_inventory(request: Request) -> Response:
     caller = authenticate(sim.settings, request.headers, header_only=True)
     if not isinstance(caller, Caller):
         return caller
-    return envelope(inventory(sim.settings.dit_models, sim.models_initialized))
+    s = sim.settings
+    return envelope(
+        inventory(
+            s.dit_models,
+            s.disk_models,
+            loaded=sim.models_initialized or not s.lazy_init,
+            llm_initialized=sim.models_initialized,
+        )
+    )
 
 
 async def _lm_request(request: Request, *, needs_lm: bool = True) -> dict[str, Any] | Response:

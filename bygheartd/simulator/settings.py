@@ -42,6 +42,10 @@ class SimulatorSettings:
     lm_helpers: bool = True
     # The DiT models loaded in the server's slots, comma-separated; the first is slot 1.
     dit_models: str = "acestep-v15-turbo"
+    # Further DiT models on disk but in no slot (the inventory lists them, not loaded).
+    disk_models: str = ""
+    # ACESTEP_NO_INIT: nothing loaded (inventory, /v1/models) until the first job.
+    lazy_init: bool = False
     # Faults: each may also be changed at run time through POST /_sim/faults.
     failure_rate: float = 0.0
     fail_marker: str = "FAIL"
@@ -272,6 +276,22 @@ CLI_OPTIONS: tuple[CliOption, ...] = (
         "acestep-v15-turbo",
         "DiT models loaded in the server's slots, comma-separated (the first is slot 1, the "
         "default); a request naming another model runs on slot 1, as the real server does.",
+    ),
+    CliOption(
+        "disk_models",
+        str,
+        "",
+        "ACE-Step: further DiT models on disk but in no slot, comma-separated; the inventory "
+        "lists them with is_loaded false (a task naming one runs on slot 1).",
+    ),
+    CliOption(
+        "lazy_init",
+        bool,
+        False,
+        "ACE-Step started with ACESTEP_NO_INIT: until the first job loads every slot, "
+        "/v1/model_inventory shows no model loaded and llm_initialized false, and /v1/models "
+        "lists none (captures R1-1..R1-4). The LoRA routes and /health wait for the first "
+        "job in either mode.",
     ),
     CliOption("failure_rate", float, 0.0, "Probability that a task fails (status 2)."),
     CliOption(

@@ -1,7 +1,10 @@
 """The ACE-Step 1.5 edit tasks and model slots, as the genuine server does them
 (ACESTEP-TASKS.md; captures R1-*, R2-*, R3-* in API-TRANSCRIPTS-TASKS.md).
 
-- Slots: the models loaded at start-up (`--dit-models`, the first is slot 1, the default).
+- Slots: the models loaded at start-up (`--dit-models`, the first is slot 1, the default),
+  or with `--lazy-init` (ACESTEP_NO_INIT) on the first job: until then the inventory lists
+  every model unloaded and `/v1/models` lists none (R1-1..R1-3). `--disk-models` adds models
+  that are on disk but in no slot.
   A request's `model` that names no loaded slot silently runs on slot 1; the result's
   `dit_model` is the only evidence (R1-47/48). Nothing refuses a turbo model for extract,
   lego or complete (R1-29/30).
@@ -33,28 +36,33 @@ _KEYS = ("C major", "A minor", "G major", "E minor", "D major", "F major")
 
 def loaded_models(setting: str) -> list[str]:
     """The loaded DiT slots from `--dit-models` (comma-separated; first is slot 1)."""
-    names = [part.strip() for part in setting.split(",") if part.strip()]
-    return names or ["acestep-v15-turbo"]
+    return _names(setting) or ["acestep-v15-turbo"]
+
+
+def _names(setting: str) -> list[str]:
+    return [part.strip() for part in setting.split(",") if part.strip()]
 
 
 def supported_tasks(model: str) -> list[str]:
     return list(TURBO_TASKS if "turbo" in model.lower() else ALL_TASKS)
 
 
-def inventory(setting: str, llm_initialized: bool) -> dict[str, Any]:
-    """The `data` of GET /v1/model_inventory, models sorted by name as the server does."""
-    loaded = loaded_models(setting)
+def inventory(slots: str, disk: str, *, loaded: bool, llm_initialized: bool) -> dict[str, Any]:
+    """The `data` of GET /v1/model_inventory: every model in a slot or on disk (`--disk-models`),
+    sorted by name as the server does; `is_loaded` for the slots' models once `loaded` (a
+    lazily started server lists them all unloaded before its first job, R1-3)."""
+    in_slots = loaded_models(slots)
     return {
         "models": [
             {
                 "name": name,
-                "is_default": name == loaded[0],
-                "is_loaded": True,
+                "is_default": name == in_slots[0],
+                "is_loaded": loaded and name in in_slots,
                 "supported_task_types": supported_tasks(name),
             }
-            for name in sorted(loaded)
+            for name in sorted({*in_slots, *_names(disk)})
         ],
-        "default_model": loaded[0],
+        "default_model": in_slots[0],
         "lm_models": [{"name": "acestep-5Hz-lm-1.7B", "is_loaded": False}],
         "loaded_lm_model": None,
         "llm_initialized": llm_initialized,

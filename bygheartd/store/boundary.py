@@ -9,7 +9,7 @@ same methods. Every method raises only the errors in `store/errors.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -110,11 +110,26 @@ class JobStore(Protocol):
         (case-insensitive); `warning_prefix` keeps jobs with a warning starting with it."""
         ...
 
+    async def jobs_made_from(self, sources: Collection[str], after: str) -> list[Job]:
+        """The jobs newer than job `after` whose `source` is one of the files `sources`,
+        oldest first: what was made from a finished song's takes (its stems, an extended
+        song). Ids sort by time, so only jobs from `after` on are read."""
+        ...
+
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]: ...
 
     async def counts(self, engine: str | None = None) -> dict[str, int]: ...
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]: ...
+
+    async def want_slot(self, engine_id: str, limits: Mapping[str, int]) -> bool:
+        """This engine has queued songs and every server in `limits` (URL: its
+        `max_in_flight`) is full: True when one has room by now (look again at once).
+        Else, on a store shared by several engines, the next move of another engine's song
+        off one of these servers (out of `submitting` or `running`) wakes this one
+        (`on_work`: `slot`), and only such a move while someone waits notifies. Alone on its
+        store (SQLite), an engine learns of its own moves in-process: nothing is written."""
+        ...
 
     async def claim_queued(self, engine_id: str, limit: int) -> list[Job]:
         """Up to `limit` of the oldest queued jobs, oldest first, marked as this engine's
@@ -178,7 +193,8 @@ class JobStore(Protocol):
     def on_work(self, wake: Callable[[str], None]) -> bool:
         """Call `wake(kind)` on the event loop when any process commits work an engine must
         act on (`queued`: a new or requeued job, claims given back; `cancelled`; `engines`:
-        an engine left; `reconnected`: anything may have changed). True when the store
+        an engine left; `slot`: a place on a pool server this engine waits for
+        (`want_slot`) was freed; `reconnected`: anything may have changed). True when the store
         pushes these (PostgreSQL's LISTEN); False when the caller must poll `data_version`."""
         ...
 

@@ -4,8 +4,10 @@ The same `JobStore` as SQLite's, through psycopg 3's async connection pool. Engi
 queued jobs in the statement that marks them (`FOR UPDATE SKIP LOCKED`), and every move
 locks its row (`FOR UPDATE`), so two engines never take one job and never wait for each
 other; a write that gives engines work (a queued job, a cancel, an engine gone) sends a
-`NOTIFY`, which wakes the others at once. Leases run on the database's clock. Nothing here
-logs or raises the URL's password (`config.redact_url`).
+`NOTIFY`, which wakes the others at once. So does a move that frees a place on a pool server
+(out of `submitting`/`running`) while another engine waits for one there (`want_slot`), and
+only then. Leases run on the database's clock. Nothing here logs or raises the URL's password
+(`config.redact_url`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +69,13 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 CHANNEL = "bygheartd_jobs"
 # What a notification says (its payload), for the engines' wake-up (`on_work`).
 QUEUED, CANCELLED, ENGINES = "queued", "cancelled", "engines"
+# A place on a pool server was freed while another engine waited for one there.
+SLOT = "slot"
+# The statuses that hold a place on a server (its `max_in_flight` counts them).
+_IN_FLIGHT = ("submitting", "running")
+# Per server, the engines waiting for a place there (`want_slot`), in `meta`: space-separated
+# engine ids, read and written under the server's lock only.
+SLOT_WAIT = "slot-wait:"
 # The database's time as the stores write times (`jobs.iso`): leases are measured with one
 # clock, whatever the hosts' clocks say.
 _ISO = """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"""
@@ -212,8 +221,8 @@ class PostgresJobStore:
 
     def on_work(self, wake: Callable[[str], None]) -> bool:
         """`wake(kind)` at every notification from any process (ours too): `queued`,
-        `cancelled`, `engines`, and `reconnected` after the listener was away (anything may
-        have changed meanwhile). Listening starts with the store."""
+        `cancelled`, `engines`, `slot`, and `reconnected` after the listener was away
+        (anything may have changed meanwhile). Listening starts with the store."""
         self._wakes.append(wake)
         return True
 
@@ -445,6 +454,15 @@ class PostgresJobStore:
         )
         return [row_to_job(r) for r in rows], int(total["n"] if total else 0)
 
+    async def jobs_made_from(self, sources: Collection[str], after: str) -> list[Job]:
+        if not sources:
+            return []
+        rows = await self._rows(
+            "SELECT * FROM jobs WHERE id > %s AND source = ANY(%s) ORDER BY id",
+            (after, list(sources)),
+        )
+        return [row_to_job(r) for r in rows]
+
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         rows = await self._rows(
             "SELECT * FROM jobs WHERE status = %s ORDER BY id LIMIT %s", (status.value, limit)
@@ -607,6 +625,30 @@ class PostgresJobStore:
         )
         return {str(r["server"]): int(r["n"]) for r in rows}
 
+    async def want_slot(self, engine_id: str, limits: Mapping[str, int]) -> bool:
+        """Under each server's lock (the one its submits and the moves off it take): True
+        at once when one has room now; else this engine is written down as waiting there,
+        so the next move that frees a place on one of them notifies (`slot`). The lock
+        leaves no gap: a move off the server commits before this count (which sees it) or
+        after this mark (and sees that)."""
+        for server, limit in sorted(limits.items()):
+            async with self._tx() as db:
+                await _lock_server(db, server)
+                if await _in_flight(db, server) < limit:
+                    return True
+                cursor = await db.execute(
+                    "SELECT value FROM meta WHERE key = %s", (SLOT_WAIT + server,)
+                )
+                row = await cursor.fetchone()
+                waiting = str(row["value"]).split() if row else []
+                if engine_id not in waiting:
+                    await db.execute(
+                        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                        "DO UPDATE SET value = EXCLUDED.value",
+                        (SLOT_WAIT + server, " ".join([*waiting, engine_id])),
+                    )
+        return False
+
     async def transition(
         self,
         job_id: str,
@@ -626,7 +668,9 @@ class PostgresJobStore:
         async with self._tx(notify=notify) as db:
             # The row lock: a second engine making a move on this job waits here, then
             # finds it moved and is refused (two never act on one job).
-            cursor = await db.execute("SELECT status FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            cursor = await db.execute(
+                "SELECT status, server, engine FROM jobs WHERE id = %s FOR UPDATE", (job_id,)
+            )
             row = await cursor.fetchone()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
@@ -637,6 +681,12 @@ class PostgresJobStore:
                 raise IllegalMove(job_id, current, to.value)
             if server_limit is not None and fields.get("server"):
                 await _check_server(db, str(fields["server"]), server_limit, job_id)
+            if current in _IN_FLIGHT and to.value not in _IN_FLIGHT and row["server"]:
+                # A place on its server is free: engines waiting there learn of it now. A
+                # notification this move sends anyway (queued, cancelled) wakes them too.
+                others = await _free_slot(db, str(row["server"]), row["engine"])
+                if others and notify is None:
+                    await db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, SLOT))
             if caps is not None and ledger is not None:
                 await _check_caps(db, caps, int(ledger["credits"]))
             fields.setdefault("reason", reason)
@@ -911,19 +961,43 @@ async def _check_caps(db: AsyncConnection[Any], caps: CreditCaps, credits: int) 
         raise OverBudget(refusal)
 
 
-async def _check_server(db: AsyncConnection[Any], server: str, limit: int, job_id: str) -> None:
-    """The server's lock, held to the end of the transaction: every engine's submit to this
-    server counts the songs in flight there after the one before it committed."""
+async def _lock_server(db: AsyncConnection[Any], server: str) -> None:
+    """The server's lock, held to the end of the transaction (after the job's row lock and
+    before the budget's, always in that order)."""
     await db.execute("SELECT pg_advisory_xact_lock(hashtext('bygheartd-server:' || %s))", (server,))
+
+
+async def _in_flight(db: AsyncConnection[Any], server: str, job_id: str = "") -> int:
     cursor = await db.execute(
-        "SELECT COUNT(*) AS n FROM jobs WHERE server = %s "
-        "AND status IN ('submitting', 'running') AND id != %s",
-        (server, job_id),
+        "SELECT COUNT(*) AS n FROM jobs WHERE server = %s AND status = ANY(%s) AND id != %s",
+        (server, list(_IN_FLIGHT), job_id),
     )
     row = await cursor.fetchone()
-    in_flight = int(row["n"]) if row else 0
+    return int(row["n"]) if row else 0
+
+
+async def _check_server(db: AsyncConnection[Any], server: str, limit: int, job_id: str) -> None:
+    """Under the server's lock: every engine's submit to this server counts the songs in
+    flight there after the one before it committed."""
+    await _lock_server(db, server)
+    in_flight = await _in_flight(db, server, job_id)
     if in_flight >= limit:
         raise ServerFull(f"{server} has {in_flight} of {limit} songs in flight")
+
+
+async def _free_slot(db: AsyncConnection[Any], server: str, holder: str | None) -> bool:
+    """A move takes a song off `server`: under the server's lock, whether an engine other
+    than the song's own (which learns of its own moves in-process) waits for a place there;
+    if so the waiting list is cleared (who still finds the server full writes itself down
+    again). Nothing is written when nobody else waits."""
+    await _lock_server(db, server)
+    cursor = await db.execute("SELECT value FROM meta WHERE key = %s", (SLOT_WAIT + server,))
+    row = await cursor.fetchone()
+    waiting = set(str(row["value"]).split()) if row else set()
+    if not waiting - {holder}:
+        return False
+    await db.execute("DELETE FROM meta WHERE key = %s", (SLOT_WAIT + server,))
+    return True
 
 
 async def _fetch_one(db: AsyncConnection[Any], sql: str, *args: Any) -> dict[str, Any]:

@@ -437,6 +437,20 @@ class Store:
             ).fetchall()
         return [row_to_job(r) for r in rows], len(ids)
 
+    def jobs_made_from(self, sources: Collection[str], after: str) -> list[Job]:
+        """The jobs newer than job `after` made from one of the files `sources` (their
+        `source`), oldest first: read through the primary key from `after` on."""
+        wanted = list(sources)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE id > ? AND source IN ({marks}) ORDER BY id",
+                (after, *wanted),
+            ).fetchall()
+        return [row_to_job(r) for r in rows]
+
     def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         with self._lock:
             rows = self._db.execute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -186,6 +186,9 @@ class SqliteJobStore:
             warning_prefix=warning_prefix,
         )
 
+    async def jobs_made_from(self, sources: Collection[str], after: str) -> list[Job]:
+        return await self._read(Store.jobs_made_from, list(sources), after)
+
     async def list_oldest(self, status: JobStatus, limit: int) -> list[Job]:
         return await self._read(Store.list_oldest, status, limit)
 
@@ -224,6 +227,12 @@ class SqliteJobStore:
 
     async def counts_by_server(self, statuses: Iterable[JobStatus]) -> dict[str, int]:
         return await self._read(Store.counts_by_server, list(statuses))
+
+    async def want_slot(self, engine_id: str, limits: Mapping[str, int]) -> bool:
+        """One engine per SQLite store: its own moves wake it, nobody else's; only whether
+        a server has room by now."""
+        in_flight = await self.counts_by_server([JobStatus.SUBMITTING, JobStatus.RUNNING])
+        return any(in_flight.get(url, 0) < limit for url, limit in limits.items())
 
     async def transition(
         self,

@@ -2,6 +2,10 @@
 player, played on through the album by the library's own play-on code; the total length,
 the cost and the status; and the album to take away: its `.m3u8` and files one by one, or
 one zip streamed as it is made (service/album_download.py says what goes out).
+
+While its tracks are made the page follows them without a reload: on each `job` event of a
+track (the library's own event stream) its script reads `/albums/<id>/fragment` again and
+swaps in the tracks, the totals and the downloads; `progress` events move the bars.
 """
 
 from __future__ import annotations
@@ -36,30 +40,37 @@ class AlbumPages:
         page = self.app._guard
         return [
             Route("/albums/{album_id}", page(self.album), methods=["GET"]),
+            Route("/albums/{album_id}/fragment", page(self.fragment), methods=["GET"]),
             Route("/albums/{album_id}/playlist.m3u8", page(self.playlist, api=True)),
             Route("/albums/{album_id}/album.zip", page(self.zipped, api=True)),
             Route("/albums/{album_id}/files/{name}", page(self.file, api=True)),
         ]
 
     async def album(self, request: Request, access: Access) -> Response:
-        view = await self.service.album(request.path_params["album_id"])
+        data = await self._data(request.path_params["album_id"])
+        return self.app.render(request, access, "album.html", **data)
+
+    async def fragment(self, request: Request, access: Access) -> Response:
+        """The album page's body alone, for its script to bring the page up to date."""
+        data = await self._data(request.path_params["album_id"])
+        return self.app.render(request, access, "_album.html", **data)
+
+    async def _data(self, ref: str) -> dict[str, Any]:
+        view = await self.service.album(ref)
         rows = await self.app._rows(list(view.tracks), keepers_only=True)
         root = self.service.config.folders.output
         files = await asyncio.to_thread(album_download.album_files, view, root)
         playlist_name, _ = album_download.playlist(view)
-        return self.app.render(
-            request,
-            access,
-            "album.html",
-            view=view,
-            album=view.album,
-            rows=rows,
-            in_album=True,
-            files=files,
-            playlist_name=playlist_name,
-            has_keepers=any(j.keeper_record() for j in view.tracks),
-            charged=sum((await self.service.charged(list(view.tracks))).values()),
-        )
+        return {
+            "view": view,
+            "album": view.album,
+            "rows": rows,
+            "in_album": True,
+            "files": files,
+            "playlist_name": playlist_name,
+            "has_keepers": any(j.keeper_record() for j in view.tracks),
+            "charged": sum((await self.service.charged(list(view.tracks))).values()),
+        }
 
     async def playlist(self, request: Request, access: Access) -> Response:
         view = await self.service.album(request.path_params["album_id"])

@@ -369,6 +369,7 @@ class WebApp:
             "can_keep": job.status is JobStatus.DONE,
             "charged": (await self.service.charged([job])).get(job.id, 0),
             "edits": await self.edit_forms.offer(job, len(takes)),
+            **await self.edit_forms.stems_view(job),
         }
 
     async def song(self, request: Request, access: Access) -> Response:
@@ -780,6 +781,8 @@ def _event_data(job: Job) -> dict[str, Any]:
         "reason": job.reason,
         "final": job.status in FINAL_STATUSES,
         "takes": len(views.audio_files(job)),
+        # A stem's song page lists it: the page reads its stems again when one changes.
+        "stem_group": str(job.request.get("stem_group") or ""),
     }
 
 

@@ -3,13 +3,16 @@ after, which take) and "Stems" (track names, which take) on a finished song, eac
 cost shown before anything is queued, as the new-song form shows it. They queue through
 the same service functions as the CLI and MCP (service/edits.py) and lead to the new
 job(s); what the service refuses is said on a page of its own, in its own words.
+
+The stems of a song (made here, by the CLI or by MCP) are listed on its page, each with its
+status, progress and player (`stems_view`); the stems form leads there, and the page's
+script reads that list again (`/songs/<id>/stems/fragment`) as the stems are made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -40,7 +43,28 @@ class EditForms:
         return [
             Route("/songs/{job_id}/extend", page(self.extend, change=True), methods=["POST"]),
             Route("/songs/{job_id}/stems", page(self.stems, change=True), methods=["POST"]),
+            Route("/songs/{job_id}/stems/fragment", page(self.stems_fragment), methods=["GET"]),
         ]
+
+    async def stems_view(self, job: Job) -> dict[str, Any]:
+        """What the song page shows of `job`'s stems: `stems` (library rows, oldest first;
+        None unless the song is done), how many are done, and the `stem_group` that a new
+        stem of this song carries (the page's script watches for it)."""
+        if job.status is not JobStatus.DONE:
+            return {"stems": None, "stems_done": 0, "stem_group": ""}
+        stems = await self.service.stems_of(job)
+        return {
+            "stems": await self.app._rows(stems),
+            "stems_done": sum(1 for s in stems if s.status is JobStatus.DONE),
+            "stem_group": edits.stem_group(job.title),
+        }
+
+    async def stems_fragment(self, request: Request, access: Access) -> Response:
+        job = await self.service.get(request.path_params["job_id"])
+        view = await self.stems_view(job)
+        if view["stems"] is None:
+            return self.app._not_found(request, f"job {job.id} is not done: no stems yet", False)
+        return self.app.render(request, access, "_stems.html", job=job, **view)
 
     async def offer(self, job: Job, takes: int) -> dict[str, Any] | None:
         """What the forms show for `job` (None unless it is done with a take): the takes to
@@ -124,12 +148,8 @@ class EditForms:
             )
         except (ServiceError, RequestError) as exc:
             return self._refused(request, access, str(exc))
-        jobs = [q.job for q in queued]
-        if len(jobs) == 1:
-            target = f"/songs/{jobs[0].id}"
-        else:  # the stems are titled "<title> (<track>)": the library finds them together
-            target = "/?" + urlencode({"q": f"{job.title} ("})
-        return self._done(request, jobs, target)
+        # The song's own page lists its stems, each with its status and player.
+        return self._done(request, [q.job for q in queued], f"/songs/{job.id}#stems")
 
     def _done(self, request: Request, jobs: Sequence[Job], target: str) -> Response:
         if "text/html" not in request.headers.get("accept", ""):

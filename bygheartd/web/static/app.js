@@ -1,6 +1,6 @@
-// bygheartd library page: live updates over server-sent events, progress that never moves
-// back, playing the library on, the listening deck on a song page (player.js), keeping a
-// take without a reload, the form's cost estimate.
+// bygheartd library page: live updates over server-sent events (the library, a song and its
+// stems, an album), progress that never moves back, playing the library on, the listening
+// deck on a song page (player.js), keeping a take without a reload, the form's cost estimate.
 // No framework, no build step; served from /static under a strict Content-Security-Policy.
 "use strict";
 
@@ -23,9 +23,11 @@
     const reply = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (reply.status === 401) loginEnded();
     if (!reply.ok) return null;
-    const holder = document.createElement("div");
-    holder.innerHTML = (await reply.text()).trim();
-    return holder.firstElementChild;
+    // The server's own template (every value escaped there), parsed in an inert document
+    // (nothing in it loads or runs) and only then taken into the page.
+    const doc = new DOMParser().parseFromString((await reply.text()).trim(), "text/html");
+    const first = doc.body.firstElementChild;
+    return first ? document.importNode(first, true) : null;
   }
 
   function playing(root) {
@@ -52,6 +54,45 @@
     box.dataset.making = data.making;
     if (bar) bar.value = data.percent;
     if (text) text.textContent = data.text;
+  }
+
+  // A row read again replaces the one shown; within the same making its bar keeps the
+  // higher figure it showed (the fresh row was worked out from a snapshot).
+  function keepBar(row, fresh) {
+    const box = row.querySelector("[data-field=making]");
+    const freshBox = fresh.querySelector("[data-field=making]");
+    if (!box || !freshBox || freshBox.dataset.making !== box.dataset.making) return;
+    const old = box.querySelector("progress");
+    const bar = freshBox.querySelector("progress");
+    if (old && bar && Number(bar.value) < Number(old.value)) bar.value = old.value;
+  }
+
+  const rowOf = (root, id) =>
+    Array.from(root.querySelectorAll("article.job")).find((r) => r.dataset.jobId === id) || null;
+
+  // Bring the rows (`article.job`) in `list` up to those of `fresh` (the same list read
+  // again), in its order: a row being heard keeps playing and only its badge changes.
+  function mergeRows(list, fresh) {
+    let before = null;
+    Array.from(fresh.querySelectorAll("article.job")).forEach((row) => {
+      const old = rowOf(list, row.dataset.jobId);
+      if (old && playing(old)) {
+        const badge = old.querySelector('[data-field="status"]');
+        const now = row.querySelector('[data-field="status"]');
+        if (badge && now) badge.textContent = now.textContent;
+        before = old;
+        return;
+      }
+      if (old) {
+        keepBar(old, row);
+        old.replaceWith(row);
+      } else if (before) {
+        before.after(row);
+      } else {
+        list.prepend(row);
+      }
+      before = row;
+    });
   }
 
   function listen(onJob, onProgress) {
@@ -92,14 +133,8 @@
       const fresh = await fetchHtml("/fragments/rows/" + encodeURIComponent(job.id));
       if (!fresh) return;
       if (row) {
-        const box = row.querySelector("[data-field=making]");
-        const kept = box ? { making: box.dataset.making, percent: Number(box.querySelector("progress").value) } : null;
+        keepBar(row, fresh);
         row.replaceWith(fresh);
-        const freshBox = fresh.querySelector("[data-field=making]");
-        if (kept && freshBox && freshBox.dataset.making === kept.making) {
-          const bar = freshBox.querySelector("progress");
-          if (bar && Number(bar.value) < kept.percent) bar.value = kept.percent;
-        }
       } else {
         const empty = document.getElementById("empty");
         if (empty) empty.remove();
@@ -118,11 +153,12 @@
   // it the current one (and pauses the others). `list` is any container of `article.job`
   // rows in playing order with a `#play-all` button and a `#now-playing` bar beside it: an
   // album page's tracks can use it as they are.
-  // With `always` (the album page), starting any track plays on from it too.
+  // With `always` (the album page), starting any track plays on from it too. Its `refresh`
+  // shows the button once a row has a player (rows read again while the page is open).
   function playOn(list, always) {
     const button = document.getElementById("play-all");
     const bar = document.getElementById("now-playing");
-    if (!button || !bar) return;
+    if (!button || !bar) return null;
     let on = false;
     let currentId = null;
     const firstPlayer = (row) => row.querySelector("audio[data-testid=player]");
@@ -204,12 +240,56 @@
       const row = e.target.closest("article.job");
       if (on && row && row.dataset.jobId === currentId) next();
     }, true);
+    return { refresh() { button.hidden = rows().length === 0; } };
   }
 
-  // The album page: its tracks play on in order, with the library's own code.
+  // Read a part of the page again from `url` and bring it up to date with `apply`; events
+  // that come while a read is under way make one more read after it, not one each.
+  function reader(url, apply) {
+    let busy = false;
+    let again = false;
+    return async function read() {
+      if (busy) { again = true; return; }
+      busy = true;
+      try {
+        const fresh = await fetchHtml(url());
+        if (fresh) apply(fresh);
+      } finally {
+        busy = false;
+        if (again) { again = false; read(); }
+      }
+    };
+  }
+
+  // The album page: its tracks play on in order, with the library's own code, and follow
+  // their making live: a track's row, the totals and the downloads are read again when a
+  // track changes; its bar moves with the progress events.
   if (page === "album") {
+    const body = document.getElementById("album-body");
     const tracks = document.getElementById("tracks");
-    if (tracks) playOn(tracks, true);
+    const player = tracks ? playOn(tracks, true) : null;
+    const read = reader(
+      () => "/albums/" + encodeURIComponent(body.dataset.albumId) + "/fragment",
+      (fresh) => {
+        const freshTracks = fresh.querySelector("#tracks");
+        if (tracks && freshTracks) mergeRows(tracks, freshTracks);
+        ["#album-status", "#album-done", "#album-length", "#album-cost", "#album-downloads"].forEach((sel) => {
+          const old = body.querySelector(sel);
+          const now = fresh.querySelector(sel);
+          if (old && now) old.replaceWith(now);
+        });
+        body.dataset.status = fresh.dataset.status || "";
+        if (player) player.refresh();
+      },
+    );
+    if (body && tracks) {
+      listen((job) => {
+        if (rowOf(tracks, job.id)) read();
+      }, (data) => {
+        const row = rowOf(tracks, data.id);
+        if (row) showProgress(row.querySelector("[data-field=making]"), data);
+      });
+    }
   }
 
   if (page === "song") {
@@ -232,7 +312,30 @@
     };
     deck();
     keepInPlace();
+    // The song's stems (made here or elsewhere) follow their making: the list is read
+    // again when one of them changes or a new stem of this song appears.
+    const stems = () => document.getElementById("stems");
+    const readStems = reader(
+      () => "/songs/" + encodeURIComponent(stems().dataset.jobId) + "/stems/fragment",
+      (fresh) => {
+        const list = stems();
+        if (!list) return;
+        const rows = list.querySelector("#stem-rows");
+        const freshRows = fresh.querySelector("#stem-rows");
+        if (rows && freshRows) mergeRows(rows, freshRows);
+        const count = list.querySelector("#stems-count");
+        const freshCount = fresh.querySelector("#stems-count");
+        if (count && freshCount) count.textContent = freshCount.textContent;
+        list.hidden = fresh.hidden;
+      },
+    );
     listen(async (job) => {
+      const list = stems();
+      if (list && list.dataset.jobId !== job.id &&
+          (rowOf(list, job.id) || (job.stem_group && job.stem_group === list.dataset.stemGroup))) {
+        readStems();
+        return;
+      }
       const current = body();
       if (!current || current.dataset.jobId !== job.id || playing(current)) return;
       const fresh = await fetchHtml("/songs/" + encodeURIComponent(job.id) + "/fragment" + window.location.search);
@@ -244,6 +347,8 @@
     }, (data) => {
       const current = body();
       if (current && current.dataset.jobId === data.id) showProgress(document.getElementById("song-making"), data);
+      const stem = stems() ? rowOf(stems(), data.id) : null;
+      if (stem) showProgress(stem.querySelector("[data-field=making]"), data);
     });
   }
 
