@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,59 @@ def test_a_models_draft_notes_and_title_are_shown_as_text(
     assert rc == 0
     assert "\x1b" not in out.out + out.err and "\x07" not in out.out + out.err
     assert "note: the model says" in out.err and "Clear" in out.out
+
+
+def test_a_drafts_lyrics_from_the_model_are_written_as_text(make_config: MakeConfig) -> None:
+    """`cat drafts/song.md` must not run what the model put in its lyrics."""
+    from bygheartd.cli.drafts import write_song_draft
+    from bygheartd.service.drafts import SongDraft
+
+    config = make_config(None)
+    lyrics = f"[Verse]\nla {CLIPBOARD} la{CLEAR}\n{BIDI}"
+    draft = SongDraft(title="Quiet", lyrics=lyrics, meta={"style": "pop"}, notes=[])
+    assert write_song_draft(config, draft, None, force=False, then="queue it") == 0
+    (written,) = config.folders.drafts.glob("*.md")
+    text = written.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b]52;c;" in text and "[Verse]\nla " in text
+
+
+def test_a_note_in_failed_shows_what_the_server_said_as_text(tmp_path: Path) -> None:
+    """Every note beside a file in failed/ goes through one writer, which escapes."""
+    from bygheartd.folders.moves import write_note
+
+    moved = tmp_path / "song.txt"
+    moved.write_text("la", encoding="utf-8")
+    note = write_note(moved, f"song.txt failed later:\nthe server said {REASON}\n")
+    raw = note.read_bytes()
+    assert b"\x1b" not in raw and b"\x07" not in raw and "\u202e".encode() not in raw
+    assert b"\\x1b]52;c;" in raw and b"failed later:\nthe server said" in raw
+
+
+@pytest.fixture
+def hostile_health(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A hosted-API stand-in whose /health and model ids carry escape sequences."""
+    from _scripted import ok
+    from _servers import PREFIX, TRANSCRIPT, scripted_server
+
+    with scripted_server(tmp_path_factory.mktemp("audio")) as (api, thread):
+        api.expect("POST", "/query_result", ok(TRANSCRIPT["query_empty"]))
+        health = {"status": f"ok{CLEAR}", "service": f"fake{CLIPBOARD}", "version": C1}
+        api.expect("GET", "/health", ok({"data": health, "code": 200}))
+        models = [{"id": f"evil{CLIPBOARD}"}, {"id": "x" * 5000}]
+        api.expect("GET", "/v1/models", ok({"object": "list", "data": models}))
+        yield thread.origin + PREFIX
+
+
+def test_config_check_online_shows_what_the_server_says_as_text(
+    make_config: MakeConfig, hostile_health: str
+) -> None:
+    config = make_config(None, api={"base_url": hostile_health})
+    assert config.source_path is not None
+    done = _run(config.source_path, "config", "check", "--online")
+    out = done.stdout + done.stderr
+    assert "health:" in out and "models:" in out, out
+    for raw in ("\x1b", "\x07", "\x9b"):
+        assert raw not in out
+    assert "\\x1b[2J" in out and "\\x1b]52;c;" in out
+    assert "x" * 5000 not in out and "x" * 79 + "…" in out

@@ -13,6 +13,8 @@ import shutil
 import unicodedata
 from pathlib import Path
 
+from bygheartd.safetext import visible
+
 NAME_MAX = 255  # bytes in one file name on Linux file systems, when the folder cannot say
 NOTE_SUFFIX = ".error.txt"
 SHORTENED = "\u2026"  # marks a name cut to fit: "…"
@@ -212,7 +214,10 @@ def error_note_path(moved: Path) -> Path:
 def write_note(moved: Path, text: str) -> Path:
     """Write the note of `moved` (see `error_note_path`) and return where it went. The name
     is taken with a hard link, so a note appearing at the same moment is never replaced;
-    where links are not supported it is created exclusively instead."""
+    where links are not supported it is created exclusively instead. A note quotes what a
+    server, a song file or a plugin said, and people `cat` it: control characters are
+    written as visible escapes, never as the terminal's instructions."""
+    text = visible(text)
     while True:
         note = error_note_path(moved)
         tmp = _temp_path(note, "tmp")

@@ -23,6 +23,7 @@ from bygheartd.api.factory import make_client
 from bygheartd.config import Config
 from bygheartd.errors import RequestError, SongFileError
 from bygheartd.folders.moves import unique_path
+from bygheartd.safetext import visible
 from bygheartd.service.errors import ServiceError
 from bygheartd.songs import fields
 from bygheartd.songs.request import RequestRules, SongRequest, slugify, title_from_description
@@ -85,7 +86,9 @@ class SongDraft:
         if self.instrumental:
             lines.append("instrumental: true")
         lines.append("---")
-        body = "[Instrumental]" if self.instrumental else self.lyrics.strip("\n")
+        # The model's lyrics are data: a control character in them is written as a visible
+        # escape, so `cat`ing the draft never runs it (the front matter is quoted already).
+        body = "[Instrumental]" if self.instrumental else visible(self.lyrics.strip("\n"))
         return "\n".join(lines) + "\n" + body + "\n"
 
 

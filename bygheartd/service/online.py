@@ -16,6 +16,7 @@ from bygheartd.api.errors import ApiError, AuthError, PlanError, TransientError
 from bygheartd.api.factory import make_client
 from bygheartd.config import Config, find_api_key
 from bygheartd.errors import BygheartdError
+from bygheartd.safetext import visible
 
 __all__ = ["PROBE_TASK_ID", "Finding", "check_backend"]
 
@@ -34,8 +35,10 @@ class Finding:
     text: str
 
     def line(self) -> str:
+        """The finding on one line; what the server said in it is shown, never run (escape
+        sequences in a /health reply or a model id come out as visible escapes)."""
         mark = {"ok": "", "warning": "warning: ", "error": "ERROR: "}[self.level]
-        return f"{self.topic}: {mark}{self.text}"
+        return visible(f"{self.topic}: {mark}{self.text}", one_line=True)
 
 
 async def check_backend(config: Config) -> list[Finding]:
@@ -133,7 +136,9 @@ async def _models(client: BygheartClient, config: Config) -> list[Finding]:
         return [Finding("models", "warning", f"GET /v1/models failed: {exc}")]
     if names is None:
         return [Finding("models", "ok", "no /v1/models endpoint to ask")]
-    short = [n.rsplit("/", 1)[-1] for n in names]  # "acestep/acestep-v15-turbo"
+    # "acestep/acestep-v15-turbo" -> "acestep-v15-turbo"; a name no server would use (a
+    # page of text) is cut, so one reply cannot flood the report.
+    short = [_cut(n.rsplit("/", 1)[-1]) for n in names]
     found = [Finding("models", "ok", ", ".join(short) or "none listed")]
     wanted = config.defaults.model
     if wanted and short and wanted not in short:
@@ -146,3 +151,7 @@ async def _models(client: BygheartClient, config: Config) -> list[Finding]:
             )
         )
     return found
+
+
+def _cut(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
