@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .server import serve
+from .server import CannotListen, serve
 from .settings import CLI_OPTIONS, settings_from_cli
 
 
@@ -54,8 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(settings, host, port, log_level=level)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(settings, host, port, log_level=level)
+    except CannotListen as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .server import serve
+from .server import CannotListen, serve
 from .settings import CLI_OPTIONS, settings_from_cli
 
 
@@ -20,7 +20,10 @@ def _build() -> click.Command:
             settings = settings_from_cli(**options)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        serve(settings, host, port, log_level=level)
+        try:
+            serve(settings, host, port, log_level=level)
+        except CannotListen as exc:
+            raise click.ClickException(str(exc)) from None
 
     params: list[click.Parameter] = [
         click.Option(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
 import signal
 import socket
@@ -26,6 +27,10 @@ from .state import Simulator
 log = logging.getLogger(__name__)
 
 
+class CannotListen(Exception):
+    """The address cannot be listened on; the message says what to do."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
@@ -33,7 +38,17 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"port {port} on {host} is in use: is a simulator already running there "
+                "(its URL then works as it is)? Otherwise pick another --port, or --port 0 "
+                "for a free one"
+            ) from None
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # Listen now: the base URL is printed before uvicorn starts, and a client that connects
     # at once must wait in the backlog, not be refused.
     sock.listen(2048)
@@ -53,7 +68,9 @@ def _banner(sock: socket.socket) -> str:
 
 
 def _stderr_log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, but access lines on stderr too: stdout carries only the URL."""
+    """uvicorn's logging on stderr (stdout carries only the URL). A line per request only at
+    `--log-level debug`: run as `bygheartd simulator &` beside a `submit --wait`, every poll
+    would otherwise be printed through the progress bars."""
     config = copy.deepcopy(LOGGING_CONFIG)
     config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config["loggers"]["uvicorn"]["level"] = level.upper()
@@ -148,7 +165,11 @@ def serve(
         flush=True,
     )
     config = uvicorn.Config(
-        app, lifespan="on", log_config=_stderr_log_config(log_level), log_level=log_level.lower()
+        app,
+        lifespan="on",
+        log_config=_stderr_log_config(log_level),
+        log_level=log_level.lower(),
+        access_log=log_level.lower() == "debug",
     )
     previous = None
     if threading.current_thread() is threading.main_thread():
