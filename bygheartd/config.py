@@ -192,6 +192,20 @@ class QueueSection(_Section, frozen=True):
     retry_max_seconds: Seconds = 300.0
     max_attempts: Positive = 8
 
+    def __post_init__(self) -> None:
+        # Each pair is a range: a minimum above its maximum is a typo, never a setting. A
+        # rule over two keys, so both pairs are said at once, in one line.
+        upside_down = [
+            f"queue.{low} ({getattr(self, low):g}) is above queue.{high} ({getattr(self, high):g})"
+            for low, high in (
+                ("poll_min_seconds", "poll_max_seconds"),
+                ("retry_base_seconds", "retry_max_seconds"),
+            )
+            if getattr(self, low) > getattr(self, high)
+        ]
+        if upside_down:
+            raise ValueError(f"{'; '.join(upside_down)}: make each minimum the smaller one")
+
 
 class BudgetSection(_Section, frozen=True):
     plan: Literal["pro", "ultimate", "self-hosted"] = "pro"

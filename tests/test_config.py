@@ -55,6 +55,30 @@ def test_bad_values_say_what_was_given() -> None:
         parse_config({"queue": {"max_in_flight": 0}})
 
 
+def test_a_minimum_above_its_maximum_is_refused_with_both_pairs_in_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "queue": {
+                    "poll_min_seconds": 50,
+                    "poll_max_seconds": 1,
+                    "retry_base_seconds": 100,
+                    "retry_max_seconds": 1,
+                }
+            },
+            source="q.toml",
+        )
+    assert str(caught.value) == (
+        "q.toml: queue.poll_min_seconds (50) is above queue.poll_max_seconds (1); "
+        "queue.retry_base_seconds (100) is above queue.retry_max_seconds (1): make each "
+        "minimum the smaller one"
+    )
+    # A maximum set below the other key's default says which value it collides with.
+    with pytest.raises(ConfigError, match=re.escape("queue.poll_min_seconds (3) is above")):
+        parse_config({"queue": {"poll_max_seconds": 2}})
+    parse_config({"queue": {"poll_min_seconds": 2, "poll_max_seconds": 2}})  # equal is fine
+
+
 def test_every_problem_of_a_file_is_reported_at_once_in_config_words() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(
