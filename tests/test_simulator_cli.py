@@ -53,3 +53,15 @@ def test_requests_are_logged_only_at_debug(tmp_path: Path, level: str) -> None:
         _, err = proc.communicate(timeout=30)
     assert "bygheartd simulator: backend=" in err  # its own start line, whatever the level
     assert ('"GET /' in err) is (level == "debug"), err
+
+
+@pytest.mark.parametrize("command", [["bygheartd", "simulator"], ["bygheartd.simulator"]])
+def test_an_unknown_log_level_is_a_usage_error(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", *command, "--port", "0", "--log-level", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "'bogus'" in done.stderr and "debug" in done.stderr

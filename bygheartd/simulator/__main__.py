@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .server import CannotListen, serve
+from .server import LOG_LEVELS, CannotListen, serve
 from .settings import CLI_OPTIONS, settings_from_cli
 
 
@@ -22,7 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
     parser.add_argument("--port", type=int, default=0, help="Port (0: pick a free one).")
-    parser.add_argument("--log-level", default="info", help="uvicorn log level.")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="Log detail on stderr (debug adds a line per request).",
+    )
     for option in CLI_OPTIONS:
         flag = "--" + option.name.replace("_", "-")
         if option.type is bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .server import CannotListen, serve
+from .server import LOG_LEVELS, CannotListen, serve
 from .settings import CLI_OPTIONS, settings_from_cli
 
 
@@ -36,7 +36,12 @@ def _build() -> click.Command:
             show_default=True,
             help="Port; 0 picks a free one and prints the base URL first on stdout.",
         ),
-        click.Option(["--log-level"], default=None, help="Log detail on stderr."),
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            default=None,
+            help="Log detail on stderr (debug adds a line per request).",
+        ),
         click.Option(["--config"], default=None, hidden=True),
     ]
     for option in CLI_OPTIONS:

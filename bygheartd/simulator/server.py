@@ -26,6 +26,9 @@ from .state import Simulator
 
 log = logging.getLogger(__name__)
 
+# uvicorn's levels, for both command lines (the simulator imports nothing of bygheartd's CLI).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 class CannotListen(Exception):
     """The address cannot be listened on; the message says what to do."""
