@@ -219,14 +219,18 @@ def test_submit_queues_the_good_files_past_a_bad_one(cfg: Path, files: list[Path
     assert "1 of 3 file(s) refused" in result.stderr
 
 
-def test_submit_json_lists_the_jobs_and_an_error_entry(cfg: Path, files: list[Path]) -> None:
+def test_submit_json_lists_the_jobs_on_stdout_and_the_refusal_on_stderr(
+    cfg: Path, files: list[Path]
+) -> None:
+    """stdout is an array of job records only (`jq '.[].id'` works); each refused file is
+    one JSON object a line on stderr, where errors go."""
     result = bgh("submit", "--json", *map(str, files), config=cfg)
     assert result.returncode == 1
-    records = json.loads(result.stdout)
-    jobs = [r for r in records if "id" in r]
+    jobs = json.loads(result.stdout)
+    assert all("id" in j and "error" not in j for j in jobs)
     assert [j["title"] for j in jobs] == ["Alpha", "Charlie"]
     assert all(j["status"] == "queued" for j in jobs)
-    [refused] = [r for r in records if "error" in r]
+    [refused] = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert refused["file"] == str(files[1])
     assert refused["error"].startswith(f"{files[1]}: 3 problems:")
     assert [(p["line"], p["key"]) for p in refused["problems"]] == [
@@ -323,3 +327,15 @@ async def test_mcp_reply_carries_the_no_style_warning(make_config: MakeConfig) -
     text = "\n".join(c.text for c in bare.content if isinstance(c, TextContent))
     assert "Warning: no style:" in text
     assert styled.structured_content["warnings"] == []
+
+
+def test_submit_dry_run_json_keeps_refusals_out_of_the_cost_rows(
+    cfg: Path, files: list[Path]
+) -> None:
+    result = bgh("submit", "--dry-run", "--json", *map(str, files), config=cfg)
+    assert result.returncode == 1
+    rows = json.loads(result.stdout)
+    assert [r["title"] for r in rows] == ["Alpha", "Charlie"]
+    assert all("error" not in r for r in rows)
+    [refused] = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert refused["file"] == str(files[1]) and refused["problems"]

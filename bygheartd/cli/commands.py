@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from bygheartd.catalog import credits_phrase
 from bygheartd.cli.albums import albums_lines, is_album_path, print_album, submit_album
 from bygheartd.cli.display import (
     credits_text,
+    poll_trouble,
     print_files_table,
     print_job_detail,
     print_jobs_table,
@@ -178,6 +180,8 @@ async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = 
         if (generated := job.generated()) is not None:
             record["generated"] = generated  # what the model wrote, when it differs
         record["history"] = [e.as_record() for e in history]
+        if (polls := poll_trouble(job)) is not None:
+            record["polls"] = polls  # polls failing since when, and why
         print_json(record)
     else:
         print_job_detail(_console(), job, history, charged=charged, wide=wide)
@@ -305,9 +309,7 @@ async def submit_files(
                     continue
                 job = await _submit_source(runtime.service, path, preset)
             except BygheartdError as exc:
-                refused.append(refusal(path, exc))
-                if not as_json:
-                    print(f"error: {exc}", file=sys.stderr)
+                refused.append(refuse(path, exc, as_json=as_json))
                 continue
             jobs.append(job)
             if not as_json:
@@ -318,7 +320,7 @@ async def submit_files(
             await print_queued(runtime.service, jobs)
         if not wait or not jobs:
             if as_json:
-                print_json([*(j.as_record() for j in jobs), *refused])
+                print_json([j.as_record() for j in jobs])
             else:
                 if jobs and runtime.service.engine_holder() is None and not wait:
                     print(
@@ -344,7 +346,7 @@ async def submit_files(
             print(stopped, file=sys.stderr)
             return 130
     if as_json:
-        print_json([*(j.as_record() for j in finished), *refused])
+        print_json([j.as_record() for j in finished])
     else:
         print_files_table(_console(), finished)
         if refused:
@@ -366,14 +368,25 @@ def source_file(source: SongSource) -> str | None:
 
 
 def refusal(path: SongSource, exc: BygheartdError) -> dict[str, Any]:
-    """A refused file as a `--json` entry beside the job records: `file` and `error` (the
-    whole message), and `problems` (line, key, message, hint of each) for scripts."""
+    """A refused file for scripts: `file` and `error` (the whole message), and `problems`
+    (line, key, message, hint of each)."""
     entry: dict[str, Any] = {"file": source_file(path), "error": str(exc)}
     if isinstance(exc, RequestError):
         entry["problems"] = [
             {"line": p.line, "key": p.key, "message": p.reason, "hint": p.hint}
             for p in (exc.problems or (exc,))
         ]
+    return entry
+
+
+def refuse(path: SongSource, exc: BygheartdError, *, as_json: bool) -> dict[str, Any]:
+    """Say on stderr that `path` was refused (errors never go to stdout, which holds only
+    job records): the `error:` text, or with `--json` the `refusal` as one JSON line."""
+    entry = refusal(path, exc)
+    if as_json:
+        print(json.dumps(entry, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
     return entry
 
 
@@ -395,9 +408,7 @@ async def _dry_run(
             try:
                 album = service.parse_album(path, preset=preset, display=str(path))
             except BygheartdError as exc:
-                refused.append(refusal(path, exc))
-                if not as_json:
-                    print(f"error: {exc}", file=sys.stderr)
+                refused.append(refuse(path, exc, as_json=as_json))
                 continue
             cost = album.credit_cost(config.backend)
             outlook = await service.budget_outlook(cost, ahead=ahead)
@@ -419,9 +430,7 @@ async def _dry_run(
         try:
             request = _parse_source(service, path, preset)
         except BygheartdError as exc:  # checked like submit: every file, every problem
-            refused.append(refusal(path, exc))
-            if not as_json:
-                print(f"error: {exc}", file=sys.stderr)
+            refused.append(refuse(path, exc, as_json=as_json))
             continue
         if not as_json:
             for warning in request.warnings():
@@ -445,7 +454,7 @@ async def _dry_run(
             }
         )
     if as_json:
-        print_json([*rows, *refused])
+        print_json(rows)
     else:
         for row in rows:
             if "album" in row:
