@@ -514,6 +514,14 @@ class UndecodableTake(Exception):
     """Neither libsndfile nor (when installed) PyAV can read the take."""
 
 
+# What decodes as audio: the rates and channel counts a take can have (as the download's
+# light check, bygheartd/api/audiocheck.py). A header that says 1 Hz decodes to nonsense
+# (80,000 s for a 10 s take) and breaks every measurement.
+MIN_RATE = 8_000
+MAX_RATE = 384_000
+MAX_CHANNELS = 8
+
+
 def _decode_with_av(path: Path) -> tuple[Samples, int]:
     """AAC/M4A (and anything else FFmpeg reads) through PyAV, as float samples."""
     import av  # optional: `pip install 'bygheartd[aac]'`
@@ -522,6 +530,8 @@ def _decode_with_av(path: Path) -> tuple[Samples, int]:
         if not container.streams.audio:
             raise UndecodableTake("no audio stream in it")
         stream = container.streams.audio[0]
+        if getattr(stream, "layout", None) is None:  # no codec FFmpeg can open for it
+            raise UndecodableTake("FFmpeg finds no decoder for its audio stream")
         channels = stream.layout.nb_channels
         resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
         chunks: list[NDArray[Any]] = []
@@ -545,21 +555,39 @@ def decode(path: Path) -> tuple[Samples, int]:
     try:
         frames, rate = sf.read(str(path), dtype="float32", always_2d=True)
         channels = np.ascontiguousarray(frames.T)
-    except (sf.LibsndfileError, RuntimeError) as first:
-        try:
-            import av
-        except ImportError:
-            raise UndecodableTake(
-                f"{first}; libsndfile reads mp3, wav, flac, ogg and opus: for AAC/M4A takes "
-                "pip install 'bygheartd[aac]', or choose one of those as audio_format"
-            ) from None
+    except Exception as first:  # libsndfile's errors, and anything a broken header causes
+        if importlib.util.find_spec("av") is None:
+            hint = (
+                "libsndfile reads mp3, wav, flac, ogg and opus: for AAC/M4A takes pip "
+                "install 'bygheartd[aac]', or choose one of those as audio_format"
+            )
+            raise UndecodableTake(f"{_said(first)}; {hint}") from None
         try:
             channels, rate = _decode_with_av(path)
-        except (av.FFmpegError, ValueError) as exc:
-            raise UndecodableTake(f"{first}; FFmpeg cannot read it either: {exc}") from None
+        except Exception as exc:  # FFmpeg's errors, and whatever a hostile file makes of PyAV
+            raise UndecodableTake(
+                f"{_said(first)}; FFmpeg cannot read it either: {_said(exc)}"
+            ) from None
     if channels.shape[1] == 0 or not rate:
         raise UndecodableTake("it holds no audio samples")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise UndecodableTake(
+            f"its header says a sample rate of {int(rate):,} Hz (audio is {MIN_RATE:,} to "
+            f"{MAX_RATE:,} Hz)"
+        )
+    if not 1 <= channels.shape[0] <= MAX_CHANNELS:
+        raise UndecodableTake(
+            f"it has {channels.shape[0]} channels (audio has 1 to {MAX_CHANNELS})"
+        )
+    if not np.isfinite(channels).all():  # a float WAV can hold NaN: no figure would be a number
+        raise UndecodableTake("it holds samples that are not numbers (NaN or infinity)")
     return channels, int(rate)
+
+
+def _said(exc: BaseException) -> str:
+    """An exception in one line of at most 300 characters, its type when it says nothing."""
+    text = " ".join(str(exc).split())[:300]
+    return text or type(exc).__name__
 
 
 # -- one take -------------------------------------------------------------------------------
@@ -781,6 +809,10 @@ def judge(
             {"code": "undecodable", "message": f"cannot decode {path.name}: {exc}"}
         ]
         return {"take": number, "error": f"cannot decode: {exc}", "verdict": "fail"}, found
+    except Exception as exc:  # never an exception out of the plugin for what a file holds
+        said = f"{type(exc).__name__}: {_said(exc)}"
+        found = [{"code": "undecodable", "message": f"cannot measure {path.name}: {said}"}]
+        return {"take": number, "error": f"cannot measure: {said}", "verdict": "fail"}, found
     entry = {"take": number, **entry}
     entry["requested_bpm"] = _requested_bpm(job)
     entry["requested_key"] = _requested_key(job)

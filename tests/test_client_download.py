@@ -176,6 +176,99 @@ async def test_a_full_reply_to_a_range_request_restarts_the_part(
     assert got.path.read_bytes() == MP3 and got.size == len(MP3)
 
 
+def take_wav(level: int, frames: int = 8000) -> bytes:
+    """A WAV take whose every sample is `level`: two takes of other levels differ in every
+    byte of audio, so a splice of the two is never either one."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(level.to_bytes(2, "little", signed=True) * frames)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("first", "other", "etag", "why"),
+    [
+        (take_wav(8000), take_wav(-8000), '"take-v2-other"', "ETag '\"take-v2-other\"'"),
+        (take_wav(8000), take_wav(-8000), None, "no ETag"),
+        (take_wav(8000), take_wav(-8000, 12000), '"take-v1"', "24044 bytes in all"),
+    ],
+    ids=["another-etag", "no-etag", "another-total"],
+)
+async def test_a_resume_answered_from_another_file_starts_over_never_splices(
+    api: ScriptedApi,
+    origin: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: bytes,
+    other: bytes,
+    etag: str | None,
+    why: str,
+) -> None:
+    """The server ignores If-Range: the resume's 206 carries the rest of another file (its
+    own ETag, or none, or another total in Content-Range). The part is discarded and the
+    take fetched whole again: the file kept is the other file, never half of each."""
+    half = len(first) // 2
+    resumed = {"Content-Range": f"bytes {half}-{len(other) - 1}/{len(other)}"}
+    if etag is not None:
+        resumed["ETag"] = etag
+    api.expect(
+        "GET",
+        "/v1/audio",
+        Reply(200, first, {"ETag": '"take-v1"'}, media_type="audio/wav", truncate_at=half),
+        Reply(206, other[half:], resumed, media_type="audio/wav"),
+        Reply(200, other, {"ETag": etag or '"take-v2"'}, media_type="audio/wav"),
+    )
+    with caplog.at_level("WARNING", logger="bygheartd"):
+        async with make_client(origin) as client:
+            got = await client.download("/srv/acestep/api_audio/x.wav", tmp_path / "take")
+    assert [r.headers.get("range") for r in api.requests] == [None, f"bytes={half}-", None]
+    assert api.requests[1].headers["if-range"] == '"take-v1"'
+    assert got.path.read_bytes() == other
+    assert got.sha256 == hashlib.sha256(other).hexdigest() and got.size == len(other)
+    [restarted] = [r.getMessage() for r in caplog.records if "another file" in r.getMessage()]
+    assert why in restarted and "the download starts over" in restarted
+
+
+async def test_a_resume_from_the_same_file_is_kept(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    """The same ETag and total: the 206 continues the part (one GET for each half)."""
+    take = take_wav(8000)
+    half = len(take) // 2
+    same = {"ETag": '"take-v1"', "Content-Range": f"bytes {half}-{len(take) - 1}/{len(take)}"}
+    api.expect(
+        "GET",
+        "/v1/audio",
+        Reply(200, take, {"ETag": '"take-v1"'}, media_type="audio/wav", truncate_at=half),
+        Reply(206, take[half:], same, media_type="audio/wav"),
+    )
+    async with make_client(origin) as client:
+        got = await client.download("/srv/acestep/api_audio/x.wav", tmp_path / "take")
+    assert len(api.requests) == 2 and got.path.read_bytes() == take
+
+
+async def test_a_full_reply_to_a_resume_restarts_from_zero_never_appends(
+    api: ScriptedApi, origin: str, tmp_path: Path
+) -> None:
+    """The server ignores Range and answers 200 with the whole (other) file: it replaces
+    the part instead of being appended to it."""
+    first, other = take_wav(8000), take_wav(-8000)
+    half = len(first) // 2
+    api.expect(
+        "GET",
+        "/v1/audio",
+        Reply(200, first, {"ETag": '"take-v1"'}, media_type="audio/wav", truncate_at=half),
+        Reply(200, other, {"ETag": '"take-v2"'}, media_type="audio/wav"),
+    )
+    async with make_client(origin) as client:
+        got = await client.download("/srv/acestep/api_audio/x.wav", tmp_path / "take")
+    assert api.requests[1].headers["range"] == f"bytes={half}-"
+    assert got.path.read_bytes() == other and got.sha256 == hashlib.sha256(other).hexdigest()
+
+
 async def test_repeated_drops_give_up_and_keep_the_part_for_later(
     api: ScriptedApi, origin: str, tmp_path: Path
 ) -> None:

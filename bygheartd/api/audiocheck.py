@@ -14,7 +14,7 @@ import mmap
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["incomplete", "incomplete_bytes"]
+__all__ = ["impossible", "impossible_bytes", "incomplete", "incomplete_bytes"]
 
 Data = bytes | mmap.mmap
 
@@ -43,6 +43,27 @@ def incomplete_bytes(data: bytes, ext: str) -> str | None:
     if not data:
         return "it is empty"
     return check(data, len(data))
+
+
+def impossible(path: Path, ext: str) -> str | None:
+    """Why the header of the (whole) file at `path` describes no audio anything could play
+    (0 channels, a sample rate of 1 Hz, an unknown sample format); None when it is plausible
+    or says nothing this check reads. Run after `incomplete`."""
+    check = _HEADER_CHECKS.get(ext)
+    if check is None:
+        return None
+    with path.open("rb") as fh:
+        size = fh.seek(0, 2)
+        if size == 0:
+            return None
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return check(data, size)
+
+
+def impossible_bytes(data: bytes, ext: str) -> str | None:
+    """`impossible` for bytes in memory (tests, fuzzing)."""
+    check = _HEADER_CHECKS.get(ext)
+    return check(data, len(data)) if check is not None and data else None
 
 
 def _u16be(data: Data, pos: int) -> int:
@@ -82,6 +103,82 @@ def _wav(data: Data, size: int) -> str | None:
             return f"its {chunk!r} chunk promises {length} bytes, {size - body} arrived"
         pos = body + length + (length & 1)
     return None  # no data chunk: nothing promised (the quality plugin finds it undecodable)
+
+
+# What a take's header may plausibly say. Servers write 44.1 or 48 kHz stereo (ACE-Step:
+# mp3, wav (16-bit), wav32 (32-bit float), flac, opus, aac); the bounds leave room for every
+# usual rate, 8 kHz telephone audio to 384 kHz studio masters, and up to 7.1 surround.
+MIN_RATE = 8_000
+MAX_RATE = 384_000
+MAX_CHANNELS = 8
+_RATES_SAID = f"audio is {MIN_RATE:,} to {MAX_RATE:,} Hz"
+
+# WAVE format codes libsndfile and FFmpeg decode, with the sample sizes each has.
+_PCM, _FLOAT, _ALAW, _MULAW, _EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
+_WAV_BITS = {_PCM: (8, 16, 24, 32), _FLOAT: (32, 64), _ALAW: (8,), _MULAW: (8,)}
+_WAV_FORMATS = {_PCM: "PCM", _FLOAT: "float", _ALAW: "A-law", _MULAW: "mu-law"}
+
+
+def _wav_fmt(data: Data, at: int, length: int) -> str | None:
+    """What is impossible in a `fmt ` chunk whose body starts at `at`."""
+    if length < 16:
+        return f"its fmt chunk is {length} bytes, under the 16 every WAV has"
+    code = int.from_bytes(data[at : at + 2], "little")
+    channels = int.from_bytes(data[at + 2 : at + 4], "little")
+    rate = _u32le(data, at + 4)
+    bits = int.from_bytes(data[at + 14 : at + 16], "little")
+    if code == _EXTENSIBLE:
+        if length < 40:
+            return f"its fmt chunk says WAVE_FORMAT_EXTENSIBLE in {length} bytes, not 40"
+        code = int.from_bytes(data[at + 24 : at + 26], "little")  # the subformat GUID's
+        if code not in (_PCM, _FLOAT):
+            return f"its sample format is unknown (extensible subformat 0x{code:04x})"
+    if code not in _WAV_BITS:
+        return f"its sample format is unknown (format code 0x{code:04x})"
+    if not 1 <= channels <= MAX_CHANNELS:
+        return f"its fmt chunk says {channels} channels (audio has 1 to {MAX_CHANNELS})"
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"its fmt chunk says a sample rate of {rate:,} Hz ({_RATES_SAID})"
+    if bits not in _WAV_BITS[code]:
+        allowed = "/".join(str(b) for b in _WAV_BITS[code])
+        return (
+            f"its fmt chunk says {bits} bits per sample ({_WAV_FORMATS[code]} samples are "
+            f"{allowed} bits)"
+        )
+    return None
+
+
+def _wav_header(data: Data, size: int) -> str | None:
+    """The first `fmt ` chunk must describe audio, and come before the audio; a file with
+    neither (not audio inside) is left to the quality plugin, which finds it undecodable."""
+    pos = 12
+    while pos + 8 <= size:
+        chunk, length = data[pos : pos + 4], _u32le(data, pos + 4)
+        body = pos + 8
+        if chunk == b"fmt ":
+            return _wav_fmt(data, body, min(length, size - body))
+        if chunk == b"data":
+            return "its audio comes before any fmt chunk (nothing says what the samples are)"
+        pos = body + length + (length & 1)
+    return None
+
+
+def _flac_header(data: Data, size: int) -> str | None:
+    """STREAMINFO must come first and, once it says anything, describe audio."""
+    if size < 42:
+        return None
+    if data[4] & 0x7F != 0 or int.from_bytes(data[5:8], "big") != 34:
+        return "its first metadata block is not a STREAMINFO (type 0, 34 bytes)"
+    packed = int.from_bytes(data[18:26], "big")
+    rate, total = packed >> 44, packed & ((1 << 36) - 1)
+    bits = ((packed >> 36) & 0x1F) + 1
+    if rate == 0 and total == 0:
+        return None  # nothing said (a stream written without its STREAMINFO filled in)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        return f"its STREAMINFO says a sample rate of {rate:,} Hz ({_RATES_SAID})"
+    if bits < 4:
+        return f"its STREAMINFO says {bits} bits per sample (FLAC has 4 to 32)"
+    return None
 
 
 # -- FLAC -----------------------------------------------------------------------------
@@ -382,4 +479,12 @@ _CHECKS: dict[str, Callable[[Data, int], str | None]] = {
     ".ogg": _ogg,
     ".opus": _ogg,
     ".m4a": _mp4,
+}
+
+# Header checks: only formats whose header states rate, channels and sample format in fixed
+# places (MPEG, ADTS and Ogg frames do per frame, and a frame that says nothing valid is no
+# frame: `incomplete` and the quality plugin see those).
+_HEADER_CHECKS: dict[str, Callable[[Data, int], str | None]] = {
+    ".wav": _wav_header,
+    ".flac": _flac_header,
 }

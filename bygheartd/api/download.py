@@ -21,7 +21,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from bygheartd.api.audiocheck import incomplete
+from bygheartd.api.audiocheck import impossible, incomplete
 from bygheartd.api.decoding import ACCEPT_ENCODING, ContentDecoder
 from bygheartd.api.errors import (
     DownloadTooLarge,
@@ -283,7 +283,7 @@ class PartState:
 
     def restart(self) -> None:
         self.part.unlink(missing_ok=True)
-        self.hasher, self.size, self.etag = hashlib.sha256(), 0, None
+        self.hasher, self.size, self.etag, self.announced = hashlib.sha256(), 0, None, None
 
 
 def _expected_total(response: httpx.Response, offset: int) -> tuple[int | None, bool]:
@@ -350,6 +350,21 @@ async def fetch_attempt(
         raise TransientError(f"{what}: got {state.size} bytes of {total}")
 
 
+def _another_file(response: httpx.Response, state: PartState, total: int | None) -> str | None:
+    """Why a 206 that resumes the part comes from another file than the one the part was
+    started from (None: nothing says so): its ETag is not the one the part's reply had (a
+    server that ignores If-Range answers with the range of whatever it holds now), or it
+    announces another total size. A 206 without the ETag the part had cannot show that it
+    is the same file, so it counts as another."""
+    etag = response.headers.get("etag")
+    if state.etag is not None and etag != state.etag:
+        now = "no ETag" if etag is None else f"ETag {etag[:80]!r}"
+        return f"{now}, the part's was {state.etag[:80]!r}"
+    if total is not None and state.announced is not None and total != state.announced:
+        return f"{total} bytes in all, the part's file had {state.announced}"
+    return None
+
+
 def _reply_length(response: httpx.Response) -> int | None:
     """The bytes this reply's body promises (a 206 promises its range), when it says so."""
     if response.headers.get("content-encoding", "identity").lower() != "identity":
@@ -414,6 +429,14 @@ async def _stream(
                 state.restart()
                 if not continues:
                     raise TransientError(f"{what}: HTTP 206 for another range; restarting")
+            elif (changed := _another_file(response, state, total)) is not None:
+                # The server ignored If-Range: the rest of another file must never be
+                # spliced onto the part.
+                state.restart()
+                raise TransientError(
+                    f"{what}: HTTP 206 from another file than the part was started from "
+                    f"({changed}): the part is discarded and the download starts over"
+                )
             most, why = ceiling
             if total is not None and total > most:
                 state.restart()
@@ -517,10 +540,13 @@ def _place(part: Path, target: Path) -> None:
 
 
 async def finish(state: PartState, *, what: str) -> DownloadedFile:
-    """Check the completed part (non-empty, real audio, whole) and move it to stem + ext.
+    """Check the completed part (non-empty, real audio, whole, a plausible header) and move
+    it to stem + ext.
 
     "Whole" is what the file's own header promises (audiocheck.py): a file cut short by a
-    Content-Length that lied, or by a proxy that stopped, is refused and fetched again.
+    Content-Length that lied, or by a proxy that stopped, is refused and fetched again. So
+    is one whose header describes no playable audio (0 channels, a rate of 1 Hz, an unknown
+    sample format): no player opens it, and a paid take must not end `done` as one.
     """
     if state.size == 0:
         state.restart()
@@ -539,6 +565,13 @@ async def finish(state: PartState, *, what: str) -> DownloadedFile:
         raise ProtocolError(
             f"{what}: the file is incomplete: {problem} (got {size} bytes{said}): refused, "
             "the download starts again"
+        )
+    problem = await anyio.to_thread.run_sync(impossible, state.part, ext)
+    if problem is not None:
+        state.restart()
+        raise ProtocolError(
+            f"{what}: the server sent a file that does not decode as audio ({problem}): "
+            "refused, the download starts again"
         )
     target = Path(f"{state.stem}{ext}")
     await anyio.to_thread.run_sync(_place, state.part, target)
