@@ -7,6 +7,7 @@ The store persists jobs; everything above it (engine, plugins, CLI, MCP) receive
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -61,6 +62,8 @@ class HoldKind(enum.StrEnum):
 SETTLING = HoldKind.SETTLING
 
 FINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+# The statuses whose `reason` a job record carries: why it waits or stopped.
+REASONED_STATUSES = frozenset({JobStatus.HELD, JobStatus.FAILED, JobStatus.CANCELLED})
 
 _Q, _S, _R = JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING
 _D, _P, _H = JobStatus.DOWNLOADING, JobStatus.PROCESSING, JobStatus.HELD
@@ -135,6 +138,16 @@ def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _stored_time(value: Any) -> datetime | None:
+    """An ISO time a result field holds, or None when it holds none (or no valid one)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -217,24 +230,44 @@ GENERATED_KEYS = ("style", "lyrics", "bpm", "key", "time_signature", "duration",
 
 
 def _known(value: Any) -> Any:
-    """A metas value, or None for the server's "N/A", empty text and non-values."""
+    """A metas value, or None for the server's "N/A", empty text and non-values (a number
+    that is not finite, as a store row written by an older version may hold)."""
     if value is None or isinstance(value, bool | dict | list):
         return None
     if isinstance(value, str):
         text = value.strip()
         return None if not text or text.upper() == "N/A" else text
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def _number(value: Any, *, integer: bool) -> float | int | None:
+    """A positive finite number, or None: "nan", "inf", "1e999" and an int too large for
+    a float are "not reported", like "N/A"."""
     known = _known(value)
     try:
         number = float(known) if known is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    if number is None or number <= 0:
+    if number is None or not math.isfinite(number) or number <= 0:
         return None
     return round(number) if integer else number
+
+
+def finite(value: Any) -> Any:
+    """`value` (decoded JSON) with every float that is not finite (NaN, ±inf) as None.
+
+    What records, sidecars and store rows hold: strict JSON has no such number (SQLite's
+    `json_extract`, PostgreSQL's `json` and a browser's `JSON.parse` refuse the text), so
+    every writer passes its data through here and writes with `allow_nan=False`."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def _text_form(value: Any) -> str:
@@ -326,6 +359,12 @@ class JobResult(Mapping[str, Any]):
     # retake's own takes alone are post-processed, and the two are merged.
     processed_files: tuple[str, ...] = ()
     processed_before: Mapping[str, Any] | None = None
+    # Polls of this running task failing without a break (an unreachable server, a reply
+    # that is not JSON, a 429): since when, the last error, and until when a 429 paused
+    # them. `show` says so, and the deadline's reason names it (engine/polling.py).
+    poll_failing_since: datetime | None = None
+    poll_error: str | None = None
+    polls_paused_until: datetime | None = None
 
     @property
     def earlier_credits(self) -> int:
@@ -372,6 +411,10 @@ class JobResult(Mapping[str, Any]):
             data["processed_files"] = list(self.processed_files)
         if self.processed_before is not None:
             data["processed_before"] = dict(self.processed_before)
+        if self.poll_error is not None:
+            data["poll_error"] = self.poll_error
+            data["poll_failing_since"] = iso(self.poll_failing_since)
+            data["polls_paused_until"] = iso(self.polls_paused_until)
         return data
 
     @classmethod
@@ -413,6 +456,9 @@ class JobResult(Mapping[str, Any]):
                 if isinstance(data.get("processed_before"), Mapping)
                 else None
             ),
+            poll_failing_since=_stored_time(data.get("poll_failing_since")),
+            poll_error=str(data["poll_error"]) if isinstance(data.get("poll_error"), str) else None,
+            polls_paused_until=_stored_time(data.get("polls_paused_until")),
         )
 
     def generated(self, request: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -540,7 +586,9 @@ class Job:
             "title": self.title,
             "model": self.model,
             "task_id": self.task_id,
-            "reason": self.reason,
+            # Why it is held, failed or cancelled (DESIGN): a done job's last line ("2
+            # file(s) in ...") stays in its history, never here.
+            "reason": self.reason if self.status in REASONED_STATUSES else None,
             "resumes_at": iso(self.resumes_at),
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,

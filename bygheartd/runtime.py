@@ -35,6 +35,7 @@ from bygheartd.hooks.host import PluginHost, PluginInfo, PluginSettings
 from bygheartd.jobs import ACTIVE_STATUSES, JobStatus
 from bygheartd.service.service import SongService, open_service
 from bygheartd.store.opening import open_store
+from bygheartd.store.state_folder import prepare_state_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ __all__ = [
     "open_store",
     "plugin_name_problems",
     "plugin_settings",
+    "prepare_state_folder",
 ]
 
 
@@ -140,6 +142,8 @@ class Runtime:
         self.role = role
         self.want_engine = engine
         self.release_when_idle = release_when_idle
+        # The engine lock lives there whichever store the config names.
+        prepare_state_folder(self.config)
         self.store = open_store(self.config)
         self.service = SongService(self.live, self.store, engine=self, plugins=self._plugins)
         self.lock = EngineLock(self.config.state_dir)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-Action = Literal["drip", "stall", "redirect", "refuse", "reply", "lie_length", "gzip"]
+Action = Literal["drip", "stall", "redirect", "refuse", "reply", "lie_length", "gzip", "edit"]
 Body = bytes | Callable[[], Iterable[bytes]]
 
 
@@ -42,7 +42,9 @@ class Rule:
       held whole); with `content_length` None the body ends when the connection closes;
     - `lie_length`: the server's reply with its Content-Length replaced by `content_length`
       (the whole body still sent);
-    - `gzip`: the server's reply, its body gzip-encoded (Content-Encoding: gzip).
+    - `gzip`: the server's reply, its body gzip-encoded (Content-Encoding: gzip);
+    - `edit`: the server's reply, its body passed through `edit` (a NaN put into a poll
+      reply, a status changed): a server that answers the right task with a wrong value.
 
     `sent` counts the body bytes the rule's replies put on the socket (`reply`).
 
@@ -64,12 +66,18 @@ class Rule:
     headers: dict[str, str] = field(default_factory=dict)
     body: Body = b""
     content_length: int | None = None
+    edit: Callable[[bytes], bytes] | None = None
+    # Only requests whose body holds these bytes (a poll whose id list holds one task's id);
+    # may be set while the proxy runs, once the id is known.
+    body_match: bytes = b""
     hits: int = 0
     pinned: str | None = None
     sent: int = 0
 
     def takes(self, line: str, body: bytes = b"") -> bool:
         if self.match not in line or (self.times is not None and self.hits >= self.times):
+            return False
+        if self.body_match and self.body_match not in body:
             return False
         if self.first_target_only or self.first_body_only:
             key = line + "\n" + body.decode("latin-1") if self.first_body_only else line
@@ -179,7 +187,7 @@ class MisbehavingProxy:
             await self._reply(writer, rule)
             return
         reply = await self._forward(method, target, headers, body)
-        if rule is not None and rule.action in ("lie_length", "gzip"):
+        if rule is not None and rule.action in ("lie_length", "gzip", "edit"):
             writer.write(_rewritten(reply, rule))
             await writer.drain()
             return
@@ -237,8 +245,8 @@ class MisbehavingProxy:
 
 
 def _rewritten(reply: bytes, rule: Rule) -> bytes:
-    """The upstream's reply with its Content-Length lying (`lie_length`) or its body
-    gzip-encoded (`gzip`)."""
+    """The upstream's reply with its Content-Length lying (`lie_length`), its body
+    gzip-encoded (`gzip`) or changed by the rule (`edit`)."""
     head, _, body = reply.partition(b"\r\n\r\n")
     status, *lines = head.decode("latin-1").split("\r\n")
     assert not any(line.lower().startswith("transfer-encoding") for line in lines), lines
@@ -246,6 +254,10 @@ def _rewritten(reply: bytes, rule: Rule) -> bytes:
     if rule.action == "gzip":
         body = gzip.compress(body)
         kept.append("Content-Encoding: gzip")
+        length = len(body)
+    elif rule.action == "edit":
+        assert rule.edit is not None
+        body = rule.edit(body)
         length = len(body)
     else:
         assert rule.content_length is not None

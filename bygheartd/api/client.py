@@ -53,7 +53,7 @@ from bygheartd.api.errors import (
     error_for_transport,
     redact,
 )
-from bygheartd.api.jsonsafe import TooDeep, read_json
+from bygheartd.api.jsonsafe import TooDeep, nulled_note, read_json
 from bygheartd.api.replies import ReplyLimits, ReplyTooLarge, read_body, with_body
 from bygheartd.api.results import (
     Submitted,
@@ -61,6 +61,7 @@ from bygheartd.api.results import (
     TaskState,
     parse_task_entry,
     reported_seconds,
+    task_id_problem,
 )
 from bygheartd.errors import ConfigError
 
@@ -94,6 +95,9 @@ Backend = Literal["bygheart", "acestep"]
 # How many takes' reported durations a client remembers between the poll that reported
 # them and their download (the bound on what a download may decode to).
 _REMEMBERED_TAKES = 4096
+# A submit reply's `queue_position` past this says nothing about a wait (ACE-Step's queue
+# holds 200 tasks by default, `queue_maxsize`): it is ignored, never turned into a time.
+MAX_QUEUE_POSITION = 10_000
 
 
 @dataclass(frozen=True)
@@ -354,8 +358,9 @@ class BygheartClient:
         secret = self._key.reveal()
         if not response.is_success:
             raise error_for_response(response, what=what, secret=secret)
+        nulled: list[str] = []
         try:
-            body = read_json(response.content)
+            body = read_json(response.content, nulled=nulled)
         except TooDeep as exc:
             raise ProtocolError(f"{what}: HTTP {response.status_code}: {exc}") from None
         except ValueError:
@@ -366,6 +371,8 @@ class BygheartClient:
             ) from None
         if not isinstance(body, dict):
             raise ProtocolError(f"{what}: reply is a JSON {type(body).__name__}, not an object")
+        if nulled:
+            log.warning("%s: %s", what, nulled_note("the reply", nulled))
         code = body.get("code")
         if not isinstance(code, int) or isinstance(code, bool):
             # No usable code: an `error` with no `data` is still an error (a wrapper's shape).
@@ -449,6 +456,9 @@ class BygheartClient:
                 task_id = data.get("task_id") if isinstance(data, dict) else None
                 if not isinstance(task_id, str) or not task_id:
                     raise ProtocolError(f"{what}: reply has no task_id")
+                problem = task_id_problem(task_id)
+                if problem is not None:
+                    raise ProtocolError(f"{what}: {problem}: not a task id bygheartd can use")
             except ProtocolError as exc:
                 # A 2xx we cannot read (or that was too large to read) may still have
                 # created a task.
@@ -458,6 +468,8 @@ class BygheartClient:
                 position = data.get("queue_position")
                 if isinstance(position, bool) or not isinstance(position, int):
                     position = None
+                elif not 0 <= position <= MAX_QUEUE_POSITION:
+                    position = None  # no queue is that long: a position that says nothing
                 return Submitted(task_id=task_id, queue_position=position)
             raise TransientError(
                 message + " (the task may or may not exist)",

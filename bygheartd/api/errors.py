@@ -19,6 +19,20 @@ from bygheartd.errors import BygheartdError
 
 _MAX_MESSAGE_CHARS = 300
 
+# A server's `Retry-After` is data, bounded here and nowhere else (F3/F4 of the audit:
+# ten years paused every submission, 1e12 overflowed `datetime`). Parsed values stop at
+# RETRY_AFTER_PARSE_LIMIT, which any `timedelta`/`datetime` holds; each use then waits at
+# most its own ceiling (`bounded_wait`) and says so when the server asked for longer.
+RETRY_AFTER_PARSE_LIMIT = 10 * 366 * 86400.0
+# A plain rate limit, a full queue or a busy download: at most an hour.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+# `credit_limit_reached`: the server's cap resets at 00:00 UTC (daily) or on the 1st of the
+# month (monthly, API.md / docs/simulator.md), so a month and a day at most.
+MAX_CREDIT_WAIT_SECONDS = 32 * 86400.0
+# Polls are free: a rate-limited poll waits a few minutes at most (`poll_pause_ceiling`).
+MAX_POLL_PAUSE_SECONDS = 300.0
+POLL_PAUSE_FACTOR = 4.0
+
 
 class ApiError(BygheartdError):
     """Base of every error that comes from talking to the API."""
@@ -162,15 +176,52 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        if not math.isfinite(seconds):
+            return None
+        return min(max(0.0, seconds), RETRY_AFTER_PARSE_LIMIT)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, when.timestamp() - current), RETRY_AFTER_PARSE_LIMIT)
+
+
+def duration_words(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h`, `3650 days`: how long a wait is, for a reason."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def bounded_wait(asked: float | None, ceiling: float) -> tuple[float | None, str]:
+    """The server's `Retry-After` (None: it gave none) kept within `ceiling` seconds, and a
+    note for the reason when it asked for longer (empty otherwise): a hostile or broken
+    server may ask for years, and no wait it names may pause the daemon past `ceiling`."""
+    if asked is None:
+        return None, ""
+    if not math.isfinite(asked) or asked > ceiling:
+        if not math.isfinite(asked) or asked >= RETRY_AFTER_PARSE_LIMIT:
+            shown = f"over {duration_words(RETRY_AFTER_PARSE_LIMIT)}"
+        else:
+            shown = duration_words(asked)
+        return ceiling, (
+            f"the server asked to wait {shown} (Retry-After); waiting at most "
+            f"{duration_words(ceiling)}"
+        )
+    return max(0.0, asked), ""
+
+
+def poll_pause_ceiling(poll_max_seconds: float) -> float:
+    """The longest a poll's 429 pauses polling: a few poll intervals, never over five
+    minutes (the tasks keep running on the server, and their deadline keeps counting)."""
+    return max(1.0, min(MAX_POLL_PAUSE_SECONDS, POLL_PAUSE_FACTOR * poll_max_seconds))
 
 
 def _rate_limit_reason(body: Any, message: str) -> str:

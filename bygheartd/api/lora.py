@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bygheartd.api.results import finite_number
+
 __all__ = [
     "LoraStatus",
     "adapter_name",
@@ -90,9 +92,7 @@ def parse_lora_status(data: Mapping[str, Any]) -> LoraStatus:
         enabled=data.get("use_lora") is True,
         adapters=tuple(n for n in names if n),
         active=active if isinstance(active, str) and active else None,
-        scale=float(scale)
-        if isinstance(scale, int | float) and not isinstance(scale, bool)
-        else None,
+        scale=finite_number(scale),
     )
 
 

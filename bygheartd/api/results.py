@@ -2,19 +2,40 @@
 
 `result` arrives as a JSON string of a list (decoded a second time), any key may be
 missing, and a success without a file is a failure: all of that is settled here.
+
+The top-level `status` is one of the integers 0, 1 and 2 (or their digits as text); any
+other value, a JSON boolean included (Python's `True == 1`), is a protocol error, never
+read as a success. A task id is text of at most MAX_TASK_ID characters with no control
+character: the ids of API.md are 36-character UUIDs, and an id is sent back in every poll
+and shown in every record.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bygheartd.api.errors import ProtocolError
-from bygheartd.api.jsonsafe import TooDeep, read_json
+from bygheartd.api.jsonsafe import TooDeep, nulled_note, read_json
 from bygheartd.jobs import Take
+
+# Generous for any id scheme (a UUID is 36 characters, a URL-safe digest well under 100);
+# an id is echoed in every poll and shown in `show`, so one of megabytes is refused.
+MAX_TASK_ID = 256
+STATUSES = {0, 1, 2}
+
+
+def task_id_problem(task_id: str) -> str | None:
+    """Why a submit reply's task id cannot be used (too long, control characters), or None."""
+    if len(task_id) > MAX_TASK_ID:
+        return f"the task_id is {len(task_id)} characters long (at most {MAX_TASK_ID})"
+    if any(not ch.isprintable() for ch in task_id):
+        return "the task_id holds control or invisible characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,16 +61,24 @@ class TaskResult:
     progress_text: str | None = None
     # An analysis task's answer (`full_analysis_only`): the raw element, and no file.
     analysis: Mapping[str, Any] | None = None
+    # What the reply held that was changed to be used (a NaN read as null), for the record.
+    notes: tuple[str, ...] = ()
 
 
 def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A number a server sent, as a finite float; None for anything else (a boolean,
+    whose `True` Python counts as 1, an int too large for a float, NaN, text)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def reported_seconds(metas: Mapping[str, Any]) -> float | None:
@@ -61,19 +90,20 @@ def reported_seconds(metas: Mapping[str, Any]) -> float | None:
             value = float(value.strip()) if len(value) < 32 else None
         except ValueError:
             return None
-    seconds = _number(value)
+    seconds = finite_number(value)
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         return None
     return seconds
 
 
-def _decode_result(task_id: str, raw: Any) -> list[dict[str, Any]]:
-    """The `result` list: a JSON string (decoded a second time) or an already-decoded list."""
+def _decode_result(task_id: str, raw: Any, nulled: list[str]) -> list[dict[str, Any]]:
+    """The `result` list: a JSON string (decoded a second time) or an already-decoded list.
+    Numbers JSON has no place for (NaN) are read as None and named in `nulled`."""
     if raw is None or raw == "":
         return []
     if isinstance(raw, str):
         try:
-            raw = read_json(raw)
+            raw = read_json(raw, nulled=nulled)
         except TooDeep as exc:
             raise ProtocolError(f"task {task_id}: `result`: {exc}") from None
         except ValueError:
@@ -111,14 +141,30 @@ def _outputs(elements: list[dict[str, Any]]) -> list[Take]:
     return outputs
 
 
+def _shown(value: Any) -> str:
+    """A status as the reply wrote it (`true`, `null`, `"done"`), short."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**12:
+        return "a huge number"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
     """One `query_result` entry as a TaskResult; the top-level `status` is what counts."""
     task_id = str(entry.get("task_id", ""))
-    elements = _decode_result(task_id, entry.get("result"))
+    nulled: list[str] = []
+    elements = _decode_result(task_id, entry.get("result"), nulled)
     outputs = _outputs(elements)
-    status = entry.get("status", 0)
+    status = entry.get("status", 0)  # absent: queued or running (with elements), else unknown
     if isinstance(status, str) and status.strip() in ("0", "1", "2"):
         status = int(status)
+    if isinstance(status, bool) or not isinstance(status, int) or status not in STATUSES:
+        raise ProtocolError(
+            f"task {task_id[:MAX_TASK_ID]}: `status` is {_shown(status)}, not one of 0, 1 or 2"
+        )
     # An analysis answers with a raw dict and no file: a success without audio, by design.
     analysis = next((e for e in elements if "status_message" in e and not e.get("file")), None)
     if status == 1:
@@ -129,7 +175,9 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
         state = TaskState.QUEUED_OR_RUNNING
     else:
         state = TaskState.UNKNOWN
-    progress = next((p for e in elements if (p := _number(e.get("progress"))) is not None), None)
+    progress = next(
+        (p for e in elements if (p := finite_number(e.get("progress"))) is not None), None
+    )
     stage = next((s for e in elements if (s := _opt_str(e.get("stage")))), None)
     return TaskResult(
         task_id=task_id,
@@ -139,4 +187,17 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
         stage=stage,
         progress_text=_opt_str(entry.get("progress_text")),
         analysis=analysis if status == 1 else None,
+        notes=(nulled_note("the server's result", nulled),) if nulled else (),
+    )
+
+
+def keep_asked(takes: tuple[Take, ...], asked: int | None) -> tuple[tuple[Take, ...], str | None]:
+    """At most the `asked` takes a success may hold (API.md: "`batch_size` outputs,
+    possibly fewer"), the first ones; with a warning naming how many more the server sent."""
+    if asked is None or asked < 1 or len(takes) <= asked:
+        return takes, None
+    extra = len(takes) - asked
+    return takes[:asked], (
+        f"the server sent {len(takes)} files for {asked} take{'s' if asked != 1 else ''} "
+        f"asked: the first {asked} kept, {extra} more ignored"
     )

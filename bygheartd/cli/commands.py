@@ -23,6 +23,7 @@ from bygheartd.cli.display import (
 from bygheartd.config import Config
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus, Origin, iso
+from bygheartd.service.progress import WAITING, record_eta
 
 if TYPE_CHECKING:  # imported when used: `bygheartd list` must start fast
     from rich.console import Console
@@ -138,8 +139,15 @@ async def list_command(
         charged = await service.charged(jobs)
         counts = await service.counts() if limit is not None and len(jobs) == limit else {}
         albums = await service.albums(limit) if not as_json and statuses is None else []
+        waiting = as_json and any(j.status in WAITING for j in jobs)
+        queue = await service.line() if waiting else None
     if as_json:
-        print_json([j.as_record() | {"charged": charged[j.id]} for j in jobs])
+        print_json(
+            [
+                j.as_record() | {"charged": charged[j.id], "eta_seconds": record_eta(j, queue)}
+                for j in jobs
+            ]
+        )
     elif not jobs:
         print("no jobs yet: `bygheartd submit song.txt` or drop a song file into the inbox")
     else:
@@ -173,10 +181,14 @@ async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = 
             return
         history = await service.history(job)
         charged = (await service.charged([job]))[job.id]
+        line = await service.line() if job.status in WAITING else None
+        sent = await service.sent(job) if as_json else None
     if as_json:
         record = job.as_record()
+        record["eta_seconds"] = record_eta(job, line)
         record["charged"] = charged
         record["request"] = job.request
+        record["sent"] = sent  # the body its last submission POSTed (null before one)
         if (generated := job.generated()) is not None:
             record["generated"] = generated  # what the model wrote, when it differs
         record["history"] = [e.as_record() for e in history]
@@ -184,7 +196,7 @@ async def show_command(config: Config, ref: str, as_json: bool, *, wide: bool = 
             record["polls"] = polls  # polls failing since when, and why
         print_json(record)
     else:
-        print_job_detail(_console(), job, history, charged=charged, wide=wide)
+        print_job_detail(_console(), job, history, charged=charged, wide=wide, line=line)
 
 
 async def change_command(config: Config, ref: str, action: str) -> None:

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bygheartd.jobs import Event, Job, JobStatus, utcnow
+from bygheartd.jobs import Event, Job, JobStatus, finite, iso, utcnow
 from bygheartd.safetext import visible
-from bygheartd.service.progress import estimate
+from bygheartd.service.progress import Line, estimate
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for `--json`
     from rich.console import Console, ConsoleOptions, Group, RenderResult
@@ -33,12 +33,16 @@ STATUS_STYLE = {
 
 def print_json(value: Any) -> None:
     """One object indented; a list one element per line, which `json` writes with its C
-    encoder (`indent` falls back to the pure-Python one: seconds for 10,000 jobs)."""
+    encoder (`indent` falls back to the pure-Python one: seconds for 10,000 jobs).
+    Strict JSON: a NaN an older version stored prints as null (`jobs.finite`)."""
+    value = finite(value)
     if isinstance(value, list) and value:
-        lines = ",\n".join("  " + json.dumps(item, ensure_ascii=False) for item in value)
+        lines = ",\n".join(
+            "  " + json.dumps(item, ensure_ascii=False, allow_nan=False) for item in value
+        )
         sys.stdout.write(f"[\n{lines}\n]\n")
     else:
-        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -86,11 +90,15 @@ def shown_lines(value: object) -> str:
     return escape(visible(str(value)))
 
 
-def status_text(job: Job, *, brief: bool = False) -> str:
+def status_text(job: Job, *, brief: bool = False, line: Line | None = None) -> str:
     """The status word, with the shared progress estimate while the song is made (the
     figure the `submit --wait` bars and the library page show); `brief`: the percentage
-    without the time left (a listing's narrow column)."""
+    without the time left (a listing's narrow column). With the queue's `line`, a waiting
+    song gets its time left too."""
     text = job.status.value
+    waiting = estimate(job, line=line).text() if line is not None else ""
+    if waiting and job.status in (JobStatus.QUEUED, JobStatus.SUBMITTING):
+        text += f" {waiting}"
     if job.status in (JobStatus.RUNNING, JobStatus.DOWNLOADING, JobStatus.PROCESSING):
         found = estimate(job)
         extra = found.percent_text() if brief else found.text()
@@ -193,8 +201,25 @@ def _status_cell(job: Job) -> str:
     return f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job, brief=True)}[/]"
 
 
+def poll_trouble(job: Job) -> str | None:
+    """`polls failing since T: reason` (and until when a 429 paused them) for a running
+    job whose polls fail, else None."""
+    result = job.result
+    if job.status is not JobStatus.RUNNING or result.poll_error is None:
+        return None
+    text = f"failing since {iso(result.poll_failing_since)}: {result.poll_error}"
+    if result.polls_paused_until is not None:
+        text += f"; polling paused until {iso(result.polls_paused_until)} (server's Retry-After)"
+    return text
+
+
 def job_detail(
-    job: Job, history: list[Event], *, charged: int | None = None, wide: bool = False
+    job: Job,
+    history: list[Event],
+    *,
+    charged: int | None = None,
+    wide: bool = False,
+    line: Line | None = None,
 ) -> Group:
     """`show`: the job's facts, the lyrics the model wrote and its history. Fitted to the
     terminal, or with `wide` every value on its lines whole, for copying a path or a reason
@@ -209,7 +234,7 @@ def job_detail(
     facts.add_column(overflow="fold", no_wrap=wide)
     rows: list[tuple[str, str]] = [
         ("id", job.id),
-        ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job)}[/]"),
+        ("status", f"[{STATUS_STYLE.get(job.status, '')}]{status_text(job, line=line)}[/]"),
         ("title", shown(job.title)),
         ("model", shown(job.model or "(backend default)")),
         ("credits", credits_cell(job, charged)),
@@ -226,6 +251,8 @@ def job_detail(
         rows.append(("archived as", shown(job.archived_as)))
     if job.reason:
         rows.append(("reason", shown(job.reason)))
+    if (polls := poll_trouble(job)) is not None:
+        rows.append(("polls", shown(polls)))
     keeper = job.keeper_record()
     for f in job.files:
         mark = ""
@@ -314,12 +341,13 @@ def print_job_detail(
     *,
     charged: int | None = None,
     wide: bool = False,
+    line: Line | None = None,
 ) -> None:
     """`show`, fitted to the terminal, or with `wide` on a console as wide as its longest
     line, so that nothing is cut or wrapped."""
     from rich.table import Table
 
-    detail = job_detail(job, history, charged=charged, wide=wide)
+    detail = job_detail(job, history, charged=charged, wide=wide, line=line)
     if wide:
         needed = [
             natural_width(part.table() if isinstance(part, History) else part)

@@ -20,6 +20,7 @@ from bygheartd.service.store_care import (
     check_shared_store,
     check_store,
     migrate_store,
+    not_strict_line,
     plan_restore,
     restore_store,
     store_file,
@@ -46,6 +47,8 @@ def check_command(config: Config) -> int:
             f"job store {health.path}: OK (integrity check passed: {_jobs(health.jobs)}, "
             f"schema {health.schema_version}, {_size(health.size)})"
         )
+        if health.not_strict:
+            print(f"  note: {not_strict_line(health.not_strict, len(health.not_strict))}")
     else:
         print(f"job store {health.path}: DAMAGED: {health.problem}")
         for line in health.problems[1:MAX_PROBLEMS]:
@@ -145,6 +148,8 @@ def _shared_check(report: SharedStoreReport) -> int:
     )
     if statuses:
         print(f"  jobs: {statuses}")
+    if health.not_strict:
+        print(f"  note: {not_strict_line(health.not_strict, len(health.not_strict))}")
     if not health.engines:
         print("engines: none registered (each `bygheartd run` on this store registers itself)")
     else:

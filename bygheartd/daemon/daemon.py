@@ -61,7 +61,11 @@ class Daemon:
 
     async def run(self) -> int:
         from bygheartd.folders.checks import check_folders
+        from bygheartd.runtime import prepare_state_folder
 
+        # Refused before anything else: nothing works without the store (a StoreError
+        # says which folder and what to do).
+        prepare_state_folder(self.config)
         problems = check_folders(self.config)
         for problem in problems:
             log.warning("%s", problem)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bygheartd.jobs import Album, Job, JobFile, JobStatus, iso, utcnow
+from bygheartd.jobs import Album, Job, JobFile, JobStatus, finite, iso, utcnow
 from bygheartd.store.boundary import JobStore
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def write_album_files(album: Album, jobs: Sequence[Job], folder: Path, plugins: 
     document = album_document(album, jobs)
     if plugins:
         document["plugins"] = plugins
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(finite(document), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     # album.json last: once it says a track is done, the playlist already has it.
     _write_atomically(folder / playlist_name(album), playlist_text(album, jobs, folder))
     _write_atomically(folder / ALBUM_JSON, text)
@@ -237,7 +237,9 @@ def _sidecar_files(path: Path, files: list[JobFile], folder: Path) -> None:
     except (OSError, ValueError):
         return
     data["files"] = [f.stored(relative_to=folder) for f in files]
-    _write_atomically(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    _write_atomically(
+        path, json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
 
 
 _locks: dict[tuple[int, str], asyncio.Lock] = {}

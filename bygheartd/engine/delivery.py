@@ -21,6 +21,7 @@ from typing import Any
 
 from bygheartd import catalog
 from bygheartd.api.errors import (
+    MAX_RETRY_AFTER_SECONDS,
     ApiError,
     AuthError,
     RateLimited,
@@ -45,14 +46,25 @@ from bygheartd.engine.retakes import (
 )
 from bygheartd.engine.stems import stem_base, stems_folder
 from bygheartd.folders.moves import write_new_text
-from bygheartd.jobs import Event, HoldKind, Job, JobFile, JobResult, JobStatus, iso, utcnow
+from bygheartd.jobs import (
+    Event,
+    HoldKind,
+    Job,
+    JobFile,
+    JobResult,
+    JobStatus,
+    finite,
+    iso,
+    utcnow,
+)
+from bygheartd.songs.request import without_secrets
 from bygheartd.store.errors import StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
 
 DISK_RETRY_SECONDS = 60.0
-# A Retry-After beyond this is not believed (a bad header must not park a song for days).
-MAX_RETRY_AFTER_SECONDS = 3600.0
+# A Retry-After beyond MAX_RETRY_AFTER_SECONDS (api/errors.py, where every server wait is
+# bounded) is not believed: a bad header must not park a song for days.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.EACCES}
 
 
@@ -399,10 +411,13 @@ class Delivery:
             return  # made again: the retake's takes come back to this stage
         job = await self._copy_keeper(checked)
         output = job.output_folder(self.parts.config.folders.output)
+        # The body the last submission POSTed: the engine stores it (plugins' changes
+        # included) before the POST, and nothing changes it while the job is processing.
+        sent = without_secrets(await self.parts.store.api_body(job.id))
 
         def write_sidecar(done: Job, history: list[Event]) -> None:
             # Inside the transaction that commits `done`, from exactly what it commits.
-            self._write_sidecar(done, self._sidecar(done, history))
+            self._write_sidecar(done, self._sidecar(done, history, sent))
 
         done = await self.lifecycle.finish(
             job, f"{len(job.files)} file(s) in {output}", write_sidecar
@@ -467,8 +482,12 @@ class Delivery:
             job.id, expect={JobStatus.PROCESSING}, result=job.result.but(keeper_copy=copy)
         )
 
-    def _sidecar(self, job: Job, events: list[Event]) -> dict[str, Any]:
-        """The sidecar of a job as committed `done` (its history ends with that line)."""
+    def _sidecar(
+        self, job: Job, events: list[Event], sent: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The sidecar of a job as committed `done` (its history ends with that line).
+        `request` is the song request (song-file names, after plugins); `sent` the
+        `/release_task` body its last submission POSTed."""
         output = job.output_folder(self.parts.config.folders.output)
         history = [e.as_record() for e in events]
         generated = job.generated()
@@ -484,6 +503,7 @@ class Delivery:
             "title": job.title,
             "model": job.model,
             "request": job.request,
+            "sent": sent,
             # Every submission's cost: a retake paid again.
             "credits": job.credits + job.result.earlier_credits,
             "seeds": job.result.seeds,
@@ -508,7 +528,9 @@ class Delivery:
     def _write_sidecar(self, job: Job, sidecar: dict[str, Any]) -> None:
         assert job.base_name is not None
         path = job.output_folder(self.parts.config.folders.output) / f"{job.base_name}.json"
-        write_new_text(path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+        write_new_text(
+            path, json.dumps(finite(sidecar), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        )
 
 
 def _gate_keeper(result: JobResult, job: Job) -> JobResult:

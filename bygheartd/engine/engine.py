@@ -13,19 +13,22 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bygheartd.api.client import BygheartClient
 from bygheartd.api.errors import (
+    MAX_CREDIT_WAIT_SECONDS,
+    MAX_RETRY_AFTER_SECONDS,
     ApiError,
     AuthError,
     ProtocolError,
     RateLimited,
     RejectedError,
     TransientError,
+    bounded_wait,
 )
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget
@@ -41,7 +44,13 @@ from bygheartd.jobs import HoldKind, Job, JobStatus, utcnow
 from bygheartd.songs.request import RequestRules, SongRequest
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.engines import EngineInfo
-from bygheartd.store.errors import OverBudget, ServerFull, StaleTransition, StoreError
+from bygheartd.store.errors import (
+    JobNotFound,
+    OverBudget,
+    ServerFull,
+    StaleTransition,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,28 @@ AUTH_RECHECK_SECONDS = 600.0
 STORE_WATCH_SECONDS = 0.25
 # At most this many jobs waiting for a server with their model are looked past per submit.
 MAX_MODEL_WAITING = 100
+
+
+@dataclass
+class _SubmitStep:
+    """How far one submit got, for the error path (`Engine._rescue`): whether the POST
+    went out, the error the server answered with (then nothing was created, unless the
+    answer itself was unreadable or lost), and the task id once one exists."""
+
+    sent: bool = False
+    answer: ApiError | None = None
+    task_id: str | None = None
+
+    @property
+    def nothing_made(self) -> bool:
+        """True when provably no task exists: never sent, or refused by a readable answer
+        (a 429, 401, 4xx, a gateway's 5xx)."""
+        if not self.sent:
+            return True
+        answer = self.answer
+        if answer is None or isinstance(answer, ProtocolError):
+            return False
+        return not (isinstance(answer, TransientError) and answer.outcome_unknown)
 
 
 class Engine:
@@ -487,11 +518,53 @@ class Engine:
             log.error("a submit task failed unexpectedly: %r", exc)
 
     async def _submit(self, job: Job, body: dict[str, Any]) -> None:
+        step = _SubmitStep()
+        try:
+            await self._submit_once(job, body, step)
+        except Exception as exc:  # a bug, or a server's value no code expected
+            log.exception("submit of job %s failed unexpectedly", job.id)
+            await self._rescue(job, exc, step)
+        finally:
+            self._changed()
+
+    async def _rescue(self, job: Job, exc: Exception, step: _SubmitStep) -> None:
+        """No job is left in `submitting` by an error the submit did not expect (a restart
+        would fail it as "outcome unknown", its credits counted): what the submit got to
+        decides, through the lifecycle like every other move. A job that moved on (it was
+        recorded `running`, or cancelled) is left alone: the error is logged."""
+        try:
+            current = await self.store.get(job.id)
+        except JobNotFound:
+            return
+        if current.status is not JobStatus.SUBMITTING:
+            return
+        what = f"internal error while submitting: {type(exc).__name__}: {exc}"
+        if step.task_id is not None:  # made and paid for, but not recorded
+            await self.lifecycle.fail(
+                current,
+                f"{what}; the server made task {step.task_id}, which may be charged: check "
+                "your account before `bygheartd retry`",
+                refund=False,
+            )
+        elif step.nothing_made:  # the server answered (a 429, say): no task, no charge
+            answer = f" (the server answered: {step.answer})" if step.answer is not None else ""
+            await self._retry_later(current, what + answer, refund=True)
+        else:
+            await self._outcome_unknown(current, what)
+
+    async def _submit_once(self, job: Job, body: dict[str, Any], step: _SubmitStep) -> None:
         client = self.parts.pool.client_for(job.server)
         try:
             source_audio = await self._source_audio(job)
             reference_audio = await self._source_audio(job, "reference_audio")
-            submitted = await client.submit(body, src_audio=source_audio, ref_audio=reference_audio)
+            step.sent = True
+            try:
+                submitted = await client.submit(
+                    body, src_audio=source_audio, ref_audio=reference_audio
+                )
+            except ApiError as exc:
+                step.answer = exc
+                raise
         except AuthError as exc:  # 401, and 403 (PlanError) with its "upgrade your plan"
             await self._auth_problem(job, f"{exc} ({self._key_hint()})")
         except RateLimited as exc:
@@ -509,10 +582,8 @@ class Engine:
             await self.lifecycle.fail(job, f"the API refused the request: {exc}")
         except OSError as exc:
             await self.lifecycle.fail(job, f"cannot read the source audio: {exc}")
-        except Exception as exc:  # a bug must not strand the job in `submitting`
-            log.exception("submit of job %s failed", job.id)
-            await self._outcome_unknown(job, f"internal error while submitting: {exc}")
         else:
+            step.task_id = submitted.task_id
             try:
                 job = await self._record_submitted(job, submitted.task_id)
             except StaleTransition:
@@ -523,8 +594,6 @@ class Engine:
             if self.plugins is not None:
                 failures = await self.plugins.after_submit(job, submitted.task_id)
                 await self.lifecycle.record_hook_failures(job.id, failures)
-        finally:
-            self._changed()
 
     async def _record_submitted(self, job: Job, task_id: str) -> Job:
         """The task exists on the server (and is paid for): its id must reach the store.
@@ -619,16 +688,27 @@ class Engine:
         log.error("%s; submissions paused until the key or plan changes", reason)
 
     async def _rate_limited(self, job: Job, exc: RateLimited) -> None:
-        wait = (
-            float(exc.retry_after) if exc.retry_after is not None else self._backoff(job.attempts)
-        )
-        until = utcnow() + timedelta(seconds=wait)
-        self._submit_paused_until = until
-        if exc.reason == "credit_limit_reached":
+        """Nothing was created: the job waits (refunded) for the server's `Retry-After`,
+        within a ceiling (api/errors.py): the server's credit cap may last until its plan
+        resets (a month at most), any other 429 an hour at most."""
+        credit = exc.reason == "credit_limit_reached"
+        ceiling = MAX_CREDIT_WAIT_SECONDS if credit else MAX_RETRY_AFTER_SECONDS
+        asked, note = bounded_wait(exc.retry_after, ceiling)
+        wait = asked if asked is not None else min(ceiling, self._backoff(job.attempts))
+        now = utcnow()
+        until = now + timedelta(seconds=wait)
+        # The server's credit cap holds every song alike (and the budget holds them too);
+        # another 429 pauses this engine's other songs no longer than a retry's backoff
+        # ceiling: sent then, each gets its own answer (and its own hold, if any).
+        pause = wait if credit else min(wait, self.config.queue.retry_max_seconds)
+        self._submit_paused_until = now + timedelta(seconds=pause)
+        if credit:
             await self.budget.server_capped_until(until)
             reason = f"the server's credit limit is reached: {exc}"
         else:
             reason = f"rate limited by the API: {exc}"
+        if note:
+            reason += f" ({note})"
         await self.lifecycle.hold(
             job, HoldKind.RATE, reason, until, expect={JobStatus.SUBMITTING}, refund=True
         )

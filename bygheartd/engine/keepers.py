@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bygheartd.folders.moves import copy_no_clobber, write_new_text
-from bygheartd.jobs import Job, JobFile, JobResult
+from bygheartd.jobs import Job, JobFile, JobResult, finite
 
 GATE = "gate"
 PERSON = "person"
@@ -60,7 +60,9 @@ def set_in_sidecar(path: Path, keeper: str, keeper_by: str) -> None:
     except (OSError, ValueError):
         return  # no sidecar to correct (removed by hand): the store still knows
     data["keeper"], data["keeper_by"] = keeper, keeper_by
-    write_new_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_new_text(
+        path, json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )
 
 
 def place_copy(job: Job, folder: Path) -> dict[str, Any] | None:

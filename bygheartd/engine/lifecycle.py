@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import RETAKE_RESERVE, Budget, is_retake
-from bygheartd.folders.moves import copy_no_clobber, write_note
+from bygheartd.folders.moves import FolderUnavailable, copy_no_clobber, write_note
 from bygheartd.jobs import SETTLING, Event, HoldKind, Job, JobStatus, iso, utcnow
 from bygheartd.store.boundary import JobStore
 from bygheartd.store.errors import StaleTransition
@@ -186,7 +186,9 @@ class Lifecycle:
         if failed.base_name:
             await asyncio.to_thread(remove_parts, output, failed.base_name)
         if failed.origin == "drop":
-            await asyncio.to_thread(self._copy_to_failed, failed, reason)
+            skipped = await asyncio.to_thread(self._copy_to_failed, failed, reason)
+            if skipped is not None:  # the failure stands; only its copy in failed/ is missing
+                await self.store.add_event(failed.id, "not copied to failed/", skipped)
         plugins = self._plugins()
         if plugins is not None:
             self._track(self._notify_failed(plugins, failed, reason))
@@ -471,21 +473,32 @@ class Lifecycle:
                 job_id, f"plugin {failure.plugin} failed", describe_failure(failure)
             )
 
-    def _copy_to_failed(self, job: Job, reason: str) -> None:
+    def _copy_to_failed(self, job: Job, reason: str) -> str | None:
+        """A copy of a failed drop's song file and its note in failed/. Returns why it was
+        skipped (for the job's history), or None. A failed folder on an unmounted share is
+        skipped, never created in the bare mount point, and never holds the failure up."""
         if not job.archived_as:
-            return
+            return None
         folders = self.config.folders
         archived = folders.archive / job.archived_as
         try:
-            copy = copy_no_clobber(archived, folders.failed, Path(job.archived_as).name)
+            copy = copy_no_clobber(
+                archived, folders.failed, Path(job.archived_as).name, root=folders.failed
+            )
             write_note(
                 copy,
                 f"{copy.name}: the song was accepted (job {job.id}) but failed later:\n"
                 f"{reason}\n\nTo try again: `bygheartd retry {job.id}`, or drop the file into "
                 "the inbox again.\n",
             )
+        except FolderUnavailable as exc:
+            why = f"the failed folder is unavailable ({exc}): no copy of {archived} was made"
+            log.warning("job %s failed; %s", job.id, why)
+            return why
         except OSError as exc:
             log.warning("could not copy %s to failed/: %s", archived, exc)
+            return f"could not copy {archived} to {folders.failed}: {exc.strerror or exc}"
+        return None
 
 
 def describe_failure(failure: HookFailure) -> str:

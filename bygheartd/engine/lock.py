@@ -60,7 +60,9 @@ class EngineLock:
     def try_acquire(self, role: EngineRole) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Its folder is made (never with its parents) before the store opens:
+        # store/state_folder.py; mkdir here only when the parent exists.
+        self.path.parent.mkdir(exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,7 +108,7 @@ class EngineLock:
             os.close(fd)
 
     def request_handover(self) -> None:
-        self.handover_path.parent.mkdir(parents=True, exist_ok=True)
+        self.handover_path.parent.mkdir(exist_ok=True)
         self.handover_path.write_text(str(os.getpid()))
 
     def handover_requested(self) -> bool:

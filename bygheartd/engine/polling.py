@@ -13,8 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bygheartd.api.client import TaskResult, TaskState
-from bygheartd.api.errors import ApiError, RateLimited
+from bygheartd.api.errors import (
+    ApiError,
+    RateLimited,
+    bounded_wait,
+    duration_words,
+    poll_pause_ceiling,
+)
 from bygheartd.api.inventory import ran_elsewhere
+from bygheartd.api.results import finite_number, keep_asked
 from bygheartd.catalog import credits_phrase
 from bygheartd.engine.budget import is_retake
 from bygheartd.engine.delivery import Delivery
@@ -30,8 +37,8 @@ from bygheartd.engine.lost import (
 from bygheartd.engine.parts import EngineParts
 from bygheartd.engine.pool import ServerState, down_reason
 from bygheartd.engine.prediction import Predictor, poll_delay
-from bygheartd.jobs import SETTLING, Job, JobStatus, utcnow
-from bygheartd.store.errors import StaleTransition
+from bygheartd.jobs import SETTLING, Job, JobStatus, iso, utcnow
+from bygheartd.store.errors import JobNotFound, StaleTransition, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,30 @@ PREDICTED_POLL_FLOOR = 0.5
 # Chunks (`[queue] poll_batch` ids each) of one server's poll in flight at once: a chunk
 # whose reply hangs holds back only its own ids, and a server is not flooded either.
 CHUNKS_AT_ONCE = 4
+# A poll error kept in a job's result (and the pool snapshot) is cut to this length.
+POLL_ERROR_CHARS = 400
+
+PollFailure = ApiError | OSError
+# Up to this many tasks whose last poll failed are polled each alone (`_chunks`).
+SINGLE_SUSPECTS = 8
+
+
+def _chunks(
+    ids: list[str], size: int, *, suspects: set[str | None]
+) -> list[tuple[list[str], bool]]:
+    """The ids of one server's poll in chunks of `size`, each with whether it holds ids
+    whose last poll failed (`suspects`). Those come after the others, in chunks of their
+    own: each alone when there are up to SINGLE_SUSPECTS of them, else in halves (so a
+    server down for all costs two requests a round, not one per task). A task whose every
+    poll the server refuses (a 429, a reply that is not JSON) is so narrowed down to a poll
+    of its own and never holds back the polls of the other tasks."""
+    plain = [i for i in ids if i not in suspects]
+    doubtful = [i for i in ids if i in suspects]
+    chunks = [(plain[i : i + size], False) for i in range(0, len(plain), size)]
+    if doubtful:
+        part = 1 if len(doubtful) <= SINGLE_SUSPECTS else min(size, (len(doubtful) + 1) // 2)
+        chunks += [(doubtful[i : i + part], True) for i in range(0, len(doubtful), part)]
+    return chunks
 
 
 class Poller:
@@ -71,6 +102,8 @@ class Poller:
         self._expected_done = 0  # how many tasks the planned poll should find done
         self._misses = 0  # polls in a row that found none of those
         self._answered_at: float | None = None  # epoch seconds of the last poll's answer
+        # Why polling is paused (a 429's words), while `_poll_paused_until` is ahead.
+        self._pause_error: str | None = None
 
     async def load_history(self) -> None:
         """At start: predictions begin from the store's finished jobs."""
@@ -148,12 +181,15 @@ class Poller:
         self.parts.ticker.reschedule("poll", interval)
 
     async def poll_due(self) -> None:
-        """One batched `query_result` for every in-flight task, then adapt the interval."""
+        """One batched `query_result` for every in-flight task, then adapt the interval.
+
+        The deadline does not wait for a poll that answers: a job whose polls keep failing
+        (an unreachable server, a reply that is not JSON, a 429) ends at
+        `job_deadline_seconds` like any other, with the last poll error in its reason."""
         if self.parts.stopping:
             return
         now = utcnow()
-        if self._poll_paused_until is not None and now < self._poll_paused_until:
-            return
+        paused_until = self._poll_paused_until
         mine = self.parts.engine_id  # jobs another engine holds are that engine's to poll
         running = [
             j
@@ -165,27 +201,48 @@ class Poller:
             for j in await self.parts.store.find_by("hold_kind", SETTLING)
             if j.status is JobStatus.CANCELLED and j.task_id and j.engine in (mine, None)
         ]
+        if not running:
+            self.parts.pool.polls_idle()
         if not running and not settling:
+            return
+        if paused_until is not None and now < paused_until:  # a 429's pause: deadlines only
+            if await self._past_deadline(running, now):
+                self._on_finished()
+            left = (paused_until - now).total_seconds()
+            self.parts.ticker.reschedule("poll", max(0.05, left + 0.05))  # polled at its end
             return
         for job in running:
             self._track(job)
         finished = 0
         await self._refresh_server_average(now)  # at most once a minute, once per round
+        answered: set[str] = set()
+        failed: dict[str, PollFailure] = {}  # job id: why its poll failed this round
 
         async def take(part: dict[str, TaskResult]) -> None:
             nonlocal finished
+            answered.update(part)
             finished += await self._take(part, running, settling, now)
 
+        error: PollFailure | None = None
         try:
-            await self._query_by_server(running + settling, take)
+            await self._query_by_server(running + settling, take, failed)
         except RateLimited as exc:
-            wait = exc.retry_after or self._poll_interval * 2
-            self._poll_paused_until = now + timedelta(seconds=wait)
-            log.warning("polling rate limited; next poll in %.0f s", wait)
-            return
+            error = exc
+            self._pause(exc, now)
         except (ApiError, OSError) as exc:
+            error = exc
             log.warning("poll failed (%s); trying again later", exc)
-            self._plan_next_poll([])
+        unanswered = [j for j in running if j.id not in answered]
+        for job in unanswered:
+            if error is not None:
+                failed.setdefault(job.id, error)
+        trouble = [j for j in unanswered if j.id in failed]
+        await self._note_failures(trouble, failed, now)
+        if await self._past_deadline(unanswered, now):  # answered or not, it ends
+            self._on_finished()
+        if error is not None:
+            if not isinstance(error, RateLimited):
+                self._plan_next_poll([])
             return
         # A poll the predictions timed that found nothing done: the next one backs off.
         self._misses = self._misses + 1 if self._expected_done and not finished else 0
@@ -211,7 +268,7 @@ class Poller:
         # stamped at the send, every task would look faster than it is by up to the
         # round trip, and the predictions early (a loaded machine, a distant server).
         answered_at = (now.timestamp() + utcnow().timestamp()) / 2
-        mine = [j for j in running if j.id in part]
+        mine = [await self._answered(j) for j in running if j.id in part]
         lost = await self._lost_frozen(mine, part, now)
         self._answered_at = answered_at  # no await from here on: the other chunks wait
         finished = len(lost)
@@ -226,18 +283,33 @@ class Poller:
             self._on_finished()
         return finished
 
+    async def _answered(self, job: Job) -> Job:
+        """A poll answered for this job: a stretch of failing polls is over."""
+        if job.result.poll_error is None:
+            return job
+        cleared = job.result.but(poll_error=None, poll_failing_since=None, polls_paused_until=None)
+        try:
+            return await self.parts.store.update(job.id, expect={JobStatus.RUNNING}, result=cleared)
+        except StaleTransition:
+            return job
+
     async def _query_by_server(
-        self, jobs: list[Job], take: Callable[[dict[str, TaskResult]], Awaitable[None]]
+        self,
+        jobs: list[Job],
+        take: Callable[[dict[str, TaskResult]], Awaitable[None]],
+        failed: dict[str, PollFailure] | None = None,
     ) -> None:
         """Batched `query_result` calls, every server at once and up to CHUNKS_AT_ONCE chunks
         of one server at once; each chunk's results (by job id) go to `take` as it answers.
 
         A task is known only to the server that holds it. Each chunk is its own exchange,
         bounded by `[api] timeout_seconds`, so a reply that hangs holds back only the ids in
-        its chunk. A server that answers a 429 gets no more chunks this round. With a pool,
-        a server none of whose chunks answered is marked down and its tasks wait for the
-        next poll, while the other servers' tasks go on; with one server the first error is
-        raised (a rate limit first) once every chunk has ended.
+        its chunk. A server that answers a 429 gets no more chunks this round but those of
+        tasks whose last poll failed (`_chunks`: each alone, to find the one the server
+        refuses). With a pool, a server none of whose chunks answered is marked down and its
+        tasks wait for the next poll, while the other servers' tasks go on; with one server
+        that answered no chunk, the first error is raised (a rate limit first) once every
+        chunk has ended. Why each unanswered job got no answer goes into `failed`.
         """
         pool = self.parts.pool
         groups: dict[str | None, list[Job]] = {}
@@ -252,36 +324,129 @@ class Poller:
             failures: list[ApiError | OSError] = []
             answered = 0
 
-            async def chunk(wanted: list[str]) -> None:
+            def blame(wanted: list[str], exc: PollFailure) -> None:
+                if failed is not None:  # why these jobs got no answer this round
+                    for job in group:
+                        if job.task_id in wanted:
+                            failed.setdefault(job.id, exc)
+
+            async def chunk(wanted: list[str], suspect: bool) -> None:
                 nonlocal answered
                 async with gate:
-                    if any(isinstance(f, RateLimited) for f in failures):
+                    limited = next((f for f in failures if isinstance(f, RateLimited)), None)
+                    if limited is not None and not suspect:
+                        blame(wanted, limited)
                         return  # asked to slow down: these wait for the next round
                     try:
                         found = await client.query(wanted, chunk_size=len(wanted))
                     except (ApiError, OSError) as exc:
                         failures.append(exc)
+                        blame(wanted, exc)
                         return
                 answered += 1
                 await take({j.id: found[j.task_id] for j in group if j.task_id in found})
 
-            chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
-            await asyncio.gather(*(chunk(c) for c in chunks))
+            suspects = {j.task_id for j in group if j.result.poll_error is not None}
+            chunks = _chunks(ids, size, suspects=suspects)
+            await asyncio.gather(*(chunk(c, suspect) for c, suspect in chunks))
+            if answered and not failures:
+                pool.polls_answered(server)
             self._judge_server(server, answered, failures)
 
         await asyncio.gather(*(one(s, g) for s, g in groups.items()))
 
+    def _pause(self, exc: RateLimited, now: datetime) -> None:
+        """A poll's 429: polling pauses for the server's `Retry-After`, but polls are free
+        and tasks finish meanwhile, so a few poll intervals at most (`poll_pause_ceiling`),
+        and the deadlines are still looked at while it lasts."""
+        q = self.parts.config.queue
+        asked, note = bounded_wait(exc.retry_after, poll_pause_ceiling(q.poll_max_seconds))
+        wait = asked if asked is not None else min(self._poll_interval * 2, q.poll_max_seconds)
+        wait = max(wait, q.poll_min_seconds)
+        self._poll_paused_until = now + timedelta(seconds=wait)
+        self._pause_error = f"{exc}" + (f" ({note})" if note else "")
+        log.warning(
+            "polling rate limited; polling paused until %s (%.0f s)%s",
+            iso(self._poll_paused_until),
+            wait,
+            f": {note}" if note else "",
+        )
+        self.parts.ticker.reschedule("poll", wait)
+
+    async def _note_failures(
+        self, jobs: list[Job], failed: dict[str, PollFailure], now: datetime
+    ) -> None:
+        """What `show` and `status` say of polls that fail: since when, the last error and
+        until when a 429 paused them; written only when it changes."""
+        paused = self._poll_paused_until
+        if paused is not None and paused <= now:
+            paused = None
+        for job in jobs:
+            exc = failed[job.id]
+            error = str(exc) or type(exc).__name__
+            if isinstance(exc, RateLimited) and paused is not None and self._pause_error:
+                error = self._pause_error
+            error = error[:POLL_ERROR_CHARS]
+            still = paused if isinstance(exc, RateLimited) else None
+            self.parts.pool.polls_failed(
+                job.server if self.parts.pool.pooled else None,
+                error,
+                None if still is None else still.timestamp(),
+            )
+            result = job.result
+            if (
+                result.poll_error == error
+                and result.polls_paused_until == still
+                and result.poll_failing_since is not None
+            ):
+                continue
+            changed = result.but(
+                poll_error=error,
+                poll_failing_since=result.poll_failing_since or now,
+                polls_paused_until=still,
+            )
+            with contextlib.suppress(StaleTransition):  # it moved on meanwhile
+                await self.parts.store.update(job.id, expect={JobStatus.RUNNING}, result=changed)
+
+    async def _past_deadline(self, jobs: list[Job], now: datetime) -> int:
+        """Fail the jobs past `job_deadline_seconds` that no poll answered for: a server
+        that answers garbage (or nothing) keeps no job running for ever. How many."""
+        limit = self.parts.config.queue.job_deadline_seconds
+        ended = 0
+        for job in jobs:
+            started = job.submitted_at or job.created_at
+            elapsed = (now - started).total_seconds()
+            if elapsed <= limit:
+                continue
+            current = job
+            with contextlib.suppress(JobNotFound, StoreError):  # its freshest poll error
+                current = await self.parts.store.get(job.id)
+            if current.status is not JobStatus.RUNNING:
+                continue
+            reason = f"no result after {duration_words(elapsed)} (job_deadline_seconds)"
+            result = current.result
+            if result.poll_error is not None:
+                since = iso(result.poll_failing_since) or "?"
+                reason += f"; its polls failed since {since}: {result.poll_error}"
+            if await self.lifecycle.fail(current, reason, refund=False) is not None:
+                self.predictor.finished(job.id, now.timestamp(), succeeded=False)
+                ended += 1
+        return ended
+
     def _judge_server(
         self, server: str | None, answered: int, failures: list[ApiError | OSError]
     ) -> None:
-        """A server's health after its chunks of one round: up when any chunk answered."""
+        """A server's health after its chunks of one round: up when any chunk answered.
+        With one server and no chunk answered, its error is raised (a rate limit first):
+        a 429 then pauses polling, while one that only some chunks got concerns their
+        tasks alone (each kept in the job, `_note_failures`)."""
         pool = self.parts.pool
-        if failures and not pool.pooled:
+        if failures and not pool.pooled and not answered:
             raise next((f for f in failures if isinstance(f, RateLimited)), failures[0])
         if failures:
             log.warning(
                 "poll of %s: %d chunk(s) failed (%s); trying again later",
-                server,
+                server or pool.default_url(),
                 len(failures),
                 failures[0],
             )
@@ -368,10 +533,10 @@ class Poller:
             stats = await self.parts.client.stats()
         except (ApiError, OSError):
             return
-        average = (stats or {}).get("avg_job_seconds")
-        if isinstance(average, int | float) and average > 0:
-            self.typical_seconds = float(average)
-            self.predictor.server_average = float(average)
+        average = finite_number((stats or {}).get("avg_job_seconds"))
+        if average is not None and average > 0:
+            self.typical_seconds = average
+            self.predictor.server_average = average
 
     def _observe_generation(self, job: Job, now: datetime) -> None:
         if job.submitted_at is None:
@@ -381,12 +546,21 @@ class Poller:
         previous = self.typical_seconds
         self.typical_seconds = took if previous is None else 0.8 * previous + 0.2 * took
 
+    async def _takes_asked(self, job: Job) -> int | None:
+        """The `batch_size` the job's submission asked for (None: not known)."""
+        asked = (await self.parts.store.api_body(job.id)).get("batch_size")
+        return asked if isinstance(asked, int) and not isinstance(asked, bool) else None
+
     async def _apply(self, job: Job, result: TaskResult, now: datetime) -> bool:
         """Act on one task's answer; True when the job left `running`."""
         if result.state is TaskState.SUCCEEDED and result.outputs:
             self._observe_generation(job, now)
             self.predictor.finished(job.id, self._answered_at or now.timestamp())
-            takes = tuple(result.outputs)
+            # More files than takes asked (a hostile or broken server): the first ones.
+            takes, extra = keep_asked(tuple(result.outputs), await self._takes_asked(job))
+            notes = [*result.notes, *([extra] if extra else [])]
+            for note in notes:
+                log.warning("job %s (%s): %s", job.id, job.title, note)
             # An ACE-Step server runs its slot 1 when the model asked for is not loaded; the
             # hosted API names its own models, which no `dit_model` it reports ever equals.
             elsewhere = (
@@ -402,7 +576,7 @@ class Poller:
                     result=job.result.with_takes(takes),
                     progress=1.0,
                     eta_seconds=None,
-                    warnings=[*job.warnings, *([elsewhere] if elsewhere else [])],
+                    warnings=[*job.warnings, *notes, *([elsewhere] if elsewhere else [])],
                 )
             except StaleTransition:
                 return True
@@ -421,7 +595,7 @@ class Poller:
         if elapsed > self.parts.config.queue.job_deadline_seconds:
             await self.lifecycle.fail(
                 job,
-                f"no result after {elapsed / 60:.0f} minutes (job_deadline_seconds)",
+                f"no result after {duration_words(elapsed)} (job_deadline_seconds)",
                 refund=False,
             )
             return True

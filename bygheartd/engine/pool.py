@@ -33,6 +33,7 @@ from bygheartd.api.client import BygheartClient
 from bygheartd.api.errors import ApiError, RateLimited, TransientError
 from bygheartd.api.factory import build_client
 from bygheartd.api.inventory import parse_inventory
+from bygheartd.api.results import finite_number
 from bygheartd.config import Config, LiveConfig, ServerSection, find_server_key
 from bygheartd.engine.lora import ensure_lora
 from bygheartd.engine.pool_snapshot import SNAPSHOT_KEY
@@ -109,6 +110,11 @@ class ServerState:
     lora_retry_at: float = 0.0
     # While its LoRA waits for the server's model: it took the one song that loads it.
     lora_first_taken: bool = False
+    # Its polls failing without a break (epoch seconds, the last error), and until when a
+    # 429 paused them: `status` says so instead of "healthy" (engine/polling.py).
+    polls_failing_since: float | None = None
+    poll_error: str | None = None
+    polls_paused_until: float | None = None
 
     def expected_seconds(self) -> float | None:
         """How long a generation takes on this server: observed, else its own average."""
@@ -134,6 +140,9 @@ class ServerState:
             "lora_path": self.lora_path or None,
             "lora_loaded": self.lora_loaded,
             "lora_note": self.lora_note,
+            "polls_failing_since": at(self.polls_failing_since),
+            "poll_error": self.poll_error,
+            "polls_paused_until": at(self.polls_paused_until),
         }
 
 
@@ -391,6 +400,32 @@ class ServerPool:
         state.checked_at = time.time()
         self._snapshot_now = True
 
+    def polls_failed(self, url: str | None, error: str, paused_until: float | None) -> None:
+        """A poll of this server failed (`paused_until`: its 429 paused polling): `status`
+        says since when and why until one answers again (`polls_answered`)."""
+        state = self.state(url)
+        if state is None:
+            return
+        if state.polls_failing_since is None:
+            state.polls_failing_since = time.time()
+        changed = (state.poll_error, state.polls_paused_until) != (error, paused_until)
+        state.poll_error, state.polls_paused_until = error, paused_until
+        self._snapshot_now = self._snapshot_now or changed
+
+    def polls_answered(self, url: str | None) -> None:
+        state = self.state(url)
+        if state is None or state.polls_failing_since is None:
+            return
+        state.polls_failing_since = state.poll_error = state.polls_paused_until = None
+        self._snapshot_now = True
+
+    def polls_idle(self) -> None:
+        """Nothing left to poll: no server's polls are failing any more."""
+        for state in self.states():
+            if state.polls_failing_since is not None:
+                state.polls_failing_since = state.poll_error = state.polls_paused_until = None
+                self._snapshot_now = True
+
     def _take_stats(self, state: ServerState, stats: Mapping[str, Any]) -> None:
         now = time.time()
         state.stats_at = state.checked_at = now
@@ -399,10 +434,11 @@ class ServerPool:
             state.queue_size = size
         jobs = stats.get("jobs")
         running = jobs.get("running") if isinstance(jobs, Mapping) else None
-        state.running = running if isinstance(running, int) else None
-        average = stats.get("avg_job_seconds")
-        if isinstance(average, int | float) and average > 0:
-            state.server_avg_seconds = float(average)
+        countable = isinstance(running, int) and not isinstance(running, bool)
+        state.running = running if countable else None
+        average = finite_number(stats.get("avg_job_seconds"))
+        if average is not None and average > 0:
+            state.server_avg_seconds = average
 
     async def check(self, state: ServerState) -> bool:
         """Probe one server now: True when it answers (its stats are taken). A server whose

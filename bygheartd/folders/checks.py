@@ -45,16 +45,16 @@ def check_folders(config: Config, *, create: bool = True) -> list[str]:
     check_overlap(config)
     problems = []
     for name, path in folder_map(config).items():
+        # The default state folder ($XDG_STATE_HOME/bygheartd) is made with its parents,
+        # like any XDG program's; a configured folder never is (an unmounted share).
+        default_state = name == "state" and config.folders.state is None
         if not path.exists():
-            if not path.parent.exists():
-                problems.append(
-                    f"{name} folder {path} is missing and so is its parent (an unmounted "
-                    "share?): that part waits until it appears"
-                )
+            if not path.parent.exists() and not default_state:
+                problems.append(_missing_with_parent(name, path))
                 continue
             if create:
                 try:
-                    path.mkdir(exist_ok=True)
+                    path.mkdir(parents=default_state, exist_ok=True)
                 except OSError as exc:
                     problems.append(f"cannot create the {name} folder {path}: {exc.strerror}")
                     continue
@@ -67,6 +67,26 @@ def check_folders(config: Config, *, create: bool = True) -> list[str]:
             "locking is unreliable there; use a local [folders] state"
         )
     return problems
+
+
+def _missing_with_parent(name: str, path: Path) -> str:
+    """What a folder whose parent is missing (an unmounted share?) means for its part."""
+    what = f"{name} folder {path} is missing and so is its parent (an unmounted share?)"
+    if name == "state":
+        return (
+            f"{what}: nothing works without the job store kept there, so nothing starts "
+            f"until it is there. Mount the share, create the folder (mkdir -p {path}), or "
+            "set [folders] state to a local folder"
+        )
+    waits = {
+        "inbox": "the drop folder is paused",
+        "output": "finished songs are held",
+        "archive": "dropped songs stay in the inbox",
+        "failed": "rejected drops stay in the inbox, and failed jobs get no copy there",
+    }.get(name)
+    if waits is None:
+        return f"{what}: check the path, or mount the share"
+    return f"{what}: {waits} until it appears; it is never created in a bare mount point"
 
 
 def filesystem_type(path: Path) -> str | None:

@@ -115,13 +115,54 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def move_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path:
+class FolderUnavailable(OSError):
+    """A configured folder (archive/, failed/) is missing and so is its parent: most likely
+    a share that is not mounted. Nothing is written into the bare mount point (it would
+    vanish under the share once it mounts); the caller waits for the folder or says so."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(
+            errno.ENOENT,
+            f"folder unavailable: {root} is missing and so is its parent {root.parent} "
+            "(an unmounted share?); mount it or create the folder",
+        )
+        self.root = root
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def prepare_folder(directory: Path, root: Path | None = None) -> None:
+    """Make `directory` ready to write in. `root` is the configured folder it lies in
+    (`directory` itself when not given): it is created only when its parent exists (never
+    with its parents), and only then are the subfolders below it made. Raises
+    `FolderUnavailable` for a root whose parent is missing."""
+    root = directory if root is None else root
+    if not directory.is_relative_to(root):
+        raise ValueError(f"{directory} is not inside {root}")
+    try:
+        root.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        raise FolderUnavailable(root) from None
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def folder_available(root: Path) -> bool:
+    """Whether `root` exists or can be made (its parent exists): see `prepare_folder`."""
+    return root.is_dir() or root.parent.is_dir()
+
+
+def move_no_clobber(
+    src: Path, directory: Path, name: str | None = None, *, root: Path | None = None
+) -> Path:
     """Move `src` into `directory` under a free name; never overwrites, never deletes.
 
+    `root` is the configured folder `directory` lies in (see `prepare_folder`): a missing
+    root whose parent is missing raises `FolderUnavailable` and `src` stays where it is.
     A hard link then unlink is atomic and refuses to replace; across file systems we copy,
     fsync, then remove the original only once the copy is safe.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    prepare_folder(directory, root)
     while True:
         target = unique_path(directory, name or src.name)
         try:
@@ -158,8 +199,11 @@ def _copy_then_remove(src: Path, target: Path) -> Path:
     return target
 
 
-def copy_no_clobber(src: Path, directory: Path, name: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+def copy_no_clobber(
+    src: Path, directory: Path, name: str | None = None, *, root: Path | None = None
+) -> Path:
+    """Copy `src` into `directory` under a free name; `root` as for `move_no_clobber`."""
+    prepare_folder(directory, root)
     while True:
         target = unique_path(directory, name or src.name)
         tmp = _temp_path(target, "copying")

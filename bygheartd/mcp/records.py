@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from bygheartd import catalog
 from bygheartd.config import Config
 from bygheartd.jobs import Job, JobStatus
+from bygheartd.service.progress import Line, record_eta, seconds_text
 
 StatusName = Literal[
     "queued",
@@ -67,10 +68,17 @@ class JobRecord(BaseModel):
     title: str
     model: str | None
     task_id: str | None = Field(description="the server's task id once submitted")
-    reason: str | None = Field(description="why the job is held or failed (or what it did)")
+    reason: str | None = Field(
+        description="why the job is held, failed or cancelled; null otherwise (the history "
+        "keeps every line)"
+    )
     resumes_at: str | None = Field(description="held jobs: when they resume (ISO-8601 UTC)")
     progress: float | None = Field(description="0..1 when known")
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="seconds until the song is generated: while it runs the engine's "
+        "estimate; while it waits the history of similar songs and the queue ahead of it; "
+        "null when nothing is known yet (no song generated so far)"
+    )
     files: list[FileRecord]
     credits: int = Field(description="credits this job costs (0 on a self-hosted server)")
     server: str | None = Field(
@@ -101,8 +109,17 @@ class JobRecord(BaseModel):
     updated_at: str
 
     @classmethod
-    def of(cls, job: Job) -> JobRecord:
-        return cls.model_validate({**job.as_record(), "generated": job.generated()})
+    def of(cls, job: Job, line: Line | None = None) -> JobRecord:
+        """The record of `job`; with the queue's `line`, a waiting song gets its ETA."""
+        record = job.as_record()
+        record["eta_seconds"] = record_eta(job, line)
+        return cls.model_validate({**record, "generated": job.generated()})
+
+    def waiting_text(self) -> str:
+        """When a waiting song should be generated, or that this is not known yet."""
+        if self.eta_seconds is not None:
+            return f"expected to be generated in about {seconds_text(self.eta_seconds)}"
+        return "its ETA comes once it runs (no song generated so far to estimate from)"
 
     def state(self) -> str:
         """`running, 40%`, `queued`: the status with its progress, for short mentions."""
@@ -129,6 +146,8 @@ class JobRecord(BaseModel):
         if self.progress is not None and self.status == "running":
             eta = f", about {self.eta_seconds:.0f} s left" if self.eta_seconds else ""
             return f"{head} ({self.progress:.0%}{eta})"
+        if self.status in ("queued", "submitting"):
+            return f"{head}: {self.waiting_text()}"
         return head
 
 
@@ -165,8 +184,10 @@ class GenerateResult(JobRecord):
                 f"({self.state()}), {self.title!r}. To make it once more, pass a new `seed` "
                 "or an `idempotency_key` of your own."
             )
-        elif self.status == "queued":
-            text = f"Queued {self.title!r} as job {self.id}: {cost}."
+        elif self.status in ("queued", "submitting"):
+            # A song that will wait for credits has no ETA worth saying: the hold says when.
+            wait = "" if self.budget_hold is not None else f"; {self.waiting_text()}"
+            text = f"Queued {self.title!r} as job {self.id}: {cost}{wait}."
         else:
             text = f"{JobRecord.summary(self)} ({cost})."
         if self.budget_hold is not None:

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any, TypeAlias
@@ -76,6 +76,7 @@ from bygheartd.mcp.records import (
 )
 from bygheartd.mcp.view import song_view, view_meta
 from bygheartd.runtime import EngineRole, Runtime
+from bygheartd.service.progress import Line
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import Submission
 from bygheartd.songs.request import SongRequest, title_from_description
@@ -239,6 +240,13 @@ async def _web_page(service: SongService, job_id: str) -> str | None:
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         base = f"http://{host}:{config.mcp.port}"
     return f"{base.rstrip('/')}/songs/{job_id}"
+
+
+async def queue_line(service: SongService, jobs: Sequence[Job]) -> Line | None:
+    """The queue, read only when a song in `jobs` waits (its ETA comes from it)."""
+    if any(j.status in (JobStatus.QUEUED, JobStatus.SUBMITTING) for j in jobs):
+        return await service.line()
+    return None
 
 
 async def take_links(service: SongService, job: Job) -> list[ResourceLink | TextContent]:
@@ -728,7 +736,7 @@ def build_server(
         job = await songs.wait(ctx, enqueued.job, wait.seconds)
         digest, lines = lyrics_fingerprint(lyrics_sent(job.request))
         result = GenerateResult(
-            **JobRecord.of(job).model_dump(),
+            **JobRecord.of(job, await queue_line(songs.service, [job])).model_dump(),
             cost=job.credits,
             credits_left_today=outlook.left_today,
             budget=outlook.text() if enqueued.created else None,
@@ -754,7 +762,7 @@ def build_server(
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
         job = await songs.wait(ctx, await songs.job(job_id), wait.seconds)
-        record = JobRecord.of(job)
+        record = JobRecord.of(job, await queue_line(songs.service, [job]))
         return _result(
             record,
             sentences(record.summary(), wait.note_for(job.status)),
@@ -791,7 +799,8 @@ def build_server(
             raise ToolError(str(exc)) from None
         jobs = await songs.service.list(statuses, count)
         counts = await songs.service.counts()
-        result = SongList(jobs=[JobRecord.of(j) for j in jobs], counts=counts)
+        line = await queue_line(songs.service, jobs)
+        result = SongList(jobs=[JobRecord.of(j, line) for j in jobs], counts=counts)
         return _result(result, result.summary())
 
     @tool(
@@ -824,7 +833,7 @@ def build_server(
             job = await songs.service.retry(failed.id)  # the service wakes the engine
         except BygheartdError as exc:
             raise ToolError(str(exc)) from None
-        record = JobRecord.of(job)
+        record = JobRecord.of(job, await queue_line(songs.service, [job]))
         return _result(record, f"Queued again: {record.summary()}")
 
     @tool(

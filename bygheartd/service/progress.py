@@ -13,16 +13,37 @@ A figure worked out afresh from each snapshot still drops when the ETA grows (th
 slowed down): a person watching a bar must never see it move backwards, so a display that
 follows a job keeps a `Ratchet`, which holds the highest figure shown until the estimate
 passes it again (the time left stays honest meanwhile).
+
+A song still waiting (`queued`, `submitting`) has no progress, but it has a time left when
+the store knows how long songs take: the engine's history of generation times per model
+and length (`engine/prediction.py`, read from the same finished jobs), for the songs in
+flight and the songs ahead of it in the queue, spread over the in-flight places. That is
+the `Line`: read once per answer, and passed to `estimate`.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bygheartd.config import Config
+from bygheartd.engine.prediction import GenerationHistory
 from bygheartd.jobs import FINAL_STATUSES, Job, JobStatus
+from bygheartd.store.boundary import JobStore
 
-__all__ = ["RUNNING_CEILING", "Estimate", "Ratchet", "estimate", "seconds_text"]
+__all__ = [
+    "RUNNING_CEILING",
+    "WAITING",
+    "Estimate",
+    "Line",
+    "Ratchet",
+    "estimate",
+    "read_line",
+    "record_eta",
+    "seconds_text",
+]
 
 # An estimate never claims the song is made: only the store can say that. Each later stage
 # starts above what running can show, so the figure never falls at a stage change.
@@ -31,6 +52,7 @@ STAGE_FLOORS = {
     JobStatus.DOWNLOADING: 0.96,
     JobStatus.PROCESSING: 0.98,
 }
+WAITING = frozenset({JobStatus.QUEUED, JobStatus.SUBMITTING})
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,8 @@ class Estimate:
         a song that is final or has not started."""
         if self.final or (self.fraction <= 0 and self.remaining is None):
             return self.left
+        if self.status in ("queued", "submitting"):
+            return self.left  # no share of a wait that has not begun: the time alone
         return f"{self.percent} %" + (f", {self.left}" if self.left else "")
 
     def percent_text(self) -> str:
@@ -89,11 +113,90 @@ def seconds_text(seconds: float) -> str:
     return f"{whole} s" if whole < 120 else f"{whole // 60} min"
 
 
-def estimate(job: Job, *, now: float | None = None) -> Estimate:
+@dataclass(frozen=True)
+class Line:
+    """The queue as a waiting song sees it: how long generations take (per model and
+    length), the songs in flight and waiting (`jobs`: queued, submitting and running, as
+    stored), and how many go at once (`slots`: `[queue] max_in_flight`, or the pool
+    servers' together). Generation times run from submit to result, so they include a
+    server's own queue: the places are the in-flight ones, not the GPUs."""
+
+    history: GenerationHistory
+    jobs: Sequence[Job]
+    slots: int
+
+    def typical(self, job: Job) -> float | None:
+        """Seconds a generation like `job`'s takes (its model and length), or None with no
+        history at all."""
+        duration = job.request.get("duration")
+        length = float(duration) if isinstance(duration, int | float) else None
+        found = self.history.typical(job.model, length)
+        return None if found is None else found[0]
+
+    def wait(self, job: Job, now: float) -> float | None:
+        """Seconds until a waiting `job` has its song generated: the places free up as the
+        songs in flight finish (their own time left), each song queued ahead of it takes
+        the first free place for a typical generation, then it does. None without history."""
+        # The line's own copy has the request (a listing's summary may not).
+        job = next((j for j in self.jobs if j.id == job.id), job)
+        own = self.typical(job)
+        if own is None:
+            return None
+        if job.status is JobStatus.SUBMITTING:
+            return own  # on its way to the server: it has its place
+        left: list[float] = []
+        ahead: list[float] = []
+        for other in self.jobs:
+            if other.id == job.id:
+                continue
+            typical = self.typical(other) or own
+            if other.status is JobStatus.RUNNING:
+                found = estimate(other, now=now).remaining
+                if found is None:  # no ETA yet: a typical one, from its submit
+                    started = other.submitted_at.timestamp() if other.submitted_at else now
+                    found = max(0.0, typical - (now - started))
+                left.append(found)
+            elif other.status is JobStatus.SUBMITTING:
+                left.append(typical)
+            elif other.status is JobStatus.QUEUED and other.id < job.id:
+                ahead.append(typical)  # ids sort by age: the engine takes the oldest first
+        slots = max(1, self.slots)
+        # When each place is free: the longest `slots` of the songs in flight hold them
+        # (more in flight than places: another engine's); a place nobody holds is free now.
+        free = ([0.0] * slots + sorted(left))[-slots:]
+        heapq.heapify(free)
+        for seconds in ahead:
+            heapq.heappush(free, heapq.heappop(free) + seconds)
+        return free[0] + own
+
+
+async def read_line(store: JobStore, config: Config) -> Line:
+    """The `Line` now, from the store: the finished jobs' generation times (as the engine
+    reads them at start) and the songs waiting or in flight."""
+    history = GenerationHistory()
+    for model, duration, seconds in await store.recent_generations():
+        history.add(model, duration, seconds)
+    jobs = await store.list_jobs([JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.RUNNING])
+    servers = config.api.servers
+    slots = sum(s.max_in_flight for s in servers) if servers else config.queue.max_in_flight
+    return Line(history, tuple(jobs), slots)
+
+
+def record_eta(job: Job, line: Line | None, *, now: float | None = None) -> float | None:
+    """The `eta_seconds` of a job record: the engine's stored ETA while it runs, the
+    `Line`'s for a song still waiting (to a tenth of a second), else None."""
+    if job.status in WAITING:
+        found = estimate(job, now=now, line=line).remaining
+        return None if found is None else round(found, 1)
+    return job.eta_seconds
+
+
+def estimate(job: Job, *, now: float | None = None, line: Line | None = None) -> Estimate:
     """The progress of `job` as stored, at `now` (epoch seconds; the clock by default).
 
     For one stored snapshot it never falls as `now` moves on (the time left runs down,
-    the share of the wait rises, up to `RUNNING_CEILING`)."""
+    the share of the wait rises, up to `RUNNING_CEILING`). A waiting song's time left
+    comes from `line` (None without one, or without any history)."""
     status = job.status.value
     if job.status in FINAL_STATUSES:
         return Estimate(1.0, None, status, final=True)
@@ -105,7 +208,7 @@ def estimate(job: Job, *, now: float | None = None) -> Estimate:
     if floor is not None:
         return Estimate(floor, None, status)
     if job.status is not JobStatus.RUNNING:  # queued, submitting
-        return Estimate(0.0, None, status)
+        return Estimate(0.0, None if line is None else line.wait(job, now), status)
     server = min(RUNNING_CEILING, max(0.0, job.progress or 0.0))
     if job.eta_seconds is None:
         return Estimate(server, None, status)

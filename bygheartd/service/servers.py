@@ -16,6 +16,7 @@ from typing import Any
 from bygheartd.config import Config
 from bygheartd.engine.pool_snapshot import read_snapshot
 from bygheartd.jobs import JobStatus, utcnow
+from bygheartd.safetext import visible
 from bygheartd.store.boundary import JobStore
 
 
@@ -60,6 +61,11 @@ async def server_report(
                 "lora": _lora_record(loras.get(url, ""), known),
                 # An ACE-Step server started with ACESTEP_NO_INIT, before its first job.
                 "models_pending": known.get("models_pending") is True,
+                # Its polls failing without a break (since, the last error), and until
+                # when a 429 paused them: then it is not called healthy.
+                "polls_failing_since": known.get("polls_failing_since"),
+                "poll_error": known.get("poll_error"),
+                "polls_paused_until": known.get("polls_paused_until"),
             }
         )
     return records
@@ -94,6 +100,12 @@ def server_line(record: dict[str, Any]) -> str:
     """One line of `bygheartd status` for a server."""
     if record["healthy"] is None:
         health = "not checked yet" if record["live"] else "health unknown (no engine running)"
+    elif record["healthy"] and record.get("poll_error"):
+        health = f"polls failing since {record.get('polls_failing_since')}: " + visible(
+            str(record["poll_error"]), one_line=True
+        )
+        if record.get("polls_paused_until"):
+            health += f"; polling paused until {record['polls_paused_until']}"
     elif record["healthy"]:
         health = "healthy"
     else:

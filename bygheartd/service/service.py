@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # parsing is imported when used: `bygheartd list` must start 
     from bygheartd.service.album_draft_file import AlbumDraft
     from bygheartd.service.albums import AlbumView
     from bygheartd.service.drafts import Polished, SongDraft
+    from bygheartd.service.progress import Line
     from bygheartd.songs.albums import AlbumRequest
     from bygheartd.songs.request import RequestRules, SongRequest
 
@@ -660,6 +661,22 @@ class SongService:
         spent = await self.store.credits_by_day(first.isoformat())
         dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
         return [(day, spent.get(day, 0)) for day in dates]
+
+    async def line(self) -> Line:
+        """The queue as waiting songs see it, for `estimate` and `record_eta`: one read per
+        answer, whatever the number of jobs in it."""
+        from bygheartd.service.progress import read_line
+
+        return await read_line(self.store, self.config)
+
+    async def sent(self, job: Job) -> dict[str, Any] | None:
+        """The `/release_task` body of the job's last submission, as the engine POSTed it
+        (after plugins; no secret), or None before a server took it."""
+        from bygheartd.songs.request import without_secrets
+
+        if job.task_id is None:
+            return None
+        return without_secrets(await self.store.api_body(job.id))
 
     async def sidecar(self, job: Job) -> dict[str, Any] | None:
         """The finished job's sidecar, as written in the output folder."""

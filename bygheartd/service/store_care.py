@@ -37,6 +37,7 @@ from bygheartd.store.migrate import PgHealth as PgHealth
 from bygheartd.store.migrate import check_postgres, copy_to_postgres
 from bygheartd.store.restore import restore_backup
 from bygheartd.store.store import DB_NAME
+from bygheartd.store.strictjson import report_line as not_strict_line
 
 
 def store_file(config: Config) -> Path:
@@ -230,6 +231,7 @@ __all__ = [
     "check_shared_store",
     "check_store",
     "migrate_store",
+    "not_strict_line",
     "plan_restore",
     "restore_store",
     "store_file",

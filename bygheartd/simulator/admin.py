@@ -101,6 +101,7 @@ async def admin_tasks(request: Request) -> Response:
             # epoch seconds: the result became available, and its first download request
             "finished_at": t.finished_at,
             "first_download_at": sim.first_download_at(t),
+            "received": t.received,  # the submit body, as it came (no key)
         }
         for t in sim.tasks.values()
     ]

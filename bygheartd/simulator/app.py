@@ -155,6 +155,8 @@ async def release_task(request: Request) -> Response:
     if isinstance(src_path, str) and os.path.isabs(src_path):
         return detail(400, "absolute audio file paths are not allowed")
     reference_size = body.pop(REFERENCE_BYTES, None)
+    # What the client sent (less the key and our own upload notes), for `/_sim/tasks`.
+    received = {k: v for k, v in body.items() if not k.startswith("_")}
     try:
         params = parse_params(
             body,
@@ -177,6 +179,7 @@ async def release_task(request: Request) -> Response:
     if isinstance(outcome, QueueFull):
         return detail(429, outcome.detail)
     audio_plan_used(params, settings, request.app.state)
+    outcome.received = received
     if upload_size is not None:
         sim.stats.uploads += 1
     if reference_size is not None:

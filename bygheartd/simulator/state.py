@@ -57,6 +57,8 @@ class SimTask:
     finished_at: float | None = None  # clock(): when its result became available
     # What the stand-in language model wrote (Simple mode, thinking); None: nothing.
     written: Written | None = None
+    # The `/release_task` body as received (without `ai_token`): what tests compare with.
+    received: dict[str, Any] = field(default_factory=dict, repr=False)
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def progress(self) -> tuple[float, str]:

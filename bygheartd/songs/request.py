@@ -22,7 +22,14 @@ from bygheartd import catalog
 from bygheartd.errors import RequestError
 from bygheartd.songs import edits, fields
 
-__all__ = ["KEY_SYNONYMS", "RequestRules", "SongRequest", "normalise_request", "slugify"]
+__all__ = [
+    "KEY_SYNONYMS",
+    "RequestRules",
+    "SongRequest",
+    "normalise_request",
+    "slugify",
+    "without_secrets",
+]
 
 _MARKERS = ("[inst]", "[instrumental]")
 _REPAINT_TASKS = ("repaint", "lego")
@@ -64,6 +71,15 @@ class RequestRules:
 
 
 DEFAULT_RULES = RequestRules()
+
+# Body fields that carry a key (API.md: ACE-Step also takes the key as `ai_token` in the
+# body). bygheartd sends its key as a header only; a body shown anywhere never has one.
+SECRET_BODY_FIELDS = frozenset({"ai_token", "api_key", "authorization", "token"})
+
+
+def without_secrets(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A `/release_task` body fit to show (the sidecar's `sent`, `show --json`)."""
+    return {k: v for k, v in body.items() if str(k).lower() not in SECRET_BODY_FIELDS}
 
 
 class SongRequest(BaseModel):

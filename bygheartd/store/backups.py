@@ -26,6 +26,7 @@ from urllib.parse import quote
 from bygheartd.jobs import utcnow
 from bygheartd.store.errors import StoreDamaged, StoreError
 from bygheartd.store.schema import SCHEMA_VERSION
+from bygheartd.store.strictjson import JSON_COLUMNS_CHECKED
 
 BACKUPS_DIR = "backups"
 # "Older than a day", with ten minutes of slack: the hourly check that finds yesterday's
@@ -65,6 +66,8 @@ class Health:
     jobs: int | None = None
     schema_version: int | None = None
     size: int = 0
+    # Jobs whose JSON is not strict (a NaN from an older version): usable, but named.
+    not_strict: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -214,6 +217,7 @@ def check(path: Path, *, full: bool = True) -> Health:
                 size=size,
             )
         jobs = int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+        not_strict = _not_strict(db)
     except sqlite3.Error as exc:
         return Health(path, exists=True, problems=(str(exc),), size=size)
     finally:
@@ -224,7 +228,25 @@ def check(path: Path, *, full: bool = True) -> Health:
             f"it was written by a newer bygheartd (schema {version}, this version knows "
             f"{SCHEMA_VERSION}): upgrade bygheartd",
         )
-    return Health(path, True, problems, jobs=jobs, schema_version=version, size=size)
+    return Health(
+        path,
+        True,
+        problems,
+        jobs=jobs,
+        schema_version=version,
+        size=size,
+        not_strict=not_strict,
+    )
+
+
+def _not_strict(db: sqlite3.Connection) -> tuple[str, ...]:
+    """The jobs whose JSON columns SQLite's JSON functions refuse (any schema's columns)."""
+    present = {str(r[1]) for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+    columns = [c for c in JSON_COLUMNS_CHECKED if c in present]
+    if not columns:
+        return ()
+    where = " OR ".join(f"NOT json_valid({c})" for c in columns)
+    return tuple(str(r[0]) for r in db.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY id"))
 
 
 def newest_restorable(db_path: Path) -> tuple[Backup, Health]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bygheartd.jobs import JobFile, JobResult, iso, take_stems, utcnow
+from bygheartd.jobs import JobFile, JobResult, finite, iso, take_stems, utcnow
 
 JSON_COLUMNS = {"request_json", "api_body_json", "files_json", "warnings_json", "result_json"}
 TIME_COLUMNS = {"resumes_at", "unknown_since", "submitted_at", "completed_at", "progress_at"}
@@ -80,7 +80,16 @@ def new_job_id() -> str:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """A JSON column's text: strict JSON, a float that is not finite written as null (the
+    JSON functions of SQLite and PostgreSQL refuse NaN, and one such row would break every
+    listing that reads the column)."""
+    return json.dumps(
+        finite(jsonable(value)),
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
 
 
 def jsonable(value: Any) -> Any:

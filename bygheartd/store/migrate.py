@@ -29,6 +29,7 @@ from bygheartd.store.errors import StoreError
 from bygheartd.store.pg_schema import VERSION_TABLE
 from bygheartd.store.postgres import CHANNEL, CONNECT_SECONDS, _migrate, _reason
 from bygheartd.store.schema import SCHEMA_VERSION
+from bygheartd.store.strictjson import PG_SUSPECTS, not_strict_ids
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -85,6 +86,8 @@ class PgHealth:
     by_status: dict[str, int]
     engines: list[EngineState]
     size: int  # bytes, the database's
+    # Jobs whose JSON is not strict (a NaN from an older version): usable, but named.
+    not_strict: tuple[str, ...] = ()
 
 
 # -- the SQLite side -------------------------------------------------------------------
@@ -346,6 +349,8 @@ async def check_postgres(url: str) -> PgHealth:
                 "(SELECT COUNT(*) FROM jobs j WHERE j.engine = e.id) FROM engines e ORDER BY e.id"
             )
             engines = [_engine_state(r) for r in await cursor.fetchall()]
+            cursor = await conn.execute(PG_SUSPECTS)
+            not_strict = tuple(not_strict_ids(await cursor.fetchall()))
     except psycopg.Error as exc:
         raise StoreError(f"the job store {shown}: {_reason(exc, url)}") from None
     return PgHealth(
@@ -358,6 +363,7 @@ async def check_postgres(url: str) -> PgHealth:
         by_status=by_status,
         engines=engines,
         size=size,
+        not_strict=not_strict,
     )
 
 

@@ -29,6 +29,7 @@ def open_store(config: Config, *, inline: bool = False) -> JobStore:
             register_secret(unquote(password))
 
         return PostgresJobStore(config.store.url)
+    from bygheartd.store.state_folder import prepare_state_folder
     from bygheartd.store.threaded import SqliteJobStore
 
-    return SqliteJobStore.open(config.state_dir, inline=inline)
+    return SqliteJobStore.open(prepare_state_folder(config), inline=inline)

@@ -147,13 +147,26 @@ SUMMARY_COLUMNS = (
     "created_at, updated_at, submitted_at, completed_at, server, resubmits, progress_at, "
     "engine, output, album, track, album_title, album_artist, album_tracks, "
     # The keeper, from the result body that a listing leaves unread (`json_extract` is
-    # SQLite's; `PG_SUMMARY_COLUMNS` says the same for PostgreSQL).
-    "json_extract(result_json, '$.keeper') AS keeper, "
-    "json_extract(result_json, '$.keeper_by') AS keeper_by"
+    # SQLite's; `PG_SUMMARY_COLUMNS` says the same for PostgreSQL). A body that is not
+    # strict JSON (a NaN an older version wrote) reads as no keeper instead of failing the
+    # whole listing; `bygheartd store check` names such rows.
+    "CASE WHEN json_valid(result_json) THEN json_extract(result_json, '$.keeper') END "
+    "AS keeper, "
+    "CASE WHEN json_valid(result_json) THEN json_extract(result_json, '$.keeper_by') END "
+    "AS keeper_by"
 )
+# PostgreSQL 15 has no `IS JSON`, and a cast that fails fails the statement: a body holding
+# a bare NaN or Infinity token (outside a string, as far as a pattern can tell: after `:`,
+# `,` or `[`) is not cast. A string that holds such text reads as no keeper, never as an
+# error.
+NOT_STRICT_JSON_PG = r"""result_json ~ '[:,\[]\s*-?(NaN|Infinity)\s*[],}]'"""
 PG_SUMMARY_COLUMNS = SUMMARY_COLUMNS.replace(
-    "json_extract(result_json, '$.keeper')", "(result_json::jsonb ->> 'keeper')"
-).replace("json_extract(result_json, '$.keeper_by')", "(result_json::jsonb ->> 'keeper_by')")
+    "CASE WHEN json_valid(result_json) THEN json_extract(result_json, '$.keeper') END",
+    f"CASE WHEN {NOT_STRICT_JSON_PG} THEN NULL ELSE (result_json::jsonb ->> 'keeper') END",
+).replace(
+    "CASE WHEN json_valid(result_json) THEN json_extract(result_json, '$.keeper_by') END",
+    f"CASE WHEN {NOT_STRICT_JSON_PG} THEN NULL ELSE (result_json::jsonb ->> 'keeper_by') END",
+)
 
 
 class _Row(Protocol):

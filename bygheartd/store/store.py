@@ -59,6 +59,7 @@ from bygheartd.store.schema import (
     row_to_album,
     row_to_job,
 )
+from bygheartd.store.state_folder import make_state_folder
 
 DB_NAME = "jobs.sqlite3"
 _CLAIMABLE = claimable("?", "?")
@@ -73,7 +74,7 @@ class Store:
 
     def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_state_folder(path.parent)  # never with its parents: see store/state_folder.py
         refuse_empty_store(path)
         try:
             # Guarded: a damaged file says so, with the way back to a backup (store/damage.py).

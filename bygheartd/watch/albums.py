@@ -177,7 +177,10 @@ def _move(
     archive = intake.config.folders.archive
     planned = archive / first.archived_as if first.archived_as else None
     target = move_no_clobber(
-        path, archive / relative.parent, planned.name if planned is not None else None
+        path,
+        archive / relative.parent,
+        planned.name if planned is not None else None,
+        root=archive,
     )
     folder = album_folder_of(path)
     moved: Path | None = None

@@ -21,9 +21,11 @@ from typing import Literal
 from bygheartd.config import Config, LiveConfig
 from bygheartd.errors import BygheartdError, RequestError
 from bygheartd.folders.moves import (
+    FolderUnavailable,
     copy_no_clobber,
     fsync_dir,
     move_no_clobber,
+    prepare_folder,
     unique_path,
     write_note,
 )
@@ -39,16 +41,20 @@ from bygheartd.watch.ignore import IgnoreRules, PathKind
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal["accepted", "recovered", "rejected", "ignored", "unstable", "gone"]
+OutcomeKind = Literal["accepted", "recovered", "rejected", "ignored", "unstable", "gone", "waiting"]
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one file. `waiting`: it stays in the inbox, untouched, because the
+    folder it must move to (`waits_for`: archive/ or failed/) is unavailable."""
+
     kind: OutcomeKind
     path: Path
     job_id: str | None = None
     moved_to: Path | None = None
     message: str = ""
+    waits_for: Path | None = None
 
 
 def drop_identity(relative: str, size: int, mtime_ns: int, content_sha256: str, n: int = 0) -> str:
@@ -111,6 +117,10 @@ class Intake:
                 return await asyncio.to_thread(self.reject, path, relative, rejection)
             except FileNotFoundError:  # it left the inbox meanwhile: nothing to move
                 return Outcome("gone", path)
+            except FolderUnavailable as exc:
+                return Outcome("waiting", path, message=str(exc), waits_for=exc.root)
+        except FolderUnavailable as exc:  # the file stays; the watcher waits for the folder
+            return Outcome("waiting", path, message=str(exc), waits_for=exc.root)
         except Unstable:
             return Outcome("unstable", path)
         except FileNotFoundError:
@@ -181,9 +191,13 @@ class Intake:
         content: str,
         base: tuple[str, int, int, str],
     ) -> Outcome:
+        archive = self.config.folders.archive
         if is_album_file(relative.name):  # an album: a job per track (watch/albums.py)
             from bygheartd.watch.albums import accept_album
 
+            # No job before its file can leave the inbox: an unmounted archive share
+            # leaves the drop as it is, to be queued once the share is back.
+            await asyncio.to_thread(prepare_folder, archive / relative.parent, archive)
             duplicate = await self._live_duplicate(content, preset, None)
             if duplicate is not None and self.config.watch.on_duplicate == "skip":
                 raise self._duplicate(relative, duplicate)  # a sync tool must not pay twice
@@ -208,9 +222,10 @@ class Intake:
         if duplicate is not None and self.config.watch.on_duplicate == "skip":
             raise self._duplicate(relative, duplicate)
         request = await asyncio.to_thread(self._parse, path, relative, preset, data)
+        # No job before its file can leave the inbox (see the album case above).
+        await asyncio.to_thread(prepare_folder, archive / relative.parent, archive)
         # The archive name is recorded with the job, before the move: a crash between the
         # two can then only leave the file in the inbox, where the next scan finishes it.
-        archive = self.config.folders.archive
         planned = await asyncio.to_thread(unique_path, archive / relative.parent, relative.name)
         submission = Submission(
             request,
@@ -307,7 +322,10 @@ class Intake:
         archive = self.config.folders.archive
         planned = archive / job.archived_as if job.archived_as else None
         target = move_no_clobber(
-            path, archive / relative.parent, planned.name if planned is not None else None
+            path,
+            archive / relative.parent,
+            planned.name if planned is not None else None,
+            root=archive,
         )
         source_path = target
         for key in ("source_audio", "reference_audio"):
@@ -326,7 +344,7 @@ class Intake:
                 return False
             if dest.exists():
                 return _same_bytes(src, dest)
-            copied = copy_no_clobber(src, dest.parent, dest.name)
+            copied = copy_no_clobber(src, dest.parent, dest.name, root=self.config.folders.archive)
             return copied == dest
         except OSError as exc:
             log.warning("could not copy source audio %s to the archive: %s", src, exc)
@@ -341,9 +359,9 @@ class Intake:
         """
         failed = self.config.folders.failed
         if os.path.islink(path):  # moved as a link: a copy across devices would follow it
-            target = _move_link(path, failed / relative.parent)
+            target = _move_link(path, failed / relative.parent, failed)
         else:
-            target = move_no_clobber(path, failed / relative.parent)
+            target = move_no_clobber(path, failed / relative.parent, root=failed)
         why = rejection.full or rejection.reason
         try:
             note = write_note(target, _printable(self._note(relative, target, rejection)))
@@ -454,9 +472,10 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _move_link(link: Path, directory: Path) -> Path:
-    """Move a symbolic link as a link, never its target's content, under a free name."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _move_link(link: Path, directory: Path, root: Path) -> Path:
+    """Move a symbolic link as a link, never its target's content, under a free name
+    (`root`: the configured folder, as for `move_no_clobber`)."""
+    prepare_folder(directory, root)
     target_text = os.readlink(link)
     while True:
         target = unique_path(directory, link.name)

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from watchdog.observers.api import BaseObserver
 
 from bygheartd.config import Config, LiveConfig
+from bygheartd.folders.moves import FolderUnavailable, folder_available
 from bygheartd.service.service import SongService
 from bygheartd.watch.errors import InboxBusy
 from bygheartd.watch.inbox import (
@@ -46,7 +47,8 @@ class InboxWatcher:
     The periodic rescan runs on the engine's scheduler through the service, so it runs
     where the engine runs (the daemon) and nowhere else.
 
-    `health_seconds` is how often a missing or unreachable inbox is looked for again;
+    `health_seconds` is how often a missing or unreachable inbox, and an unavailable
+    archive or failed folder (an unmounted share), is looked for again;
     `observer_factory` chooses the watchdog observer (tests use it to simulate inotify
     running out of watches).
     """
@@ -73,6 +75,9 @@ class InboxWatcher:
         self.outcomes: list[Outcome] = []  # the latest outcomes, newest last (bounded)
         self.observer_kind: str | None = None
         self.paused_reason: str | None = None
+        # Folders that files must move to and that are unavailable (an unmounted share):
+        # the files that need one stay in the inbox until it is back. Folder -> why.
+        self.waiting: dict[Path, str] = {}
         self._observer_factory = observer_factory
         self._clock = clock
         self._observer: BaseObserver | None = None
@@ -96,9 +101,15 @@ class InboxWatcher:
     @property
     def status_text(self) -> str | None:
         """A STATUS= line for sd_notify while the drop folder is not working normally."""
-        if self.paused_reason:
-            return f"drop folder paused: {self.paused_reason}"
-        return None
+        parts = [f"drop folder paused: {self.paused_reason}"] if self.paused_reason else []
+        parts += [
+            f"drop folder intake waits for the {self._folder_name(folder)} folder: {why}"
+            for folder, why in self.waiting.items()
+        ]
+        return "; ".join(parts) or None
+
+    def _folder_name(self, folder: Path) -> str:
+        return "failed" if folder == self.config.folders.failed else "archive"
 
     def now(self) -> float:
         if self._clock is not None:
@@ -112,6 +123,9 @@ class InboxWatcher:
         self._stopping.clear()
         for problem in await asyncio.to_thread(self._folder_problems):
             log.error("drop folder: %s", problem)
+        for folder in (self.config.folders.archive, self.config.folders.failed):
+            if not await asyncio.to_thread(folder_available, folder):
+                self._wait_for(folder, str(FolderUnavailable(folder)))
         reason = await asyncio.to_thread(probe_inbox, self.inbox)
         if reason is None:
             await self._resume(raise_busy=True)
@@ -202,6 +216,40 @@ class InboxWatcher:
         self.tracker.clear()
         await asyncio.to_thread(self.lock.release)  # a hung share must not block the loop
 
+    def _wait_for(self, folder: Path, reason: str, path: Path | None = None) -> None:
+        """Files that must move to `folder` stay in the inbox, untouched, until the health
+        check sees it again; said once, not for every file or retry."""
+        if path is not None and (path, reason) not in self._errors_logged:
+            self._errors_logged.add((path, reason))
+            log.info(
+                "%s stays in the inbox until the %s folder is available",
+                path,
+                self._folder_name(folder),
+            )
+        if folder not in self.waiting:
+            log.warning(
+                "%s: dropped files that must move to the %s folder stay in the inbox; "
+                "looked for again every %gs",
+                reason,
+                self._folder_name(folder),
+                self.health_seconds,
+            )
+        self.waiting[folder] = reason
+
+    async def _look_for_waited_folders(self) -> None:
+        """The folders intake waits for that are back: the files that waited are scanned."""
+        back = [f for f in list(self.waiting) if await asyncio.to_thread(folder_available, f)]
+        for folder in back:
+            reason = self.waiting.pop(folder)
+            self._errors_logged = {e for e in self._errors_logged if e[1] != reason}
+            log.warning(
+                "the %s folder %s is available again: taking the files that waited",
+                self._folder_name(folder),
+                folder,
+            )
+        if back:
+            await self.rescan()
+
     async def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
         if observer is not None:
@@ -227,6 +275,8 @@ class InboxWatcher:
                 self.tracker.clear()
                 await asyncio.to_thread(self.lock.release)
                 await self._resume()
+            if self.waiting:
+                await self._look_for_waited_folders()
 
     # -- events and scans ---------------------------------------------------------------
 
@@ -339,6 +389,8 @@ class InboxWatcher:
                 if outcome.kind == "unstable":
                     self.tracker.event(outcome.path, now)
                     self._wake.set()
+                elif outcome.kind == "waiting" and outcome.waits_for is not None:
+                    self._wait_for(outcome.waits_for, outcome.message, outcome.path)
             self.outcomes = (self.outcomes + outcomes)[-2000:]
 
     async def _process_batch(self, batch: list[Path]) -> list[Outcome]:

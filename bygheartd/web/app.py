@@ -36,6 +36,7 @@ from bygheartd.catalog import AUDIO_SUFFIXES, data_text
 from bygheartd.errors import RequestError
 from bygheartd.jobs import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus, Origin
 from bygheartd.service.errors import ServiceError
+from bygheartd.service.progress import WAITING as WAITING_STATUSES
 from bygheartd.service.progress import Estimate, Ratchet, estimate
 from bygheartd.service.service import SongService
 from bygheartd.service.submission import Submission
@@ -353,7 +354,10 @@ class WebApp:
             "job": job,
             "takes": takes,
             "current": current,
-            "progress": estimate(job),
+            # A waiting song's time left comes from the queue and the history (`Line`).
+            "progress": estimate(
+                job, line=await self.service.line() if job.status in WAITING_STATUSES else None
+            ),
             "making": _making(job),
             # A take's own warnings and findings show beside it; the rest at the top.
             "job_warnings": [w for w in job.warnings if w not in per_take],
