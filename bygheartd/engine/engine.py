@@ -574,8 +574,10 @@ class Engine:
                 await self._outcome_unknown(job, str(exc))
             elif self.parts.pool.pooled and await self._to_another_server(job, exc):
                 pass
-            else:
-                await self._retry_later(job, f"the API is unavailable: {exc}", refund=True)
+            else:  # nothing reached a server that could make it: it waits, however long
+                await self._retry_later(
+                    job, f"waiting for the API to be reachable: {exc}", refund=True, give_up=False
+                )
         except ProtocolError as exc:
             await self._outcome_unknown(job, f"unreadable reply: {exc}")
         except (RejectedError, ApiError) as exc:  # nothing was created: refund with the failure
@@ -726,8 +728,14 @@ class Engine:
                 refund=False,
             )
 
-    async def _retry_later(self, job: Job, reason: str, *, refund: bool) -> None:
-        if job.attempts >= self.config.queue.max_attempts:
+    async def _retry_later(
+        self, job: Job, reason: str, *, refund: bool, give_up: bool = True
+    ) -> None:
+        """Hold the job for a retry after a backoff; past `max_attempts` it fails, unless
+        `give_up` is false: a submit that provably created nothing (no connection, a
+        gateway's 5xx) is no fault of the song, so an outage of any length (Wi-Fi down, a
+        server restart, a daemon started before the network) costs a wait, never the song."""
+        if give_up and job.attempts >= self.config.queue.max_attempts:
             await self.lifecycle.fail(
                 job, f"{reason} (gave up after {job.attempts} attempts)", refund=refund
             )

@@ -15,6 +15,7 @@ from typing import Any
 from bygheartd.api.client import TaskResult, TaskState
 from bygheartd.api.errors import (
     ApiError,
+    AuthError,
     RateLimited,
     bounded_wait,
     duration_words,
@@ -57,6 +58,10 @@ POLL_ERROR_CHARS = 400
 PollFailure = ApiError | OSError
 # Up to this many tasks whose last poll failed are polled each alone (`_chunks`).
 SINGLE_SUSPECTS = 8
+# How long a task's result stays queryable on the server (API.md: about 7 days upstream).
+# While polls cannot reach the server, a job waits this long for it, not the deadline:
+# the task may well be done, and paid for, and fetched once the server answers again.
+RESULT_KEPT_SECONDS = 7 * 24 * 3600.0
 
 
 def _chunks(
@@ -206,7 +211,7 @@ class Poller:
         if not running and not settling:
             return
         if paused_until is not None and now < paused_until:  # a 429's pause: deadlines only
-            if await self._past_deadline(running, now):
+            if await self._past_deadline(running, now, unreachable=True):
                 self._on_finished()
             left = (paused_until - now).total_seconds()
             self.parts.ticker.reschedule("poll", max(0.05, left + 0.05))  # polled at its end
@@ -238,7 +243,13 @@ class Poller:
                 failed.setdefault(job.id, error)
         trouble = [j for j in unanswered if j.id in failed]
         await self._note_failures(trouble, failed, now)
-        if await self._past_deadline(unanswered, now):  # answered or not, it ends
+        # Past the deadline a task ends on what the server answered (nothing about it, or
+        # a reply that cannot be read); one whose polls reach no server waits for it.
+        answered_badly = [j for j in unanswered if not _unreachable(failed.get(j.id))]
+        cut_off = [j for j in unanswered if _unreachable(failed.get(j.id))]
+        ended = await self._past_deadline(answered_badly, now)
+        ended += await self._past_deadline(cut_off, now, unreachable=True)
+        if ended:
             self._on_finished()
         if error is not None:
             if not isinstance(error, RateLimited):
@@ -408,10 +419,17 @@ class Poller:
             with contextlib.suppress(StaleTransition):  # it moved on meanwhile
                 await self.parts.store.update(job.id, expect={JobStatus.RUNNING}, result=changed)
 
-    async def _past_deadline(self, jobs: list[Job], now: datetime) -> int:
+    async def _past_deadline(
+        self, jobs: list[Job], now: datetime, *, unreachable: bool = False
+    ) -> int:
         """Fail the jobs past `job_deadline_seconds` that no poll answered for: a server
-        that answers garbage (or nothing) keeps no job running for ever. How many."""
+        that answers garbage keeps no job running for ever. How many. `unreachable`: their
+        polls reached no server that answered (no connection, a 5xx, a 401, a 429's pause):
+        the network or the key, not the task, so they wait as long as the server keeps
+        results (`RESULT_KEPT_SECONDS`), and are fetched once it answers again."""
         limit = self.parts.config.queue.job_deadline_seconds
+        if unreachable:
+            limit = max(limit, RESULT_KEPT_SECONDS)
         ended = 0
         for job in jobs:
             started = job.submitted_at or job.created_at
@@ -424,6 +442,11 @@ class Poller:
             if current.status is not JobStatus.RUNNING:
                 continue
             reason = f"no result after {duration_words(elapsed)} (job_deadline_seconds)"
+            if unreachable:
+                reason = (
+                    f"no answer from the server for {duration_words(elapsed)}, past the "
+                    "time it keeps results (about 7 days)"
+                )
             result = current.result
             if result.poll_error is not None:
                 since = iso(result.poll_failing_since) or "?"
@@ -671,3 +694,13 @@ class Poller:
                 result=job.result.but(unknown_polls=polls),
             )
         return False
+
+
+def _unreachable(failure: PollFailure | None) -> bool:
+    """Whether a poll's failure says nothing about the task: the exchange reached no server
+    that answered it (no connection, a timeout, a 5xx, a 401/403 for the key, a 429)."""
+    if failure is None:
+        return False
+    if isinstance(failure, AuthError | RateLimited):
+        return True
+    return down_reason(failure) is not None
