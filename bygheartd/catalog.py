@@ -95,6 +95,11 @@ def credits_phrase(count: int) -> str:
     return f"{count} credit" if count in (1, -1) else f"{count} credits"
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`1 file`, `3 files`, `0 files`: a count in words, never "1 files" or "file(s)"."""
+    return f"{count} {noun}" if count in (1, -1) else f"{count} {plural or noun + 's'}"
+
+
 def cost_phrase(cost: int, retakes: int = 0) -> str:
     """What a song may cost, retakes included: `2 credits, up to 4 with one retake`. The
     one way every face says it before anything is spent (`[retakes]`: each retake is a new

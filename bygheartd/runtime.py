@@ -20,6 +20,7 @@ from typing import Self
 
 from bygheartd.api.client import BygheartClient
 from bygheartd.api.factory import NoApiKey, make_client, make_server_client, no_key_message
+from bygheartd.catalog import counted
 from bygheartd.config import Config, LiveConfig, find_api_key, key_sources_signature
 from bygheartd.engine.engine import Engine
 from bygheartd.engine.lock import EngineLock, EngineRole, holder_role
@@ -384,9 +385,9 @@ class Runtime:
                 return left
             if not said:
                 log.info(
-                    "the client closed: finishing %d song(s) in flight before exiting "
+                    "the client closed: finishing %s in flight before exiting "
                     "(stopped sooner, they resume when an engine next starts)",
-                    left,
+                    counted(left, "song"),
                 )
                 said = True
             await asyncio.sleep(every)

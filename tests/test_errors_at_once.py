@@ -216,7 +216,7 @@ def test_submit_queues_the_good_files_past_a_bad_one(cfg: Path, files: list[Path
     assert "queued" in result.stdout and "Charlie" in result.stdout
     assert f"error: {files[1]}: 3 problems:" in result.stderr
     assert "  line 4, key 'bpm': bpm 500" in result.stderr
-    assert "1 of 3 file(s) refused" in result.stderr
+    assert "1 of 3 files refused: fix it and submit it again" in result.stderr
 
 
 def test_submit_json_lists_the_jobs_on_stdout_and_the_refusal_on_stderr(

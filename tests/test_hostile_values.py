@@ -214,9 +214,7 @@ async def test_an_old_row_holding_nan_never_breaks_a_listing_and_store_check_nam
     checked = bgh(config, "store", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "OK (integrity check passed" in checked.stdout
-    assert "1 job(s) hold a number strict JSON has no place for (NaN or Infinity" in (
-        checked.stdout
-    )
+    assert "1 job holds a number strict JSON has no place for (NaN or Infinity" in checked.stdout
     assert f"older bygheartd from a server's reply): {bad}." in checked.stdout
     async with Runtime(config, role=EngineRole.MCP, engine=False) as runtime:
         text = await list_songs(runtime)
@@ -242,7 +240,7 @@ async def test_an_old_row_holding_nan_never_breaks_a_postgresql_listing(
     assert bad in text and good in text
     checked = bgh(config, "store", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "1 job(s) hold a number strict JSON has no place for" in checked.stdout
+    assert "1 job holds a number strict JSON has no place for" in checked.stdout
     assert f"server's reply): {bad}." in checked.stdout
 
 
@@ -297,7 +295,7 @@ async def test_forty_files_for_one_take_keep_the_first_with_a_warning(
     assert len(downloads) == 1
     warning = "the server sent 40 files for 1 take asked: the first 1 kept, 39 more ignored"
     assert warning in job.warnings
-    assert "generated: 1 file(s) ready" in history
+    assert "generated: 1 file ready" in history
     kept = sorted(p.name for p in config.folders.output.iterdir())
     assert len(kept) == 2 and kept[0].endswith(".json"), kept  # one take and its sidecar
 

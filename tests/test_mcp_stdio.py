@@ -155,7 +155,7 @@ def test_a_song_in_flight_is_finished_when_the_client_closes(
             time.sleep(0.05)
         _, stderr = proc.communicate(timeout=60)  # closes stdin: the client is gone
         assert proc.returncode == 0, stderr
-        assert "finishing 1 song(s) in flight before exiting" in stderr
+        assert "finishing 1 song in flight before exiting" in stderr
         done = store.get(job_id)
     finally:
         store.close()

@@ -180,13 +180,13 @@ async def test_retakes_stop_when_used_up_and_when_the_daily_allowance_is_spent(
     async with Runtime(config, role=EngineRole.MCP) as runtime:
         first = await make(runtime, tmp_path, "first", ALWAYS)
         assert len(first.takes()) == 2
-        assert any("retake(s) are used up ([retakes] max = 1)" in w for w in first.warnings)
+        assert any("its retake is used up ([retakes] max = 1)" in w for w in first.warnings)
         second = await make(runtime, tmp_path, "second", ALWAYS)
         assert len(second.takes()) == 1
         [warning] = [w for w in second.warnings if w.startswith(NO_PASS_WARNING)]
         assert (
-            f"today's retake allowance is spent: {COST} of {COST} credits used, a retake needs "
-            f"{COST} ([retakes] daily_credits)" in warning
+            f"today's retake allowance is spent: {COST} of {catalog.credits_phrase(COST)} used, "
+            f"a retake needs {COST} ([retakes] daily_credits)" in warning
         )
         assert "retake" not in [e for e, _ in await events(runtime, second)]
         charged = await runtime.service.charged([first, second])

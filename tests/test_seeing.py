@@ -88,7 +88,7 @@ def test_the_daemon_logs_one_line_per_finished_song_and_per_hold(
     assert "held (rate) until" in held and "INFO" in held
     [done] = [line for line in log.splitlines() if f"job {job['id']} done" in line]
     assert "INFO" in done and "'Logline Song 0'" in done
-    assert "1 file(s) (logline-song-0.mp3)" in done
+    assert "1 file (logline-song-0.mp3)" in done
     assert done.endswith("s from submit to done")
 
 

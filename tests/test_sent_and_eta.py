@@ -124,7 +124,7 @@ def test_the_sidecar_sent_is_the_body_the_server_received(
     detail = json.loads(shown.stdout)
     assert detail["sent"] == received and detail["reason"] is None
     # The done line is kept where it belongs: the history.
-    assert "file(s) in" in (detail["history"][-1]["reason"] or "")
+    assert re.match(r"\d+ files? in ", detail["history"][-1]["reason"] or "")
     [listed] = json.loads(bgh(config, "list", "--json").stdout)
     assert listed["status"] == "done" and listed["reason"] is None
 

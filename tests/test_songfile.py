@@ -265,7 +265,9 @@ def test_non_string_lyrics_in_yaml_is_an_error() -> None:
 
 
 def test_non_string_lyrics_in_json_is_an_error() -> None:
-    assert error('{"lyrics": 42}', name="a.json").reason == "lyrics must be text, not a int"
+    assert (
+        error('{"lyrics": 42}', name="a.json").reason == "lyrics must be text, not a whole number"
+    )
 
 
 # --- errors: syntax ---------------------------------------------------------------------
@@ -401,8 +403,12 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 
 def test_directory_is_not_a_song_file(tmp_path: Path) -> None:
     (tmp_path / "dir.txt").mkdir()
-    with pytest.raises(SongFileError, match="is not a regular file"):
+    with pytest.raises(SongFileError, match="is a folder, not a song file"):
         parse_song_file(tmp_path / "dir.txt")
+    (tmp_path / "songs").mkdir()  # no extension: still called a folder (audit F14)
+    with pytest.raises(SongFileError, match="is a folder, not a song file") as info:
+        parse_song_file(tmp_path / "songs")
+    assert "no extension" not in str(info.value)
 
 
 def test_source_audio_must_exist_beside_the_song_file(tmp_path: Path) -> None:

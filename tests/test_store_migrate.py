@@ -226,7 +226,8 @@ async def test_migrate_copies_every_job_history_ledger_and_meta_and_leaves_sqlit
     out = result.stdout
     assert "copied 6 jobs" in out and "5 ledger lines (9 credits)" in out, out
     assert "3 named values" in out and "the counts match" in out, out
-    assert "1 job(s) were in flight" in out, out  # held by the old engine: taken over
+    # Held by the old engine: taken over.
+    assert "1 job was in flight: the first daemon on the new store takes it over" in out, out
     assert f"the SQLite store {path} is untouched" in out
     assert f'url = "{redact_url(postgres_url)}"' in out and "***" in out
     assert str(config_file(sqlite_config)) in out
@@ -302,7 +303,7 @@ def test_a_second_migrate_into_a_store_with_jobs_is_refused(
     assert second.returncode == 1
     line = second.stderr.strip()
     assert "\n" not in line, line
-    assert "is not empty: it holds 6 job(s) already" in line, line
+    assert "is not empty: it holds 6 jobs already" in line, line
     assert redact_url(postgres_url) in line
     assert pg_rows(postgres_url, "events") == before  # nothing copied twice
 
@@ -519,7 +520,7 @@ async def test_store_check_on_postgresql_reports_schema_jobs_engines_and_backups
     assert f"job store {redact_url(postgres_url)}: OK (PostgreSQL " in out, out
     assert "reachable; schema 2; 6 jobs," in out, out
     assert "engines: 1" in out, out  # the expired one was let go by the adopting engine
-    assert f"{live.id} on {live.host} (pid {live.pid}, bygheartd run), 1 job(s) held" in out
+    assert f"{live.id} on {live.host} (pid {live.pid}, bygheartd run), 1 job held" in out
     assert "lease live until" in out
     assert "pg_dump" in out and "pg_restore" in out
     assert "is not used while [store] url is set (6 jobs" in out
@@ -532,7 +533,7 @@ async def test_store_check_on_postgresql_reports_schema_jobs_engines_and_backups
         await store.close()
     result = cli(config_file(config), "store", "check")
     assert result.returncode == 0, result.stderr
-    assert "deadhost-7-000000 on deadhost (pid 7, bygheartd run), 0 job(s) held" in result.stdout
+    assert "deadhost-7-000000 on deadhost (pid 7, bygheartd run), 0 jobs held" in result.stdout
     assert "lease expired" in result.stdout
 
 

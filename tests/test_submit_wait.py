@@ -120,8 +120,8 @@ def test_ctrl_c_without_a_daemon_keeps_the_jobs_and_says_how_to_go_on(
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert "stopped waiting" in err and "stay in the queue" in err
-    assert f"bygheartd follow {job_id}" in err and "`bygheartd run` finishes them" in err
+    assert "stopped waiting: 1 job stays in the queue" in err
+    assert f"bygheartd follow {job_id}" in err and "`bygheartd run` finishes it" in err
     [record] = list_json(config.source_path)
     assert record["status"] == "running"  # paid for and still generating: not cancelled
 
@@ -144,7 +144,7 @@ def test_ctrl_c_with_a_daemon_running_says_the_daemon_carries_on(
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
-        assert "the daemon carries on with 1 job(s)" in err
+        assert "the daemon carries on with 1 job;" in err
         assert f"bygheartd follow {job_id}" in err
         wait_for(
             lambda: list_json(config.source_path)[0]["status"] == "done",  # type: ignore[arg-type]

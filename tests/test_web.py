@@ -223,6 +223,15 @@ async def test_the_library_lists_songs_with_players_newest_first(web: Web) -> No
     assert re.search(r'id="credits-today">2<', page)  # two songs at 1 credit each
 
 
+async def test_the_usage_chart_says_1_credit_not_1_credits(web: Web) -> None:
+    await finished(web, "Only One")
+    async with web.client() as http:
+        await web.login(http)
+        page = (await http.get("/", headers=HTML)).text
+    assert re.search(r"<title>[0-9-]+: 1 credit</title>", page), page
+    assert "(busiest day: 1 credit)" in page and "1 credits" not in page
+
+
 async def test_search_filter_and_pagination(web: Web) -> None:
     for n in range(27):
         await web.enqueue(f"Plain {n:02d}", style="ambient drone")

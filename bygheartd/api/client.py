@@ -56,9 +56,11 @@ from bygheartd.api.errors import (
 from bygheartd.api.jsonsafe import TooDeep, nulled_note, read_json
 from bygheartd.api.replies import ReplyLimits, ReplyTooLarge, read_body, with_body
 from bygheartd.api.results import (
+    LISTED_AGAIN,
     Submitted,
     TaskResult,
     TaskState,
+    merge_listings,
     parse_task_entry,
     reported_seconds,
     task_id_problem,
@@ -512,15 +514,26 @@ class BygheartClient:
         if not isinstance(data, list):
             raise ProtocolError(f"{what}: `data` is a {type(data).__name__}, not a list")
         wanted = set(chunk)
-        found: dict[str, TaskResult] = {}
+        listed: dict[str, list[TaskResult | ProtocolError]] = {}
         for entry in data:
             if not isinstance(entry, dict):
                 continue
             task_id = entry.get("task_id")
             if isinstance(task_id, str) and task_id in wanted:
-                found[task_id] = result = parse_task_entry(entry)
-                for take in result.outputs:
-                    self._remember(take.file, reported_seconds(take.metas))
+                try:
+                    parsed: TaskResult | ProtocolError = parse_task_entry(entry)
+                except ProtocolError as exc:
+                    parsed = exc
+                listed.setdefault(task_id, []).append(parsed)
+        found: dict[str, TaskResult] = {}
+        for task_id, listings in listed.items():
+            # Listed twice (a success, then a failure): never the last one silently (F13).
+            found[task_id] = result = merge_listings(task_id, listings)
+            said = [n for n in result.notes if n.startswith(LISTED_AGAIN)]
+            if len(listings) > 1 and said and result.state is not TaskState.SUCCEEDED:
+                log.warning("task %s: %s", task_id, said[0])  # a success: on the job
+            for take in result.outputs:
+                self._remember(take.file, reported_seconds(take.metas))
         return found
 
     def _remember(self, file_ref: str, seconds: float | None) -> None:

@@ -16,7 +16,7 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bygheartd.api.errors import ProtocolError
@@ -27,6 +27,8 @@ from bygheartd.jobs import Take
 # an id is echoed in every poll and shown in `show`, so one of megabytes is refused.
 MAX_TASK_ID = 256
 STATUSES = {0, 1, 2}
+# How the note on a task listed more than once with different outcomes begins.
+LISTED_AGAIN = "the server listed this task"
 
 
 def task_id_problem(task_id: str) -> str | None:
@@ -189,6 +191,63 @@ def parse_task_entry(entry: Mapping[str, Any]) -> TaskResult:
         analysis=analysis if status == 1 else None,
         notes=(nulled_note("the server's result", nulled),) if nulled else (),
     )
+
+
+def _outcome(listed: TaskResult | ProtocolError) -> str:
+    """One listing of a task, in a few words, for the warning that names them all."""
+    if isinstance(listed, ProtocolError):
+        return "unreadable"
+    if listed.state is TaskState.SUCCEEDED:
+        count = len(listed.outputs)
+        if count:
+            return f"succeeded with {count} file{'s' if count != 1 else ''}"
+        return "succeeded (an analysis)"
+    return {
+        TaskState.FAILED: "failed",
+        TaskState.QUEUED_OR_RUNNING: "queued or running",
+        TaskState.UNKNOWN: "unknown",
+    }[listed.state]
+
+
+def _alike(first: TaskResult, other: TaskResult) -> bool:
+    """Two listings that tell the same outcome (progress may differ: that is no outcome)."""
+    return first.state is other.state and [t.file for t in first.outputs] == [
+        t.file for t in other.outputs
+    ]
+
+
+def merge_listings(task_id: str, listed: list[TaskResult | ProtocolError]) -> TaskResult:
+    """What to act on when one poll reply lists a task more than once (audit F13).
+
+    Letting the last entry win failed a song the server said it made, never fetched the
+    file and refunded what the server may have charged. So: listings that agree are one
+    answer; else a success wins (the first one with files), with a note naming every
+    outcome the server gave; and disagreeing listings with no success are no answer this
+    round (queued or running: polled again, and the deadline still ends it, not refunded).
+    An entry that cannot be read counts as a disagreeing one; when none can, its error is
+    raised, as for a task listed once.
+    """
+    parsed = [r for r in listed if isinstance(r, TaskResult)]
+    if not parsed:
+        error = listed[0]
+        assert isinstance(error, ProtocolError)
+        raise error
+    first = parsed[0]
+    if len(parsed) == len(listed) and all(_alike(first, other) for other in parsed[1:]):
+        return first
+    outcomes = ", ".join(_outcome(r) for r in listed)
+    said = (
+        f"{LISTED_AGAIN} {len(listed)} times in one poll reply, with "
+        f"different outcomes ({outcomes})"
+    )
+    successes = [r for r in parsed if r.state is TaskState.SUCCEEDED]
+    if successes:
+        best = next((r for r in successes if r.outputs), successes[0])
+        kept = "the success and its files kept" if best.outputs else "the success kept"
+        return replace(best, notes=(*best.notes, f"{said}: {kept}"))
+    running = next((r for r in parsed if r.state is TaskState.QUEUED_OR_RUNNING), None)
+    base = running or TaskResult(task_id, TaskState.QUEUED_OR_RUNNING)
+    return replace(base, notes=(*base.notes, f"{said}: read as no answer, polled again"))
 
 
 def keep_asked(takes: tuple[Take, ...], asked: int | None) -> tuple[tuple[Take, ...], str | None]:

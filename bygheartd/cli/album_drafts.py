@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bygheartd.catalog import credits_phrase
 from bygheartd.cli.commands import opened_service
 from bygheartd.cli.drafts import place_draft
 from bygheartd.config import Config
@@ -64,7 +65,10 @@ def _cost_line(service: SongService, draft: AlbumDraft) -> str | None:
     cost = request.credit_cost(service.config.backend)
     if cost <= 0:
         return None
-    return f"Queueing it costs {cost} credits (`bygheartd submit --dry-run FILE` says so again)."
+    return (
+        f"Queueing it costs {credits_phrase(cost)} (`bygheartd submit --dry-run FILE` says so "
+        "again)."
+    )
 
 
 async def inspire_album_command(

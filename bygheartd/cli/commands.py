@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from bygheartd.catalog import credits_phrase
+from bygheartd.catalog import counted, credits_phrase
 from bygheartd.cli.albums import albums_lines, is_album_path, print_album, submit_album
 from bygheartd.cli.display import (
     credits_text,
@@ -250,12 +250,12 @@ async def status_command(config: Config, as_json: bool) -> None:
     else:
         print("engine: not running (start it with `bygheartd run`)")
     if config.store.shared:
-        print(f"store: {data['store']} (shared), {len(engines)} engine(s):")
+        print(f"store: {data['store']} (shared), {counted(len(engines), 'engine')}:")
         for engine in engines:
             lease = "lease live" if engine["live"] else "lease expired"
             print(
                 f"  {engine['id']} on {engine['host']} (pid {engine['pid']}, {engine['role']}), "
-                f"{engine['jobs_held']} job(s) held, {lease} until {engine['lease_until']}"
+                f"{counted(engine['jobs_held'], 'job')} held, {lease} until {engine['lease_until']}"
             )
     listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
     print(f"jobs: {listed}")
@@ -299,6 +299,7 @@ async def submit_files(
     dry_run: bool,
     preset: str | None,
 ) -> int:
+    from bygheartd.cli.folder_args import folder_refusal  # reads song files: not for `list`
     from bygheartd.cli.waiting import print_queued, stopped_waiting, wait_all
     from bygheartd.runtime import EngineRole, Runtime
 
@@ -315,6 +316,9 @@ async def submit_files(
         jobs: list[Job] = []
         refused: list[dict[str, Any]] = []
         for path in files:
+            if isinstance(path, Path) and (folder := folder_refusal(path, config)):
+                refused.append(refuse(path, folder, as_json=as_json))
+                continue
             try:
                 if isinstance(path, Path) and is_album_path(path):  # a job per track
                     jobs.extend(await submit_album(runtime.service, path, preset, as_json=as_json))
@@ -367,8 +371,8 @@ async def submit_files(
         if unfinished:
             states = ", ".join(sorted({j.status.value for j in unfinished}))
             print(
-                f"{len(unfinished)} job(s) still {states} after the timeout; they keep going: "
-                "`bygheartd follow ID` follows one, `bygheartd show ID` shows where it is",
+                f"{counted(len(unfinished), 'job')} still {states} after the timeout; they keep "
+                "going: `bygheartd follow ID` follows one, `bygheartd show ID` shows where it is",
                 file=sys.stderr,
             )
     return 0 if not failed and all(j.status is JobStatus.DONE for j in finished) else 1
@@ -405,17 +409,24 @@ def refuse(path: SongSource, exc: BygheartdError, *, as_json: bool) -> dict[str,
 def _refused_line(refused: int, sources: Sequence[SongSource]) -> str:
     if any(isinstance(s, Described) for s in sources):
         return "nothing was queued: fix the description or the options and submit again"
-    return f"{refused} of {len(sources)} file(s) refused: fix them and submit those again"
+    files = f"{len(sources)} file{'s' if len(sources) != 1 else ''}"
+    them = "it" if refused == 1 else "them"
+    return f"{refused} of {files} refused: fix {them} and submit {them} again"
 
 
 async def _dry_run(
     service: SongService, files: Sequence[SongSource], preset: str | None, as_json: bool
 ) -> int:
+    from bygheartd.cli.folder_args import folder_refusal
+
     config = service.config
     rows: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     ahead = 0  # the files before this one would be paid first
     for path in files:
+        if isinstance(path, Path) and (folder := folder_refusal(path, config)):
+            refused.append(refuse(path, folder, as_json=as_json))
+            continue
         if isinstance(path, Path) and is_album_path(path):
             try:
                 album = service.parse_album(path, preset=preset, display=str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bygheartd.catalog import counted
 from bygheartd.config import Config, config_path, find_api_key, load_config
 from bygheartd.errors import BygheartdError
 from bygheartd.folders.checks import check_folders, folder_map
@@ -184,7 +185,7 @@ def _show_store(config: Config) -> bool:
         finally:
             await service.close()
         live = sum(1 for e in engines if e["live"])
-        return f"{sum(counts.values())} jobs, {live} engine(s) running on it"
+        return f"{counted(sum(counts.values()), 'job')}, {counted(live, 'engine')} running on it"
 
     shown = config.store.display_url()
     try:

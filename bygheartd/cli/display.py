@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bygheartd.catalog import credits_phrase
 from bygheartd.jobs import Event, Job, JobStatus, finite, iso, utcnow
 from bygheartd.safetext import visible
 from bygheartd.service.progress import Line, estimate
@@ -520,13 +521,14 @@ def credits_text(summary: dict[str, Any]) -> str:
     today, month = summary["today"], summary["month"]
     lines = [f"plan: {summary['plan']} (days turn at 00:00 {summary['timezone']})"]
     if today["cap"] is None:
-        lines.append(f"today ({today['day']}): {today['spent']} credits used, no daily cap")
+        spent = credits_phrase(today["spent"])
+        lines.append(f"today ({today['day']}): {spent} used, no daily cap")
     else:
         lines.append(
             f"today ({today['day']}): {today['spent']} of {today['cap']} used, {today['left']} left"
         )
     if month["allowance"] is None:
-        lines.append(f"this month ({month['month']}): {month['spent']} credits used")
+        lines.append(f"this month ({month['month']}): {credits_phrase(month['spent'])} used")
     else:
         lines.append(
             f"this month ({month['month']}): {month['spent']} of {month['allowance']} used "

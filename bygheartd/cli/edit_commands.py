@@ -49,7 +49,8 @@ async def _finish(
                 print(f"warning: {visible(job.title)}: {visible(warning)}", file=sys.stderr)
     unfinished = [j for j in finished if j.status not in FINAL_STATUSES]
     if unfinished and not as_json:
-        print(f"{len(unfinished)} job(s) still going after the timeout", file=sys.stderr)
+        going = catalog.counted(len(unfinished), "job")
+        print(f"{going} still going after the timeout", file=sys.stderr)
     return 0 if all(j.status is JobStatus.DONE for j in finished) else 1
 
 

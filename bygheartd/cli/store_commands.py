@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bygheartd.catalog import counted, credits_phrase
 from bygheartd.config import Config, redact_url
 from bygheartd.jobs import utcnow
 from bygheartd.service.store_care import (
@@ -116,9 +117,10 @@ def restore_command(config: Config, ref: str | None, *, force: bool) -> int:
     print(f"restored {plan.current.path}: {_jobs(health.jobs)}")
     if done.unsent:
         print(
-            f"{len(done.unsent)} job(s) were still waiting to be sent when the backup was "
-            "taken and may have been made since: they are failed, not sent again (that could "
-            "pay twice); `bygheartd retry JOB` makes one:"
+            f"{counted(len(done.unsent), 'job')} "
+            f"{'was' if len(done.unsent) == 1 else 'were'} still waiting to be sent when the "
+            "backup was taken and may have been made since: failed, not sent again (that "
+            "could pay twice); `bygheartd retry JOB` makes one:"
         )
         for job_id, title in done.unsent:
             print(f"  {job_id}  {title}")
@@ -164,8 +166,8 @@ def _shared_check(report: SharedStoreReport) -> int:
                 "next engine that renews its lease"
             )
             print(
-                f"  {info.id} on {info.host} (pid {info.pid}, {info.role}), {state.jobs_held} "
-                f"job(s) held, {lease}"
+                f"  {info.id} on {info.host} (pid {info.pid}, {info.role}), "
+                f"{counted(state.jobs_held, 'job')} held, {lease}"
             )
     print(
         "backups: the database's own (pg_dump, and pg_restore to go back): bygheartd takes "
@@ -188,16 +190,17 @@ def migrate_command(config: Config, url: str) -> int:
     done: Migrated = asyncio.run(migrate_store(config, url))
     tally = done.copied.tally
     print(
-        f"copied {tally.jobs} jobs, {tally.events} history lines, {tally.ledger} ledger lines "
-        f"({tally.credits} credits) and {tally.meta} named values; the counts match on both "
-        "sides"
+        f"copied {_jobs(tally.jobs)}, {counted(tally.events, 'history line')}, "
+        f"{counted(tally.ledger, 'ledger line')} ({credits_phrase(tally.credits)}) and "
+        f"{counted(tally.meta, 'named value')}; the counts match on both sides"
     )
     if tally.by_status:
         print("  jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(tally.by_status.items())))
     if tally.in_flight:
         print(
-            f"{tally.in_flight} job(s) were in flight: the first daemon on the new store takes "
-            "them over (one that was being sent gets the crash rule, never a second submit)"
+            f"{_jobs(tally.in_flight)} {'was' if tally.in_flight == 1 else 'were'} in flight: "
+            f"the first daemon on the new store takes {'it' if tally.in_flight == 1 else 'them'} "
+            "over (one that was being sent gets the crash rule, never a second submit)"
         )
     print(f"the SQLite store {done.copied.source} is untouched (it was only read)")
     where = f" in {config.source_path}" if config.source_path else " in the config"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bygheartd.catalog import counted
 from bygheartd.jobs import FINAL_STATUSES, Job
 from bygheartd.service.progress import Ratchet, estimate
 
@@ -113,13 +114,18 @@ async def stopped_waiting(service: SongService, jobs: Sequence[Job], *, ran_engi
     if not ids:
         return "stopped waiting: every job had already ended (`bygheartd list` shows them)"
     follow = f"`bygheartd follow {' '.join(ids)}`"
+    them = "it" if len(ids) == 1 else "them"
     if ran_engine:
         return (
-            f"stopped waiting: {len(ids)} job(s) stay in the queue and nothing paid is lost "
+            f"stopped waiting: {counted(len(ids), 'job')} "
+            f"{'stays' if len(ids) == 1 else 'stay'} in the queue and nothing paid is lost "
             "(a submitted song keeps generating on the server); `bygheartd run` finishes "
-            f"them, and {follow} watches them"
+            f"{them}, and {follow} watches {them}"
         )
-    return f"stopped waiting: the daemon carries on with {len(ids)} job(s); {follow} watches them"
+    return (
+        f"stopped waiting: the daemon carries on with {counted(len(ids), 'job')}; {follow} "
+        f"watches {them}"
+    )
 
 
 async def print_queued(service: SongService, jobs: Sequence[Job]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from bygheartd.catalog import counted
 from bygheartd.config import Config, LiveConfig, find_api_key, load_config
 from bygheartd.daemon.looplag import LoopLag
 from bygheartd.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
@@ -98,7 +99,7 @@ class Daemon:
             self._log_setup(runtime)
             status = await self._status_text(runtime)
             if problems:
-                status += f"; {len(problems)} folder problem(s): {problems[0]}"
+                status += f"; {counted(len(problems), 'folder problem')}: {problems[0]}"
             self.notifier.ready(status)
             log.info("bygheartd is running: %s", status)
             await self.stop_event.wait()

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bygheartd.catalog import credits_phrase
 from bygheartd.config import Config, LiveConfig
 from bygheartd.jobs import Job, iso, parse_iso, utcnow
 from bygheartd.store.boundary import JobStore
@@ -127,7 +128,7 @@ class Budget:
         cap = self.config.budget.daily_credits
         if self.limited and cost > cap:
             return (
-                f"this song costs {cost} credits, more than the daily cap of {cap}: use "
+                f"this song costs {credits_phrase(cost)}, more than the daily cap of {cap}: use "
                 "fewer takes or a cheaper model"
             )
         return None

@@ -78,7 +78,7 @@ def done_line(job: Job) -> str:
     end = job.completed_at or utcnow()
     names = ", ".join(f.path.name for f in job.files) or "no files"
     return (
-        f"job {job.id} done: {job.title!r}, {len(job.files)} file(s) ({names}), "
+        f"job {job.id} done: {job.title!r}, {catalog.counted(len(job.files), 'file')} ({names}), "
         f"{(end - start).total_seconds():.1f} s from submit to done"
     )
 
@@ -320,7 +320,7 @@ class Delivery:
             job.id,
             JobStatus.PROCESSING,
             event="downloaded",
-            reason=f"{len(done)} file(s) verified",
+            reason=f"{catalog.counted(len(done), 'file')} verified",
             expect={JobStatus.DOWNLOADING},
         )
 
@@ -420,7 +420,7 @@ class Delivery:
             self._write_sidecar(done, self._sidecar(done, history, sent))
 
         done = await self.lifecycle.finish(
-            job, f"{len(job.files)} file(s) in {output}", write_sidecar
+            job, f"{catalog.counted(len(job.files), 'file')} in {output}", write_sidecar
         )
         if done is None:
             log.info("job %s was cancelled before it was done: no sidecar", job.id)

@@ -30,6 +30,7 @@ from bygheartd.api.errors import (
     TransientError,
     bounded_wait,
 )
+from bygheartd.catalog import counted
 from bygheartd.config import Config, LiveConfig
 from bygheartd.engine.budget import Budget
 from bygheartd.engine.delivery import Delivery, disk_wait_seconds, output_problem
@@ -303,8 +304,8 @@ class Engine:
         if not adopted:
             return
         log.warning(
-            "took over %d job(s) of an engine whose lease ran out: %s",
-            len(adopted),
+            "took over %s of an engine whose lease ran out: %s",
+            counted(len(adopted), "job"),
             ", ".join(j.id for j in adopted),
         )
         await self._take_over(adopted)

@@ -23,7 +23,7 @@ from bygheartd.api.errors import (
 )
 from bygheartd.api.inventory import ran_elsewhere
 from bygheartd.api.results import finite_number, keep_asked
-from bygheartd.catalog import credits_phrase
+from bygheartd.catalog import counted, credits_phrase
 from bygheartd.engine.budget import is_retake
 from bygheartd.engine.delivery import Delivery
 from bygheartd.engine.lifecycle import Lifecycle
@@ -594,7 +594,7 @@ class Poller:
                     job.id,
                     JobStatus.DOWNLOADING,
                     event="generated",
-                    reason=f"{len(takes)} file(s) ready",
+                    reason=f"{counted(len(takes), 'file')} ready",
                     expect={JobStatus.RUNNING},
                     result=job.result.with_takes(takes),
                     progress=1.0,

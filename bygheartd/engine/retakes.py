@@ -78,7 +78,8 @@ async def retake_refusal(job: Job, config: Config, budget: Budget) -> str | None
     if allowed == 0:
         return "retakes are off ([retakes] max = 0)"
     if used >= allowed:
-        return f"its {used} retake(s) are used up ([retakes] max = {allowed})"
+        these = "its retake is" if used == 1 else f"its {used} retakes are"
+        return f"{these} used up ([retakes] max = {allowed})"
     cost = job.credits
     if not budget.counts_credits or cost <= 0:
         return None
@@ -86,8 +87,8 @@ async def retake_refusal(job: Job, config: Config, budget: Budget) -> str | None
     spent = await budget.retake_credits_today()
     if spent + cost > daily:
         return (
-            f"today's retake allowance is spent: {spent} of {daily} credits used, a retake "
-            f"needs {cost} ([retakes] daily_credits)"
+            f"today's retake allowance is spent: {spent} of {credits_phrase(daily)} used, "
+            f"a retake needs {cost} ([retakes] daily_credits)"
         )
     too_much = budget.too_expensive(cost)
     if too_much is not None:

@@ -273,7 +273,8 @@ class CreditsResult(BaseModel):
         if self.plan == "self-hosted":
             return "Self-hosted ACE-Step server: songs cost no credits."
         if self.today.left is None:
-            return f"Plan {self.plan}: no daily cap; {self.month.spent} credits used this month."
+            spent = catalog.credits_phrase(self.month.spent)
+            return f"Plan {self.plan}: no daily cap; {spent} used this month."
         return (
             f"Plan {self.plan}: {self.today.left} of {self.today.cap} credits left today "
             f"(next release {self.next_daily_release}); {self.month.left} left this month."

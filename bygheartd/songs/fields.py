@@ -128,7 +128,7 @@ def style(value: Any, backend: str) -> str:
 def lyrics(value: Any, backend: str) -> str:
     if not isinstance(value, str):
         raise values.problem(
-            f"lyrics must be text, not a {values.kind(value)}",
+            f"lyrics must be text, not {values.kind(value)}",
             "write them after the front matter, or as a block: `lyrics: |` then indented lines",
         )
     text = values.text_value("lyrics", value).replace("\r\n", "\n").replace("\r", "\n")

@@ -521,7 +521,8 @@ def _check_takes(
     if isinstance(seeds, list):
         if len(seeds) != takes:
             raise fail(
-                f"seed lists {len(seeds)} seeds, but takes is {takes}",
+                f"seed lists {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, but takes is "
+                f"{takes}",
                 "seed",
                 "give one seed per take, or a single seed",
             )
@@ -531,12 +532,14 @@ def _check_takes(
         model = clean.get("model") or catalog.DEFAULT_HOSTED_MODEL
         per_take = catalog.HOSTED_MODELS[model].credits
         if per_take * takes > max_job_credits:
+            fits = max_job_credits // per_take
             raise fail(
-                f"this job costs {per_take * takes} credits ({model}: {per_take} × {takes} takes),"
+                f"this job costs {catalog.credits_phrase(per_take * takes)} ({model}: "
+                f"{per_take} × {takes} take{'s' if takes != 1 else ''}),"
                 f" more than the daily cap of {max_job_credits}",
                 "takes" if "takes" in origin else "model",
-                f"use at most {max_job_credits // per_take} takes, or a cheaper model"
-                " (bygheart-melody-fast costs 1 credit a take)",
+                (f"use at most {fits} take{'s' if fits != 1 else ''}, or" if fits else "use")
+                + " a cheaper model (bygheart-melody-fast costs 1 credit a take)",
             )
 
 

@@ -6,6 +6,7 @@ matter and then the lyrics; `.yaml/.yml/.toml/.json` files are the front matter 
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import tomllib
@@ -70,6 +71,10 @@ def parse_song_file(
     the file's own keys, and the merged request is validated once.
     """
     name = display_name or str(path)
+    if os.path.isdir(path):  # before the extension: a folder has none, and is no song
+        raise SongFileError(
+            "is a folder, not a song file", source=name, hint="give the song files in it"
+        )
     suffix = path.suffix.lower()
     _check_suffix(suffix, name)
     try:

@@ -6,6 +6,7 @@ Every function raises `RequestError` with a reason and a hint; the caller adds k
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 import re
@@ -51,18 +52,33 @@ def text_value(name: str, value: Any) -> str:
     elif isinstance(value, bool):
         raise problem(f"{name} must be text, not {show(value)}", f'put it in quotes: {name}: "…"')
     else:
-        raise problem(f"{name} must be text, not a {kind(value)}", "write it on one line")
+        raise problem(f"{name} must be text, not {kind(value)}", "write it on one line")
     if "\x00" in text:
         raise problem(f"{name} contains a NUL character", "remove it")
     return text
 
 
 def kind(value: Any) -> str:
+    """What a value is, in song-file words with its article (`a whole number`, never
+    "a int"), for "must be text, not ..."."""
     if isinstance(value, dict):
-        return "table"
+        return "a table"
     if isinstance(value, list | tuple):
-        return "list"
-    return type(value).__name__
+        return "a list"
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, datetime.datetime):
+        return "a date and time"
+    if isinstance(value, datetime.date | datetime.time):
+        return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 
 
 def to_number(name: str, value: Any, *, integer: bool = False) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from bygheartd.catalog import counted
 from bygheartd.config import redact_url
 from bygheartd.jobs import parse_iso, utcnow
 from bygheartd.store.engines import ADOPT_WHERE, EngineInfo
@@ -230,7 +231,7 @@ async def _refuse_a_used_store(conn: AsyncConnection[Any], shown: str) -> None:
     jobs = await _count(conn, "SELECT COUNT(*) FROM jobs")
     lines = await _count(conn, "SELECT COUNT(*) FROM ledger")
     if jobs or lines:
-        held = f"{jobs} job(s)" if jobs else f"{lines} ledger line(s)"
+        held = counted(jobs, "job") if jobs else counted(lines, "ledger line")
         raise StoreError(
             f"the job store {shown} is not empty: it holds {held} already, and a migration "
             "copies into an empty database only (nothing was copied; create an empty "

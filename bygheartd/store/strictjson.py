@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bygheartd.catalog import counted
+
 __all__ = [
     "JSON_COLUMNS_CHECKED",
     "PG_SUSPECTS",
@@ -69,7 +71,8 @@ def report_line(ids: Sequence[str], total: int) -> str:
     """What `store check` says of such rows: what they are, what it means, what to do."""
     shown = ", ".join(ids[:_SHOWN]) + (f" and {total - _SHOWN} more" if total > _SHOWN else "")
     return (
-        f"{total} job(s) hold a number strict JSON has no place for (NaN or Infinity, written "
+        f"{counted(total, 'job')} {'holds' if total == 1 else 'hold'} a number strict JSON "
+        "has no place for (NaN or Infinity, written "
         f"by an older bygheartd from a server's reply): {shown}. Listings show them without "
         "their keeper; `bygheartd show JOB` still reads them, and nothing else is affected"
     )
