@@ -24,15 +24,7 @@ _FLAC_TAIL = 256 * 1024
 
 def incomplete(path: Path, ext: str) -> str | None:
     """Why the file at `path` (audio of type `ext`, as sniffed) is not whole; None if it is."""
-    check = _CHECKS.get(ext)
-    if check is None:
-        return None
-    with path.open("rb") as fh:
-        size = fh.seek(0, 2)
-        if size == 0:
-            return "it is empty"
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return check(data, size)
+    return _check_file(path, _CHECKS.get(ext), empty="it is empty")
 
 
 def incomplete_bytes(data: bytes, ext: str) -> str | None:
@@ -49,13 +41,20 @@ def impossible(path: Path, ext: str) -> str | None:
     """Why the header of the (whole) file at `path` describes no audio anything could play
     (0 channels, a sample rate of 1 Hz, an unknown sample format); None when it is plausible
     or says nothing this check reads. Run after `incomplete`."""
-    check = _HEADER_CHECKS.get(ext)
+    return _check_file(path, _HEADER_CHECKS.get(ext), empty=None)
+
+
+def _check_file(
+    path: Path, check: Callable[[Data, int], str | None] | None, *, empty: str | None
+) -> str | None:
+    """`check` over the file's bytes, mapped rather than read (a take may be large);
+    `empty` for a file of no bytes (which cannot be mapped)."""
     if check is None:
         return None
     with path.open("rb") as fh:
         size = fh.seek(0, 2)
         if size == 0:
-            return None
+            return empty
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return check(data, size)
 
