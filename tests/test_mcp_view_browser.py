@@ -225,7 +225,11 @@ def test_the_view_plays_the_takes_keeps_one_and_makes_the_song_again(
     opened.close()
 
 
-def test_the_view_follows_a_song_while_it_is_made(browser: Browser, served: Served) -> None:
+def test_the_view_follows_a_song_while_it_is_made(
+    browser: Browser, served: Served, simulator: RunningSimulator
+) -> None:
+    # Long enough that the song is still being made when the view opens, whatever the load.
+    simulator.set_faults(latency=6.0)
     args = {"lyrics": LYRICS, "title": "Slow Burn"}
     made = served.call_tool("generate_song", args)["structuredContent"]
     assert made["status"] != "done"
