@@ -83,13 +83,19 @@ def dumps(value: Any) -> str:
     """A JSON column's text: strict JSON, a float that is not finite written as null (the
     JSON functions of SQLite and PostgreSQL refuse NaN, and one such row would break every
     listing that reads the column)."""
-    return json.dumps(
-        finite(jsonable(value)),
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        allow_nan=False,
-    )
+    plain = jsonable(value)
+    try:  # the common case, in one pass: nothing to null
+        return json.dumps(
+            plain, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+    except ValueError:  # a NaN or an infinity somewhere (a plugin's figure): null it
+        return json.dumps(
+            finite(plain),
+            ensure_ascii=False,
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
 
 
 def jsonable(value: Any) -> Any:
