@@ -711,22 +711,20 @@ class BygheartClient:
         whether it is loaded and which tasks it supports (ACESTEP-TASKS.md §2.2; not
         `/v1/models`, which lists only loaded ids, and none before the first job). None when
         the server has no such route (the hosted API); read with `api.inventory`."""
-        what = "GET /v1/model_inventory"
-        response = await self._status_get("/v1/model_inventory", what)
-        if response.status_code in (404, 405):
-            return None
-        data = self._envelope(response, what)
-        if not isinstance(data, dict):
-            raise ProtocolError(f"{what}: `data` is not an object")
-        return data
+        return await self._optional_object("/v1/model_inventory")
 
     async def lora_status(self) -> dict[str, Any] | None:
         """GET /v1/lora/status (header key, enveloped): the server's loaded LoRA adapters
         (read with `api.lora`). None when the server has no such route (the hosted API, a
         wrapper that hides it); HTTP 500 "Model not initialized" before its model loads is
         raised like any refusal (`api.lora.not_initialized` tells it apart)."""
-        what = "GET /v1/lora/status"
-        response = await self._status_get("/v1/lora/status", what)
+        return await self._optional_object("/v1/lora/status")
+
+    async def _optional_object(self, path: str) -> dict[str, Any] | None:
+        """GET `path`, enveloped, whose `data` is an object; None when the server has no
+        such route (404/405)."""
+        what = f"GET {path}"
+        response = await self._status_get(path, what)
         if response.status_code in (404, 405):
             return None
         data = self._envelope(response, what)
