@@ -370,3 +370,25 @@ async def test_a_passing_server_error_is_retried_since_nothing_is_spent(
     async with client:
         got = await client.format_input("pop", "[Verse]\nla")
     assert got.key == "Bb major" and len(api.calls("/format_input")) == 2
+
+
+def test_a_drafts_folder_on_an_unmounted_share_is_never_made(
+    simulator: RunningSimulator, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """A drafts folder whose parent is missing is refused with what to do, and nothing is
+    made inside the bare mount point; `-o` still writes the draft elsewhere."""
+    share = tmp_path / "share"  # not mounted: it does not exist
+    config = backend_config(make_config, simulator)
+    assert config.source_path is not None
+    text = config.source_path.read_text(encoding="utf-8")
+    drafts = str(config.folders.drafts)
+    config.source_path.write_text(text.replace(drafts, str(share / "drafts")), "utf-8")
+    refused = bgh("inspire", "neon summer nights", config=config.source_path)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "folder unavailable:" in refused.stderr and "-o FILE" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not share.exists()
+    elsewhere = tmp_path / "here.md"
+    written = bgh("inspire", "neon summer nights", "-o", str(elsewhere), config=config.source_path)
+    assert written.returncode == 0, written.stderr
+    assert elsewhere.read_text(encoding="utf-8").startswith("---\ntitle: ")

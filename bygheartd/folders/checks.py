@@ -83,6 +83,7 @@ def _missing_with_parent(name: str, path: Path) -> str:
         "output": "finished songs are held",
         "archive": "dropped songs stay in the inbox",
         "failed": "rejected drops stay in the inbox, and failed jobs get no copy there",
+        "drafts": "inspire and describe refuse to write there (-o FILE writes elsewhere)",
     }.get(name)
     if waits is None:
         return f"{what}: check the path, or mount the share"

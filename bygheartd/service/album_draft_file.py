@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from bygheartd.service.drafts import META_FIELDS, write_exact
+from bygheartd.service.drafts import META_FIELDS, ready_for_drafts, write_exact
 from bygheartd.service.errors import ServiceError
 from bygheartd.songs.albums import AlbumRequest, parse_album_bytes
 from bygheartd.songs.request import RequestRules, slugify
@@ -176,7 +176,7 @@ def _album_yaml(draft: AlbumDraft) -> str:
 def write_album_to_drafts(draft: AlbumDraft, directory: Path) -> Path:
     """Write the draft to a fresh file in `directory`, named after the album; an existing
     file is never replaced, even by a writer racing this one."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ready_for_drafts(directory)
     text = draft.text()
     for number in itertools.count(1):
         path = directory / album_draft_name(draft, number)

@@ -22,7 +22,7 @@ from bygheartd.api.client import BygheartClient, Draft, RetryPolicy
 from bygheartd.api.factory import make_client
 from bygheartd.config import Config
 from bygheartd.errors import RequestError, SongFileError
-from bygheartd.folders.moves import unique_path
+from bygheartd.folders.moves import FolderUnavailable, prepare_folder, unique_path
 from bygheartd.safetext import visible
 from bygheartd.service.errors import ServiceError
 from bygheartd.songs import fields
@@ -366,7 +366,7 @@ def polished_name(source: Path) -> str:
 def write_draft(text: str, directory: Path, name: str) -> Path:
     """Write `text` to a fresh file `name` in `directory` (`name-2`, ... when taken); an
     existing file is never replaced, even by a writer racing this one."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ready_for_drafts(directory)
     while True:
         path = unique_path(directory, name)
         try:
@@ -375,6 +375,17 @@ def write_draft(text: str, directory: Path, name: str) -> Path:
         except FileExistsError:
             continue
         return path
+
+
+def ready_for_drafts(directory: Path) -> None:
+    """Make the drafts folder if its parent is there: one on a share that is not mounted
+    is never made inside the bare mount point (folders/moves.py `prepare_folder`)."""
+    try:
+        prepare_folder(directory)
+    except FolderUnavailable as exc:
+        raise ServiceError(
+            f"{exc}; or write the draft elsewhere with -o FILE (- for the terminal)"
+        ) from None
 
 
 def write_exact(text: str, path: Path) -> Path:
