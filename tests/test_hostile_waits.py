@@ -11,7 +11,7 @@ error in the reason; `show` and `status` say that polls fail, and since when.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -60,6 +60,17 @@ async def status_line(runtime: Runtime, words: str) -> str:
                 return line
             await anyio.sleep(0.02)
     raise AssertionError(words)  # pragma: no cover - fail_after raises first
+
+
+async def polled_after(rule: Rule, instant: datetime) -> None:
+    """Once the engine has asked the server again after `instant` (a positive sign that it
+    looked at the job past its deadline), never a fixed sleep."""
+    with anyio.fail_after(HANG):
+        while utcnow() <= instant:
+            await anyio.sleep(0.05)
+        seen = rule.hits
+        while rule.hits <= seen:
+            await anyio.sleep(0.05)
 
 
 def engine_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -135,13 +146,7 @@ async def test_a_poll_429_asking_for_years_pauses_polls_briefly_and_the_song_out
             # The other task, polled beside it at first, is polled alone and finishes.
             other = await runtime.service.wait(other.id, timeout=HANG)
             # A poll refused after the deadline (a positive sign the engine looked again)...
-            deadline = stuck.submitted_at + timedelta(seconds=2)
-            with anyio.fail_after(HANG):
-                while utcnow() <= deadline:
-                    await anyio.sleep(0.05)
-                seen = refuse.hits
-                while refuse.hits <= seen:
-                    await anyio.sleep(0.05)
+            await polled_after(refuse, stuck.submitted_at + timedelta(seconds=2))
             past = await runtime.store.get(stuck.id)
             # ...left the song running; once the server answers, it is fetched.
             refuse.body_match = b"\x00answering again"
@@ -180,13 +185,7 @@ async def test_polls_that_reach_no_server_across_the_deadline_still_deliver_the_
                 runtime, job, "polls failing", lambda j: j.result.poll_error is not None
             )
             assert job.submitted_at
-            deadline = job.submitted_at + timedelta(seconds=1)
-            with anyio.fail_after(HANG):
-                while utcnow() <= deadline:
-                    await anyio.sleep(0.05)
-                seen = down.hits
-                while down.hits <= seen:  # polled (and failing) past the deadline
-                    await anyio.sleep(0.05)
+            await polled_after(down, job.submitted_at + timedelta(seconds=1))
             past = await runtime.store.get(job.id)
             down.match = "POST /nothing-matches-any-more"
             job = await runtime.service.wait(job.id, timeout=HANG)
